@@ -1,0 +1,61 @@
+"""The portal application factory."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask import Flask
+
+from . import config
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Build the portal: settings, extensions, directory, user loader, blueprints."""
+    app = Flask(__name__)
+    app.config.from_mapping(config.defaults())
+    if test_config is None:
+        app.config.from_mapping(config.load_settings_file())
+        app.config.from_prefixed_env("PORTAL")
+    else:
+        app.config.from_mapping(test_config)
+    config.validate(app.config)
+    _derive_settings(app)
+
+    from . import accounts, directory, errors
+    from .extensions import cache, csrf, login_manager
+
+    cache.init_app(app)
+    csrf.init_app(app)
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    login_manager.login_message = "Please sign in to open that page."
+    # "basic"/"strong" protection fingerprints the client-supplied X-Forwarded-For header;
+    # sessions are protected by the signed cookie and the cached is_active check instead.
+    login_manager.session_protection = None
+    directory.init_app(app)
+    accounts.init_app(app)
+    errors.init_app(app)
+
+    from .admin import bp as admin_bp
+    from .auth import bp as auth_bp
+    from .health import bp as health_bp
+    from .main import bp as main_bp
+
+    for blueprint in (auth_bp, main_bp, admin_bp, health_bp):
+        app.register_blueprint(blueprint)
+    return app
+
+
+def _derive_settings(app: Flask) -> None:
+    # Flask, Flask-Login and Flask-Caching settings that follow from the portal's own keys.
+    secure = app.config["SESSION_COOKIE_SECURE"]
+    app.config.update(
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        REMEMBER_COOKIE_SECURE=secure,
+        REMEMBER_COOKIE_HTTPONLY=True,
+        REMEMBER_COOKIE_SAMESITE="Lax",
+        REMEMBER_COOKIE_DURATION=timedelta(days=app.config["REMEMBER_COOKIE_DAYS"]),
+        CACHE_DEFAULT_TIMEOUT=app.config["USER_CACHE_TTL"],
+        WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session that carries it
+    )

@@ -1,0 +1,56 @@
+"""Who may open what: the group_required decorator and the configured group pages."""
+
+from __future__ import annotations
+
+from functools import wraps
+
+from flask import abort, current_app
+from flask_login import current_user
+
+from .extensions import login_manager
+
+
+def group_required(*groups: str):
+    """Let a view through only for signed-in members of at least one of `groups` (else 403)."""
+
+    def decorate(view):
+        @wraps(view)
+        def guarded(*args, **kwargs):
+            if not current_user.is_authenticated:
+                return login_manager.unauthorized()
+            if not current_user.in_any_group(groups):
+                abort(403)
+            return view(*args, **kwargs)
+
+        return guarded
+
+    return decorate
+
+
+def admin_required(view):
+    """Let a view through only for members of ACCESS_ADMIN_GROUPS (else 403)."""
+
+    @wraps(view)
+    def guarded(*args, **kwargs):
+        if not current_user.is_authenticated:
+            return login_manager.unauthorized()
+        if not current_user.is_admin:
+            abort(403)
+        return view(*args, **kwargs)
+
+    return guarded
+
+
+def configured_pages() -> list[dict]:
+    """Return the PAGES declared in settings."""
+    return current_app.config["PAGES"]
+
+
+def find_page(slug: str) -> dict | None:
+    """Return the configured page with this slug, or None."""
+    return next((page for page in configured_pages() if page["slug"] == slug), None)
+
+
+def pages_for(user) -> list[dict]:
+    """Return the configured pages this user may open, in settings order."""
+    return [page for page in configured_pages() if user.in_any_group(page["groups"])]

@@ -1,0 +1,88 @@
+"""The user loader Flask-Login calls on every request, served from the cache.
+
+The cache holds each person's plain attribute data as JSON under their canonical username, for
+USER_CACHE_TTL seconds. A cache hit rebuilds the User with no LDAP operation; a miss reads the
+directory once and fills the cache. Because the loader returns None for a person who is no longer
+active, losing a group ends their access within the TTL on every worker that shares the cache.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from flask import Flask, current_app
+
+from . import directory
+from .directory import InvalidInput
+from .extensions import cache, login_manager
+from .models import AccessPolicy, User
+
+log = logging.getLogger(__name__)
+
+_POLICY = "portal.policy"
+
+
+def init_app(app: Flask) -> None:
+    """Register the cached loader with Flask-Login and compute the access policy once."""
+    app.extensions[_POLICY] = AccessPolicy.from_config(app.config)
+    login_manager.user_loader(load_user)
+
+
+def policy() -> AccessPolicy:
+    """Return the current app's access policy."""
+    return current_app.extensions[_POLICY]
+
+
+def cache_key(username: str) -> str:
+    """The cache key for one person (the canonical, lower-cased username)."""
+    return "user:" + username
+
+
+def build_user(attrs: dict) -> User:
+    """Build a User from attrs under the current app's policy."""
+    return User.from_attributes(attrs, policy())
+
+
+def remember(attrs: dict) -> None:
+    """Store a person's attrs in the cache, stamped with the time they were read."""
+    payload = dict(attrs, fetched_at=time.time())
+    cache.set(cache_key(attrs["username"]), json.dumps(payload, separators=(",", ":")))
+
+
+def forget(username: str) -> None:
+    """Drop one person's cached attrs so the next request reads the directory."""
+    cache.delete(cache_key(username))
+
+
+def cached_attributes(username: str) -> dict | None:
+    """Return the cached attrs of a person, or None on a miss or an unreadable entry."""
+    raw = cache.get(cache_key(username))
+    if not isinstance(raw, str):
+        return None
+    try:
+        attrs = json.loads(raw)
+    except ValueError:
+        log.warning("ignoring an unreadable cache entry for %r", username)
+        return None
+    return attrs if isinstance(attrs, dict) and attrs.get("username") == username else None
+
+
+def load_user(user_id: str) -> User | None:
+    """Flask-Login's user_loader: the active User for a session's username, else None.
+
+    Raises DirectoryUnavailable when the cache misses and the directory cannot answer, so the
+    person sees "try again" rather than being signed out by an outage.
+    """
+    attrs = cached_attributes(user_id)
+    if attrs is None:
+        try:
+            attrs = directory.lookup(user_id)
+        except InvalidInput:
+            return None
+        if attrs is None:
+            return None
+        remember(attrs)
+    user = build_user(attrs)
+    return user if user.is_active else None

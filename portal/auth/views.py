@@ -1,0 +1,81 @@
+"""Login binds to the directory; logout clears the session, remember cookie and cache entry."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import redirect, render_template, request, session, url_for
+from flask_login import current_user, login_user, logout_user
+
+from .. import accounts, directory
+from ..directory import DirectoryUnavailable, InvalidInput
+from ..urls import safe_next
+from . import bp
+from .forms import LoginForm, LogoutForm
+
+log = logging.getLogger(__name__)
+
+FAILED = "Wrong username or password."
+REFUSED = (
+    "Your password is correct, but your account may not use the portal. "
+    "Ask your manager or the service desk to add you to the right group."
+)
+MISSING = "Enter your username and password."
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    """Show the login form; on POST verify the password against the directory."""
+    form = LoginForm()
+    next_url = safe_next(form.next.data or request.args.get("next"))
+    if request.method == "GET":
+        if current_user.is_authenticated:
+            return redirect(next_url or url_for("main.home"))
+        form.next.data = next_url or ""
+        return _page(form)
+    if not form.validate_on_submit():
+        return _page(form, MISSING, 400)
+    try:
+        attrs = directory.authenticate(form.username.data, form.password.data)
+    except InvalidInput:
+        attrs = None
+    except DirectoryUnavailable:
+        return _page(form, "The directory is not answering; please try again shortly.", 503,
+                     {"Retry-After": "30"})
+    if attrs is None:
+        log.info("login failed for %r", _printable(form.username.data))
+        return _page(form, FAILED, 401)
+    user = accounts.build_user(attrs)
+    if not user.is_active:
+        log.info("login refused for %s: not in an allowed group", user.username)
+        return _page(form, REFUSED, 403)
+    # A new session for the new identity: nothing from before the login survives it.
+    session.clear()
+    login_user(user, remember=form.remember.data)
+    accounts.remember(attrs)
+    log.info("login succeeded for %s", user.username)
+    return redirect(next_url or url_for("main.home"))
+
+
+@bp.route("/logout", methods=["POST"])
+def logout():
+    """Sign out: drop the cache entry, the session and the remember-me cookie."""
+    if not LogoutForm().validate_on_submit():
+        return redirect(url_for("main.home"))
+    if current_user.is_authenticated:
+        accounts.forget(current_user.username)
+    session.clear()
+    logout_user()  # after clear(): it leaves the flag that deletes the remember cookie
+    return redirect(url_for("auth.login", signed_out=1))
+
+
+def _page(form: LoginForm, error: str | None = None, status: int = 200, headers=None):
+    form.password.data = ""
+    signed_out = request.args.get("signed_out") == "1" and error is None
+    body = render_template("login.html", form=form, error=error, signed_out=signed_out)
+    response_headers = {"Cache-Control": "no-store", **(headers or {})}
+    return body, status, response_headers
+
+
+def _printable(value: object) -> str:
+    return str(value)[:64].encode("unicode_escape").decode("ascii")

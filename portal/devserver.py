@@ -1,0 +1,50 @@
+"""`make run`: a throwaway demo directory on 127.0.0.1 and the portal in front of it.
+
+Ctrl-C (or SIGTERM) stops the portal and the directory and deletes the directory's temp folder.
+PORTAL_DEV_PORT chooses the portal's port (default 5000).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+
+from .testing.slapd import Slapd, SlapdMissing
+
+
+def main() -> int:
+    """Start the demo directory, serve the portal until interrupted, then clean up."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, _interrupt)
+    port = int(os.environ.get("PORTAL_DEV_PORT", "5000"))
+    slapd = Slapd()
+    try:
+        slapd.start()
+    except SlapdMissing as error:
+        print(error, file=sys.stderr)
+        return 2
+    try:
+        os.environ["PORTAL_LDAP_URLS"] = json.dumps([slapd.url])
+        from . import create_app
+
+        app = create_app()
+        print(f"Demo directory at {slapd.url}; portal at http://127.0.0.1:{port}/ (Ctrl-C stops)")
+        print("Demo accounts: see README.md (alice / alice-secret, erin / erin-secret, ...)")
+        app.run(host="127.0.0.1", port=port, use_reloader=False)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        slapd.cleanup()
+        print("Stopped the portal and the demo directory.")
+    return 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    sys.exit(main())

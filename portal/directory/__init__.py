@@ -1,0 +1,57 @@
+"""Everything that speaks LDAP, behind four functions: authenticate, lookup, check_health, init_app.
+
+Vocabulary: a ``*_dn`` is a DN string as the server returned it; ``attrs`` is the plain dict a
+person is cached as (username, dn, display_name, email, groups); ``username`` is always the
+canonical, lower-cased login name. Expected failures (unknown user, wrong password) return None;
+``DirectoryUnavailable`` means the directory could not answer; ``InvalidInput`` means the input was
+refused before any LDAP traffic. This package never touches the request, the session or templates.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, current_app
+
+from .errors import DirectoryError, DirectoryUnavailable, InvalidInput
+from .queries import normalise_username
+from .service import Directory, ServerHealth
+from .settings import DirectorySettings
+
+__all__ = [
+    "Directory",
+    "DirectoryError",
+    "DirectoryUnavailable",
+    "InvalidInput",
+    "ServerHealth",
+    "authenticate",
+    "check_health",
+    "init_app",
+    "lookup",
+    "normalise_username",
+]
+
+_EXTENSION = "portal.directory"
+
+
+def init_app(app: Flask) -> None:
+    """Create the app's Directory from its LDAP_* settings (no connection is opened yet)."""
+    app.extensions[_EXTENSION] = Directory(DirectorySettings.from_config(app.config))
+
+
+def get_directory() -> Directory:
+    """Return the current app's Directory."""
+    return current_app.extensions[_EXTENSION]
+
+
+def authenticate(username: object, password: object) -> dict | None:
+    """Verify a password by search-then-bind; return the person's attrs, or None if refused."""
+    return get_directory().authenticate(username, password)
+
+
+def lookup(username: str) -> dict | None:
+    """Read a person's current attrs by canonical username; None if they no longer exist."""
+    return get_directory().lookup(username)
+
+
+def check_health() -> list[ServerHealth]:
+    """Probe every configured server with a service bind and a base search."""
+    return get_directory().check_health()

@@ -1,0 +1,47 @@
+"""Pure helpers that build LDAP filters from untrusted input: no Flask, no network."""
+
+from __future__ import annotations
+
+import unicodedata
+
+from ldap3.utils.conv import escape_filter_chars
+
+from .errors import InvalidInput
+
+
+def normalise_username(value: object, max_length: int) -> str:
+    """Return the login name trimmed and lower-cased, or raise InvalidInput.
+
+    Refuses non-strings, empty names, over-long names and any control character (NUL, CR, LF,
+    tab, ...), so nothing odd is ever placed into a filter or sent to the directory.
+    """
+    if not isinstance(value, str):
+        raise InvalidInput("username must be text")
+    name = value.strip()
+    if not name or len(name) > max_length:
+        raise InvalidInput("username is empty or too long")
+    if _has_control_character(name):
+        raise InvalidInput("username contains a control character")
+    return name.casefold()
+
+
+def check_password(value: object, max_length: int) -> str:
+    """Return the password unchanged if it may be sent in a bind, else raise InvalidInput.
+
+    An empty or blank password would be an unauthenticated bind, which many servers accept
+    as success (RFC 4513 5.1.2), so it is refused here, before any LDAP traffic.
+    """
+    if not isinstance(value, str) or not value.strip() or len(value) > max_length:
+        raise InvalidInput("password is empty or too long")
+    if "\x00" in value:
+        raise InvalidInput("password contains NUL")
+    return value
+
+
+def fill_filter(template: str, **values: str) -> str:
+    """Place RFC 4515-escaped values into a filter template's {placeholders}."""
+    return template.format_map({key: escape_filter_chars(value) for key, value in values.items()})
+
+
+def _has_control_character(text: str) -> bool:
+    return any(unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") for char in text)

@@ -1,0 +1,158 @@
+"""The Directory: find a person, verify their password, read their groups, probe the servers."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import ldap3
+from ldap3.core.exceptions import LDAPException
+
+from . import mapping
+from .connections import ServicePool, discard, make_servers, open_connection
+from .errors import DirectoryError, DirectoryUnavailable
+from .queries import check_password, fill_filter, normalise_username
+from .settings import DirectorySettings
+
+log = logging.getLogger(__name__)
+
+# Result codes that mean "the server cannot answer now" rather than "no" (RFC 4511 4.1.9).
+_OUTAGE_CODES = frozenset({3, 11, 51, 52, 80})  # timeLimit, adminLimit, busy, unavailable, other
+_USABLE_CODES = frozenset({0, 4, 32})  # success, sizeLimitExceeded, noSuchObject
+
+
+@dataclass(frozen=True)
+class ServerHealth:
+    """What one probe of one server found."""
+
+    url: str
+    reachable: bool
+    service_bind_ok: bool
+    search_ok: bool
+    latency_ms: float | None
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """Reachable, service bind accepted and the user base readable."""
+        return self.reachable and self.service_bind_ok and self.search_ok
+
+
+class Directory:
+    """One configured directory; safe to share between threads."""
+
+    def __init__(self, settings: DirectorySettings):
+        self.settings = settings
+        self.servers = make_servers(settings)
+        self.pool = ServicePool(settings, self.servers)
+
+    def authenticate(self, username: object, password: object) -> dict | None:
+        """Return the user's attributes if the password is right, else None.
+
+        Raises InvalidInput before any LDAP traffic for input that may not be sent, and
+        DirectoryUnavailable when the directory cannot answer (never "wrong password").
+        """
+        name = normalise_username(username, self.settings.username_max_length)
+        check_password(password, self.settings.password_max_length)
+        entry = self._find_user(name)
+        if entry is None or not self._password_accepted(entry["dn"], password):
+            return None
+        return self._attributes(entry)
+
+    def lookup(self, username: object) -> dict | None:
+        """Return the current attributes of a user by login name, or None if there is no such user."""
+        entry = self._find_user(normalise_username(username, self.settings.username_max_length))
+        return None if entry is None else self._attributes(entry)
+
+    def check_health(self) -> list[ServerHealth]:
+        """Probe each server in turn with a fresh service bind and a base search."""
+        return [self._probe(server) for server in self.servers]
+
+    def close(self) -> None:
+        """Close the pooled service connections."""
+        self.pool.clear()
+
+    def _find_user(self, name: str) -> Mapping | None:
+        search_filter = fill_filter(self.settings.user_filter, username=name)
+        entries = self._search(
+            self.settings.user_base, search_filter, self.settings.user_attributes, size_limit=2
+        )
+        if len(entries) > 1:
+            log.warning("login name %r matches several directory entries; refusing it", name)
+            return None
+        return entries[0] if entries else None
+
+    def _password_accepted(self, dn: str, password: str) -> bool:
+        # Bind as the DN the server returned, never as the typed string, on its own connection so
+        # the pooled service connections keep their identity.
+        connection, bound = open_connection(self.servers, self.settings, dn, password)
+        code = connection.result.get("result") if connection.result else None
+        discard(connection)
+        if not bound and code in _OUTAGE_CODES:
+            raise DirectoryUnavailable(f"bind answered result code {code}")
+        return bound
+
+    def _attributes(self, entry: Mapping) -> dict:
+        member_name = mapping.first_value(entry["attributes"], self.settings.attr_username)
+        search_filter = fill_filter(
+            self.settings.group_filter, user_dn=entry["dn"], username=member_name
+        )
+        groups = self._search(
+            self.settings.group_base, search_filter, [self.settings.group_name_attr]
+        )
+        names = mapping.group_names(groups, self.settings.group_name_attr)
+        return mapping.user_attributes(entry, self.settings, names)
+
+    def _search(self, base: str, search_filter: str, attributes: list[str], size_limit=0) -> list:
+        # One retry on a fresh connection: a pooled connection may have been closed by the server.
+        for attempt in (1, 2):
+            try:
+                with self.pool.connection() as connection:
+                    connection.search(
+                        base,
+                        search_filter,
+                        ldap3.SUBTREE,
+                        attributes=attributes,
+                        size_limit=size_limit,
+                        time_limit=self.settings.operation_timeout,
+                    )
+                    return self._entries(connection, base)
+            except LDAPException as error:
+                if attempt == 2:
+                    log.warning("directory search under %s failed: %s", base, error)
+                    raise DirectoryUnavailable("directory search failed") from error
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _entries(connection: ldap3.Connection, base: str) -> list:
+        code = (connection.result or {}).get("result")
+        if code in _USABLE_CODES:
+            if code == 32:
+                log.warning("search base %s does not exist in the directory", base)
+            return mapping.entries_of(connection.response)
+        if code in _OUTAGE_CODES or code is None:
+            raise DirectoryUnavailable(f"search answered result code {code}")
+        raise DirectoryError(f"search under {base} refused with result code {code}")
+
+    def _probe(self, server: ldap3.Server) -> ServerHealth:
+        url = f"{server.host}:{server.port}"
+        started = time.perf_counter()
+        try:
+            connection, bound = open_connection(
+                [server], self.settings, self.settings.bind_dn, self.settings.bind_password
+            )
+        except DirectoryUnavailable:
+            return ServerHealth(url, False, False, False, None, "no answer")
+        try:
+            searched = bound and connection.search(
+                self.settings.user_base, "(objectClass=*)", ldap3.BASE, attributes=["1.1"]
+            )
+            error = "" if searched else str((connection.result or {}).get("description", ""))
+        except LDAPException as failure:
+            searched, error = False, str(failure)
+        finally:
+            discard(connection)
+        latency = round((time.perf_counter() - started) * 1000, 1)
+        return ServerHealth(url, True, bool(bound), bool(searched), latency, error)

@@ -1,0 +1,75 @@
+"""Every error answer in one place: a friendly HTML page, or JSON for clients that ask for it."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify, make_response, render_template, request
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+from .directory import DirectoryUnavailable, InvalidInput
+
+log = logging.getLogger(__name__)
+
+#: Seconds a client is told to wait before trying again while the directory is down.
+RETRY_AFTER_SECONDS = 30
+
+_MESSAGES = {
+    400: ("Bad request", "The request could not be understood. Please go back and try again."),
+    403: ("Not allowed", "Your account is not in a group that may open this page."),
+    404: ("Not found", "There is no page at this address."),
+    405: ("Method not allowed", "This address does not accept that kind of request."),
+    413: ("Too large", "What you sent is larger than the portal accepts."),
+    503: (
+        "Directory unavailable",
+        "The company directory is not answering right now, so the portal cannot check who you "
+        "are. Please try again in a minute.",
+    ),
+}
+
+
+def init_app(app: Flask) -> None:
+    """Register the error handlers."""
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(CSRFError, _csrf_error)
+    app.register_error_handler(DirectoryUnavailable, _directory_unavailable)
+    app.register_error_handler(InvalidInput, lambda error: render_error(400))
+
+
+def render_error(status: int, detail: str | None = None):
+    """Answer with a status, as JSON or as the friendly error page."""
+    title, message = _MESSAGES.get(status, ("Error", "Something went wrong."))
+    message = detail or message
+    if _wants_json():
+        response = jsonify(error=title, message=message, status=status)
+    else:
+        # hide_account: the page must render even when loading the signed-in user is what failed.
+        page = render_template("error.html", title=title, message=message, hide_account=True)
+        response = make_response(page)
+    response.status_code = status
+    if status == 503:
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
+def _http_error(error: HTTPException):
+    if error.code is None or error.code < 400:
+        return error
+    return render_error(error.code)
+
+
+def _csrf_error(error: CSRFError):
+    return render_error(400, "The form expired or was not sent from the portal. Please try again.")
+
+
+def _directory_unavailable(error: DirectoryUnavailable):
+    log.warning("answering 503 for %s: %s", request.path, error)
+    return render_error(503)
+
+
+def _wants_json() -> bool:
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json" and request.accept_mimetypes[best] > request.accept_mimetypes[
+        "text/html"
+    ]

@@ -1,0 +1,28 @@
+"""Home lists what the signed-in person may open; /pages/<slug> shows one configured page."""
+
+from flask import abort, render_template
+from flask_login import current_user, login_required
+
+from ..access import find_page, pages_for
+from . import bp
+
+
+@bp.route("/")
+@login_required
+def home():
+    """The person's name, e-mail, groups and the pages their groups open."""
+    return render_template("home.html", user=current_user, pages=pages_for(current_user))
+
+
+@bp.route("/pages/<slug>")
+@login_required
+def page(slug: str):
+    """One configured page, for members of its groups only."""
+    found = find_page(slug)
+    if found is None:
+        abort(404)
+    if not current_user.in_any_group(found["groups"]):
+        abort(403)
+    if "template" in found:
+        return render_template(found["template"], page=found, user=current_user)
+    return render_template("page.html", page=found)

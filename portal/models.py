@@ -1,0 +1,91 @@
+"""The signed-in person: plain data built from directory attributes, no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+
+def fold(names: Iterable[str]) -> frozenset[str]:
+    """Return group names lower-cased for case-insensitive comparison."""
+    return frozenset(name.casefold() for name in names)
+
+
+@dataclass(frozen=True)
+class AccessPolicy:
+    """Which groups may use the portal, which may not, and which administer it."""
+
+    allowed: frozenset[str]
+    denied: frozenset[str] = frozenset()
+    admin: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_config(cls, config: Mapping) -> AccessPolicy:
+        """Build the policy from the ACCESS_* settings."""
+        return cls(
+            allowed=fold(config["ACCESS_ALLOWED_GROUPS"]),
+            denied=fold(config["ACCESS_DENIED_GROUPS"]),
+            admin=fold(config["ACCESS_ADMIN_GROUPS"]),
+        )
+
+
+@dataclass(frozen=True)
+class User:
+    """A directory person as the portal sees them; `attrs` round-trips through the cache."""
+
+    username: str
+    dn: str
+    display_name: str
+    email: str
+    groups: tuple[str, ...]
+    policy: AccessPolicy = field(repr=False, compare=False)
+    group_keys: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        # Computed once per User so every is_active / in_group check is a set lookup.
+        object.__setattr__(self, "group_keys", fold(self.groups))
+
+    @classmethod
+    def from_attributes(cls, attrs: Mapping, policy: AccessPolicy) -> User:
+        """Rebuild a User from the plain mapping `attributes()` produced."""
+        return cls(
+            username=attrs["username"],
+            dn=attrs["dn"],
+            display_name=attrs.get("display_name") or attrs["username"],
+            email=attrs.get("email") or "",
+            groups=tuple(attrs.get("groups") or ()),
+            policy=policy,
+        )
+
+    def attributes(self) -> dict:
+        """Return the plain, JSON-safe data that describes this user."""
+        return {
+            "username": self.username,
+            "dn": self.dn,
+            "display_name": self.display_name,
+            "email": self.email,
+            "groups": list(self.groups),
+        }
+
+    def in_any_group(self, names: Iterable[str]) -> bool:
+        """Tell whether the user belongs to at least one of the named groups."""
+        return not self.group_keys.isdisjoint(fold(names))
+
+    @property
+    def is_active(self) -> bool:
+        """Member of an allowed group and of no denied group."""
+        keys = self.group_keys
+        return not keys.isdisjoint(self.policy.allowed) and keys.isdisjoint(self.policy.denied)
+
+    @property
+    def is_admin(self) -> bool:
+        """Active and member of an admin group."""
+        return self.is_active and not self.group_keys.isdisjoint(self.policy.admin)
+
+    # Flask-Login's user protocol.
+    is_authenticated = True
+    is_anonymous = False
+
+    def get_id(self) -> str:
+        """The canonical username, the only thing the session stores."""
+        return self.username

@@ -1,0 +1,202 @@
+"""A throwaway OpenLDAP server on 127.0.0.1, seeded from LDIF, for tests and `make run`.
+
+It runs the Debian `slapd` binary as the current user from a temporary folder: no root, no
+system configuration touched, nothing left behind after `stop()`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+SUFFIX = "dc=example,dc=org"
+ROOT_DN = "cn=admin,dc=example,dc=org"
+FIXTURES = Path(__file__).resolve().parents[2] / "ldap_fixtures"
+SCHEMAS = ("core", "cosine", "nis", "inetorgperson")
+_SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])
+
+_CONFIG = """\
+{schema_includes}
+modulepath {module_dir}
+moduleload back_mdb
+pidfile {work}/slapd.pid
+argsfile {work}/slapd.args
+
+database mdb
+maxsize 33554432
+suffix "{suffix}"
+rootdn "{root_dn}"
+rootpw {root_pw_hash}
+directory {work}/db
+index objectClass eq
+index uid,cn,memberUid eq
+index member eq
+
+# Passwords are only ever compared by a bind; nobody may read them.
+access to attrs=userPassword
+  by anonymous auth
+  by * none
+# The portal's service account may read the tree; users may read their own entry.
+access to *
+  by dn.exact="cn=portal-reader,ou=services,{suffix}" read
+  by self read
+  by * none
+{extra_config}
+"""
+
+
+class SlapdMissing(RuntimeError):
+    """The slapd or ldap-utils binaries are not installed."""
+
+
+def find_binary(name: str) -> str | None:
+    """Return the path of an OpenLDAP binary, looking in sbin folders too."""
+    return shutil.which(name, path=_SEARCH_PATH)
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def ssha(password: str) -> str:
+    """Return an {SSHA} hash of password, the form slapd accepts in rootpw and userPassword."""
+    salt = secrets.token_bytes(8)
+    digest = hashlib.sha1(password.encode() + salt, usedforsecurity=False).digest()
+    return "{SSHA}" + base64.b64encode(digest + salt).decode()
+
+
+class Slapd:
+    """Start, seed, change and stop one throwaway slapd."""
+
+    def __init__(self, ldif_files=None, port: int | None = None, extra_config: str = ""):
+        self.ldif_files = [Path(p) for p in (ldif_files or sorted(FIXTURES.glob("*.ldif")))]
+        self.port = port or free_port()
+        self.extra_config = extra_config
+        self.root_dn = ROOT_DN
+        self.root_password = secrets.token_urlsafe(16)
+        self.work = Path(tempfile.mkdtemp(prefix="portal-slapd-"))
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        """The ldap:// URL clients use to reach this server."""
+        return f"ldap://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 15.0) -> Slapd:
+        """Write the configuration, load the LDIF (first start only) and wait until slapd answers."""
+        slapd, slapadd = find_binary("slapd"), find_binary("slapadd")
+        if not slapd or not slapadd or not find_binary("ldapmodify"):
+            raise SlapdMissing(
+                "OpenLDAP is not installed: run `sudo apt-get install slapd ldap-utils`"
+            )
+        config = self.work / "slapd.conf"
+        if not config.exists():
+            self._write_config(config)
+            self._load(slapadd, config)
+        log = open(self.work / "slapd.log", "ab")  # noqa: SIM115 - owned by the child
+        self.process = subprocess.Popen(
+            [slapd, "-f", str(config), "-h", f"{self.url}/", "-d", "0"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        self._wait_until_listening(timeout)
+        return self
+
+    def stop(self) -> None:
+        """Stop the server; the database stays so `start()` can bring it back."""
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def cleanup(self) -> None:
+        """Stop the server and delete its temporary folder."""
+        self.stop()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    def modify(self, ldif: str) -> None:
+        """Apply an LDIF change as the root DN with ldapmodify, as an administrator would."""
+        self._ldap_tool("ldapmodify", ldif)
+
+    def add(self, ldif: str) -> None:
+        """Add entries as the root DN with ldapadd."""
+        self._ldap_tool("ldapadd", ldif)
+
+    def delete(self, dn: str) -> None:
+        """Delete one entry as the root DN with ldapdelete."""
+        self._ldap_tool("ldapdelete", None, dn)
+
+    def log_text(self) -> str:
+        """Return what slapd has logged so far (for failure messages)."""
+        path = self.work / "slapd.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def __enter__(self) -> Slapd:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.cleanup()
+
+    def _ldap_tool(self, tool: str, stdin: str | None, *args: str) -> None:
+        command = [find_binary(tool) or tool, "-x", "-H", self.url, "-D", self.root_dn]
+        command += ["-w", self.root_password, *args]
+        result = subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=30)
+        if result.returncode != 0:
+            raise RuntimeError(f"{tool} failed ({result.returncode}): {result.stderr.strip()}")
+
+    def _write_config(self, config: Path) -> None:
+        (self.work / "db").mkdir()
+        includes = "\n".join(f"include /etc/ldap/schema/{name}.schema" for name in SCHEMAS)
+        config.write_text(
+            _CONFIG.format(
+                schema_includes=includes,
+                module_dir="/usr/lib/ldap",
+                work=self.work,
+                suffix=SUFFIX,
+                root_dn=self.root_dn,
+                root_pw_hash=ssha(self.root_password),
+                extra_config=self.extra_config,
+            )
+        )
+
+    def _load(self, slapadd: str, config: Path) -> None:
+        ldif = "\n".join(path.read_text() for path in self.ldif_files)
+        result = subprocess.run(
+            [slapadd, "-f", str(config), "-q"],
+            input=ldif,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"slapadd failed: {result.stderr.strip()}")
+
+    def _wait_until_listening(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"slapd exited at start-up:\n{self.log_text()[-2000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.05)  # readiness poll, not a timing assertion
+        self.stop()
+        raise RuntimeError(f"slapd did not listen on {self.url} within {timeout}s")

@@ -1,0 +1,152 @@
+"""Fixtures: a real slapd seeded from ldap_fixtures/, the app against it, and an auth helper."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import ldap3
+import pytest
+
+from portal import create_app
+from portal.testing.slapd import Slapd
+from tests.servers import require_binary
+
+ROOT = Path(__file__).resolve().parents[1]
+PASSWORDS = {
+    "alice": "alice-secret",
+    "bob": "bob-secret",
+    "carol": "carol-secret",
+    "dave": "dave-secret",
+    "erin": "erin-secret",
+}
+_CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"|'
+                   r'name="csrf_token" value="([^"]+)"')
+
+
+def demo_settings() -> dict:
+    """The shipped settings.toml, as the tests' starting point."""
+    return tomllib.loads((ROOT / "settings.toml").read_text())
+
+
+def start_slapd() -> Slapd:
+    """Start a throwaway slapd seeded from ldap_fixtures/ (fails under CI when missing)."""
+    require_binary("slapd", "apt-get install slapd ldap-utils")
+    require_binary("ldapmodify", "apt-get install ldap-utils")
+    return Slapd().start()
+
+
+@pytest.fixture(scope="session")
+def slapd():
+    """One read-only demo directory for the whole session: tests must not change it."""
+    server = start_slapd()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def own_slapd():
+    """A private demo directory for a test that changes entries, stops or restarts the server."""
+    server = start_slapd()
+    yield server
+    server.cleanup()
+
+
+def make_app(slapd_server: Slapd | None, **overrides):
+    """Build the portal against a server with the demo settings plus overrides."""
+    settings = demo_settings()
+    settings.update(TESTING=True, SECRET_KEY="test-secret-key-0123456789abcdef0123")
+    if slapd_server is not None:
+        settings["LDAP_URLS"] = [slapd_server.url]
+    settings.update(overrides)
+    return create_app(settings)
+
+
+@pytest.fixture
+def app(slapd):
+    """The portal against the shared demo directory."""
+    application = make_app(slapd)
+    yield application
+    application.extensions["portal.directory"].close()
+
+
+@pytest.fixture
+def client(app):
+    """A test client for the app."""
+    return app.test_client()
+
+
+class AuthActions:
+    """Sign in and out through the real forms, CSRF token included."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def csrf_token(self, path: str = "/login") -> str:
+        """Fetch a page and return the CSRF token from its form."""
+        page = self.client.get(path).get_data(as_text=True)
+        match = _CSRF.search(page)
+        assert match, f"no CSRF token on {path}"
+        return match.group(1) or match.group(2)
+
+    def login(self, username="alice", password=None, remember=False, next=None, **extra):
+        """POST the login form; the password defaults to the demo one."""
+        if password is None:
+            password = PASSWORDS.get(username, "nope")
+        data = {"csrf_token": self.csrf_token(), "username": username, "password": password}
+        if remember:
+            data["remember"] = "y"
+        if next is not None:
+            data["next"] = next
+        data.update(extra)
+        return self.client.post("/login", data=data)
+
+    def logout(self):
+        """POST the sign-out form from the home page."""
+        return self.client.post("/logout", data={"csrf_token": self.csrf_token("/")})
+
+
+@pytest.fixture
+def auth(client):
+    """Sign-in helper bound to the test client."""
+    return AuthActions(client)
+
+
+class LdapSpy:
+    """Counts the LDAP operations ldap3 sends (searches and binds) and the connections opened."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, tuple]] = []
+
+    def count(self, operation: str | None = None) -> int:
+        """How many operations (of one kind, or all) were sent."""
+        return sum(1 for op, _ in self.calls if operation in (None, op))
+
+    @property
+    def operations(self) -> int:
+        """Searches plus binds: the LDAP requests that cost the directory work."""
+        return self.count("search") + self.count("bind")
+
+    def filters(self) -> list[str]:
+        """The filters of every search sent."""
+        return [args[1] for op, args in self.calls if op == "search"]
+
+    def reset(self) -> None:
+        """Forget what was counted so far."""
+        self.calls.clear()
+
+
+@pytest.fixture
+def ldap_spy(monkeypatch):
+    """Wrap ldap3.Connection's open, bind and search so a test can count them."""
+    spy = LdapSpy()
+    for name in ("open", "bind", "search"):
+        original = getattr(ldap3.Connection, name)
+
+        def wrapper(self, *args, _original=original, _name=name, **kwargs):
+            spy.calls.append((_name, args))
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(ldap3.Connection, name, wrapper)
+    return spy
