@@ -143,23 +143,35 @@ def validate(config) -> None:
         _require(_is_str_list(config.get(key)), key, "a list of group names")
     _require(config["ACCESS_ALLOWED_GROUPS"], "ACCESS_ALLOWED_GROUPS", "name at least one group")
     _check_pages(config.get("PAGES"))
-    _require(config.get("CACHE_TYPE") in ("SimpleCache", "RedisCache", "NullCache"), "CACHE_TYPE",
-             "SimpleCache, RedisCache or NullCache")
+    _require(
+        config.get("CACHE_TYPE") in ("SimpleCache", "RedisCache", "NullCache"),
+        "CACHE_TYPE",
+        "SimpleCache, RedisCache or NullCache",
+    )
     if config["CACHE_TYPE"] == "RedisCache":
-        _require(str(config.get("CACHE_REDIS_URL", "")).startswith(("redis://", "rediss://",
-                 "unix://")), "CACHE_REDIS_URL", "a redis:// URL when CACHE_TYPE is RedisCache")
+        _require(
+            str(config.get("CACHE_REDIS_URL", "")).startswith(("redis://", "rediss://", "unix://")),
+            "CACHE_REDIS_URL",
+            "a redis:// URL when CACHE_TYPE is RedisCache",
+        )
     if config.get("ENV") == "production":
         for key in ("SECRET_KEY", "LDAP_BIND_PASSWORD"):
-            _require(DEV_ONLY_MARKER not in str(config.get(key)), key,
-                     "the dev-only value is refused in production; set PORTAL_" + key)
+            _require(
+                DEV_ONLY_MARKER not in str(config.get(key)),
+                key,
+                "the dev-only value is refused in production; set PORTAL_" + key,
+            )
         _require(len(config["SECRET_KEY"]) >= 32, "SECRET_KEY", "at least 32 random characters")
 
 
 def _check_urls(urls) -> None:
     _require(_is_str_list(urls) and urls, "LDAP_URLS", 'a list such as ["ldap://host:389"]')
     for url in urls:
-        _require(url.lower().startswith(("ldap://", "ldaps://")), "LDAP_URLS",
-                 f"{url!r} must start with ldap:// or ldaps://")
+        _require(
+            url.lower().startswith(("ldap://", "ldaps://")),
+            "LDAP_URLS",
+            f"{url!r} must start with ldap:// or ldaps://",
+        )
 
 
 def _check_pages(pages) -> None:
@@ -168,13 +180,19 @@ def _check_pages(pages) -> None:
     for number, page in enumerate(pages, 1):
         where = f"PAGES[{number}]"
         _require(isinstance(page, dict), where, "a table with slug, title, groups, body")
-        _require(isinstance(page.get("slug"), str) and _SLUG.match(page["slug"]), where + ".slug",
-                 "lower-case letters, digits and dashes")
+        _require(
+            isinstance(page.get("slug"), str) and _SLUG.match(page["slug"]),
+            where + ".slug",
+            "lower-case letters, digits and dashes",
+        )
         _require(page["slug"] not in seen, where + ".slug", f"{page['slug']!r} is used twice")
         seen.add(page["slug"])
         _require(isinstance(page.get("title"), str) and page["title"], where + ".title", "a title")
-        _require(_is_str_list(page.get("groups")) and page["groups"], where + ".groups",
-                 "a list of the groups that may open the page")
+        _require(
+            _is_str_list(page.get("groups")) and page["groups"],
+            where + ".groups",
+            "a list of the groups that may open the page",
+        )
         has_body = isinstance(page.get("body"), str)
         has_template = isinstance(page.get("template"), str)
         _require(has_body != has_template, where, "give exactly one of body or template")

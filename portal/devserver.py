@@ -17,7 +17,9 @@ from .testing.slapd import Slapd, SlapdMissing
 
 def main() -> int:
     """Start the demo directory, serve the portal until interrupted, then clean up."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     signal.signal(signal.SIGTERM, _interrupt)
     port = int(os.environ.get("PORTAL_DEV_PORT", "5000"))
     slapd = Slapd()

@@ -9,6 +9,7 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from .directory import DirectoryUnavailable, InvalidInput
+from .extensions import login_manager
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,7 @@ def render_error(status: int, detail: str | None = None):
     if _wants_json():
         response = jsonify(error=title, message=message, status=status)
     else:
-        # hide_account: the page must render even when loading the signed-in user is what failed.
-        page = render_template("error.html", title=title, message=message, hide_account=True)
+        page = render_template("error.html", title=title, message=message)
         response = make_response(page)
     response.status_code = status
     if status == 503:
@@ -65,11 +65,15 @@ def _csrf_error(error: CSRFError):
 
 def _directory_unavailable(error: DirectoryUnavailable):
     log.warning("answering 503 for %s: %s", request.path, error)
+    # Loading the signed-in user may be what failed; Flask-Login's template context would
+    # call the loader again, so this request continues as anonymous.
+    login_manager._update_request_context_with_user()
     return render_error(503)
 
 
 def _wants_json() -> bool:
     best = request.accept_mimetypes.best_match(["text/html", "application/json"])
-    return best == "application/json" and request.accept_mimetypes[best] > request.accept_mimetypes[
-        "text/html"
-    ]
+    return (
+        best == "application/json"
+        and request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
+    )

@@ -40,8 +40,12 @@ def login():
     except InvalidInput:
         attrs = None
     except DirectoryUnavailable:
-        return _page(form, "The directory is not answering; please try again shortly.", 503,
-                     {"Retry-After": "30"})
+        return _page(
+            form,
+            "The directory is not answering; please try again shortly.",
+            503,
+            {"Retry-After": "30"},
+        )
     if attrs is None:
         log.info("login failed for %r", _printable(form.username.data))
         return _page(form, FAILED, 401)

@@ -10,7 +10,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import ldap3
 from ldap3.core.exceptions import LDAPException
@@ -23,8 +23,15 @@ log = logging.getLogger(__name__)
 
 def make_servers(settings: DirectorySettings) -> list[ldap3.Server]:
     """Build one ldap3 Server per configured URL, without reading server info or schema."""
+    # IP_SYSTEM_DEFAULT: other modes make ldap3 skip an address for seconds after one failure,
+    # which would delay recovery after an outage; failover order is decided here instead.
     return [
-        ldap3.Server(url, get_info=ldap3.NONE, connect_timeout=settings.connect_timeout)
+        ldap3.Server(
+            url,
+            get_info=ldap3.NONE,
+            connect_timeout=settings.connect_timeout,
+            mode=ldap3.IP_SYSTEM_DEFAULT,
+        )
         for url in settings.urls
     ]
 
@@ -64,10 +71,8 @@ def open_connection(
 
 def discard(connection: ldap3.Connection) -> None:
     """Close a connection, ignoring errors from a socket that is already gone."""
-    try:
+    with suppress(LDAPException, OSError):
         connection.unbind()
-    except (LDAPException, OSError):
-        pass
 
 
 class ServicePool:

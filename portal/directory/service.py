@@ -62,7 +62,7 @@ class Directory:
         return self._attributes(entry)
 
     def lookup(self, username: object) -> dict | None:
-        """Return the current attributes of a user by login name, or None if there is no such user."""
+        """Return the current attributes of a user by login name, or None if there is none."""
         entry = self._find_user(normalise_username(username, self.settings.username_max_length))
         return None if entry is None else self._attributes(entry)
 

@@ -94,7 +94,7 @@ class Slapd:
         return f"ldap://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 15.0) -> Slapd:
-        """Write the configuration, load the LDIF (first start only) and wait until slapd answers."""
+        """Write the config, load the LDIF (first start only) and wait until slapd answers."""
         slapd, slapadd = find_binary("slapd"), find_binary("slapadd")
         if not slapd or not slapadd or not find_binary("ldapmodify"):
             raise SlapdMissing(

@@ -1,0 +1,252 @@
+"""Sign-in and sign-out through the real forms against the real demo directory."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from werkzeug.datastructures import MultiDict
+
+from portal import accounts
+from tests.conftest import AuthActions
+
+INJECTIONS = [
+    "*",
+    "*)(uid=*",
+    "admin)(|(uid=*",
+    "*)(objectClass=*))(&(uid=x",
+    "a\\",
+    "(",
+    ")",
+    "\\2a",
+    "alice*",
+    "*alice",
+    "al*ce",
+]
+
+
+def cookie_names(response) -> set[str]:
+    """The names of the cookies a response sets."""
+    return {cookie.split("=", 1)[0] for cookie in response.headers.getlist("Set-Cookie")}
+
+
+def without_tokens(body: str) -> str:
+    """A page body with its per-session CSRF token blanked, for comparing two answers."""
+    return re.sub(r'value="[^"]*"', 'value=""', body)
+
+
+def test_right_password_lands_on_home_with_name_email_groups_and_pages(client, auth):
+    """A member of staff signs in and sees who they are and what they may open."""
+    response = auth.login("alice")
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/"
+    body = client.get("/").get_data(as_text=True)
+    assert "Alice Liddell" in body
+    assert "alice@example.org" in body
+    assert "engineering, staff" in body
+    assert 'href="/pages/handbook"' in body
+    assert 'href="/pages/engineering"' in body
+    assert 'href="/pages/finance"' not in body
+
+
+def test_wrong_password_and_unknown_user_get_the_same_answer(app, auth):
+    """Status, message and cookie names do not tell a wrong password from an unknown user."""
+    wrong = auth.login("alice", "not-her-password")
+    nobody = AuthActions(app.test_client()).login("nobody-here", "whatever")
+    assert wrong.status_code == nobody.status_code == 401
+    assert "Wrong username or password." in wrong.get_data(as_text=True)
+    assert without_tokens(wrong.get_data(as_text=True)) == without_tokens(
+        nobody.get_data(as_text=True)
+    )
+    assert cookie_names(wrong) == cookie_names(nobody)
+
+
+@pytest.mark.parametrize("username", ["carol", "dave"])
+def test_right_password_without_allowed_group_is_refused_plainly(client, auth, username):
+    """Carol (no allowed group) and dave (denied group) are told why, and not signed in."""
+    response = auth.login(username)
+    assert response.status_code == 403
+    assert "your account may not use the portal" in response.get_data(as_text=True)
+    assert client.get("/").status_code == 302
+
+
+@pytest.mark.parametrize("password", ["", "   "])
+def test_empty_password_never_reaches_the_directory(auth, ldap_spy, password):
+    """An empty or blank password is refused before any search or bind."""
+    token = auth.csrf_token()
+    ldap_spy.reset()
+    response = auth.client.post(
+        "/login", data={"csrf_token": token, "username": "alice", "password": password}
+    )
+    assert response.status_code in (400, 401)
+    assert ldap_spy.operations == 0
+    assert auth.client.get("/").status_code == 302
+
+
+@pytest.mark.parametrize("username", ["", "   ", "al\x00ice", "al\r\nice", "al\tice", "a" * 300])
+def test_unusable_username_never_reaches_the_directory(auth, ldap_spy, username):
+    """Empty, control-character and over-long names get a 4xx and cause no LDAP traffic."""
+    token = auth.csrf_token()
+    ldap_spy.reset()
+    response = auth.client.post(
+        "/login", data={"csrf_token": token, "username": username, "password": "alice-secret"}
+    )
+    assert response.status_code in (400, 401)
+    assert ldap_spy.operations == 0
+
+
+@pytest.mark.parametrize("username", INJECTIONS)
+def test_filter_injection_finds_nobody_and_binds_nobody(auth, ldap_spy, username):
+    """Filter metacharacters are escaped: the search matches no one and no bind is sent."""
+    token = auth.csrf_token()
+    ldap_spy.reset()
+    response = auth.client.post(
+        "/login", data={"csrf_token": token, "username": username, "password": "alice-secret"}
+    )
+    assert response.status_code == 401
+    assert ldap_spy.user_binds() == []
+    (sent,) = ldap_spy.filters()
+    value = sent.removeprefix("(&(objectClass=inetOrgPerson)(uid=").removesuffix("))")
+    assert not set(value) & set("*()"), f"unescaped metacharacter in {sent}"
+    assert re.fullmatch(r"(?:[^\\]|\\[0-9a-f]{2})*", value), f"bad escape in {sent}"
+
+
+def test_one_identity_whatever_the_spelling(app, auth):
+    """`Alice` and ` alice ` sign in as alice with the same session id and cache key."""
+    response = auth.login(" Alice ", "alice-secret")
+    assert response.status_code == 302
+    with auth.client.session_transaction() as session:
+        assert session["_user_id"] == "alice"
+    with app.app_context():
+        assert accounts.cached_attributes("alice")["groups"] == ["engineering", "staff"]
+
+
+def test_login_without_csrf_token_is_rejected(client, ldap_spy):
+    """A login POST without the CSRF token is a 400 and reaches no directory."""
+    client.get("/login")
+    ldap_spy.reset()
+    response = client.post("/login", data={"username": "alice", "password": "alice-secret"})
+    assert response.status_code == 400
+    assert ldap_spy.operations == 0
+
+
+def test_oversized_login_is_refused_before_ldap(auth, ldap_spy):
+    """A 1 MB password is refused by the request size limit."""
+    token = auth.csrf_token()
+    ldap_spy.reset()
+    response = auth.client.post(
+        "/login", data={"csrf_token": token, "username": "alice", "password": "x" * 1_000_000}
+    )
+    assert response.status_code == 413
+    assert ldap_spy.operations == 0
+
+
+def test_json_body_instead_of_form_is_a_clear_400(client):
+    """A login posted as JSON (no form fields, no token) is a 400, not a 500."""
+    client.get("/login")
+    response = client.post("/login", json={"username": ["alice"], "password": {"x": 1}})
+    assert response.status_code == 400
+
+
+def test_repeated_fields_do_not_break_login(auth):
+    """A duplicated username field is answered, never a 500."""
+    token = auth.csrf_token()
+    response = auth.client.post(
+        "/login",
+        data=MultiDict(
+            [
+                ("csrf_token", token),
+                ("username", "nobody"),
+                ("username", "alice"),
+                ("password", "alice-secret"),
+            ]
+        ),
+    )
+    assert response.status_code in (302, 401)
+
+
+def test_anonymous_visitor_is_sent_to_login_and_back(auth):
+    """A protected page sends an anonymous visitor to /login with next, and back after login."""
+    response = auth.client.get("/pages/handbook")
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/login?next=%2Fpages%2Fhandbook")
+    page = auth.client.get(response.headers["Location"]).get_data(as_text=True)
+    assert 'value="/pages/handbook"' in page
+    assert auth.login("alice", next="/pages/handbook").headers["Location"] == "/pages/handbook"
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "//evil.example",
+        "https://evil.example",
+        "/\\evil.example",
+        "\\\\evil.example",
+        "javascript:alert(1)",
+        "%2F%2Fevil.example",
+        "/\t/evil.example",
+        "http:evil.example",
+        "////evil.example",
+        "https:/evil.example",
+        "data:text/html,x",
+    ],
+)
+def test_hostile_next_falls_back_to_home(auth, target):
+    """After login, a `next` that could leave the site is replaced by the home page."""
+    assert auth.login("alice", next=target).headers["Location"] == "/"
+
+
+def test_signed_in_visit_to_login_goes_home(client, auth):
+    """An already signed-in person opening /login is sent on to the home page."""
+    auth.login("alice")
+    assert client.get("/login").headers["Location"] == "/"
+
+
+def test_remember_me_keeps_the_person_signed_in_after_the_browser_session(app, client, auth):
+    """With remember-me, a hardened cookie signs the person in once the session cookie is gone."""
+    response = auth.login("bob", remember=True)
+    cookies = response.headers.getlist("Set-Cookie")
+    remember = next(cookie for cookie in cookies if cookie.startswith("remember_token="))
+    assert "HttpOnly" in remember
+    assert "SameSite=Lax" in remember
+    client.delete_cookie("session")
+    assert client.get("/").status_code == 200
+
+
+def test_without_remember_me_no_remember_cookie_is_set(client, auth):
+    """Without remember-me, closing the browser ends the sign-in."""
+    response = auth.login("bob")
+    assert not any(c.startswith("remember_token=") for c in response.headers.getlist("Set-Cookie"))
+    client.delete_cookie("session")
+    assert client.get("/").status_code == 302
+
+
+def test_login_replaces_the_pre_login_session(client, auth):
+    """Nothing stored in the session before login survives it (no session fixation)."""
+    with client.session_transaction() as session:
+        session["planted"] = "by-an-attacker"
+    auth.login("alice")
+    with client.session_transaction() as session:
+        assert "planted" not in session
+        assert session["_user_id"] == "alice"
+
+
+def test_logout_clears_session_remember_cookie_and_cache_entry(app, client, auth):
+    """Logout is a POST that signs out, expires the remember cookie and drops the cache entry."""
+    auth.login("alice", remember=True)
+    response = auth.logout()
+    assert response.status_code == 302
+    expired = [c for c in response.headers.getlist("Set-Cookie") if c.startswith("remember_token=")]
+    assert expired and "Expires=Thu, 01 Jan 1970" in expired[0]
+    assert client.get("/").status_code == 302
+    with app.app_context():
+        assert accounts.cached_attributes("alice") is None
+    assert "You are signed out." in client.get("/login?signed_out=1").get_data(as_text=True)
+
+
+def test_logout_needs_post_with_csrf(client, auth):
+    """GET /logout is not allowed and a POST without the token does not sign out."""
+    auth.login("alice")
+    assert client.get("/logout").status_code == 405
+    assert client.post("/logout").status_code == 400
+    assert client.get("/").status_code == 200

@@ -1,0 +1,170 @@
+"""The cached user loader: LDAP operations counted with a spy, revocation by ldapmodify."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from portal import accounts
+from tests.conftest import AuthActions, make_app
+
+REMOVE_ALICE_FROM_STAFF = """\
+dn: cn=staff,ou=groups,dc=example,dc=org
+changetype: modify
+delete: member
+member: uid=alice,ou=people,dc=example,dc=org
+"""
+
+SUSPEND_ALICE = """\
+dn: cn=suspended,ou=groups,dc=example,dc=org
+changetype: modify
+add: member
+member: uid=alice,ou=people,dc=example,dc=org
+"""
+
+ADD_ALICE_TO_FINANCE = """\
+dn: cn=finance,ou=groups,dc=example,dc=org
+changetype: modify
+add: member
+member: uid=alice,ou=people,dc=example,dc=org
+"""
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """Move the in-process cache's clock forward instead of sleeping through a TTL."""
+
+    class Clock:
+        offset = 0.0
+
+        def advance(self, seconds: float) -> None:
+            self.offset += seconds
+
+    fake = Clock()
+    real = time.time
+    monkeypatch.setattr("cachelib.simple.time", lambda: real() + fake.offset)
+    return fake
+
+
+@pytest.fixture
+def own_app(own_slapd):
+    """The portal against a private directory that the test may change."""
+    application = make_app(own_slapd)
+    yield application
+    application.extensions["portal.directory"].close()
+
+
+def test_request_served_from_cache_costs_no_ldap_operation(client, auth, ldap_spy):
+    """After login, a page view rebuilds the user from the cache: 0 searches, 0 binds, 0 opens."""
+    auth.login("alice")
+    ldap_spy.reset()
+    for path in ("/", "/pages/handbook", "/pages/engineering"):
+        assert client.get(path).status_code == 200
+    assert ldap_spy.count() == 0
+
+
+def test_login_costs_at_most_three_ldap_operations(app, client, auth, ldap_spy):
+    """A login is one user search, one bind as the returned DN, one group search."""
+    AuthActions(app.test_client()).login("bob")  # opens the pooled service connection
+    ldap_spy.reset()
+    auth.login("alice")
+    assert ldap_spy.operations <= 3
+    assert ldap_spy.user_binds() == ["uid=alice,ou=people,dc=example,dc=org"]
+    assert ldap_spy.count("open") == 1, "only the password check opens a connection"
+
+
+def test_cache_miss_reads_the_directory_once_then_hits(app, client, auth, ldap_spy):
+    """With the entry gone, one request reads the directory (no bind) and refills the cache."""
+    auth.login("alice")
+    with app.app_context():
+        accounts.forget("alice")
+    ldap_spy.reset()
+    assert client.get("/").status_code == 200
+    assert ldap_spy.count("search") == 2
+    assert ldap_spy.user_binds() == []
+    ldap_spy.reset()
+    assert client.get("/").status_code == 200
+    assert ldap_spy.count() == 0
+
+
+def test_cached_value_is_plain_attribute_data(app, auth):
+    """The cache holds JSON text of the person's attributes, nothing executable, no password."""
+    auth.login("alice")
+    with app.app_context():
+        from portal.extensions import cache
+
+        raw = cache.get(accounts.cache_key("alice"))
+    assert isinstance(raw, str)
+    assert '"dn":"uid=alice,ou=people,dc=example,dc=org"' in raw
+    assert "alice-secret" not in raw
+
+
+def test_removed_from_allowed_group_loses_access_within_the_ttl(own_app, own_slapd, clock):
+    """Alice keeps access while her entry is cached, and loses it once the TTL has passed."""
+    client = own_app.test_client()
+    AuthActions(client).login("alice")
+    own_slapd.modify(REMOVE_ALICE_FROM_STAFF)
+    assert client.get("/").status_code == 200, "still cached: access lasts at most the TTL"
+    clock.advance(own_app.config["USER_CACHE_TTL"] - 5)
+    assert client.get("/").status_code == 200
+    clock.advance(10)
+    response = client.get("/")
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/login")
+
+
+def test_added_to_denied_group_loses_access_within_the_ttl(own_app, own_slapd, clock):
+    """Joining a denied group ends access after the TTL, remember-me path included."""
+    client = own_app.test_client()
+    AuthActions(client).login("alice", remember=True)
+    own_slapd.modify(SUSPEND_ALICE)
+    clock.advance(own_app.config["USER_CACHE_TTL"] + 1)
+    client.delete_cookie("session")
+    assert client.get("/").status_code == 302
+
+
+def test_deleted_account_is_signed_out_within_the_ttl(own_app, own_slapd, clock):
+    """A person deleted from the directory is signed out once their cache entry expires."""
+    client = own_app.test_client()
+    AuthActions(client).login("bob")
+    own_slapd.delete("uid=bob,ou=people,dc=example,dc=org")
+    clock.advance(own_app.config["USER_CACHE_TTL"] + 1)
+    assert client.get("/").status_code == 302
+
+
+def test_new_group_opens_its_page_after_the_ttl(own_app, own_slapd, clock):
+    """Freshness works both ways: a group added in the directory shows up after the TTL."""
+    client = own_app.test_client()
+    AuthActions(client).login("alice")
+    own_slapd.modify(ADD_ALICE_TO_FINANCE)
+    assert client.get("/pages/finance").status_code == 403
+    clock.advance(own_app.config["USER_CACHE_TTL"] + 1)
+    assert client.get("/pages/finance").status_code == 200
+
+
+def test_login_refreshes_the_cache_entry(own_app, own_slapd):
+    """Signing in again stores what the directory says now, without waiting for the TTL."""
+    client = own_app.test_client()
+    auth = AuthActions(client)
+    auth.login("alice")
+    own_slapd.modify(ADD_ALICE_TO_FINANCE)
+    auth.logout()
+    auth.login("alice")
+    assert client.get("/pages/finance").status_code == 200
+
+
+def test_directory_outage_on_cache_miss_is_a_503_and_caches_nothing(own_app, own_slapd, clock):
+    """A miss during an outage answers 503; the error is never cached as "no groups"."""
+    client = own_app.test_client()
+    AuthActions(client).login("alice")
+    own_slapd.stop()
+    clock.advance(own_app.config["USER_CACHE_TTL"] + 1)
+    response = client.get("/")
+    assert response.status_code == 503
+    assert response.headers["Retry-After"]
+    assert "directory" in response.get_data(as_text=True).lower()
+    with own_app.app_context():
+        assert accounts.cached_attributes("alice") is None
+    own_slapd.start()
+    assert client.get("/").status_code == 200, "recovers without a restart"
