@@ -1,0 +1,10 @@
+# The portal served by gunicorn. Configure it with PORTAL_* environment variables.
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY portal ./portal
+RUN pip install --no-cache-dir . && useradd --system --no-create-home portal
+COPY settings.toml ./
+USER portal
+EXPOSE 8000
+CMD ["gunicorn", "--workers", "2", "--bind", "0.0.0.0:8000", "--access-logfile", "-", "portal:create_app()"]
