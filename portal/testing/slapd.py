@@ -24,6 +24,7 @@ SCHEMAS = ("core", "cosine", "nis", "inetorgperson")
 _SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])
 
 _CONFIG = """\
+{global_config}
 {schema_includes}
 modulepath {module_dir}
 moduleload back_mdb
@@ -79,10 +80,17 @@ def ssha(password: str) -> str:
 class Slapd:
     """Start, seed, change and stop one throwaway slapd."""
 
-    def __init__(self, ldif_files=None, port: int | None = None, extra_config: str = ""):
+    def __init__(
+        self,
+        ldif_files=None,
+        port: int | None = None,
+        extra_config: str = "",
+        global_config: str = "",
+    ):
         self.ldif_files = [Path(p) for p in (ldif_files or sorted(FIXTURES.glob("*.ldif")))]
         self.port = port or free_port()
-        self.extra_config = extra_config
+        self.extra_config = extra_config  # appended to the database section
+        self.global_config = global_config  # placed before it (e.g. "allow bind_anon_dn")
         self.root_dn = ROOT_DN
         self.root_password = secrets.token_urlsafe(16)
         self.work = Path(tempfile.mkdtemp(prefix="portal-slapd-"))
@@ -173,6 +181,7 @@ class Slapd:
                 root_dn=self.root_dn,
                 root_pw_hash=ssha(self.root_password),
                 extra_config=self.extra_config,
+                global_config=self.global_config,
             )
         )
 
