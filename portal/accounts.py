@@ -48,17 +48,17 @@ def build_user(attrs: dict) -> User:
 def remember(attrs: dict) -> None:
     """Store a person's attrs in the cache, stamped with the time they were read."""
     payload = dict(attrs, fetched_at=time.time())
-    cache.set(cache_key(attrs["username"]), json.dumps(payload, separators=(",", ":")))
+    _cache_call("set", cache_key(attrs["username"]), json.dumps(payload, separators=(",", ":")))
 
 
 def forget(username: str) -> None:
     """Drop one person's cached attrs so the next request reads the directory."""
-    cache.delete(cache_key(username))
+    _cache_call("delete", cache_key(username))
 
 
 def cached_attributes(username: str) -> dict | None:
     """Return the cached attrs of a person, or None on a miss or an unreadable entry."""
-    raw = cache.get(cache_key(username))
+    raw = _cache_call("get", cache_key(username))
     if not isinstance(raw, str):
         return None
     try:
@@ -86,3 +86,13 @@ def load_user(user_id: str) -> User | None:
         remember(attrs)
     user = build_user(attrs)
     return user if user.is_active else None
+
+
+def _cache_call(operation: str, *args):
+    # A cache outage (Redis down) must degrade to "read the directory", never to a 500; every
+    # backend raises its own exception types, hence the broad catch.
+    try:
+        return getattr(cache, operation)(*args)
+    except Exception as error:  # noqa: BLE001
+        log.warning("user cache %s failed: %s", operation, error)
+        return None

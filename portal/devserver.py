@@ -25,22 +25,27 @@ def main() -> int:
     slapd = Slapd()
     try:
         slapd.start()
-    except SlapdMissing as error:
-        print(error, file=sys.stderr)
-        return 2
-    try:
         os.environ["PORTAL_LDAP_URLS"] = json.dumps([slapd.url])
         from . import create_app
 
         app = create_app()
-        print(f"Demo directory at {slapd.url}; portal at http://127.0.0.1:{port}/ (Ctrl-C stops)")
-        print("Demo accounts: see README.md (alice / alice-secret, erin / erin-secret, ...)")
+        print(
+            f"Demo directory at {slapd.url}; portal at http://127.0.0.1:{port}/ (Ctrl-C stops)",
+            flush=True,
+        )
+        print(
+            "Demo accounts: see README.md (alice / alice-secret, erin / erin-secret, ...)",
+            flush=True,
+        )
         app.run(host="127.0.0.1", port=port, use_reloader=False)
+    except SlapdMissing as error:
+        print(error, file=sys.stderr, flush=True)
+        return 2
     except KeyboardInterrupt:
         pass
     finally:
         slapd.cleanup()
-        print("Stopped the portal and the demo directory.")
+        print("Stopped the portal and the demo directory.", flush=True)
     return 0
 
 

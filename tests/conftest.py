@@ -8,12 +8,14 @@ from pathlib import Path
 
 import ldap3
 import pytest
+from ldap3.strategy.base import BaseStrategy
 
 from portal import create_app
 from portal.testing.slapd import Slapd
 from tests.servers import require_binary
 
 ROOT = Path(__file__).resolve().parents[1]
+SERVICE_DN = "cn=portal-reader,ou=services,dc=example,dc=org"
 PASSWORDS = {
     "alice": "alice-secret",
     "bob": "bob-secret",
@@ -21,8 +23,10 @@ PASSWORDS = {
     "dave": "dave-secret",
     "erin": "erin-secret",
 }
-_CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"|'
-                   r'name="csrf_token" value="([^"]+)"')
+_CSRF = re.compile(
+    r'name="csrf_token" type="hidden" value="([^"]+)"|'
+    r'name="csrf_token" value="([^"]+)"'
+)
 
 
 def demo_settings() -> dict:
@@ -30,11 +34,11 @@ def demo_settings() -> dict:
     return tomllib.loads((ROOT / "settings.toml").read_text())
 
 
-def start_slapd() -> Slapd:
+def start_slapd(**options) -> Slapd:
     """Start a throwaway slapd seeded from ldap_fixtures/ (fails under CI when missing)."""
     require_binary("slapd", "apt-get install slapd ldap-utils")
     require_binary("ldapmodify", "apt-get install ldap-utils")
-    return Slapd().start()
+    return Slapd(**options).start()
 
 
 @pytest.fixture(scope="session")
@@ -117,11 +121,19 @@ class LdapSpy:
     """Counts the LDAP operations ldap3 sends (searches and binds) and the connections opened."""
 
     def __init__(self):
-        self.calls: list[tuple[str, tuple]] = []
+        self.calls: list[tuple[str, tuple, str | None]] = []
 
     def count(self, operation: str | None = None) -> int:
         """How many operations (of one kind, or all) were sent."""
-        return sum(1 for op, _ in self.calls if operation in (None, op))
+        return sum(1 for op, _, _ in self.calls if operation in (None, op))
+
+    def binds_as(self) -> list[str | None]:
+        """The DN each bind was sent as, in order."""
+        return [who for op, _, who in self.calls if op == "bind"]
+
+    def user_binds(self) -> list[str | None]:
+        """Binds sent as anyone but the service account (password checks)."""
+        return [who for who in self.binds_as() if who != SERVICE_DN]
 
     @property
     def operations(self) -> int:
@@ -130,7 +142,7 @@ class LdapSpy:
 
     def filters(self) -> list[str]:
         """The filters of every search sent."""
-        return [args[1] for op, args in self.calls if op == "search"]
+        return [args[1] for op, args, _ in self.calls if op == "search"]
 
     def reset(self) -> None:
         """Forget what was counted so far."""
@@ -141,12 +153,27 @@ class LdapSpy:
 def ldap_spy(monkeypatch):
     """Wrap ldap3.Connection's open, bind and search so a test can count them."""
     spy = LdapSpy()
-    for name in ("open", "bind", "search"):
-        original = getattr(ldap3.Connection, name)
+    # Connection.open is the strategy's open, looked up when a Connection is created.
+    targets = [(BaseStrategy, "open"), (ldap3.Connection, "bind"), (ldap3.Connection, "search")]
+    for owner, name in targets:
+        original = getattr(owner, name)
 
         def wrapper(self, *args, _original=original, _name=name, **kwargs):
-            spy.calls.append((_name, args))
+            spy.calls.append((_name, args, getattr(self, "user", None)))
             return _original(self, *args, **kwargs)
 
-        monkeypatch.setattr(ldap3.Connection, name, wrapper)
+        monkeypatch.setattr(owner, name, wrapper)
     return spy
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """One throwaway redis-server for the session; tests keep apart by their own key prefix."""
+    require_binary("redis-server", "apt-get install redis-server")
+    from portal.testing.redis import RedisServer
+
+    server = RedisServer()
+    try:
+        yield server.start()
+    finally:
+        server.cleanup()

@@ -120,7 +120,11 @@ class Slapd:
             stdin=subprocess.DEVNULL,
         )
         log.close()
-        self._wait_until_listening(timeout)
+        try:
+            self._wait_until_listening(timeout)
+        except BaseException:  # failed or interrupted (Ctrl-C): leave no slapd behind
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:
@@ -207,5 +211,4 @@ class Slapd:
                     return
             except OSError:
                 time.sleep(0.05)  # readiness poll, not a timing assertion
-        self.stop()
         raise RuntimeError(f"slapd did not listen on {self.url} within {timeout}s")
