@@ -22,6 +22,7 @@ PASSWORDS = {
     "carol": "carol-secret",
     "dave": "dave-secret",
     "erin": "erin-secret",
+    "frank": "frank-secret",
 }
 _CSRF = re.compile(
     r'name="csrf_token" type="hidden" value="([^"]+)"|'

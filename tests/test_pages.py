@@ -12,7 +12,8 @@ from tests.conftest import AuthActions, make_app
     ("username", "opens", "refused"),
     [
         ("alice", ["handbook", "engineering"], ["finance", "admin-guide"]),
-        ("bob", ["handbook", "finance"], ["engineering", "admin-guide"]),
+        ("bob", ["handbook"], ["engineering", "finance", "admin-guide"]),
+        ("frank", ["handbook", "finance"], ["engineering", "admin-guide"]),
         ("erin", ["handbook", "admin-guide"], ["engineering", "finance"]),
     ],
 )
@@ -32,7 +33,7 @@ def test_each_person_sees_and_opens_exactly_their_pages(client, auth, username, 
 
 def test_page_body_from_settings_is_escaped_text(client, auth):
     """A page's body comes from settings and is shown as text."""
-    auth.login("bob")
+    auth.login("frank")
     body = client.get("/pages/finance").get_data(as_text=True)
     assert "Quarterly figures and budgets" in body
     assert "Open to: finance" in body
@@ -75,10 +76,10 @@ def test_group_required_decorator_guards_views_written_in_code(slapd):
     response = anonymous.get("/finance-tool")
     assert response.status_code == 302
     assert response.headers["Location"].startswith("/login?next=%2Ffinance-tool")
-    bob, alice = app.test_client(), app.test_client()
-    AuthActions(bob).login("bob")
+    frank, alice = app.test_client(), app.test_client()
+    AuthActions(frank).login("frank")
     AuthActions(alice).login("alice")
-    assert bob.get("/finance-tool").get_data(as_text=True) == "finance tool"
+    assert frank.get("/finance-tool").get_data(as_text=True) == "finance tool"
     assert alice.get("/finance-tool").status_code == 403
 
 
