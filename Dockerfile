@@ -6,5 +6,7 @@ COPY portal ./portal
 RUN pip install --no-cache-dir . && useradd --system --no-create-home portal
 COPY settings.toml ./
 USER portal
+# Refuses the dev-only secrets of settings.toml: set PORTAL_SECRET_KEY, PORTAL_LDAP_BIND_PASSWORD.
+ENV PORTAL_ENV=production
 EXPOSE 8000
 CMD ["gunicorn", "--workers", "2", "--bind", "0.0.0.0:8000", "--access-logfile", "-", "portal:create_app()"]

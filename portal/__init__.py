@@ -20,6 +20,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.from_mapping(test_config)
     config.validate(app.config)
     _derive_settings(app)
+    _check_page_templates(app)
 
     from . import accounts, directory, errors
     from .extensions import cache, csrf, login_manager
@@ -57,5 +58,27 @@ def _derive_settings(app: Flask) -> None:
         REMEMBER_COOKIE_SAMESITE="Lax",
         REMEMBER_COOKIE_DURATION=timedelta(days=app.config["REMEMBER_COOKIE_DAYS"]),
         CACHE_DEFAULT_TIMEOUT=app.config["USER_CACHE_TTL"],
+        # Without socket timeouts a hung Redis would hang every request that reads the cache.
+        CACHE_OPTIONS={
+            "socket_timeout": app.config["CACHE_REDIS_TIMEOUT"],
+            "socket_connect_timeout": app.config["CACHE_REDIS_TIMEOUT"],
+        }
+        if app.config["CACHE_TYPE"] == "RedisCache"
+        else {},
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session that carries it
     )
+
+
+def _check_page_templates(app: Flask) -> None:
+    # A page whose template is missing would be a 500 for whoever opens it: refuse to start.
+    from jinja2 import TemplateNotFound
+
+    for number, page in enumerate(app.config["PAGES"], 1):
+        if "template" in page:
+            try:
+                app.jinja_env.get_template(page["template"])
+            except TemplateNotFound as error:
+                raise config.ConfigError(
+                    f"setting PAGES[{number}].template: no template {error.name!r} in "
+                    f"{app.template_folder}"
+                ) from error

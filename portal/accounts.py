@@ -75,6 +75,8 @@ def load_user(user_id: str) -> User | None:
     Raises DirectoryUnavailable when the cache misses and the directory cannot answer, so the
     person sees "try again" rather than being signed out by an outage.
     """
+    if not isinstance(user_id, str) or not user_id:
+        return None
     attrs = cached_attributes(user_id)
     if attrs is None:
         try:

@@ -26,6 +26,8 @@ def main() -> int:
     try:
         slapd.start()
         os.environ["PORTAL_LDAP_URLS"] = json.dumps([slapd.url])
+        # The demo directory's dev-only secrets and plain-HTTP cookies are for development only.
+        os.environ.setdefault("PORTAL_ENV", "development")
         from . import create_app
 
         app = create_app()

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, jsonify, make_response, render_template, request
+from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from .directory import DirectoryUnavailable, InvalidInput
+from .directory import DirectoryError
 from .extensions import login_manager
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,7 @@ def init_app(app: Flask) -> None:
     """Register the error handlers."""
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(CSRFError, _csrf_error)
-    app.register_error_handler(DirectoryUnavailable, _directory_unavailable)
-    app.register_error_handler(InvalidInput, lambda error: render_error(400))
+    app.register_error_handler(DirectoryError, _directory_error)
 
 
 def render_error(status: int, detail: str | None = None):
@@ -45,6 +45,7 @@ def render_error(status: int, detail: str | None = None):
     if _wants_json():
         response = jsonify(error=title, message=message, status=status)
     else:
+        _user_or_anonymous()
         page = render_template("error.html", title=title, message=message)
         response = make_response(page)
     response.status_code = status
@@ -63,12 +64,20 @@ def _csrf_error(error: CSRFError):
     return render_error(400, "The form expired or was not sent from the portal. Please try again.")
 
 
-def _directory_unavailable(error: DirectoryUnavailable):
-    log.warning("answering 503 for %s: %s", request.path, error)
-    # Loading the signed-in user may be what failed; Flask-Login's template context would
-    # call the loader again, so this request continues as anonymous.
-    login_manager._update_request_context_with_user()
+def _directory_error(error: DirectoryError):
+    # DirectoryUnavailable (no server answered) and refusals the portal cannot act on (a
+    # referral, a size limit) alike: the person can only try again; the log says which.
+    log.warning("answering 503 for %s: %s: %s", request.path, type(error).__name__, error)
     return render_error(503)
+
+
+def _user_or_anonymous() -> None:
+    # Every page shows the signed-in person, so rendering loads them; when that load is what
+    # failed (directory down, cache miss) the error page is shown as to an anonymous visitor.
+    try:
+        current_user._get_current_object()
+    except DirectoryError:
+        login_manager._update_request_context_with_user()
 
 
 def _wants_json() -> bool:

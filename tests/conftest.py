@@ -30,6 +30,13 @@ _CSRF = re.compile(
 )
 
 
+def csrf_token_in(html: str) -> str:
+    """Return the CSRF token of the first form in a page; fail the test when there is none."""
+    match = _CSRF.search(html)
+    assert match, "no CSRF token in the page"
+    return match.group(1) or match.group(2)
+
+
 def demo_settings() -> dict:
     """The shipped settings.toml, as the tests' starting point."""
     return tomllib.loads((ROOT / "settings.toml").read_text())
@@ -61,7 +68,9 @@ def own_slapd():
 def make_app(slapd_server: Slapd | None, **overrides):
     """Build the portal against a server with the demo settings plus overrides."""
     settings = demo_settings()
-    settings.update(TESTING=True, SECRET_KEY="test-secret-key-0123456789abcdef0123")
+    settings.update(
+        TESTING=True, ENV="development", SECRET_KEY="test-secret-key-0123456789abcdef0123"
+    )
     if slapd_server is not None:
         settings["LDAP_URLS"] = [slapd_server.url]
     settings.update(overrides)
@@ -90,10 +99,7 @@ class AuthActions:
 
     def csrf_token(self, path: str = "/login") -> str:
         """Fetch a page and return the CSRF token from its form."""
-        page = self.client.get(path).get_data(as_text=True)
-        match = _CSRF.search(page)
-        assert match, f"no CSRF token on {path}"
-        return match.group(1) or match.group(2)
+        return csrf_token_in(self.client.get(path).get_data(as_text=True))
 
     def login(self, username="alice", password=None, remember=False, next=None, **extra):
         """POST the login form; the password defaults to the demo one."""

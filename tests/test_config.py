@@ -11,7 +11,7 @@ from tests.conftest import ROOT, demo_settings
 
 def settings(**changes):
     """The demo settings with some keys changed (None deletes a key)."""
-    values = demo_settings() | {"SECRET_KEY": "x" * 40}
+    values = demo_settings() | {"SECRET_KEY": "x" * 40, "ENV": "development"}
     for key, value in changes.items():
         if value is None:
             values.pop(key, None)
@@ -73,6 +73,7 @@ def test_environment_overrides_the_settings_file(monkeypatch):
     """PORTAL_<KEY> values are parsed as JSON and win over settings.toml."""
     monkeypatch.chdir(ROOT)
     monkeypatch.delenv("PORTAL_SETTINGS", raising=False)
+    monkeypatch.setenv("PORTAL_ENV", "development")
     monkeypatch.setenv("PORTAL_LDAP_URLS", '["ldap://127.0.0.1:1", "ldap://127.0.0.1:2"]')
     monkeypatch.setenv("PORTAL_USER_CACHE_TTL", "42")
     app = create_app()
@@ -88,6 +89,7 @@ def test_portal_settings_selects_another_file(monkeypatch, tmp_path):
         (ROOT / "settings.toml").read_text().replace("USER_CACHE_TTL = 300", "USER_CACHE_TTL = 7")
     )
     monkeypatch.setenv("PORTAL_SETTINGS", str(other))
+    monkeypatch.setenv("PORTAL_ENV", "development")
     assert create_app().config["USER_CACHE_TTL"] == 7
 
 
@@ -98,15 +100,58 @@ def test_missing_settings_file_named_by_environment_is_an_error(monkeypatch, tmp
         create_app()
 
 
-def test_production_refuses_the_dev_only_secrets(monkeypatch):
-    """PORTAL_ENV=production refuses the dev-only values shipped in settings.toml."""
+def test_production_is_the_default_and_refuses_dev_secrets_and_plain_http(monkeypatch):
+    """Without PORTAL_ENV the portal is in production: dev-only values and insecure cookies fail."""
     monkeypatch.chdir(ROOT)
     monkeypatch.delenv("PORTAL_SETTINGS", raising=False)
-    monkeypatch.setenv("PORTAL_ENV", "production")
+    monkeypatch.delenv("PORTAL_ENV", raising=False)
     with pytest.raises(ConfigError, match="SECRET_KEY"):
         create_app()
     monkeypatch.setenv("PORTAL_SECRET_KEY", '"' + "k" * 48 + '"')
     with pytest.raises(ConfigError, match="LDAP_BIND_PASSWORD"):
         create_app()
     monkeypatch.setenv("PORTAL_LDAP_BIND_PASSWORD", '"a-real-secret"')
+    with pytest.raises(ConfigError, match="SESSION_COOKIE_SECURE"):
+        create_app()
+    monkeypatch.setenv("PORTAL_SESSION_COOKIE_SECURE", "true")
     assert create_app().config["ENV"] == "production"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "says"),
+    [
+        ("LDAP_GROUP_FILTER", "(|(member={user_dn})(memberUid={uid}))", "unknown placeholder"),
+        ("LDAP_USER_FILTER", "(&(uid={username})(x={y}))", "unknown placeholder"),
+        ("LDAP_USER_FILTER", "(&(uid={username})", "not a valid LDAP filter"),
+        ("LDAP_USER_FILTER", "uid={username}", "not a valid LDAP filter"),
+        ("LDAP_USER_FILTER", "(uid={username)", "brace"),
+        ("LDAP_USER_BASE", "people", "not a DN"),
+        ("LDAP_GROUP_BASE", "ou=groups,,dc=x", "not a DN"),
+        ("LDAP_URLS", ["ldap://"], "must look like"),
+        ("LDAP_URLS", ["ldap://host:abc"], "must look like"),
+        ("LDAP_URLS", ["ldap://host:70000"], "must look like"),
+        ("LDAP_URLS", ["ldap://host/dc=example"], "must look like"),
+        ("LDAP_BIND_PASSWORD", "", "set a value"),
+        ("LDAP_CA_FILE", "/no/such/ca.pem", "no such file"),
+        ("ENV", "staging", "production or development"),
+    ],
+)
+def test_mistakes_in_directory_settings_stop_start_up(key, value, says):
+    """Filters, DNs and URLs are checked at start-up, not at the first login."""
+    with pytest.raises(ConfigError, match=key) as raised:
+        create_app(settings(**{key: value}))
+    assert says in str(raised.value)
+
+
+def test_misspelled_setting_is_refused_with_a_suggestion():
+    """An unknown LDAP_* key is a typo: start-up stops and names the likely key."""
+    with pytest.raises(ConfigError, match="LDAP_CONECT_TIMEOUT") as raised:
+        create_app(settings(LDAP_CONECT_TIMEOUT=3))
+    assert "did you mean LDAP_CONNECT_TIMEOUT?" in str(raised.value)
+
+
+def test_page_with_a_missing_template_stops_start_up():
+    """A page naming a template that does not exist is refused at start-up."""
+    page = {"slug": "x", "title": "X", "groups": ["staff"], "template": "pages/nope.html"}
+    with pytest.raises(ConfigError, match=r"PAGES\[1\]\.template"):
+        create_app(settings(PAGES=[page]))

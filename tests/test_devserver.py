@@ -17,12 +17,12 @@ import pytest
 import requests
 
 from portal.testing.slapd import free_port
+from tests.conftest import csrf_token_in
 from tests.servers import require_binary
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
 DIRECTORY_LINE = re.compile(r"Demo directory at ldap://127\.0\.0\.1:(\d+)")
 
 
@@ -152,11 +152,10 @@ def devserver(tmp_path):
 def sign_in(base_url: str, username: str, password: str) -> requests.Session:
     """Sign in through the real form and return the browser session."""
     browser = requests.Session()
-    token = CSRF.search(browser.get(base_url + "/login", timeout=5).text)
-    assert token, "no CSRF token on /login"
+    token = csrf_token_in(browser.get(base_url + "/login", timeout=5).text)
     response = browser.post(
         base_url + "/login",
-        data={"csrf_token": token.group(1), "username": username, "password": password},
+        data={"csrf_token": token, "username": username, "password": password},
         timeout=10,
     )
     assert response.status_code == 200, response.text[:500]

@@ -76,3 +76,92 @@ def test_server_accepting_unauthenticated_binds_still_signs_nobody_in(lax_slapd,
     assert ldap_spy.user_binds() == []
     assert auth.client.get("/").status_code == 302
     assert auth.login("alice", PASSWORDS["alice"]).status_code == 302
+
+
+ALICE_SUSPENDED = """\
+dn: cn=suspended,ou=groups,dc=example,dc=org
+changetype: modify
+add: member
+member: uid=alice,ou=people,dc=example,dc=org
+"""
+
+STRAUSS = """\
+dn: uid=strauß,ou=people,dc=example,dc=org
+objectClass: inetOrgPerson
+uid: strauß
+cn: Johann Strauß
+sn: Strauß
+displayName: Johann Strauß
+userPassword: walzer-secret
+
+dn: cn=staff,ou=groups,dc=example,dc=org
+changetype: modify
+add: member
+member: uid=strauß,ou=people,dc=example,dc=org
+"""
+
+
+def test_group_list_cut_short_by_a_size_limit_never_lets_anyone_in(ldap_spy):
+    """A size limit that truncates the group list refuses the login: it may hide a denial."""
+    server = start_slapd(global_config="sizelimit 2")
+    try:
+        server.modify(ALICE_SUSPENDED)  # alice: staff, engineering, suspended: 3 > 2
+        app = make_app(server)
+        client = app.test_client()
+        response = AuthActions(client).login("alice")
+        assert response.status_code == 503
+        assert client.get("/").status_code == 302
+        assert AuthActions(app.test_client()).login("bob").status_code == 302, "1 group fits"
+    finally:
+        server.cleanup()
+
+
+def test_entries_without_the_username_attribute_sign_nobody_in(slapd, caplog):
+    """If LDAP_ATTR_USERNAME is missing from entries, logins fail loudly instead of sharing ""."""
+    app = make_app(slapd, LDAP_ATTR_USERNAME="employeeNumber")
+    alice, erin = app.test_client(), app.test_client()
+    with caplog.at_level(logging.ERROR, logger="portal.directory"):
+        assert AuthActions(alice).login("alice").status_code == 401
+        assert AuthActions(erin).login("erin").status_code == 401
+    assert "has no employeeNumber attribute" in caplog.text
+    assert alice.get("/").status_code == 302
+
+
+def test_session_for_another_name_than_the_directory_gives_is_not_loaded(slapd):
+    """A session id that the directory answers with a different canonical name loads nobody."""
+    either = "(&(objectClass=inetOrgPerson)(|(uid={username})(mail={username})))"
+    app = make_app(slapd, LDAP_USER_FILTER=either)
+    client = app.test_client()
+    with client.session_transaction() as session:
+        session["_user_id"] = "alice@example.org"
+    assert client.get("/").status_code == 302
+
+
+def test_names_with_sharp_s_sign_in(own_slapd):
+    """A uid with "ß" is matched as the directory stores it, not folded to "ss"."""
+    own_slapd.add(STRAUSS.split("\n\ndn: cn=staff")[0] + "\n")
+    own_slapd.modify("dn: cn=staff" + STRAUSS.split("\n\ndn: cn=staff")[1])
+    app = make_app(own_slapd)
+    client = app.test_client()
+    assert AuthActions(client).login("Strauß", "walzer-secret").status_code == 302
+    assert "Johann Strauß" in client.get("/").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("password", ["alice\rsecret", "al\nice", "bell\x07", "nul\x00"])
+def test_passwords_a_bind_cannot_carry_are_refused_before_any_connection(slapd, ldap_spy, password):
+    """Passwords SASLprep prohibits read as a failed login and open no connection."""
+    auth = AuthActions(make_app(slapd).test_client())
+    token = auth.csrf_token()
+    ldap_spy.reset()
+    response = auth.client.post(
+        "/login", data={"csrf_token": token, "username": "alice", "password": password}
+    )
+    assert response.status_code == 401
+    assert ldap_spy.count("open") == 0
+
+
+@pytest.mark.parametrize("password", ["soft\xadhyphen", "\ufeffbom"])
+def test_passwords_with_characters_saslprep_drops_are_checked_by_the_directory(slapd, password):
+    """Characters SASLprep maps to nothing leave a real (wrong) password: a 401, not a 503."""
+    response = AuthActions(make_app(slapd).test_client()).login("alice", password)
+    assert response.status_code == 401

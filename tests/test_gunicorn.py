@@ -16,11 +16,11 @@ import pytest
 import requests
 
 from portal.testing.slapd import free_port
+from tests.conftest import csrf_token_in
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
 # --access-logformat '%(p)s %(r)s %(s)s': gunicorn's `p` atom is "<pid>" of the worker that
 # served the request (os.getpid() in the worker, which writes its own access log lines).
 ACCESS_LINE = re.compile(
@@ -118,6 +118,7 @@ def portal_environment(slapd_url: str) -> dict[str, str]:
     """This process's environment without PORTAL_* keys, plus the portal's settings."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("PORTAL_")}
     environment.update(
+        PORTAL_ENV="development",  # the demo settings hold dev-only secrets
         PORTAL_SETTINGS=str(ROOT / "settings.toml"),
         PORTAL_LDAP_URLS=f'["{slapd_url}"]',
         # Not valid JSON, so from_prefixed_env keeps it as a string.
@@ -158,13 +159,12 @@ def browser():
 def test_session_from_one_worker_is_honoured_by_another(gunicorn_server, browser):
     """A session created on one worker opens the home page on another after the first is killed."""
     form = browser.get(gunicorn_server.base_url + "/login", timeout=5)
-    token = CSRF.search(form.text)
-    assert token, "no CSRF token on /login"
+    token = csrf_token_in(form.text)
     lines_before = len(gunicorn_server.access_lines())
 
     login = browser.post(
         gunicorn_server.base_url + "/login",
-        data={"csrf_token": token.group(1), "username": "alice", "password": "alice-secret"},
+        data={"csrf_token": token, "username": "alice", "password": "alice-secret"},
         allow_redirects=False,
         timeout=10,
     )

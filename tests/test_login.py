@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import re
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 
 import pytest
 from werkzeug.datastructures import MultiDict
 
 from portal import accounts
-from tests.conftest import AuthActions
+from tests.conftest import AuthActions, make_app
 
 INJECTIONS = [
     "*",
@@ -25,9 +28,39 @@ INJECTIONS = [
 ]
 
 
+@pytest.fixture
+def app_with(slapd):
+    """Build the portal against the shared directory with overrides; close their pools after."""
+    built = []
+
+    def build(**overrides):
+        application = make_app(slapd, **overrides)
+        built.append(application)
+        return application
+
+    yield build
+    for application in built:
+        application.extensions["portal.directory"].close()
+
+
 def cookie_names(response) -> set[str]:
     """The names of the cookies a response sets."""
     return {cookie.split("=", 1)[0] for cookie in response.headers.getlist("Set-Cookie")}
+
+
+def set_cookie(response, name: str) -> str:
+    """The one Set-Cookie header a response sends for the cookie `name`."""
+    (header,) = [c for c in response.headers.getlist("Set-Cookie") if c.startswith(name + "=")]
+    return header
+
+
+def cookie_attributes(header: str) -> dict[str, str]:
+    """A Set-Cookie header's attributes (after the name=value pair), keys lower-cased."""
+    attributes = {}
+    for part in header.split(";")[1:]:
+        key, _, value = part.strip().partition("=")
+        attributes[key.lower()] = value
+    return attributes
 
 
 def without_tokens(body: str) -> str:
@@ -141,11 +174,44 @@ def test_oversized_login_is_refused_before_ldap(auth, ldap_spy):
     assert ldap_spy.operations == 0
 
 
-def test_json_body_instead_of_form_is_a_clear_400(client):
-    """A login posted as JSON (no form fields, no token) is a 400, not a 500."""
-    client.get("/login")
-    response = client.post("/login", json={"username": ["alice"], "password": {"x": 1}})
-    assert response.status_code == 400
+CSRF_REFUSED = "The form expired or was not sent from the portal."
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"username": ["alice"], "password": "alice-secret"},
+        {"username": 5, "password": 5},
+        {"username": True},
+        [1, 2],
+        "x",
+    ],
+    ids=["list-username", "numbers", "bool-no-password", "json-array", "json-string"],
+)
+def test_json_body_instead_of_form_is_a_clear_4xx_and_no_login(auth, body):
+    """A login posted as JSON with a valid CSRF header is refused with a 4xx and signs no one in."""
+    token = auth.csrf_token()
+    response = auth.client.post("/login", json=body, headers={"X-CSRFToken": token})
+    assert response.status_code in (400, 401), response.get_data(as_text=True)[:500]
+    assert CSRF_REFUSED not in response.get_data(as_text=True), "the token was not accepted"
+    assert auth.client.get("/").status_code == 302
+
+
+def test_uploaded_file_as_username_is_a_clear_4xx_and_no_login(auth):
+    """A multipart login whose username is a file upload is refused with a 4xx, never a 500."""
+    token = auth.csrf_token()
+    response = auth.client.post(
+        "/login",
+        data={
+            "username": (io.BytesIO(b"alice"), "u.txt"),
+            "password": "alice-secret",
+            "csrf_token": token,
+        },
+        headers={"X-CSRFToken": token},
+    )
+    assert response.status_code in (400, 401), response.get_data(as_text=True)[:500]
+    assert CSRF_REFUSED not in response.get_data(as_text=True), "the token was not accepted"
+    assert auth.client.get("/").status_code == 302
 
 
 def test_repeated_fields_do_not_break_login(auth):
@@ -241,7 +307,16 @@ def test_logout_clears_session_remember_cookie_and_cache_entry(app, client, auth
     assert client.get("/").status_code == 302
     with app.app_context():
         assert accounts.cached_attributes("alice") is None
-    assert "You are signed out." in client.get("/login?signed_out=1").get_data(as_text=True)
+
+
+def test_logout_lands_on_the_login_page_saying_signed_out(client, auth):
+    """Following the logout redirect shows the login page with "You are signed out."."""
+    auth.login("alice")
+    response = auth.logout()
+    assert response.status_code == 302
+    landing = client.get(response.headers["Location"])
+    assert landing.status_code == 200
+    assert "You are signed out." in landing.get_data(as_text=True)
 
 
 def test_logout_needs_post_with_csrf(client, auth):
@@ -250,3 +325,41 @@ def test_logout_needs_post_with_csrf(client, auth):
     assert client.get("/logout").status_code == 405
     assert client.post("/logout").status_code == 400
     assert client.get("/").status_code == 200
+
+
+def test_session_cookie_is_http_only_and_same_site_lax(auth):
+    """The session cookie set at login cannot be read by scripts nor sent by other sites' posts."""
+    attributes = cookie_attributes(set_cookie(auth.login("alice"), "session"))
+    assert "httponly" in attributes
+    assert attributes.get("samesite") == "Lax"
+
+
+def test_secure_setting_marks_session_and_remember_cookies_secure(app_with):
+    """With SESSION_COOKIE_SECURE=True both the session and the remember-me cookie are Secure."""
+    app = app_with(SESSION_COOKIE_SECURE=True)
+    response = AuthActions(app.test_client()).login("bob", remember=True)
+    assert response.status_code == 302
+    assert "secure" in cookie_attributes(set_cookie(response, "session"))
+    assert "secure" in cookie_attributes(set_cookie(response, "remember_token"))
+
+
+def test_demo_settings_send_cookies_without_secure_for_plain_http(auth):
+    """The demo settings (SESSION_COOKIE_SECURE false) leave Secure off both cookies."""
+    response = auth.login("bob", remember=True)
+    assert response.status_code == 302
+    assert "secure" not in cookie_attributes(set_cookie(response, "session"))
+    assert "secure" not in cookie_attributes(set_cookie(response, "remember_token"))
+
+
+@pytest.mark.parametrize("days", [None, 3], ids=["default-14", "three"])
+def test_remember_cookie_lasts_remember_cookie_days(app_with, days):
+    """The remember-me cookie expires REMEMBER_COOKIE_DAYS ahead (14 by default), not in a year."""
+    app = app_with() if days is None else app_with(REMEMBER_COOKIE_DAYS=days)
+    expected = timedelta(days=14 if days is None else days)
+    response = AuthActions(app.test_client()).login("bob", remember=True)
+    assert response.status_code == 302
+    expires = parsedate_to_datetime(
+        cookie_attributes(set_cookie(response, "remember_token"))["expires"]
+    )
+    ahead = expires - datetime.now(UTC)
+    assert expected - timedelta(days=0.1) < ahead < expected + timedelta(days=0.1), ahead

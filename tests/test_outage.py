@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from portal.testing.slapd import free_port
-from tests.conftest import AuthActions, make_app
+from tests.conftest import SERVICE_DN, AuthActions, make_app
 
 
 @pytest.fixture
@@ -96,3 +96,98 @@ def test_signed_in_user_during_outage_sees_503_then_recovers(own_slapd):
     assert_directory_unavailable(client.get("/"))
     own_slapd.start()
     assert client.get("/").status_code == 200
+
+
+# Long enough that ldap3 reads it whole as a (nonsense) BER message and fails decoding it.
+HTTP_REPLY = (
+    b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n"
+    b"date: Tue, 24 Nov 2026 04:12:27 GMT\r\n\r\n"
+)
+
+
+@pytest.fixture
+def garbage_server():
+    """A TCP server that answers anything with an HTTP error, as a wrongly configured port would."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def answer_forever():
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                continue
+            with connection:
+                connection.settimeout(2)
+                try:
+                    connection.recv(4096)
+                    connection.sendall(HTTP_REPLY)
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=answer_forever, daemon=True)
+    thread.start()
+    yield f"ldap://127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    listener.close()
+
+
+def test_a_server_speaking_another_protocol_is_an_outage_not_a_500(garbage_server):
+    """Bytes that are not LDAP are a directory failure: 503, never a crash."""
+    app = make_app(None, LDAP_URLS=[garbage_server])
+    assert_directory_unavailable(AuthActions(app.test_client()).login("alice"))
+
+
+def test_signed_in_person_can_browse_errors_and_sign_out_during_an_outage(own_slapd):
+    """With the directory down and the cache empty, error pages render and logout still works."""
+    app = make_app(own_slapd, CACHE_TYPE="NullCache")
+    client = app.test_client()
+    auth = AuthActions(client)
+    auth.login("alice", remember=True)
+    token = auth.csrf_token("/")
+    own_slapd.stop()
+    assert client.get("/no-such-page").status_code == 404
+    assert client.post("/logout").status_code == 400  # no token: refused, as a page, not a 500
+    response = client.post("/logout", data={"csrf_token": token})
+    assert response.status_code == 302
+    removed = [c for c in response.headers.getlist("Set-Cookie") if c.startswith("remember_token=")]
+    assert removed and "Expires=Thu, 01 Jan 1970" in removed[0]
+    own_slapd.start()
+    assert client.get("/").status_code == 302, "still signed out after the directory is back"
+
+
+def test_all_stale_pooled_connections_are_replaced_after_a_restart(own_slapd):
+    """Several idle connections die with the server; the first login afterwards still works."""
+    app = make_app(own_slapd)
+    pool = app.extensions["portal.directory"].pool
+    with pool.connection(), pool.connection(), pool.connection():
+        pass  # three bound connections now idle in the pool
+    own_slapd.stop()
+    own_slapd.start()
+    assert AuthActions(app.test_client()).login("alice").status_code == 302
+
+
+def test_concurrent_requests_use_at_most_pool_size_service_connections(slapd, ldap_spy):
+    """Forty concurrent uncached page views share LDAP_POOL_SIZE service connections."""
+    app = make_app(slapd, CACHE_TYPE="NullCache", LDAP_POOL_SIZE=3)
+    signed_in = app.test_client()
+    AuthActions(signed_in).login("alice")
+    cookie = signed_in.get_cookie("session").value
+    ldap_spy.reset()
+    statuses = []
+
+    def view_home():
+        client = app.test_client()
+        client.set_cookie("session", cookie)
+        statuses.append(client.get("/").status_code)
+
+    threads = [threading.Thread(target=view_home) for _ in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert statuses == [200] * 40
+    service_binds = [who for who in ldap_spy.binds_as() if who == SERVICE_DN]
+    assert 1 <= len(service_binds) <= 3

@@ -31,12 +31,33 @@ def test_each_person_sees_and_opens_exactly_their_pages(client, auth, username, 
         assert "not in a group that may open this page" in response.get_data(as_text=True)
 
 
-def test_page_body_from_settings_is_escaped_text(client, auth):
-    """A page's body comes from settings and is shown as text."""
+def test_page_shows_its_body_and_groups_from_settings(client, auth):
+    """A page's body and the groups it is open to come from settings."""
     auth.login("frank")
     body = client.get("/pages/finance").get_data(as_text=True)
     assert "Quarterly figures and budgets" in body
     assert "Open to: finance" in body
+
+
+def test_markup_in_a_page_body_is_shown_as_escaped_text(slapd):
+    """A page body containing a script tag is shown as text, never run as markup."""
+    page = {
+        "slug": "markup",
+        "title": "Markup",
+        "groups": ["staff"],
+        "body": "Before <script>alert(1)</script> after",
+    }
+    app = make_app(slapd, PAGES=[page])
+    try:
+        client = app.test_client()
+        AuthActions(client).login("alice")
+        response = client.get("/pages/markup")
+    finally:
+        app.extensions["portal.directory"].close()
+    body = response.get_data(as_text=True)
+    assert response.status_code == 200
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body
+    assert "<script>alert" not in body
 
 
 def test_page_from_template(client, auth):

@@ -60,13 +60,22 @@ def copy_session(source, target) -> None:
     target.set_cookie("session", cookie.value)
 
 
+def decode_cachelib_redis_value(raw: bytes) -> object:
+    """Undo cachelib's RedisSerializer: b"!" followed by a pickle (integers are stored bare).
+
+    The one place these tests know the cache's storage format: a later change to the cache
+    serializer (another backend, a custom serializer, another cachelib format) must update it.
+    """
+    assert raw.startswith(b"!"), f"not cachelib's pickled-value format: {raw[:20]!r}"
+    # Our own throwaway Redis, written by this test's app: safe to unpickle.
+    return pickle.loads(raw[1:])  # noqa: S301
+
+
 def cached_payload(client: redis.Redis, key: str) -> dict:
-    """Decode one cache entry as cachelib's Redis serializer wrote it: b"!" + pickle of a str."""
+    """The attribute data of one cache entry, which the portal stores as JSON text."""
     raw = client.get(key)
     assert raw is not None, f"no cache entry {key!r}"
-    assert raw.startswith(b"!"), raw[:20]
-    # Our own throwaway Redis, written by this test's app: safe to unpickle.
-    value = pickle.loads(raw[1:])  # noqa: S301
+    value = decode_cachelib_redis_value(raw)
     assert type(value) is str, f"the cache holds a {type(value).__name__}, not JSON text"
     return json.loads(value)
 

@@ -1,18 +1,18 @@
-"""The login and logout forms (Flask-WTF, so every POST carries a CSRF token)."""
+"""The login form (Flask-WTF; CSRFProtect checks the token of every POST, logout's too)."""
 
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, HiddenField, PasswordField, StringField
-from wtforms.validators import InputRequired, Length
+from wtforms.validators import InputRequired
 
 
 class LoginForm(FlaskForm):
-    """Username, password, remember me, and where to go afterwards."""
+    """Username, password, remember me, and where to go afterwards.
 
-    username = StringField("Username", validators=[InputRequired(), Length(max=256)])
-    password = PasswordField("Password", validators=[InputRequired(), Length(max=1024)])
+    Lengths and characters are checked by the directory layer (USERNAME_MAX_LENGTH,
+    PASSWORD_MAX_LENGTH), so a refusal there reads as any other failed login.
+    """
+
+    username = StringField("Username", validators=[InputRequired()])
+    password = PasswordField("Password", validators=[InputRequired()])
     remember = BooleanField("Keep me signed in on this device")
     next = HiddenField()
-
-
-class LogoutForm(FlaskForm):
-    """An empty form: logging out is a POST that must carry the CSRF token."""

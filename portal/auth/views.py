@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 
-from flask import redirect, render_template, request, session, url_for
-from flask_login import current_user, login_user, logout_user
+from flask import current_app, redirect, render_template, request, session, url_for
+from flask_login import current_user, login_user
 
 from .. import accounts, directory
-from ..directory import DirectoryUnavailable, InvalidInput
+from ..directory import DirectoryError, InvalidInput
+from ..errors import RETRY_AFTER_SECONDS
+from ..extensions import login_manager
 from ..urls import safe_next
 from . import bp
-from .forms import LoginForm, LogoutForm
+from .forms import LoginForm
 
 log = logging.getLogger(__name__)
 
@@ -21,14 +23,16 @@ REFUSED = (
     "Ask your manager or the service desk to add you to the right group."
 )
 MISSING = "Enter your username and password."
+UNAVAILABLE = "The directory is not answering, so nobody can sign in right now. Please try again."
 
 
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     """Show the login form; on POST verify the password against the directory."""
-    form = LoginForm()
+    # Only real form fields count: a JSON or file body must not fill the form.
+    form = LoginForm(formdata=request.form if request.method == "POST" else None)
     next_url = safe_next(form.next.data or request.args.get("next"))
-    if request.method == "GET":
+    if request.method != "POST":
         if current_user.is_authenticated:
             return redirect(next_url or url_for("main.home"))
         form.next.data = next_url or ""
@@ -39,13 +43,9 @@ def login():
         attrs = directory.authenticate(form.username.data, form.password.data)
     except InvalidInput:
         attrs = None
-    except DirectoryUnavailable:
-        return _page(
-            form,
-            "The directory is not answering; please try again shortly.",
-            503,
-            {"Retry-After": "30"},
-        )
+    except DirectoryError as error:
+        log.warning("login could not be checked: %s: %s", type(error).__name__, error)
+        return _page(form, UNAVAILABLE, 503, {"Retry-After": str(RETRY_AFTER_SECONDS)})
     if attrs is None:
         log.info("login failed for %r", _printable(form.username.data))
         return _page(form, FAILED, 401)
@@ -63,14 +63,27 @@ def login():
 
 @bp.route("/logout", methods=["POST"])
 def logout():
-    """Sign out: drop the cache entry, the session and the remember-me cookie."""
-    if not LogoutForm().validate_on_submit():
-        return redirect(url_for("main.home"))
-    if current_user.is_authenticated:
-        accounts.forget(current_user.username)
+    """Sign out: drop the cache entry, the session and the remember-me cookie.
+
+    Works without loading the user, so signing out still works while the directory is down.
+    CSRFProtect has already checked the form's token.
+    """
+    username = session.get("_user_id")
+    if isinstance(username, str) and username:
+        accounts.forget(username)
     session.clear()
-    logout_user()  # after clear(): it leaves the flag that deletes the remember cookie
-    return redirect(url_for("auth.login", signed_out=1))
+    login_manager._update_request_context_with_user()  # anonymous for the rest of the request
+    response = redirect(url_for("auth.login", signed_out=1))
+    config = current_app.config
+    response.delete_cookie(
+        config.get("REMEMBER_COOKIE_NAME", "remember_token"),
+        path=config.get("REMEMBER_COOKIE_PATH", "/"),
+        domain=config.get("REMEMBER_COOKIE_DOMAIN"),
+        secure=config["REMEMBER_COOKIE_SECURE"],
+        httponly=True,
+        samesite=config["REMEMBER_COOKIE_SAMESITE"],
+    )
+    return response
 
 
 def _page(form: LoginForm, error: str | None = None, status: int = 200, headers=None):

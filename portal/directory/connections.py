@@ -1,19 +1,20 @@
 """Opening LDAP connections safely, and a small thread-safe pool of bound service connections.
 
 Every connection: no server info or schema read, no referral chasing (a referral would carry the
-user's password to another host), integer timeouts, servers tried in the configured order.
+user's password to another host), integer timeouts, certificates verified for ldaps://, servers
+tried in the configured order.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
 import ldap3
-from ldap3.core.exceptions import LDAPException
 
 from .errors import DirectoryUnavailable
 from .settings import DirectorySettings
@@ -23,6 +24,9 @@ log = logging.getLogger(__name__)
 
 def make_servers(settings: DirectorySettings) -> list[ldap3.Server]:
     """Build one ldap3 Server per configured URL, without reading server info or schema."""
+    # ldap3's own Tls() default is CERT_NONE: always verify, against LDAP_CA_FILE or the system
+    # store; ldap3 then also checks the certificate matches the host name in the URL.
+    tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=settings.ca_file or None)
     # IP_SYSTEM_DEFAULT: other modes make ldap3 skip an address for seconds after one failure,
     # which would delay recovery after an outage; failover order is decided here instead.
     return [
@@ -31,6 +35,7 @@ def make_servers(settings: DirectorySettings) -> list[ldap3.Server]:
             get_info=ldap3.NONE,
             connect_timeout=settings.connect_timeout,
             mode=ldap3.IP_SYSTEM_DEFAULT,
+            tls=tls,
         )
         for url in settings.urls
     ]
@@ -60,8 +65,8 @@ def open_connection(
         try:
             connection.open(read_server_info=False)
             bound = connection.bind(read_server_info=False)
-        except LDAPException as error:
-            failures.append(f"{server.host}:{server.port}: {error}")
+        except Exception as error:  # noqa: BLE001 - socket, TLS and decoding errors alike
+            failures.append(f"{server.host}:{server.port}: {type(error).__name__}: {error}")
             discard(connection)
             continue
         return connection, bound
@@ -71,7 +76,7 @@ def open_connection(
 
 def discard(connection: ldap3.Connection) -> None:
     """Close a connection, ignoring errors from a socket that is already gone."""
-    with suppress(LDAPException, OSError):
+    with suppress(Exception):
         connection.unbind()
 
 
@@ -79,34 +84,48 @@ class ServicePool:
     """Bound service-account connections, reused across requests; one borrower at a time each.
 
     ldap3's SYNC connections are not thread-safe, so a connection is lent to one thread and
-    returned afterwards. The pool is emptied after a fork (gunicorn workers) because a socket
-    must not be shared between processes.
+    returned afterwards. At most LDAP_POOL_SIZE are in use at once; a borrower waits up to the
+    operation timeout for one. The pool starts afresh after a fork (gunicorn workers) because a
+    socket must not be shared between processes.
     """
 
     def __init__(self, settings: DirectorySettings, servers: list[ldap3.Server]):
         self.settings = settings
         self.servers = servers
-        self._idle: list[ldap3.Connection] = []
         self._lock = threading.Lock()
-        self._pid = os.getpid()
+        self._reset()
 
     @contextmanager
-    def connection(self) -> Iterator[ldap3.Connection]:
-        """Lend a bound service connection; a connection that failed is closed, not returned."""
-        connection = self._take() or self._open()
+    def connection(self, fresh: bool = False) -> Iterator[ldap3.Connection]:
+        """Lend a bound service connection (a new one if fresh); a failed one is not returned."""
+        if self._pid != os.getpid():
+            self._reset()
+        slots = self._slots
+        if not slots.acquire(timeout=self.settings.operation_timeout):
+            raise DirectoryUnavailable("every directory connection is busy")
         try:
-            yield connection
-        except BaseException:
-            discard(connection)
-            raise
-        self._give_back(connection)
+            connection = (None if fresh else self._take()) or self._open()
+            try:
+                yield connection
+            except BaseException:
+                discard(connection)
+                raise
+            self._give_back(connection)
+        finally:
+            slots.release()
 
     def clear(self) -> None:
-        """Close every idle connection (after settings change or in tests)."""
+        """Close every idle connection (after a connection failed, or at shutdown)."""
         with self._lock:
             idle, self._idle = self._idle, []
         for connection in idle:
             discard(connection)
+
+    def _reset(self) -> None:
+        # Forked: the parent's sockets are not ours to use (or to unbind); just forget them.
+        self._idle: list[ldap3.Connection] = []
+        self._slots = threading.BoundedSemaphore(self.settings.pool_size)
+        self._pid = os.getpid()
 
     def _open(self) -> ldap3.Connection:
         connection, bound = open_connection(
@@ -120,9 +139,6 @@ class ServicePool:
 
     def _take(self) -> ldap3.Connection | None:
         with self._lock:
-            if self._pid != os.getpid():
-                # Forked: the parent's sockets are not ours to use (or to unbind).
-                self._idle, self._pid = [], os.getpid()
             while self._idle:
                 connection = self._idle.pop()
                 if not connection.closed:
@@ -131,7 +147,7 @@ class ServicePool:
 
     def _give_back(self, connection: ldap3.Connection) -> None:
         with self._lock:
-            if len(self._idle) < self.settings.pool_size and self._pid == os.getpid():
+            if self._pid == os.getpid():
                 self._idle.append(connection)
                 return
         discard(connection)

@@ -24,7 +24,7 @@ def user_attributes(entry: Mapping, settings, groups: Iterable[str]) -> dict:
     """Build the cached user data from a person entry and their group names."""
     attributes = entry["attributes"]
     return {
-        "username": first_value(attributes, settings.attr_username).casefold(),
+        "username": first_value(attributes, settings.attr_username).strip().lower(),
         "dn": entry["dn"],
         "display_name": first_value(attributes, settings.attr_display_name),
         "email": first_value(attributes, settings.attr_email),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import unicodedata
 
+from ldap3.core.exceptions import LDAPException
+from ldap3.protocol.sasl.sasl import validate_simple_password
 from ldap3.utils.conv import escape_filter_chars
 
 from .errors import InvalidInput
@@ -22,7 +24,8 @@ def normalise_username(value: object, max_length: int) -> str:
         raise InvalidInput("username is empty or too long")
     if _has_control_character(name):
         raise InvalidInput("username contains a control character")
-    return name.casefold()
+    # lower(), not casefold(): casefold turns "ß" into "ss", which the directory would not match.
+    return name.lower()
 
 
 def check_password(value: object, max_length: int) -> str:
@@ -33,8 +36,12 @@ def check_password(value: object, max_length: int) -> str:
     """
     if not isinstance(value, str) or not value.strip() or len(value) > max_length:
         raise InvalidInput("password is empty or too long")
-    if "\x00" in value:
-        raise InvalidInput("password contains NUL")
+    try:
+        # The same RFC 4013 preparation ldap3 applies when binding, done here so a password it
+        # would refuse is a wrong password, not a connection error.
+        validate_simple_password(value)
+    except (LDAPException, ValueError) as error:
+        raise InvalidInput("password contains characters a bind cannot carry") from error
     return value
 
 

@@ -8,7 +8,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import ldap3
-from ldap3.core.exceptions import LDAPException
 
 from . import mapping
 from .connections import ServicePool, discard, make_servers, open_connection
@@ -20,7 +19,7 @@ log = logging.getLogger(__name__)
 
 # Result codes that mean "the server cannot answer now" rather than "no" (RFC 4511 4.1.9).
 _OUTAGE_CODES = frozenset({3, 11, 51, 52, 80})  # timeLimit, adminLimit, busy, unavailable, other
-_USABLE_CODES = frozenset({0, 4, 32})  # success, sizeLimitExceeded, noSuchObject
+_SUCCESS, _SIZE_LIMIT, _NO_SUCH_OBJECT, _INVALID_CREDENTIALS = 0, 4, 32, 49
 
 
 @dataclass(frozen=True)
@@ -57,14 +56,22 @@ class Directory:
         name = normalise_username(username, self.settings.username_max_length)
         check_password(password, self.settings.password_max_length)
         entry = self._find_user(name)
-        if entry is None or not self._password_accepted(entry["dn"], password):
+        if entry is None or not self._has_username(entry):
+            return None
+        if not self._password_accepted(entry["dn"], password):
             return None
         return self._attributes(entry)
 
     def lookup(self, username: object) -> dict | None:
-        """Return the current attributes of a user by login name, or None if there is none."""
-        entry = self._find_user(normalise_username(username, self.settings.username_max_length))
-        return None if entry is None else self._attributes(entry)
+        """Return the current attributes of a user by canonical username, or None if none."""
+        name = normalise_username(username, self.settings.username_max_length)
+        entry = self._find_user(name)
+        if entry is None or not self._has_username(entry):
+            return None
+        attrs = self._attributes(entry)
+        # The filter may match on another attribute than the one that names people: only the
+        # very person the session was issued to may be loaded for it.
+        return attrs if attrs["username"] == name else None
 
     def check_health(self) -> list[ServerHealth]:
         """Probe each server in turn with a fresh service bind and a base search."""
@@ -77,7 +84,11 @@ class Directory:
     def _find_user(self, name: str) -> Mapping | None:
         search_filter = fill_filter(self.settings.user_filter, username=name)
         entries = self._search(
-            self.settings.user_base, search_filter, self.settings.user_attributes, size_limit=2
+            self.settings.user_base,
+            search_filter,
+            self.settings.user_attributes,
+            size_limit=2,
+            truncation_ok=True,  # a second entry is all we need to know: ambiguous
         )
         if len(entries) > 1:
             log.warning("login name %r matches several directory entries; refusing it", name)
@@ -88,11 +99,25 @@ class Directory:
         # Bind as the DN the server returned, never as the typed string, on its own connection so
         # the pooled service connections keep their identity.
         connection, bound = open_connection(self.servers, self.settings, dn, password)
-        code = connection.result.get("result") if connection.result else None
+        result = connection.result or {}
         discard(connection)
+        code = result.get("result")
         if not bound and code in _OUTAGE_CODES:
             raise DirectoryUnavailable(f"bind answered result code {code}")
+        if not bound and code != _INVALID_CREDENTIALS:
+            # Not a wrong password: a policy or configuration refusal an administrator must see.
+            log.warning("bind as %s refused: %s %s", dn, code, result.get("description", ""))
         return bound
+
+    def _has_username(self, entry: Mapping) -> bool:
+        if mapping.first_value(entry["attributes"], self.settings.attr_username).strip():
+            return True
+        log.error(
+            "entry %s has no %s attribute: check LDAP_ATTR_USERNAME; refusing the login",
+            entry["dn"],
+            self.settings.attr_username,
+        )
+        return False
 
     def _attributes(self, entry: Mapping) -> dict:
         member_name = mapping.first_value(entry["attributes"], self.settings.attr_username)
@@ -105,11 +130,19 @@ class Directory:
         names = mapping.group_names(groups, self.settings.group_name_attr)
         return mapping.user_attributes(entry, self.settings, names)
 
-    def _search(self, base: str, search_filter: str, attributes: list[str], size_limit=0) -> list:
-        # One retry on a fresh connection: a pooled connection may have been closed by the server.
-        for attempt in (1, 2):
+    def _search(
+        self,
+        base: str,
+        search_filter: str,
+        attributes: list[str],
+        size_limit: int = 0,
+        truncation_ok: bool = False,
+    ) -> list:
+        # A pooled connection may be dead (server restarted, idle connection cut): then its
+        # idle siblings are too, so they are dropped and the search retried once on a new one.
+        for fresh in (False, True):
             try:
-                with self.pool.connection() as connection:
+                with self.pool.connection(fresh=fresh) as connection:
                     connection.search(
                         base,
                         search_filter,
@@ -118,22 +151,30 @@ class Directory:
                         size_limit=size_limit,
                         time_limit=self.settings.operation_timeout,
                     )
-                    return self._entries(connection, base)
-            except LDAPException as error:
-                if attempt == 2:
-                    log.warning("directory search under %s failed: %s", base, error)
+                    return self._entries(connection, base, truncation_ok)
+            except DirectoryError:
+                raise
+            except Exception as error:  # noqa: BLE001 - socket, protocol and decoding errors
+                self.pool.clear()
+                if fresh:
+                    log.warning("directory search under %s failed: %r", base, error)
                     raise DirectoryUnavailable("directory search failed") from error
         raise AssertionError("unreachable")
 
     @staticmethod
-    def _entries(connection: ldap3.Connection, base: str) -> list:
+    def _entries(connection: ldap3.Connection, base: str, truncation_ok: bool) -> list:
         code = (connection.result or {}).get("result")
-        if code in _USABLE_CODES:
-            if code == 32:
+        if code == _SIZE_LIMIT and not truncation_ok:
+            # A cut-short group list could drop a denied group: never decide on part of it.
+            log.error("search under %s was cut short by a size limit; refusing to decide", base)
+            raise DirectoryError(f"search under {base} exceeded the server's size limit")
+        if code in (_SUCCESS, _SIZE_LIMIT, _NO_SUCH_OBJECT):
+            if code == _NO_SUCH_OBJECT:
                 log.warning("search base %s does not exist in the directory", base)
             return mapping.entries_of(connection.response)
         if code in _OUTAGE_CODES or code is None:
             raise DirectoryUnavailable(f"search answered result code {code}")
+        log.error("search under %s refused: %s", base, (connection.result or {}).get("message"))
         raise DirectoryError(f"search under {base} refused with result code {code}")
 
     def _probe(self, server: ldap3.Server) -> ServerHealth:
@@ -150,7 +191,7 @@ class Directory:
                 self.settings.user_base, "(objectClass=*)", ldap3.BASE, attributes=["1.1"]
             )
             error = "" if searched else str((connection.result or {}).get("description", ""))
-        except LDAPException as failure:
+        except Exception as failure:  # noqa: BLE001 - report whatever the probe hit
             searched, error = False, str(failure)
         finally:
             discard(connection)

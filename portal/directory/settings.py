@@ -24,6 +24,7 @@ class DirectorySettings:
     connect_timeout: int
     operation_timeout: int
     pool_size: int
+    ca_file: str
     username_max_length: int
     password_max_length: int
 
@@ -45,6 +46,7 @@ class DirectorySettings:
             connect_timeout=config["LDAP_CONNECT_TIMEOUT"],
             operation_timeout=config["LDAP_OPERATION_TIMEOUT"],
             pool_size=config["LDAP_POOL_SIZE"],
+            ca_file=config["LDAP_CA_FILE"],
             username_max_length=config["USERNAME_MAX_LENGTH"],
             password_max_length=config["PASSWORD_MAX_LENGTH"],
         )

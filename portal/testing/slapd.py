@@ -86,11 +86,15 @@ class Slapd:
         port: int | None = None,
         extra_config: str = "",
         global_config: str = "",
+        tls_files: tuple[Path, Path] | None = None,
     ):
         self.ldif_files = [Path(p) for p in (ldif_files or sorted(FIXTURES.glob("*.ldif")))]
         self.port = port or free_port()
         self.extra_config = extra_config  # appended to the database section
         self.global_config = global_config  # placed before it (e.g. "allow bind_anon_dn")
+        # (certificate, key): also serve ldaps:// on a second port.
+        self.tls_files = tls_files
+        self.ldaps_port = free_port() if tls_files else None
         self.root_dn = ROOT_DN
         self.root_password = secrets.token_urlsafe(16)
         self.work = Path(tempfile.mkdtemp(prefix="portal-slapd-"))
@@ -100,6 +104,13 @@ class Slapd:
     def url(self) -> str:
         """The ldap:// URL clients use to reach this server."""
         return f"ldap://127.0.0.1:{self.port}"
+
+    @property
+    def ldaps_url(self) -> str:
+        """The ldaps:// URL, when the server was given TLS files."""
+        if not self.ldaps_port:
+            raise ValueError("this slapd was started without tls_files")
+        return f"ldaps://127.0.0.1:{self.ldaps_port}"
 
     def start(self, timeout: float = 15.0) -> Slapd:
         """Write the config, load the LDIF (first start only) and wait until slapd answers."""
@@ -113,8 +124,9 @@ class Slapd:
             self._write_config(config)
             self._load(slapadd, config)
         log = open(self.work / "slapd.log", "ab")  # noqa: SIM115 - owned by the child
+        listeners = f"{self.url}/" + (f" {self.ldaps_url}/" if self.tls_files else "")
         self.process = subprocess.Popen(
-            [slapd, "-f", str(config), "-h", f"{self.url}/", "-d", "0"],
+            [slapd, "-f", str(config), "-h", listeners, "-d", "0"],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -176,6 +188,10 @@ class Slapd:
     def _write_config(self, config: Path) -> None:
         (self.work / "db").mkdir()
         includes = "\n".join(f"include /etc/ldap/schema/{name}.schema" for name in SCHEMAS)
+        global_config = self.global_config
+        if self.tls_files:
+            cert, key = self.tls_files
+            global_config += f"\nTLSCertificateFile {cert}\nTLSCertificateKeyFile {key}\n"
         config.write_text(
             _CONFIG.format(
                 schema_includes=includes,
@@ -185,7 +201,7 @@ class Slapd:
                 root_dn=self.root_dn,
                 root_pw_hash=ssha(self.root_password),
                 extra_config=self.extra_config,
-                global_config=self.global_config,
+                global_config=global_config,
             )
         )
 
