@@ -16,6 +16,20 @@ from tests.servers import require_binary
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICE_DN = "cn=portal-reader,ou=services,dc=example,dc=org"
+# The hostile `next` addresses of SECURITY.md: each could send a browser to another site.
+HOSTILE_NEXT = [
+    "//evil.example",
+    "https://evil.example",
+    "/\\evil.example",
+    "\\\\evil.example",
+    "javascript:alert(1)",
+    "%2F%2Fevil.example",
+    "/\t/evil.example",
+    "http:evil.example",
+    "////evil.example",
+    "https:/evil.example",
+    "data:text/html,x",
+]
 PASSWORDS = {
     "alice": "alice-secret",
     "bob": "bob-secret",

@@ -6,6 +6,7 @@ import os
 import shutil
 
 import pytest
+import requests
 
 from portal.testing.slapd import find_binary
 
@@ -21,3 +22,11 @@ def require_binary(name: str, install_hint: str) -> str:
     if IN_CI:
         pytest.fail(message + " and CI=true: the CI script must install it", pytrace=False)
     pytest.skip(message)
+
+
+def answers_login(base_url: str) -> bool:
+    """Tell whether a portal at base_url serves its login page right now."""
+    try:
+        return requests.get(base_url + "/login", timeout=2).status_code == 200
+    except requests.ConnectionError:
+        return False

@@ -10,15 +10,15 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
 
+from portal.testing.process import stop_process, wait_until
 from portal.testing.slapd import free_port
 from tests.conftest import csrf_token_in
-from tests.servers import require_binary
+from tests.servers import answers_login, require_binary
 
 pytestmark = pytest.mark.slow
 
@@ -53,20 +53,16 @@ class DevServer:
                 # Its own process group, like a shell job: Ctrl-C signals the whole group.
                 start_new_session=True,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the dev server exited at start-up:\n{self.output_text()}")
-            try:
-                if requests.get(self.base_url + "/login", timeout=2).status_code == 200:
-                    self.slapd_pid, self.slapd_work = slapd_child(self)
-                    return self
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.1)  # readiness poll, not a timing assertion
-        raise RuntimeError(
-            f"the dev server did not answer within {timeout}s:\n{self.output_text()}"
-        )
+        try:
+            wait_until(
+                lambda: answers_login(self.base_url), self.process, timeout, "the dev server",
+                self.output_text,
+            )  # fmt: skip
+        except BaseException:
+            stop_process(self.process)
+            raise
+        self.slapd_pid, self.slapd_work = slapd_child(self)
+        return self
 
     def output_text(self) -> str:
         """Everything the dev server printed so far (stdout and stderr)."""

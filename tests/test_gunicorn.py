@@ -15,8 +15,10 @@ import gunicorn
 import pytest
 import requests
 
+from portal.testing.process import stop_process, wait_until
 from portal.testing.slapd import free_port
 from tests.conftest import csrf_token_in
+from tests.servers import answers_login
 
 pytestmark = pytest.mark.slow
 
@@ -62,18 +64,19 @@ class Gunicorn:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
-        self._wait_until_serving(timeout)
+        try:
+            wait_until(
+                lambda: answers_login(self.base_url), self.process, timeout, "gunicorn",
+                self.output_text,
+            )  # fmt: skip
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:
         """SIGTERM the arbiter (graceful stop of every worker) and wait; SIGKILL if it hangs."""
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, grace=15)
 
     def output_text(self) -> str:
         """What gunicorn printed (arbiter and worker logs), for failure messages."""
@@ -99,19 +102,6 @@ class Gunicorn:
                     return line
             time.sleep(0.02)  # readiness poll, not a timing assertion
         raise AssertionError(f"no access log line for {method} {path}:\n{self.output_text()}")
-
-    def _wait_until_serving(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited at start-up:\n{self.output_text()[-3000:]}")
-            try:
-                if requests.get(self.base_url + "/login", timeout=2).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.1)  # readiness poll, not a timing assertion
-        raise RuntimeError(f"gunicorn did not answer within {timeout}s:\n{self.output_text()}")
 
 
 def portal_environment(slapd_url: str) -> dict[str, str]:

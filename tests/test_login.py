@@ -11,7 +11,7 @@ import pytest
 from werkzeug.datastructures import MultiDict
 
 from portal import accounts
-from tests.conftest import AuthActions, make_app
+from tests.conftest import HOSTILE_NEXT, AuthActions, make_app
 
 INJECTIONS = [
     "*",
@@ -241,22 +241,7 @@ def test_anonymous_visitor_is_sent_to_login_and_back(auth):
     assert auth.login("alice", next="/pages/handbook").headers["Location"] == "/pages/handbook"
 
 
-@pytest.mark.parametrize(
-    "target",
-    [
-        "//evil.example",
-        "https://evil.example",
-        "/\\evil.example",
-        "\\\\evil.example",
-        "javascript:alert(1)",
-        "%2F%2Fevil.example",
-        "/\t/evil.example",
-        "http:evil.example",
-        "////evil.example",
-        "https:/evil.example",
-        "data:text/html,x",
-    ],
-)
+@pytest.mark.parametrize("target", HOSTILE_NEXT)
 def test_hostile_next_falls_back_to_home(auth, target):
     """After login, a `next` that could leave the site is replaced by the home page."""
     assert auth.login("alice", next=target).headers["Location"] == "/"

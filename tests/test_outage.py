@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from contextlib import contextmanager, suppress
 
 import pytest
 
@@ -11,29 +12,40 @@ from portal.testing.slapd import free_port
 from tests.conftest import SERVICE_DN, AuthActions, make_app
 
 
-@pytest.fixture
-def black_hole():
-    """A TCP server that accepts connections and never answers (a hung directory)."""
+@contextmanager
+def tcp_server(handle):
+    """A loopback TCP server calling handle(connection) for each client, in a thread."""
     listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
     accepted = []
     stop = threading.Event()
 
-    def accept_forever():
-        listener.settimeout(0.2)
+    def serve():
         while not stop.is_set():
             try:
-                accepted.append(listener.accept()[0])
+                connection, _ = listener.accept()
             except OSError:
                 continue
+            accepted.append(connection)
+            handle(connection)
 
-    thread = threading.Thread(target=accept_forever, daemon=True)
+    thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    yield f"ldap://127.0.0.1:{listener.getsockname()[1]}"
-    stop.set()
-    thread.join()
-    for connection in accepted:
-        connection.close()
-    listener.close()
+    try:
+        yield f"ldap://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        for connection in accepted:
+            connection.close()
+        listener.close()
+
+
+@pytest.fixture
+def black_hole():
+    """A server that accepts connections and never answers (a hung directory)."""
+    with tcp_server(lambda connection: None) as url:
+        yield url
 
 
 def assert_directory_unavailable(response):
@@ -107,31 +119,17 @@ HTTP_REPLY = (
 
 @pytest.fixture
 def garbage_server():
-    """A TCP server that answers anything with an HTTP error, as a wrongly configured port would."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    stop = threading.Event()
+    """A server that answers anything with an HTTP error, as a wrongly configured port would."""
 
-    def answer_forever():
-        while not stop.is_set():
-            try:
-                connection, _ = listener.accept()
-            except OSError:
-                continue
-            with connection:
-                connection.settimeout(2)
-                try:
-                    connection.recv(4096)
-                    connection.sendall(HTTP_REPLY)
-                except OSError:
-                    pass
+    def answer(connection):
+        connection.settimeout(2)
+        with suppress(OSError):
+            connection.recv(4096)
+            connection.sendall(HTTP_REPLY)
+            connection.close()
 
-    thread = threading.Thread(target=answer_forever, daemon=True)
-    thread.start()
-    yield f"ldap://127.0.0.1:{listener.getsockname()[1]}"
-    stop.set()
-    thread.join()
-    listener.close()
+    with tcp_server(answer) as url:
+        yield url
 
 
 def test_a_server_speaking_another_protocol_is_an_outage_not_a_500(garbage_server):

@@ -7,13 +7,9 @@ leaves nothing behind.
 
 from __future__ import annotations
 
-import shutil
 import socket
-import subprocess
-import tempfile
-import time
-from pathlib import Path
 
+from .process import ChildServer
 from .slapd import find_binary, free_port
 
 
@@ -21,13 +17,14 @@ class RedisMissingError(RuntimeError):
     """The redis-server binary is not installed."""
 
 
-class RedisServer:
+class RedisServer(ChildServer):
     """Start and stop one throwaway redis-server."""
 
+    log_name = "redis.log"
+
     def __init__(self, port: int | None = None):
+        super().__init__("portal-redis-")
         self.port = port or free_port()
-        self.work = Path(tempfile.mkdtemp(prefix="portal-redis-"))
-        self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
@@ -41,7 +38,6 @@ class RedisServer:
             raise RedisMissingError(
                 "Redis is not installed: run `sudo apt-get install redis-server`"
             )
-        log = open(self.work / "redis.log", "ab")  # noqa: SIM115 - owned by the child
         options = {
             "bind": "127.0.0.1",
             "port": str(self.port),
@@ -52,31 +48,8 @@ class RedisServer:
             "loglevel": "notice",
         }
         command = [binary] + [arg for key, value in options.items() for arg in (f"--{key}", value)]
-        self.process = subprocess.Popen(
-            command,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        log.close()
-        self._wait_until_ready(timeout)
+        self.launch(command, self.ping, timeout)
         return self
-
-    def stop(self) -> None:
-        """Stop the server (its data is lost: nothing is persisted)."""
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-
-    def cleanup(self) -> None:
-        """Stop the server and delete its temporary folder."""
-        self.stop()
-        shutil.rmtree(self.work, ignore_errors=True)
 
     def ping(self, timeout: float = 0.5) -> bool:
         """Tell whether the server answers PING with PONG right now."""
@@ -86,25 +59,3 @@ class RedisServer:
                 return sock.recv(64).startswith(b"+PONG")
         except OSError:
             return False
-
-    def log_text(self) -> str:
-        """Return what redis-server has logged so far (for failure messages)."""
-        path = self.work / "redis.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.cleanup()
-
-    def _wait_until_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"redis-server exited at start-up:\n{self.log_text()[-2000:]}")
-            if self.ping():
-                return
-            time.sleep(0.05)  # readiness poll, not a timing assertion
-        self.stop()
-        raise RuntimeError(f"redis-server did not answer PING on {self.url} within {timeout}s")

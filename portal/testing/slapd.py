@@ -11,11 +11,10 @@ import hashlib
 import os
 import secrets
 import shutil
-import socket
 import subprocess
-import tempfile
-import time
 from pathlib import Path
+
+from .process import ChildServer, accepts_connections
 
 SUFFIX = "dc=example,dc=org"
 ROOT_DN = "cn=admin,dc=example,dc=org"
@@ -65,6 +64,8 @@ def find_binary(name: str) -> str | None:
 
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -77,8 +78,10 @@ def ssha(password: str) -> str:
     return "{SSHA}" + base64.b64encode(digest + salt).decode()
 
 
-class Slapd:
+class Slapd(ChildServer):
     """Start, seed, change and stop one throwaway slapd."""
+
+    log_name = "slapd.log"
 
     def __init__(
         self,
@@ -88,6 +91,7 @@ class Slapd:
         global_config: str = "",
         tls_files: tuple[Path, Path] | None = None,
     ):
+        super().__init__("portal-slapd-")
         self.ldif_files = [Path(p) for p in (ldif_files or sorted(FIXTURES.glob("*.ldif")))]
         self.port = port or free_port()
         self.extra_config = extra_config  # appended to the database section
@@ -97,8 +101,6 @@ class Slapd:
         self.ldaps_port = free_port() if tls_files else None
         self.root_dn = ROOT_DN
         self.root_password = secrets.token_urlsafe(16)
-        self.work = Path(tempfile.mkdtemp(prefix="portal-slapd-"))
-        self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
@@ -123,37 +125,10 @@ class Slapd:
         if not config.exists():
             self._write_config(config)
             self._load(slapadd, config)
-        log = open(self.work / "slapd.log", "ab")  # noqa: SIM115 - owned by the child
         listeners = f"{self.url}/" + (f" {self.ldaps_url}/" if self.tls_files else "")
-        self.process = subprocess.Popen(
-            [slapd, "-f", str(config), "-h", listeners, "-d", "0"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        log.close()
-        try:
-            self._wait_until_listening(timeout)
-        except BaseException:  # failed or interrupted (Ctrl-C): leave no slapd behind
-            self.stop()
-            raise
+        command = [slapd, "-f", str(config), "-h", listeners, "-d", "0"]
+        self.launch(command, lambda: accepts_connections(self.port), timeout)
         return self
-
-    def stop(self) -> None:
-        """Stop the server; the database stays so `start()` can bring it back."""
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-
-    def cleanup(self) -> None:
-        """Stop the server and delete its temporary folder."""
-        self.stop()
-        shutil.rmtree(self.work, ignore_errors=True)
 
     def modify(self, ldif: str) -> None:
         """Apply an LDIF change as the root DN with ldapmodify, as an administrator would."""
@@ -166,17 +141,6 @@ class Slapd:
     def delete(self, dn: str) -> None:
         """Delete one entry as the root DN with ldapdelete."""
         self._ldap_tool("ldapdelete", None, dn)
-
-    def log_text(self) -> str:
-        """Return what slapd has logged so far (for failure messages)."""
-        path = self.work / "slapd.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def __enter__(self) -> Slapd:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.cleanup()
 
     def _ldap_tool(self, tool: str, stdin: str | None, *args: str) -> None:
         command = [find_binary(tool) or tool, "-x", "-H", self.url, "-D", self.root_dn]
@@ -216,15 +180,3 @@ class Slapd:
         )
         if result.returncode != 0:
             raise RuntimeError(f"slapadd failed: {result.stderr.strip()}")
-
-    def _wait_until_listening(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"slapd exited at start-up:\n{self.log_text()[-2000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.05)  # readiness poll, not a timing assertion
-        raise RuntimeError(f"slapd did not listen on {self.url} within {timeout}s")
