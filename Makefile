@@ -8,6 +8,7 @@ TEST_DEPS := $(RUN_DEPS) redis-server:redis-server
 .PHONY: run test lint format check-deps clean
 
 $(VENV)/.installed: pyproject.toml
+	@sh scripts/system-deps.sh python3-venv:python3-venv
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'

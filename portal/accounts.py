@@ -22,6 +22,8 @@ from .models import AccessPolicy, User
 log = logging.getLogger(__name__)
 
 _POLICY = "portal.policy"
+_CACHE_WARNING_INTERVAL = 60.0
+_last_cache_warning = float("-inf")
 
 
 def init_app(app: Flask) -> None:
@@ -93,8 +95,14 @@ def load_user(user_id: str) -> User | None:
 def _cache_call(operation: str, *args):
     # A cache outage (Redis down) must degrade to "read the directory", never to a 500; every
     # backend raises its own exception types, hence the broad catch.
+    global _last_cache_warning
     try:
         return getattr(cache, operation)(*args)
     except Exception as error:  # noqa: BLE001
-        log.warning("user cache %s failed: %s", operation, error)
+        # One line a minute is enough to tell the on-call engineer; every request would flood.
+        if time.monotonic() - _last_cache_warning >= _CACHE_WARNING_INTERVAL:
+            _last_cache_warning = time.monotonic()
+            log.warning(
+                "user cache %s failed (reading the directory instead): %s", operation, error
+            )
         return None

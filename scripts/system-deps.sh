@@ -1,6 +1,6 @@
 #!/bin/sh
 # Make sure the Debian packages behind the given binaries are installed.
-# Usage: scripts/system-deps.sh [--soft] binary:package ...
+# Usage: scripts/system-deps.sh [--soft] binary:package ...  (python3-venv:python3-venv checks venv)
 # Installs what is missing when this user may (root or password-less sudo); otherwise prints the
 # one command to run and exits 1 (or 0 with --soft, leaving the tests to skip or fail).
 soft=0
@@ -9,6 +9,11 @@ missing=""
 for pair in "$@"; do
   binary=${pair%%:*}
   package=${pair#*:}
+  if [ "$binary" = "python3-venv" ]; then
+    # Debian's python3 cannot make a virtualenv without python3-venv (ensurepip).
+    python3 -c "import ensurepip, venv" >/dev/null 2>&1 || missing="$missing $package"
+    continue
+  fi
   PATH="$PATH:/usr/sbin:/sbin" command -v "$binary" >/dev/null 2>&1 || missing="$missing $package"
 done
 [ -z "$missing" ] && exit 0

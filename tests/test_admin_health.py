@@ -21,6 +21,7 @@ def test_status_page_shows_directory_cache_and_session(client, auth, slapd):
     assert " ms</td>" in body
     assert "FAILED" not in body
     assert "SimpleCache" in body
+    assert "read from the directory 0 s ago" in body
     assert "uid=erin,ou=people,dc=example,dc=org" in body
     assert "_user_id" in body
 

@@ -247,6 +247,13 @@ def test_hostile_next_falls_back_to_home(auth, target):
     assert auth.login("alice", next=target).headers["Location"] == "/"
 
 
+def test_head_request_for_the_login_page_is_answered(client):
+    """HEAD /login answers like GET (link checkers and proxies use it), not a 400."""
+    response = client.head("/login")
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "no-store"
+
+
 def test_signed_in_visit_to_login_goes_home(client, auth):
     """An already signed-in person opening /login is sent on to the home page."""
     auth.login("alice")

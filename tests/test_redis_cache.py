@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import pickle
+import signal
+import threading
 import uuid
 
 import pytest
 import redis
 
+from portal.testing.redis import RedisServer
 from portal.testing.slapd import free_port
 from tests.conftest import AuthActions, make_app
+from tests.servers import require_binary
 
 STAFF_DN = "cn=staff,ou=groups,dc=example,dc=org"
 ALICE_DN = "uid=alice,ou=people,dc=example,dc=org"
@@ -182,4 +186,33 @@ def test_redis_down_degrades_to_the_directory_never_a_500(slapd, ldap_spy):
     ready = client.get("/readyz")
     assert ready.status_code == 503
     assert ready.get_json()["failed"] == ["cache"]
+    app.extensions["portal.directory"].close()
+
+
+@pytest.fixture
+def own_redis():
+    """A private redis-server the test may freeze."""
+    require_binary("redis-server", "apt-get install redis-server")
+    server = RedisServer().start()
+    yield server
+    if server.process:
+        server.process.send_signal(signal.SIGCONT)
+    server.cleanup()
+
+
+def test_hung_redis_costs_a_bounded_wait_not_a_hung_worker(slapd, own_redis, caplog, monkeypatch):
+    """A frozen Redis (accepts, never answers) times out; pages come from the directory."""
+    monkeypatch.setattr("portal.accounts._last_cache_warning", float("-inf"))
+    app = make_app(slapd, CACHE_TYPE="RedisCache", CACHE_REDIS_URL=own_redis.url)
+    client = app.test_client()
+    AuthActions(client).login("alice")
+    own_redis.process.send_signal(signal.SIGSTOP)
+    statuses = []
+    worker = threading.Thread(target=lambda: statuses.append(client.get("/").status_code))
+    worker.start()
+    worker.join(timeout=60)  # a bound for the test run, not a timing assertion
+    assert not worker.is_alive(), "a request waited on the frozen Redis without a timeout"
+    assert statuses == [200]
+    warnings = [r for r in caplog.records if "user cache" in r.getMessage()]
+    assert len(warnings) == 1, "a read and a write failed: logged once, not per failure"
     app.extensions["portal.directory"].close()

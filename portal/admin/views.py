@@ -1,5 +1,7 @@
 """The status page: directory servers, cache, and the administrator's own session."""
 
+import time
+
 from flask import current_app, render_template, session
 from flask_login import current_user
 
@@ -16,6 +18,7 @@ _HIDDEN_SESSION_KEYS = frozenset({"csrf_token", "_id"})
 def status():
     """Show whether each directory server and the cache answer, and this session's data."""
     cached = accounts.cached_attributes(current_user.username)
+    cache_age = round(time.time() - cached["fetched_at"]) if cached else None
     return render_template(
         "admin/status.html",
         servers=directory.check_health(),
@@ -24,6 +27,6 @@ def status():
         session_items=sorted(
             (key, value) for key, value in session.items() if key not in _HIDDEN_SESSION_KEYS
         ),
-        cached=cached,
+        cache_age=cache_age,
         user=current_user,
     )
