@@ -20,7 +20,9 @@ def main() -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Also SIGINT: a shell script that starts `make run &` passes SIGINT on as "ignored".
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     port = int(os.environ.get("PORTAL_DEV_PORT", "5000"))
     slapd = Slapd()
     try:
