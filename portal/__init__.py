@@ -18,7 +18,8 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.from_prefixed_env("PORTAL")
     else:
         app.config.from_mapping(test_config)
-    config.validate(app.config)
+    for warning in config.validate(app.config):
+        app.logger.warning("settings: %s", warning)
     _derive_settings(app)
     _check_page_templates(app)
 

@@ -8,7 +8,7 @@ from flask import current_app, redirect, render_template, request, session, url_
 from flask_login import current_user, login_user
 
 from .. import accounts, directory
-from ..directory import DirectoryError, InvalidInput
+from ..directory import DirectoryError, InvalidInput, PasswordChangeRequired
 from ..errors import RETRY_AFTER_SECONDS
 from ..extensions import login_manager
 from ..urls import safe_next
@@ -23,6 +23,9 @@ REFUSED = (
     "Ask your manager or the service desk to add you to the right group."
 )
 MISSING = "Enter your username and password."
+MUST_CHANGE = (
+    "Your password has expired or was reset, so it must be changed before you can sign in."
+)
 UNAVAILABLE = "The directory is not answering, so nobody can sign in right now. Please try again."
 
 
@@ -43,6 +46,9 @@ def login():
         attrs = directory.authenticate(form.username.data, form.password.data)
     except InvalidInput:
         attrs = None
+    except PasswordChangeRequired:
+        log.info("login refused for %r: password must be changed", _printable(form.username.data))
+        return _page(form, MUST_CHANGE, 403, change_url=current_app.config["PASSWORD_CHANGE_URL"])
     except DirectoryError as error:
         log.warning("login could not be checked: %s: %s", type(error).__name__, error)
         return _page(form, UNAVAILABLE, 503, {"Retry-After": str(RETRY_AFTER_SECONDS)})
@@ -86,10 +92,12 @@ def logout():
     return response
 
 
-def _page(form: LoginForm, error: str | None = None, status: int = 200, headers=None):
+def _page(form: LoginForm, error=None, status: int = 200, headers=None, change_url=None):
     form.password.data = ""
     signed_out = request.args.get("signed_out") == "1" and error is None
-    body = render_template("login.html", form=form, error=error, signed_out=signed_out)
+    body = render_template(
+        "login.html", form=form, error=error, signed_out=signed_out, change_url=change_url
+    )
     response_headers = {"Cache-Control": "no-store", **(headers or {})}
     return body, status, response_headers
 

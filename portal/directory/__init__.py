@@ -2,16 +2,23 @@
 
 Vocabulary: a ``*_dn`` is a DN string as the server returned it; ``attrs`` is the plain dict a
 person is cached as (username, dn, display_name, email, groups); ``username`` is always the
-canonical, lower-cased login name. Expected failures (unknown user, wrong password) return None;
-``DirectoryUnavailable`` means the directory could not answer; ``InvalidInput`` means the input was
-refused before any LDAP traffic. This package never touches the request, the session or templates.
+canonical, lower-cased login name. Expected failures (unknown user, wrong password, disabled
+or locked account) return None; ``PasswordChangeRequired`` means the password was right but
+has expired or was reset; ``DirectoryUnavailable`` means the directory could not answer;
+``InvalidInput`` means the input was refused before any LDAP traffic. This package never
+touches the request, the session or templates.
 """
 
 from __future__ import annotations
 
 from flask import Flask, current_app
 
-from .errors import DirectoryError, DirectoryUnavailable, InvalidInput
+from .errors import (
+    DirectoryError,
+    DirectoryUnavailable,
+    InvalidInput,
+    PasswordChangeRequired,
+)
 from .queries import normalise_username
 from .service import Directory, ServerHealth
 from .settings import DirectorySettings
@@ -21,6 +28,7 @@ __all__ = [
     "DirectoryError",
     "DirectoryUnavailable",
     "InvalidInput",
+    "PasswordChangeRequired",
     "ServerHealth",
     "authenticate",
     "check_health",

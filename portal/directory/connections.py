@@ -42,12 +42,18 @@ def make_servers(settings: DirectorySettings) -> list[ldap3.Server]:
 
 
 def open_connection(
-    servers: list[ldap3.Server], settings: DirectorySettings, user: str | None, password: str | None
+    servers: list[ldap3.Server],
+    settings: DirectorySettings,
+    user: str | None,
+    password: str | None,
+    controls: list | None = None,
 ) -> tuple[ldap3.Connection, bool]:
     """Connect to the first server that answers and simple-bind; return (connection, bound).
 
-    A refused bind is an answer (bound is False). Raises DirectoryUnavailable when no server
-    could be reached or every one failed mid-bind.
+    With LDAP_START_TLS the connection is upgraded before the bind, and a failed upgrade counts
+    as a failed server: no password is ever sent in clear by mistake. A refused bind is an
+    answer (bound is False). Raises DirectoryUnavailable when no server could be reached or
+    every one failed mid-bind.
     """
     failures = []
     for server in servers:
@@ -64,7 +70,9 @@ def open_connection(
         )
         try:
             connection.open(read_server_info=False)
-            bound = connection.bind(read_server_info=False)
+            if settings.start_tls and not connection.start_tls(read_server_info=False):
+                raise ConnectionError(f"StartTLS refused: {connection.result}")
+            bound = connection.bind(read_server_info=False, controls=controls)
         except Exception as error:  # noqa: BLE001 - socket, TLS and decoding errors alike
             failures.append(f"{server.host}:{server.port}: {type(error).__name__}: {error}")
             discard(connection)
@@ -128,8 +136,9 @@ class ServicePool:
         self._pid = os.getpid()
 
     def _open(self) -> ldap3.Connection:
+        # An empty LDAP_BIND_DN (LDAP_ANONYMOUS_SEARCH) binds anonymously.
         connection, bound = open_connection(
-            self.servers, self.settings, self.settings.bind_dn, self.settings.bind_password
+            self.servers, self.settings, self.settings.bind_dn or None, self.settings.bind_password
         )
         if not bound:
             discard(connection)

@@ -11,3 +11,7 @@ class DirectoryUnavailable(DirectoryError):
 
 class InvalidInput(DirectoryError):
     """A login name or password that may never be sent to the directory (empty, control chars)."""
+
+
+class PasswordChangeRequired(Exception):
+    """The password was right, but it has expired or was reset: it must be changed first."""

@@ -7,8 +7,34 @@ import unicodedata
 from ldap3.core.exceptions import LDAPException
 from ldap3.protocol.sasl.sasl import validate_simple_password
 from ldap3.utils.conv import escape_filter_chars
+from ldap3.utils.dn import escape_rdn
 
 from .errors import InvalidInput
+
+
+def login_forms(value: object, max_length: int, domains=frozenset()) -> tuple[str, str]:
+    """Return (username, login) for a typed login name, or raise InvalidInput.
+
+    ``login`` is the whole name trimmed and lower-cased; ``username`` is the same without a
+    domain from `domains` (``alice@corp.example`` and ``CORP\\alice`` both give ``alice``). A
+    ``DOMAIN\\name`` form with a domain not in `domains` is refused.
+    """
+    login = normalise_username(value, max_length)
+    if "\\" in login:
+        domain, _, name = login.partition("\\")
+        if domain not in domains or not name:
+            raise InvalidInput("unknown login domain")
+        return name, login
+    name, at, domain = login.rpartition("@")
+    if at and name and domain in domains:
+        return name, login
+    return login, login
+
+
+def bind_name(template: str, username: str) -> str:
+    """Fill LDAP_USER_DN_TEMPLATE: RFC 4514-escaped for a DN, as is for a UPN template."""
+    value = escape_rdn(username) if "=" in template else username
+    return template.replace("{username}", value)
 
 
 def normalise_username(value: object, max_length: int) -> str:

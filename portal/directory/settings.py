@@ -5,53 +5,81 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from . import account_state
+
 
 @dataclass(frozen=True)
 class DirectorySettings:
     """Everything the directory layer needs to know, with no reference to Flask."""
 
     urls: tuple[str, ...]
-    bind_dn: str
-    bind_password: str
-    user_base: str
-    user_filter: str
-    attr_username: str
-    attr_display_name: str
-    attr_email: str
-    group_base: str
-    group_filter: str
-    group_name_attr: str
+    start_tls: bool
+    ca_file: str
     connect_timeout: int
     operation_timeout: int
     pool_size: int
-    ca_file: str
+    page_size: int
+    bind_dn: str
+    bind_password: str
+    user_bases: tuple[str, ...]
+    user_filter: str
+    login_domains: frozenset[str]
+    dn_template: str
+    attr_username: str
+    attr_display_name: str
+    attr_email: str
+    account_state: str
+    group_membership: str
+    attr_member_of: str
+    group_base: str
+    group_filter: str
+    group_name_attr: str
+    nesting_depth: int
+    nested_filter: str
     username_max_length: int
     password_max_length: int
 
     @classmethod
     def from_config(cls, config: Mapping) -> DirectorySettings:
         """Pick the LDAP_* keys (already validated) out of a Flask config."""
+        bases = config["LDAP_USER_BASE"]
+        user_filter = config["LDAP_USER_FILTER"]
+        if config["LDAP_DISABLED_FILTER"]:
+            # Disabled accounts are simply not found: no login, and signed out on the next read.
+            user_filter = f"(&{user_filter}(!{config['LDAP_DISABLED_FILTER']}))"
         return cls(
             urls=tuple(config["LDAP_URLS"]),
-            bind_dn=config["LDAP_BIND_DN"],
-            bind_password=config["LDAP_BIND_PASSWORD"],
-            user_base=config["LDAP_USER_BASE"],
-            user_filter=config["LDAP_USER_FILTER"],
-            attr_username=config["LDAP_ATTR_USERNAME"],
-            attr_display_name=config["LDAP_ATTR_DISPLAY_NAME"],
-            attr_email=config["LDAP_ATTR_EMAIL"],
-            group_base=config["LDAP_GROUP_BASE"],
-            group_filter=config["LDAP_GROUP_FILTER"],
-            group_name_attr=config["LDAP_GROUP_NAME_ATTR"],
+            start_tls=config["LDAP_START_TLS"],
+            ca_file=config["LDAP_CA_FILE"],
             connect_timeout=config["LDAP_CONNECT_TIMEOUT"],
             operation_timeout=config["LDAP_OPERATION_TIMEOUT"],
             pool_size=config["LDAP_POOL_SIZE"],
-            ca_file=config["LDAP_CA_FILE"],
+            page_size=config["LDAP_PAGE_SIZE"],
+            bind_dn=config["LDAP_BIND_DN"],
+            bind_password=config["LDAP_BIND_PASSWORD"],
+            user_bases=(bases,) if isinstance(bases, str) else tuple(bases),
+            user_filter=user_filter,
+            login_domains=frozenset(domain.lower() for domain in config["LDAP_LOGIN_DOMAINS"]),
+            dn_template=config["LDAP_USER_DN_TEMPLATE"],
+            attr_username=config["LDAP_ATTR_USERNAME"],
+            attr_display_name=config["LDAP_ATTR_DISPLAY_NAME"],
+            attr_email=config["LDAP_ATTR_EMAIL"],
+            account_state=config["LDAP_ACCOUNT_STATE"],
+            group_membership=config["LDAP_GROUP_MEMBERSHIP"],
+            attr_member_of=config["LDAP_ATTR_MEMBER_OF"],
+            group_base=config["LDAP_GROUP_BASE"],
+            group_filter=config["LDAP_GROUP_FILTER"],
+            group_name_attr=config["LDAP_GROUP_NAME_ATTR"],
+            nesting_depth=config["LDAP_GROUP_NESTING_DEPTH"],
+            nested_filter=config["LDAP_GROUP_NESTED_FILTER"],
             username_max_length=config["USERNAME_MAX_LENGTH"],
             password_max_length=config["PASSWORD_MAX_LENGTH"],
         )
 
     @property
     def user_attributes(self) -> list[str]:
-        """The person attributes every search asks for (and nothing more)."""
-        return [self.attr_username, self.attr_display_name, self.attr_email]
+        """The person attributes every user search asks for (and nothing more)."""
+        names = [self.attr_username, self.attr_display_name, self.attr_email]
+        if self.group_membership in ("memberof", "both"):
+            names.append(self.attr_member_of)
+        return names + account_state.ATTRIBUTES[self.account_state]

@@ -1,0 +1,129 @@
+"""Account state from directory data: disabled, locked, must change password. Pure functions.
+
+Active Directory keeps it in userAccountControl (bit 0x2 disabled), the constructed
+msDS-User-Account-Control-Computed (0x10 locked out, 0x800000 password expired) and pwdLastSet
+(0: must change), and explains refused binds as "data 773" and the like. OpenLDAP's ppolicy
+keeps pwdAccountLockedTime and pwdReset, and explains binds in a response control.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+
+from .mapping import first_value
+
+PPOLICY_CONTROL = "1.3.6.1.4.1.42.2.27.8.5.1"
+
+_AD_DISABLED, _AD_LOCKED, _AD_PASSWORD_EXPIRED = 0x2, 0x10, 0x800000
+# The "data NNN" code of an Active Directory bind refusal (AcceptSecurityContext error).
+_AD_DATA = re.compile(r"\bdata ([0-9a-f]{3,4})\b", re.IGNORECASE)
+_PPOLICY_ERRORS = {0: "expired", 1: "locked", 2: "reset"}
+
+#: The attributes each mode needs read with the person's entry.
+ATTRIBUTES = {
+    "none": [],
+    "ad": ["userAccountControl", "msDS-User-Account-Control-Computed", "pwdLastSet"],
+    "ppolicy": ["pwdAccountLockedTime", "pwdReset"],
+}
+
+
+class State(enum.Enum):
+    """What an account may do."""
+
+    OK = "ok"
+    DISABLED = "disabled"
+    LOCKED = "locked"
+    MUST_CHANGE_PASSWORD = "must change password"  # noqa: S105 - a state, not a password
+
+
+def from_entry(mode: str, attributes: Mapping) -> State:
+    """The account state the person's entry records."""
+    if mode == "ad":
+        control = _integer(attributes, "userAccountControl")
+        computed = _integer(attributes, "msDS-User-Account-Control-Computed")
+        if control & _AD_DISABLED:
+            return State.DISABLED
+        if computed & _AD_LOCKED:
+            return State.LOCKED
+        if computed & _AD_PASSWORD_EXPIRED or first_value(attributes, "pwdLastSet") == "0":
+            return State.MUST_CHANGE_PASSWORD
+    elif mode == "ppolicy":
+        if first_value(attributes, "pwdAccountLockedTime"):
+            return State.LOCKED
+        if first_value(attributes, "pwdReset").upper() == "TRUE":
+            return State.MUST_CHANGE_PASSWORD
+    return State.OK
+
+
+def from_bind(mode: str, result: Mapping) -> State:
+    """The account state a bind answer reveals (OK when it reveals nothing)."""
+    if mode == "ad":
+        found = _AD_DATA.search(str(result.get("message") or ""))
+        code = found.group(1).lower() if found else ""
+        if code in ("532", "773"):
+            return State.MUST_CHANGE_PASSWORD
+        if code in ("533", "701"):
+            return State.DISABLED
+        if code == "775":
+            return State.LOCKED
+    elif mode == "ppolicy":
+        control = (result.get("controls") or {}).get(PPOLICY_CONTROL) or {}
+        try:
+            grace, error = decode_ppolicy_response(control.get("value") or b"")
+        except (IndexError, ValueError):  # a malformed control tells nothing
+            grace, error = None, None
+        if error == "locked":
+            return State.LOCKED
+        if error in ("expired", "reset") or grace is not None:
+            return State.MUST_CHANGE_PASSWORD
+    return State.OK
+
+
+def decode_ppolicy_response(value: bytes) -> tuple[int | None, str | None]:
+    """Decode a PasswordPolicyResponseValue: (grace logins remaining, error name).
+
+    The value is a BER SEQUENCE of an optional [0] warning (a CHOICE of [0]
+    timeBeforeExpiration or [1] graceAuthNsRemaining) and an optional [1] ENUMERATED error.
+    """
+    grace = error = None
+    body = _children(value, expect=0x30)
+    for tag, content in body:
+        if tag == 0xA0:  # warning
+            for choice, number in _children(content):
+                if choice == 0x81:
+                    grace = int.from_bytes(number, "big")
+        elif tag == 0x81:  # error
+            error = _PPOLICY_ERRORS.get(int.from_bytes(content, "big"), "other")
+    return grace, error
+
+
+def _children(data: bytes, expect: int | None = None) -> list[tuple[int, bytes]]:
+    # Minimal BER: definite lengths only, which is all a ppolicy control uses.
+    if expect is not None:
+        if not data or data[0] != expect:
+            return []
+        data = _value(data, 0)[0]
+    items, position = [], 0
+    while position < len(data):
+        tag = data[position]
+        content, position = _value(data, position)
+        items.append((tag, content))
+    return items
+
+
+def _value(data: bytes, position: int) -> tuple[bytes, int]:
+    length, position = data[position + 1], position + 2
+    if length & 0x80:
+        size = length & 0x7F
+        length = int.from_bytes(data[position : position + size], "big")
+        position += size
+    return data[position : position + length], position + length
+
+
+def _integer(attributes: Mapping, name: str) -> int:
+    try:
+        return int(first_value(attributes, name) or 0)
+    except ValueError:
+        return 0
