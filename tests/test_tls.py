@@ -68,3 +68,30 @@ def test_ldaps_with_a_certificate_for_another_host_is_refused(tls_slapd, caplog)
     response = AuthActions(app.test_client()).login("alice")
     assert response.status_code == 503
     assert "doesn't match" in caplog.text or "mismatch" in caplog.text
+
+
+@pytest.mark.parametrize("tls_slapd", ["good"], indirect=True)
+def test_start_tls_with_a_trusted_certificate_signs_people_in(tls_slapd):
+    """ldap:// with LDAP_START_TLS upgrades the connection and works with the right CA."""
+    server, certificate = tls_slapd
+    app = make_app(
+        None, LDAP_URLS=[server.url], LDAP_START_TLS=True, LDAP_CA_FILE=str(certificate.ca_file)
+    )
+    assert AuthActions(app.test_client()).login("alice").status_code == 302
+
+
+@pytest.mark.parametrize("tls_slapd", ["self-signed", "wrong-host"], indirect=True)
+def test_start_tls_with_a_bad_certificate_sends_no_password(tls_slapd, certificates, ldap_spy):
+    """A StartTLS upgrade to an untrusted or wrong-host certificate fails: no bind is sent."""
+    server, _ = tls_slapd
+    ca_file = str(certificates["good"].ca_file)
+    app = make_app(None, LDAP_URLS=[server.url], LDAP_START_TLS=True, LDAP_CA_FILE=ca_file)
+    assert AuthActions(app.test_client()).login("alice").status_code == 503
+    assert ldap_spy.count("bind") == 0
+
+
+def test_start_tls_refused_by_the_server_sends_no_password(slapd, ldap_spy):
+    """A server without TLS refuses StartTLS: the portal then binds nowhere (503)."""
+    app = make_app(slapd, LDAP_START_TLS=True)
+    assert AuthActions(app.test_client()).login("alice").status_code == 503
+    assert ldap_spy.count("bind") == 0
