@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 import tomllib
 from pathlib import Path
 
@@ -198,3 +199,19 @@ def redis_server():
         yield server.start()
     finally:
         server.cleanup()
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """Move the in-process cache's clock forward instead of sleeping through a TTL."""
+
+    class Clock:
+        offset = 0.0
+
+        def advance(self, seconds: float) -> None:
+            self.offset += seconds
+
+    fake = Clock()
+    real = time.time
+    monkeypatch.setattr("cachelib.simple.time", lambda: real() + fake.offset)
+    return fake

@@ -212,3 +212,17 @@ def test_hundreds_of_groups_in_a_large_tree_cost_a_few_paged_searches(tmp_path, 
         assert ldap_spy.operations == 1 + 1 + 4  # user search, bind, 4 pages of up to 200
     finally:
         server.cleanup()
+
+
+def test_disabled_filter_refuses_login_and_signs_out_within_the_ttl(own_slapd, clock):
+    """Accounts matching LDAP_DISABLED_FILTER cannot sign in, and lose access after the TTL."""
+    disable = "changetype: modify\nadd: description\ndescription: disabled\n"
+    app = make_app(own_slapd, LDAP_DISABLED_FILTER="(description=disabled)", USER_CACHE_TTL=60)
+    client = app.test_client()
+    AuthActions(client).login("alice")
+    own_slapd.modify(f"dn: {ALICE_DN}\n{disable}")
+    own_slapd.modify(f"dn: uid=bob,ou=people,dc=example,dc=org\n{disable}")
+    assert AuthActions(app.test_client()).login("bob").status_code == 401
+    assert client.get("/").status_code == 200, "cached until the TTL"
+    clock.advance(61)
+    assert client.get("/").status_code == 302

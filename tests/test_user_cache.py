@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from portal import accounts
@@ -33,22 +31,6 @@ member: uid=alice,ou=people,dc=example,dc=org
 #: The TTL of the private-directory app: unlike the demo's 300 s it differs from Flask-Caching's
 #: default timeout, so the TTL tests fail if USER_CACHE_TTL stops reaching the cache.
 TTL = 60
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    """Move the in-process cache's clock forward instead of sleeping through a TTL."""
-
-    class Clock:
-        offset = 0.0
-
-        def advance(self, seconds: float) -> None:
-            self.offset += seconds
-
-    fake = Clock()
-    real = time.time
-    monkeypatch.setattr("cachelib.simple.time", lambda: real() + fake.offset)
-    return fake
 
 
 @pytest.fixture
