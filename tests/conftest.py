@@ -80,9 +80,9 @@ def own_slapd():
     server.cleanup()
 
 
-def make_app(slapd_server: Slapd | None, **overrides):
-    """Build the portal against a server with the demo settings plus overrides."""
-    settings = demo_settings()
+def make_app(slapd_server: Slapd | None, settings_file: Path | None = None, **overrides):
+    """Build the portal against a server with the demo (or given) settings plus overrides."""
+    settings = tomllib.loads(settings_file.read_text()) if settings_file else demo_settings()
     settings.update(
         TESTING=True, ENV="development", SECRET_KEY="test-secret-key-0123456789abcdef0123"
     )

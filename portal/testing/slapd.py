@@ -23,10 +23,12 @@ SCHEMAS = ("core", "cosine", "nis", "inetorgperson")
 _SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])
 
 _CONFIG = """\
-{global_config}
-{schema_includes}
+# Modules first: moduleload needs modulepath, and a module may define schema (ppolicy does).
 modulepath {module_dir}
 moduleload back_mdb
+{module_loads}
+{schema_includes}
+{global_config}
 pidfile {work}/slapd.pid
 argsfile {work}/slapd.args
 
@@ -46,7 +48,7 @@ access to attrs=userPassword
   by * none
 # The portal's service account may read the tree; users may read their own entry.
 access to *
-  by dn.exact="cn=portal-reader,ou=services,{suffix}" read
+  by dn.exact="{service_dn}" read
   by self read
   by * none
 {extra_config}
@@ -79,7 +81,22 @@ def ssha(password: str) -> str:
 
 
 class Slapd(ChildServer):
-    """Start, seed, change and stop one throwaway slapd."""
+    """Start, seed, change and stop one throwaway slapd.
+
+    With no arguments it serves the demo tree (`ldap_fixtures/*.ldif`) under dc=example,dc=org.
+    portal/testing/trees.py builds other shapes (Active Directory-like, memberOf overlay,
+    password policy) from the keyword-only options:
+
+    suffix: the database suffix; the root DN is `cn=admin,<suffix>`.
+    service_dn: the one account the ACL lets read the whole tree (default
+        `cn=portal-reader,ou=services,<suffix>`).
+    schemas: extra schema files, included after core, cosine, nis and inetorgperson.
+    modules: extra modules from /usr/lib/ldap (e.g. "memberof", "ppolicy"), loaded before
+        any schema, so their overlays can be named in extra_config.
+    post_start_ldif: LDIF files added with ldapadd as the root DN once slapd answers, on the
+        first start only: entries that overlays must see being written (memberOf is kept only
+        for changes made through the server, never for slapadd).
+    """
 
     log_name = "slapd.log"
 
@@ -90,6 +107,12 @@ class Slapd(ChildServer):
         extra_config: str = "",
         global_config: str = "",
         tls_files: tuple[Path, Path] | None = None,
+        *,
+        suffix: str = SUFFIX,
+        service_dn: str | None = None,
+        schemas=(),
+        modules=(),
+        post_start_ldif=(),
     ):
         super().__init__("portal-slapd-")
         self.ldif_files = [Path(p) for p in (ldif_files or sorted(FIXTURES.glob("*.ldif")))]
@@ -99,8 +122,13 @@ class Slapd(ChildServer):
         # (certificate, key): also serve ldaps:// on a second port.
         self.tls_files = tls_files
         self.ldaps_port = free_port() if tls_files else None
-        self.root_dn = ROOT_DN
+        self.suffix = suffix
+        self.root_dn = f"cn=admin,{suffix}"  # ROOT_DN for the default suffix
         self.root_password = secrets.token_urlsafe(16)
+        self.service_dn = service_dn or f"cn=portal-reader,ou=services,{suffix}"
+        self.schemas = [Path(p) for p in schemas]
+        self.modules = list(modules)
+        self.post_start_ldif = [Path(p) for p in post_start_ldif]
 
     @property
     def url(self) -> str:
@@ -122,12 +150,20 @@ class Slapd(ChildServer):
                 "OpenLDAP is not installed: run `sudo apt-get install slapd ldap-utils`"
             )
         config = self.work / "slapd.conf"
-        if not config.exists():
+        first_start = not config.exists()
+        if first_start:
             self._write_config(config)
             self._load(slapadd, config)
         listeners = f"{self.url}/" + (f" {self.ldaps_url}/" if self.tls_files else "")
         command = [slapd, "-f", str(config), "-h", listeners, "-d", "0"]
         self.launch(command, lambda: accepts_connections(self.port), timeout)
+        if first_start and self.post_start_ldif:
+            try:
+                for path in self.post_start_ldif:
+                    self.add(path.read_text())
+            except BaseException:  # a half-seeded tree is of no use: leave no child behind
+                self.stop()
+                raise
         return self
 
     def modify(self, ldif: str) -> None:
@@ -151,7 +187,9 @@ class Slapd(ChildServer):
 
     def _write_config(self, config: Path) -> None:
         (self.work / "db").mkdir()
-        includes = "\n".join(f"include /etc/ldap/schema/{name}.schema" for name in SCHEMAS)
+        schemas = [f"/etc/ldap/schema/{name}.schema" for name in SCHEMAS] + self.schemas
+        includes = "\n".join(f"include {path}" for path in schemas)
+        module_loads = "\n".join(f"moduleload {name}" for name in self.modules)
         global_config = self.global_config
         if self.tls_files:
             cert, key = self.tls_files
@@ -160,9 +198,11 @@ class Slapd(ChildServer):
             _CONFIG.format(
                 schema_includes=includes,
                 module_dir="/usr/lib/ldap",
+                module_loads=module_loads,
                 work=self.work,
-                suffix=SUFFIX,
+                suffix=self.suffix,
                 root_dn=self.root_dn,
+                service_dn=self.service_dn,
                 root_pw_hash=ssha(self.root_password),
                 extra_config=self.extra_config,
                 global_config=global_config,

@@ -1,0 +1,215 @@
+"""The portal on Active-Directory-shaped, memberOf-overlay and ppolicy trees (real slapd).
+
+Each app starts from the shipped example settings (examples/settings-*.toml), so the examples an
+administrator copies are the ones proven here; only the server address, the service password
+and plain-HTTP cookies are changed for the test.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from portal import accounts
+from portal.testing import trees
+from tests.conftest import ROOT, AuthActions, make_app, start_slapd
+
+EXAMPLES = ROOT / "examples"
+MUST_CHANGE = "must be changed before you can sign in"
+
+
+def example_app(name: str, server, **overrides):
+    """The portal with examples/settings-<name>.toml, pointed at a test server."""
+    return make_app(
+        server,
+        settings_file=EXAMPLES / f"settings-{name}.toml",
+        LDAP_START_TLS=False,
+        LDAP_CA_FILE="",
+        LDAP_BIND_PASSWORD=trees.SERVICE_PASSWORD,
+        SESSION_COOKIE_SECURE=False,
+        **overrides,
+    )
+
+
+def signed_in_as(app, client) -> tuple[str, list[str]]:
+    """The session's username and the groups cached for it."""
+    with client.session_transaction() as session:
+        username = session.get("_user_id")
+    with app.app_context():
+        return username, accounts.cached_attributes(username)["groups"]
+
+
+@pytest.fixture(scope="module")
+def ad_server():
+    """The Active-Directory-shaped tree; tests that change it use their own."""
+    server = start_slapd(**trees.ad_options())
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def ad_app(ad_server):
+    """The portal with the AD example settings."""
+    return example_app("ad", ad_server)
+
+
+@pytest.mark.parametrize("typed", ["alice", "ALICE", "alice@corp.example", "CORP\\alice"])
+def test_ad_login_forms_are_one_identity(ad_app, typed):
+    """Plain, UPN and DOMAIN\\name forms all sign in as the sAMAccountName, same groups."""
+    client = ad_app.test_client()
+    assert AuthActions(client).login(typed, "alice-secret").status_code == 302
+    username, groups = signed_in_as(ad_app, client)
+    assert username == "alice"
+    assert {"Engineering", "Staff", "Loop A", "Loop B"} <= set(groups)
+
+
+def test_ad_upn_that_differs_from_the_account_name(ad_app):
+    """alice.smith@corp.example signs in as asmith: the identity is the directory's value."""
+    client = ad_app.test_client()
+    assert AuthActions(client).login("alice.smith@corp.example", "asmith-secret").status_code == 302
+    assert signed_in_as(ad_app, client)[0] == "asmith"
+
+
+def test_ad_unknown_domain_is_refused(ad_app, ldap_spy):
+    """OTHER\\alice is not a form this directory knows: a generic failure, no LDAP traffic."""
+    auth = AuthActions(ad_app.test_client())
+    token = auth.csrf_token()
+    ldap_spy.reset()
+    response = auth.client.post(
+        "/login", data={"csrf_token": token, "username": "OTHER\\alice", "password": "x"}
+    )
+    assert response.status_code == 401
+    assert ldap_spy.operations == 0
+
+
+@pytest.mark.parametrize("name", ["bob", "dave"])
+def test_ad_disabled_and_locked_look_like_a_wrong_password(ad_app, name):
+    """UAC 0x2 (bob) and lockout (dave) get the same answer as a wrong password."""
+    refused = AuthActions(ad_app.test_client()).login(name, f"{name}-secret")
+    wrong = AuthActions(ad_app.test_client()).login("alice", "wrong")
+    assert refused.status_code == wrong.status_code == 401
+    assert "Wrong username or password." in refused.get_data(as_text=True)
+
+
+def test_ad_flags_are_tested_bitwise(ad_app):
+    """frank's userAccountControl is 66048 (never-expires + normal): enabled, not 512."""
+    client = ad_app.test_client()
+    assert AuthActions(client).login("frank").status_code == 302
+    username, groups = signed_in_as(ad_app, client)
+    assert {"R&D (Europe)*", "Research", "Staff"} <= set(groups)
+    assert client.get("/pages/research").status_code == 200
+
+
+@pytest.mark.parametrize("name", ["carol", "erin"])
+def test_ad_must_change_password_is_said_plainly_with_the_right_password_only(ad_app, name):
+    """pwdLastSet 0 (carol) and an expired password (erin): told to change it, not signed in."""
+    client = ad_app.test_client()
+    response = AuthActions(client).login(name, f"{name}-secret")
+    body = response.get_data(as_text=True)
+    assert response.status_code == 403
+    assert MUST_CHANGE in body
+    assert ad_app.config["PASSWORD_CHANGE_URL"] in body
+    assert client.get("/").status_code == 302
+    wrong = AuthActions(ad_app.test_client()).login(name, "not-the-password")
+    assert wrong.status_code == 401
+    assert MUST_CHANGE not in wrong.get_data(as_text=True)
+
+
+def test_ad_memberof_mode_costs_no_group_search(ad_app, ldap_spy):
+    """memberOf gives direct groups for free; only the nesting levels cost a search each."""
+    AuthActions(ad_app.test_client()).login("asmith", "asmith-secret")  # warm the pool
+    ldap_spy.reset()
+    AuthActions(ad_app.test_client()).login("alice")
+    # user search, bind, nesting level 1 (Staff, Loop B), level 2 (nothing new)
+    assert ldap_spy.operations == 4
+
+
+@pytest.mark.parametrize(
+    ("change", "name"),
+    [
+        ("replace: userAccountControl\nuserAccountControl: 514", "disabled"),
+        ("replace: msDS-User-Account-Control-Computed\nmsDS-User-Account-Control-Computed: 16",
+         "locked"),
+        ("replace: pwdLastSet\npwdLastSet: 0", "must change"),
+    ],
+)  # fmt: skip
+def test_ad_account_state_change_signs_out_within_the_ttl(clock, change, name):
+    """Disabled, locked or expired after signing in: access ends once the cache entry expires."""
+    server = start_slapd(**trees.ad_options())
+    try:
+        app = example_app("ad", server, USER_CACHE_TTL=60)
+        client = app.test_client()
+        AuthActions(client).login("alice")
+        server.modify(f"dn: {trees.AD_USERS['alice']}\nchangetype: modify\n{change}\n")
+        assert client.get("/").status_code == 200, "cached until the TTL"
+        clock.advance(61)
+        assert client.get("/").status_code == 302, f"{name}: signed out"
+    finally:
+        server.cleanup()
+
+
+def test_memberof_overlay_tree_gives_groups_without_a_group_search(ldap_spy):
+    """On OpenLDAP with the memberof overlay, groups come from the entry, nesting by search."""
+    server = start_slapd(**trees.memberof_options())
+    try:
+        app = example_app("openldap-memberof", server)
+        AuthActions(app.test_client()).login("bob")  # warm the pool
+        client = app.test_client()
+        ldap_spy.reset()
+        assert AuthActions(client).login("alice").status_code == 302
+        assert signed_in_as(app, client)[1] == ["engineering", "research", "staff"]
+        assert ldap_spy.operations == 4  # user search, bind, 2 nesting levels
+        refused = AuthActions(app.test_client()).login("dave")
+        assert refused.status_code == 403, "suspended (a denied group) via memberOf"
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def ppolicy_app():
+    """A fresh ppolicy tree (binds change its state) and the portal with its example settings."""
+    server = start_slapd(**trees.ppolicy_options())
+    yield example_app("ppolicy", server, USER_CACHE_TTL=60), server
+    server.cleanup()
+
+
+def test_ppolicy_normal_account_signs_in_with_a_template_bind(ppolicy_app):
+    """alice binds through LDAP_USER_DN_TEMPLATE with the ppolicy control and is signed in."""
+    app, _ = ppolicy_app
+    client = app.test_client()
+    assert AuthActions(client).login("alice").status_code == 302
+    assert client.get("/").status_code == 200
+
+
+@pytest.mark.parametrize("name", ["reset", "grace"])
+def test_ppolicy_reset_or_grace_bind_is_not_a_full_login(ppolicy_app, name):
+    """A bind that succeeds after a reset or on a grace login asks for a new password."""
+    app, _ = ppolicy_app
+    client = app.test_client()
+    response = AuthActions(client).login(name, f"{name}-secret")
+    assert response.status_code == 403
+    assert MUST_CHANGE in response.get_data(as_text=True)
+    assert client.get("/").status_code == 302
+
+
+def test_ppolicy_lockout_looks_like_a_wrong_password(ppolicy_app):
+    """A locked account, and one locked by failed attempts, get the wrong-password answer."""
+    app, _ = ppolicy_app
+    assert AuthActions(app.test_client()).login("locked", "locked-secret").status_code == 401
+    for _ in range(trees.PPOLICY_MAX_FAILURE):
+        AuthActions(app.test_client()).login("alice", "wrong")
+    response = AuthActions(app.test_client()).login("alice")
+    assert response.status_code == 401
+    assert "Wrong username or password." in response.get_data(as_text=True)
+
+
+def test_ppolicy_lock_after_sign_in_ends_access_within_the_ttl(ppolicy_app, clock):
+    """An administrator locks a signed-in account: signed out once the cache entry expires."""
+    app, server = ppolicy_app
+    client = app.test_client()
+    AuthActions(client).login("alice")
+    server.modify(
+        f"dn: {trees.PPOLICY_PEOPLE['alice']}\nchangetype: modify\n"
+        "replace: pwdAccountLockedTime\npwdAccountLockedTime: 000001010000Z\n"
+    )
+    clock.advance(61)
+    assert client.get("/").status_code == 302
