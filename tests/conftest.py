@@ -72,6 +72,16 @@ def slapd():
     server.cleanup()
 
 
+@pytest.fixture(scope="session")
+def ad_server():
+    """One Active-Directory-shaped directory (portal.testing.trees) for read-only tests."""
+    from portal.testing import trees
+
+    server = start_slapd(**trees.ad_options())
+    yield server
+    server.cleanup()
+
+
 @pytest.fixture
 def own_slapd():
     """A private demo directory for a test that changes entries, stops or restarts the server."""

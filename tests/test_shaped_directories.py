@@ -38,14 +38,6 @@ def signed_in_as(app, client) -> tuple[str, list[str]]:
         return username, accounts.cached_attributes(username)["groups"]
 
 
-@pytest.fixture(scope="module")
-def ad_server():
-    """The Active-Directory-shaped tree; tests that change it use their own."""
-    server = start_slapd(**trees.ad_options())
-    yield server
-    server.cleanup()
-
-
 @pytest.fixture
 def ad_app(ad_server):
     """The portal with the AD example settings."""

@@ -261,14 +261,6 @@ def test_failing_post_start_ldif_stops_the_server_and_says_why(tmp_path):
 # --- Active Directory-shaped tree ---------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def ad_server():
-    """One AD-shaped directory for this module's read-only checks."""
-    server = start_slapd(**trees.ad_options())
-    yield server
-    server.cleanup()
-
-
 @pytest.fixture
 def ad_reader(ad_server):
     """A connection to the AD-shaped tree as its service account."""
