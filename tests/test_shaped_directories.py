@@ -205,3 +205,40 @@ def test_ppolicy_lock_after_sign_in_ends_access_within_the_ttl(ppolicy_app, cloc
     )
     clock.advance(61)
     assert client.get("/").status_code == 302
+
+
+def test_memberof_and_search_together_take_groups_from_both(ldap_spy):
+    """ "both" unions memberOf (a group outside the group base) and a search (a posixGroup)."""
+    frank = "uid=frank,ou=people,dc=example,dc=org"
+    server = start_slapd(**trees.memberof_options())
+    try:
+        server.add(
+            "dn: ou=teams,dc=example,dc=org\nobjectClass: organizationalUnit\nou: teams\n\n"
+            f"dn: cn=guild,ou=teams,dc=example,dc=org\nobjectClass: groupOfNames\ncn: guild\n"
+            f"member: {frank}\n\n"
+            "dn: cn=ops,ou=groups,dc=example,dc=org\nobjectClass: posixGroup\ncn: ops\n"
+            "gidNumber: 7000\nmemberUid: frank\n"
+        )
+        found = {}
+        for mode in ("memberof", "search", "both"):
+            app = example_app("openldap-memberof", server, LDAP_GROUP_MEMBERSHIP=mode)
+            client = app.test_client()
+            assert AuthActions(client).login("frank").status_code == 302
+            found[mode] = set(signed_in_as(app, client)[1])
+        assert found["memberof"] == {"finance", "guild", "staff"}
+        assert found["search"] == {"finance", "ops", "staff"}
+        assert found["both"] == found["memberof"] | found["search"]
+    finally:
+        server.cleanup()
+
+
+def test_active_directory_in_chain_filter_is_accepted(ad_server):
+    """The AD in-chain matching rule is a valid LDAP_GROUP_FILTER (it needs a real AD)."""
+    app = example_app(
+        "ad",
+        ad_server,
+        LDAP_GROUP_MEMBERSHIP="search",
+        LDAP_GROUP_FILTER="(member:1.2.840.113556.1.4.1941:={user_dn})",
+        LDAP_GROUP_NESTING_DEPTH=0,
+    )
+    assert app.config["LDAP_GROUP_FILTER"].startswith("(member:1.2.840.113556.1.4.1941:=")
