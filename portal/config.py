@@ -70,6 +70,9 @@ LDAP_ATTR_EMAIL = "mail"
 LDAP_ACCOUNT_STATE = "none"
 #: Accounts matching this filter count as disabled (e.g. ``(nsAccountLock=TRUE)``).
 LDAP_DISABLED_FILTER = ""
+#: With "ppolicy": the policy's pwdMaxAge in days, so people signed in when their password
+#: expires are signed out within USER_CACHE_TTL (0: only checked when they sign in).
+LDAP_PASSWORD_MAX_AGE_DAYS = 0
 #: Where people change an expired or reset password (shown when they must).
 PASSWORD_CHANGE_URL = ""
 

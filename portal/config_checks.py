@@ -172,6 +172,8 @@ def _check_groups(config) -> None:
     _check_filter(config, "LDAP_GROUP_NESTED_FILTER")
     depth = config.get("LDAP_GROUP_NESTING_DEPTH")
     _require(_is_int(depth) and 0 <= depth <= 10, "LDAP_GROUP_NESTING_DEPTH", "0 to 10")
+    age = config.get("LDAP_PASSWORD_MAX_AGE_DAYS")
+    _require(_is_int(age) and age >= 0, "LDAP_PASSWORD_MAX_AGE_DAYS", "0 or more days")
 
 
 def _check_access(config) -> None:

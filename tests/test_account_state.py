@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from portal.directory.account_state import (
@@ -16,6 +18,17 @@ from portal.directory.groups import rdn_value
 from portal.directory.queries import bind_name, login_forms
 
 DOMAINS = frozenset({"corp.example", "corp"})
+NOW = 1_795_000_000.0  # 2026-11-18, the clock every state below is judged at
+
+
+def mode(name: str, max_age_days: int = 0):
+    """Just the settings account_state reads."""
+    return SimpleNamespace(account_state=name, password_max_age_days=max_age_days)
+
+
+def filetime(unix_seconds: float) -> str:
+    """An AD FILETIME (100 ns since 1601) for a Unix time."""
+    return str(int((unix_seconds + 11644473600) * 10**7))
 
 
 @pytest.mark.parametrize(
@@ -30,11 +43,15 @@ DOMAINS = frozenset({"corp.example", "corp"})
         ({"userAccountControl": ["512"], "pwdLastSet": ["0"]}, State.MUST_CHANGE_PASSWORD),
         ({"userAccountControl": ["512"], "pwdLastSet": ["133000000000000000"]}, State.OK),
         ({"userAccountControl": ["junk"]}, State.OK),
+        ({"accountExpires": ["0"]}, State.OK),
+        ({"accountExpires": ["9223372036854775807"]}, State.OK),
+        ({"accountExpires": [filetime(NOW - 60)]}, State.DISABLED),
+        ({"accountExpires": [filetime(NOW + 86400)]}, State.OK),
     ],
 )
 def test_active_directory_flags_are_read_bitwise(attributes, state):
-    """userAccountControl bit 0x2, computed bits 0x10 and 0x800000, pwdLastSet 0."""
-    assert from_entry("ad", attributes) is state
+    """userAccountControl bit 0x2, computed 0x10 and 0x800000, pwdLastSet 0, accountExpires."""
+    assert from_entry(mode("ad"), attributes, now=NOW) is state
 
 
 @pytest.mark.parametrize(
@@ -52,7 +69,7 @@ def test_active_directory_flags_are_read_bitwise(attributes, state):
 )  # fmt: skip
 def test_active_directory_bind_diagnostics_are_understood(message, state):
     """AD explains refused binds as "data NNN": 773/532 must change, 533 disabled, 775 locked."""
-    assert from_bind("ad", {"result": 49, "message": message}) is state
+    assert from_bind({"result": 49, "message": message}) is state
 
 
 @pytest.mark.parametrize(
@@ -85,15 +102,31 @@ def test_ppolicy_response_control_is_decoded(value, decoded):
 def test_ppolicy_bind_answers_map_to_account_states(value, state):
     """A bind in grace or after a reset is not a full login; a locked account is refused."""
     result = {"result": 0, "controls": {PPOLICY_CONTROL: {"value": value}}}
-    assert from_bind("ppolicy", result) is state
+    assert from_bind(result) is state
 
 
-def test_ppolicy_entry_state():
-    """pwdAccountLockedTime means locked; pwdReset TRUE means the password must change."""
-    assert from_entry("ppolicy", {"pwdAccountLockedTime": ["000001010000Z"]}) is State.LOCKED
-    assert from_entry("ppolicy", {"pwdReset": ["TRUE"]}) is State.MUST_CHANGE_PASSWORD
-    assert from_entry("ppolicy", {}) is State.OK
-    assert from_entry("none", {"pwdReset": ["TRUE"], "userAccountControl": ["514"]}) is State.OK
+@pytest.mark.parametrize(
+    ("attributes", "max_age_days", "state"),
+    [
+        ({"pwdAccountLockedTime": ["000001010000Z"]}, 0, State.LOCKED),
+        ({"pwdReset": ["TRUE"]}, 0, State.MUST_CHANGE_PASSWORD),
+        ({"pwdGraceUseTime": ["20261101000000Z"]}, 0, State.MUST_CHANGE_PASSWORD),
+        ({"pwdChangedTime": ["20260101000000Z"]}, 90, State.MUST_CHANGE_PASSWORD),
+        ({"pwdChangedTime": ["20261101000000Z"]}, 90, State.OK),
+        ({"pwdChangedTime": ["20000101000000Z"]}, 0, State.OK),  # age not configured
+        ({"pwdChangedTime": ["garbage"]}, 90, State.OK),
+        ({}, 0, State.OK),
+    ],
+)
+def test_ppolicy_entry_state(attributes, max_age_days, state):
+    """Locked, reset, on grace logins, or older than LDAP_PASSWORD_MAX_AGE_DAYS."""
+    assert from_entry(mode("ppolicy", max_age_days), attributes, now=NOW) is state
+
+
+def test_account_state_none_reads_nothing():
+    """With LDAP_ACCOUNT_STATE none, directory flags are not interpreted."""
+    attributes = {"pwdReset": ["TRUE"], "userAccountControl": ["514"]}
+    assert from_entry(mode("none"), attributes, now=NOW) is State.OK
 
 
 @pytest.mark.parametrize(

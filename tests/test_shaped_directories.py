@@ -208,26 +208,30 @@ def test_ppolicy_lock_after_sign_in_ends_access_within_the_ttl(ppolicy_app, cloc
 
 
 def test_memberof_and_search_together_take_groups_from_both(ldap_spy):
-    """ "both" unions memberOf (a group outside the group base) and a search (a posixGroup)."""
+    """In "both" mode memberOf and search both count; groups outside the group base never do."""
     frank = "uid=frank,ou=people,dc=example,dc=org"
     server = start_slapd(**trees.memberof_options())
     try:
         server.add(
             "dn: ou=teams,dc=example,dc=org\nobjectClass: organizationalUnit\nou: teams\n\n"
-            f"dn: cn=guild,ou=teams,dc=example,dc=org\nobjectClass: groupOfNames\ncn: guild\n"
-            f"member: {frank}\n\n"
+            f"dn: cn=portal-admins,ou=teams,dc=example,dc=org\nobjectClass: groupOfNames\n"
+            f"cn: portal-admins\nmember: {frank}\n\n"
             "dn: cn=ops,ou=groups,dc=example,dc=org\nobjectClass: posixGroup\ncn: ops\n"
             "gidNumber: 7000\nmemberUid: frank\n"
         )
+        posix_only = "(&(objectClass=posixGroup)(memberUid={username}))"
         found = {}
         for mode in ("memberof", "search", "both"):
-            app = example_app("openldap-memberof", server, LDAP_GROUP_MEMBERSHIP=mode)
+            app = example_app("openldap-memberof", server, LDAP_GROUP_MEMBERSHIP=mode,
+                              LDAP_GROUP_FILTER=posix_only,
+                              ACCESS_ALLOWED_GROUPS=["staff", "ops"])  # fmt: skip
             client = app.test_client()
             assert AuthActions(client).login("frank").status_code == 302
             found[mode] = set(signed_in_as(app, client)[1])
-        assert found["memberof"] == {"finance", "guild", "staff"}
-        assert found["search"] == {"finance", "ops", "staff"}
-        assert found["both"] == found["memberof"] | found["search"]
+            assert client.get("/admin/status").status_code == 403, "ou=teams grants nothing"
+        assert found["memberof"] == {"finance", "staff"}
+        assert found["search"] == {"ops"}
+        assert found["both"] == {"finance", "ops", "staff"}
     finally:
         server.cleanup()
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import enum
 import re
+import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 
 from .mapping import first_value
 
@@ -24,9 +26,13 @@ _PPOLICY_ERRORS = {0: "expired", 1: "locked", 2: "reset"}
 #: The attributes each mode needs read with the person's entry.
 ATTRIBUTES = {
     "none": [],
-    "ad": ["userAccountControl", "msDS-User-Account-Control-Computed", "pwdLastSet"],
-    "ppolicy": ["pwdAccountLockedTime", "pwdReset"],
-}
+    "ad": ["userAccountControl", "msDS-User-Account-Control-Computed", "pwdLastSet",
+           "accountExpires"],
+    "ppolicy": ["pwdAccountLockedTime", "pwdReset", "pwdGraceUseTime", "pwdChangedTime"],
+}  # fmt: skip
+# accountExpires is a FILETIME (100 ns steps since 1601); 0 and the largest value mean never.
+_FILETIME_EPOCH_OFFSET = 11644473600
+_NEVER = {0, 0x7FFFFFFFFFFFFFFF}
 
 
 class State(enum.Enum):
@@ -38,38 +44,41 @@ class State(enum.Enum):
     MUST_CHANGE_PASSWORD = "must change password"  # noqa: S105 - a state, not a password
 
 
-def from_entry(mode: str, attributes: Mapping) -> State:
-    """The account state the person's entry records."""
-    if mode == "ad":
-        control = _integer(attributes, "userAccountControl")
-        computed = _integer(attributes, "msDS-User-Account-Control-Computed")
-        if control & _AD_DISABLED:
-            return State.DISABLED
-        if computed & _AD_LOCKED:
-            return State.LOCKED
-        if computed & _AD_PASSWORD_EXPIRED or first_value(attributes, "pwdLastSet") == "0":
-            return State.MUST_CHANGE_PASSWORD
-    elif mode == "ppolicy":
+def from_entry(settings, attributes: Mapping, now: float | None = None) -> State:
+    """The account state the person's entry records (settings: LDAP_ACCOUNT_STATE and age)."""
+    now = time.time() if now is None else now
+    if settings.account_state == "ad":
+        return _active_directory_state(attributes, now)
+    if settings.account_state == "ppolicy":
         if first_value(attributes, "pwdAccountLockedTime"):
             return State.LOCKED
         if first_value(attributes, "pwdReset").upper() == "TRUE":
             return State.MUST_CHANGE_PASSWORD
+        if first_value(attributes, "pwdGraceUseTime"):  # expired, signing in on grace logins
+            return State.MUST_CHANGE_PASSWORD
+        changed = _generalized_time(first_value(attributes, "pwdChangedTime"))
+        max_age = settings.password_max_age_days * 86400
+        if max_age and changed is not None and changed + max_age < now:
+            return State.MUST_CHANGE_PASSWORD
     return State.OK
 
 
-def from_bind(mode: str, result: Mapping) -> State:
-    """The account state a bind answer reveals (OK when it reveals nothing)."""
-    if mode == "ad":
-        found = _AD_DATA.search(str(result.get("message") or ""))
-        code = found.group(1).lower() if found else ""
-        if code in ("532", "773"):
-            return State.MUST_CHANGE_PASSWORD
-        if code in ("533", "701"):
-            return State.DISABLED
-        if code == "775":
-            return State.LOCKED
-    elif mode == "ppolicy":
-        control = (result.get("controls") or {}).get(PPOLICY_CONTROL) or {}
+def from_bind(result: Mapping) -> State:
+    """The account state a bind answer reveals (OK when it reveals nothing).
+
+    Understands Active Directory's "data NNN" diagnostics and the ppolicy response control,
+    whatever LDAP_ACCOUNT_STATE says: a server that explains a refusal is always listened to.
+    """
+    found = _AD_DATA.search(str(result.get("message") or ""))
+    code = found.group(1).lower() if found else ""
+    if code in ("532", "773"):
+        return State.MUST_CHANGE_PASSWORD
+    if code in ("533", "701"):
+        return State.DISABLED
+    if code == "775":
+        return State.LOCKED
+    control = (result.get("controls") or {}).get(PPOLICY_CONTROL) or {}
+    if control:
         try:
             grace, error = decode_ppolicy_response(control.get("value") or b"")
         except (IndexError, ValueError):  # a malformed control tells nothing
@@ -79,6 +88,28 @@ def from_bind(mode: str, result: Mapping) -> State:
         if error in ("expired", "reset") or grace is not None:
             return State.MUST_CHANGE_PASSWORD
     return State.OK
+
+
+def _active_directory_state(attributes: Mapping, now: float) -> State:
+    control = _integer(attributes, "userAccountControl")
+    computed = _integer(attributes, "msDS-User-Account-Control-Computed")
+    expires = _integer(attributes, "accountExpires")
+    if control & _AD_DISABLED:
+        return State.DISABLED
+    if expires not in _NEVER and expires / 10**7 - _FILETIME_EPOCH_OFFSET < now:
+        return State.DISABLED  # the account itself has expired
+    if computed & _AD_LOCKED:
+        return State.LOCKED
+    if computed & _AD_PASSWORD_EXPIRED or first_value(attributes, "pwdLastSet") == "0":
+        return State.MUST_CHANGE_PASSWORD
+    return State.OK
+
+
+def _generalized_time(text: str) -> float | None:
+    try:
+        return datetime.strptime(text[:14], "%Y%m%d%H%M%S").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
 
 
 def decode_ppolicy_response(value: bytes) -> tuple[int | None, str | None]:

@@ -1,9 +1,13 @@
 """Which groups a person is in: memberOf values, a group search, or both, plus nested groups.
 
-Cost (LDAP operations after the person's entry is read): "memberof" 0, "search" one paged group
-search (one operation per LDAP_PAGE_SIZE groups), "both" the same as search; nesting adds one
-search per level per 50 groups newly found at that level, at most LDAP_GROUP_NESTING_DEPTH
-levels. Every group DN is visited once, so cycles end.
+Only groups under LDAP_GROUP_BASE count, whichever way they are found. In "memberof" mode a
+group's name is the value of its DN's first RDN (set LDAP_GROUP_NAME_ATTR to that attribute,
+usually cn); otherwise the group's LDAP_GROUP_NAME_ATTR.
+
+Cost (LDAP operations after the person's entry is read): "memberof" 0; "search" and "both" one
+paged group search (one operation per LDAP_PAGE_SIZE groups); nesting one more paged search per
+level for every NESTED_BATCH groups newly found at that level, at most LDAP_GROUP_NESTING_DEPTH
+levels. Every group is visited once, so cycles end. A failed pooled connection may add one retry.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from ldap3.utils.dn import parse_dn
 
-from .mapping import first_value
+from .mapping import first_value, values
 from .queries import fill_filter
 from .settings import DirectorySettings
 
@@ -25,17 +29,27 @@ Search = Callable[[str, str, list[str]], list[Mapping]]
 
 def resolve_groups(entry: Mapping, settings: DirectorySettings, search: Search) -> list[str]:
     """Return the names of every group the person is in, nested ones included."""
-    found: dict[str, str] = {}  # group DN, case-folded -> name
+    base = dn_key(settings.group_base)
+    by_rdn = settings.group_membership == "memberof"
+    found: dict[tuple, str] = {}  # group DN key -> name
     frontier: list[str] = []
 
     def add(dn: str, name: str) -> None:
-        if name and dn.lower() not in found:
-            found[dn.lower()] = name
+        key = dn_key(dn)
+        if not name or not key or key[-len(base) :] != base or len(key) <= len(base):
+            return  # unnamed, malformed, or not under LDAP_GROUP_BASE
+        if key not in found:
             frontier.append(dn)
+        found[key] = name
+
+    def name_of(group: Mapping) -> str:
+        if by_rdn:
+            return rdn_value(group["dn"])
+        return first_value(group["attributes"], settings.group_name_attr)
 
     attributes = entry["attributes"]
     if settings.group_membership in ("memberof", "both"):
-        for dn in _values(attributes.get(settings.attr_member_of)):
+        for dn in values(attributes, settings.attr_member_of):
             add(dn, rdn_value(dn))
     if settings.group_membership in ("search", "both"):
         member_name = first_value(attributes, settings.attr_username)
@@ -43,20 +57,27 @@ def resolve_groups(entry: Mapping, settings: DirectorySettings, search: Search) 
             settings.group_filter, user_dn=entry["dn"], username=member_name
         )
         for group in search(settings.group_base, search_filter, [settings.group_name_attr]):
-            # A name from the group's own attribute is better than one taken from its DN.
-            found.pop(group["dn"].lower(), None)
-            add(group["dn"], first_value(group["attributes"], settings.group_name_attr))
-    level = frontier[:]
+            add(group["dn"], name_of(group))
     for _ in range(settings.nesting_depth):
-        frontier.clear()
+        level, frontier[:] = frontier[:], []
         for batch in _batches(level, NESTED_BATCH):
             clauses = "".join(fill_filter(settings.nested_filter, group_dn=dn) for dn in batch)
             for group in search(settings.group_base, f"(|{clauses})", [settings.group_name_attr]):
-                add(group["dn"], first_value(group["attributes"], settings.group_name_attr))
+                add(group["dn"], name_of(group))
         if not frontier:
             break
-        level = frontier[:]
     return sorted(set(found.values()), key=str.lower)
+
+
+def dn_key(dn: str) -> tuple:
+    """A DN as a comparable key: RDN types and values case-folded, escapes undone, no spaces."""
+    try:
+        parts = parse_dn(dn)
+    except Exception:  # noqa: BLE001 - a malformed DN matches nothing
+        return ()
+    return tuple(
+        (kind.strip().lower(), _unescape(value).strip().lower()) for kind, value, _ in parts
+    )
 
 
 def rdn_value(dn: str) -> str:
@@ -83,13 +104,6 @@ def _unescape(value: str) -> str:
             out += value[index].encode()
             index += 1
     return out.decode("utf-8", "replace")
-
-
-def _values(value) -> list[str]:
-    if value is None:
-        return []
-    items = value if isinstance(value, (list, tuple)) else [value]
-    return [item.decode() if isinstance(item, bytes) else str(item) for item in items]
 
 
 def _batches(items: list[str], size: int) -> Iterable[list[str]]:

@@ -10,14 +10,20 @@ def entries_of(response: Iterable[Mapping] | None) -> list[Mapping]:
     return [item for item in response or () if item.get("type") == "searchResEntry"]
 
 
+def values(attributes: Mapping, name: str) -> list[str]:
+    """Return every value of an attribute as text (bytes decoded, odd bytes replaced)."""
+    value = attributes.get(name)
+    if value is None:
+        return []
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return [item.decode("utf-8", "replace") if isinstance(item, bytes) else str(item)
+            for item in items]  # fmt: skip
+
+
 def first_value(attributes: Mapping, name: str) -> str:
     """Return the first value of an attribute as text, or "" when it is absent."""
-    value = attributes.get(name)
-    if isinstance(value, (list, tuple)):
-        value = value[0] if value else None
-    if value is None:
-        return ""
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    found = values(attributes, name)
+    return found[0] if found else ""
 
 
 def user_attributes(entry: Mapping, settings, groups: Iterable[str]) -> dict:
@@ -30,9 +36,3 @@ def user_attributes(entry: Mapping, settings, groups: Iterable[str]) -> dict:
         "email": first_value(attributes, settings.attr_email),
         "groups": sorted(set(groups), key=str.casefold),
     }
-
-
-def group_names(entries: Iterable[Mapping], name_attribute: str) -> list[str]:
-    """Return the name of each group entry, skipping groups without one."""
-    names = (first_value(entry["attributes"], name_attribute) for entry in entries)
-    return [name for name in names if name]

@@ -15,14 +15,12 @@ from .connections import ServicePool, discard, make_servers, open_connection
 from .errors import DirectoryError, DirectoryUnavailable, PasswordChangeRequired
 from .groups import resolve_groups
 from .queries import bind_name, check_password, fill_filter, login_forms
+from .search import OUTAGE_CODES, run_search
 from .settings import DirectorySettings
 
 log = logging.getLogger(__name__)
 
-# Result codes that mean "the server cannot answer now" rather than "no" (RFC 4511 4.1.9).
-_OUTAGE_CODES = frozenset({3, 11, 51, 52, 80})  # timeLimit, adminLimit, busy, unavailable, other
-_SUCCESS, _SIZE_LIMIT, _NO_SUCH_OBJECT, _INVALID_CREDENTIALS = 0, 4, 32, 49
-_PAGED_RESULTS = "1.2.840.113556.1.4.319"
+_INVALID_CREDENTIALS = 49
 
 
 @dataclass(frozen=True)
@@ -58,15 +56,14 @@ class Directory:
         may not be sent, PasswordChangeRequired when the password was right but must be changed
         first, and DirectoryUnavailable when the directory cannot answer.
         """
-        name, login = login_forms(username, self.settings.username_max_length,
-                                  self.settings.login_domains)  # fmt: skip
+        name, login = login_forms(
+            username, self.settings.username_max_length, self.settings.login_domains
+        )
         check_password(password, self.settings.password_max_length)
         if self.settings.dn_template:
             entry = self._bind_by_template(name, password)
         else:
-            entry = self._find_user(name, login)
-            if entry is not None and not self._password_accepted(entry, password):
-                entry = None
+            entry = self._search_then_bind(name, login, password)
         if entry is None or not self._has_username(entry):
             return None
         return self._attributes(entry)
@@ -77,7 +74,7 @@ class Directory:
         entry = self._find_user(name, name)
         if entry is None or not self._has_username(entry):
             return None
-        state = account_state.from_entry(self.settings.account_state, entry["attributes"])
+        state = account_state.from_entry(self.settings, entry["attributes"])
         if state is not State.OK:
             log.info("%s is no longer signed in: account %s", name, state.value)
             return None
@@ -94,81 +91,91 @@ class Directory:
         """Close the pooled service connections."""
         self.pool.clear()
 
-    def _find_user(self, name: str, login: str) -> Mapping | None:
-        search_filter = fill_filter(self.settings.user_filter, username=name, login=login)
-        entries: list[Mapping] = []
-        for base in self.settings.user_bases:
-            entries += self._search(
-                base,
-                search_filter,
-                self.settings.user_attributes,
-                size_limit=2,
-                truncation_ok=True,  # a second entry is all we need to know: ambiguous
-            )
-            if len(entries) > 1:
-                log.warning("login name %r matches several directory entries; refusing it", name)
-                return None
-        return entries[0] if entries else None
-
-    def _password_accepted(self, entry: Mapping, password: str) -> bool:
-        # Search-then-bind: check the recorded state first (a disabled or locked account gets no
-        # bind, as the directory itself would refuse it), then bind as the DN the server returned.
-        mode = self.settings.account_state
-        state = account_state.from_entry(mode, entry["attributes"])
-        if state in (State.DISABLED, State.LOCKED):
-            log.info("login refused for %s: account %s", entry["dn"], state.value)
-            return False
+    def _search_then_bind(self, name: str, login: str, password: str) -> Mapping | None:
+        entry = self._find_user(name, login)
+        if entry is None:
+            return None
+        # Every known account gets its bind, usable or not, so refusals cost the same work.
         connection, bound = self._bind(entry["dn"], password)
         discard(connection)
-        if bound and state is State.MUST_CHANGE_PASSWORD:
-            raise PasswordChangeRequired(entry["dn"])
-        return bound
+        return self._usable(entry, entry["dn"]) if bound else None
 
     def _bind_by_template(self, name: str, password: str) -> Mapping | None:
-        # Template bind: no search before the bind; the entry is then read over the person's
-        # own connection, so the attributes are the ones of the identity that just bound.
+        # No search before the bind; the entry is then read for the identity the server bound.
         who = bind_name(self.settings.dn_template, name)
         connection, bound = self._bind(who, password)
         try:
-            if not bound:
-                return None
-            attributes = self.settings.user_attributes
-            if "=" in self.settings.dn_template:
-                base, search_filter, scope = who, "(objectClass=*)", ldap3.BASE
-            else:
-                base, scope = self.settings.user_bases[0], ldap3.SUBTREE
-                search_filter = fill_filter(self.settings.user_filter, username=name, login=name)
-            entries = self._run_search(connection, base, search_filter, attributes, scope=scope)
+            entry = self._bound_entry(connection) if bound else None
+        except DirectoryError:
+            raise
+        except Exception as error:  # noqa: BLE001 - the server failed after the bind
+            raise DirectoryUnavailable("reading the bound entry failed") from error
         finally:
             discard(connection)
-        if len(entries) != 1:
-            log.warning("bound as %s but could not read exactly one entry for it", who)
+        return None if entry is None else self._usable(entry, who)
+
+    def _bound_entry(self, connection: ldap3.Connection) -> Mapping | None:
+        # Ask the server who is bound (RFC 4532): a UPN may name another account than the
+        # typed name suggests, and only the bound identity may be signed in.
+        identity = str(connection.extend.standard.who_am_i() or "")
+        if identity.startswith("u:"):  # Active Directory answers u:DOMAIN\account
+            account = identity[2:].rpartition("\\")[2].lower()
+            return self._find_user(account, account) if account else None
+        if not identity.startswith("dn:") or not identity[3:]:
+            log.warning("the directory did not say who is bound (%r)", identity)
             return None
-        state = account_state.from_entry(self.settings.account_state, entries[0]["attributes"])
+        entries = run_search(connection, self.settings, identity[3:],
+                             self.settings.known_entry_filter, self.settings.user_attributes,
+                             scope=ldap3.BASE)  # fmt: skip
+        return entries[0] if len(entries) == 1 else None
+
+    def _usable(self, entry: Mapping, who: str) -> Mapping | None:
+        # After a successful bind, the account state recorded in the entry decides.
+        state = account_state.from_entry(self.settings, entry["attributes"])
         if state is State.MUST_CHANGE_PASSWORD:
             raise PasswordChangeRequired(who)
-        return entries[0] if state is State.OK else None
+        if state is State.LOCKED and self.settings.account_state == "ppolicy":
+            # ppolicy enforces its lockout in the bind just accepted; a lock time still recorded
+            # is one whose duration ran out (this bind clears it).
+            return entry
+        if state is not State.OK:
+            log.info("login refused for %s: account %s", who, state.value)
+            return None
+        return entry
 
     def _bind(self, who: str, password: str) -> tuple[ldap3.Connection, bool]:
-        mode = self.settings.account_state
-        controls = [(account_state.PPOLICY_CONTROL, False, None)] if mode == "ppolicy" else None
+        # The password-policy control is asked for on every bind (non-critical: servers without
+        # ppolicy ignore it), so a reset or grace-login bind is never taken for a full login.
+        controls = [(account_state.PPOLICY_CONTROL, False, None)]
         connection, bound = open_connection(self.servers, self.settings, who, password, controls)
         result = connection.result or {}
         code = result.get("result")
-        state = account_state.from_bind(mode, result)
+        state = account_state.from_bind(result)
         if state is State.MUST_CHANGE_PASSWORD:
             discard(connection)
             raise PasswordChangeRequired(who)
         if state is not State.OK:
             log.info("bind as %s refused: account %s", who, state.value)
             return connection, False
-        if not bound and code in _OUTAGE_CODES:
+        if not bound and code in OUTAGE_CODES:
             discard(connection)
             raise DirectoryUnavailable(f"bind answered result code {code}")
         if not bound and code != _INVALID_CREDENTIALS:
             # Not a wrong password: a policy or configuration refusal an administrator must see.
             log.warning("bind as %s refused: %s %s", who, code, result.get("description", ""))
         return connection, bound
+
+    def _find_user(self, name: str, login: str) -> Mapping | None:
+        search_filter = fill_filter(self.settings.user_filter, username=name, login=login)
+        found: dict[str, Mapping] = {}  # by DN: overlapping bases return an entry twice
+        for base in self.settings.user_bases:
+            for entry in self._search(base, search_filter, self.settings.user_attributes,
+                                      size_limit=2, truncation_ok=True):  # fmt: skip
+                found.setdefault(entry["dn"].lower(), entry)
+            if len(found) > 1:
+                log.warning("login name %r matches several directory entries; refusing it", name)
+                return None
+        return next(iter(found.values()), None)
 
     def _has_username(self, entry: Mapping) -> bool:
         if mapping.first_value(entry["attributes"], self.settings.attr_username).strip():
@@ -187,16 +194,14 @@ class Directory:
     def _group_search(self, base: str, search_filter: str, attributes: list[str]) -> list:
         return self._search(base, search_filter, attributes, paged=True)
 
-    def _search(self, base, search_filter, attributes, size_limit=0, truncation_ok=False,
-                paged=False) -> list:  # fmt: skip
+    def _search(self, base: str, search_filter: str, attributes: list[str], **options) -> list:
         # A pooled connection may be dead (server restarted, idle connection cut): then its
         # idle siblings are too, so they are dropped and the search retried once on a new one.
         for fresh in (False, True):
             try:
                 with self.pool.connection(fresh=fresh) as connection:
-                    return self._run_search(connection, base, search_filter, attributes,
-                                            size_limit=size_limit, truncation_ok=truncation_ok,
-                                            paged=paged)  # fmt: skip
+                    return run_search(connection, self.settings, base, search_filter,
+                                      attributes, **options)  # fmt: skip
             except DirectoryError:
                 raise
             except Exception as error:  # noqa: BLE001 - socket, protocol and decoding errors
@@ -205,43 +210,6 @@ class Directory:
                     log.warning("directory search under %s failed: %r", base, error)
                     raise DirectoryUnavailable("directory search failed") from error
         raise AssertionError("unreachable")
-
-    def _run_search(self, connection, base, search_filter, attributes, scope=ldap3.SUBTREE,
-                    size_limit=0, truncation_ok=False, paged=False) -> list:  # fmt: skip
-        entries: list = []
-        cookie = None
-        while True:
-            connection.search(
-                base,
-                search_filter,
-                scope,
-                attributes=attributes,
-                size_limit=size_limit,
-                time_limit=self.settings.operation_timeout,
-                paged_size=self.settings.page_size if paged else None,
-                paged_cookie=cookie,
-            )
-            entries += self._entries(connection, base, truncation_ok)
-            controls = (connection.result or {}).get("controls") or {}
-            cookie = ((controls.get(_PAGED_RESULTS) or {}).get("value") or {}).get("cookie")
-            if not paged or not cookie:
-                return entries
-
-    @staticmethod
-    def _entries(connection: ldap3.Connection, base: str, truncation_ok: bool) -> list:
-        code = (connection.result or {}).get("result")
-        if code == _SIZE_LIMIT and not truncation_ok:
-            # A cut-short group list could drop a denied group: never decide on part of it.
-            log.error("search under %s was cut short by a size limit; refusing to decide", base)
-            raise DirectoryError(f"search under {base} exceeded the server's size limit")
-        if code in (_SUCCESS, _SIZE_LIMIT, _NO_SUCH_OBJECT):
-            if code == _NO_SUCH_OBJECT:
-                log.warning("search base %s does not exist in the directory", base)
-            return mapping.entries_of(connection.response)
-        if code in _OUTAGE_CODES or code is None:
-            raise DirectoryUnavailable(f"search answered result code {code}")
-        log.error("search under %s refused: %s", base, (connection.result or {}).get("message"))
-        raise DirectoryError(f"search under {base} refused with result code {code}")
 
     def _probe(self, server: ldap3.Server) -> ServerHealth:
         url = f"{server.host}:{server.port}"

@@ -29,6 +29,8 @@ class DirectorySettings:
     attr_display_name: str
     attr_email: str
     account_state: str
+    disabled_filter: str
+    password_max_age_days: int
     group_membership: str
     attr_member_of: str
     group_base: str
@@ -65,6 +67,8 @@ class DirectorySettings:
             attr_display_name=config["LDAP_ATTR_DISPLAY_NAME"],
             attr_email=config["LDAP_ATTR_EMAIL"],
             account_state=config["LDAP_ACCOUNT_STATE"],
+            disabled_filter=config["LDAP_DISABLED_FILTER"],
+            password_max_age_days=config["LDAP_PASSWORD_MAX_AGE_DAYS"],
             group_membership=config["LDAP_GROUP_MEMBERSHIP"],
             attr_member_of=config["LDAP_ATTR_MEMBER_OF"],
             group_base=config["LDAP_GROUP_BASE"],
@@ -75,6 +79,11 @@ class DirectorySettings:
             username_max_length=config["USERNAME_MAX_LENGTH"],
             password_max_length=config["PASSWORD_MAX_LENGTH"],
         )
+
+    @property
+    def known_entry_filter(self) -> str:
+        """Filter for reading an entry by DN: any, unless LDAP_DISABLED_FILTER rules it out."""
+        return f"(!{self.disabled_filter})" if self.disabled_filter else "(objectClass=*)"
 
     @property
     def user_attributes(self) -> list[str]:

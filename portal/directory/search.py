@@ -1,0 +1,77 @@
+"""Running one LDAP search on a connection: paging, result codes, continuation references."""
+
+from __future__ import annotations
+
+import logging
+
+import ldap3
+
+from . import mapping
+from .errors import DirectoryError, DirectoryUnavailable
+from .settings import DirectorySettings
+
+log = logging.getLogger(__name__)
+
+# Result codes that mean "the server cannot answer now" rather than "no" (RFC 4511 4.1.9).
+OUTAGE_CODES = frozenset({3, 11, 51, 52, 80})  # timeLimit, adminLimit, busy, unavailable, other
+_SUCCESS, _SIZE_LIMIT, _NO_SUCH_OBJECT = 0, 4, 32
+_PAGED_RESULTS = "1.2.840.113556.1.4.319"
+#: Pages one search may take (LDAP_PAGE_SIZE each) before it is refused as runaway.
+MAX_PAGES = 200
+
+
+def run_search(
+    connection: ldap3.Connection,
+    settings: DirectorySettings,
+    base: str,
+    search_filter: str,
+    attributes: list[str],
+    scope=ldap3.SUBTREE,
+    size_limit: int = 0,
+    truncation_ok: bool = False,
+    paged: bool = False,
+) -> list:
+    """Search and return the entries (never referral continuations), all pages when paged.
+
+    Raises DirectoryError when the answer cannot be trusted whole (a size limit cut it short,
+    a runaway paging cookie) and DirectoryUnavailable when the server cannot answer now.
+    """
+    entries: list = []
+    cookie, seen = None, set()
+    for _ in range(MAX_PAGES):
+        connection.search(
+            base,
+            search_filter,
+            scope,
+            attributes=attributes,
+            size_limit=size_limit,
+            time_limit=settings.operation_timeout,
+            paged_size=settings.page_size if paged else None,
+            paged_cookie=cookie,
+        )
+        entries += _entries(connection, base, truncation_ok)
+        controls = (connection.result or {}).get("controls") or {}
+        cookie = ((controls.get(_PAGED_RESULTS) or {}).get("value") or {}).get("cookie")
+        if not paged or not cookie:
+            return entries
+        if cookie in seen:
+            break
+        seen.add(cookie)
+    log.error("paged search under %s did not end; refusing to decide on part of it", base)
+    raise DirectoryError(f"paged search under {base} did not end")
+
+
+def _entries(connection: ldap3.Connection, base: str, truncation_ok: bool) -> list:
+    code = (connection.result or {}).get("result")
+    if code == _SIZE_LIMIT and not truncation_ok:
+        # A cut-short group list could drop a denied group: never decide on part of it.
+        log.error("search under %s was cut short by a size limit; refusing to decide", base)
+        raise DirectoryError(f"search under {base} exceeded the server's size limit")
+    if code in (_SUCCESS, _SIZE_LIMIT, _NO_SUCH_OBJECT):
+        if code == _NO_SUCH_OBJECT:
+            log.warning("search base %s does not exist in the directory", base)
+        return mapping.entries_of(connection.response)
+    if code in OUTAGE_CODES or code is None:
+        raise DirectoryUnavailable(f"search answered result code {code}")
+    log.error("search under %s refused: %s", base, (connection.result or {}).get("message"))
+    raise DirectoryError(f"search under {base} refused with result code {code}")
