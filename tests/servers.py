@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import threading
+from contextlib import contextmanager
 
 import pytest
 import requests
@@ -30,3 +33,32 @@ def answers_login(base_url: str) -> bool:
         return requests.get(base_url + "/login", timeout=2).status_code == 200
     except requests.ConnectionError:
         return False
+
+
+@contextmanager
+def tcp_server(handle):
+    """A loopback TCP server calling handle(connection) for each client, in a thread."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    accepted = []
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                continue
+            accepted.append(connection)
+            handle(connection)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"ldap://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        for connection in accepted:
+            connection.close()
+        listener.close()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import socket
+from types import SimpleNamespace
 
 import pytest
 
 from portal.config import ConfigError
 from portal.testing.slapd import free_port
 from tests.conftest import SERVICE_DN, AuthActions, make_app, start_slapd
+from tests.servers import tcp_server
 
 ALICE_DN = "uid=alice,ou=people,dc=example,dc=org"
 RESEARCH_PAGE = {"slug": "research", "title": "Research", "groups": ["research"], "body": "r"}
@@ -44,7 +46,7 @@ def test_nested_group_membership_is_followed_to_the_configured_depth(slapd, ldap
     assert ldap_spy.operations == 5
 
 
-def test_group_cycles_end(own_slapd):
+def test_group_cycles_end(own_slapd, ldap_spy):
     """Two groups that contain each other do not loop, however deep nesting may go."""
     own_slapd.add(
         "dn: cn=loop-a,ou=groups,dc=example,dc=org\nobjectClass: groupOfNames\ncn: loop-a\n"
@@ -57,9 +59,13 @@ def test_group_cycles_end(own_slapd):
         "member: cn=loop-b,ou=groups,dc=example,dc=org\n"
     )
     app = make_app(own_slapd, LDAP_GROUP_NESTING_DEPTH=10)
+    AuthActions(app.test_client()).login("bob")  # warm the service connection
     client = app.test_client()
+    ldap_spy.reset()
     assert AuthActions(client).login("alice").status_code == 302
     assert {"loop-a", "loop-b"} <= set(groups_of(app, client))
+    # user search, bind, groups, level 1 (research, loop-b), level 2 (loop-a again: nothing new)
+    assert ldap_spy.operations == 5
 
 
 def test_group_dns_with_filter_metacharacters_are_escaped_and_resolve(own_slapd, ldap_spy):
@@ -90,13 +96,20 @@ def test_template_bind_binds_first_and_reads_the_bound_entry(slapd, ldap_spy):
     assert AuthActions(app.test_client()).login("alice", "wrong").status_code == 401
 
 
-@pytest.mark.parametrize("typed", ["alice,ou=people", "alice)(uid=*", "*"])
-def test_template_bind_escapes_the_name(slapd, ldap_spy, typed):
-    """A name with DN or filter metacharacters cannot bind as someone else."""
+@pytest.mark.parametrize(
+    ("typed", "bound_as"),
+    [
+        ("alice,ou=people", r"uid=alice\,ou\=people,ou=people,dc=example,dc=org"),
+        ("alice+cn=x", r"uid=alice\+cn\=x,ou=people,dc=example,dc=org"),
+        ("#alice ", r"uid=\#alice,ou=people,dc=example,dc=org"),
+    ],
+)
+def test_template_bind_escapes_the_name(slapd, ldap_spy, typed, bound_as):
+    """A name with DN metacharacters is sent RFC 4514-escaped and cannot bind as someone else."""
     app = make_app(slapd, LDAP_USER_DN_TEMPLATE="uid={username},ou=people,dc=example,dc=org")
     ldap_spy.reset()
     assert AuthActions(app.test_client()).login(typed, "alice-secret").status_code == 401
-    assert ALICE_DN not in ldap_spy.binds_as()
+    assert ldap_spy.user_binds() == [bound_as]
 
 
 def test_several_user_bases_are_searched_and_must_agree_on_one_person(own_slapd):
@@ -226,3 +239,83 @@ def test_disabled_filter_refuses_login_and_signs_out_within_the_ttl(own_slapd, c
     assert client.get("/").status_code == 200, "cached until the TTL"
     clock.advance(61)
     assert client.get("/").status_code == 302
+
+
+def test_template_bind_honours_the_disabled_filter(own_slapd):
+    """The entry read after a template bind is filtered like a search: disabled stays out."""
+    own_slapd.modify(f"dn: {ALICE_DN}\nchangetype: modify\nadd: description\ndescription: off\n")
+    app = make_app(
+        own_slapd,
+        LDAP_USER_DN_TEMPLATE="uid={username},ou=people,dc=example,dc=org",
+        LDAP_DISABLED_FILTER="(description=off)",
+    )
+    assert AuthActions(app.test_client()).login("alice").status_code == 401
+    assert AuthActions(app.test_client()).login("bob").status_code == 302
+
+
+def test_server_failing_right_after_a_template_bind_is_a_503():
+    """A server that accepts the bind and then drops the connection: 503, never a 500."""
+
+    def accept_bind_then_hang_up(connection):
+        request = connection.recv(4096)
+        message_id = request[4]  # 30 LL 02 01 <id>: ldap3's short message ids
+        result = b"\x0a\x01\x00\x04\x00\x04\x00"  # bindResponse: success, no DN, no message
+        operation = b"\x61" + bytes([len(result)]) + result
+        message = b"\x02\x01" + bytes([message_id]) + operation
+        connection.sendall(b"\x30" + bytes([len(message)]) + message)
+        connection.recv(4096)  # the next request (Who-am-I)
+        connection.close()
+
+    with tcp_server(accept_bind_then_hang_up) as url:
+        app = make_app(
+            None,
+            LDAP_URLS=[url],
+            LDAP_USER_DN_TEMPLATE="uid={username},ou=people,dc=example,dc=org",
+        )
+        assert AuthActions(app.test_client()).login("alice").status_code == 503
+
+
+def test_unique_member_groups_are_found(own_slapd):
+    """groupOfUniqueNames membership (uniqueMember) works with a filter that names it."""
+    own_slapd.add(
+        "dn: cn=auditors,ou=groups,dc=example,dc=org\nobjectClass: groupOfUniqueNames\n"
+        f"cn: auditors\nuniqueMember: {ALICE_DN}\n"
+    )
+    either = "(|(member={user_dn})(uniqueMember={user_dn})(memberUid={username}))"
+    app = make_app(own_slapd, LDAP_GROUP_FILTER=either)
+    client = app.test_client()
+    AuthActions(client).login("alice")
+    assert "auditors" in groups_of(app, client)
+
+
+def test_paging_that_never_ends_is_refused():
+    """A server that keeps returning the same paging cookie is stopped, not followed forever."""
+    from portal.directory.errors import DirectoryError
+    from portal.directory.search import run_search
+
+    class EndlessPages:
+        response = [{"type": "searchResEntry", "dn": "cn=g", "attributes": {"cn": ["g"]}}]
+        result = {"result": 0, "controls": {"1.2.840.113556.1.4.319": {"value": {"cookie": b"x"}}}}
+
+        def search(self, *args, **kwargs):
+            return True
+
+    settings = SimpleNamespace(operation_timeout=5, page_size=100)
+    with pytest.raises(DirectoryError, match="did not end"):
+        run_search(EndlessPages(), settings, "ou=groups", "(cn=*)", ["cn"], paged=True)
+
+
+def test_binary_member_of_values_do_not_break_group_reading():
+    """memberOf values that are not UTF-8 are read with replacement characters, not a crash."""
+    from portal.directory.groups import resolve_groups
+
+    settings = SimpleNamespace(
+        group_base="ou=groups,dc=example,dc=org", group_membership="memberof",
+        attr_member_of="memberOf", attr_username="uid", nesting_depth=0,
+    )  # fmt: skip
+    entry = {
+        "dn": ALICE_DN,
+        "attributes": {"memberOf": [b"cn=\xff\xfe,ou=groups,dc=example,dc=org",
+                                    b"cn=staff,ou=groups,dc=example,dc=org"]},
+    }  # fmt: skip
+    assert resolve_groups(entry, settings, search=None) == ["staff", "\ufffd\ufffd"]

@@ -2,43 +2,14 @@
 
 from __future__ import annotations
 
-import socket
 import threading
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 
 import pytest
 
 from portal.testing.slapd import free_port
 from tests.conftest import SERVICE_DN, AuthActions, make_app
-
-
-@contextmanager
-def tcp_server(handle):
-    """A loopback TCP server calling handle(connection) for each client, in a thread."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    accepted = []
-    stop = threading.Event()
-
-    def serve():
-        while not stop.is_set():
-            try:
-                connection, _ = listener.accept()
-            except OSError:
-                continue
-            accepted.append(connection)
-            handle(connection)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield f"ldap://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        stop.set()
-        thread.join()
-        for connection in accepted:
-            connection.close()
-        listener.close()
+from tests.servers import tcp_server
 
 
 @pytest.fixture

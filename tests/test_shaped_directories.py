@@ -7,10 +7,15 @@ and plain-HTTP cookies are changed for the test.
 
 from __future__ import annotations
 
+import subprocess
+import time
+from types import SimpleNamespace
+
 import pytest
 
 from portal import accounts
 from portal.testing import trees
+from portal.testing.slapd import find_binary
 from tests.conftest import ROOT, AuthActions, make_app, start_slapd
 
 EXAMPLES = ROOT / "examples"
@@ -122,6 +127,7 @@ def test_ad_memberof_mode_costs_no_group_search(ad_app, ldap_spy):
         ("replace: msDS-User-Account-Control-Computed\nmsDS-User-Account-Control-Computed: 16",
          "locked"),
         ("replace: pwdLastSet\npwdLastSet: 0", "must change"),
+        ("replace: accountExpires\naccountExpires: 1", "account expired"),
     ],
 )  # fmt: skip
 def test_ad_account_state_change_signs_out_within_the_ttl(clock, change, name):
@@ -198,13 +204,37 @@ def test_ppolicy_lock_after_sign_in_ends_access_within_the_ttl(ppolicy_app, cloc
     """An administrator locks a signed-in account: signed out once the cache entry expires."""
     app, server = ppolicy_app
     client = app.test_client()
-    AuthActions(client).login("alice")
+    assert AuthActions(client).login("alice").status_code == 302
     server.modify(
         f"dn: {trees.PPOLICY_PEOPLE['alice']}\nchangetype: modify\n"
         "replace: pwdAccountLockedTime\npwdAccountLockedTime: 000001010000Z\n"
     )
+    assert client.get("/").status_code == 200, "cached until the TTL"
     clock.advance(61)
     assert client.get("/").status_code == 302
+
+
+def test_ppolicy_password_ageing_while_signed_in_ends_access_within_the_ttl(clock, monkeypatch):
+    """With LDAP_PASSWORD_MAX_AGE_DAYS, a password that expires during a session signs out."""
+    server = start_slapd(**trees.ppolicy_options())
+    try:
+        alice = trees.PPOLICY_PEOPLE["alice"]
+        changed = subprocess.run(
+            [find_binary("ldappasswd"), "-x", "-H", server.url, "-D", alice, "-w",
+             "alice-secret", "-s", "alice-new-secret"],
+            capture_output=True, text=True, timeout=10,
+        )  # fmt: skip
+        assert changed.returncode == 0, changed.stderr  # sets pwdChangedTime to now
+        app = example_app("ppolicy", server, USER_CACHE_TTL=60, LDAP_PASSWORD_MAX_AGE_DAYS=90)
+        client = app.test_client()
+        assert AuthActions(client).login("alice", "alice-new-secret").status_code == 302
+        later = time.time() + 91 * 86400
+        monkeypatch.setattr("portal.directory.account_state.clock", lambda: later)
+        assert client.get("/").status_code == 200, "cached until the TTL"
+        clock.advance(61)
+        assert client.get("/").status_code == 302
+    finally:
+        server.cleanup()
 
 
 def test_memberof_and_search_together_take_groups_from_both(ldap_spy):
@@ -236,8 +266,8 @@ def test_memberof_and_search_together_take_groups_from_both(ldap_spy):
         server.cleanup()
 
 
-def test_active_directory_in_chain_filter_is_accepted(ad_server):
-    """The AD in-chain matching rule is a valid LDAP_GROUP_FILTER (it needs a real AD)."""
+def test_active_directory_in_chain_filter_is_sent_with_the_escaped_dn(ad_server, ldap_spy):
+    """The AD in-chain matching rule is accepted and sent as written (slapd answers nothing)."""
     app = example_app(
         "ad",
         ad_server,
@@ -245,4 +275,22 @@ def test_active_directory_in_chain_filter_is_accepted(ad_server):
         LDAP_GROUP_FILTER="(member:1.2.840.113556.1.4.1941:={user_dn})",
         LDAP_GROUP_NESTING_DEPTH=0,
     )
-    assert app.config["LDAP_GROUP_FILTER"].startswith("(member:1.2.840.113556.1.4.1941:=")
+    AuthActions(app.test_client()).login("frank")
+    assert "(member:1.2.840.113556.1.4.1941:=cn=Frank Figures,ou=Users,dc=corp,dc=example)" in (
+        ldap_spy.filters()
+    )
+
+
+def test_upn_bind_signs_in_the_account_the_server_says_is_bound(ad_server):
+    """After a UPN bind the identity comes from Who-am-I (u:DOMAIN\\account), not the name typed."""
+    app = example_app("ad", ad_server, LDAP_USER_DN_TEMPLATE="{username}@corp.example")
+    directory = app.extensions["portal.directory"]
+
+    class BoundAs:
+        def __init__(self, answer):
+            self.extend = SimpleNamespace(standard=SimpleNamespace(who_am_i=lambda: answer))
+
+    with app.app_context():
+        entry = directory._bound_entry(BoundAs("u:CORP\\asmith"))
+        assert entry["dn"].lower().startswith("cn=alice smith,")
+        assert directory._bound_entry(BoundAs("")) is None

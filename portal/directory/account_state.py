@@ -30,6 +30,8 @@ ATTRIBUTES = {
            "accountExpires"],
     "ppolicy": ["pwdAccountLockedTime", "pwdReset", "pwdGraceUseTime", "pwdChangedTime"],
 }  # fmt: skip
+#: The clock expiry is judged by (a function, so tests can move it without moving others').
+clock = time.time
 # accountExpires is a FILETIME (100 ns steps since 1601); 0 and the largest value mean never.
 _FILETIME_EPOCH_OFFSET = 11644473600
 _NEVER = {0, 0x7FFFFFFFFFFFFFFF}
@@ -46,7 +48,7 @@ class State(enum.Enum):
 
 def from_entry(settings, attributes: Mapping, now: float | None = None) -> State:
     """The account state the person's entry records (settings: LDAP_ACCOUNT_STATE and age)."""
-    now = time.time() if now is None else now
+    now = clock() if now is None else now
     if settings.account_state == "ad":
         return _active_directory_state(attributes, now)
     if settings.account_state == "ppolicy":

@@ -1,4 +1,4 @@
-"""Errors the directory layer raises; callers map them to HTTP answers."""
+"""Errors and refusals the directory layer raises; callers map them to HTTP answers."""
 
 
 class DirectoryError(Exception):

@@ -42,8 +42,9 @@ index objectClass eq
 index uid,cn,memberUid eq
 index member eq
 
-# Passwords are only ever compared by a bind; nobody may read them.
+# Passwords are only compared by a bind (or changed by their owner); nobody may read them.
 access to attrs=userPassword
+  by self =wx
   by anonymous auth
   by * none
 # The portal's service account may read the tree; users may read their own entry.
