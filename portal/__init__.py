@@ -42,9 +42,13 @@ def create_app(test_config: dict | None = None) -> Flask:
     from .auth import bp as auth_bp
     from .health import bp as health_bp
     from .main import bp as main_bp
+    from .sso import bp as sso_bp
 
-    for blueprint in (auth_bp, main_bp, admin_bp, health_bp):
+    for blueprint in (auth_bp, main_bp, admin_bp, health_bp, sso_bp):
         app.register_blueprint(blueprint)
+    from .cli import access_check
+
+    app.cli.add_command(access_check)
     return app
 
 

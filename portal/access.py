@@ -4,10 +4,24 @@ from __future__ import annotations
 
 from functools import wraps
 
-from flask import abort, current_app
+from flask import abort, current_app, request
 from flask_login import current_user
 
+from . import rules
 from .extensions import login_manager
+
+
+def enforce_access_rules():
+    """before_request hook: ACCESS_RULES also guard the portal's own pages (403 on deny)."""
+    if not current_user.is_authenticated:
+        return None
+    config = current_app.config
+    decision = rules.decide(config["ACCESS_RULES"], config["ACCESS_DEFAULT_POLICY"],
+                            current_user.groups, request.host, request.path,
+                            request.method)  # fmt: skip
+    if not decision.allowed:
+        abort(403)
+    return None
 
 
 def group_required(*groups: str):

@@ -105,6 +105,19 @@ ACCESS_DENIED_GROUPS: list[str] = []
 ACCESS_ADMIN_GROUPS: list[str] = []
 #: Group-restricted pages: tables with slug, title, groups and either body or template.
 PAGES: list[dict[str, Any]] = []
+#: Ordered rules for the portal's pages and for apps behind the same proxy (/auth/verify):
+#: tables with optional hosts ("*.corp.example" allowed), paths (prefixes), methods and groups
+#: (empty: anyone signed in), and policy "allow" or "deny". The first rule that matches decides.
+ACCESS_RULES: list[dict[str, Any]] = []
+#: What happens to a signed-in, active person when no rule matches: "allow" or "deny".
+ACCESS_DEFAULT_POLICY = "allow"
+
+# --- Single sign-on -------------------------------------------------------------------------
+#: Hosts (and their subdomains) the login page may send people back to after signing in.
+SSO_ALLOWED_DOMAINS: list[str] = []
+#: The portal's public address (e.g. ``https://portal.corp.example``) for the login links
+#: /auth/verify gives proxies; empty for a portal on the same host as the apps (paths only).
+SSO_PORTAL_URL = ""
 
 # --- Cache and sessions ---------------------------------------------------------------------
 #: Flask-Caching backend: SimpleCache (one process) or RedisCache (shared by workers and hosts).

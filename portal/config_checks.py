@@ -40,6 +40,7 @@ _CHOICES = {
     "LDAP_ACCOUNT_STATE": ("none", "ad", "ppolicy"),
     "LDAP_GROUP_MEMBERSHIP": ("search", "memberof", "both"),
     "CACHE_TYPE": ("SimpleCache", "RedisCache", "NullCache"),
+    "ACCESS_DEFAULT_POLICY": ("allow", "deny"),
 }
 _GROUP_LISTS = ("ACCESS_ALLOWED_GROUPS", "ACCESS_DENIED_GROUPS", "ACCESS_ADMIN_GROUPS")
 # (allowed placeholders, at least one of them required)
@@ -50,7 +51,8 @@ _FILTERS = {
 }
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 # Keys with these prefixes are the portal's own: one that is not documented is a typo.
-_OWN_PREFIXES = ("LDAP_", "ACCESS_", "USER_", "PAGES", "PASSWORD_")
+_OWN_PREFIXES = ("LDAP_", "ACCESS_", "USER_", "PAGES", "PASSWORD_", "SSO_")
+_RULE_KEYS = {"hosts", "paths", "methods", "groups", "policy"}
 
 
 class ConfigError(ValueError):
@@ -180,6 +182,27 @@ def _check_access(config) -> None:
     for key in _GROUP_LISTS:
         _require(_is_str_list(config.get(key), allow_empty=True), key, "a list of group names")
     _require(config["ACCESS_ALLOWED_GROUPS"], "ACCESS_ALLOWED_GROUPS", "name at least one group")
+    rules = config.get("ACCESS_RULES")
+    _require(isinstance(rules, list), "ACCESS_RULES", "a list of tables ([[ACCESS_RULES]])")
+    for number, rule in enumerate(rules, 1):
+        where = f"ACCESS_RULES[{number}]"
+        _require(isinstance(rule, dict), where, "a table")
+        _require(set(rule) <= _RULE_KEYS, where, f"unknown key {sorted(set(rule) - _RULE_KEYS)}")
+        _require(rule.get("policy") in ("allow", "deny"), where + ".policy", "allow or deny")
+        for key in ("hosts", "paths", "methods", "groups"):
+            _require(_is_str_list(rule.get(key, []), allow_empty=True), f"{where}.{key}",
+                     "a list of strings")  # fmt: skip
+        for path in rule.get("paths", []):
+            _require(path.startswith("/"), f"{where}.paths", f"{path!r} must start with /")
+    portal = config.get("SSO_PORTAL_URL")
+    _require(
+        isinstance(portal, str) and (not portal or portal.startswith(("https://", "http://"))),
+        "SSO_PORTAL_URL",
+        "empty or an address such as https://portal.corp.example",
+    )
+    domains = config.get("SSO_ALLOWED_DOMAINS")
+    _require(_is_str_list(domains, allow_empty=True) and all("/" not in d for d in domains),
+             "SSO_ALLOWED_DOMAINS", 'host names such as ["wiki.corp.example"]')  # fmt: skip
 
 
 def _check_production(config) -> None:

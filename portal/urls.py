@@ -5,17 +5,28 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 
-def safe_next(target: object) -> str | None:
-    """Return target if it is a same-site relative path ("/..."), else None.
+def safe_next(target: object, allowed_domains=(), allow_http: bool = False) -> str | None:
+    """Return target if it is safe to redirect to after login, else None.
 
-    Browsers treat "//host", "/\\host", "\\\\host" and paths with tabs or newlines as other
-    sites, so anything with a backslash, a control character, a scheme or a host is refused.
+    Safe: a same-site relative path ("/..."), or an absolute https:// URL (http:// too when
+    allow_http) whose host is one of `allowed_domains` or below one. Browsers treat "//host",
+    "/\\host", "\\\\host" and addresses with tabs or newlines as other sites, so anything with a
+    backslash or a control character is refused.
     """
-    if not isinstance(target, str) or not target.startswith("/") or target.startswith("//"):
+    if not isinstance(target, str) or "\\" in target:
         return None
-    if "\\" in target or any(ord(char) < 0x20 or ord(char) == 0x7F for char in target):
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in target):
         return None
     parts = urlsplit(target)
-    if parts.scheme or parts.netloc:
+    if target.startswith("/") and not target.startswith("//"):
+        return None if parts.scheme or parts.netloc else target
+    schemes = ("https", "http") if allow_http else ("https",)
+    if parts.scheme not in schemes or parts.username or parts.password or not parts.hostname:
         return None
-    return target
+    if not target.lower().startswith(f"{parts.scheme}://"):
+        return None  # "https:/host" and the like: browsers disagree on what they mean
+    host = parts.hostname.lower()
+    for domain in (d.lower().strip(".") for d in allowed_domains):
+        if host == domain or host.endswith("." + domain):
+            return target
+    return None

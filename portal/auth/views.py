@@ -34,7 +34,11 @@ def login():
     """Show the login form; on POST verify the password against the directory."""
     # Only real form fields count: a JSON or file body must not fill the form.
     form = LoginForm(formdata=request.form if request.method == "POST" else None)
-    next_url = safe_next(form.next.data or request.args.get("next"))
+    next_url = safe_next(
+        form.next.data or request.args.get("next"),
+        current_app.config["SSO_ALLOWED_DOMAINS"],
+        allow_http=not current_app.config["SESSION_COOKIE_SECURE"],
+    )
     if request.method != "POST":
         if current_user.is_authenticated:
             return redirect(next_url or url_for("main.home"))

@@ -1,0 +1,90 @@
+"""/auth/verify: the question nginx auth_request, Traefik forwardAuth and Caddy forward_auth ask.
+
+200 with Remote-User/-Groups/-Name/-Email for a signed-in, active person the access rules allow;
+401 (with the login URL in Location) when nobody is signed in, or 302 to it with ?redirect=1;
+403 when signed in but not allowed. A signed-in person is served from the user cache: no LDAP
+operation per request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import quote, urlsplit
+
+from flask import current_app, make_response, redirect, request, url_for
+from flask_login import current_user
+
+from .. import rules
+from ..extensions import csrf
+from . import bp
+
+_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+@dataclass(frozen=True)
+class Original:
+    """The request the proxy is asking about."""
+
+    method: str
+    url: str
+    host: str
+    path: str
+
+
+@bp.route("/auth/verify", methods=_METHODS)
+@csrf.exempt  # proxies pass the original method; nothing here changes state
+def verify():
+    """Answer whether the original request may go through, with the person's identity."""
+    original = original_request()
+    if not current_user.is_authenticated:
+        return _sign_in_first(original)
+    config = current_app.config
+    decision = rules.decide(config["ACCESS_RULES"], config["ACCESS_DEFAULT_POLICY"],
+                            current_user.groups, original.host, original.path,
+                            original.method)  # fmt: skip
+    demanded = request.args.get("group")
+    if not decision.allowed or (demanded and not current_user.in_any_group([demanded])):
+        return _answer(403)
+    response = _answer(200)
+    response.headers["Remote-User"] = header_value(current_user.username)
+    response.headers["Remote-Groups"] = header_value(",".join(current_user.groups))
+    response.headers["Remote-Name"] = header_value(current_user.display_name)
+    response.headers["Remote-Email"] = header_value(current_user.email)
+    return response
+
+
+def original_request() -> Original:
+    """Read the original request from nginx's X-Original-* or the X-Forwarded-* headers."""
+    headers = request.headers
+    method = headers.get("X-Original-Method") or headers.get("X-Forwarded-Method") or "GET"
+    url = headers.get("X-Original-URL")
+    if not url and headers.get("X-Forwarded-Host"):
+        scheme = headers.get("X-Forwarded-Proto", "https")
+        url = f"{scheme}://{headers['X-Forwarded-Host']}{headers.get('X-Forwarded-Uri', '/')}"
+    if not url:
+        url = request.host_url
+    parts = urlsplit(url)
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    return Original(method.upper(), url, parts.netloc or request.host, path or "/")
+
+
+def header_value(text: str) -> str:
+    """Text safe for a response header: no control characters; UTF-8 carried byte for byte."""
+    cleaned = "".join(char for char in text if ord(char) >= 0x20 and ord(char) != 0x7F)
+    return cleaned.encode("utf-8").decode("latin-1")
+
+
+def _sign_in_first(original: Original):
+    portal = current_app.config["SSO_PORTAL_URL"].rstrip("/")
+    login = f"{portal}{url_for('auth.login')}?next={quote(original.url, safe='')}"
+    if request.args.get("redirect") == "1":
+        return redirect(login)
+    response = _answer(401)
+    response.headers["Location"] = login
+    return response
+
+
+def _answer(status: int):
+    response = make_response("", status)
+    response.headers["Cache-Control"] = "no-store"
+    return response
