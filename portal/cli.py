@@ -6,6 +6,7 @@ from urllib.parse import urlsplit
 
 import click
 from flask import current_app
+from flask.cli import with_appcontext
 
 from . import accounts, directory, rules
 from .directory import DirectoryError
@@ -15,6 +16,7 @@ from .directory import DirectoryError
 @click.argument("username")
 @click.argument("url")
 @click.option("--method", default="GET", show_default=True, help="HTTP method of the request.")
+@with_appcontext
 def access_check(username: str, url: str, method: str) -> None:
     """Say whether USERNAME may open URL, and which rule decides (exit 0 allowed, 1 denied)."""
     try:

@@ -1,0 +1,267 @@
+"""Forward authentication (/auth/verify), access rules, return addresses and access-check."""
+
+from __future__ import annotations
+
+import pytest
+
+from portal.config import ConfigError
+from portal.rules import decide, normalise_path
+from portal.urls import safe_next
+from tests.conftest import AuthActions, make_app
+
+RULES = [
+    {
+        "hosts": ["wiki.example.org"],
+        "paths": ["/finance"],
+        "groups": ["finance"],
+        "policy": "allow",
+    },
+    {"hosts": ["wiki.example.org"], "paths": ["/finance"], "policy": "deny"},
+    {"hosts": ["*.example.org"], "methods": ["DELETE"], "policy": "deny"},
+    {"hosts": ["grafana.example.org"], "groups": ["engineering"], "policy": "allow"},
+    {"hosts": ["grafana.example.org"], "policy": "deny"},
+]
+
+
+def nginx_asks(client, url: str, method: str = "GET", **query):
+    """What nginx's auth_request subrequest sends for an original request."""
+    return client.get(
+        "/auth/verify",
+        query_string=query,
+        headers={"X-Original-URL": url, "X-Original-Method": method},
+    )
+
+
+@pytest.fixture
+def sso_app(slapd):
+    """The portal with the rules above and example.org as a return domain."""
+    return make_app(slapd, ACCESS_RULES=RULES, SSO_ALLOWED_DOMAINS=["example.org"])
+
+
+def signed_in(app, name: str):
+    """A test client signed in as `name`."""
+    client = app.test_client()
+    assert AuthActions(client).login(name).status_code == 302
+    return client
+
+
+def test_verify_for_a_signed_in_person_returns_identity_headers(sso_app):
+    """200 with Remote-User, Remote-Groups, Remote-Name and Remote-Email."""
+    response = nginx_asks(signed_in(sso_app, "alice"), "https://wiki.example.org/page")
+    assert response.status_code == 200
+    assert response.headers["Remote-User"] == "alice"
+    assert response.headers["Remote-Groups"] == "engineering,staff"
+    assert response.headers["Remote-Name"] == "Alice Liddell"
+    assert response.headers["Remote-Email"] == "alice@example.org"
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_verify_for_a_cached_person_costs_no_ldap_operation(sso_app, ldap_spy):
+    """It runs on every request to every protected app: served from the user cache."""
+    client = signed_in(sso_app, "alice")
+    ldap_spy.reset()
+    for path in ("/a", "/b", "/c"):
+        assert nginx_asks(client, f"https://wiki.example.org{path}").status_code == 200
+    assert ldap_spy.count() == 0
+
+
+def test_verify_without_a_session_answers_401_with_the_login_address(sso_app):
+    """Anonymous: 401 and a Location the proxy can send the browser to, carrying the return URL."""
+    response = nginx_asks(sso_app.test_client(), "https://wiki.example.org/page?x=1")
+    assert response.status_code == 401
+    assert response.headers["Location"] == (
+        "/login?next=https%3A%2F%2Fwiki.example.org%2Fpage%3Fx%3D1"
+    )
+    assert "Remote-User" not in response.headers
+
+
+def test_verify_with_redirect_answers_302_for_traefik_and_caddy(slapd):
+    """?redirect=1 turns the 401 into a redirect, to SSO_PORTAL_URL when set."""
+    app = make_app(slapd, SSO_PORTAL_URL="https://portal.example.org/")
+    response = app.test_client().get(
+        "/auth/verify?redirect=1",
+        headers={
+            "X-Forwarded-Proto": "https",
+            "X-Forwarded-Host": "grafana.example.org",
+            "X-Forwarded-Uri": "/d/1",
+            "X-Forwarded-Method": "GET",
+        },
+    )
+    assert response.status_code == 302
+    assert response.headers["Location"] == (
+        "https://portal.example.org/login?next=https%3A%2F%2Fgrafana.example.org%2Fd%2F1"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "url", "method", "status"),
+    [
+        ("alice", "https://grafana.example.org/d/1", "GET", 200),
+        ("bob", "https://grafana.example.org/d/1", "GET", 403),
+        ("frank", "https://wiki.example.org/finance/q3", "GET", 200),
+        ("alice", "https://wiki.example.org/finance/q3", "GET", 403),
+        ("alice", "https://wiki.example.org/public/../finance/q3", "GET", 403),
+        ("alice", "https://wiki.example.org/public/%2e%2e/finance/q3", "GET", 403),
+        ("alice", "https://wiki.example.org//finance/q3", "GET", 403),
+        ("alice", "https://wiki.example.org/financeteam", "GET", 200),
+        ("alice", "https://wiki.example.org/page", "DELETE", 403),
+        ("alice", "https://WIKI.example.org:443/page", "GET", 200),
+    ],
+)
+def test_access_rules_decide_for_each_app(sso_app, name, url, method, status):
+    """Host, path prefix (normalised), method and group rules; the first match decides."""
+    assert nginx_asks(signed_in(sso_app, name), url, method).status_code == status
+
+
+def test_verify_with_forwarded_headers_applies_the_rules(sso_app):
+    """Traefik and Caddy send X-Forwarded-Host/-Uri/-Method instead of X-Original-URL."""
+    headers = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "grafana.example.org",
+               "X-Forwarded-Uri": "/d/1", "X-Forwarded-Method": "GET"}  # fmt: skip
+    assert signed_in(sso_app, "alice").get("/auth/verify", headers=headers).status_code == 200
+    assert signed_in(sso_app, "bob").get("/auth/verify", headers=headers).status_code == 403
+
+
+def test_group_parameter_demands_membership_for_one_upstream(sso_app):
+    """?group= adds a requirement for one upstream."""
+    url = "https://tickets.example.org/"
+    assert nginx_asks(signed_in(sso_app, "alice"), url, group="Engineering").status_code == 200
+    assert nginx_asks(signed_in(sso_app, "bob"), url, group="engineering").status_code == 403
+
+
+def test_default_policy_deny_closes_unlisted_apps(slapd):
+    """With ACCESS_DEFAULT_POLICY deny, an app no rule names is closed to everyone."""
+    app = make_app(slapd, ACCESS_RULES=RULES, ACCESS_DEFAULT_POLICY="deny")
+    client = signed_in(app, "alice")
+    assert nginx_asks(client, "https://unlisted.example.org/").status_code == 403
+    assert nginx_asks(client, "https://grafana.example.org/").status_code == 200
+
+
+def test_verify_accepts_the_methods_proxies_send_without_csrf(sso_app):
+    """A POST or DELETE subrequest is a question, not a form: no CSRF token needed."""
+    client = signed_in(sso_app, "alice")
+    headers = {"X-Original-URL": "https://grafana.example.org/api", "X-Original-Method": "POST"}
+    assert client.post("/auth/verify", headers=headers).status_code == 200
+
+
+def test_logout_at_the_portal_ends_access_to_the_apps(sso_app):
+    """After signing out at the portal, the next verify is a 401."""
+    client = signed_in(sso_app, "alice")
+    assert nginx_asks(client, "https://grafana.example.org/").status_code == 200
+    AuthActions(client).logout()
+    assert nginx_asks(client, "https://grafana.example.org/").status_code == 401
+
+
+def test_identity_headers_carry_no_control_characters(own_slapd):
+    """A display name with CR/LF cannot split headers; non-Latin text travels as UTF-8 bytes."""
+    own_slapd.modify(
+        "dn: uid=alice,ou=people,dc=example,dc=org\nchangetype: modify\n"
+        "replace: displayName\ndisplayName:: "
+        + __import__("base64").b64encode("Łucja\r\nX-Evil: 1".encode()).decode()
+        + "\n"
+    )
+    app = make_app(own_slapd)
+    response = nginx_asks(signed_in(app, "alice"), "https://wiki.example.org/")
+    assert response.status_code == 200
+    assert "X-Evil" not in response.headers
+    raw = response.headers["Remote-Name"].encode("latin-1").decode("utf-8")
+    assert raw == "ŁucjaX-Evil: 1"
+
+
+def test_the_same_rules_guard_the_portals_own_pages(slapd):
+    """A rule denying /admin to admins closes the status page, whatever the admin groups say."""
+    rules = [{"paths": ["/admin"], "groups": ["portal-admins"], "policy": "deny"}]
+    app = make_app(slapd, ACCESS_RULES=rules)
+    client = signed_in(app, "erin")
+    assert client.get("/admin/status").status_code == 403
+    assert client.get("/pages/handbook").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("target", "landing"),
+    [
+        ("http://wiki.example.org/page?x=1", "http://wiki.example.org/page?x=1"),
+        ("http://example.org/", "http://example.org/"),
+        ("http://evil.example/", "/"),
+        ("http://example.org.evil.example/", "/"),
+        ("http://user@wiki.example.org/", "/"),
+        ("javascript://example.org/%0aalert(1)", "/"),
+    ],
+)
+def test_login_returns_only_to_allowed_domains(sso_app, target, landing):
+    """After login, an absolute return address is followed only into SSO_ALLOWED_DOMAINS."""
+    response = AuthActions(sso_app.test_client()).login("alice", next=target)
+    assert response.headers["Location"] == landing
+
+
+@pytest.mark.parametrize(
+    ("target", "allow_http", "kept"),
+    [
+        ("https://wiki.example.org/x", False, True),
+        ("http://wiki.example.org/x", False, False),
+        ("http://wiki.example.org/x", True, True),
+        ("https:/wiki.example.org/x", False, False),
+        ("https://wiki.example.org\\@evil.example/", False, False),
+        ("https://wiki.example.org:8443/x", False, True),
+    ],
+)
+def test_absolute_return_addresses_need_https_unless_cookies_are_plain_http(
+    target, allow_http, kept
+):
+    """https only, unless the portal itself runs on plain HTTP (SESSION_COOKIE_SECURE false)."""
+    assert (safe_next(target, ["example.org"], allow_http) == target) is kept
+
+
+@pytest.mark.parametrize(
+    ("raw", "path"),
+    [
+        ("/a/b", "/a/b"),
+        ("/a/../b", "/b"),
+        ("/a/%2e%2e/b", "/b"),
+        ("//a///b/", "/a/b"),
+        ("/a/b?x=/../c", "/a/b"),
+        ("/../../etc", "/etc"),
+        ("", "/"),
+    ],
+)
+def test_paths_are_judged_as_the_upstream_will_serve_them(raw, path):
+    """Dot segments, doubled slashes and %-escapes are resolved before rules compare prefixes."""
+    assert normalise_path(raw) == path
+
+
+def test_first_matching_rule_wins_and_groups_compare_case_insensitively():
+    """An allow before a deny wins; group names compare case-insensitively."""
+    decision = decide(RULES, "deny", ["FINANCE"], "wiki.example.org", "/finance/x")
+    assert decision.allowed and decision.rule == 1
+    assert decide(RULES, "allow", ["staff"], "wiki.example.org", "/finance").rule == 2
+
+
+@pytest.mark.parametrize(
+    ("rules", "says"),
+    [
+        ([{"policy": "maybe"}], "ACCESS_RULES[1].policy"),
+        ([{"policy": "allow", "path": ["/x"]}], "unknown key"),
+        ([{"policy": "allow", "paths": ["x"]}], "must start with /"),
+        ("allow", "ACCESS_RULES"),
+    ],
+)
+def test_bad_access_rules_stop_start_up(slapd, rules, says):
+    """A wrong rule is refused at start-up, naming the rule."""
+    with pytest.raises(ConfigError) as raised:
+        make_app(slapd, ACCESS_RULES=rules)
+    assert says in str(raised.value)
+
+
+def test_access_check_command_explains_a_decision(sso_app):
+    """`flask access-check USER URL` prints the verdict and the rule; exit 0 allow, 1 deny."""
+    runner = sso_app.test_cli_runner()
+    allowed = runner.invoke(args=["access-check", "alice", "https://grafana.example.org/d/1"])
+    assert allowed.exit_code == 0
+    assert "ALLOWED by rule 4: allow hosts=grafana.example.org groups=engineering" in (
+        allowed.output
+    )
+    denied = runner.invoke(args=["access-check", "bob", "grafana.example.org/d/1"])
+    assert denied.exit_code == 1
+    assert "DENIED by rule 5" in denied.output
+    nobody = runner.invoke(args=["access-check", "nobody", "https://grafana.example.org/"])
+    assert nobody.exit_code == 1
+    assert "no such person" in nobody.output
