@@ -118,6 +118,10 @@ SSO_ALLOWED_DOMAINS: list[str] = []
 #: The portal's public address (e.g. ``https://portal.corp.example``) for the login links
 #: /auth/verify gives proxies; empty for a portal on the same host as the apps (paths only).
 SSO_PORTAL_URL = ""
+#: Which headers tell /auth/verify the original request: "original" (nginx: X-Original-URL and
+#: X-Original-Method) or "forwarded" (Traefik, Caddy: X-Forwarded-Proto/-Host/-Uri/-Method).
+#: Only that family is read, so a client cannot slip in the other one.
+SSO_REQUEST_HEADERS = "original"
 
 # --- Cache and sessions ---------------------------------------------------------------------
 #: Flask-Caching backend: SimpleCache (one process) or RedisCache (shared by workers and hosts).

@@ -41,6 +41,7 @@ _CHOICES = {
     "LDAP_GROUP_MEMBERSHIP": ("search", "memberof", "both"),
     "CACHE_TYPE": ("SimpleCache", "RedisCache", "NullCache"),
     "ACCESS_DEFAULT_POLICY": ("allow", "deny"),
+    "SSO_REQUEST_HEADERS": ("original", "forwarded"),
 }
 _GROUP_LISTS = ("ACCESS_ALLOWED_GROUPS", "ACCESS_DENIED_GROUPS", "ACCESS_ADMIN_GROUPS")
 # (allowed placeholders, at least one of them required)

@@ -34,7 +34,8 @@ def decide(
 ) -> Decision:
     """Apply the rules to one request of a signed-in, active person."""
     member_of = {group.lower() for group in groups}
-    host, method, path = host.lower().split(":")[0], method.upper(), normalise_path(path)
+    host = host.lower().split(":")[0].rstrip(".")  # "wiki.corp.example." is the same host
+    method, path = method.upper(), normalise_path(path)
     for number, rule in enumerate(rules, 1):
         if _matches(rule, member_of, host, path, method):
             allowed = rule["policy"] == "allow"

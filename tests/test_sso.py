@@ -77,7 +77,9 @@ def test_verify_without_a_session_answers_401_with_the_login_address(sso_app):
 
 def test_verify_with_redirect_answers_302_for_traefik_and_caddy(slapd):
     """?redirect=1 turns the 401 into a redirect, to SSO_PORTAL_URL when set."""
-    app = make_app(slapd, SSO_PORTAL_URL="https://portal.example.org/")
+    app = make_app(
+        slapd, SSO_PORTAL_URL="https://portal.example.org/", SSO_REQUEST_HEADERS="forwarded"
+    )
     response = app.test_client().get(
         "/auth/verify?redirect=1",
         headers={
@@ -106,6 +108,7 @@ def test_verify_with_redirect_answers_302_for_traefik_and_caddy(slapd):
         ("alice", "https://wiki.example.org/financeteam", "GET", 200),
         ("alice", "https://wiki.example.org/page", "DELETE", 403),
         ("alice", "https://WIKI.example.org:443/page", "GET", 200),
+        ("alice", "https://wiki.example.org./finance/q3", "GET", 403),
     ],
 )
 def test_access_rules_decide_for_each_app(sso_app, name, url, method, status):
@@ -113,12 +116,16 @@ def test_access_rules_decide_for_each_app(sso_app, name, url, method, status):
     assert nginx_asks(signed_in(sso_app, name), url, method).status_code == status
 
 
-def test_verify_with_forwarded_headers_applies_the_rules(sso_app):
-    """Traefik and Caddy send X-Forwarded-Host/-Uri/-Method instead of X-Original-URL."""
+def test_verify_reads_only_the_configured_header_family(slapd):
+    """Traefik and Caddy send X-Forwarded-*; a client-added X-Original-URL is then ignored."""
+    app = make_app(slapd, ACCESS_RULES=RULES, SSO_REQUEST_HEADERS="forwarded")
     headers = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "grafana.example.org",
-               "X-Forwarded-Uri": "/d/1", "X-Forwarded-Method": "GET"}  # fmt: skip
-    assert signed_in(sso_app, "alice").get("/auth/verify", headers=headers).status_code == 200
-    assert signed_in(sso_app, "bob").get("/auth/verify", headers=headers).status_code == 403
+               "X-Forwarded-Uri": "/d/1", "X-Forwarded-Method": "GET",
+               "X-Original-URL": "https://wiki.example.org/page"}  # fmt: skip
+    assert signed_in(app, "alice").get("/auth/verify", headers=headers).status_code == 200
+    assert signed_in(app, "bob").get("/auth/verify", headers=headers).status_code == 403
+    nginx_style = make_app(slapd, ACCESS_RULES=RULES)  # "original": X-Forwarded-* ignored
+    assert signed_in(nginx_style, "bob").get("/auth/verify", headers=headers).status_code == 200
 
 
 def test_group_parameter_demands_membership_for_one_upstream(sso_app):

@@ -54,13 +54,16 @@ def verify():
 
 
 def original_request() -> Original:
-    """Read the original request from nginx's X-Original-* or the X-Forwarded-* headers."""
+    """Read the original request from the header family SSO_REQUEST_HEADERS names."""
     headers = request.headers
-    method = headers.get("X-Original-Method") or headers.get("X-Forwarded-Method") or "GET"
-    url = headers.get("X-Original-URL")
-    if not url and headers.get("X-Forwarded-Host"):
+    if current_app.config["SSO_REQUEST_HEADERS"] == "forwarded":
+        method = headers.get("X-Forwarded-Method") or "GET"
+        host = headers.get("X-Forwarded-Host")
         scheme = headers.get("X-Forwarded-Proto", "https")
-        url = f"{scheme}://{headers['X-Forwarded-Host']}{headers.get('X-Forwarded-Uri', '/')}"
+        url = f"{scheme}://{host}{headers.get('X-Forwarded-Uri', '/')}" if host else None
+    else:
+        method = headers.get("X-Original-Method") or "GET"
+        url = headers.get("X-Original-URL")
     if not url:
         url = request.host_url
     parts = urlsplit(url)
