@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 RUN_DEPS := slapd:slapd slapadd:slapd ldapmodify:ldap-utils
 TEST_DEPS := $(RUN_DEPS) redis-server:redis-server nginx:nginx-light openssl:openssl
 
-.PHONY: run test lint format check-deps clean
+.PHONY: run test lint format bench clean
 
 $(VENV)/.installed: pyproject.toml
 	@sh scripts/system-deps.sh python3-venv:python3-venv
@@ -23,6 +23,12 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed
 	@sh scripts/system-deps.sh --soft $(TEST_DEPS)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## bench: speed targets as ratios against baselines measured in the same run
+bench: $(VENV)/.installed
+	@sh scripts/system-deps.sh $(RUN_DEPS)
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	$(PY) bench/run.py
 
 ## lint: formatting and lint checks
 lint: $(VENV)/.installed

@@ -13,9 +13,11 @@ from .extensions import login_manager
 
 def enforce_access_rules():
     """before_request hook: ACCESS_RULES also guard the portal's own pages (403 on deny)."""
+    config = current_app.config
+    if not config["ACCESS_RULES"] and config["ACCESS_DEFAULT_POLICY"] == "allow":
+        return None  # nothing to decide: skip the work on every page view
     if not current_user.is_authenticated:
         return None
-    config = current_app.config
     decision = rules.decide(config["ACCESS_RULES"], config["ACCESS_DEFAULT_POLICY"],
                             current_user.groups, request.host, request.path,
                             request.method)  # fmt: skip

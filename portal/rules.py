@@ -33,6 +33,8 @@ def decide(
     method: str = "GET",
 ) -> Decision:
     """Apply the rules to one request of a signed-in, active person."""
+    if not rules:
+        return Decision(default_policy == "allow", 0, f"default policy: {default_policy}")
     member_of = {group.lower() for group in groups}
     host = host.lower().split(":")[0].rstrip(".")  # "wiki.corp.example." is the same host
     method, path = method.upper(), normalise_path(path)

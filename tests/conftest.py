@@ -164,8 +164,8 @@ class LdapSpy:
         return [who for op, _, who in self.calls if op == "bind"]
 
     def user_binds(self) -> list[str | None]:
-        """Binds sent as anyone but the service account (password checks)."""
-        return [who for who in self.binds_as() if who != SERVICE_DN]
+        """Binds sent as a person (password checks): not the service account, not anonymous."""
+        return [who for who in self.binds_as() if who not in (SERVICE_DN, None)]
 
     @property
     def operations(self) -> int:

@@ -83,8 +83,15 @@ ACCESS_LINE = re.compile(
 class Gunicorn:
     """One gunicorn serving `portal:create_app()` from the repository root."""
 
-    def __init__(self, work: Path, environment: dict[str, str], workers: int = 2):
+    def __init__(
+        self,
+        work: Path,
+        environment: dict[str, str],
+        workers: int = 2,
+        app_spec: str = "portal:create_app()",
+    ):
         self.work = work
+        self.app_spec = app_spec
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.access_log = work / "access.log"
@@ -104,7 +111,7 @@ class Gunicorn:
         command += ["--access-logformat", "%(p)s %(r)s %(s)s"]
         if gunicorn.version_info >= (25, 1):
             command += ["--no-control-socket"]  # else it would create ~/.gunicorn/gunicorn.ctl
-        command += ["portal:create_app()"]
+        command += [self.app_spec]
         with open(self.output, "wb") as output:
             self.process = subprocess.Popen(
                 command,

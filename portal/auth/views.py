@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from flask import current_app, redirect, render_template, request, session, url_for
+from flask import current_app, g, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user
+from flask_wtf.csrf import generate_csrf
 
 from .. import accounts, directory
 from ..directory import DirectoryError, InvalidInput, PasswordChangeRequired
@@ -66,6 +67,14 @@ def login():
     # A new session for the new identity: nothing from before the login survives it.
     session.clear()
     login_user(user, remember=form.remember.data)
+    # Flask-Login's client fingerprint is unused (session protection is off): keep the cookie
+    # small, since every request decodes it.
+    session.pop("_id", None)
+    # The logout form's token, signed once per session instead of on every page (CSRFProtect
+    # accepts it for as long as the session lives: WTF_CSRF_TIME_LIMIT is None).
+    # Flask-WTF keeps this request's token in g: it belongs to the session just cleared.
+    g.pop(current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token"), None)
+    session["logout_token"] = generate_csrf()
     accounts.remember(attrs)
     log.info("login succeeded for %s", user.username)
     return redirect(next_url or url_for("main.home"))

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import ldap3
 
 from . import account_state, mapping
 from .account_state import State
-from .connections import ServicePool, discard, make_servers, open_connection
+from .connections import BindPool, ServicePool, discard, make_servers, open_connection
 from .errors import DirectoryError, DirectoryUnavailable, PasswordChangeRequired
 from .groups import resolve_groups
 from .queries import bind_name, check_password, fill_filter, login_forms
@@ -21,6 +22,10 @@ from .settings import DirectorySettings
 log = logging.getLogger(__name__)
 
 _INVALID_CREDENTIALS = 49
+
+
+class _SendFailed(Exception):
+    """The connection failed while sending a bind (not an answer from the directory)."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,7 @@ class Directory:
         self.settings = settings
         self.servers = make_servers(settings)
         self.pool = ServicePool(settings, self.servers)
+        self.bind_pool = BindPool(settings, self.servers)
 
     def authenticate(self, username: object, password: object) -> dict | None:
         """Return the user's attributes if the password is right and the account usable.
@@ -88,30 +94,29 @@ class Directory:
         return [self._probe(server) for server in self.servers]
 
     def close(self) -> None:
-        """Close the pooled service connections."""
+        """Close the pooled connections."""
         self.pool.clear()
+        self.bind_pool.clear()
 
     def _search_then_bind(self, name: str, login: str, password: str) -> Mapping | None:
         entry = self._find_user(name, login)
         if entry is None:
             return None
         # Every known account gets its bind, usable or not, so refusals cost the same work.
-        connection, bound = self._bind(entry["dn"], password)
-        discard(connection)
+        with self._bound_as(entry["dn"], password) as (_, bound):
+            pass
         return self._usable(entry, entry["dn"]) if bound else None
 
     def _bind_by_template(self, name: str, password: str) -> Mapping | None:
         # No search before the bind; the entry is then read for the identity the server bound.
         who = bind_name(self.settings.dn_template, name)
-        connection, bound = self._bind(who, password)
-        try:
-            entry = self._bound_entry(connection) if bound else None
-        except DirectoryError:
-            raise
-        except Exception as error:  # noqa: BLE001 - the server failed after the bind
-            raise DirectoryUnavailable("reading the bound entry failed") from error
-        finally:
-            discard(connection)
+        with self._bound_as(who, password) as (connection, bound):
+            try:
+                entry = self._bound_entry(connection) if bound else None
+            except DirectoryError:
+                raise
+            except Exception as error:  # noqa: BLE001 - the server failed after the bind
+                raise DirectoryUnavailable("reading the bound entry failed") from error
         return None if entry is None else self._usable(entry, who)
 
     def _bound_entry(self, connection: ldap3.Connection) -> Mapping | None:
@@ -143,27 +148,53 @@ class Directory:
             return None
         return entry
 
-    def _bind(self, who: str, password: str) -> tuple[ldap3.Connection, bool]:
+    @contextmanager
+    def _bound_as(self, who: str, password: str) -> Iterator[tuple[ldap3.Connection, bool]]:
+        """Bind a pooled connection as `who`; yield it and whether the bind was accepted."""
+        # A pooled connection may be dead: one retry on a new one, as for searches. Errors
+        # raised by the caller's block are not retried (they pass straight through).
+        for fresh in (False, True):
+            try:
+                with self.bind_pool.connection(fresh=fresh) as connection:
+                    try:
+                        bound = self._send_bind(connection, who, password)
+                    except (DirectoryError, PasswordChangeRequired):
+                        raise
+                    except Exception as error:  # noqa: BLE001 - socket and protocol errors
+                        raise _SendFailed from error
+                    yield connection, bound
+                    return
+            except _SendFailed as failure:
+                self.bind_pool.clear()
+                if fresh:
+                    log.warning("bind as %s failed: %r", who, failure.__cause__)
+                    raise DirectoryUnavailable("no directory server answered the bind") from None
+
+    def _send_bind(self, connection: ldap3.Connection, who: str, password: str) -> bool:
         # The password-policy control is asked for on every bind (non-critical: servers without
         # ppolicy ignore it), so a reset or grace-login bind is never taken for a full login.
-        controls = [(account_state.PPOLICY_CONTROL, False, None)]
-        connection, bound = open_connection(self.servers, self.settings, who, password, controls)
+        connection.user, connection.password = who, password
+        connection.authentication = ldap3.SIMPLE
+        try:
+            bound = connection.bind(
+                read_server_info=False, controls=[(account_state.PPOLICY_CONTROL, False, None)]
+            )
+        finally:
+            connection.password = None  # a pooled object never keeps a password
         result = connection.result or {}
         code = result.get("result")
         state = account_state.from_bind(result)
         if state is State.MUST_CHANGE_PASSWORD:
-            discard(connection)
             raise PasswordChangeRequired(who)
         if state is not State.OK:
             log.info("bind as %s refused: account %s", who, state.value)
-            return connection, False
+            return False
         if not bound and code in OUTAGE_CODES:
-            discard(connection)
             raise DirectoryUnavailable(f"bind answered result code {code}")
         if not bound and code != _INVALID_CREDENTIALS:
             # Not a wrong password: a policy or configuration refusal an administrator must see.
             log.warning("bind as %s refused: %s %s", who, code, result.get("description", ""))
-        return connection, bound
+        return bound
 
     def _find_user(self, name: str, login: str) -> Mapping | None:
         search_filter = fill_filter(self.settings.user_filter, username=name, login=login)

@@ -51,7 +51,7 @@ access to attrs=userPassword
 access to *
   by dn.exact="{service_dn}" read
   by self read
-  by * none
+{users_read}  by * none
 {extra_config}
 """
 
@@ -114,8 +114,12 @@ class Slapd(ChildServer):
         schemas=(),
         modules=(),
         post_start_ldif=(),
+        users_may_read: bool = False,
     ):
         super().__init__("portal-slapd-")
+        # Let every signed-in person read the tree, as many directories do (the default is
+        # stricter: only the service account and each person's own entry).
+        self.users_may_read = users_may_read
         self.ldif_files = [Path(p) for p in (ldif_files or sorted(FIXTURES.glob("*.ldif")))]
         self.port = port or free_port()
         self.extra_config = extra_config  # appended to the database section
@@ -207,6 +211,7 @@ class Slapd(ChildServer):
                 root_pw_hash=ssha(self.root_password),
                 extra_config=self.extra_config,
                 global_config=global_config,
+                users_read="  by users read\n" if self.users_may_read else "",
             )
         )
 
