@@ -11,7 +11,6 @@ Absolute numbers depend on the machine; the ratios are the result.
 from __future__ import annotations
 
 import http.client
-import re
 import sys
 import tempfile
 import threading
@@ -23,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from portal import create_app  # noqa: E402
 from portal.testing.slapd import Slapd  # noqa: E402
-from tests.conftest import demo_settings  # noqa: E402
+from tests.conftest import csrf_token_in, demo_settings  # noqa: E402
 from tests.servers import Gunicorn, portal_environment  # noqa: E402
 
 SERVICE_DN = "cn=portal-reader,ou=services,dc=example,dc=org"
@@ -136,10 +135,9 @@ def sign_in(port: int, username: str, password: str) -> str:
     import requests
 
     session = requests.Session()
-    page = session.get(f"http://127.0.0.1:{port}/login", timeout=10).text
-    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
-    session.post(f"http://127.0.0.1:{port}/login", timeout=10,
-                 data={"csrf_token": token, "username": username, "password": password})  # fmt: skip
+    token = csrf_token_in(session.get(f"http://127.0.0.1:{port}/login", timeout=10).text)
+    form = {"csrf_token": token, "username": username, "password": password}
+    session.post(f"http://127.0.0.1:{port}/login", data=form, timeout=10)
     return session.cookies["session"]
 
 
