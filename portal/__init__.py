@@ -61,6 +61,8 @@ def _derive_settings(app: Flask) -> None:
         REMEMBER_COOKIE_SECURE=secure,
         REMEMBER_COOKIE_HTTPONLY=True,
         REMEMBER_COOKIE_SAMESITE="Lax",
+        # "Keep me signed in" must reach the same apps as the session cookie does.
+        REMEMBER_COOKIE_DOMAIN=app.config.get("SESSION_COOKIE_DOMAIN"),
         REMEMBER_COOKIE_DURATION=timedelta(days=app.config["REMEMBER_COOKIE_DAYS"]),
         CACHE_DEFAULT_TIMEOUT=app.config["USER_CACHE_TTL"],
         # Without socket timeouts a hung Redis would hang every request that reads the cache.

@@ -194,7 +194,11 @@ def _check_access(config) -> None:
             _require(_is_str_list(rule.get(key, []), allow_empty=True), f"{where}.{key}",
                      "a list of strings")  # fmt: skip
         for path in rule.get("paths", []):
-            _require(path.startswith("/"), f"{where}.paths", f"{path!r} must start with /")
+            _require(path.startswith("/") and not set(path) & set("%?#;\\"), f"{where}.paths",
+                     f"{path!r} must be a plain path starting with /")  # fmt: skip
+        for host in rule.get("hosts", []):
+            _require(re.fullmatch(r"[A-Za-z0-9*.-]+", host), f"{where}.hosts",
+                     f"{host!r}: a host name only (no scheme, port or path)")  # fmt: skip
     portal = config.get("SSO_PORTAL_URL")
     _require(
         isinstance(portal, str) and (not portal or portal.startswith(("https://", "http://"))),

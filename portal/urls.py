@@ -17,12 +17,18 @@ def safe_next(target: object, allowed_domains=(), allow_http: bool = False) -> s
         return None
     if any(ord(char) < 0x20 or ord(char) == 0x7F for char in target):
         return None
-    parts = urlsplit(target)
+    try:
+        parts = urlsplit(target)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return None
     if target.startswith("/") and not target.startswith("//"):
         return None if parts.scheme or parts.netloc else target
     schemes = ("https", "http") if allow_http else ("https",)
     if parts.scheme not in schemes or parts.username or parts.password or not parts.hostname:
         return None
+    if not parts.netloc.isascii() or "%" in parts.netloc:
+        return None  # browsers would read such a host differently, if at all
     if not target.lower().startswith(f"{parts.scheme}://"):
         return None  # "https:/host" and the like: browsers disagree on what they mean
     host = parts.hostname.lower()

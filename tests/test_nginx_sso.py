@@ -13,6 +13,7 @@ in the temporary folder, since a non-root nginx cannot write /var/lib/nginx or /
 from __future__ import annotations
 
 import html
+import http.client
 import json
 import re
 import sys
@@ -339,3 +340,27 @@ def test_signing_out_at_the_portal_ends_access_to_the_app(stack, browser):
 
     after = get(browser, stack.url("/app/x"))
     assert login_return_address(stack, after) == stack.url("/app/x")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/app/engineering/report/../../x",
+        "/app/engineering/report/..%2F..%2Fx",
+        "/app/engineering/report/%2e%2e/%2e%2e/x",
+        "/app/Engineering/report",
+        "/app/engineering;x/report",
+        "/app/engineering./report",
+    ],
+)
+def test_spellings_of_a_denied_path_never_reach_the_app(stack, browser, path):
+    """Sent raw through nginx, every other spelling of /app/engineering/ is refused for bob."""
+    sign_in(stack, browser, "bob")
+    connection = http.client.HTTPConnection("127.0.0.1", stack.nginx.port, timeout=10)
+    try:
+        connection.request("GET", path, headers={"Cookie": f"session={browser.cookies['session']}"})
+        response = connection.getresponse()
+        response.read()
+    finally:
+        connection.close()
+    assert response.status == 403, f"{path} answered {response.status}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from portal.config import ConfigError
-from portal.rules import decide, normalise_path
+from portal.rules import decide
 from portal.urls import safe_next
 from tests.conftest import AuthActions, make_app
 
@@ -104,6 +104,7 @@ def test_verify_with_redirect_answers_302_for_traefik_and_caddy(slapd):
         ("alice", "https://wiki.example.org/finance/q3", "GET", 403),
         ("alice", "https://wiki.example.org/public/../finance/q3", "GET", 403),
         ("alice", "https://wiki.example.org/public/%2e%2e/finance/q3", "GET", 403),
+        ("alice", "https://wiki.example.org/Finance/q3", "GET", 403),
         ("alice", "https://wiki.example.org//finance/q3", "GET", 403),
         ("alice", "https://wiki.example.org/financeteam", "GET", 200),
         ("alice", "https://wiki.example.org/page", "DELETE", 403),
@@ -121,11 +122,61 @@ def test_verify_reads_only_the_configured_header_family(slapd):
     app = make_app(slapd, ACCESS_RULES=RULES, SSO_REQUEST_HEADERS="forwarded")
     headers = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "grafana.example.org",
                "X-Forwarded-Uri": "/d/1", "X-Forwarded-Method": "GET",
-               "X-Original-URL": "https://wiki.example.org/page"}  # fmt: skip
+               "X-Original-URL": "https://wiki.example.org/page",
+               "X-Original-Method": "GET"}  # fmt: skip
     assert signed_in(app, "alice").get("/auth/verify", headers=headers).status_code == 200
     assert signed_in(app, "bob").get("/auth/verify", headers=headers).status_code == 403
     nginx_style = make_app(slapd, ACCESS_RULES=RULES)  # "original": X-Forwarded-* ignored
     assert signed_in(nginx_style, "bob").get("/auth/verify", headers=headers).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"X-Original-URL": "https://wiki.example.org/page"},  # no method
+        {"X-Original-Method": "GET"},  # no URL
+        {"X-Original-URL": "http://[/", "X-Original-Method": "GET"},
+        {"X-Original-URL": "http://[zzz]/x", "X-Original-Method": "GET"},
+        {"X-Original-URL": "http://wiki.example.org:abc/x", "X-Original-Method": "GET"},
+        {"X-Original-URL": "https://bob@wiki.example.org/x", "X-Original-Method": "GET"},
+        {"X-Original-URL": "https://wiki_example.org/x", "X-Original-Method": "GET"},
+    ],
+)
+def test_missing_or_garbled_original_request_is_refused_never_a_500(sso_app, headers):
+    """Without a usable description of the request, a signed-in person gets 403, never 200/500."""
+    client = signed_in(sso_app, "alice")
+    assert client.get("/auth/verify", headers=headers).status_code == 403
+    assert sso_app.test_client().get("/auth/verify", headers=headers).status_code == 401
+
+
+def test_forwarded_uri_must_be_a_path(slapd):
+    """X-Forwarded-Uri must start with "/": "@evil/x" cannot change the host being judged."""
+    app = make_app(slapd, ACCESS_RULES=RULES, SSO_REQUEST_HEADERS="forwarded")
+    headers = {"X-Forwarded-Host": "grafana.example.org", "X-Forwarded-Uri": "@evil/x",
+               "X-Forwarded-Method": "GET", "X-Forwarded-Proto": "https"}  # fmt: skip
+    assert signed_in(app, "alice").get("/auth/verify", headers=headers).status_code == 403
+
+
+def test_group_names_with_commas_are_left_out_of_remote_groups(own_slapd):
+    """A group named "Sales, portal-admins" cannot read as membership of portal-admins."""
+    own_slapd.add(
+        "dn: cn=Sales\\, portal-admins,ou=groups,dc=example,dc=org\nobjectClass: groupOfNames\n"
+        "cn: Sales, portal-admins\nmember: uid=bob,ou=people,dc=example,dc=org\n"
+    )
+    app = make_app(own_slapd)
+    response = nginx_asks(signed_in(app, "bob"), "https://wiki.example.org/")
+    assert response.headers["Remote-Groups"] == "staff"
+
+
+def test_session_cookie_domain_also_scopes_the_remember_cookie(slapd):
+    """SESSION_COOKIE_DOMAIN shares the sign-in across apps; remember-me follows it."""
+    app = make_app(slapd, SESSION_COOKIE_DOMAIN=".example.org", SERVER_NAME="portal.example.org")
+    client = app.test_client()
+    response = AuthActions(client).login("alice", remember=True)
+    cookies = response.headers.getlist("Set-Cookie")
+    assert any(c.startswith("session=") and "Domain=example.org" in c for c in cookies)
+    assert any(c.startswith("remember_token=") and "Domain=example.org" in c for c in cookies)
 
 
 def test_group_parameter_demands_membership_for_one_upstream(sso_app):
@@ -192,6 +243,11 @@ def test_the_same_rules_guard_the_portals_own_pages(slapd):
         ("http://example.org.evil.example/", "/"),
         ("http://user@wiki.example.org/", "/"),
         ("javascript://example.org/%0aalert(1)", "/"),
+        ("https://[/", "/"),
+        ("http://[zzz]/", "/"),
+        ("http://wiki.example.org:evil.example/", "/"),
+        ("http://evil.example%2F.example.org/", "/"),
+        ("http://evil.example／.example.org/", "/"),
     ],
 )
 def test_login_returns_only_to_allowed_domains(sso_app, target, landing):
@@ -219,20 +275,39 @@ def test_absolute_return_addresses_need_https_unless_cookies_are_plain_http(
 
 
 @pytest.mark.parametrize(
-    ("raw", "path"),
+    "path",
     [
-        ("/a/b", "/a/b"),
-        ("/a/../b", "/b"),
-        ("/a/%2e%2e/b", "/b"),
-        ("//a///b/", "/a/b"),
-        ("/a/b?x=/../c", "/a/b"),
-        ("/../../etc", "/etc"),
-        ("", "/"),
+        "/finance/../public",
+        "/public/../finance",
+        "/a/./b",
+        "/a//b",
+        "/a/%2e%2e/b",
+        "/a%2Fb",
+        "/a%5cb",
+        "/a\\b",
+        "/a;x/b",
+        "/finance./x",
+        "/a/..",
+        "/x%00",
     ],
 )
-def test_paths_are_judged_as_the_upstream_will_serve_them(raw, path):
-    """Dot segments, doubled slashes and %-escapes are resolved before rules compare prefixes."""
-    assert normalise_path(raw) == path
+def test_ambiguous_path_spellings_are_refused_outright(path):
+    """Spellings apps read differently are refused, whatever the rules would say."""
+    decision = decide(RULES, "allow", ["finance"], "wiki.example.org", path)
+    assert not decision.allowed and "ambiguous" in decision.reason
+
+
+def test_a_path_must_be_allowed_as_sent_and_lower_cased():
+    """Some servers match paths case-insensitively: /FINANCE is judged like /finance."""
+    assert not decide(RULES, "allow", ["staff"], "wiki.example.org", "/FINANCE/q3").allowed
+    assert decide(RULES, "allow", ["finance"], "wiki.example.org", "/FINANCE/q3").allowed
+
+
+def test_a_get_rule_covers_head():
+    """HEAD is a GET without a body: a GET-only rule applies to it."""
+    rules = [{"methods": ["GET"], "policy": "allow"}]
+    assert decide(rules, "deny", [], "a.example", "/", "HEAD").allowed
+    assert not decide(rules, "deny", [], "a.example", "/", "POST").allowed
 
 
 def test_first_matching_rule_wins_and_groups_compare_case_insensitively():
@@ -247,7 +322,10 @@ def test_first_matching_rule_wins_and_groups_compare_case_insensitively():
     [
         ([{"policy": "maybe"}], "ACCESS_RULES[1].policy"),
         ([{"policy": "allow", "path": ["/x"]}], "unknown key"),
-        ([{"policy": "allow", "paths": ["x"]}], "must start with /"),
+        ([{"policy": "allow", "paths": ["x"]}], "must be a plain path"),
+        ([{"policy": "allow", "paths": ["/a;b"]}], "must be a plain path"),
+        ([{"policy": "deny", "hosts": ["https://wiki.example.org"]}], "a host name only"),
+        ([{"policy": "deny", "hosts": ["wiki.example.org:443"]}], "a host name only"),
         ("allow", "ACCESS_RULES"),
     ],
 )

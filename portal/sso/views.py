@@ -8,6 +8,7 @@ operation per request.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
@@ -17,6 +18,8 @@ from flask_login import current_user
 from .. import rules
 from ..extensions import csrf
 from . import bp
+
+log = logging.getLogger(__name__)
 
 _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
@@ -38,6 +41,10 @@ def verify():
     original = original_request()
     if not current_user.is_authenticated:
         return _sign_in_first(original)
+    if original is None:
+        # Without the headers that say which request this is, nothing can be judged: closed.
+        log.warning("/auth/verify without usable %s headers", _family())
+        return _answer(403)
     config = current_app.config
     decision = rules.decide(config["ACCESS_RULES"], config["ACCESS_DEFAULT_POLICY"],
                             current_user.groups, original.host, original.path,
@@ -47,28 +54,34 @@ def verify():
         return _answer(403)
     response = _answer(200)
     response.headers["Remote-User"] = header_value(current_user.username)
-    response.headers["Remote-Groups"] = header_value(",".join(current_user.groups))
+    response.headers["Remote-Groups"] = header_value(",".join(_listable(current_user.groups)))
     response.headers["Remote-Name"] = header_value(current_user.display_name)
     response.headers["Remote-Email"] = header_value(current_user.email)
     return response
 
 
-def original_request() -> Original:
-    """Read the original request from the header family SSO_REQUEST_HEADERS names."""
+def original_request() -> Original | None:
+    """The original request, from the header family SSO_REQUEST_HEADERS names; None if unusable."""
     headers = request.headers
-    if current_app.config["SSO_REQUEST_HEADERS"] == "forwarded":
-        method = headers.get("X-Forwarded-Method") or "GET"
-        host = headers.get("X-Forwarded-Host")
+    if _family() == "forwarded":
+        method = headers.get("X-Forwarded-Method") or ""
+        host = headers.get("X-Forwarded-Host") or ""
+        uri = headers.get("X-Forwarded-Uri") or ""
         scheme = headers.get("X-Forwarded-Proto", "https")
-        url = f"{scheme}://{host}{headers.get('X-Forwarded-Uri', '/')}" if host else None
+        url = f"{scheme}://{host}{uri}" if host and uri.startswith("/") else ""
     else:
-        method = headers.get("X-Original-Method") or "GET"
-        url = headers.get("X-Original-URL")
-    if not url:
-        url = request.host_url
-    parts = urlsplit(url)
+        method = headers.get("X-Original-Method") or ""
+        url = headers.get("X-Original-URL") or ""
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname or ""
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return None
+    if not method or not hostname or parts.username or parts.password:
+        return None
     path = parts.path + (f"?{parts.query}" if parts.query else "")
-    return Original(method.upper(), url, parts.netloc or request.host, path or "/")
+    return Original(method.upper(), url, hostname, path or "/")
 
 
 def header_value(text: str) -> str:
@@ -77,14 +90,29 @@ def header_value(text: str) -> str:
     return cleaned.encode("utf-8").decode("latin-1")
 
 
-def _sign_in_first(original: Original):
+def _sign_in_first(original: Original | None):
     portal = current_app.config["SSO_PORTAL_URL"].rstrip("/")
-    login = f"{portal}{url_for('auth.login')}?next={quote(original.url, safe='')}"
+    login = f"{portal}{url_for('auth.login')}"
+    if original is not None:
+        login += f"?next={quote(original.url, safe='')}"
     if request.args.get("redirect") == "1":
         return redirect(login)
     response = _answer(401)
     response.headers["Location"] = login
     return response
+
+
+def _family() -> str:
+    return current_app.config["SSO_REQUEST_HEADERS"]
+
+
+def _listable(groups) -> list[str]:
+    # Apps split Remote-Groups on commas: a group named "Sales, portal-admins" must not read
+    # as two groups, so such names are left out (and logged).
+    for group in groups:
+        if "," in group:
+            log.warning("group %r left out of Remote-Groups: its name has a comma", group)
+    return [group for group in groups if "," not in group]
 
 
 def _answer(status: int):
