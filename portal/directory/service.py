@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import ldap3
 
 from . import account_state, mapping
 from .account_state import State
-from .connections import BindPool, ServicePool, discard, make_servers, open_connection
+from .connections import BindPool, ServicePool, make_servers
 from .errors import DirectoryError, DirectoryUnavailable, PasswordChangeRequired
 from .groups import resolve_groups
+from .health import ServerHealth, probe
 from .queries import bind_name, check_password, fill_filter, login_forms
 from .search import OUTAGE_CODES, run_search
 from .settings import DirectorySettings
@@ -26,23 +25,6 @@ _INVALID_CREDENTIALS = 49
 
 class _SendFailed(Exception):
     """The connection failed while sending a bind (not an answer from the directory)."""
-
-
-@dataclass(frozen=True)
-class ServerHealth:
-    """What one probe of one server found."""
-
-    url: str
-    reachable: bool
-    service_bind_ok: bool
-    search_ok: bool
-    latency_ms: float | None
-    error: str = ""
-
-    @property
-    def ok(self) -> bool:
-        """Reachable, service bind accepted and the user base readable."""
-        return self.reachable and self.service_bind_ok and self.search_ok
 
 
 class Directory:
@@ -91,7 +73,7 @@ class Directory:
 
     def check_health(self) -> list[ServerHealth]:
         """Probe each server in turn with a fresh service bind and a base search."""
-        return [self._probe(server) for server in self.servers]
+        return [probe(server, self.settings) for server in self.servers]
 
     def close(self) -> None:
         """Close the pooled connections."""
@@ -241,24 +223,3 @@ class Directory:
                     log.warning("directory search under %s failed: %r", base, error)
                     raise DirectoryUnavailable("directory search failed") from error
         raise AssertionError("unreachable")
-
-    def _probe(self, server: ldap3.Server) -> ServerHealth:
-        url = f"{server.host}:{server.port}"
-        started = time.perf_counter()
-        try:
-            connection, bound = open_connection(
-                [server], self.settings, self.settings.bind_dn or None, self.settings.bind_password
-            )
-        except DirectoryUnavailable:
-            return ServerHealth(url, False, False, False, None, "no answer")
-        try:
-            searched = bound and connection.search(
-                self.settings.user_bases[0], "(objectClass=*)", ldap3.BASE, attributes=["1.1"]
-            )
-            error = "" if searched else str((connection.result or {}).get("description", ""))
-        except Exception as failure:  # noqa: BLE001 - report whatever the probe hit
-            searched, error = False, str(failure)
-        finally:
-            discard(connection)
-        latency = round((time.perf_counter() - started) * 1000, 1)
-        return ServerHealth(url, True, bool(bound), bool(searched), latency, error)

@@ -1,0 +1,124 @@
+"""Value checks shared by the settings checks: each failure raises ConfigError naming the key."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import string
+
+from ldap3.core.exceptions import LDAPException
+from ldap3.operation.search import parse_filter as ldap3_parse_filter
+from ldap3.utils.dn import parse_dn
+
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+_RULE_KEYS = {"hosts", "paths", "methods", "groups", "policy"}
+
+
+class ConfigError(ValueError):
+    """A setting is missing or wrong; the message names the key and how to fix it."""
+
+
+def placeholders(key: str, template: str) -> set[str]:
+    """The {placeholder} names a template uses."""
+    try:
+        return {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as error:
+        raise ConfigError(f"setting {key}: {error} (write a literal brace twice)") from error
+
+
+def parse_filter(key: str, text: str) -> None:
+    """Raise ConfigError unless text parses as an LDAP filter."""
+    try:
+        ldap3_parse_filter(text, None, True, True, None, False)
+    except (LDAPException, ValueError) as error:
+        raise ConfigError(f"setting {key}: not a valid LDAP filter ({error})") from error
+
+
+def check_pages(pages) -> None:
+    """Check PAGES: tables with a unique slug, a title, groups, and a body or template."""
+    require(isinstance(pages, list), "PAGES", "a list of tables ([[PAGES]] in TOML)")
+    seen = set()
+    for number, page in enumerate(pages, 1):
+        where = f"PAGES[{number}]"
+        require(isinstance(page, dict), where, "a table with slug, title, groups, body")
+        require(
+            isinstance(page.get("slug"), str) and _SLUG.match(page["slug"]),
+            where + ".slug",
+            "lower-case letters, digits and dashes",
+        )
+        require(page["slug"] not in seen, where + ".slug", f"{page['slug']!r} is used twice")
+        seen.add(page["slug"])
+        require(isinstance(page.get("title"), str) and page["title"], where + ".title", "a title")
+        require(
+            is_str_list(page.get("groups")) and page["groups"],
+            where + ".groups",
+            "a list of the groups that may open the page",
+        )
+        has_body = isinstance(page.get("body"), str)
+        has_template = isinstance(page.get("template"), str)
+        require(has_body != has_template, where, "give exactly one of body or template")
+
+
+def require(ok, key: str, fix: str) -> None:
+    """Raise ConfigError for key with the fix when ok is false."""
+    if not ok:
+        raise ConfigError(f"setting {key}: {fix}".rstrip(": "))
+
+
+def is_int(value) -> bool:
+    """An int that is not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_str_list(value, allow_empty: bool = False) -> bool:
+    """A list of non-empty strings (non-empty itself unless allow_empty)."""
+    items_ok = isinstance(value, list) and all(isinstance(item, str) and item for item in value)
+    return items_ok and (allow_empty or bool(value))
+
+
+def is_text(value) -> bool:
+    """A string with something besides white space."""
+    return isinstance(value, str) and bool(value.strip())
+
+
+def is_loopback(host: str) -> bool:
+    """localhost or a loopback address."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def is_dn(value: str) -> bool:
+    """Text that parses as a DN."""
+    try:
+        parse_dn(value)
+    except (LDAPException, ValueError):
+        return False
+    return True
+
+
+def is_attribute_name(value) -> bool:
+    """A plausible LDAP attribute name."""
+    return isinstance(value, str) and re.fullmatch(r"[A-Za-z][A-Za-z0-9-]*", value) is not None
+
+
+def check_rules(rules) -> None:
+    """Check ACCESS_RULES: a list of tables with known keys, a policy, plain hosts and paths."""
+    require(isinstance(rules, list), "ACCESS_RULES", "a list of tables ([[ACCESS_RULES]])")
+    for number, rule in enumerate(rules, 1):
+        where = f"ACCESS_RULES[{number}]"
+        require(isinstance(rule, dict), where, "a table")
+        require(set(rule) <= _RULE_KEYS, where, f"unknown key {sorted(set(rule) - _RULE_KEYS)}")
+        require(rule.get("policy") in ("allow", "deny"), where + ".policy", "allow or deny")
+        for key in ("hosts", "paths", "methods", "groups"):
+            require(is_str_list(rule.get(key, []), allow_empty=True), f"{where}.{key}",
+                     "a list of strings")  # fmt: skip
+        for path in rule.get("paths", []):
+            require(path.startswith("/") and not set(path) & set("%?#;\\"), f"{where}.paths",
+                     f"{path!r} must be a plain path starting with /")  # fmt: skip
+        for host in rule.get("hosts", []):
+            require(re.fullmatch(r"[A-Za-z0-9*.-]+", host), f"{where}.hosts",
+                     f"{host!r}: a host name only (no scheme, port or path)")  # fmt: skip

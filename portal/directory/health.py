@@ -1,0 +1,52 @@
+"""Probing each directory server: reachable, service bind accepted, user base readable."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import ldap3
+
+from .connections import discard, open_connection
+from .errors import DirectoryUnavailable
+from .settings import DirectorySettings
+
+
+@dataclass(frozen=True)
+class ServerHealth:
+    """What one probe of one server found."""
+
+    url: str
+    reachable: bool
+    service_bind_ok: bool
+    search_ok: bool
+    latency_ms: float | None
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """Reachable, service bind accepted and the user base readable."""
+        return self.reachable and self.service_bind_ok and self.search_ok
+
+
+def probe(server: ldap3.Server, settings: DirectorySettings) -> ServerHealth:
+    """Probe one server with a fresh service bind and a base search of the user base."""
+    url = f"{server.host}:{server.port}"
+    started = time.perf_counter()
+    try:
+        connection, bound = open_connection(
+            [server], settings, settings.bind_dn or None, settings.bind_password
+        )
+    except DirectoryUnavailable:
+        return ServerHealth(url, False, False, False, None, "no answer")
+    try:
+        searched = bound and connection.search(
+            settings.user_bases[0], "(objectClass=*)", ldap3.BASE, attributes=["1.1"]
+        )
+        error = "" if searched else str((connection.result or {}).get("description", ""))
+    except Exception as failure:  # noqa: BLE001 - report whatever the probe hit
+        searched, error = False, str(failure)
+    finally:
+        discard(connection)
+    latency = round((time.perf_counter() - started) * 1000, 1)
+    return ServerHealth(url, True, bool(bound), bool(searched), latency, error)
