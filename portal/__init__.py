@@ -34,6 +34,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     # "basic"/"strong" protection fingerprints the client-supplied X-Forwarded-For header;
     # sessions are protected by the signed cookie and the cached is_active check instead.
     login_manager.session_protection = None
+    # ...and the fingerprint it would compare is then never used, but Flask-Login still hashes
+    # the client's address and user agent on every request to compute it.
+    login_manager._session_identifier_generator = str
+    from .sessions import PortalSessionInterface
+
+    app.session_interface = PortalSessionInterface()
     directory.init_app(app)
     accounts.init_app(app)
     errors.init_app(app)

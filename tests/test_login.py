@@ -357,3 +357,24 @@ def test_remember_cookie_lasts_remember_cookie_days(app_with, days):
     )
     ahead = expires - datetime.now(UTC)
     assert expected - timedelta(days=0.1) < ahead < expected + timedelta(days=0.1), ahead
+
+
+def test_secret_key_rotation_keeps_sessions_signed_with_a_fallback(slapd):
+    """A new SECRET_KEY with the old one in SECRET_KEY_FALLBACKS keeps people signed in."""
+    old, new = "old-secret-key-" + "a" * 32, "new-secret-key-" + "b" * 32
+    before = make_app(slapd, SECRET_KEY=old)
+    client = before.test_client()
+    AuthActions(client).login("alice")
+    cookie = client.get_cookie("session").value
+
+    def visit(app) -> int:
+        visitor = app.test_client()
+        visitor.set_cookie("session", cookie)
+        return visitor.get("/").status_code
+
+    assert visit(make_app(slapd, SECRET_KEY=new, SECRET_KEY_FALLBACKS=[old])) == 200
+    assert visit(make_app(slapd, SECRET_KEY=new)) == 302, "without the fallback: signed out"
+    rotating = make_app(slapd, SECRET_KEY=old)
+    assert visit(rotating) == 200
+    rotating.secret_key = new  # keys changed in a running app: the cached serializer follows
+    assert visit(rotating) == 302
