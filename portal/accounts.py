@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 
 from flask import Flask, current_app
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 
 _POLICY = "portal.policy"
 _CACHE_WARNING_INTERVAL = 60.0
+# Striped locks: bounded however many people sign in; a collision only serialises two refreshes.
+_REFRESH_LOCKS = tuple(threading.Lock() for _ in range(64))
 _last_cache_warning = float("-inf")
 
 
@@ -79,17 +82,27 @@ def load_user(user_id: str) -> User | None:
     """
     if not isinstance(user_id, str) or not user_id:
         return None
-    attrs = cached_attributes(user_id)
+    attrs = cached_attributes(user_id) or _refresh(user_id)
     if attrs is None:
-        try:
-            attrs = directory.lookup(user_id)
-        except InvalidInput:
-            return None
-        if attrs is None:
-            return None
-        remember(attrs)
+        return None
     user = build_user(attrs)
     return user if user.is_active else None
+
+
+def _refresh(username: str) -> dict | None:
+    # One directory read per person at a time: when an entry expires, a page's many requests
+    # (or an app's, through /auth/verify) would otherwise all read the directory at once.
+    with _REFRESH_LOCKS[hash(username) % len(_REFRESH_LOCKS)]:
+        attrs = cached_attributes(username)  # another request may have just refreshed it
+        if attrs is not None:
+            return attrs
+        try:
+            attrs = directory.lookup(username)
+        except InvalidInput:
+            return None
+        if attrs is not None:
+            remember(attrs)
+        return attrs
 
 
 def _cache_call(operation: str, *args):

@@ -158,3 +158,29 @@ def test_directory_outage_on_cache_miss_is_a_503_and_caches_nothing(own_app, own
         assert accounts.cached_attributes("alice") is None
     own_slapd.start()
     assert client.get("/").status_code == 200, "recovers without a restart"
+
+
+def test_expired_entry_is_refreshed_once_for_many_concurrent_requests(app, auth, ldap_spy, clock):
+    """Twenty requests arriving as the entry expires cost one directory read, not twenty."""
+    import threading
+
+    auth.login("alice")
+    cookie = auth.client.get_cookie("session").value
+    clock.advance(app.config["USER_CACHE_TTL"] + 1)
+    ldap_spy.reset()
+    statuses = []
+    start = threading.Barrier(20)
+
+    def view_home():
+        client = app.test_client()
+        client.set_cookie("session", cookie)
+        start.wait(timeout=30)
+        statuses.append(client.get("/").status_code)
+
+    threads = [threading.Thread(target=view_home) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert statuses == [200] * 20
+    assert ldap_spy.count("search") == 2, "one lookup: the person's entry and their groups"
