@@ -36,7 +36,8 @@ LDAP_CA_FILE = ""
 LDAP_CONNECT_TIMEOUT = 3
 #: Seconds to wait for any one LDAP operation's answer.
 LDAP_OPERATION_TIMEOUT = 5
-#: How many service connections each process may use at once (and keeps open for reuse).
+#: Connections each process may use at once, and keeps open for reuse, in each of its two
+#: pools: service searches, and password checks (so also the logins checked at one time).
 LDAP_POOL_SIZE = 4
 #: Results per page when reading groups (Active Directory answers at most 1000 per page).
 LDAP_PAGE_SIZE = 500

@@ -76,6 +76,11 @@ def check_settings(config, known: set[str]) -> list[str]:
     for key in _ATTRIBUTES:
         require(is_attribute_name(config.get(key)), key, "an LDAP attribute name")
     require(is_text(config.get("SECRET_KEY")), "SECRET_KEY", "set a value")
+    require(
+        config.get("SESSION_PROTECTION") is None,
+        "SESSION_PROTECTION",
+        "leave unset: Flask-Login's protection trusts client headers and the portal turns it off",
+    )
     warnings = _check_servers(config)
     _check_service_account(config)
     _check_people(config)

@@ -39,6 +39,7 @@ def settings(**changes):
         ("LDAP_ATTR_USERNAME", "uid)(x"),
         ("CACHE_TYPE", "FileSystemCache"),
         ("SECRET_KEY", ""),
+        ("SESSION_PROTECTION", "strong"),
     ],
 )
 def test_bad_setting_stops_start_up_naming_the_key(key, value):

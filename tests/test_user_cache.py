@@ -184,3 +184,27 @@ def test_expired_entry_is_refreshed_once_for_many_concurrent_requests(app, auth,
         thread.join(timeout=60)
     assert statuses == [200] * 20
     assert ldap_spy.count("search") == 2, "one lookup: the person's entry and their groups"
+
+
+def test_first_login_of_a_process_costs_five_operations(slapd, ldap_spy):
+    """Cold pools: service bind, user search, liveness bind of the new password-check
+    connection, the person's bind, group search. Warm pools: 3."""
+    app = make_app(slapd)
+    ldap_spy.reset()
+    assert AuthActions(app.test_client()).login("alice").status_code == 302
+    assert ldap_spy.operations == 5
+    assert ldap_spy.count("open") == 2, "one service and one password-check connection"
+
+
+def test_pooled_connections_keep_no_password(app, auth):
+    """After logins (right and wrong), nothing reachable from the pools holds a password."""
+    auth.login("alice")
+    AuthActions(app.test_client()).login("bob", "a-mistyped-password")
+    directory = app.extensions["portal.directory"]
+    pooled = directory.bind_pool._idle + directory.pool._idle
+    assert pooled, "the logins left connections in the pools"
+    for connection in pooled:
+        dump = repr({name: getattr(connection, name, None) for name in dir(connection)
+                     if not name.startswith("__")})  # fmt: skip
+        for secret in ("alice-secret", "a-mistyped-password", "dev-only-reader-secret"):
+            assert secret not in dump, f"a pooled connection keeps {secret!r}"

@@ -41,27 +41,16 @@ def make_servers(settings: DirectorySettings) -> list[ldap3.Server]:
     ]
 
 
-def open_connection(
-    servers: list[ldap3.Server],
-    settings: DirectorySettings,
-    user: str | None,
-    password: str | None,
-    controls: list | None = None,
-) -> tuple[ldap3.Connection, bool]:
-    """Connect to the first server that answers and simple-bind; return (connection, bound).
+def connect(servers: list[ldap3.Server], settings: DirectorySettings) -> ldap3.Connection:
+    """Open a connection to the first server that answers (upgraded by StartTLS if set), unbound.
 
-    With LDAP_START_TLS the connection is upgraded before the bind, and a failed upgrade counts
-    as a failed server: no password is ever sent in clear by mistake. A refused bind is an
-    answer (bound is False). Raises DirectoryUnavailable when no server could be reached or
-    every one failed mid-bind.
+    A failed StartTLS upgrade counts as a failed server, so no password is ever sent in clear by
+    mistake. Raises DirectoryUnavailable when no server could be reached.
     """
     failures = []
     for server in servers:
         connection = ldap3.Connection(
             server,
-            user=user,
-            password=password,
-            authentication=ldap3.SIMPLE if user else ldap3.ANONYMOUS,
             client_strategy=ldap3.SYNC,
             auto_referrals=False,
             read_only=True,
@@ -72,14 +61,40 @@ def open_connection(
             connection.open(read_server_info=False)
             if settings.start_tls and not connection.start_tls(read_server_info=False):
                 raise ConnectionError(f"StartTLS refused: {connection.result}")
-            bound = connection.bind(read_server_info=False, controls=controls)
         except Exception as error:  # noqa: BLE001 - socket, TLS and decoding errors alike
             failures.append(f"{server.host}:{server.port}: {type(error).__name__}: {error}")
             discard(connection)
             continue
-        return connection, bound
+        return connection
     log.warning("no directory server answered: %s", "; ".join(failures))
     raise DirectoryUnavailable("no directory server answered")
+
+
+def open_connection(
+    servers: list[ldap3.Server],
+    settings: DirectorySettings,
+    user: str | None,
+    password: str | None,
+) -> tuple[ldap3.Connection, bool]:
+    """Connect (see `connect`) and simple-bind as user, or anonymously; return (connection, bound).
+
+    A refused bind is an answer (bound is False). A server that fails during the bind is skipped
+    for the next one; DirectoryUnavailable when none is left.
+    """
+    for index in range(len(servers)):
+        connection = connect(servers[index:], settings)
+        connection.user, connection.password = user, password
+        connection.authentication = ldap3.SIMPLE if user else ldap3.ANONYMOUS
+        try:
+            bound = connection.bind(read_server_info=False)
+        except Exception as error:  # noqa: BLE001 - the server failed mid-bind
+            log.warning("bind failed on %s: %r", connection.server.host, error)
+            discard(connection)
+            continue
+        finally:
+            connection.password = connection.request = None  # keep no password around
+        return connection, bound
+    raise DirectoryUnavailable("no directory server answered the bind")
 
 
 def discard(connection: ldap3.Connection) -> None:
@@ -171,5 +186,8 @@ class BindPool(ServicePool):
     """
 
     def _open(self) -> ldap3.Connection:
+        # The anonymous bind is the liveness check: a server that accepts TCP but never answers
+        # is found here and skipped for the next one, not on a person's login. (A server that
+        # refuses anonymous binds still answers, which is all this needs.)
         connection, _ = open_connection(self.servers, self.settings, None, None)
         return connection

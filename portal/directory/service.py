@@ -162,7 +162,8 @@ class Directory:
                 read_server_info=False, controls=[(account_state.PPOLICY_CONTROL, False, None)]
             )
         finally:
-            connection.password = None  # a pooled object never keeps a password
+            # A pooled object never keeps a password: ldap3 also keeps the last request.
+            connection.password = connection.request = None
         result = connection.result or {}
         code = result.get("result")
         state = account_state.from_bind(result)
