@@ -137,6 +137,8 @@ CACHE_REDIS_TIMEOUT = 1
 CACHE_THRESHOLD = 10000
 #: Seconds a signed-in person's directory data is reused before it is read again.
 USER_CACHE_TTL = 300
+#: Seconds /readyz reuses its last answer, so frequent probes cannot hammer the directory.
+HEALTH_CACHE_SECONDS = 5
 #: Days a "remember me" cookie stays valid.
 REMEMBER_COOKIE_DAYS = 14
 #: Send cookies only over HTTPS (turn off only for plain-HTTP local development).

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.conftest import AuthActions, make_app
 
 
@@ -47,18 +49,42 @@ def test_healthz_is_ok_without_any_io(client, ldap_spy):
     assert ldap_spy.count() == 0
 
 
-def test_readyz_follows_the_directory(own_slapd):
+@pytest.fixture
+def readiness_clock(monkeypatch):
+    """Move /readyz's reuse window forward instead of waiting it out."""
+    now = [1000.0]
+    monkeypatch.setattr("portal.health.views.clock", lambda: now[0])
+
+    def advance(seconds: float) -> None:
+        now[0] += seconds
+
+    return advance
+
+
+def test_readyz_follows_the_directory(own_slapd, readiness_clock):
     """/readyz is 200 with the directory up, 503 naming the directory when it is down."""
     client = make_app(own_slapd).test_client()
     ready = client.get("/readyz")
     assert ready.status_code == 200
     assert ready.get_json()["checks"] == {"directory": True, "cache": True}
     own_slapd.stop()
+    assert client.get("/readyz").status_code == 200, "the last answer is reused for a while"
+    readiness_clock(5)
     down = client.get("/readyz")
     assert down.status_code == 503
     assert down.get_json()["failed"] == ["directory"]
     own_slapd.start()
+    readiness_clock(5)
     assert client.get("/readyz").status_code == 200
+
+
+def test_frequent_readiness_probes_reach_the_directory_once_per_window(slapd, ldap_spy):
+    """Ten probes within HEALTH_CACHE_SECONDS cost one probe of the directory."""
+    client = make_app(slapd, HEALTH_CACHE_SECONDS=60).test_client()
+    for _ in range(10):
+        assert client.get("/readyz").status_code == 200
+    assert ldap_spy.count("open") == 1
+    assert ldap_spy.count("search") == 1
 
 
 def test_readyz_reports_a_refused_service_account(slapd):
@@ -67,3 +93,25 @@ def test_readyz_reports_a_refused_service_account(slapd):
     response = client.get("/readyz")
     assert response.status_code == 503
     assert response.get_json()["failed"] == ["directory"]
+
+
+def test_servers_are_probed_at_the_same_time(slapd, monkeypatch):
+    """A dead server's timeouts do not add up with the others': every probe is in flight at once."""
+    import threading
+
+    from portal.directory import service
+    from portal.directory.health import ServerHealth
+
+    together = threading.Barrier(3, timeout=10)  # sequential probes would never all meet here
+
+    def probe(server, settings):
+        together.wait()
+        return ServerHealth(f"{server.host}:{server.port}", True, True, True, 1.0)
+
+    monkeypatch.setattr(service, "probe", probe)
+    urls = [slapd.url, "ldap://127.0.0.1:1", "ldap://127.0.0.1:2"]
+    app = make_app(None, LDAP_URLS=urls)
+    with app.app_context():
+        results = app.extensions["portal.directory"].check_health()
+    assert [result.url for result in results] == ["127.0.0.1:" + slapd.url.rsplit(":", 1)[1],
+                                                  "127.0.0.1:1", "127.0.0.1:2"]  # fmt: skip

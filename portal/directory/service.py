@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import ldap3
@@ -72,8 +73,12 @@ class Directory:
         return attrs if attrs["username"] == name else None
 
     def check_health(self) -> list[ServerHealth]:
-        """Probe each server in turn with a fresh service bind and a base search."""
-        return [probe(server, self.settings) for server in self.servers]
+        """Probe every server at once (fresh service bind and base search), in LDAP_URLS order.
+
+        In parallel, so one dead or hanging server costs its own timeouts, not the sum of all.
+        """
+        with ThreadPoolExecutor(max_workers=len(self.servers)) as pool:
+            return list(pool.map(lambda server: probe(server, self.settings), self.servers))
 
     def close(self) -> None:
         """Close the pooled connections."""

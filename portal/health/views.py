@@ -1,10 +1,17 @@
 """/healthz says the process runs; /readyz says the directory and the cache answer."""
 
-from flask import jsonify
+import threading
+import time
+
+from flask import current_app, jsonify
 
 from .. import directory
 from ..probes import probe_cache
 from . import bp
+
+#: The clock /readyz's reuse window is judged by (a function, so tests can move it).
+clock = time.monotonic
+_lock = threading.Lock()
 
 
 @bp.route("/healthz")
@@ -15,7 +22,20 @@ def healthz():
 
 @bp.route("/readyz")
 def readyz():
-    """200 when a service bind + search worked on some server and the cache answered, else 503."""
+    """200 when a service bind + search worked on some server and the cache answered, else 503.
+
+    The answer is reused for HEALTH_CACHE_SECONDS, however often load balancers ask.
+    """
+    window = current_app.config["HEALTH_CACHE_SECONDS"]
+    with _lock:
+        when, body, status = current_app.extensions.get("portal.readiness", (None, None, 0))
+        if when is None or clock() - when >= window:
+            body, status = _probe()
+            current_app.extensions["portal.readiness"] = (clock(), body, status)
+    return jsonify(body), status
+
+
+def _probe() -> tuple[dict, int]:
     servers = directory.check_health()
     checks = {
         "directory": any(server.ok for server in servers),
@@ -27,4 +47,4 @@ def readyz():
         "checks": checks,
         "failed": sorted(name for name, ok in checks.items() if not ok),
     }
-    return jsonify(body), 200 if ready else 503
+    return body, 200 if ready else 503
