@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 from flask import Flask
@@ -21,6 +22,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     for warning in config.validate(app.config):
         app.logger.warning("settings: %s", warning)
     _derive_settings(app)
+    app.config["PORTAL_STARTED_AT"] = time.time()
     _check_page_templates(app)
 
     from . import accounts, directory, errors
@@ -31,6 +33,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.login_message = "Please sign in to open that page."
+    login_manager.refresh_view = "auth.login"
+    login_manager.needs_refresh_message = "Please enter your password again to open that page."
     # "basic"/"strong" protection fingerprints the client-supplied X-Forwarded-For header;
     # sessions are protected by the signed cookie and the cached is_active check instead.
     login_manager.session_protection = None
@@ -52,9 +56,13 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     for blueprint in (auth_bp, main_bp, admin_bp, health_bp, sso_bp):
         app.register_blueprint(blueprint)
-    from .cli import access_check
+    from .cli import commands
 
-    app.cli.add_command(access_check)
+    for command in commands:
+        app.cli.add_command(command)
+    from . import metrics  # GET /metrics
+
+    metrics.init_app(app)
     return app
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import wraps
 
 from flask import abort, current_app, request
-from flask_login import current_user
+from flask_login import current_user, login_fresh
 
 from . import rules
 from .extensions import login_manager
@@ -44,7 +44,8 @@ def group_required(*groups: str):
 
 
 def admin_required(view):
-    """Let a view through only for members of ACCESS_ADMIN_GROUPS (else 403)."""
+    """Let a view through only for members of ACCESS_ADMIN_GROUPS (else 403), and only in a
+    session that began with a password (a "remember me" session must sign in again)."""
 
     @wraps(view)
     def guarded(*args, **kwargs):
@@ -52,6 +53,8 @@ def admin_required(view):
             return login_manager.unauthorized()
         if not current_user.is_admin:
             abort(403)
+        if not login_fresh():
+            return login_manager.needs_refresh()
         return view(*args, **kwargs)
 
     return guarded

@@ -15,7 +15,7 @@ import time
 
 from flask import Flask, current_app
 
-from . import directory
+from . import directory, metrics
 from .directory import InvalidInput
 from .extensions import cache, login_manager
 from .models import AccessPolicy, User
@@ -82,11 +82,13 @@ def load_user(user_id: str) -> User | None:
     """
     if not isinstance(user_id, str) or not user_id:
         return None
-    attrs = cached_attributes(user_id) or _refresh(user_id)
-    if attrs is None:
-        return None
-    user = build_user(attrs)
-    return user if user.is_active else None
+    cached = cached_attributes(user_id)
+    metrics.cache_request(hit=cached is not None)  # metrics
+    attrs = cached or _refresh(user_id)
+    user = build_user(attrs) if attrs is not None else None
+    active = user is not None and user.is_active
+    metrics.user_load(("cache" if cached else "directory") if active else "none")  # metrics
+    return user if active else None
 
 
 def _refresh(username: str) -> dict | None:

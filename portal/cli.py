@@ -1,15 +1,44 @@
-"""Command line: `flask --app portal access-check USER URL` tests the access rules for a person."""
+"""Command line for operators: `flask --app portal check | whois | flush | access-check`.
+
+- ``check``: settings, then for every server in LDAP_URLS: connect, TLS, service bind, a base
+  search of each user base and of LDAP_GROUP_BASE, a count of people and groups; then the cache.
+  One line per step, "ok" or "FAILED: reason"; exit status 1 when any step failed.
+- ``whois USERNAME``: what the directory says about a person, whether they may sign in and why,
+  the pages they can and cannot open and why, and their cache entry (portal.explain).
+- ``flush USERNAME`` / ``flush --all``: drop one person's cache entry, or every person's.
+- ``access-check USERNAME URL``: which ACCESS_RULES rule decides a request.
+
+A setting the portal refuses stops every command before it runs (create_app raises ConfigError:
+exit status 1, the last line names the key).
+"""
 
 from __future__ import annotations
 
+import functools
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from itertools import islice
 from urllib.parse import urlsplit
 
 import click
+import ldap3
 from flask import current_app
 from flask.cli import with_appcontext
 
-from . import accounts, directory, rules
-from .directory import DirectoryError
+from . import accounts, config, directory, explain
+from .directory import DirectoryError, InvalidInput
+from .directory.connections import discard, open_connection
+from .directory.groups import dn_key
+from .directory.queries import login_forms
+from .directory.search import run_search
+from .extensions import cache
+from .probes import probe_cache
+
+#: Entries `check` counts at most per base (a sample: it says "at least" beyond).
+COUNT_LIMIT = 1000
+_SIZE_LIMIT_EXCEEDED = 4
 
 
 @click.command("access-check")
@@ -19,22 +48,373 @@ from .directory import DirectoryError
 @with_appcontext
 def access_check(username: str, url: str, method: str) -> None:
     """Say whether USERNAME may open URL, and which rule decides (exit 0 allowed, 1 denied)."""
-    try:
-        attrs = directory.lookup(username)
-    except DirectoryError as error:
-        raise click.ClickException(f"the directory did not answer: {error}") from error
+    attrs = _lookup(username)
     if attrs is None:
         click.echo(f"{username}: no such person, or the account is not usable: DENIED")
         raise SystemExit(1)
-    user = accounts.build_user(attrs)
-    if not user.is_active:
-        click.echo(f"{user.username}: not allowed to use the portal (groups): DENIED")
+    person = explain.standing(attrs["groups"], accounts.policy())
+    if not person.active:
+        click.echo(f"{attrs['username']}: may not use the portal, {person.reason}: DENIED")
         raise SystemExit(1)
-    parts = urlsplit(url if "://" in url else f"https://{url}")
-    config = current_app.config
-    decision = rules.decide(config["ACCESS_RULES"], config["ACCESS_DEFAULT_POLICY"],
-                            user.groups, parts.netloc, parts.path or "/", method)  # fmt: skip
+    settings = current_app.config
+    decision = explain.judge_url(attrs["groups"], settings["ACCESS_RULES"],
+                                 settings["ACCESS_DEFAULT_POLICY"], url, method)  # fmt: skip
     verdict = "ALLOWED" if decision.allowed else "DENIED"
-    click.echo(f"{user.username} {method.upper()} {url}: {verdict} by {decision.reason}")
-    click.echo(f"groups: {', '.join(user.groups)}")
+    click.echo(f"{attrs['username']} {method.upper()} {url}: {verdict} by {decision.reason}")
+    click.echo(f"groups: {', '.join(attrs['groups'])}")
     raise SystemExit(0 if decision.allowed else 1)
+
+
+@click.command("check")
+@with_appcontext
+def check() -> None:
+    """Check the settings, every directory server and the cache (exit 1 if anything failed).
+
+    Per server: connect (and StartTLS when set), whether TLS is in use, the service bind, a base
+    search of each LDAP_USER_BASE and of LDAP_GROUP_BASE, the number of people LDAP_USER_FILTER
+    matches with "*" in place of {username} and {login}, and the number of entries with an
+    LDAP_GROUP_NAME_ATTR under LDAP_GROUP_BASE (each counted up to 1000). None of it is cached
+    or pooled: every server gets its own fresh connection.
+    """
+    report = _Report()
+    try:
+        warnings = config.validate(current_app.config)
+    except config.ConfigError as error:  # create_app validated already; kept for safety
+        report.failed("settings", str(error))
+    else:
+        report.ok("settings")
+        for warning in warnings:
+            click.echo(f"settings: warning: {warning}")
+    found = directory.get_directory()
+    for url, server in zip(found.settings.urls, found.servers, strict=True):
+        _check_server(report.for_server(url), server, found.settings)
+    cache_type = current_app.config["CACHE_TYPE"]
+    if cache_type == "NullCache":
+        report.info("cache (NullCache)", "none: every request reads the directory")
+    elif probe_cache():
+        report.ok(f"cache ({cache_type})")
+    else:
+        report.failed(f"cache ({cache_type})", "did not answer a write and read back")
+    if report.failures:
+        click.echo(f"check: FAILED ({report.failures} failed)")
+        raise SystemExit(1)
+    click.echo("check: ok")
+
+
+@click.command("whois")
+@click.argument("username")
+@click.option(
+    "--host",
+    help="Host name of the portal ACCESS_RULES are judged for "
+    "(default: SSO_PORTAL_URL's, else SERVER_NAME, else localhost).",
+)
+@with_appcontext
+def whois(username: str, host: str | None) -> None:
+    """What the directory says about USERNAME, whether they may use the portal, and why.
+
+    Reads the directory afresh (the cache is shown, not used or changed). Exit status 0 when the
+    directory knows a usable account by that name, 1 when not or when it did not answer.
+    """
+    settings = current_app.config
+    host = host or _portal_host()
+    attrs = _lookup(username)
+    name = attrs["username"] if attrs else _canonical(username)
+    found = explain.explain_user(
+        name,
+        attrs,
+        accounts.policy(),
+        settings["PAGES"],
+        rules=settings["ACCESS_RULES"],
+        default_policy=settings["ACCESS_DEFAULT_POLICY"],
+        host=host,
+        cached=accounts.cached_attributes(name),
+        ttl=settings["USER_CACHE_TTL"],
+        now=time.time(),
+    )
+    for line in _whois_lines(found, host):
+        click.echo(line)
+    raise SystemExit(0 if found.found else 1)
+
+
+@click.command("flush")
+@click.argument("username", required=False)
+@click.option("--all", "everyone", is_flag=True, help="Drop every person's cache entry.")
+@with_appcontext
+def flush(username: str | None, everyone: bool) -> None:
+    """Drop USERNAME's cache entry (or everyone's with --all): the next request reads the directory.
+
+    Sessions stay valid; only the cached directory data goes. With RedisCache, --all deletes the
+    keys CACHE_KEY_PREFIX + "user:*" and nothing else (Flask-Caching's cache.clear() would delete
+    every key under the prefix, or FLUSHDB the whole Redis database when the prefix is empty).
+    SimpleCache lives inside each server process: this command reaches only its own.
+    """
+    if bool(username) == everyone:
+        raise click.UsageError("name one USERNAME, or give --all")
+    cache_type = current_app.config["CACHE_TYPE"]
+    if cache_type == "NullCache":
+        click.echo("the cache is NullCache: nothing is cached, nothing to flush")
+        return
+    if not probe_cache():
+        raise click.ClickException(f"the cache ({cache_type}) did not answer: nothing flushed")
+    if everyone:
+        removed = _forget_everyone()
+        counted = "" if removed is None else f": {removed} entries removed"
+        click.echo(f"user cache cleared{counted}")
+    else:
+        name = _canonical(username)
+        cached = accounts.cached_attributes(name)
+        accounts.forget(name)
+        if cached is None:
+            click.echo(f"{name}: no cache entry")
+        else:
+            age = explain.cache_state(cached, None, 0, time.time()).age_seconds
+            click.echo(f"{name}: cache entry removed (it was {age} s old)")
+    if cache_type == "SimpleCache":
+        click.echo(
+            "note: SimpleCache lives inside each server process and this command cleared only "
+            "its own; running servers keep their entries up to USER_CACHE_TTL "
+            f"({current_app.config['USER_CACHE_TTL']} s) or until restarted",
+            err=True,
+        )
+
+
+#: Every command, for create_app to register.
+commands = (access_check, check, whois, flush)
+
+
+# --- check -------------------------------------------------------------------------------------
+
+
+class _Report:
+    """Prints one line per step and counts the failures."""
+
+    def __init__(self, prefix: str = "", parent: _Report | None = None):
+        self.prefix = prefix
+        self.parent = parent
+        self.failures = 0
+
+    def for_server(self, url: str) -> _Report:
+        return _Report(f"{url} ", self)
+
+    def ok(self, step: str, detail: str = "") -> None:
+        click.echo(f"{self.prefix}{step}: ok{f' ({detail})' if detail else ''}")
+
+    def info(self, step: str, detail: str) -> None:
+        click.echo(f"{self.prefix}{step}: {detail}")
+
+    def failed(self, step: str, reason: str) -> None:
+        click.echo(f"{self.prefix}{step}: FAILED: {reason}")
+        self.failures += 1
+        if self.parent is not None:
+            self.parent.failures += 1
+
+    def step(self, step: str, action: Callable[[], str], notes: list[str]) -> bool:
+        """Run one step: its returned detail on "ok", the error and the log's reasons if not."""
+        notes.clear()
+        try:
+            detail = action()
+        except Exception as error:  # noqa: BLE001 - a check reports whatever it hits
+            self.failed(step, _reason(error, notes))
+            return False
+        self.ok(step, detail)
+        return True
+
+
+def _check_server(report: _Report, server: ldap3.Server, settings) -> None:
+    with _directory_warnings() as notes:
+        connection = _connect(report, server, settings, notes)
+        if connection is None:
+            return
+        try:
+            bases = [("user base", base, "people", _count_people) for base in settings.user_bases]
+            bases.append(("group base", settings.group_base, "groups", _count_groups))
+            for kind, base, what, count in bases:
+                read = functools.partial(_read, connection, settings, base)
+                if report.step(f"{kind} {base}", read, notes):
+                    counted = functools.partial(count, connection, settings, base)
+                    report.step(f"{what} under {base}", counted, notes)
+        finally:
+            discard(connection)
+
+
+def _connect(report: _Report, server, settings, notes: list[str]) -> ldap3.Connection | None:
+    # open_connection connects (StartTLS included: a failed upgrade is a failed connect) and
+    # binds; its reasons for a failure go to the log, which _directory_warnings collects.
+    started = time.perf_counter()
+    who = settings.bind_dn or None
+    try:
+        connection, bound = open_connection([server], settings, who, settings.bind_password)
+    except DirectoryError as error:
+        report.failed("connect", _reason(error, notes))
+        return None
+    report.ok("connect", f"{(time.perf_counter() - started) * 1000:.0f} ms")
+    if server.ssl:
+        report.ok("tls", "ldaps://, certificate and host name verified")
+    elif settings.start_tls:
+        report.ok("tls", "StartTLS, certificate and host name verified")
+    else:
+        report.info("tls", "none (plain ldap://)")
+    step = f"service bind as {who}" if who else "service bind (anonymous)"
+    if not bound:
+        result = connection.result or {}
+        report.failed(step, f"{result.get('description')} ({result.get('result')}) "
+                            f"{result.get('message') or ''}".strip())  # fmt: skip
+        discard(connection)
+        return None
+    report.ok(step)
+    return connection
+
+
+def _read(connection: ldap3.Connection, settings, base: str) -> str:
+    if not run_search(connection, settings, base, "(objectClass=*)", ["1.1"], scope=ldap3.BASE):
+        raise LookupError("no such entry, or the service account may not read it")
+    return ""
+
+
+def _count_people(connection: ldap3.Connection, settings, base: str) -> str:
+    # The filter that finds one person, with "*" for the name: every person it could find
+    # (LDAP_DISABLED_FILTER included). Not fill_filter: that would escape the "*".
+    search_filter = settings.user_filter.format_map(_Everything())
+    count = _count(connection, settings, base, search_filter)
+    if count == "0":
+        raise LookupError(f"no entry matches {search_filter}")
+    return f"{count} matching {search_filter}"
+
+
+def _count_groups(connection: ldap3.Connection, settings, base: str) -> str:
+    # Entries with a group name under LDAP_GROUP_BASE (the base itself left out).
+    search_filter = f"({settings.group_name_attr}=*)"
+    count = _count(connection, settings, base, search_filter, skip=dn_key(base))
+    if count == "0":
+        raise LookupError(f"no entry with a {settings.group_name_attr}")
+    return f"{count} entries with a {settings.group_name_attr}"
+
+
+def _count(connection, settings, base: str, search_filter: str, skip: tuple = ()) -> str:
+    entries = run_search(connection, settings, base, search_filter, ["1.1"],
+                         size_limit=COUNT_LIMIT, truncation_ok=True)  # fmt: skip
+    count = sum(1 for entry in entries if not skip or dn_key(entry["dn"]) != skip)
+    cut_short = (connection.result or {}).get("result") == _SIZE_LIMIT_EXCEEDED
+    return f"at least {count}" if cut_short else str(count)
+
+
+def _reason(error: Exception, notes: list[str]) -> str:
+    # The error, then what the directory layer logged about it (which often repeats it).
+    said = str(error) or type(error).__name__
+    if any(note.startswith(said) for note in notes):
+        return "; ".join(notes)
+    return "; ".join([said, *notes])
+
+
+class _Everything(dict):
+    def __missing__(self, key: str) -> str:
+        return "*"
+
+
+@contextmanager
+def _directory_warnings() -> Iterator[list[str]]:
+    """Collect what portal.directory logs (why a server failed) for the FAILED lines."""
+    notes: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            notes.append(record.getMessage())
+
+    handler = Collect(logging.WARNING)
+    logger = logging.getLogger("portal.directory")
+    logger.addHandler(handler)
+    try:
+        yield notes
+    finally:
+        logger.removeHandler(handler)
+
+
+# --- whois and flush ---------------------------------------------------------------------------
+
+
+def _lookup(username: str) -> dict | None:
+    """directory.lookup for a typed name (domain forms accepted); ClickException on failure."""
+    try:
+        return directory.lookup(_canonical(username))
+    except InvalidInput as error:
+        raise click.ClickException(f"{username!r} is not a usable name: {error}") from error
+    except DirectoryError as error:
+        raise click.ClickException(f"the directory did not answer: {error}") from error
+
+
+def _canonical(username: str) -> str:
+    # The name as the cache keys it: trimmed, lower-cased, without a LDAP_LOGIN_DOMAINS domain.
+    settings = directory.get_directory().settings
+    try:
+        name, _ = login_forms(username, settings.username_max_length, settings.login_domains)
+    except InvalidInput as error:
+        raise click.ClickException(f"{username!r} is not a usable name: {error}") from error
+    return name
+
+
+def _portal_host() -> str:
+    settings = current_app.config
+    return (
+        urlsplit(settings["SSO_PORTAL_URL"]).hostname or settings.get("SERVER_NAME") or "localhost"
+    )
+
+
+def _whois_lines(found: explain.Explanation, host: str) -> Iterator[str]:
+    name = found.username
+    if not found.found:
+        yield f"{name}: no such person, or the account is not usable (disabled, locked, expired)"
+    else:
+        person = found.standing
+        yield f"{name}: {found.display_name}" + (f" <{found.email}>" if found.email else "")
+        yield f"dn: {found.dn}"
+        yield f"groups (direct or nested): {', '.join(found.groups) or '(none)'}"
+        yield f"may use the portal: {'yes' if person.active else 'no'}, {person.reason}"
+        if person.admin:
+            yield f"administrator: yes, by {', '.join(person.admin_by)}"
+        elif person.admin_by:
+            yield f"administrator: no (in {', '.join(person.admin_by)}, but may not use the portal)"
+        else:
+            yield "administrator: no"
+        if any(rule.get("hosts") for rule in current_app.config["ACCESS_RULES"]):
+            yield f"pages (ACCESS_RULES judged for host {host}; --host to change):"
+        else:
+            yield "pages:"
+        width = max((len(page.slug) for page in found.pages), default=0)
+        for page in found.pages:
+            state = "open  " if page.open else "closed"
+            yield f"  {state} {page.slug:<{width}}  {page.title}: {page.reason}"
+    yield _cache_line(found)
+
+
+def _cache_line(found: explain.Explanation) -> str:
+    entry = found.cache
+    if entry is None:
+        if current_app.config["CACHE_TYPE"] == "SimpleCache":
+            return "cache: no entry here (SimpleCache lives inside each server process)"
+        return "cache: no entry"
+    line = f"cache: entry {entry.age_seconds} s old, expires in {entry.expires_in_seconds} s"
+    if entry.matches_directory:
+        return line + ", same as the directory"
+    return (
+        f"{line}; it differs from the directory (cached groups: {', '.join(entry.groups)}) and "
+        f"decides their requests until then, or until `flask --app portal flush {found.username}`"
+    )
+
+
+def _forget_everyone() -> int | None:
+    """Drop every person's cache entry; the number removed, or None when not counted."""
+    client = getattr(cache.cache, "_write_client", None)  # cachelib's RedisCache
+    if client is None:
+        # SimpleCache (or NullCache): this process's own store, holding only the portal's data.
+        cache.clear()
+        return None
+    pattern = _glob_escape(current_app.config["CACHE_KEY_PREFIX"]) + accounts.cache_key("*")
+    removed = 0
+    keys = client.scan_iter(match=pattern, count=500)  # SCAN: never blocks Redis like KEYS
+    while batch := list(islice(keys, 500)):
+        removed += client.delete(*batch)
+    return removed
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"\\{char}" if char in "*?[]\\" else char for char in text)

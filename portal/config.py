@@ -113,6 +113,13 @@ ACCESS_RULES: list[dict[str, Any]] = []
 #: What happens to a signed-in, active person when no rule matches: "allow" or "deny".
 ACCESS_DEFAULT_POLICY = "allow"
 
+# --- Metrics (GET /metrics) -----------------------------------------------------------------
+#: Client networks (CIDRs, or single addresses) that may read /metrics without a token.
+METRICS_ALLOWED_NETWORKS: list[str] = ["127.0.0.0/8", "::1/128"]
+#: A token that also lets a client read /metrics from anywhere, sent as
+#: ``Authorization: Bearer <token>``; empty: no token is accepted (networks only).
+METRICS_BEARER_TOKEN = ""
+
 # --- Single sign-on -------------------------------------------------------------------------
 #: Hosts (and their subdomains) the login page may send people back to after signing in.
 SSO_ALLOWED_DOMAINS: list[str] = []

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import ipaddress
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -62,7 +64,9 @@ _FILTERS = {
     "LDAP_GROUP_NESTED_FILTER": {"group_dn"},
 }
 # Keys with these prefixes are the portal's own: one that is not documented is a typo.
-_OWN_PREFIXES = ("LDAP_", "ACCESS_", "USER_", "PAGES", "PASSWORD_", "SSO_")
+_OWN_PREFIXES = ("LDAP_", "ACCESS_", "USER_", "PAGES", "PASSWORD_", "SSO_", "METRICS_")
+# RFC 6750's token characters, so the token survives an Authorization header unchanged.
+_BEARER_TOKEN = re.compile(r"^[A-Za-z0-9._~+/-]+=*$")
 
 
 def check_settings(config, known: set[str]) -> list[str]:
@@ -87,6 +91,7 @@ def check_settings(config, known: set[str]) -> list[str]:
     _check_people(config)
     _check_groups(config)
     _check_access(config)
+    _check_metrics(config)
     check_pages(config.get("PAGES"))
     if config["CACHE_TYPE"] == "RedisCache":
         require(
@@ -203,6 +208,23 @@ def _check_access(config) -> None:
     domains = config.get("SSO_ALLOWED_DOMAINS")
     require(is_str_list(domains, allow_empty=True) and all("/" not in d for d in domains),
              "SSO_ALLOWED_DOMAINS", 'host names such as ["wiki.corp.example"]')  # fmt: skip
+
+
+def _check_metrics(config) -> None:
+    networks = config.get("METRICS_ALLOWED_NETWORKS")
+    require(is_str_list(networks, allow_empty=True), "METRICS_ALLOWED_NETWORKS",
+             'a list of networks such as ["127.0.0.0/8", "10.0.0.0/8"]')  # fmt: skip
+    for network in networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError as error:
+            raise ConfigError(f"setting METRICS_ALLOWED_NETWORKS: {error}") from error
+    token = config.get("METRICS_BEARER_TOKEN")
+    require(
+        isinstance(token, str) and (not token or (len(token) >= 16 and _BEARER_TOKEN.match(token))),
+        "METRICS_BEARER_TOKEN",
+        "empty, or at least 16 letters, digits and - . _ ~ + / characters",
+    )
 
 
 def _check_production(config) -> None:

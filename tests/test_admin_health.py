@@ -26,6 +26,11 @@ def test_status_page_shows_directory_cache_and_session(client, auth, slapd):
     assert "read from the directory 0 s ago" in body
     assert "uid=erin,ou=people,dc=example,dc=org" in body
     assert "_user_id" in body
+    assert "<td>none (clear text)</td>" in body
+    assert "<dt>LDAP_BIND_PASSWORD</dt><dd>(set)</dd>" in body
+    assert "<dt>SECRET_KEY</dt><dd>(set)</dd>" in body
+    assert "dev-only-reader-secret" not in body and "test-secret-key" not in body
+    assert "<dt>Version</dt><dd>0.1.0</dd>" in body
 
 
 def test_status_page_shows_a_down_server(own_slapd):
@@ -115,3 +120,18 @@ def test_servers_are_probed_at_the_same_time(slapd, monkeypatch):
         results = app.extensions["portal.directory"].check_health()
     assert [result.url for result in results] == ["127.0.0.1:" + slapd.url.rsplit(":", 1)[1],
                                                   "127.0.0.1:1", "127.0.0.1:2"]  # fmt: skip
+
+
+def test_admin_pages_need_a_password_session_not_remember_me(slapd):
+    """A "remember me" session reaching /admin is asked for the password again."""
+    app = make_app(slapd)
+    client = app.test_client()
+    AuthActions(client).login("erin", remember=True)
+    assert client.get("/admin/status").status_code == 200
+    client.delete_cookie("session")  # the browser was closed; remember-me signs erin in again
+    response = client.get("/admin/status")
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/login?next=%2Fadmin%2Fstatus")
+    assert client.get("/").status_code == 200, "ordinary pages still open"
+    assert AuthActions(client).login("erin").status_code == 302  # the form is shown again
+    assert client.get("/admin/status").status_code == 200

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 
 from flask import current_app, g, redirect, render_template, request, session, url_for
-from flask_login import current_user, login_user
+from flask_login import current_user, login_fresh, login_user
 from flask_wtf.csrf import generate_csrf
 
-from .. import accounts, directory
+from .. import accounts, directory, metrics
 from ..directory import DirectoryError, InvalidInput, PasswordChangeRequired
 from ..errors import RETRY_AFTER_SECONDS
 from ..extensions import login_manager
@@ -41,7 +41,9 @@ def login():
         allow_http=not current_app.config["SESSION_COOKIE_SECURE"],
     )
     if request.method != "POST":
-        if current_user.is_authenticated:
+        # A "remember me" session (not fresh) is shown the form: admin pages ask it to re-enter
+        # the password.
+        if current_user.is_authenticated and login_fresh():
             return redirect(next_url or url_for("main.home"))
         form.next.data = next_url or ""
         return _page(form)
@@ -52,16 +54,20 @@ def login():
     except InvalidInput:
         attrs = None
     except PasswordChangeRequired:
+        metrics.login("must_change_password")  # metrics
         log.info("login refused for %r: password must be changed", _printable(form.username.data))
         return _page(form, MUST_CHANGE, 403, change_url=current_app.config["PASSWORD_CHANGE_URL"])
     except DirectoryError as error:
+        metrics.login("directory_error")  # metrics
         log.warning("login could not be checked: %s: %s", type(error).__name__, error)
         return _page(form, UNAVAILABLE, 503, {"Retry-After": str(RETRY_AFTER_SECONDS)})
     if attrs is None:
+        metrics.login("failed")  # metrics
         log.info("login failed for %r", _printable(form.username.data))
         return _page(form, FAILED, 401)
     user = accounts.build_user(attrs)
     if not user.is_active:
+        metrics.login("refused")  # metrics
         log.info("login refused for %s: not in an allowed group", user.username)
         return _page(form, REFUSED, 403)
     # A new session for the new identity: nothing from before the login survives it.
@@ -77,6 +83,7 @@ def login():
     session["logout_token"] = generate_csrf()
     accounts.remember(attrs)
     log.info("login succeeded for %s", user.username)
+    metrics.login("success")  # metrics
     return redirect(next_url or url_for("main.home"))
 
 

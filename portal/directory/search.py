@@ -6,6 +6,7 @@ import logging
 
 import ldap3
 
+from .. import metrics
 from . import mapping
 from .errors import DirectoryError, DirectoryUnavailable
 from .settings import DirectorySettings
@@ -39,17 +40,18 @@ def run_search(
     entries: list = []
     cookie, seen = None, set()
     for _ in range(MAX_PAGES):
-        connection.search(
-            base,
-            search_filter,
-            scope,
-            attributes=attributes,
-            size_limit=size_limit,
-            time_limit=settings.operation_timeout,
-            paged_size=settings.page_size if paged else None,
-            paged_cookie=cookie,
-        )
-        entries += _entries(connection, base, truncation_ok)
+        with metrics.ldap_operation("search", connection):  # metrics: time, errors
+            connection.search(
+                base,
+                search_filter,
+                scope,
+                attributes=attributes,
+                size_limit=size_limit,
+                time_limit=settings.operation_timeout,
+                paged_size=settings.page_size if paged else None,
+                paged_cookie=cookie,
+            )
+            entries += _entries(connection, base, truncation_ok)
         controls = (connection.result or {}).get("controls") or {}
         cookie = ((controls.get(_PAGED_RESULTS) or {}).get("value") or {}).get("cookie")
         if not paged or not cookie:

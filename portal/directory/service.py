@@ -9,6 +9,7 @@ from contextlib import contextmanager
 
 import ldap3
 
+from .. import metrics
 from . import account_state, mapping
 from .account_state import State
 from .connections import BindPool, ServicePool, make_servers
@@ -163,9 +164,10 @@ class Directory:
         connection.user, connection.password = who, password
         connection.authentication = ldap3.SIMPLE
         try:
-            bound = connection.bind(
-                read_server_info=False, controls=[(account_state.PPOLICY_CONTROL, False, None)]
-            )
+            with metrics.ldap_operation("bind", connection):  # metrics: time, errors
+                bound = connection.bind(
+                    read_server_info=False, controls=[(account_state.PPOLICY_CONTROL, False, None)]
+                )
         finally:
             # A pooled object never keeps a password: ldap3 also keeps the last request.
             connection.password = connection.request = None
@@ -178,6 +180,7 @@ class Directory:
             log.info("bind as %s refused: account %s", who, state.value)
             return False
         if not bound and code in OUTAGE_CODES:
+            metrics.ldap_error("bind")  # metrics
             raise DirectoryUnavailable(f"bind answered result code {code}")
         if not bound and code != _INVALID_CREDENTIALS:
             # Not a wrong password: a policy or configuration refusal an administrator must see.

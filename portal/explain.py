@@ -1,0 +1,214 @@
+"""Why a person may or may not use the portal and its pages: plain data, no I/O, no Flask.
+
+`flask --app portal whois` prints an `Explanation`; an admin page can render the same data. The
+rules explained are the ones the portal applies: `User.is_active` (an allowed group and no denied
+group), a page's `groups` (any one of them opens it), and ACCESS_RULES judged on the page's path
+(as `access.enforce_access_rules` does before every page view).
+
+Group names are the person's as the directory spells them. They may come from nested groups
+(LDAP_GROUP_NESTING_DEPTH, memberOf or AD's in-chain filter): the directory layer returns the
+names only, not the path through which a nested group was reached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from . import rules as access_rules
+from .models import AccessPolicy
+
+
+@dataclass(frozen=True)
+class Standing:
+    """Whether a person may sign in to the portal, and the groups that decide it."""
+
+    active: bool
+    #: The person's groups listed in ACCESS_ALLOWED_GROUPS, ACCESS_DENIED_GROUPS and
+    #: ACCESS_ADMIN_GROUPS respectively.
+    allowed_by: tuple[str, ...]
+    denied_by: tuple[str, ...]
+    admin_by: tuple[str, ...]
+    reason: str
+
+    @property
+    def admin(self) -> bool:
+        """May open /admin/status: active and in an admin group."""
+        return self.active and bool(self.admin_by)
+
+
+@dataclass(frozen=True)
+class PageAccess:
+    """Whether a person may open one configured page, and why."""
+
+    slug: str
+    title: str
+    #: The page's own `groups` setting, and which of them the person is in.
+    groups: tuple[str, ...]
+    granted_by: tuple[str, ...]
+    open: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class CacheState:
+    """The person's entry in the user cache, compared with what the directory says now."""
+
+    age_seconds: int
+    expires_in_seconds: int
+    #: False when the directory now says otherwise (other groups, or no usable account): the
+    #: cached data still decides every request until the entry expires or is flushed.
+    matches_directory: bool
+    groups: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Everything the portal decides about one person, with the reasons."""
+
+    username: str
+    #: False when the directory has no usable account by that name (unknown, or disabled,
+    #: locked or expired): then the fields below are empty and `standing` is None.
+    found: bool
+    dn: str = ""
+    display_name: str = ""
+    email: str = ""
+    #: Direct or nested: the directory layer does not say which.
+    groups: tuple[str, ...] = ()
+    standing: Standing | None = None
+    pages: tuple[PageAccess, ...] = ()
+    cache: CacheState | None = None
+
+
+def explain_user(
+    username: str,
+    attrs: Mapping | None,
+    policy: AccessPolicy,
+    pages: Sequence[Mapping],
+    *,
+    rules: Sequence[Mapping] = (),
+    default_policy: str = "allow",
+    host: str = "localhost",
+    cached: Mapping | None = None,
+    ttl: int = 0,
+    now: float = 0.0,
+) -> Explanation:
+    """Explain a person from their directory attrs (None: no usable account) and cache entry.
+
+    `pages` is the PAGES setting, `rules` and `default_policy` ACCESS_RULES and
+    ACCESS_DEFAULT_POLICY, `host` the portal's host name those rules are judged for; `cached` is
+    `accounts.cached_attributes()` (with its `fetched_at`), `ttl` USER_CACHE_TTL and `now` the
+    current time.time().
+    """
+    cache = cache_state(cached, attrs, ttl, now)
+    if attrs is None:
+        return Explanation(username=username, found=False, cache=cache)
+    groups = tuple(attrs.get("groups") or ())
+    person = standing(groups, policy)
+    return Explanation(
+        username=attrs["username"],
+        found=True,
+        dn=attrs["dn"],
+        display_name=attrs.get("display_name") or attrs["username"],
+        email=attrs.get("email") or "",
+        groups=groups,
+        standing=person,
+        pages=tuple(page_access(groups, person, pages, rules, default_policy, host)),
+        cache=cache,
+    )
+
+
+def standing(groups: Iterable[str], policy: AccessPolicy) -> Standing:
+    """Whether these groups may sign in under the policy: the denied groups win."""
+    groups = tuple(groups)
+    allowed_by = _members(groups, policy.allowed)
+    denied_by = _members(groups, policy.denied)
+    admin_by = _members(groups, policy.admin)
+    if denied_by:
+        reason = f"refused by denied group {_names(denied_by)}"
+        if allowed_by:
+            reason += f" (although in allowed group {_names(allowed_by)})"
+    elif allowed_by:
+        reason = f"allowed by {_names(allowed_by)}"
+    elif policy.allowed:
+        reason = f"in no allowed group (needs {_one_of(sorted(policy.allowed))})"
+    else:
+        reason = "in no allowed group (ACCESS_ALLOWED_GROUPS is empty)"
+    return Standing(not denied_by and bool(allowed_by), allowed_by, denied_by, admin_by, reason)
+
+
+def page_access(
+    groups: Iterable[str],
+    person: Standing,
+    pages: Sequence[Mapping],
+    rules: Sequence[Mapping] = (),
+    default_policy: str = "allow",
+    host: str = "localhost",
+) -> list[PageAccess]:
+    """Whether each configured page opens for these groups, in settings order, with the reason."""
+    groups = tuple(groups)
+    judged = bool(rules) or default_policy != "allow"  # as enforce_access_rules skips otherwise
+    found = []
+    for page in pages:
+        needed = tuple(page["groups"])
+        granted = _members(groups, {name.casefold() for name in needed})
+        by_groups = f"member of {_names(granted)}" if granted else f"needs {_one_of(needed)}"
+        if not person.active:
+            opens, reason = False, f"cannot sign in; {by_groups}"
+        elif not granted:
+            opens, reason = False, by_groups
+        else:
+            decision = (
+                access_rules.decide(rules, default_policy, groups, host, f"/pages/{page['slug']}")
+                if judged
+                else None
+            )
+            opens = decision is None or decision.allowed
+            reason = by_groups if opens else f"{by_groups}, but {decision.reason}"
+        found.append(PageAccess(page["slug"], page["title"], needed, granted, opens, reason))
+    return found
+
+
+def cache_state(
+    cached: Mapping | None, attrs: Mapping | None, ttl: int, now: float
+) -> CacheState | None:
+    """Describe a cache entry (`accounts.cached_attributes()`), or None when there is none."""
+    if cached is None:
+        return None
+    age = max(0, int(now - float(cached.get("fetched_at") or now)))
+    held = {key: value for key, value in cached.items() if key != "fetched_at"}
+    return CacheState(
+        age_seconds=age,
+        expires_in_seconds=max(0, ttl - age),
+        matches_directory=attrs is not None and held == dict(attrs),
+        groups=tuple(held.get("groups") or ()),
+    )
+
+
+def judge_url(
+    groups: Iterable[str],
+    rules: Sequence[Mapping],
+    default_policy: str,
+    url: str,
+    method: str = "GET",
+) -> access_rules.Decision:
+    """ACCESS_RULES' decision for an active person opening `url` (https:// assumed if absent)."""
+    parts = urlsplit(url if "://" in url else f"https://{url}")
+    return access_rules.decide(
+        list(rules), default_policy, groups, parts.netloc, parts.path or "/", method
+    )
+
+
+def _members(groups: Sequence[str], names: Iterable[str]) -> tuple[str, ...]:
+    # The person's groups (as the directory spells them) that are among `names` (folded).
+    keys = {name.casefold() for name in names}
+    return tuple(group for group in groups if group.casefold() in keys)
+
+
+def _names(groups: Sequence[str]) -> str:
+    return ", ".join(groups)
+
+
+def _one_of(groups: Sequence[str]) -> str:
+    return groups[0] if len(groups) == 1 else f"one of {', '.join(groups)}"

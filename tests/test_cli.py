@@ -1,0 +1,315 @@
+"""The operators' command line: check, whois and flush, against a real slapd (and redis-server)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import uuid
+
+import pytest
+import redis
+
+from portal import accounts
+from portal.testing.slapd import free_port
+from portal.testing.tls import make_ca, make_server_certificate
+from tests.conftest import ROOT, SERVICE_DN, AuthActions, make_app, start_slapd
+from tests.servers import require_binary
+
+PEOPLE = "ou=people,dc=example,dc=org"
+GROUPS = "ou=groups,dc=example,dc=org"
+
+
+def run(app, *args: str):
+    """Invoke `flask --app portal ARGS...` on this app in-process."""
+    return app.test_cli_runner().invoke(args=list(args))
+
+
+def sign_in(app, *names: str) -> None:
+    """Sign people in through the login form, which fills their cache entries."""
+    for name in names:
+        assert AuthActions(app.test_client()).login(name).status_code == 302
+
+
+def cached(app, name: str) -> dict | None:
+    """The person's cache entry, as the user loader would read it."""
+    with app.app_context():
+        return accounts.cached_attributes(name)
+
+
+# --- check ---------------------------------------------------------------------------------------
+
+
+def test_check_passes_against_the_demo_directory(app, slapd):
+    """Every step of `check` says ok against a healthy directory, and the exit status is 0."""
+    result = run(app, "check")
+    assert result.exit_code == 0, result.output
+    server = slapd.url
+    for line in [
+        "settings: ok",
+        f"{server} tls: none (plain ldap://)",
+        f"{server} service bind as {SERVICE_DN}: ok",
+        f"{server} user base {PEOPLE}: ok",
+        f"{server} people under {PEOPLE}: ok (6 matching (&(objectClass=inetOrgPerson)(uid=*)))",
+        f"{server} group base {GROUPS}: ok",
+        f"{server} groups under {GROUPS}: ok (6 entries with a cn)",
+        "cache (SimpleCache): ok",
+        "check: ok",
+    ]:
+        assert line in result.output.splitlines()
+    assert f"{server} connect: ok (" in result.output
+    assert "FAILED" not in result.output
+
+
+def test_check_fails_naming_the_server_when_it_is_stopped(own_slapd):
+    """A stopped server gives a FAILED connect line naming it and why, and exit status 1."""
+    app = make_app(own_slapd)
+    own_slapd.stop()
+    result = run(app, "check")
+    assert result.exit_code == 1
+    assert f"{own_slapd.url} connect: FAILED: " in result.output
+    assert "Connection refused" in result.output
+    assert "check: FAILED (1 failed)" in result.output
+
+
+def test_check_fails_on_a_wrong_service_password(slapd):
+    """A refused service bind is a FAILED line with the server's answer, and exit status 1."""
+    app = make_app(slapd, LDAP_BIND_PASSWORD="not-the-password")
+    result = run(app, "check")
+    assert result.exit_code == 1
+    assert f"{slapd.url} connect: ok" in result.output
+    assert f"{slapd.url} service bind as {SERVICE_DN}: FAILED: invalidCredentials" in (
+        result.output
+    )
+    assert "user base" not in result.output  # nothing is searched without the bind
+
+
+def test_check_reads_every_user_base_and_fails_on_a_missing_one(slapd):
+    """Each LDAP_USER_BASE gets its own base search; one that does not exist fails the check."""
+    missing = "ou=nobody-here,dc=example,dc=org"
+    app = make_app(slapd, LDAP_USER_BASE=[PEOPLE, missing])
+    result = run(app, "check")
+    assert result.exit_code == 1
+    assert f"{slapd.url} people under {PEOPLE}: ok" in result.output
+    assert f"{slapd.url} user base {missing}: FAILED: no such entry" in result.output
+    assert f"people under {missing}" not in result.output
+
+
+@pytest.fixture(scope="module")
+def ldaps_slapd(tmp_path_factory):
+    """A demo slapd also serving ldaps:// with a certificate from a test CA."""
+    require_binary("openssl", "apt-get install openssl")
+    folder = tmp_path_factory.mktemp("tls")
+    certificate = make_server_certificate(folder, make_ca(folder), "IP:127.0.0.1")
+    server = start_slapd(tls_files=(certificate.cert_file, certificate.key_file))
+    yield server, certificate
+    server.cleanup()
+
+
+def test_check_reports_tls_and_refuses_an_untrusted_certificate(ldaps_slapd):
+    """ldaps:// with the right CA says TLS is in use; without it the connect fails, saying why."""
+    server, certificate = ldaps_slapd
+    trusted = make_app(None, LDAP_URLS=[server.ldaps_url], LDAP_CA_FILE=str(certificate.ca_file))
+    result = run(trusted, "check")
+    assert result.exit_code == 0, result.output
+    assert f"{server.ldaps_url} tls: ok (ldaps://, certificate and host name verified)" in (
+        result.output
+    )
+    untrusted = run(make_app(None, LDAP_URLS=[server.ldaps_url]), "check")
+    assert untrusted.exit_code == 1
+    assert f"{server.ldaps_url} connect: FAILED: " in untrusted.output
+    assert "certificate verify failed" in untrusted.output
+
+
+def test_check_as_a_real_command_exits_non_zero_when_the_directory_is_unreachable(slapd):
+    """`flask --app portal check` in a fresh process: 0 against slapd, 1 unreachable or misset."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PORTAL_")}
+    env.update(
+        PORTAL_ENV="development",
+        PORTAL_SETTINGS=str(ROOT / "settings.toml"),
+        PORTAL_LDAP_URLS=json.dumps([slapd.url]),
+        PORTAL_SECRET_KEY=json.dumps(secrets.token_hex(20)),
+    )
+
+    def flask_check(**overrides):
+        return subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "portal", "check"],
+            cwd=ROOT,
+            env=dict(env, **overrides),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    healthy = flask_check()
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    assert "check: ok" in healthy.stdout
+    unreachable = f"ldap://127.0.0.1:{free_port()}"
+    down = flask_check(PORTAL_LDAP_URLS=json.dumps([unreachable]))
+    assert down.returncode != 0
+    assert f"{unreachable} connect: FAILED" in down.stdout
+    misset = flask_check(PORTAL_LDAP_USER_BASE='"not a dn"')
+    assert misset.returncode != 0
+    assert "setting LDAP_USER_BASE" in misset.stderr
+
+
+# --- whois ---------------------------------------------------------------------------------------
+
+
+def test_whois_explains_an_active_person_and_their_pages(app):
+    """alice: her entry and groups, active because of staff, which pages open, her cache entry."""
+    sign_in(app, "alice")
+    result = run(app, "whois", "alice")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "alice: Alice Liddell <alice@example.org>" in lines
+    assert f"dn: uid=alice,{PEOPLE}" in lines
+    assert "groups (direct or nested): engineering, staff" in lines
+    assert "may use the portal: yes, allowed by staff" in lines
+    assert "administrator: no" in lines
+    assert "  open   handbook     Employee handbook: member of staff" in lines
+    assert "  open   engineering  Engineering wiki: member of engineering" in lines
+    assert "  closed finance      Finance reports: needs finance" in lines
+    assert any(
+        line.startswith("cache: entry ") and line.endswith("same as the directory")
+        for line in lines
+    )
+
+
+def test_whois_says_a_person_in_no_allowed_group_cannot_sign_in(app):
+    """carol is in no allowed group: the allowed groups she would need are named."""
+    result = run(app, "whois", "carol")
+    assert result.exit_code == 0
+    assert "may use the portal: no, in no allowed group (needs staff)" in result.output
+    assert "closed handbook     Employee handbook: cannot sign in; needs staff" in result.output
+
+
+def test_whois_names_the_denied_group_that_refuses_a_person(app):
+    """dave is in staff and in the denied group suspended: the denied group wins and is named."""
+    result = run(app, "whois", "DAVE")  # typed names are folded as at login
+    assert result.exit_code == 0
+    assert "dave: Dave Suspended" in result.output
+    assert (
+        "may use the portal: no, refused by denied group suspended "
+        "(although in allowed group staff)" in result.output
+    )
+    assert "Employee handbook: cannot sign in; member of staff" in result.output
+
+
+def test_whois_for_an_unknown_name_says_no_such_person(app):
+    """A name the directory does not know gets "no such person" and exit status 1."""
+    result = run(app, "whois", "nobody")
+    assert result.exit_code == 1
+    assert "nobody: no such person, or the account is not usable" in result.output
+
+
+def test_whois_shows_a_cache_entry_the_directory_no_longer_agrees_with(own_slapd):
+    """After alice joins finance, whois says her cached groups still decide until expiry."""
+    app = make_app(own_slapd)
+    sign_in(app, "alice")
+    own_slapd.modify(
+        f"dn: cn=finance,{GROUPS}\nchangetype: modify\nadd: member\nmember: uid=alice,{PEOPLE}\n"
+    )
+    result = run(app, "whois", "alice")
+    assert "groups (direct or nested): engineering, finance, staff" in result.output
+    assert "Finance reports: member of finance" in result.output
+    assert "differs from the directory (cached groups: engineering, staff)" in result.output
+    assert "flask --app portal flush alice" in result.output
+
+
+def test_whois_names_the_access_rule_that_closes_a_page(slapd):
+    """A page her groups open but an ACCESS_RULES rule denies is closed, naming the rule."""
+    rules = [{"paths": ["/pages/engineering"], "policy": "deny"}]
+    result = run(make_app(slapd, ACCESS_RULES=rules), "whois", "alice")
+    assert (
+        "closed engineering  Engineering wiki: member of engineering, "
+        "but rule 1: deny paths=/pages/engineering" in result.output
+    )
+    assert "open   handbook" in result.output
+
+
+def test_whois_fails_plainly_when_the_directory_is_down(own_slapd):
+    """With the directory stopped whois says it did not answer (exit 1), not a traceback."""
+    app = make_app(own_slapd)
+    own_slapd.stop()
+    result = run(app, "whois", "alice")
+    assert result.exit_code == 1
+    assert "Error: the directory did not answer" in result.output
+
+
+# --- flush ---------------------------------------------------------------------------------------
+
+
+def test_flush_drops_one_entry_so_the_next_page_view_reads_the_directory(app, ldap_spy):
+    """flush alice: her entry is gone and her next page view costs a user and a group search."""
+    client = app.test_client()
+    assert AuthActions(client).login("alice").status_code == 302
+    sign_in(app, "bob")
+    ldap_spy.reset()
+    assert client.get("/").status_code == 200
+    assert ldap_spy.count("search") == 0  # served from the cache
+    result = run(app, "flush", "alice")
+    assert result.exit_code == 0
+    assert "alice: cache entry removed (it was " in result.output
+    assert cached(app, "alice") is None
+    assert cached(app, "bob") is not None
+    assert client.get("/").status_code == 200
+    assert ldap_spy.count("search") == 2
+    assert cached(app, "alice") is not None
+
+
+def test_flush_all_empties_the_user_cache(app):
+    """flush --all drops every signed-in person's entry."""
+    sign_in(app, "alice", "bob", "erin")
+    assert all(cached(app, name) for name in ("alice", "bob", "erin"))
+    result = run(app, "flush", "--all")
+    assert result.exit_code == 0
+    assert "user cache cleared" in result.output
+    assert "SimpleCache lives inside each server process" in result.output
+    assert not any(cached(app, name) for name in ("alice", "bob", "erin"))
+
+
+def test_flush_needs_a_name_or_all(app):
+    """flush with neither a name nor --all (or with both) is a usage error, exit status 2."""
+    assert run(app, "flush").exit_code == 2
+    assert run(app, "flush", "alice", "--all").exit_code == 2
+
+
+def test_flush_all_in_redis_deletes_only_user_entries_under_the_prefix(slapd, redis_server):
+    """With RedisCache, --all deletes prefix + "user:*" keys; other keys, prefixed or not, stay."""
+    prefix = f"portal-cli-{uuid.uuid4().hex}:"
+    app = make_app(slapd, CACHE_TYPE="RedisCache", CACHE_REDIS_URL=redis_server.url,
+                   CACHE_KEY_PREFIX=prefix)  # fmt: skip
+    client = redis.Redis.from_url(redis_server.url)
+    others = [f"{prefix}readiness", f"other-app-{uuid.uuid4().hex}:user:alice"]
+    try:
+        for key in others:
+            client.set(key, "kept")
+        sign_in(app, "alice", "bob")
+        result = run(app, "flush", "--all")
+        assert result.exit_code == 0, result.output
+        assert "user cache cleared: 2 entries removed" in result.output
+        assert "SimpleCache" not in result.output
+        assert cached(app, "alice") is None and cached(app, "bob") is None
+        assert all(client.get(key) == b"kept" for key in others)
+    finally:
+        client.delete(*others)
+        for key in client.scan_iter(match=f"{prefix}*"):
+            client.delete(key)
+        client.close()
+        app.extensions["portal.directory"].close()
+
+
+def test_check_and_flush_fail_when_redis_does_not_answer(slapd):
+    """With Redis unreachable, check fails on the cache line and flush says nothing was flushed."""
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    app = make_app(slapd, CACHE_TYPE="RedisCache", CACHE_REDIS_URL=url)
+    checked = run(app, "check")
+    assert checked.exit_code == 1
+    assert "cache (RedisCache): FAILED: did not answer a write and read back" in checked.output
+    assert f"{slapd.url} groups under {GROUPS}: ok" in checked.output
+    flushed = run(app, "flush", "--all")
+    assert flushed.exit_code == 1
+    assert "the cache (RedisCache) did not answer: nothing flushed" in flushed.output
