@@ -17,6 +17,7 @@ from flask import Flask, current_app
 
 from . import directory, metrics
 from .directory import InvalidInput
+from .explain import Explanation, explain_user
 from .extensions import cache, login_manager
 from .models import AccessPolicy, User
 
@@ -33,6 +34,28 @@ def init_app(app: Flask) -> None:
     """Register the cached loader with Flask-Login and compute the access policy once."""
     app.extensions[_POLICY] = AccessPolicy.from_config(app.config)
     login_manager.user_loader(load_user)
+
+
+def explain_person(typed: str, host: str) -> Explanation:
+    """Read the directory afresh and explain a person: groups, standing, pages, cache entry.
+
+    Raises InvalidInput for a name that cannot be one, DirectoryError when the directory fails.
+    """
+    name = directory.canonical_username(typed)
+    attrs = directory.lookup(name)
+    config = current_app.config
+    return explain_user(
+        attrs["username"] if attrs else name,
+        attrs,
+        policy(),
+        config["PAGES"],
+        rules=config["ACCESS_RULES"],
+        default_policy=config["ACCESS_DEFAULT_POLICY"],
+        host=host,
+        cached=cached_attributes(name),
+        ttl=config["USER_CACHE_TTL"],
+        now=time.time(),
+    )
 
 
 def policy() -> AccessPolicy:

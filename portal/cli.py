@@ -31,7 +31,6 @@ from . import accounts, config, directory, explain
 from .directory import DirectoryError, InvalidInput
 from .directory.connections import discard, open_connection
 from .directory.groups import dn_key
-from .directory.queries import login_forms
 from .directory.search import run_search
 from .extensions import cache
 from .probes import probe_cache
@@ -115,22 +114,13 @@ def whois(username: str, host: str | None) -> None:
     Reads the directory afresh (the cache is shown, not used or changed). Exit status 0 when the
     directory knows a usable account by that name, 1 when not or when it did not answer.
     """
-    settings = current_app.config
     host = host or _portal_host()
-    attrs = _lookup(username)
-    name = attrs["username"] if attrs else _canonical(username)
-    found = explain.explain_user(
-        name,
-        attrs,
-        accounts.policy(),
-        settings["PAGES"],
-        rules=settings["ACCESS_RULES"],
-        default_policy=settings["ACCESS_DEFAULT_POLICY"],
-        host=host,
-        cached=accounts.cached_attributes(name),
-        ttl=settings["USER_CACHE_TTL"],
-        now=time.time(),
-    )
+    try:
+        found = accounts.explain_person(username, host)
+    except InvalidInput as error:
+        raise click.ClickException(f"{username!r} is not a usable name: {error}") from error
+    except DirectoryError as error:
+        raise click.ClickException(f"the directory did not answer: {error}") from error
     for line in _whois_lines(found, host):
         click.echo(line)
     raise SystemExit(0 if found.found else 1)
@@ -344,12 +334,10 @@ def _lookup(username: str) -> dict | None:
 
 def _canonical(username: str) -> str:
     # The name as the cache keys it: trimmed, lower-cased, without a LDAP_LOGIN_DOMAINS domain.
-    settings = directory.get_directory().settings
     try:
-        name, _ = login_forms(username, settings.username_max_length, settings.login_domains)
+        return directory.canonical_username(username)
     except InvalidInput as error:
         raise click.ClickException(f"{username!r} is not a usable name: {error}") from error
-    return name
 
 
 def _portal_host() -> str:

@@ -1,14 +1,27 @@
 """The status page: directory servers, cache, and the administrator's own session."""
 
+import logging
 import time
 
-from flask import current_app, render_template, session
+from flask import (
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_login import current_user
 
 from .. import accounts, directory
 from ..access import admin_required
+from ..directory import InvalidInput
 from ..probes import probe_cache
 from . import bp
+
+audit = logging.getLogger("portal.audit")
 
 _HIDDEN_SESSION_KEYS = frozenset({"csrf_token", "_id", "logout_token"})
 # Settings whose values are never shown, only whether they are set.
@@ -70,3 +83,38 @@ def _version() -> str:
         return version("portal")
     except PackageNotFoundError:
         return "unknown"
+
+
+@bp.route("/users")
+@admin_required
+def find_user():
+    """The status page's look-up form lands here: go to that person's page."""
+    username = request.args.get("username", "").strip()
+    if not username:
+        return redirect(url_for("admin.status"))
+    return redirect(url_for("admin.user", username=username))
+
+
+@bp.route("/users/<path:username>")
+@admin_required
+def user(username: str):
+    """What the directory says about a person, whether they may sign in and why, each page."""
+    try:
+        found = accounts.explain_person(username, request.host.split(":")[0])
+    except InvalidInput:
+        abort(404)
+    return render_template("admin/user.html", found=found), 200 if found.found else 404
+
+
+@bp.route("/users/<path:username>/flush", methods=["POST"])
+@admin_required
+def flush_user(username: str):
+    """Drop a person's cache entry (CSRF-checked); their next request reads the directory."""
+    try:
+        name = directory.canonical_username(username)
+    except InvalidInput:
+        abort(404)
+    accounts.forget(name)
+    audit.info("admin %s flushed the cache entry of %s", current_user.username, name)
+    flash(f"The cache entry of {name} was dropped: the next request reads the directory.")
+    return redirect(url_for("admin.user", username=name))

@@ -19,7 +19,7 @@ from .errors import (
     InvalidInput,
     PasswordChangeRequired,
 )
-from .queries import normalise_username
+from .queries import login_forms, normalise_username
 from .service import Directory, ServerHealth
 from .settings import DirectorySettings
 
@@ -31,6 +31,7 @@ __all__ = [
     "PasswordChangeRequired",
     "ServerHealth",
     "authenticate",
+    "canonical_username",
     "check_health",
     "init_app",
     "lookup",
@@ -58,6 +59,13 @@ def authenticate(username: object, password: object) -> dict | None:
 def lookup(username: str) -> dict | None:
     """Read a person's current attrs by canonical username; None if they no longer exist."""
     return get_directory().lookup(username)
+
+
+def canonical_username(typed: object) -> str:
+    """The name as sessions and the cache key it: trimmed, lower-cased, without a known domain."""
+    settings = get_directory().settings
+    name, _ = login_forms(typed, settings.username_max_length, settings.login_domains)
+    return name
 
 
 def check_health() -> list[ServerHealth]:

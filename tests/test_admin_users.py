@@ -1,0 +1,81 @@
+"""The admin user page: what the directory says, why a person may or may not sign in, flush."""
+
+from __future__ import annotations
+
+import logging
+
+from portal import accounts
+from tests.conftest import AuthActions, csrf_token_in
+
+
+def admin(app):
+    """A test client signed in (with a password) as erin, a portal administrator."""
+    client = app.test_client()
+    assert AuthActions(client).login("erin").status_code == 302
+    return client
+
+
+def test_user_page_explains_groups_standing_and_pages(app):
+    """alice: DN, groups, allowed by staff, which pages open and which stay closed and why."""
+    body = admin(app).get("/admin/users/alice").get_data(as_text=True)
+    assert "uid=alice,ou=people,dc=example,dc=org" in body
+    assert "engineering, staff" in body
+    assert "yes: allowed by staff" in body
+    assert "<td>Finance reports</td><td>closed</td><td>needs finance</td>" in body
+    assert "<td>Employee handbook</td><td>open</td>" in body
+
+
+def test_user_page_says_why_someone_is_refused(app):
+    """dave: in staff, refused by the denied group; carol: in no allowed group."""
+    client = admin(app)
+    assert "refused by denied group suspended" in client.get("/admin/users/dave").get_data(
+        as_text=True
+    )
+    assert "in no allowed group" in client.get("/admin/users/carol").get_data(as_text=True)
+
+
+def test_unknown_or_unusable_names_are_404_not_500(app):
+    """A person the directory does not know, or a name that cannot be one, is a 4xx page."""
+    client = admin(app)
+    assert client.get("/admin/users/nobody").status_code == 404
+    # A backslash in a path is refused by the access rules before the page (403): a 4xx either way.
+    assert client.get("/admin/users/OTHER%5Calice").status_code in (403, 404)
+    assert client.get("/admin/users/" + "a" * 300).status_code == 404
+
+
+def test_look_up_form_leads_to_the_user_page(app):
+    """The status page's form sends the administrator to /admin/users/<name>."""
+    response = admin(app).get("/admin/users?username=Alice")
+    assert response.headers["Location"] == "/admin/users/Alice"
+
+
+def test_user_page_is_for_admins_only(app, auth):
+    """alice (not an administrator) gets 403."""
+    auth.login("alice")
+    assert auth.client.get("/admin/users/bob").status_code == 403
+
+
+def test_flush_drops_the_entry_and_is_audited(app, caplog, ldap_spy):
+    """POST with the page's CSRF token drops the entry; the next request reads the directory."""
+    bob = app.test_client()
+    AuthActions(bob).login("bob")
+    client = admin(app)
+    page = client.get("/admin/users/bob").get_data(as_text=True)
+    with caplog.at_level(logging.INFO, logger="portal.audit"):
+        response = client.post("/admin/users/bob/flush", data={"csrf_token": csrf_token_in(page)})
+    assert response.status_code == 302
+    assert "admin erin flushed the cache entry of bob" in caplog.text
+    with app.app_context():
+        assert accounts.cached_attributes("bob") is None
+    ldap_spy.reset()
+    assert bob.get("/").status_code == 200
+    assert ldap_spy.count("search") == 2
+
+
+def test_flush_without_csrf_token_is_refused(app):
+    """A flush without the form's token is a 400 and changes nothing."""
+    client = admin(app)
+    AuthActions(app.test_client()).login("bob")
+    assert client.post("/admin/users/bob/flush").status_code == 400
+    with app.app_context():
+        assert accounts.cached_attributes("bob") is not None
