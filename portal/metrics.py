@@ -26,6 +26,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, m
 from prometheus_client.exposition import choose_encoder
 
 from .config_values import ConfigError
+from .recent import RECENT  # noqa: E402 - the status page's in-process record
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _EXPORTER = "portal.metrics"
@@ -81,6 +82,7 @@ for _operation in LDAP_OPERATIONS:
 def login(outcome: str) -> None:
     """Count one password login attempt by outcome (one of LOGIN_OUTCOMES)."""
     LOGINS.labels(outcome).inc()
+    RECENT.login(outcome)
 
 
 def user_load(source: str) -> None:
@@ -91,6 +93,7 @@ def user_load(source: str) -> None:
 def cache_request(hit: bool) -> None:
     """Count one user-cache lookup as a hit or a miss."""
     CACHE_REQUESTS.labels("hit" if hit else "miss").inc()
+    RECENT.cache(hit)
 
 
 def ldap_error(operation: str) -> None:
@@ -101,15 +104,18 @@ def ldap_error(operation: str) -> None:
 @contextmanager
 def ldap_operation(operation: str, connection) -> Iterator[None]:
     """Time the block as one LDAP operation on an ldap3 connection; an exception counts an error."""
-    started = time.perf_counter()
+    started, failure = time.perf_counter(), None
     try:
         yield
-    except Exception:
+    except Exception as error:
         ldap_error(operation)
+        failure = f"{operation}: {type(error).__name__}: {error}"
         raise
     finally:
         elapsed = time.perf_counter() - started
-        LDAP_SECONDS.labels(operation, server_label(connection)).observe(elapsed)
+        server = server_label(connection)
+        LDAP_SECONDS.labels(operation, server).observe(elapsed)
+        RECENT.ldap(server, elapsed, failure)
 
 
 def server_label(connection) -> str:

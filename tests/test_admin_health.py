@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.conftest import AuthActions, make_app
@@ -135,3 +137,35 @@ def test_admin_pages_need_a_password_session_not_remember_me(slapd):
     assert client.get("/").status_code == 200, "ordinary pages still open"
     assert AuthActions(client).login("erin").status_code == 302  # the form is shown again
     assert client.get("/admin/status").status_code == 200
+
+
+def test_status_page_shows_recent_latency_hit_ratio_and_login_outcomes(own_slapd):
+    """p95 latency per server, the cache hit ratio and the last hour's login outcomes."""
+    from portal.recent import RECENT
+
+    before = RECENT.login_outcomes()
+    app = make_app(own_slapd)
+    client = app.test_client()
+    AuthActions(app.test_client()).login("alice", "wrong")
+    AuthActions(client).login("erin")
+    client.get("/")
+    body = client.get("/admin/status").get_data(as_text=True)
+    assert re.search(r"<td>\d+\.\d ms over \d+</td>", body), "a p95 from recent operations"
+    assert re.search(r"<dt>Hit ratio</dt><dd>\d+% of \d+ look-ups</dd>", body)
+    successes = before.get("success", 0) + 1
+    assert f"<dt>success</dt><dd>{successes}</dd>" in body
+    assert f"<dt>failed</dt><dd>{before.get('failed', 0) + 1}</dd>" in body
+
+
+def test_status_page_shows_when_a_server_last_failed(own_slapd):
+    """A search that failed on a server is shown with its error and the time it happened."""
+    app = make_app(own_slapd, CACHE_TYPE="NullCache")
+    client = app.test_client()
+    AuthActions(client).login("erin")
+    token = client.get("/").status_code  # warms the pool with a live connection
+    assert token == 200
+    own_slapd.stop()
+    assert client.get("/").status_code == 503  # the pooled connection fails mid-search
+    own_slapd.start()
+    body = client.get("/admin/status").get_data(as_text=True)
+    assert re.search(r"search: \w+.* at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", body)

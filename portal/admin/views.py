@@ -19,6 +19,7 @@ from .. import accounts, directory
 from ..access import admin_required
 from ..directory import InvalidInput
 from ..probes import probe_cache
+from ..recent import RECENT
 from . import bp
 
 audit = logging.getLogger("portal.audit")
@@ -34,9 +35,10 @@ def status():
     """Show whether each directory server and the cache answer, and this session's data."""
     cached = accounts.cached_attributes(current_user.username)
     cache_age = round(time.time() - cached["fetched_at"]) if cached else None
+    servers = directory.check_health()
     return render_template(
         "admin/status.html",
-        servers=directory.check_health(),
+        servers=servers,
         cache_type=current_app.config["CACHE_TYPE"],
         cache_ok=probe_cache(),
         session_items=sorted(
@@ -50,6 +52,10 @@ def status():
             "%Y-%m-%d %H:%M:%S UTC", time.gmtime(current_app.config["PORTAL_STARTED_AT"])
         ),
         settings=settings_in_effect(current_app.config),
+        activity=[RECENT.server(server.url) for server in servers],
+        logins=RECENT.login_outcomes(),
+        cache_hits=RECENT.cache_hits(),
+        when=_when,
     )
 
 
@@ -64,6 +70,12 @@ def settings_in_effect(config) -> list[tuple[str, str]]:
             value = "(set)" if value else "(not set)"
         shown.append((key, str(value)))
     return shown
+
+
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return ""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp))
 
 
 def _tls_in_use() -> list[str]:
