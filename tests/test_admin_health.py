@@ -169,3 +169,14 @@ def test_status_page_shows_when_a_server_last_failed(own_slapd):
     own_slapd.start()
     body = client.get("/admin/status").get_data(as_text=True)
     assert re.search(r"search: \w+.* at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", body)
+
+
+def test_settings_list_masks_passwords_inside_urls():
+    """A Redis URL's password is masked like any other secret."""
+    from portal.admin.views import settings_in_effect
+
+    shown = dict(settings_in_effect({"CACHE_REDIS_URL": "redis://:s3cret@cache:6379/0",
+                                     "LDAP_URLS": ["ldaps://dc1:636"]}))  # fmt: skip
+    assert shown["CACHE_REDIS_URL"] == "redis://:(set)@cache:6379/0"
+    assert "s3cret" not in str(shown)
+    assert shown["LDAP_URLS"] == "['ldaps://dc1:636']"

@@ -2,6 +2,7 @@
 
 import logging
 import time
+from urllib.parse import urlsplit
 
 from flask import (
     abort,
@@ -68,8 +69,25 @@ def settings_in_effect(config) -> list[tuple[str, str]]:
         value = config.get(key)
         if any(word in key for word in _SECRET_WORDS) and key != "CACHE_KEY_PREFIX":
             value = "(set)" if value else "(not set)"
+        elif isinstance(value, str):
+            value = _without_password(value)
+        elif isinstance(value, list):
+            value = [_without_password(item) if isinstance(item, str) else item for item in value]
         shown.append((key, str(value)))
     return shown
+
+
+def _without_password(text: str) -> str:
+    # URLs such as redis://:secret@host/0 carry a password in their user-info part.
+    try:
+        parts = urlsplit(text)
+        if parts.scheme and parts.password:
+            host = parts.netloc.rpartition("@")[2]
+            user = f"{parts.username}:" if parts.username else ":"
+            return parts._replace(netloc=f"{user}(set)@{host}").geturl()
+    except ValueError:
+        return "(unreadable)"
+    return text
 
 
 def _when(timestamp: float | None) -> str:
