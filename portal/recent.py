@@ -33,15 +33,20 @@ class Recent:
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._logins: deque[tuple[float, str]] = deque(maxlen=100_000)
+        # One bucket of counts per minute: bounded memory and a cheap hour total, however busy.
+        self._logins: deque[tuple[int, dict[str, int]]] = deque(maxlen=LOGIN_WINDOW // 60)
         self._latencies: dict[str, deque[float]] = {}
         self._errors: dict[str, tuple[float, str]] = {}
         self._cache = {"hit": 0, "miss": 0}
 
     def login(self, outcome: str) -> None:
         """Note one login attempt's outcome."""
+        minute = int(time.time() // 60)
         with self._lock:
-            self._logins.append((time.time(), outcome))
+            if not self._logins or self._logins[-1][0] != minute:
+                self._logins.append((minute, {}))
+            counts = self._logins[-1][1]
+            counts[outcome] = counts.get(outcome, 0) + 1
 
     def cache(self, hit: bool) -> None:
         """Note one user-cache lookup."""
@@ -58,13 +63,14 @@ class Recent:
 
     def login_outcomes(self) -> dict[str, int]:
         """Login attempts of the last hour, by outcome."""
-        since = time.time() - LOGIN_WINDOW
-        counts: dict[str, int] = {}
+        since = int((time.time() - LOGIN_WINDOW) // 60)
+        totals: dict[str, int] = {}
         with self._lock:
-            for when, outcome in self._logins:
-                if when >= since:
-                    counts[outcome] = counts.get(outcome, 0) + 1
-        return counts
+            for minute, counts in self._logins:
+                if minute > since:
+                    for outcome, count in counts.items():
+                        totals[outcome] = totals.get(outcome, 0) + count
+        return totals
 
     def cache_hits(self) -> tuple[int, int]:
         """(hits, misses) of the user cache since this process started."""

@@ -33,6 +33,8 @@ def test_status_page_shows_directory_cache_and_session(client, auth, slapd):
     assert "<dt>SECRET_KEY</dt><dd>(set)</dd>" in body
     assert "dev-only-reader-secret" not in body and "test-secret-key" not in body
     assert "<dt>Version</dt><dd>0.1.0</dd>" in body
+    assert "<title>Status · Intranet portal</title>" in body
+    assert body.count("Settings in effect") == 1
 
 
 def test_status_page_shows_a_down_server(own_slapd):
@@ -144,6 +146,7 @@ def test_status_page_shows_recent_latency_hit_ratio_and_login_outcomes(own_slapd
     from portal.recent import RECENT
 
     before = RECENT.login_outcomes()
+    hits_before = RECENT.cache_hits()
     app = make_app(own_slapd)
     client = app.test_client()
     AuthActions(app.test_client()).login("alice", "wrong")
@@ -151,7 +154,9 @@ def test_status_page_shows_recent_latency_hit_ratio_and_login_outcomes(own_slapd
     client.get("/")
     body = client.get("/admin/status").get_data(as_text=True)
     assert re.search(r"<td>\d+\.\d ms over \d+</td>", body), "a p95 from recent operations"
-    assert re.search(r"<dt>Hit ratio</dt><dd>\d+% of \d+ look-ups</dd>", body)
+    hits, misses = RECENT.cache_hits()
+    assert hits > hits_before[0], "this test's page views were cache hits"
+    assert f"% of {hits + misses} look-ups</dd>" in body
     successes = before.get("success", 0) + 1
     assert f"<dt>success</dt><dd>{successes}</dd>" in body
     assert f"<dt>failed</dt><dd>{before.get('failed', 0) + 1}</dd>" in body
@@ -175,8 +180,22 @@ def test_settings_list_masks_passwords_inside_urls():
     """A Redis URL's password is masked like any other secret."""
     from portal.admin.views import settings_in_effect
 
-    shown = dict(settings_in_effect({"CACHE_REDIS_URL": "redis://:s3cret@cache:6379/0",
-                                     "LDAP_URLS": ["ldaps://dc1:636"]}))  # fmt: skip
-    assert shown["CACHE_REDIS_URL"] == "redis://:(set)@cache:6379/0"
-    assert "s3cret" not in str(shown)
+    for url in (
+        "redis://:s3cret@cache:6379/0",
+        "redis://:p/s3cret@cache/0",
+        "redis://:p#s3cret@cache/0",
+        "redis://cache:6379/0?password=s3cret&db=1",
+    ):
+        shown = dict(
+            settings_in_effect(
+                {
+                    "CACHE_REDIS_URL": url,
+                    "PASSWORD_MAX_LENGTH": 1024,
+                    "LDAP_URLS": ["ldaps://dc1:636"],
+                }
+            )
+        )
+        assert "s3cret" not in str(shown), url
+        assert "(set)" in shown["CACHE_REDIS_URL"], url
     assert shown["LDAP_URLS"] == "['ldaps://dc1:636']"
+    assert shown["PASSWORD_MAX_LENGTH"] == "1024", "not a secret: shown as it is"

@@ -1,8 +1,9 @@
 """The status page: directory servers, cache, and the administrator's own session."""
 
 import logging
-import time
+import re
 from urllib.parse import urlsplit
+import time
 
 from flask import (
     abort,
@@ -27,7 +28,11 @@ audit = logging.getLogger("portal.audit")
 
 _HIDDEN_SESSION_KEYS = frozenset({"csrf_token", "_id", "logout_token"})
 # Settings whose values are never shown, only whether they are set.
-_SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "KEY")
+_SECRETS = frozenset({"SECRET_KEY", "LDAP_BIND_PASSWORD", "METRICS_BEARER_TOKEN"})
+# Greedy to the last "@": an unencoded password may hold "/", "#" or "?" (masking too much is
+# the safe mistake).
+_URL_USERINFO = re.compile(r"(://).*@")
+_SECRET_QUERY = re.compile(r"(?i)([?&][^=&]*(?:pass|token|secret)[^=&]*=)[^&#]*")
 
 
 @bp.route("/status")
@@ -67,7 +72,7 @@ def settings_in_effect(config) -> list[tuple[str, str]]:
     shown = []
     for key in sorted(known_keys() | {"SECRET_KEY"}):
         value = config.get(key)
-        if any(word in key for word in _SECRET_WORDS) and key != "CACHE_KEY_PREFIX":
+        if key in _SECRETS:
             value = "(set)" if value else "(not set)"
         elif isinstance(value, str):
             value = _without_password(value)
@@ -78,16 +83,11 @@ def settings_in_effect(config) -> list[tuple[str, str]]:
 
 
 def _without_password(text: str) -> str:
-    # URLs such as redis://:secret@host/0 carry a password in their user-info part.
-    try:
-        parts = urlsplit(text)
-        if parts.scheme and parts.password:
-            host = parts.netloc.rpartition("@")[2]
-            user = f"{parts.username}:" if parts.username else ":"
-            return parts._replace(netloc=f"{user}(set)@{host}").geturl()
-    except ValueError:
-        return "(unreadable)"
-    return text
+    # URLs such as redis://:secret@host/0 or redis://host/0?password=secret carry secrets.
+    if "://" not in text:
+        return text
+    text = _URL_USERINFO.sub(r"\1(set)@", text)
+    return _SECRET_QUERY.sub(r"\1(set)", text)
 
 
 def _when(timestamp: float | None) -> str:
@@ -130,7 +130,8 @@ def find_user():
 def user(username: str):
     """What the directory says about a person, whether they may sign in and why, each page."""
     try:
-        found = accounts.explain_person(username, request.host.split(":")[0])
+        # The host the rules are judged for, without the port ("[::1]:5000" gives "::1").
+        found = accounts.explain_person(username, urlsplit("//" + request.host).hostname or "")
     except InvalidInput:
         abort(404)
     return render_template("admin/user.html", found=found), 200 if found.found else 404
