@@ -2,8 +2,8 @@
 
 import logging
 import re
-from urllib.parse import urlsplit
 import time
+from urllib.parse import urlsplit
 
 from flask import (
     abort,
