@@ -103,6 +103,21 @@ def make_app(slapd_server: Slapd | None, settings_file: Path | None = None, **ov
 
 
 @pytest.fixture
+def build_app():
+    """Build portals with make_app(directory, **overrides); their LDAP pools close afterwards."""
+    built = []
+
+    def build(directory, **overrides):
+        application = make_app(directory, **overrides)
+        built.append(application)
+        return application
+
+    yield build
+    for application in built:
+        application.extensions["portal.directory"].close()
+
+
+@pytest.fixture
 def app(slapd):
     """The portal against the shared demo directory."""
     application = make_app(slapd)

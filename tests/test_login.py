@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 from datetime import UTC, datetime, timedelta
@@ -29,18 +30,9 @@ INJECTIONS = [
 
 
 @pytest.fixture
-def app_with(slapd):
+def app_with(slapd, build_app):
     """Build the portal against the shared directory with overrides; close their pools after."""
-    built = []
-
-    def build(**overrides):
-        application = make_app(slapd, **overrides)
-        built.append(application)
-        return application
-
-    yield build
-    for application in built:
-        application.extensions["portal.directory"].close()
+    return functools.partial(build_app, slapd)
 
 
 def cookie_names(response) -> set[str]:

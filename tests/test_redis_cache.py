@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import pickle
 import signal
@@ -37,24 +38,14 @@ def redis_client(redis_server, key_prefix):
 
 
 @pytest.fixture
-def make_instance(redis_server, key_prefix):
+def make_instance(redis_server, key_prefix, build_app):
     """Build portal instances against one Redis and prefix; their LDAP pools close afterwards."""
-    built = []
-
-    def build(directory, **overrides):
-        settings = dict(
-            CACHE_TYPE="RedisCache",
-            CACHE_REDIS_URL=redis_server.url,
-            CACHE_KEY_PREFIX=key_prefix,
-        )
-        settings.update(overrides)
-        application = make_app(directory, **settings)
-        built.append(application)
-        return application
-
-    yield build
-    for application in built:
-        application.extensions["portal.directory"].close()
+    return functools.partial(
+        build_app,
+        CACHE_TYPE="RedisCache",
+        CACHE_REDIS_URL=redis_server.url,
+        CACHE_KEY_PREFIX=key_prefix,
+    )
 
 
 def copy_session(source, target) -> None:
