@@ -9,4 +9,5 @@ USER portal
 # Refuses the dev-only secrets of settings.toml: set PORTAL_SECRET_KEY, PORTAL_LDAP_BIND_PASSWORD.
 ENV PORTAL_ENV=production
 EXPOSE 8000
-CMD ["gunicorn", "--workers", "2", "--bind", "0.0.0.0:8000", "--access-logfile", "-", "portal:create_app()"]
+# Threads: a failed login waits out LOGIN_FAILURE_FLOOR_MS, which must not hold a whole worker.
+CMD ["gunicorn", "--workers", "2", "--threads", "4", "--bind", "0.0.0.0:8000", "--access-logfile", "-", "portal:create_app()"]

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from flask import Flask
 
-from . import config
+from . import config, cookies, headers
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -25,25 +25,33 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config["PORTAL_STARTED_AT"] = time.time()
     _check_page_templates(app)
 
-    from . import accounts, directory, errors
+    from . import accounts, audit, cache_backend, directory, errors, throttle
     from .extensions import cache, csrf, login_manager
 
-    cache.init_app(app)
+    headers.init_app(app)  # first: its after_request function then runs after all others
+    # CACHE_TYPE keeps the name people write ("RedisCache"); Flask-Caching gets the backend that
+    # signs its entries instead of cachelib's, which would unpickle whatever Redis holds.
+    cache.init_app(app, {"CACHE_TYPE": cache_backend.flask_caching_type(app.config["CACHE_TYPE"])})
     csrf.init_app(app)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.login_message = "Please sign in to open that page."
     login_manager.refresh_view = "auth.login"
     login_manager.needs_refresh_message = "Please enter your password again to open that page."
-    # "basic"/"strong" protection fingerprints the client-supplied X-Forwarded-For header;
-    # sessions are protected by the signed cookie and the cached is_active check instead.
-    login_manager.session_protection = None
-    # ...and the fingerprint it would compare is then never used, but Flask-Login still hashes
-    # the client's address and user agent on every request to compute it.
-    login_manager._session_identifier_generator = str
-    from .sessions import PortalSessionInterface
+    # SESSION_PROTECTION (Flask-Login reads it from the config) compares this fingerprint,
+    # not Flask-Login's own, which trusts the client-supplied X-Forwarded-For header.
+    from .sessions import PortalSessionInterface, client_fingerprint
 
+    login_manager._session_identifier_generator = client_fingerprint
     app.session_interface = PortalSessionInterface()
+    if app.config["TRUSTED_PROXY_HOPS"]:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        # Only as many X-Forwarded-* entries as there are proxies of ours: the rest were
+        # written by the client.
+        hops = app.config["TRUSTED_PROXY_HOPS"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
+    audit.init_app(app)
     directory.init_app(app)
     accounts.init_app(app)
     errors.init_app(app)
@@ -56,6 +64,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     for blueprint in (auth_bp, main_bp, admin_bp, health_bp, sso_bp):
         app.register_blueprint(blueprint)
+    throttle.init_app(app)  # wraps the login view registered just above
     from .cli import commands
 
     for command in commands:
@@ -88,6 +97,7 @@ def _derive_settings(app: Flask) -> None:
         else {},
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session that carries it
     )
+    app.config.update(cookies.cookie_names(app.config))  # __Host-/__Secure- when Secure
 
 
 def _check_page_templates(app: Flask) -> None:

@@ -15,7 +15,7 @@ import time
 
 from flask import Flask, current_app
 
-from . import directory, metrics
+from . import directory, logins, metrics
 from .directory import InvalidInput
 from .explain import Explanation, explain_user
 from .extensions import cache, login_manager
@@ -42,7 +42,8 @@ def explain_person(typed: str, host: str) -> Explanation:
     Raises InvalidInput for a name that cannot be one, DirectoryError when the directory fails.
     """
     name = directory.canonical_username(typed)
-    attrs = directory.lookup(name)
+    nesting: dict[str, str] = {}
+    attrs = directory.lookup(name, nesting)
     config = current_app.config
     return explain_user(
         attrs["username"] if attrs else name,
@@ -55,6 +56,7 @@ def explain_person(typed: str, host: str) -> Explanation:
         cached=cached_attributes(name),
         ttl=config["USER_CACHE_TTL"],
         now=time.time(),
+        nesting=nesting,
     )
 
 
@@ -86,7 +88,46 @@ def forget(username: str) -> None:
 
 def cached_attributes(username: str) -> dict | None:
     """Return the cached attrs of a person, or None on a miss or an unreadable entry."""
-    raw = _cache_call("get", cache_key(username))
+    return _decode(_cache_call("get", cache_key(username)), username)
+
+
+def start_login(user: User, remember: bool) -> User:
+    """Begin a sign-in: the same person, whose id now names a new login that will expire."""
+    config = current_app.config
+    if remember:
+        lifetime = config["REMEMBER_COOKIE_DAYS"] * 86400
+    else:
+        lifetime = config["SESSION_MAX_AGE_HOURS"] * 3600
+    login = logins.new_login(user.username, logins.now_ms(), lifetime * 1000)
+    return User.from_attributes(user.attributes(), policy(), login_id=login.id)
+
+
+def end_login(login_id: object) -> None:
+    """Sign one login out everywhere its cookies may have been copied; drop the cache entry."""
+    login = logins.parse(login_id)
+    if login is None:
+        return
+    remaining = -(-(login.expires - logins.now_ms()) // 1000)  # whole seconds, rounded up
+    if remaining > 0:
+        _cache_call("set", logins.ended_key(login.sid), 1, remaining)
+    forget(login.username)
+
+
+def revoke_all(username: str) -> bool:
+    """End every sign-in of a person made until now (sessions and remember-me cookies alike).
+
+    Returns False when the cache could not store the revocation (nothing was revoked).
+    """
+    config = current_app.config
+    # The marker must outlive every login issued before it.
+    longest = max(config["REMEMBER_COOKIE_DAYS"] * 86400, config["SESSION_MAX_AGE_HOURS"] * 3600)
+    stored = _cache_call("set", logins.revoked_key(username), logins.now_ms(), longest)
+    forget(username)
+    return bool(stored)
+
+
+def _decode(raw: object, username: str) -> dict | None:
+    # A cache value is JSON text the portal wrote; anything else is a miss.
     if not isinstance(raw, str):
         return None
     try:
@@ -97,18 +138,29 @@ def cached_attributes(username: str) -> dict | None:
     return attrs if isinstance(attrs, dict) and attrs.get("username") == username else None
 
 
-def load_user(user_id: str) -> User | None:
-    """Flask-Login's user_loader: the active User for a session's username, else None.
+def load_user(login_id: str) -> User | None:
+    """Flask-Login's user_loader: the active User of an unexpired, unrevoked login, else None.
 
     Raises DirectoryUnavailable when the cache misses and the directory cannot answer, so the
     person sees "try again" rather than being signed out by an outage.
     """
-    if not isinstance(user_id, str) or not user_id:
+    login = logins.parse(login_id)
+    if login is None or login.expired(logins.now_ms()):
         return None
-    cached = cached_attributes(user_id)
+    username = login.username
+    # One round trip (MGET with Redis) for the person's data and both revocation markers.
+    # With the cache down nothing can be checked: the login stands and the data comes from
+    # the directory (the outage is logged once a minute).
+    raw, revoked_before, ended = _cache_call(
+        "get_many", cache_key(username), logins.revoked_key(username), logins.ended_key(login.sid)
+    ) or (None, None, None)
+    if login.revoked(revoked_before, ended):
+        metrics.user_load("revoked")  # metrics
+        return None
+    cached = _decode(raw, username)
     metrics.cache_request(hit=cached is not None)  # metrics
-    attrs = cached or _refresh(user_id)
-    user = build_user(attrs) if attrs is not None else None
+    attrs = cached or _refresh(username)
+    user = User.from_attributes(attrs, policy(), login_id=login.id) if attrs is not None else None
     active = user is not None and user.is_active
     metrics.user_load(("cache" if cached else "directory") if active else "none")  # metrics
     return user if active else None

@@ -27,7 +27,7 @@ import ldap3
 from flask import current_app
 from flask.cli import with_appcontext
 
-from . import accounts, config, directory, explain
+from . import accounts, audit, config, directory, explain, probes
 from .directory import DirectoryError, InvalidInput
 from .directory.connections import discard, open_connection
 from .directory.groups import dn_key
@@ -168,8 +168,29 @@ def flush(username: str | None, everyone: bool) -> None:
         )
 
 
+@click.command("revoke")
+@click.argument("username")
+@with_appcontext
+def revoke(username: str) -> None:
+    """End every session and "keep me signed in" cookie of USERNAME, on every device.
+
+    Needs the cache the running servers share (RedisCache): with SimpleCache each server process
+    keeps its own revocations, which this command cannot reach.
+    """
+    name = _canonical(username)
+    if current_app.config["CACHE_TYPE"] != "RedisCache":
+        raise click.ClickException(
+            f"CACHE_TYPE is {current_app.config['CACHE_TYPE']}: the running servers do not share "
+            "it, so nothing can be revoked from here (use the admin page of the server, or Redis)"
+        )
+    if not accounts.revoke_all(name):
+        raise click.ClickException("the cache did not answer: nothing revoked")
+    audit.record("admin.revoke", user="(command line)", target=name)
+    click.echo(f"{name}: every sign-in made until now has ended (sessions and remember-me cookies)")
+
+
 #: Every command, for create_app to register.
-commands = (access_check, check, whois, flush)
+commands = (access_check, check, whois, flush, revoke)
 
 
 # --- check -------------------------------------------------------------------------------------
@@ -355,7 +376,7 @@ def _whois_lines(found: explain.Explanation, host: str) -> Iterator[str]:
         person = found.standing
         yield f"{name}: {found.display_name}" + (f" <{found.email}>" if found.email else "")
         yield f"dn: {found.dn}"
-        yield f"groups (direct or nested): {', '.join(found.groups) or '(none)'}"
+        yield f"groups: {', '.join(found.described_groups()) or '(none)'}"
         yield f"may use the portal: {'yes' if person.active else 'no'}, {person.reason}"
         if person.admin:
             yield f"administrator: yes, by {', '.join(person.admin_by)}"
@@ -391,18 +412,13 @@ def _cache_line(found: explain.Explanation) -> str:
 
 def _forget_everyone() -> int | None:
     """Drop every person's cache entry; the number removed, or None when not counted."""
-    client = getattr(cache.cache, "_write_client", None)  # cachelib's RedisCache
+    client = probes.redis_client()
     if client is None:
         # SimpleCache (or NullCache): this process's own store, holding only the portal's data.
         cache.clear()
         return None
-    pattern = _glob_escape(current_app.config["CACHE_KEY_PREFIX"]) + accounts.cache_key("*")
     removed = 0
-    keys = client.scan_iter(match=pattern, count=500)  # SCAN: never blocks Redis like KEYS
+    keys = probes.person_entry_keys()
     while batch := list(islice(keys, 500)):
         removed += client.delete(*batch)
     return removed
-
-
-def _glob_escape(text: str) -> str:
-    return "".join(f"\\{char}" if char in "*?[]\\" else char for char in text)

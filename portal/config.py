@@ -131,6 +131,19 @@ SSO_PORTAL_URL = ""
 #: Only that family is read, so a client cannot slip in the other one.
 SSO_REQUEST_HEADERS = "original"
 
+# --- Login throttling and audit --------------------------------------------------------------
+#: Failed logins allowed per account, from any address (Flask-Limiter syntax). Keep it below
+#: the directory's own lockout threshold, so guessing cannot lock people out.
+THROTTLE_ACCOUNT_LIMIT = "5 per 15 minutes"
+#: Failed logins allowed per client address, whatever the usernames (password spraying).
+THROTTLE_IP_LIMIT = "50 per 15 minutes"
+#: Where the counts live: empty means CACHE_REDIS_URL with RedisCache (shared by every worker
+#: and instance), else this process's memory; or a ``redis://`` / ``memory://`` URL.
+THROTTLE_STORAGE_URL = ""
+#: Every failed login takes at least this long (milliseconds), so how long the answer takes
+#: does not tell an unknown name from a wrong password.
+LOGIN_FAILURE_FLOOR_MS = 250
+
 # --- Cache and sessions ---------------------------------------------------------------------
 #: Flask-Caching backend: SimpleCache (one process) or RedisCache (shared by workers and hosts).
 CACHE_TYPE = "SimpleCache"
@@ -146,10 +159,26 @@ CACHE_THRESHOLD = 10000
 USER_CACHE_TTL = 300
 #: Seconds /readyz reuses its last answer, so frequent probes cannot hammer the directory.
 HEALTH_CACHE_SECONDS = 5
-#: Days a "remember me" cookie stays valid.
+#: Days a "keep me signed in" login lasts (its remember-me cookie carries the expiry).
 REMEMBER_COOKIE_DAYS = 14
-#: Send cookies only over HTTPS (turn off only for plain-HTTP local development).
+#: Hours a login without "keep me signed in" lasts, however active (closing the browser also
+#: ends it).
+SESSION_MAX_AGE_HOURS = 12
+#: What happens when a session comes back from another client address or browser: "basic"
+#: (it must re-enter the password for admin pages), "strong" (it is signed out) or "off".
+#: The address is the TCP peer, or the one TRUSTED_PROXY_HOPS proxies vouch for; never a
+#: header the client can set.
+SESSION_PROTECTION = "basic"
+#: Reverse proxies in front of the portal whose X-Forwarded-For and X-Forwarded-Proto are
+#: believed (0: none, the client is the TCP peer). Set it to the real number: one more lets a
+#: client choose its own address (and so dodge throttling).
+TRUSTED_PROXY_HOPS = 0
+#: Send cookies only over HTTPS (turn off only for plain-HTTP local development); they are then
+#: named __Host-portal-session and __Host-portal-remember (__Secure-... with a cookie domain).
 SESSION_COOKIE_SECURE = True
+#: Seconds browsers keep to HTTPS for this host (Strict-Transport-Security, sent only on
+#: answers to HTTPS requests); 0 makes them forget an earlier value.
+HSTS_MAX_AGE = 31536000
 #: Largest request body accepted (bytes); longer login forms are refused before any LDAP traffic.
 MAX_CONTENT_LENGTH = 16 * 1024
 #: Longest login name accepted (characters).

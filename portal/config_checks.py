@@ -37,6 +37,7 @@ _POSITIVE_INTS = (
     "USER_CACHE_TTL",
     "HEALTH_CACHE_SECONDS",
     "REMEMBER_COOKIE_DAYS",
+    "SESSION_MAX_AGE_HOURS",
     "USERNAME_MAX_LENGTH",
     "PASSWORD_MAX_LENGTH",
 )
@@ -55,6 +56,7 @@ _CHOICES = {
     "CACHE_TYPE": ("SimpleCache", "RedisCache", "NullCache"),
     "ACCESS_DEFAULT_POLICY": ("allow", "deny"),
     "SSO_REQUEST_HEADERS": ("original", "forwarded"),
+    "SESSION_PROTECTION": ("basic", "strong", "off"),
 }
 _GROUP_LISTS = ("ACCESS_ALLOWED_GROUPS", "ACCESS_DENIED_GROUPS", "ACCESS_ADMIN_GROUPS")
 # (allowed placeholders, at least one of them required)
@@ -64,7 +66,19 @@ _FILTERS = {
     "LDAP_GROUP_NESTED_FILTER": {"group_dn"},
 }
 # Keys with these prefixes are the portal's own: one that is not documented is a typo.
-_OWN_PREFIXES = ("LDAP_", "ACCESS_", "USER_", "PAGES", "PASSWORD_", "SSO_", "METRICS_")
+_OWN_PREFIXES = (
+    "LDAP_",
+    "ACCESS_",
+    "USER_",
+    "PAGES",
+    "PASSWORD_",
+    "SSO_",
+    "METRICS_",
+    "THROTTLE_",
+    "LOGIN_",
+    "HSTS_",
+)
+_THROTTLE_STORAGES = ("memory://", "redis://", "rediss://", "unix://")
 # RFC 6750's token characters, so the token survives an Authorization header unchanged.
 _BEARER_TOKEN = re.compile(r"^[A-Za-z0-9._~+/-]+=*$")
 
@@ -81,11 +95,19 @@ def check_settings(config, known: set[str]) -> list[str]:
     for key in _ATTRIBUTES:
         require(is_attribute_name(config.get(key)), key, "an LDAP attribute name")
     require(is_text(config.get("SECRET_KEY")), "SECRET_KEY", "set a value")
+    hsts = config.get("HSTS_MAX_AGE")
+    require(is_int(hsts) and hsts >= 0, "HSTS_MAX_AGE", "seconds, 0 or more")
     require(
-        config.get("SESSION_PROTECTION") is None,
-        "SESSION_PROTECTION",
-        "leave unset: Flask-Login's protection trusts client headers and the portal turns it off",
+        is_int(config.get("TRUSTED_PROXY_HOPS")) and 0 <= config["TRUSTED_PROXY_HOPS"] <= 5,
+        "TRUSTED_PROXY_HOPS",
+        "the number of proxies in front of the portal (0 to 5)",
     )
+    require(
+        is_int(config.get("LOGIN_FAILURE_FLOOR_MS")) and config["LOGIN_FAILURE_FLOOR_MS"] >= 0,
+        "LOGIN_FAILURE_FLOOR_MS",
+        "milliseconds, 0 or more",
+    )
+    _check_throttling(config)
     warnings = _check_servers(config)
     _check_service_account(config)
     _check_people(config)
@@ -102,6 +124,23 @@ def check_settings(config, known: set[str]) -> list[str]:
     if config["ENV"] != "development":
         _check_production(config)
     return warnings
+
+
+def _check_throttling(config) -> None:
+    from limits import parse_many
+
+    for key in ("THROTTLE_ACCOUNT_LIMIT", "THROTTLE_IP_LIMIT"):
+        try:
+            valid = is_text(config.get(key)) and bool(parse_many(config[key]))
+        except ValueError:
+            valid = False
+        require(valid, key, 'a limit such as "5 per 15 minutes"')
+    url = config.get("THROTTLE_STORAGE_URL")
+    require(
+        url == "" or (isinstance(url, str) and url.startswith(_THROTTLE_STORAGES)),
+        "THROTTLE_STORAGE_URL",
+        "empty, memory://, or a redis:// URL",
+    )
 
 
 def _check_servers(config) -> list[str]:

@@ -9,6 +9,7 @@ from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
+from . import audit
 from .directory import DirectoryError
 from .extensions import login_manager
 
@@ -57,7 +58,24 @@ def render_error(status: int, detail: str | None = None):
 def _http_error(error: HTTPException):
     if error.code is None or error.code < 400:
         return error
-    return render_error(error.code)
+    if error.code == 403:
+        _audit_denial()
+    return render_error(error.code, _own_description(error))
+
+
+def _own_description(error: HTTPException) -> str | None:
+    # abort(503, "...") says something specific; werkzeug's stock sentences are not for people.
+    described = error.description
+    return described if described and described != type(error).description else None
+
+
+def _audit_denial() -> None:
+    # Every refusal of a page (group pages, admin pages, ACCESS_RULES) is an abort(403).
+    try:
+        who = current_user.username if current_user.is_authenticated else None
+    except DirectoryError:
+        who = None
+    audit.record("access.denied", user=who, reason="not allowed by group or rule")
 
 
 def _csrf_error(error: CSRFError):

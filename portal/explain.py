@@ -74,11 +74,20 @@ class Explanation:
     dn: str = ""
     display_name: str = ""
     email: str = ""
-    #: Direct or nested: the directory layer does not say which.
     groups: tuple[str, ...] = ()
+    #: For each of `groups`, in order: the groups it was reached through, nearest first
+    #: (empty for a direct membership).
+    group_paths: tuple[tuple[str, ...], ...] = ()
     standing: Standing | None = None
     pages: tuple[PageAccess, ...] = ()
     cache: CacheState | None = None
+
+    def described_groups(self) -> list[str]:
+        """Each group with how it was reached: "research via engineering", or just "staff"."""
+        paths = self.group_paths or ((),) * len(self.groups)
+        return [
+            " via ".join((group, *path)) for group, path in zip(self.groups, paths, strict=True)
+        ]
 
 
 def explain_user(
@@ -93,13 +102,14 @@ def explain_user(
     cached: Mapping | None = None,
     ttl: int = 0,
     now: float = 0.0,
+    nesting: Mapping[str, str] | None = None,
 ) -> Explanation:
     """Explain a person from their directory attrs (None: no usable account) and cache entry.
 
     `pages` is the PAGES setting, `rules` and `default_policy` ACCESS_RULES and
     ACCESS_DEFAULT_POLICY, `host` the portal's host name those rules are judged for; `cached` is
     `accounts.cached_attributes()` (with its `fetched_at`), `ttl` USER_CACHE_TTL and `now` the
-    current time.time().
+    current time.time(); `nesting` maps each nested group to the group it was reached through.
     """
     cache = cache_state(cached, attrs, ttl, now)
     if attrs is None:
@@ -113,10 +123,20 @@ def explain_user(
         display_name=attrs.get("display_name") or attrs["username"],
         email=attrs.get("email") or "",
         groups=groups,
+        group_paths=tuple(nesting_path(group, nesting or {}) for group in groups),
         standing=person,
         pages=tuple(page_access(groups, person, pages, rules, default_policy, host)),
         cache=cache,
     )
+
+
+def nesting_path(group: str, nesting: Mapping[str, str]) -> tuple[str, ...]:
+    """The groups `group` was reached through, nearest first: () for a direct membership."""
+    path: list[str] = []
+    while group in nesting and nesting[group] not in path and len(path) < len(nesting):
+        group = nesting[group]
+        path.append(group)
+    return tuple(path)
 
 
 def standing(groups: Iterable[str], policy: AccessPolicy) -> Standing:

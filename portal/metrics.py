@@ -31,8 +31,16 @@ from .recent import RECENT  # noqa: E402 - the status page's in-process record
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _EXPORTER = "portal.metrics"
 
-LOGIN_OUTCOMES = ("success", "failed", "refused", "must_change_password", "directory_error")
-USER_LOAD_SOURCES = ("cache", "directory", "none")
+LOGIN_OUTCOMES = (
+    "success",
+    "failed",
+    "refused",
+    "must_change_password",
+    "throttled",
+    "directory_error",
+)
+# "revoked": the login was signed out (here or elsewhere) or revoked by an administrator.
+USER_LOAD_SOURCES = ("cache", "directory", "none", "revoked")
 CACHE_RESULTS = ("hit", "miss")
 LDAP_OPERATIONS = ("search", "bind")
 
@@ -96,9 +104,12 @@ def cache_request(hit: bool) -> None:
     RECENT.cache(hit)
 
 
-def ldap_error(operation: str) -> None:
-    """Count one failed LDAP operation."""
+def ldap_error(operation: str, connection=None, detail: str = "") -> None:
+    """Count one failed LDAP operation; given its connection, it is also the server's last error
+    on the status page."""
     LDAP_ERRORS.labels(operation).inc()
+    if connection is not None:
+        RECENT.error(server_label(connection), f"{operation}: {detail}")
 
 
 @contextmanager

@@ -39,6 +39,8 @@ class User:
     email: str
     groups: tuple[str, ...]
     policy: AccessPolicy = field(repr=False, compare=False)
+    #: The sign-in this User was loaded for (see portal.logins); empty outside a request.
+    login_id: str = field(default="", repr=False, compare=False)
     group_keys: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -46,7 +48,7 @@ class User:
         object.__setattr__(self, "group_keys", fold(self.groups))
 
     @classmethod
-    def from_attributes(cls, attrs: Mapping, policy: AccessPolicy) -> User:
+    def from_attributes(cls, attrs: Mapping, policy: AccessPolicy, login_id: str = "") -> User:
         """Rebuild a User from the plain mapping `attributes()` produced."""
         return cls(
             username=attrs["username"],
@@ -55,6 +57,7 @@ class User:
             email=attrs.get("email") or "",
             groups=tuple(attrs.get("groups") or ()),
             policy=policy,
+            login_id=login_id,
         )
 
     def attributes(self) -> dict:
@@ -87,5 +90,5 @@ class User:
     is_anonymous = False
 
     def get_id(self) -> str:
-        """The canonical username, the only thing the session stores."""
-        return self.username
+        """The login id the session and remember-me cookie store (names the person too)."""
+        return self.login_id

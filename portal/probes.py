@@ -1,8 +1,17 @@
-"""Small liveness probes shared by the status page and the readiness endpoint."""
+"""Small probes of the cache shared by the status page, the readiness endpoint and the CLI."""
 
 import secrets
+import time
+from collections.abc import Iterator
+from itertools import islice
+
+from flask import current_app
 
 from .extensions import cache
+
+#: Most entries the status page counts (one SCAN page after another); beyond it says "more".
+COUNT_LIMIT = 100_000
+_PERSON_PREFIX = "user:"
 
 
 def probe_cache() -> bool:
@@ -15,3 +24,44 @@ def probe_cache() -> bool:
     except Exception:  # noqa: BLE001 - any backend failure means "not ready"
         return False
     return answered
+
+
+def person_entry_keys() -> Iterator[str]:
+    """Yield the backend's keys of people's cached data (SimpleCache or Redis; none otherwise).
+
+    Redis keys include CACHE_KEY_PREFIX and are read with SCAN, which never blocks Redis the
+    way KEYS does; revocation markers and throttle counts are never among them.
+    """
+    client = redis_client()
+    if client is not None:
+        pattern = _glob_escape(current_app.config["CACHE_KEY_PREFIX"] + _PERSON_PREFIX) + "*"
+        for key in client.scan_iter(match=pattern, count=500):
+            yield key.decode() if isinstance(key, bytes) else key
+        return
+    store = getattr(cache.cache, "_cache", None)  # cachelib's SimpleCache: {key: (expires, v)}
+    if isinstance(store, dict):
+        now = time.time()
+        for key, (expires, _) in list(store.items()):
+            if key.startswith(_PERSON_PREFIX) and (expires == 0 or expires > now):
+                yield key
+
+
+def count_person_entries() -> tuple[int, bool] | None:
+    """How many people the cache holds data for, and whether counting stopped at COUNT_LIMIT;
+    None when the backend cannot tell or does not answer."""
+    if redis_client() is None and not isinstance(getattr(cache.cache, "_cache", None), dict):
+        return None
+    try:
+        counted = sum(1 for _ in islice(person_entry_keys(), COUNT_LIMIT + 1))
+    except Exception:  # noqa: BLE001 - a cache that does not answer has no count to show
+        return None
+    return min(counted, COUNT_LIMIT), counted > COUNT_LIMIT
+
+
+def redis_client():
+    """The Redis client of a Redis-backed cache, else None."""
+    return getattr(cache.cache, "_write_client", None)
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"\\{char}" if char in "*?[]\\" else char for char in text)

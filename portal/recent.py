@@ -61,6 +61,11 @@ class Recent:
             if error:
                 self._errors[server] = (time.time(), error)
 
+    def error(self, server: str, error: str) -> None:
+        """Note a server's failure that was not timed as an operation (e.g. a refused bind)."""
+        with self._lock:
+            self._errors[server] = (time.time(), error)
+
     def login_outcomes(self) -> dict[str, int]:
         """Login attempts of the last hour, by outcome."""
         since = int((time.time() - LOGIN_WINDOW) // 60)

@@ -1,9 +1,23 @@
-"""Flask's signed-cookie sessions, with the cookie serializer built once instead of per request."""
+"""Session cookies: Flask's signed cookies (serializer built once) and the client fingerprint."""
 
 from __future__ import annotations
 
-from flask import Flask
+import hashlib
+
+from flask import Flask, request
 from flask.sessions import SecureCookieSessionInterface
+
+
+def client_fingerprint() -> str:
+    """Who a session is used by: the client address and browser, hashed.
+
+    The address is the TCP peer, or the one the configured proxies (TRUSTED_PROXY_HOPS) vouch
+    for, never an X-Forwarded-For the client wrote itself. A session coming back with another
+    fingerprint is demoted ("basic") or dropped ("strong") by Flask-Login.
+    """
+    agent = request.headers.get("User-Agent", "")
+    seen = f"{request.remote_addr}|{agent}".encode("utf-8", "replace")
+    return hashlib.sha256(seen).hexdigest()
 
 
 class PortalSessionInterface(SecureCookieSessionInterface):

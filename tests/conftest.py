@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 import re
 import time
 import tomllib
@@ -52,6 +55,25 @@ def csrf_token_in(html: str) -> str:
     return match.group(1) or match.group(2)
 
 
+def session_username(client) -> str | None:
+    """The username of the login a test client's session holds, or None."""
+    from portal import logins
+
+    with client.session_transaction() as session:
+        login = logins.parse(session.get("_user_id"))
+    return login.username if login else None
+
+
+def plant_login(client, username: str) -> None:
+    """Put a current login for `username` into the client's session, as if they had signed in."""
+    from portal import logins
+
+    login = logins.new_login(username, logins.now_ms(), 3_600_000)
+    with client.session_transaction() as session:
+        session["_user_id"] = login.id
+        session["_fresh"] = True
+
+
 def demo_settings() -> dict:
     """The shipped settings.toml, as the tests' starting point."""
     return tomllib.loads((ROOT / "settings.toml").read_text())
@@ -94,7 +116,12 @@ def make_app(slapd_server: Slapd | None, settings_file: Path | None = None, **ov
     """Build the portal against a server with the demo (or given) settings plus overrides."""
     settings = tomllib.loads(settings_file.read_text()) if settings_file else demo_settings()
     settings.update(
-        TESTING=True, ENV="development", SECRET_KEY="test-secret-key-0123456789abcdef0123"
+        TESTING=True,
+        ENV="development",
+        SECRET_KEY="test-secret-key-0123456789abcdef0123",
+        # The floor on failed logins has its own tests (test_throttle.py); elsewhere it would
+        # only make the suite wait.
+        LOGIN_FAILURE_FLOOR_MS=0,
     )
     if slapd_server is not None:
         settings["LDAP_URLS"] = [slapd_server.url]
@@ -153,9 +180,12 @@ class AuthActions:
         data.update(extra)
         return self.client.post("/login", data=data)
 
-    def logout(self):
-        """POST the sign-out form from the home page."""
-        return self.client.post("/logout", data={"csrf_token": self.csrf_token("/")})
+    def logout(self, everywhere: bool = False):
+        """POST the sign-out form from the home page (or "sign out everywhere")."""
+        data = {"csrf_token": self.csrf_token("/")}
+        if everywhere:
+            data["everywhere"] = "1"
+        return self.client.post("/logout", data=data)
 
 
 @pytest.fixture
@@ -213,6 +243,28 @@ def ldap_spy(monkeypatch):
     return spy
 
 
+@pytest.fixture
+def audit_lines():
+    """The audit lines written during a test, each parsed from its JSON."""
+    from portal.audit import LOGGER_NAME, JsonLineFormatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonLineFormatter())
+    logger = logging.getLogger(LOGGER_NAME)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+    def lines(event: str | None = None) -> list[dict]:
+        parsed = [json.loads(line) for line in stream.getvalue().splitlines()]
+        return [line for line in parsed if event in (None, line["event"])]
+
+    yield lines
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
 @pytest.fixture(scope="session")
 def redis_server():
     """One throwaway redis-server for the session; tests keep apart by their own key prefix."""
@@ -228,7 +280,7 @@ def redis_server():
 
 @pytest.fixture
 def clock(monkeypatch):
-    """Move the in-process cache's clock forward instead of sleeping through a TTL."""
+    """Move the in-process cache's and the sign-ins' clock forward instead of sleeping."""
 
     class Clock:
         offset = 0.0
@@ -239,4 +291,6 @@ def clock(monkeypatch):
     fake = Clock()
     real = time.time
     monkeypatch.setattr("cachelib.simple.time", lambda: real() + fake.offset)
+    # ...and the clock that sign-ins expire by.
+    monkeypatch.setattr("portal.logins._clock", lambda: real() + fake.offset)
     return fake

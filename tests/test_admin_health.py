@@ -199,3 +199,42 @@ def test_settings_list_masks_passwords_inside_urls():
         assert "(set)" in shown["CACHE_REDIS_URL"], url
     assert shown["LDAP_URLS"] == "['ldaps://dc1:636']"
     assert shown["PASSWORD_MAX_LENGTH"] == "1024", "not a secret: shown as it is"
+
+
+def test_status_page_shows_a_bind_refused_for_an_outage_as_the_servers_last_error(
+    slapd, build_app, monkeypatch
+):
+    """A password bind answered "unavailable" (52) is a 503 for the person and, on the status
+    page, the server's last error (injected: slapd cannot be made to answer 52 on demand)."""
+    import ldap3
+
+    app = build_app(slapd)
+    erin = app.test_client()
+    AuthActions(erin).login("erin")
+    real_bind = ldap3.Connection.bind
+
+    def unavailable(self, *args, **kwargs):
+        if self.user and "uid=alice" in self.user:
+            self.result = {"result": 52, "description": "unavailable"}
+            return False
+        return real_bind(self, *args, **kwargs)
+
+    monkeypatch.setattr(ldap3.Connection, "bind", unavailable)
+    assert AuthActions(app.test_client()).login("alice").status_code == 503
+    body = erin.get("/admin/status").get_data(as_text=True)
+    assert re.search(
+        r"bind: result code 52 unavailable.* at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", body
+    )
+
+
+def test_status_page_counts_the_people_in_this_processs_cache(app):
+    """SimpleCache: alice and erin are cached; bob signed out everywhere (his entry dropped,
+    a revocation marker stored, which is not a person): 2."""
+    for name in ("alice", "bob"):
+        client = app.test_client()
+        AuthActions(client).login(name)
+    AuthActions(client).logout(everywhere=True)  # bob: entry dropped, marker stored
+    erin = app.test_client()
+    AuthActions(erin).login("erin")
+    body = erin.get("/admin/status").get_data(as_text=True)
+    assert "<dt>People cached</dt><dd>2</dd>" in body

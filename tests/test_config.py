@@ -39,7 +39,14 @@ def settings(**changes):
         ("LDAP_ATTR_USERNAME", "uid)(x"),
         ("CACHE_TYPE", "FileSystemCache"),
         ("SECRET_KEY", ""),
-        ("SESSION_PROTECTION", "strong"),
+        ("SESSION_PROTECTION", "on"),
+        ("TRUSTED_PROXY_HOPS", -1),
+        ("TRUSTED_PROXY_HOPS", "1"),
+        ("THROTTLE_ACCOUNT_LIMIT", "lots"),
+        ("THROTTLE_IP_LIMIT", ""),
+        ("THROTTLE_STORAGE_URL", "memcached://x"),
+        ("LOGIN_FAILURE_FLOOR_MS", -5),
+        ("SESSION_MAX_AGE_HOURS", 0),
     ],
 )
 def test_bad_setting_stops_start_up_naming_the_key(key, value):

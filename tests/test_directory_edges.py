@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from portal.testing.slapd import find_binary
-from tests.conftest import PASSWORDS, AuthActions, make_app, start_slapd
+from tests.conftest import PASSWORDS, AuthActions, make_app, plant_login, start_slapd
 
 SECOND_ALICE = """\
 dn: ou=contractors,ou=people,dc=example,dc=org
@@ -132,8 +132,7 @@ def test_session_for_another_name_than_the_directory_gives_is_not_loaded(slapd):
     either = "(&(objectClass=inetOrgPerson)(|(uid={username})(mail={username})))"
     app = make_app(slapd, LDAP_USER_FILTER=either)
     client = app.test_client()
-    with client.session_transaction() as session:
-        session["_user_id"] = "alice@example.org"
+    plant_login(client, "alice@example.org")
     assert client.get("/").status_code == 302
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from portal.config import ConfigError
 from portal.testing.slapd import free_port
-from tests.conftest import SERVICE_DN, AuthActions, make_app, start_slapd
+from tests.conftest import SERVICE_DN, AuthActions, make_app, session_username, start_slapd
 from tests.servers import tcp_server
 
 ALICE_DN = "uid=alice,ou=people,dc=example,dc=org"
@@ -21,8 +21,7 @@ def groups_of(app, client) -> list[str]:
     """The groups the portal holds for the signed-in person."""
     from portal import accounts
 
-    with client.session_transaction() as session:
-        username = session["_user_id"]
+    username = session_username(client)
     with app.app_context():
         return accounts.cached_attributes(username)["groups"]
 

@@ -12,7 +12,7 @@ import pytest
 from werkzeug.datastructures import MultiDict
 
 from portal import accounts
-from tests.conftest import HOSTILE_NEXT, AuthActions, make_app
+from tests.conftest import HOSTILE_NEXT, AuthActions, make_app, session_username
 
 INJECTIONS = [
     "*",
@@ -142,8 +142,7 @@ def test_one_identity_whatever_the_spelling(app, auth):
     """`Alice` and ` alice ` sign in as alice with the same session id and cache key."""
     response = auth.login(" Alice ", "alice-secret")
     assert response.status_code == 302
-    with auth.client.session_transaction() as session:
-        assert session["_user_id"] == "alice"
+    assert session_username(auth.client) == "alice"
     with app.app_context():
         assert accounts.cached_attributes("alice")["groups"] == ["engineering", "staff"]
 
@@ -280,7 +279,7 @@ def test_login_replaces_the_pre_login_session(client, auth):
     auth.login("alice")
     with client.session_transaction() as session:
         assert "planted" not in session
-        assert session["_user_id"] == "alice"
+    assert session_username(client) == "alice"
 
 
 def test_logout_clears_session_remember_cookie_and_cache_entry(app, client, auth):
@@ -325,8 +324,9 @@ def test_secure_setting_marks_session_and_remember_cookies_secure(app_with):
     app = app_with(SESSION_COOKIE_SECURE=True)
     response = AuthActions(app.test_client()).login("bob", remember=True)
     assert response.status_code == 302
-    assert "secure" in cookie_attributes(set_cookie(response, "session"))
-    assert "secure" in cookie_attributes(set_cookie(response, "remember_token"))
+    # Secure cookies carry the __Host- prefix (tests/test_headers.py).
+    assert "secure" in cookie_attributes(set_cookie(response, "__Host-portal-session"))
+    assert "secure" in cookie_attributes(set_cookie(response, "__Host-portal-remember"))
 
 
 def test_demo_settings_send_cookies_without_secure_for_plain_http(auth):

@@ -19,7 +19,7 @@ from portal.config import ConfigError
 from portal.metrics import LOGIN_OUTCOMES
 from portal.testing import trees
 from portal.testing.slapd import free_port
-from tests.conftest import ROOT, AuthActions, csrf_token_in, make_app
+from tests.conftest import ROOT, AuthActions, csrf_token_in, make_app, plant_login
 from tests.servers import Gunicorn, portal_environment
 
 TOKEN = "metrics-token-0123456789abcdef"
@@ -137,8 +137,7 @@ def test_user_loads_come_from_the_cache_then_from_the_directory_once_forgotten(a
 def test_session_of_a_person_no_longer_in_the_directory_loads_nobody(app):
     """A session naming someone the directory does not know counts as source none."""
     client = app.test_client()
-    with client.session_transaction() as session:
-        session["_user_id"] = "no-such-person"
+    plant_login(client, "no-such-person")
     before = scrape(app)
     assert client.get("/").status_code == 302  # sent to the login page
     after = scrape(app)

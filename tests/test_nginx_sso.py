@@ -253,6 +253,8 @@ def test_the_portal_session_cookie_is_never_passed_to_the_app(stack, browser):
     assert "session" in browser.cookies
 
     sent = {"app_pref": "dark", "remember_token": "alice|0123", "theme": "x"}
+    # The names used over HTTPS too, all at once (a browser can hold old and new names).
+    sent |= {"__Host-portal-remember": "alice|0123", "__Secure-portal-session": "x"}
 
     echo = seen_by_app(get(browser, stack.url("/app/x"), cookies=sent), stack)
 
@@ -261,6 +263,7 @@ def test_the_portal_session_cookie_is_never_passed_to_the_app(stack, browser):
     assert "app_pref=dark" in cookies and "theme=x" in cookies
     assert "session=" not in cookies
     assert "remember_token=" not in cookies
+    assert "portal-" not in cookies
 
 
 def test_only_engineering_members_open_the_engineering_path(stack):

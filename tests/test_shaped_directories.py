@@ -16,7 +16,7 @@ import pytest
 from portal import accounts
 from portal.testing import trees
 from portal.testing.slapd import find_binary
-from tests.conftest import ROOT, AuthActions, make_app, start_slapd
+from tests.conftest import ROOT, AuthActions, make_app, session_username, start_slapd
 
 EXAMPLES = ROOT / "examples"
 MUST_CHANGE = "must be changed before you can sign in"
@@ -37,8 +37,7 @@ def example_app(name: str, server, **overrides):
 
 def signed_in_as(app, client) -> tuple[str, list[str]]:
     """The session's username and the groups cached for it."""
-    with client.session_transaction() as session:
-        username = session.get("_user_id")
+    username = session_username(client)
     with app.app_context():
         return username, accounts.cached_attributes(username)["groups"]
 
@@ -189,15 +188,21 @@ def test_ppolicy_reset_or_grace_bind_is_not_a_full_login(ppolicy_app, name):
     assert client.get("/").status_code == 302
 
 
-def test_ppolicy_lockout_looks_like_a_wrong_password(ppolicy_app):
+def test_ppolicy_lockout_looks_like_a_wrong_password():
     """A locked account, and one locked by failed attempts, get the wrong-password answer."""
-    app, _ = ppolicy_app
-    assert AuthActions(app.test_client()).login("locked", "locked-secret").status_code == 401
-    for _ in range(trees.PPOLICY_MAX_FAILURE):
-        AuthActions(app.test_client()).login("alice", "wrong")
-    response = AuthActions(app.test_client()).login("alice")
-    assert response.status_code == 401
-    assert "Wrong username or password." in response.get_data(as_text=True)
+    server = start_slapd(**trees.ppolicy_options())
+    # The example's throttle stops guessing before the lockout; lift it to reach the lockout.
+    try:
+        app = example_app("ppolicy", server, THROTTLE_ACCOUNT_LIMIT="100 per minute")
+        assert AuthActions(app.test_client()).login("locked", "locked-secret").status_code == 401
+        for _ in range(trees.PPOLICY_MAX_FAILURE):
+            AuthActions(app.test_client()).login("alice", "wrong")
+        response = AuthActions(app.test_client()).login("alice")
+        assert response.status_code == 401
+        assert "Wrong username or password." in response.get_data(as_text=True)
+        app.extensions["portal.directory"].close()
+    finally:
+        server.cleanup()
 
 
 def test_ppolicy_lock_after_sign_in_ends_access_within_the_ttl(ppolicy_app, clock):

@@ -1,6 +1,5 @@
 """The status page: directory servers, cache, and the administrator's own session."""
 
-import logging
 import re
 import time
 from urllib.parse import urlsplit
@@ -17,14 +16,12 @@ from flask import (
 )
 from flask_login import current_user
 
-from .. import accounts, directory
+from .. import accounts, audit, directory
 from ..access import admin_required
 from ..directory import InvalidInput
-from ..probes import probe_cache
+from ..probes import count_person_entries, probe_cache
 from ..recent import RECENT
 from . import bp
-
-audit = logging.getLogger("portal.audit")
 
 _HIDDEN_SESSION_KEYS = frozenset({"csrf_token", "_id", "logout_token"})
 # Settings whose values are never shown, only whether they are set.
@@ -47,6 +44,7 @@ def status():
         servers=servers,
         cache_type=current_app.config["CACHE_TYPE"],
         cache_ok=probe_cache(),
+        cache_entries=count_person_entries(),
         session_items=sorted(
             (key, value) for key, value in session.items() if key not in _HIDDEN_SESSION_KEYS
         ),
@@ -141,11 +139,31 @@ def user(username: str):
 @admin_required
 def flush_user(username: str):
     """Drop a person's cache entry (CSRF-checked); their next request reads the directory."""
-    try:
-        name = directory.canonical_username(username)
-    except InvalidInput:
-        abort(404)
+    name = _canonical_or_404(username)
     accounts.forget(name)
-    audit.info("admin %s flushed the cache entry of %s", current_user.username, name)
+    audit.record("admin.flush", user=current_user.username, target=name)
     flash(f"The cache entry of {name} was dropped: the next request reads the directory.")
     return redirect(url_for("admin.user", username=name))
+
+
+@bp.route("/users/<path:username>/revoke", methods=["POST"])
+@admin_required
+def revoke_user(username: str):
+    """End every session and remember-me cookie of a person (CSRF-checked)."""
+    name = _canonical_or_404(username)
+    if not accounts.revoke_all(name):
+        audit.record("admin.revoke", user=current_user.username, target=name, reason="cache down")
+        abort(503, "The cache did not answer, so nothing was revoked. Please try again.")
+    audit.record("admin.revoke", user=current_user.username, target=name)
+    flash(
+        f'Every sign-in of {name} has ended, on every device, "keep me signed in" included. '
+        "They can sign in again with their password unless the directory says otherwise."
+    )
+    return redirect(url_for("admin.user", username=name))
+
+
+def _canonical_or_404(typed: str) -> str:
+    try:
+        return directory.canonical_username(typed)
+    except InvalidInput:
+        abort(404)

@@ -56,9 +56,12 @@ def authenticate(username: object, password: object) -> dict | None:
     return get_directory().authenticate(username, password)
 
 
-def lookup(username: str) -> dict | None:
-    """Read a person's current attrs by canonical username; None if they no longer exist."""
-    return get_directory().lookup(username)
+def lookup(username: str, nesting: dict[str, str] | None = None) -> dict | None:
+    """Read a person's current attrs by canonical username; None if they no longer exist.
+
+    Pass a dict as `nesting` to learn, for each nested group, the group it was reached through.
+    """
+    return get_directory().lookup(username, nesting)
 
 
 def canonical_username(typed: object) -> str:

@@ -27,19 +27,31 @@ NESTED_BATCH = 50
 Search = Callable[[str, str, list[str]], list[Mapping]]
 
 
-def resolve_groups(entry: Mapping, settings: DirectorySettings, search: Search) -> list[str]:
-    """Return the names of every group the person is in, nested ones included."""
+def resolve_groups(
+    entry: Mapping,
+    settings: DirectorySettings,
+    search: Search,
+    via: dict[str, str] | None = None,
+) -> list[str]:
+    """Return the names of every group the person is in, nested ones included.
+
+    Given a dict `via`, also record for each nested group the name of the group it was reached
+    through. That needs one nested search per group instead of per batch, so only the
+    explanations for administrators ask for it.
+    """
     base = dn_key(settings.group_base)
     by_rdn = settings.group_membership == "memberof"
     found: dict[tuple, str] = {}  # group DN key -> name
     frontier: list[str] = []
 
-    def add(dn: str, name: str) -> None:
+    def add(dn: str, name: str, parent: str | None = None) -> None:
         key = dn_key(dn)
         if not name or not key or key[-len(base) :] != base or len(key) <= len(base):
             return  # unnamed, malformed, or not under LDAP_GROUP_BASE
         if key not in found:
             frontier.append(dn)
+            if via is not None and parent is not None and name not in via:
+                via[name] = parent
         found[key] = name
 
     def name_of(group: Mapping) -> str:
@@ -60,10 +72,11 @@ def resolve_groups(entry: Mapping, settings: DirectorySettings, search: Search) 
             add(group["dn"], name_of(group))
     for _ in range(settings.nesting_depth):
         level, frontier[:] = frontier[:], []
-        for batch in _batches(level, NESTED_BATCH):
+        for batch in _batches(level, 1 if via is not None else NESTED_BATCH):
             clauses = "".join(fill_filter(settings.nested_filter, group_dn=dn) for dn in batch)
+            parent = found[dn_key(batch[0])] if via is not None else None
             for group in search(settings.group_base, f"(|{clauses})", [settings.group_name_attr]):
-                add(group["dn"], name_of(group))
+                add(group["dn"], name_of(group), parent)
         if not frontier:
             break
     return sorted(set(found.values()), key=str.lower)

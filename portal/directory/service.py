@@ -58,8 +58,11 @@ class Directory:
             return None
         return self._attributes(entry)
 
-    def lookup(self, username: object) -> dict | None:
-        """Return the current attributes of a usable account by canonical username, else None."""
+    def lookup(self, username: object, nesting: dict[str, str] | None = None) -> dict | None:
+        """Return the current attributes of a usable account by canonical username, else None.
+
+        A dict `nesting` is filled with each nested group's name -> the group it came through.
+        """
         name, _ = login_forms(username, self.settings.username_max_length)
         entry = self._find_user(name, name)
         if entry is None or not self._has_username(entry):
@@ -68,7 +71,7 @@ class Directory:
         if state is not State.OK:
             log.info("%s is no longer signed in: account %s", name, state.value)
             return None
-        attrs = self._attributes(entry)
+        attrs = self._attributes(entry, nesting)
         # The filter may match on another attribute than the one that names people: only the
         # very person the session was issued to may be loaded for it.
         return attrs if attrs["username"] == name else None
@@ -180,7 +183,8 @@ class Directory:
             log.info("bind as %s refused: account %s", who, state.value)
             return False
         if not bound and code in OUTAGE_CODES:
-            metrics.ldap_error("bind")  # metrics
+            detail = f"result code {code} {result.get('description', '')}".strip()
+            metrics.ldap_error("bind", connection, detail)  # metrics, status page
             raise DirectoryUnavailable(f"bind answered result code {code}")
         if not bound and code != _INVALID_CREDENTIALS:
             # Not a wrong password: a policy or configuration refusal an administrator must see.
@@ -209,8 +213,8 @@ class Directory:
         )
         return False
 
-    def _attributes(self, entry: Mapping) -> dict:
-        names = resolve_groups(entry, self.settings, self._group_search)
+    def _attributes(self, entry: Mapping, nesting: dict[str, str] | None = None) -> dict:
+        names = resolve_groups(entry, self.settings, self._group_search, nesting)
         return mapping.user_attributes(entry, self.settings, names)
 
     def _group_search(self, base: str, search_filter: str, attributes: list[str]) -> list:

@@ -15,7 +15,7 @@ from urllib.parse import quote, urlsplit
 from flask import current_app, make_response, redirect, request, url_for
 from flask_login import current_user
 
-from .. import rules
+from .. import audit, rules
 from ..extensions import csrf
 from . import bp
 
@@ -44,6 +44,9 @@ def verify():
     if original is None:
         # Without the headers that say which request this is, nothing can be judged: closed.
         log.warning("/auth/verify without usable %s headers", _family())
+        audit.record(
+            "access.denied", user=current_user.username, reason="no usable original request headers"
+        )
         return _answer(403)
     config = current_app.config
     decision = rules.decide(config["ACCESS_RULES"], config["ACCESS_DEFAULT_POLICY"],
@@ -51,6 +54,8 @@ def verify():
                             original.method)  # fmt: skip
     demanded = request.args.get("group")
     if not decision.allowed or (demanded and not current_user.in_any_group([demanded])):
+        reason = decision.reason if not decision.allowed else f"not in group {demanded}"
+        audit.record("access.denied", user=current_user.username, url=original.url, reason=reason)
         return _answer(403)
     response = _answer(200)
     response.headers["Remote-User"] = header_value(current_user.username)

@@ -1,0 +1,92 @@
+"""Cookie names: __Host- or __Secure- prefixed whenever the cookies are Secure.
+
+Browsers accept a ``__Host-`` cookie only when it is Secure, has no Domain and has Path=/, and
+a ``__Secure-`` cookie only when it is Secure. So a cookie by such a name was set over HTTPS by
+this very host (``__Host-``): a page on plain HTTP, or on a sibling subdomain, cannot plant or
+overwrite a session (session fixation through a weaker neighbour).
+"""
+
+from __future__ import annotations
+
+from flask import current_app
+from flask_login import LoginManager
+
+from .config_values import require
+
+# The libraries' own defaults: Flask's session cookie and Flask-Login's remember-me cookie.
+_LIBRARY_NAMES = {"SESSION_COOKIE_NAME": "session", "REMEMBER_COOKIE_NAME": "remember_token"}
+_PORTAL_NAMES = {"SESSION_COOKIE_NAME": "portal-session", "REMEMBER_COOKIE_NAME": "portal-remember"}
+
+
+def cookie_names(config) -> dict[str, str]:
+    """SESSION_COOKIE_NAME and REMEMBER_COOKIE_NAME for these settings.
+
+    Secure, host-only cookies for the path / get ``__Host-portal-session`` and
+    ``__Host-portal-remember``; Secure cookies for a parent domain (SESSION_COOKIE_DOMAIN) get
+    ``__Secure-`` instead; plain-HTTP development keeps ``session`` and ``remember_token``. A
+    name set in the settings (anything but those two) is kept, once its prefix is possible.
+    """
+    secure = config["SESSION_COOKIE_SECURE"]
+    scopes = {
+        # Flask's session cookie path falls back to APPLICATION_ROOT; Flask-Login's is "/".
+        "SESSION_COOKIE_NAME": (
+            config.get("SESSION_COOKIE_DOMAIN"),
+            config.get("SESSION_COOKIE_PATH") or config.get("APPLICATION_ROOT") or "/",
+        ),
+        "REMEMBER_COOKIE_NAME": (
+            config.get("REMEMBER_COOKIE_DOMAIN"),
+            config.get("REMEMBER_COOKIE_PATH", "/"),
+        ),
+    }
+    names = {}
+    for key, (domain, path) in scopes.items():
+        host_only = bool(secure and not domain and path == "/")
+        chosen = config.get(key, _LIBRARY_NAMES[key])
+        if chosen != _LIBRARY_NAMES[key]:
+            _check_chosen_name(key, chosen, secure, host_only)
+            names[key] = chosen
+        elif host_only:
+            names[key] = "__Host-" + _PORTAL_NAMES[key]
+        elif secure:
+            names[key] = "__Secure-" + _PORTAL_NAMES[key]
+        else:
+            names[key] = chosen
+    return names
+
+
+def _check_chosen_name(key: str, name, secure: bool, host_only: bool) -> None:
+    # A prefix the cookie's attributes cannot satisfy makes browsers drop the cookie silently:
+    # nobody could sign in. Browsers match the prefixes case-insensitively.
+    require(isinstance(name, str) and name, key, "a cookie name")
+    lowered = name.lower()
+    if lowered.startswith("__host-"):
+        require(
+            host_only,
+            key,
+            "a __Host- cookie needs SESSION_COOKIE_SECURE = true, no SESSION_COOKIE_DOMAIN and "
+            "the path /; browsers refuse it otherwise",
+        )
+    elif lowered.startswith("__secure-"):
+        require(
+            secure, key, "a __Secure- cookie needs SESSION_COOKIE_SECURE = true; browsers refuse it"
+        )
+
+
+class PortalLoginManager(LoginManager):
+    """Flask-Login, whose own removal of the remember-me cookie is Secure like the cookie.
+
+    Flask-Login removes the cookie (after logout_user or a failed session protection check)
+    without the Secure attribute, and browsers ignore that for a __Host- or __Secure- cookie:
+    the person would be signed straight back in by the cookie that was meant to go.
+    """
+
+    def _clear_cookie(self, response):
+        config = current_app.config
+        response.delete_cookie(
+            config["REMEMBER_COOKIE_NAME"],
+            path=config.get("REMEMBER_COOKIE_PATH", "/"),
+            domain=config.get("REMEMBER_COOKIE_DOMAIN"),
+            secure=config["REMEMBER_COOKIE_SECURE"],
+            httponly=True,
+            samesite=config["REMEMBER_COOKIE_SAMESITE"],
+        )

@@ -1,0 +1,281 @@
+"""Sessions that end: rotation, sign-out that ends copies, expiry inside remember-me cookies,
+"sign out everywhere", administrator revoke (page and command), session protection that reads
+no client-written header, and ProxyFix only for configured hops. Real slapd throughout.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from portal import logins
+from tests.conftest import AuthActions, csrf_token_in, make_app, session_username
+
+REMEMBER = "remember_token"
+
+
+def signed_in(app, username="alice", remember=False, address="10.0.0.1"):
+    """A client at `address` that signed in through the form."""
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = address
+    assert AuthActions(client).login(username, remember=remember).status_code == 302
+    return client
+
+
+def copy_cookies(source, target, names=("session", REMEMBER)) -> None:
+    """Give target the source's cookies, as a thief with a copy of them would."""
+    for name in names:
+        cookie = source.get_cookie(name)
+        if cookie is not None:
+            target.set_cookie(name, cookie.value)
+
+
+def is_signed_in(client) -> bool:
+    """Home answers 200 to a signed-in person and redirects anyone else to the login page."""
+    response = client.get("/")
+    assert response.status_code in (200, 302), response.status_code
+    return response.status_code == 200
+
+
+def remember_only(app, source, address="10.0.0.1"):
+    """A new browser holding only the source's remember-me cookie."""
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = address
+    copy_cookies(source, client, names=(REMEMBER,))
+    return client
+
+
+def test_login_rotates_the_session_cookie(app):
+    """The cookie after signing in is a new one: a value planted before login is not reused."""
+    client = app.test_client()
+    client.get("/login")
+    before = client.get_cookie("session").value
+    AuthActions(client).login("alice")
+    assert client.get_cookie("session").value != before
+    with client.session_transaction() as session:
+        assert set(session) >= {"_user_id", "_fresh", "logout_token"}
+
+
+def test_a_copy_of_the_session_taken_before_logout_is_not_signed_in_after_it(app):
+    """Sign-out ends the login itself: a replayed copy of the cookie is anonymous."""
+    browser = signed_in(app)
+    thief = app.test_client()
+    copy_cookies(browser, thief)
+    assert is_signed_in(thief)
+    AuthActions(browser).logout()
+    assert not is_signed_in(thief)
+
+
+def test_a_copy_of_the_remember_cookie_stops_working_after_logout(app):
+    """ "Keep me signed in": the remember-me cookie alone signs in, until its login signs out."""
+    browser = signed_in(app, remember=True)
+    assert is_signed_in(remember_only(app, browser))
+    thief = remember_only(app, browser)
+    response = AuthActions(browser).logout()
+    assert "remember_token=;" in response.headers.get("Set-Cookie", "") or any(
+        header.startswith(REMEMBER + "=;") for header in response.headers.getlist("Set-Cookie")
+    )
+    assert not is_signed_in(thief)
+
+
+def test_remember_cookie_expires_after_remember_cookie_days(app, clock):
+    """The expiry is inside the signed cookie: after REMEMBER_COOKIE_DAYS it no longer works."""
+    browser = signed_in(app, remember=True)
+    days = app.config["REMEMBER_COOKIE_DAYS"]
+    clock.advance(days * 86400 - 60)
+    assert is_signed_in(remember_only(app, browser)), "still valid a minute before"
+    clock.advance(120)
+    assert not is_signed_in(remember_only(app, browser))
+
+
+def test_a_login_without_remember_me_ends_after_session_max_age_hours(slapd, build_app, clock):
+    """However active the session, it ends SESSION_MAX_AGE_HOURS after the password was typed."""
+    app = build_app(slapd, SESSION_MAX_AGE_HOURS=2)
+    browser = signed_in(app)
+    clock.advance(2 * 3600 - 60)
+    assert is_signed_in(browser)
+    clock.advance(120)
+    assert not is_signed_in(browser)
+
+
+def test_sign_out_everywhere_ends_every_session_and_remember_cookie(app):
+    """From the laptop: the phone's session and its remember-me cookie end too; signing in
+    again afterwards works."""
+    laptop = signed_in(app)
+    phone = signed_in(app, remember=True, address="10.0.0.2")
+    phone_cookie_only = remember_only(app, phone, address="10.0.0.2")
+    bob = signed_in(app, "bob")
+    home = laptop.get("/").get_data(as_text=True)
+    assert "Sign out everywhere" in home
+    assert AuthActions(laptop).logout(everywhere=True).status_code == 302
+    assert not is_signed_in(phone)
+    assert not is_signed_in(phone_cookie_only)
+    assert is_signed_in(bob), "only alice's logins end"
+    assert is_signed_in(signed_in(app)), "a login made afterwards works"
+
+
+def test_admin_revoke_ends_every_login_of_the_person_and_is_audited(app, audit_lines):
+    """erin (admin, password session) revokes bob: his session and remember cookie end."""
+    bob = signed_in(app, "bob", remember=True)
+    bob_elsewhere = remember_only(app, bob, address="10.0.0.7")
+    erin = signed_in(app, "erin")
+    page = erin.get("/admin/users/bob").get_data(as_text=True)
+    assert "Sign this person out everywhere" in page
+    response = erin.post("/admin/users/bob/revoke", data={"csrf_token": csrf_token_in(page)})
+    assert response.status_code == 302
+    assert not is_signed_in(bob)
+    assert not is_signed_in(bob_elsewhere)
+    assert is_signed_in(erin)
+    [line] = audit_lines("admin.revoke")
+    assert (line["user"], line["target"]) == ("erin", "bob")
+
+
+def test_admin_revoke_needs_the_csrf_token(app):
+    """A cross-site POST cannot sign people out."""
+    bob = signed_in(app, "bob")
+    erin = signed_in(app, "erin")
+    assert erin.post("/admin/users/bob/revoke").status_code == 400
+    assert is_signed_in(bob)
+
+
+def test_revoke_command_reaches_servers_sharing_redis(slapd, build_app, redis_server):
+    """`flask revoke bob` with the shared Redis ends bob's login on a running server."""
+    settings = {
+        "CACHE_TYPE": "RedisCache",
+        "CACHE_REDIS_URL": redis_server.url,
+        "CACHE_KEY_PREFIX": "revoke-command-test:",
+    }
+    server, command_line = build_app(slapd, **settings), build_app(slapd, **settings)
+    bob = signed_in(server, "bob", remember=True)
+    assert is_signed_in(bob)
+    result = command_line.test_cli_runner().invoke(args=["revoke", "BOB"])
+    assert result.exit_code == 0, result.output
+    assert "bob: every sign-in" in result.output
+    assert not is_signed_in(bob)
+    assert not is_signed_in(remember_only(server, bob))
+
+
+def test_revoke_command_refuses_a_cache_the_servers_do_not_share(app):
+    """With SimpleCache the command cannot reach the servers: it says so and fails."""
+    result = app.test_cli_runner().invoke(args=["revoke", "bob"])
+    assert result.exit_code != 0
+    assert "do not share" in result.output
+
+
+def test_revocation_is_shared_by_instances_using_one_redis(slapd, build_app, redis_server):
+    """Signing out everywhere on one instance ends the login on the other."""
+    settings = {
+        "CACHE_TYPE": "RedisCache",
+        "CACHE_REDIS_URL": redis_server.url,
+        "CACHE_KEY_PREFIX": "revoke-shared-test:",
+    }
+    first, second = build_app(slapd, **settings), build_app(slapd, **settings)
+    on_first = signed_in(first, "frank")
+    on_second = second.test_client()
+    copy_cookies(on_first, on_second)
+    assert is_signed_in(on_second)
+    AuthActions(on_first).logout(everywhere=True)
+    assert not is_signed_in(on_second)
+
+
+@pytest.mark.parametrize(
+    "planted",
+    [
+        "alice",  # the format before logins could end: no expiry, nothing to revoke
+        "alice|sid|1|99999999999999|extra",
+        "alice|sid|1",
+        "alice|sid|²|99999999999999",
+        "|sid|1|99999999999999",
+    ],
+)
+def test_a_session_id_the_portal_did_not_write_is_anonymous(app, planted):
+    """A validly signed session whose login id is not one of ours signs nobody in."""
+    client = app.test_client()
+    with client.session_transaction() as session:
+        session["_user_id"] = planted
+        session["_fresh"] = True
+    assert not is_signed_in(client)
+
+
+def test_login_id_names_the_person_and_a_random_session(app):
+    """Two logins of one person differ; each names her."""
+    first, second = signed_in(app), signed_in(app)
+    with first.session_transaction() as one, second.session_transaction() as two:
+        a, b = logins.parse(one["_user_id"]), logins.parse(two["_user_id"])
+    assert a.username == b.username == "alice" == session_username(first)
+    assert a.sid != b.sid and len(a.sid) >= 16
+
+
+# --- Session protection and proxies -----------------------------------------------------------
+
+
+def move(client, address: str, agent: str | None = None) -> None:
+    """The same cookies, now sent from another address (and browser)."""
+    client.environ_base["REMOTE_ADDR"] = address
+    if agent is not None:
+        client.environ_base["HTTP_USER_AGENT"] = agent
+
+
+def test_basic_protection_demotes_a_session_used_from_elsewhere(app):
+    """Default "basic": the copy still opens pages but admin pages ask for the password."""
+    erin = signed_in(app, "erin")
+    assert erin.get("/admin/status").status_code == 200
+    move(erin, "198.51.100.9")
+    assert erin.get("/").status_code == 200
+    response = erin.get("/admin/status")
+    assert response.status_code == 302 and response.headers["Location"].startswith("/login")
+
+
+def test_strong_protection_signs_out_a_session_used_from_elsewhere(slapd, build_app):
+    """ "strong": the session is dropped when the address or browser changes."""
+    app = build_app(slapd, SESSION_PROTECTION="strong")
+    browser = signed_in(app)
+    assert is_signed_in(browser)
+    move(browser, "10.0.0.1", agent="another browser")
+    assert not is_signed_in(browser)
+
+
+def test_protection_ignores_client_written_forwarded_headers(app):
+    """X-Forwarded-For from the client is not the address: changing it keeps the session fresh."""
+    erin = signed_in(app, "erin")
+    erin.environ_base["HTTP_X_FORWARDED_FOR"] = "192.0.2.44"
+    assert erin.get("/admin/status").status_code == 200
+
+
+def test_without_trusted_hops_forwarded_headers_change_nothing(slapd):
+    """TRUSTED_PROXY_HOPS=0: the address is the peer and the scheme is the connection's."""
+    app = make_app(slapd)
+    seen = {}
+
+    @app.get("/test-only/whoami")
+    def whoami():
+        from flask import request
+
+        seen.update(address=request.remote_addr, secure=request.is_secure)
+        return "ok"
+
+    headers = {"X-Forwarded-For": "192.0.2.1", "X-Forwarded-Proto": "https"}
+    app.test_client().get(
+        "/test-only/whoami", headers=headers, environ_base={"REMOTE_ADDR": "10.1.1.1"}
+    )
+    assert seen == {"address": "10.1.1.1", "secure": False}
+    app.extensions["portal.directory"].close()
+
+
+def test_with_one_trusted_hop_the_proxys_entry_is_believed(slapd):
+    """TRUSTED_PROXY_HOPS=1: the last X-Forwarded-For entry and X-Forwarded-Proto count."""
+    app = make_app(slapd, TRUSTED_PROXY_HOPS=1)
+    seen = {}
+
+    @app.get("/test-only/whoami")
+    def whoami():
+        from flask import request
+
+        seen.update(address=request.remote_addr, secure=request.is_secure)
+        return "ok"
+
+    headers = {"X-Forwarded-For": "192.0.2.1, 203.0.113.8", "X-Forwarded-Proto": "https"}
+    app.test_client().get(
+        "/test-only/whoami", headers=headers, environ_base={"REMOTE_ADDR": "127.0.0.1"}
+    )
+    assert seen == {"address": "203.0.113.8", "secure": True}
+    app.extensions["portal.directory"].close()

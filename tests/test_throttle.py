@@ -1,0 +1,259 @@
+"""Login throttling and enumeration safety, against a real slapd (and redis-server when shared).
+
+Per account (any address, every spelling of the name, unknown names too) and per client address;
+outages never count; the storage being down refuses logins; failed logins all look the same and
+take at least the configured floor.
+"""
+
+from __future__ import annotations
+
+import re
+
+import ldap3
+import pytest
+
+from portal.testing import trees
+from portal.testing.slapd import free_port
+from tests.conftest import PASSWORDS, AuthActions, make_app, start_slapd
+from tests.test_metrics import scrape
+from tests.test_shaped_directories import example_app
+
+ALICE_DN = "uid=alice,ou=people,dc=example,dc=org"
+
+
+def attempt(app, username="alice", password="wrong", address="10.0.0.1", **headers):
+    """One login from a fresh browser at `address` (the TCP peer the portal sees)."""
+    client = app.test_client()
+    client.environ_base.update({"REMOTE_ADDR": address})
+    for name, value in headers.items():
+        client.environ_base["HTTP_" + name.upper()] = value
+    return AuthActions(client).login(username, password)
+
+
+@pytest.fixture
+def throttled_app(slapd, build_app):
+    """The demo portal with small limits: 3 failures per account, 6 per address."""
+    return build_app(
+        slapd, THROTTLE_ACCOUNT_LIMIT="3 per 15 minutes", THROTTLE_IP_LIMIT="6 per 15 minutes"
+    )
+
+
+def test_account_limit_counts_every_address_and_spelling(throttled_app, ldap_spy):
+    """Three failures for alice from three addresses, spelled three ways: the fourth try waits,
+    even with the right password, and the directory is not asked."""
+    for number, spelling in enumerate(["alice", "ALICE", " Alice "]):
+        assert attempt(throttled_app, spelling, address=f"10.0.0.{number}").status_code == 401
+    ldap_spy.reset()
+    response = attempt(throttled_app, "alice", PASSWORDS["alice"], address="10.0.9.9")
+    assert response.status_code == 429
+    assert 0 < int(response.headers["Retry-After"]) <= 15 * 60
+    assert "Too many failed sign-ins" in response.get_data(as_text=True)
+    assert ldap_spy.operations == 0, "a throttled login must not reach the directory"
+    assert attempt(throttled_app, "bob", PASSWORDS["bob"]).status_code == 302, "others unaffected"
+
+
+def test_unknown_usernames_are_counted_too(throttled_app):
+    """Guessing at a name that does not exist is throttled like any other."""
+    for _ in range(3):
+        assert attempt(throttled_app, "nobody-here").status_code == 401
+    assert attempt(throttled_app, "NOBODY-HERE").status_code == 429
+
+
+def test_address_limit_stops_spraying_one_password_over_many_names(throttled_app):
+    """Six different names from one address fail; the seventh waits; another address does not."""
+    for number in range(6):
+        assert attempt(throttled_app, f"user{number}", "Summer2026!").status_code == 401
+    assert attempt(throttled_app, "user99", "Summer2026!").status_code == 429
+    assert attempt(throttled_app, "bob", PASSWORDS["bob"], address="10.0.0.2").status_code == 302
+
+
+def test_rotating_x_forwarded_for_does_not_reset_the_count(throttled_app):
+    """With no trusted proxy, X-Forwarded-For is the client's own words: it changes nothing."""
+    for number in range(6):
+        response = attempt(throttled_app, f"user{number}", x_forwarded_for=f"192.0.2.{number}")
+        assert response.status_code == 401
+    assert attempt(throttled_app, "user9", x_forwarded_for="198.51.100.7").status_code == 429
+
+
+def test_behind_one_trusted_proxy_only_the_proxys_entry_counts(slapd, build_app):
+    """With TRUSTED_PROXY_HOPS=1 the address is the one the proxy appended, not the client's."""
+    app = build_app(
+        slapd,
+        TRUSTED_PROXY_HOPS=1,
+        THROTTLE_IP_LIMIT="2 per 15 minutes",
+        THROTTLE_ACCOUNT_LIMIT="9 per minute",
+    )
+    proxy = "127.0.0.1"
+    for forged in ("192.0.2.1", "192.0.2.2"):
+        header = f"{forged}, 203.0.113.5"  # the client wrote the first, our proxy the last
+        assert attempt(app, "bob", address=proxy, x_forwarded_for=header).status_code == 401
+    header = "192.0.2.3, 203.0.113.5"
+    assert attempt(app, "bob", address=proxy, x_forwarded_for=header).status_code == 429
+    other = "192.0.2.3, 203.0.113.6"
+    assert (
+        attempt(app, "bob", PASSWORDS["bob"], address=proxy, x_forwarded_for=other).status_code
+        == 302
+    )
+
+
+def test_successful_logins_are_not_counted(throttled_app):
+    """Signing in many times in a row never throttles anyone."""
+    for _ in range(8):
+        assert attempt(throttled_app, "alice", PASSWORDS["alice"]).status_code == 302
+
+
+def test_directory_outage_failures_do_not_count(own_slapd, build_app):
+    """Logins refused because the directory is down (503) use up nobody's attempts."""
+    app = build_app(own_slapd, THROTTLE_ACCOUNT_LIMIT="2 per 15 minutes")
+    own_slapd.stop()
+    for _ in range(5):
+        response = attempt(app, "alice")
+        assert response.status_code == 503
+        assert "Retry-After" in response.headers
+    own_slapd.start()
+    assert attempt(app, "alice").status_code == 401
+    assert attempt(app, "alice").status_code == 401
+    assert attempt(app, "alice").status_code == 429
+
+
+def test_throttle_stops_before_the_directory_locks_the_account():
+    """With the ppolicy example's limit (below pwdMaxFailure), guessing cannot lock alice out."""
+    server = start_slapd(**trees.ppolicy_options())
+    try:
+        app = example_app("ppolicy", server)
+        answers = [attempt(app, "alice", f"guess-{n}").status_code for n in range(10)]
+        assert answers == [401, 401] + [429] * 8
+        # The directory itself still lets her in: her account was never locked.
+        connection = ldap3.Connection(server.url, trees.PPOLICY_PEOPLE["alice"], "alice-secret")
+        assert connection.bind(), connection.result
+        connection.unbind()
+        app.extensions["portal.directory"].close()
+    finally:
+        server.cleanup()
+
+
+def test_storage_down_refuses_login_instead_of_allowing_unlimited_guesses(slapd, ldap_spy):
+    """Counts kept in a Redis that does not answer: 503 with Retry-After, no password checked."""
+    app = make_app(slapd, THROTTLE_STORAGE_URL=f"redis://127.0.0.1:{free_port()}/0")
+    try:
+        ldap_spy.reset()
+        response = attempt(app, "alice", PASSWORDS["alice"])
+        assert response.status_code == 503
+        assert response.headers["Retry-After"].isdigit()
+        assert "cannot count failed attempts" in response.get_data(as_text=True)
+        assert ldap_spy.user_binds() == []
+    finally:
+        app.extensions["portal.directory"].close()
+
+
+def test_counts_in_redis_are_shared_by_every_instance(slapd, build_app, redis_server):
+    """Two portals sharing Redis: failures on either count against the same account."""
+    settings = {
+        "CACHE_TYPE": "RedisCache",
+        "CACHE_REDIS_URL": redis_server.url,
+        "CACHE_KEY_PREFIX": "throttle-shared-test:",
+        "THROTTLE_ACCOUNT_LIMIT": "3 per 15 minutes",
+    }
+    first, second = build_app(slapd, **settings), build_app(slapd, **settings)
+    assert attempt(first, "carol").status_code == 401
+    assert attempt(second, "carol").status_code == 401
+    assert attempt(first, "carol").status_code == 401
+    assert attempt(second, "carol", PASSWORDS["carol"]).status_code == 429
+
+
+def test_throttled_login_is_audited_and_counted(throttled_app, audit_lines):
+    """The refusal is one audit line (no password) and one throttled login in /metrics."""
+    before = scrape(throttled_app)
+    for _ in range(4):
+        attempt(throttled_app, "frank", "hunter2-guess")
+    after = scrape(throttled_app)
+    assert after.delta(before, "portal_logins_total", outcome="throttled") == 1
+    [line] = audit_lines("login.throttled")
+    assert line["user"] == "frank" and line["ip"] == "10.0.0.1"
+    assert "account" in line["reason"]
+    assert all("hunter2-guess" not in str(entry) for entry in audit_lines())
+
+
+# --- Enumeration safety --------------------------------------------------------------------
+
+_TOKEN = re.compile(r'value="[^"]*"')
+
+
+def comparable(response) -> tuple:
+    """Status, body with the form's echoed values blanked, and the cookies' names and flags."""
+    body = _TOKEN.sub('value=""', response.get_data(as_text=True))
+    cookies = sorted(
+        re.sub(r"^([^=]+)=[^;]*", r"\1", header)
+        for header in response.headers.getlist("Set-Cookie")
+    )
+    return response.status_code, body, cookies
+
+
+def test_unknown_wrong_disabled_and_locked_look_identical(ad_server):
+    """On the AD-shaped tree: an unknown name, a wrong password, a disabled account (bob, UAC
+    0x2) and a locked one (dave), each with its right password, get the same status, body and
+    cookies."""
+    app = example_app("ad", ad_server)
+    cases = {
+        "unknown": ("nobody", "whatever"),
+        "wrong password": ("alice", "wrong"),
+        "disabled": ("bob", "bob-secret"),
+        "locked": ("dave", "dave-secret"),
+    }
+    seen = {name: comparable(attempt(app, *login)) for name, login in cases.items()}
+    assert attempt(app, "frank", "frank-secret").status_code == 302, "the tree's normal account"
+    app.extensions["portal.directory"].close()
+    assert seen["unknown"][0] == 401
+    for name, answer in seen.items():
+        assert answer == seen["unknown"], f"{name} differs from an unknown name"
+
+
+class FakeTime:
+    """A monotonic clock the login view reads, and a sleep that only moves it."""
+
+    def __init__(self):
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def fake_time(monkeypatch):
+    """Replace the login view's clock and sleep, so the floor is observed, not waited for."""
+    fake = FakeTime()
+    monkeypatch.setattr("portal.auth.views._monotonic", fake.monotonic)
+    monkeypatch.setattr("portal.auth.views._sleep", fake.sleep)
+    return fake
+
+
+def test_failed_logins_last_at_least_the_floor_whatever_the_reason(slapd, build_app, fake_time):
+    """Unknown name and wrong password both wait out the floor; a success does not wait."""
+    app = build_app(slapd, LOGIN_FAILURE_FLOOR_MS=250, THROTTLE_ACCOUNT_LIMIT="50 per minute")
+    assert attempt(app, "nobody").status_code == 401
+    assert attempt(app, "alice", "wrong").status_code == 401
+    assert attempt(app, "carol", PASSWORDS["carol"]).status_code == 403  # refused: right password
+    assert fake_time.slept == [0.25, 0.25, 0.25]
+    assert attempt(app, "alice", PASSWORDS["alice"]).status_code == 302
+    assert fake_time.slept == [0.25, 0.25, 0.25], "a successful login is not slowed down"
+
+
+def test_the_floor_counts_the_time_already_spent(slapd, build_app, fake_time, monkeypatch):
+    """Only the rest of the floor is waited: work that took 100 ms leaves 150 ms."""
+    from portal import directory
+
+    app = build_app(slapd, LOGIN_FAILURE_FLOOR_MS=250)
+    real = directory.authenticate
+
+    def slow_authenticate(*args):
+        fake_time.now += 0.1
+        return real(*args)
+
+    monkeypatch.setattr(directory, "authenticate", slow_authenticate)
+    assert attempt(app, "alice", "wrong").status_code == 401
+    assert fake_time.slept == [pytest.approx(0.15)]
