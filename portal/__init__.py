@@ -40,9 +40,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     login_manager.needs_refresh_message = "Please enter your password again to open that page."
     # SESSION_PROTECTION (Flask-Login reads it from the config) compares this fingerprint,
     # not Flask-Login's own, which trusts the client-supplied X-Forwarded-For header.
-    from .sessions import PortalSessionInterface, client_fingerprint
+    from flask_login import user_loaded_from_cookie
+
+    from .sessions import PortalSessionInterface, bind_to_client, client_fingerprint
 
     login_manager._session_identifier_generator = client_fingerprint
+    user_loaded_from_cookie.connect(bind_to_client, app)
     app.session_interface = PortalSessionInterface()
     if app.config["TRUSTED_PROXY_HOPS"]:
         from werkzeug.middleware.proxy_fix import ProxyFix
@@ -64,7 +67,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     for blueprint in (auth_bp, main_bp, admin_bp, health_bp, sso_bp):
         app.register_blueprint(blueprint)
-    throttle.init_app(app)  # wraps the login view registered just above
+    throttle.init_app(app)
     from .cli import commands
 
     for command in commands:

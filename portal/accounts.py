@@ -102,15 +102,22 @@ def start_login(user: User, remember: bool) -> User:
     return User.from_attributes(user.attributes(), policy(), login_id=login.id)
 
 
-def end_login(login_id: object) -> None:
-    """Sign one login out everywhere its cookies may have been copied; drop the cache entry."""
+def end_login(login_id: object) -> bool:
+    """Sign one login out everywhere its cookies may have been copied; drop the cache entry.
+
+    Returns False when the cache could not store that (copies of the cookies still work).
+    """
     login = logins.parse(login_id)
     if login is None:
-        return
+        return True
     remaining = -(-(login.expires - logins.now_ms()) // 1000)  # whole seconds, rounded up
+    stored = True
     if remaining > 0:
-        _cache_call("set", logins.ended_key(login.sid), 1, remaining)
+        stored = _can_revoke() and bool(
+            _cache_call("set", logins.ended_key(login.sid), 1, remaining)
+        )
     forget(login.username)
+    return stored
 
 
 def revoke_all(username: str) -> bool:
@@ -121,9 +128,16 @@ def revoke_all(username: str) -> bool:
     config = current_app.config
     # The marker must outlive every login issued before it.
     longest = max(config["REMEMBER_COOKIE_DAYS"] * 86400, config["SESSION_MAX_AGE_HOURS"] * 3600)
-    stored = _cache_call("set", logins.revoked_key(username), logins.now_ms(), longest)
+    stored = _can_revoke() and bool(
+        _cache_call("set", logins.revoked_key(username), logins.now_ms(), longest)
+    )
     forget(username)
-    return bool(stored)
+    return stored
+
+
+def _can_revoke() -> bool:
+    # NullCache accepts every write and keeps nothing: a revocation there would be a lie.
+    return current_app.config["CACHE_TYPE"] != "NullCache"
 
 
 def _decode(raw: object, username: str) -> dict | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from flask import Flask, request
+from flask import Flask, request, session
 from flask.sessions import SecureCookieSessionInterface
 
 
@@ -18,6 +18,14 @@ def client_fingerprint() -> str:
     agent = request.headers.get("User-Agent", "")
     seen = f"{request.remote_addr}|{agent}".encode("utf-8", "replace")
     return hashlib.sha256(seen).hexdigest()
+
+
+def bind_to_client(sender, user=None, **extra) -> None:
+    """On a sign-in restored from a remember-me cookie, note who uses the new session.
+
+    Flask-Login does not, so "strong" protection would drop that session on its next request.
+    """
+    session["_id"] = client_fingerprint()
 
 
 class PortalSessionInterface(SecureCookieSessionInterface):

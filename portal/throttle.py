@@ -1,62 +1,67 @@
 """Login throttling with Flask-Limiter: failed logins per account (from anywhere) and per address.
 
-Only answers that refused a password (401 and 403) are counted, so the directory being down
-never uses up anyone's attempts; a throttled login is refused before the directory is asked,
-whatever the password. Counts live in memory, or in Redis so every worker and instance shares
-them. When that storage cannot be reached, login is refused (503) rather than left unlimited.
+Each password attempt is counted before the directory is asked, atomically (one INCR in
+Redis), so simultaneous guesses cannot all slip under the limit; afterwards the attempts that
+did not refuse a password (a success, a directory outage) are given back, so outages use up
+nobody's attempts. Counts live in memory, or in Redis so every worker and instance shares them.
+When that storage cannot count (down, or refusing writes) login is refused (503), never left
+unlimited.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
+import unicodedata
+from dataclasses import dataclass, field
 
 from flask import Flask, current_app, request
-from flask_limiter import Limiter, RequestLimit
+from flask_limiter import Limiter
+from limits import RateLimitItem, parse_many
 
-from . import audit, directory, metrics
+from . import directory
 from .directory import InvalidInput
 
 log = logging.getLogger(__name__)
 
 _LIMITER = "portal.limiter"
-_LOGIN_ENDPOINT = "auth.login"
-# Answers that mean "a password was tried and did not open a session".
-_COUNTED = frozenset({401, 403})
+
+
+@dataclass
+class Attempt:
+    """One login attempt as counted: whether it may go on, and what to give back afterwards."""
+
+    allowed: bool
+    #: "account" or "address" when a limit was reached.
+    exceeded: str = ""
+    retry_after: int = 0
+    _counted: list[tuple[RateLimitItem, tuple[str, ...]]] = field(default_factory=list)
 
 
 def init_app(app: Flask) -> None:
-    """Throttle POSTs to the login view (call after the auth blueprint is registered)."""
+    """Set up the counting storage (memory or Redis) and parse the limits once."""
     config = app.config
     config["RATELIMIT_STORAGE_URI"] = storage_url(config)
-    timeout = config["CACHE_REDIS_TIMEOUT"]
     if config["RATELIMIT_STORAGE_URI"].startswith("memory://"):
         config["RATELIMIT_STORAGE_OPTIONS"] = {}
     else:
+        timeout = config["CACHE_REDIS_TIMEOUT"]
         # Without socket timeouts a hung Redis would hang every login.
         config["RATELIMIT_STORAGE_OPTIONS"] = {
             "socket_timeout": timeout,
             "socket_connect_timeout": timeout,
         }
-    config["RATELIMIT_KEY_PREFIX"] = config["CACHE_KEY_PREFIX"] + "throttle"
-    # One limiter per app: Flask-Limiter keeps its storage on the Limiter object.
-    limiter = Limiter(
-        key_func=client_address,
-        strategy="moving-window",
-        headers_enabled=False,  # "attempts left" is nobody's business; Retry-After is set on 429
-        # A storage error while counting must not turn an answer already decided into a 500;
-        # the login view checks the storage first and refuses when it is down.
-        swallow_errors=True,
-    )
+    # One limiter per app: Flask-Limiter keeps its storage on the Limiter object. Fixed windows,
+    # because only a counter can be given back (an outage must not use up attempts).
+    limiter = Limiter(key_func=client_address, strategy="fixed-window", headers_enabled=False)
     limiter.init_app(app)
-    app.extensions[_LIMITER] = limiter
-    counted = {"deduct_when": _refused_a_password, "methods": ["POST"], "on_breach": _breached}
-    view = app.view_functions[_LOGIN_ENDPOINT]
-    view = limiter.limit(lambda: current_app.config["THROTTLE_IP_LIMIT"], **counted)(view)
-    view = limiter.limit(
-        lambda: current_app.config["THROTTLE_ACCOUNT_LIMIT"], key_func=account_key, **counted
-    )(view)
-    app.view_functions[_LOGIN_ENDPOINT] = view
+    app.extensions[_LIMITER] = (
+        limiter,
+        parse_many(config["THROTTLE_ACCOUNT_LIMIT"]),
+        parse_many(config["THROTTLE_IP_LIMIT"]),
+        config["CACHE_KEY_PREFIX"] + "throttle",
+    )
 
 
 def storage_url(config) -> str:
@@ -68,48 +73,65 @@ def storage_url(config) -> str:
     return "memory://"
 
 
-def storage_ok() -> bool:
-    """Tell whether the counts can be read and written right now (a PING with Redis)."""
+def begin_attempt() -> Attempt | None:
+    """Count this login attempt against every limit; None when the counts cannot be kept."""
+    limiter, account_limits, address_limits, prefix = current_app.extensions[_LIMITER]
+    attempt = Attempt(allowed=True)
+    buckets = [("account", item, account_key()) for item in account_limits]
+    buckets += [("address", item, client_address()) for item in address_limits]
     try:
-        return bool(current_app.extensions[_LIMITER].storage.check())
+        for which, item, key in buckets:
+            identifiers = (prefix, key)
+            attempt._counted.append((item, identifiers))
+            if not limiter.limiter.hit(item, *identifiers):
+                reset = limiter.limiter.get_window_stats(item, *identifiers).reset_time
+                wait = max(1, int(reset - time.time()) + 1)
+                if attempt.allowed or wait > attempt.retry_after:
+                    attempt.exceeded, attempt.retry_after = which, wait
+                attempt.allowed = False
     except Exception as error:  # noqa: BLE001 - every storage raises its own errors
-        log.warning("login throttling storage unreachable: %s", error)
-        return False
+        log.warning("login throttling cannot count attempts: %s", error)
+        give_back(attempt)
+        return None
+    return attempt
 
 
-def retry_after() -> int:
-    """Seconds until the limit this request broke lets another attempt through."""
-    breached = current_app.extensions[_LIMITER].current_limit
-    if breached is None:
-        return 60
-    return max(1, int(breached.reset_at - time.time()))
+def give_back(attempt: Attempt) -> None:
+    """Uncount an attempt that did not refuse a password (a success, an outage)."""
+    limiter = current_app.extensions[_LIMITER][0]
+    try:
+        for item, identifiers in attempt._counted:
+            limiter.limiter.hit(item, *identifiers, cost=-1)
+    except Exception as error:  # noqa: BLE001 - the attempt stays counted: the safe side
+        log.warning("login throttling could not give back an attempt: %s", error)
+    attempt._counted.clear()
 
 
 def client_address() -> str:
-    """The client's address: the TCP peer, or what TRUSTED_PROXY_HOPS proxies report."""
-    return "ip:" + (request.remote_addr or "unknown")
+    """The client's address (the TCP peer, or what TRUSTED_PROXY_HOPS proxies report); an IPv6
+    client is counted by its /64, which one person usually holds whole."""
+    peer = request.remote_addr or "unknown"
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return "ip:" + peer
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return "ip:" + str(address.ipv4_mapped)  # ::ffff:192.0.2.1 is 192.0.2.1
+        return "ip:" + str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return "ip:" + str(address)
 
 
 def account_key() -> str:
-    """The account a login names, the same for every spelling of it (unknown names too)."""
+    """The account a login names, the same for every spelling of it (unknown names too).
+
+    Compatibility forms are folded (NFKC) as the directory's matching rules fold them, so a
+    fullwidth "ａlice" is counted as alice.
+    """
     typed = request.form.get("username", "")
     try:
-        name = directory.canonical_username(typed)
+        name = directory.canonical_username(unicodedata.normalize("NFKC", typed))
     except InvalidInput:
         # Never reaches the directory, but still counts: against one shared bucket.
         name = "\x00invalid"
-    return "account:" + name
-
-
-def _refused_a_password(response) -> bool:
-    return response.status_code in _COUNTED
-
-
-def _breached(limit: RequestLimit) -> None:
-    which = "account" if "account:" in limit.key else "address"
-    metrics.login("throttled")  # metrics
-    audit.record(
-        "login.throttled",
-        user=request.form.get("username", ""),
-        reason=f"too many failed logins for this {which}",
-    )
+    return "account:" + unicodedata.normalize("NFKC", name.casefold())

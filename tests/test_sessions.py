@@ -279,3 +279,71 @@ def test_with_one_trusted_hop_the_proxys_entry_is_believed(slapd):
     )
     assert seen == {"address": "203.0.113.8", "secure": True}
     app.extensions["portal.directory"].close()
+
+
+def test_sign_out_everywhere_says_so_when_it_could_not_be_recorded(app, monkeypatch, audit_lines):
+    """The cache refusing the write: this browser is signed out, the page says other sign-ins
+    may still work, and the audit line says why (never a plain "signed out")."""
+    from portal.extensions import cache
+
+    browser = signed_in(app, remember=True)
+
+    def refuse(*args, **kwargs):
+        raise ConnectionError("the cache went away")
+
+    monkeypatch.setattr(cache, "set", refuse)
+    response = AuthActions(browser).logout(everywhere=True)
+    assert response.headers["Location"].endswith("signed_out=incomplete")
+    page = browser.get(response.headers["Location"]).get_data(as_text=True)
+    assert "could not record it" in page and "You are signed out." not in page
+    assert not is_signed_in(browser)
+    [line] = audit_lines("logout.everywhere")
+    assert line["reason"] == "cache down"
+
+
+def test_revoking_with_a_cache_that_keeps_nothing_is_refused(slapd, build_app):
+    """NullCache accepts writes and keeps nothing: revoke reports failure, not success."""
+    app = build_app(slapd, CACHE_TYPE="NullCache")
+    with app.app_context():
+        from portal import accounts
+
+        assert accounts.revoke_all("alice") is False
+
+
+def test_strong_protection_keeps_a_session_restored_from_the_remember_cookie(slapd, build_app):
+    """ "strong" with "keep me signed in": the restored session stays on the next pages."""
+    app = build_app(slapd, SESSION_PROTECTION="strong")
+    first = signed_in(app, remember=True)
+    browser = remember_only(app, first)  # the browser restarted: only the remember cookie
+    assert is_signed_in(browser)
+    assert is_signed_in(browser), "signed out on the second page"
+
+
+def test_sign_out_works_after_a_secret_key_rotation(slapd):
+    """Sessions signed with the old key (now a fallback) can still sign out."""
+    old, new = "old-secret-key-" + "a" * 32, "new-secret-key-" + "b" * 32
+    before = make_app(slapd, SECRET_KEY=old)
+    browser = signed_in(before)
+    after = make_app(slapd, SECRET_KEY=new, SECRET_KEY_FALLBACKS=[old])
+    rotated = after.test_client()
+    copy_cookies(browser, rotated, names=("session",))
+    assert is_signed_in(rotated)
+    assert AuthActions(rotated).logout().status_code == 302
+    assert not is_signed_in(rotated)
+    for application in (before, after):
+        application.extensions["portal.directory"].close()
+
+
+def test_signing_in_without_remember_me_drops_the_previous_persons_remember_cookie(app):
+    """bob signs in where alice's remember-me cookie was left: when bob's login ends, the
+    browser is nobody's, not alice's."""
+    alice = signed_in(app, "alice", remember=True)
+    browser = remember_only(app, alice)
+    assert AuthActions(browser).login("bob").status_code == 302
+    assert browser.get_cookie(REMEMBER) is None
+    with app.app_context():
+        from portal import accounts
+
+        accounts.revoke_all("bob")
+    assert not is_signed_in(browser)
+

@@ -8,9 +8,11 @@ take at least the configured floor.
 from __future__ import annotations
 
 import re
+import threading
 
 import ldap3
 import pytest
+import redis
 
 from portal.testing import trees
 from portal.testing.slapd import free_port
@@ -257,3 +259,76 @@ def test_the_floor_counts_the_time_already_spent(slapd, build_app, fake_time, mo
     monkeypatch.setattr(directory, "authenticate", slow_authenticate)
     assert attempt(app, "alice", "wrong").status_code == 401
     assert fake_time.slept == [pytest.approx(0.15)]
+
+
+def test_simultaneous_guesses_cannot_all_slip_under_the_account_limit(slapd, build_app, ldap_spy):
+    """20 guesses for alice arriving at once, limit 3: at most 3 passwords reach the directory
+    (each attempt is counted before the bind, atomically)."""
+    app = build_app(slapd, THROTTLE_ACCOUNT_LIMIT="3 per 15 minutes")
+    browsers = []
+    for number in range(20):
+        client = app.test_client()
+        client.environ_base["REMOTE_ADDR"] = f"10.9.0.{number}"
+        browsers.append((client, AuthActions(client).csrf_token()))
+    barrier, statuses = threading.Barrier(len(browsers)), []
+
+    def guess(client, token):
+        barrier.wait()
+        form = {"csrf_token": token, "username": "alice", "password": "guess"}
+        statuses.append(client.post("/login", data=form).status_code)
+
+    ldap_spy.reset()
+    threads = [threading.Thread(target=guess, args=pair) for pair in browsers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [401] * 3 + [429] * 17
+    assert len(ldap_spy.user_binds()) == 3
+
+
+# Spellings an LDAP server's matching rules fold to "alice" (fullwidth and ordinal letters).
+COMPATIBLE_SPELLINGS = ["\uff41lice", "\u00aalice", "\uff41\uff4c\uff49\uff43\uff45"]
+
+
+def test_compatibility_spellings_of_a_name_share_its_count(throttled_app):
+    """Spellings slapd folds to alice (fullwidth, ordinal letters) share her budget."""
+    assert [attempt(throttled_app, name).status_code for name in COMPATIBLE_SPELLINGS] == [401] * 3
+    assert attempt(throttled_app, "alice", PASSWORDS["alice"]).status_code == 429
+
+
+def test_an_ipv6_client_is_counted_by_its_64(throttled_app):
+    """Addresses of one /64 (one subscriber) share the address limit; another /64 does not."""
+    answers = [
+        attempt(throttled_app, f"user{n}", address=f"2001:db8:1:2::{n:x}").status_code
+        for n in range(7)
+    ]
+    assert answers == [401] * 6 + [429]
+    other = attempt(throttled_app, "bob", PASSWORDS["bob"], address="2001:db8:1:3::1")
+    assert other.status_code == 302
+
+
+@pytest.fixture
+def own_redis():
+    """A private redis-server the test may reconfigure."""
+    from portal.testing.redis import RedisServer
+
+    server = RedisServer().start()
+    yield server
+    server.cleanup()
+
+
+def test_a_redis_that_refuses_writes_pauses_login(slapd, build_app, own_redis, ldap_spy):
+    """Redis answering PING but refusing writes (memory full, read-only replica): the attempt
+    cannot be counted, so no password is checked (503)."""
+    app = build_app(
+        slapd, CACHE_TYPE="RedisCache", CACHE_REDIS_URL=own_redis.url, CACHE_KEY_PREFIX="full:"
+    )
+    client = redis.Redis.from_url(own_redis.url)
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", "1")
+    ldap_spy.reset()
+    answers = [attempt(app, "alice", f"guess-{n}").status_code for n in range(4)]
+    assert answers == [503] * 4
+    assert ldap_spy.user_binds() == []
+    client.close()

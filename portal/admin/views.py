@@ -23,7 +23,7 @@ from ..probes import count_person_entries, probe_cache
 from ..recent import RECENT
 from . import bp
 
-_HIDDEN_SESSION_KEYS = frozenset({"csrf_token", "_id", "logout_token"})
+_HIDDEN_SESSION_KEYS = frozenset({"csrf_token", "_id", "logout_token", "logout_key"})
 # Settings whose values are never shown, only whether they are set.
 _SECRETS = frozenset({"SECRET_KEY", "LDAP_BIND_PASSWORD", "METRICS_BEARER_TOKEN"})
 # Greedy to the last "@": an unencoded password may hold "/", "#" or "?" (masking too much is

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 
 from flask import current_app, g, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_fresh, login_user
+from flask_login.utils import decode_cookie
 from flask_wtf.csrf import generate_csrf
 
 from .. import accounts, audit, directory, logins, metrics, throttle
@@ -57,24 +59,31 @@ def login():
         return _page(form)
     if not form.validate_on_submit():
         return _page(form, MISSING, 400)
-    if not throttle.storage_ok():
+    attempt = throttle.begin_attempt()
+    if attempt is None:
         # Unlimited guessing is worse than nobody signing in for a while: fail closed.
         metrics.login("throttled")  # metrics
         audit.record("login.throttled", user=form.username.data, reason="throttle storage down")
         return _page(form, PAUSED, 503, {"Retry-After": str(RETRY_AFTER_SECONDS)})
+    if not attempt.allowed:
+        metrics.login("throttled")  # metrics
+        audit.record(
+            "login.throttled",
+            user=form.username.data,
+            reason=f"too many failed logins for this {attempt.exceeded}",
+        )
+        return _throttled_page(form, attempt.retry_after)
     started = _monotonic()
     response = _check_password(form, next_url)
     if response[1] in (401, 403):
         _wait_until(started + current_app.config["LOGIN_FAILURE_FLOOR_MS"] / 1000)
+    else:
+        throttle.give_back(attempt)  # only refused passwords count
     return response
 
 
-@bp.errorhandler(429)
-def throttled(error):
-    """A login over the limit: the form again, saying when to try (429 with Retry-After)."""
-    form = LoginForm(formdata=None)
-    form.username.data = request.form.get("username", "")
-    wait = throttle.retry_after()
+def _throttled_page(form: LoginForm, wait: int):
+    # The form again, saying when to try (429 with Retry-After); the directory was not asked.
     minutes = max(1, -(-wait // 60))
     message = (
         f"Too many failed sign-ins. Please wait {minutes} minute{'s' if minutes > 1 else ''} "
@@ -108,14 +117,18 @@ def _check_password(form: LoginForm, next_url: str | None):
         metrics.login("refused")  # metrics
         audit.record("login.refused", user=user.username, reason="not in an allowed group")
         return _page(form, REFUSED, 403)
-    # A new session for the new identity: nothing from before the login survives it.
+    # A new session for the new identity: nothing from before the login survives it, not
+    # even a remember-me cookie of whoever used this browser before.
     session.clear()
     login_user(accounts.start_login(user, form.remember.data), remember=form.remember.data)
+    if not form.remember.data and _remember_cookie_name() in request.cookies:
+        session["_remember"] = "clear"  # Flask-Login deletes it with this response
     # The logout form's token, signed once per session instead of on every page (CSRFProtect
     # accepts it for as long as the session lives: WTF_CSRF_TIME_LIMIT is None).
     # Flask-WTF keeps this request's token in g: it belongs to the session just cleared.
     g.pop(current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token"), None)
     session["logout_token"] = generate_csrf()
+    session["logout_key"] = _key_id()
     accounts.remember(attrs)
     audit.record("login.success", user=user.username, remember=bool(form.remember.data))
     metrics.login("success")  # metrics
@@ -130,20 +143,27 @@ def logout():
     the user, so signing out still works while the directory is down. CSRFProtect has already
     checked the form's token.
     """
-    login = logins.parse(session.get("_user_id"))
-    if login is not None:
+    ended = True
+    # The session's login, and the one a remember-me cookie names (it may be an older one).
+    remembered = decode_cookie(request.cookies.get(_remember_cookie_name(), ""))
+    ids = {session.get("_user_id"), remembered}
+    for login in filter(None, map(logins.parse, ids)):
         if request.form.get("everywhere") == "1":
-            accounts.revoke_all(login.username)
-            audit.record("logout.everywhere", user=login.username)
+            stored = accounts.revoke_all(login.username)
+            event = "logout.everywhere"
         else:
-            accounts.end_login(login.id)
-            audit.record("logout", user=login.username)
+            stored = accounts.end_login(login.id)
+            event = "logout"
+        audit.record(event, user=login.username, reason="" if stored else "cache down")
+        ended = ended and stored
     session.clear()
     login_manager._update_request_context_with_user()  # anonymous for the rest of the request
-    response = redirect(url_for("auth.login", signed_out=1))
+    # This browser is signed out either way; if the cache could not record it, copies of the
+    # cookies (other devices) still work, and the page must say so rather than "signed out".
+    response = redirect(url_for("auth.login", signed_out=1 if ended else "incomplete"))
     config = current_app.config
     response.delete_cookie(
-        config.get("REMEMBER_COOKIE_NAME", "remember_token"),
+        _remember_cookie_name(),
         path=config.get("REMEMBER_COOKIE_PATH", "/"),
         domain=config.get("REMEMBER_COOKIE_DOMAIN"),
         secure=config["REMEMBER_COOKIE_SECURE"],
@@ -151,6 +171,29 @@ def logout():
         samesite=config["REMEMBER_COOKIE_SAMESITE"],
     )
     return response
+
+
+@bp.app_template_global()
+def logout_token() -> str:
+    """The sign-out forms' CSRF token: the one signed at login while SECRET_KEY is unchanged.
+
+    After a key rotation that token no longer verifies (Flask-WTF checks the current key only),
+    so a fresh one is signed: people must always be able to sign out.
+    """
+    token = session.get("logout_token")
+    if token and session.get("logout_key") == _key_id():
+        return token
+    return generate_csrf()
+
+
+def _remember_cookie_name() -> str:
+    return current_app.config.get("REMEMBER_COOKIE_NAME", "remember_token")
+
+
+def _key_id() -> str:
+    # Names the key the token was signed with, without revealing anything about it.
+    secret = str(current_app.secret_key).encode()
+    return hashlib.sha256(b"portal.logout-key|" + secret).hexdigest()[:12]
 
 
 def _wait_until(deadline: float) -> None:
@@ -163,7 +206,7 @@ def _wait_until(deadline: float) -> None:
 
 def _page(form: LoginForm, error=None, status: int = 200, headers=None, change_url=None):
     form.password.data = ""
-    signed_out = request.args.get("signed_out") == "1" and error is None
+    signed_out = request.args.get("signed_out") if error is None else None
     body = render_template(
         "login.html", form=form, error=error, signed_out=signed_out, change_url=change_url
     )
