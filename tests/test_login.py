@@ -208,7 +208,7 @@ def test_uploaded_file_as_username_is_a_clear_4xx_and_no_login(auth):
 
 
 def test_repeated_fields_do_not_break_login(auth):
-    """A duplicated username field is answered, never a 500."""
+    """A duplicated username field is a clear 400: which of the two would be meant?"""
     token = auth.csrf_token()
     response = auth.client.post(
         "/login",
@@ -221,7 +221,7 @@ def test_repeated_fields_do_not_break_login(auth):
             ]
         ),
     )
-    assert response.status_code in (302, 401)
+    assert response.status_code == 400
 
 
 def test_anonymous_visitor_is_sent_to_login_and_back(auth):

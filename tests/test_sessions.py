@@ -346,4 +346,3 @@ def test_signing_in_without_remember_me_drops_the_previous_persons_remember_cook
 
         accounts.revoke_all("bob")
     assert not is_signed_in(browser)
-

@@ -59,6 +59,9 @@ def login():
         return _page(form)
     if not form.validate_on_submit():
         return _page(form, MISSING, 400)
+    if any(len(request.form.getlist(name)) > 1 for name in ("username", "password")):
+        # Two names or two passwords: no guessing which one was meant.
+        return _page(form, MISSING, 400)
     attempt = throttle.begin_attempt()
     if attempt is None:
         # Unlimited guessing is worse than nobody signing in for a while: fail closed.

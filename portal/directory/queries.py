@@ -38,14 +38,16 @@ def bind_name(template: str, username: str) -> str:
 
 
 def normalise_username(value: object, max_length: int) -> str:
-    """Return the login name trimmed and lower-cased, or raise InvalidInput.
+    """Return the login name NFKC-folded, trimmed and lower-cased, or raise InvalidInput.
 
     Refuses non-strings, empty names, over-long names and any control character (NUL, CR, LF,
     tab, ...), so nothing odd is ever placed into a filter or sent to the directory.
     """
     if not isinstance(value, str):
         raise InvalidInput("username must be text")
-    name = value.strip()
+    # Compatibility forms ("ａlice", a decomposed "é") are folded the way the directory's
+    # matching rules fold them, so each person has one spelling: one session, one cache key.
+    name = unicodedata.normalize("NFKC", value).strip()
     if not name or len(name) > max_length:
         raise InvalidInput("username is empty or too long")
     if _has_control_character(name):
@@ -65,9 +67,13 @@ def check_password(value: object, max_length: int) -> str:
     try:
         # The same RFC 4013 preparation ldap3 applies when binding, done here so a password it
         # would refuse is a wrong password, not a connection error.
-        validate_simple_password(value)
+        prepared = validate_simple_password(value)
     except (LDAPException, ValueError) as error:
         raise InvalidInput("password contains characters a bind cannot carry") from error
+    # Preparation maps some characters to a space or to nothing ("\u200b" becomes " "): what
+    # is sent must not be blank either.
+    if not prepared.strip():
+        raise InvalidInput("password is blank once prepared for the bind")
     return value
 
 
