@@ -8,8 +8,11 @@ overwrite a session (session fixation through a weaker neighbour).
 
 from __future__ import annotations
 
-from flask import current_app
-from flask_login import LoginManager
+import hashlib
+import hmac
+
+from flask import current_app, session
+from flask_login import LoginManager, user_loaded_from_cookie
 
 from .config_values import require
 
@@ -73,12 +76,30 @@ def _check_chosen_name(key: str, name, secure: bool, host_only: bool) -> None:
 
 
 class PortalLoginManager(LoginManager):
-    """Flask-Login, whose own removal of the remember-me cookie is Secure like the cookie.
+    """Flask-Login, whose own removal of the remember-me cookie is Secure like the cookie, and
+    whose remember-me cookies survive a SECRET_KEY rotation.
 
     Flask-Login removes the cookie (after logout_user or a failed session protection check)
     without the Secure attribute, and browsers ignore that for a __Host- or __Secure- cookie:
-    the person would be signed straight back in by the cookie that was meant to go.
+    the person would be signed straight back in by the cookie that was meant to go. It also
+    checks the cookie against SECRET_KEY only, so rotating the key would end every "keep me
+    signed in" while sessions carried on through SECRET_KEY_FALLBACKS.
     """
+
+    def _load_user_from_remember_cookie(self, cookie):
+        user = super()._load_user_from_remember_cookie(cookie)
+        if user is not None:
+            return user
+        login_id = _decode_with_fallback_keys(cookie)
+        if login_id is None:
+            return None
+        # What Flask-Login does for a cookie signed with the current key...
+        session["_user_id"], session["_fresh"] = login_id, False
+        user = self._user_callback(login_id)
+        if user is not None:
+            session["_remember"] = "set"  # ...plus: the cookie is signed again, with the new key
+            user_loaded_from_cookie.send(current_app._get_current_object(), user=user)
+        return user
 
     def _clear_cookie(self, response):
         config = current_app.config
@@ -90,3 +111,14 @@ class PortalLoginManager(LoginManager):
             httponly=True,
             samesite=config["REMEMBER_COOKIE_SAMESITE"],
         )
+
+
+def _decode_with_fallback_keys(cookie: str) -> str | None:
+    # Flask-Login's cookie is "payload|HMAC-SHA512(SECRET_KEY, payload)".
+    payload, _, digest = cookie.rpartition("|")
+    for key in current_app.config.get("SECRET_KEY_FALLBACKS") or ():
+        secret = key.encode("latin1") if isinstance(key, str) else key  # as Flask-Login does
+        expected = hmac.new(secret, payload.encode(), hashlib.sha512).hexdigest()
+        if payload and hmac.compare_digest(expected, digest):
+            return payload
+    return None

@@ -346,3 +346,21 @@ def test_signing_in_without_remember_me_drops_the_previous_persons_remember_cook
 
         accounts.revoke_all("bob")
     assert not is_signed_in(browser)
+
+
+def test_keep_me_signed_in_survives_a_secret_key_rotation(slapd):
+    """A remember-me cookie signed with the old key (now a fallback) still signs in, and comes
+    back signed with the new key; a cookie signed with an unknown key does not."""
+    old, new = "old-secret-key-" + "a" * 32, "new-secret-key-" + "b" * 32
+    before = make_app(slapd, SECRET_KEY=old)
+    browser = signed_in(before, remember=True)
+    after = make_app(slapd, SECRET_KEY=new, SECRET_KEY_FALLBACKS=[old])
+    reopened = remember_only(after, browser)
+    assert is_signed_in(reopened)
+    renewed = reopened.get_cookie(REMEMBER).value
+    assert renewed != browser.get_cookie(REMEMBER).value, "re-signed with the new key"
+    only_new = make_app(slapd, SECRET_KEY=new)
+    assert is_signed_in(remember_only(only_new, reopened))
+    assert not is_signed_in(remember_only(only_new, browser)), "old key no longer listed"
+    for application in (before, after, only_new):
+        application.extensions["portal.directory"].close()
