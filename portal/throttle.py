@@ -13,7 +13,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-import unicodedata
 from dataclasses import dataclass, field
 
 from flask import Flask, current_app, request
@@ -123,15 +122,12 @@ def client_address() -> str:
 
 
 def account_key() -> str:
-    """The account a login names, the same for every spelling of it (unknown names too).
-
-    Compatibility forms are folded (NFKC) as the directory's matching rules fold them, so a
-    fullwidth "ａlice" is counted as alice.
-    """
+    """The account a login names, the same for every spelling of it (unknown names too): case,
+    compatibility forms ("ａlice") and known domains are folded as for the session's name."""
     typed = request.form.get("username", "")
     try:
-        name = directory.canonical_username(unicodedata.normalize("NFKC", typed))
+        name = directory.canonical_username(typed)
     except InvalidInput:
         # Never reaches the directory, but still counts: against one shared bucket.
         name = "\x00invalid"
-    return "account:" + unicodedata.normalize("NFKC", name.casefold())
+    return "account:" + name

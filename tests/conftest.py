@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
 import re
 import time
 import tomllib
+import uuid
 from pathlib import Path
 
 import ldap3
@@ -72,6 +74,16 @@ def plant_login(client, username: str) -> None:
     with client.session_transaction() as session:
         session["_user_id"] = login.id
         session["_fresh"] = True
+
+
+def same_site_path(location: str) -> bool:
+    """A Location every browser resolves on this site: "/path", not "//host", "/\\host" or alike."""
+    return (
+        location.startswith("/")
+        and not location.startswith(("//", "/\\"))
+        and "\\" not in location
+        and not any(ord(char) < 0x20 or ord(char) == 0x7F for char in location)
+    )
 
 
 def demo_settings() -> dict:
@@ -276,6 +288,36 @@ def redis_server():
         yield server.start()
     finally:
         server.cleanup()
+
+
+@pytest.fixture
+def key_prefix():
+    """A cache key prefix of this test alone, so tests sharing the session's Redis keep apart."""
+    return f"portal-test-{uuid.uuid4().hex}:"
+
+
+@pytest.fixture
+def redis_client(redis_server, key_prefix):
+    """A plain Redis client (as an operator, or an intruder, would use); deletes this test's
+    keys afterwards."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    yield client
+    for key in client.scan_iter(match=key_prefix + "*"):
+        client.delete(key)
+    client.close()
+
+
+@pytest.fixture
+def make_instance(redis_server, key_prefix, build_app):
+    """Build portal instances against the session's Redis under this test's prefix."""
+    return functools.partial(
+        build_app,
+        CACHE_TYPE="RedisCache",
+        CACHE_REDIS_URL=redis_server.url,
+        CACHE_KEY_PREFIX=key_prefix,
+    )
 
 
 @pytest.fixture

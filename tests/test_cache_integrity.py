@@ -7,7 +7,6 @@ directory read. The tests write straight into a real Redis and sign in against a
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -15,10 +14,8 @@ import pathlib
 import pickle
 import time
 import types
-import uuid
 
 import pytest
-import redis
 from itsdangerous import Signer
 
 from portal import cache_backend
@@ -27,33 +24,6 @@ from tests.conftest import AuthActions
 
 ADMIN_GROUP = "portal-admins"
 OTHER_SECRET = "another-portal-secret-0123456789abcdef"
-
-
-@pytest.fixture
-def key_prefix():
-    """A cache key prefix of this test alone, so tests sharing the session's Redis keep apart."""
-    return f"portal-integrity-{uuid.uuid4().hex}:"
-
-
-@pytest.fixture
-def redis_client(redis_server, key_prefix):
-    """A plain Redis client, as an intruder would use; deletes this test's keys afterwards."""
-    client = redis.Redis.from_url(redis_server.url)
-    yield client
-    for key in client.scan_iter(match=key_prefix + "*"):
-        client.delete(key)
-    client.close()
-
-
-@pytest.fixture
-def make_instance(redis_server, key_prefix, build_app):
-    """Build portal instances on the session's Redis under this test's prefix."""
-    return functools.partial(
-        build_app,
-        CACHE_TYPE="RedisCache",
-        CACHE_REDIS_URL=redis_server.url,
-        CACHE_KEY_PREFIX=key_prefix,
-    )
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from ldap3.protocol.sasl.sasl import sasl_prep
 from werkzeug.datastructures import MultiDict
 
 from portal import accounts
-from tests.conftest import HOSTILE_NEXT, PASSWORDS, AuthActions, csrf_token_in
+from tests.conftest import HOSTILE_NEXT, PASSWORDS, AuthActions, csrf_token_in, same_site_path
 
 #: People who may use the portal (carol is in no allowed group, dave in a denied one).
 ACTIVE = ("alice", "bob", "erin", "frank")
@@ -140,16 +140,6 @@ def same_password(typed: str, password: str) -> bool:
         return sasl_prep(typed) == password
     except (LDAPException, ValueError):
         return False
-
-
-def same_site_path(location: str) -> bool:
-    """A Location every browser resolves on this site: "/path", not "//host", "/\\host" or alike."""
-    return (
-        location.startswith("/")
-        and not location.startswith(("//", "/\\"))
-        and "\\" not in location
-        and not any(ord(char) < 0x20 or ord(char) == 0x7F for char in location)
-    )
 
 
 _ALLOWED_URL = re.compile(

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import signal
 import threading
-import uuid
 
 import pytest
 import redis
@@ -18,33 +16,6 @@ from tests.servers import require_binary
 
 STAFF_DN = "cn=staff,ou=groups,dc=example,dc=org"
 ALICE_DN = "uid=alice,ou=people,dc=example,dc=org"
-
-
-@pytest.fixture
-def key_prefix():
-    """A cache key prefix of this test alone, so tests sharing the session's Redis keep apart."""
-    return f"portal-test-{uuid.uuid4().hex}:"
-
-
-@pytest.fixture
-def redis_client(redis_server, key_prefix):
-    """A plain Redis client; deletes this test's keys afterwards."""
-    client = redis.Redis.from_url(redis_server.url)
-    yield client
-    for key in client.scan_iter(match=key_prefix + "*"):
-        client.delete(key)
-    client.close()
-
-
-@pytest.fixture
-def make_instance(redis_server, key_prefix, build_app):
-    """Build portal instances against one Redis and prefix; their LDAP pools close afterwards."""
-    return functools.partial(
-        build_app,
-        CACHE_TYPE="RedisCache",
-        CACHE_REDIS_URL=redis_server.url,
-        CACHE_KEY_PREFIX=key_prefix,
-    )
 
 
 def copy_session(source, target) -> None:

@@ -241,43 +241,33 @@ def test_protection_ignores_client_written_forwarded_headers(app):
     assert erin.get("/admin/status").status_code == 200
 
 
-def test_without_trusted_hops_forwarded_headers_change_nothing(slapd):
-    """TRUSTED_PROXY_HOPS=0: the address is the peer and the scheme is the connection's."""
-    app = make_app(slapd)
-    seen = {}
+@pytest.mark.parametrize(
+    ("hops", "peer", "forwarded_for", "seen"),
+    [
+        # No trusted proxy: the address is the peer and the scheme the connection's.
+        (0, "10.1.1.1", "192.0.2.1", {"address": "10.1.1.1", "secure": False}),
+        # One: the entry our proxy appended (the last) and its X-Forwarded-Proto count.
+        (1, "127.0.0.1", "192.0.2.1, 203.0.113.8", {"address": "203.0.113.8", "secure": True}),
+    ],
+    ids=["no-trusted-proxy", "one-trusted-proxy"],
+)
+def test_forwarded_headers_count_only_for_configured_proxy_hops(
+    slapd, hops, peer, forwarded_for, seen
+):
+    """TRUSTED_PROXY_HOPS decides whether X-Forwarded-For/-Proto are believed, and how many."""
+    from flask import request
+
+    app = make_app(slapd, TRUSTED_PROXY_HOPS=hops)
+    observed = {}
 
     @app.get("/test-only/whoami")
     def whoami():
-        from flask import request
-
-        seen.update(address=request.remote_addr, secure=request.is_secure)
+        observed.update(address=request.remote_addr, secure=request.is_secure)
         return "ok"
 
-    headers = {"X-Forwarded-For": "192.0.2.1", "X-Forwarded-Proto": "https"}
-    app.test_client().get(
-        "/test-only/whoami", headers=headers, environ_base={"REMOTE_ADDR": "10.1.1.1"}
-    )
-    assert seen == {"address": "10.1.1.1", "secure": False}
-    app.extensions["portal.directory"].close()
-
-
-def test_with_one_trusted_hop_the_proxys_entry_is_believed(slapd):
-    """TRUSTED_PROXY_HOPS=1: the last X-Forwarded-For entry and X-Forwarded-Proto count."""
-    app = make_app(slapd, TRUSTED_PROXY_HOPS=1)
-    seen = {}
-
-    @app.get("/test-only/whoami")
-    def whoami():
-        from flask import request
-
-        seen.update(address=request.remote_addr, secure=request.is_secure)
-        return "ok"
-
-    headers = {"X-Forwarded-For": "192.0.2.1, 203.0.113.8", "X-Forwarded-Proto": "https"}
-    app.test_client().get(
-        "/test-only/whoami", headers=headers, environ_base={"REMOTE_ADDR": "127.0.0.1"}
-    )
-    assert seen == {"address": "203.0.113.8", "secure": True}
+    headers = {"X-Forwarded-For": forwarded_for, "X-Forwarded-Proto": "https"}
+    app.test_client().get("/test-only/whoami", headers=headers, environ_base={"REMOTE_ADDR": peer})
+    assert observed == seen
     app.extensions["portal.directory"].close()
 
 
