@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN_DEPS := slapd:slapd slapadd:slapd ldapmodify:ldap-utils
-TEST_DEPS := $(RUN_DEPS) redis-server:redis-server nginx:nginx openssl:openssl
+TEST_DEPS := $(RUN_DEPS) redis-server:redis-server nginx:nginx caddy:caddy openssl:openssl
 
 .PHONY: run test lint format bench clean
 

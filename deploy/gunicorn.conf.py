@@ -1,13 +1,17 @@
-"""gunicorn hooks for the portal's Prometheus metrics with several workers.
-
-Use with PROMETHEUS_MULTIPROC_DIR naming a folder only gunicorn writes to:
+"""gunicorn hooks for the portal: a start-up check of the worker model, and Prometheus metrics
+with several workers.
 
     PROMETHEUS_MULTIPROC_DIR=/run/portal-metrics \\
         gunicorn --config deploy/gunicorn.conf.py --workers 2 'portal:create_app()'
 
-Each worker then writes its counters there and every GET /metrics adds up all workers'. Only
-hooks live here, so the command line (or GUNICORN_CMD_ARGS) keeps choosing bind, workers and the
-rest.
+Before any worker starts, gunicorn refuses to serve (exit status 1, the message naming the
+setting) when several worker processes would each keep state that must be shared: in
+production, more than one worker needs CACHE_TYPE = "RedisCache" and throttle counts in Redis
+(`portal.config.check_processes`). One worker with threads needs neither.
+
+With PROMETHEUS_MULTIPROC_DIR naming a folder only gunicorn writes to, each worker writes its
+counters there and every GET /metrics adds up all workers'. Only hooks live here, so the command
+line (or GUNICORN_CMD_ARGS, WEB_CONCURRENCY) keeps choosing bind, workers and the rest.
 """
 
 from __future__ import annotations
@@ -19,7 +23,15 @@ from prometheus_client import multiprocess
 
 
 def on_starting(server):
-    """Before any worker starts: create the folder, and empty it of a previous run's values."""
+    """Before any worker starts: check the worker model; create the metrics folder, and empty
+    it of a previous run's values."""
+    from portal.config import ConfigError, check_processes, load
+
+    try:
+        check_processes(load(), server.cfg.workers)
+    except ConfigError as error:
+        server.log.error("portal: %s", error)
+        raise SystemExit(1) from None
     folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not folder:
         server.log.warning("PROMETHEUS_MULTIPROC_DIR is not set: /metrics shows one worker only")

@@ -13,11 +13,10 @@ from . import config, cookies, headers
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the portal: settings, extensions, directory, user loader, blueprints."""
     app = Flask(__name__)
-    app.config.from_mapping(config.defaults())
     if test_config is None:
-        app.config.from_mapping(config.load_settings_file())
-        app.config.from_prefixed_env("PORTAL")
+        app.config.from_mapping(config.load())
     else:
+        app.config.from_mapping(config.defaults())
         app.config.from_mapping(test_config)
     for warning in config.validate(app.config):
         app.logger.warning("settings: %s", warning)
@@ -25,10 +24,14 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config["PORTAL_STARTED_AT"] = time.time()
     _check_page_templates(app)
 
-    from . import accounts, audit, cache_backend, directory, errors, throttle
+    from . import access, accounts, audit, cache_backend, directory, errors, throttle
     from .extensions import cache, csrf, login_manager
+    from .request_guard import RequestGuard, refuse_marked_request
 
     headers.init_app(app)  # first: its after_request function then runs after all others
+    # Before anything else looks at the request (CSRF, throttling, the user loader).
+    app.before_request(refuse_marked_request)
+    app.wsgi_app = RequestGuard(app.wsgi_app)
     # CACHE_TYPE keeps the name people write ("RedisCache"); Flask-Caching gets the backend that
     # signs its entries instead of cachelib's, which would unpickle whatever Redis holds.
     cache.init_app(app, {"CACHE_TYPE": cache_backend.flask_caching_type(app.config["CACHE_TYPE"])})
@@ -55,6 +58,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         hops = app.config["TRUSTED_PROXY_HOPS"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
     audit.init_app(app)
+    access.init_app(app)
     directory.init_app(app)
     accounts.init_app(app)
     errors.init_app(app)

@@ -1,29 +1,62 @@
-"""Who may open what: the group_required decorator and the configured group pages."""
+"""Who may open what: the access rules, the group_required decorator, the configured pages."""
 
 from __future__ import annotations
 
 from functools import wraps
+from urllib.parse import quote, urlsplit
 
-from flask import abort, current_app, request
+from flask import Flask, abort, current_app, request
 from flask_login import current_user, login_fresh
 
 from . import rules
 from .extensions import login_manager
 
+_RULES = "portal.rules"
+# What a decoded path may keep unescaped when the server did not pass the raw target on.
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
+
+
+def init_app(app: Flask) -> None:
+    """Compile ACCESS_RULES once for every decision the app makes."""
+    config = app.config
+    app.extensions[_RULES] = rules.RuleSet(
+        config["ACCESS_RULES"], config["ACCESS_DEFAULT_POLICY"], config["ACCESS_KEPT_ESCAPES"]
+    )
+
+
+def rule_set() -> rules.RuleSet:
+    """The current app's compiled ACCESS_RULES."""
+    return current_app.extensions[_RULES]
+
 
 def enforce_access_rules():
-    """before_request hook: ACCESS_RULES also guard the portal's own pages (403 on deny)."""
-    config = current_app.config
-    if not config["ACCESS_RULES"] and config["ACCESS_DEFAULT_POLICY"] == "allow":
+    """before_request hook: ACCESS_RULES also guard the portal's own pages (403 on deny).
+
+    The path is judged as sent (the raw request target), the way /auth/verify judges an
+    app's, so an escape that Werkzeug would decode cannot dodge a rule.
+    """
+    ruleset = rule_set()
+    if not ruleset.judges:
         return None  # nothing to decide: skip the work on every page view
     if not current_user.is_authenticated:
         return None
-    decision = rules.decide(config["ACCESS_RULES"], config["ACCESS_DEFAULT_POLICY"],
-                            current_user.groups, request.host, request.path,
-                            request.method)  # fmt: skip
+    decision = ruleset.decide(current_user.groups, request.host, sent_path(), request.method)
     if not decision.allowed:
         abort(403)
     return None
+
+
+def sent_path() -> str:
+    """The path of this request as the client sent it, before any decoding."""
+    environ = request.environ
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if raw is None:
+        # A server that keeps no raw target: escape what Werkzeug decoded, so that a decoded
+        # "%" or non-ASCII character is still refused.
+        return quote(request.script_root + request.path, safe=_PATH_SAFE)
+    if not raw.startswith("/"):
+        raw = urlsplit(raw).path or "/"  # absolute form (the guard checked its host)
+    return raw
 
 
 def group_required(*groups: str):

@@ -20,10 +20,12 @@ from .directory import InvalidInput
 from .explain import Explanation, explain_user
 from .extensions import cache, login_manager
 from .models import AccessPolicy, User
+from .revocations import Marks, MemoryMarks, RedisMarks
 
 log = logging.getLogger(__name__)
 
 _POLICY = "portal.policy"
+_MARKS = "portal.marks"
 _CACHE_WARNING_INTERVAL = 60.0
 # Striped locks: bounded however many people sign in; a collision only serialises two refreshes.
 _REFRESH_LOCKS = tuple(threading.Lock() for _ in range(64))
@@ -31,9 +33,18 @@ _last_cache_warning = float("-inf")
 
 
 def init_app(app: Flask) -> None:
-    """Register the cached loader with Flask-Login and compute the access policy once."""
+    """Register the cached loader with Flask-Login; compute the access policy and choose where
+    revocation marks live (Redis with RedisCache, else this process's memory) once."""
     app.extensions[_POLICY] = AccessPolicy.from_config(app.config)
+    backend = app.extensions["cache"][cache]
+    shared = app.config["CACHE_TYPE"] == "RedisCache"
+    app.extensions[_MARKS] = RedisMarks(backend) if shared else MemoryMarks()
     login_manager.user_loader(load_user)
+
+
+def marks() -> MemoryMarks | RedisMarks:
+    """Where the current app keeps revocation marks."""
+    return current_app.extensions[_MARKS]
 
 
 def explain_person(typed: str, host: str) -> Explanation:
@@ -98,7 +109,8 @@ def start_login(user: User, remember: bool) -> User:
         lifetime = config["REMEMBER_COOKIE_DAYS"] * 86400
     else:
         lifetime = config["SESSION_MAX_AGE_HOURS"] * 3600
-    login = logins.new_login(user.username, logins.now_ms(), lifetime * 1000)
+    stamp = logins.password_stamp(user.password_changed)
+    login = logins.new_login(user.username, logins.now_ms(), lifetime * 1000, stamp)
     return User.from_attributes(user.attributes(), policy(), login_id=login.id)
 
 
@@ -110,11 +122,12 @@ def end_login(login_id: object) -> bool:
     login = logins.parse(login_id)
     if login is None:
         return True
-    remaining = -(-(login.expires - logins.now_ms()) // 1000)  # whole seconds, rounded up
     stored = True
-    if remaining > 0:
-        stored = _can_revoke() and bool(
-            _cache_call("set", logins.ended_key(login.sid), 1, remaining)
+    if not login.expired(logins.now_ms()):
+        stored = bool(
+            _guarded(
+                "revocation", marks().end, login.username, login.sid, login.issued, login.expires
+            )  # fmt: skip
         )
     forget(login.username)
     return stored
@@ -126,18 +139,12 @@ def revoke_all(username: str) -> bool:
     Returns False when the cache could not store the revocation (nothing was revoked).
     """
     config = current_app.config
-    # The marker must outlive every login issued before it.
+    # The mark must outlive every login issued before it.
     longest = max(config["REMEMBER_COOKIE_DAYS"] * 86400, config["SESSION_MAX_AGE_HOURS"] * 3600)
-    stored = _can_revoke() and bool(
-        _cache_call("set", logins.revoked_key(username), logins.now_ms(), longest)
-    )
+    now = logins.now_ms()
+    stored = bool(_guarded("revocation", marks().revoke, username, now, now + longest * 1000))
     forget(username)
     return stored
-
-
-def _can_revoke() -> bool:
-    # NullCache accepts every write and keeps nothing: a revocation there would be a lie.
-    return current_app.config["CACHE_TYPE"] != "NullCache"
 
 
 def _decode(raw: object, username: str) -> dict | None:
@@ -162,18 +169,20 @@ def load_user(login_id: str) -> User | None:
     if login is None or login.expired(logins.now_ms()):
         return None
     username = login.username
-    # One round trip (MGET with Redis) for the person's data and both revocation markers.
-    # With the cache down nothing can be checked: the login stands and the data comes from
-    # the directory (the outage is logged once a minute).
-    raw, revoked_before, ended = _cache_call(
-        "get_many", cache_key(username), logins.revoked_key(username), logins.ended_key(login.sid)
-    ) or (None, None, None)
-    if login.revoked(revoked_before, ended):
+    raw, found = _entry_and_marks(username, login.sid)
+    if login.revoked(found.before, found.ended):
         metrics.user_load("revoked")  # metrics
         return None
     cached = _decode(raw, username)
     metrics.cache_request(hit=cached is not None)  # metrics
     attrs = cached or _refresh(username)
+    if attrs is not None and logins.password_stamp(attrs.get("password_changed") or "") != (
+        login.stamp
+    ):
+        # The directory says the password changed since this sign-in: it ends (as Django's
+        # session auth hash does); the person signs in again with the new password.
+        metrics.user_load("revoked")  # metrics
+        return None
     user = User.from_attributes(attrs, policy(), login_id=login.id) if attrs is not None else None
     active = user is not None and user.is_active
     metrics.user_load(("cache" if cached else "directory") if active else "none")  # metrics
@@ -196,12 +205,27 @@ def _refresh(username: str) -> dict | None:
         return attrs
 
 
+def _entry_and_marks(username: str, sid: str) -> tuple[object, Marks]:
+    # With Redis, one round trip (a pipeline) for the person's data and both marks. With the
+    # cache down nothing can be checked: the login stands and the data comes from the
+    # directory (the outage is logged once a minute).
+    store = marks()
+    if isinstance(store, RedisMarks):
+        found = _guarded("read", store.read_with_entry, cache_key(username), username, sid)
+        return found or (None, Marks())
+    return _cache_call("get", cache_key(username)), store.read(username, sid)
+
+
 def _cache_call(operation: str, *args):
+    return _guarded(operation, getattr(cache, operation), *args)
+
+
+def _guarded(operation: str, call, *args):
     # A cache outage (Redis down) must degrade to "read the directory", never to a 500; every
     # backend raises its own exception types, hence the broad catch.
     global _last_cache_warning
     try:
-        return getattr(cache, operation)(*args)
+        return call(*args)
     except Exception as error:  # noqa: BLE001
         # One line a minute is enough to tell the on-call engineer; every request would flood.
         if time.monotonic() - _last_cache_warning >= _CACHE_WARNING_INTERVAL:

@@ -136,15 +136,19 @@ class SignedRedisCache(RedisCache):
         # The key and expiry are signed with the value: a valid entry copied to another key, or
         # written back without a TTL after it expired, does not verify.
         expires = None if seconds == -1 else math.ceil(time.time() + seconds)
-        envelope = {"k": name, "x": expires, "v": value}
+        return self.seal(name, value, expires)
+
+    def seal(self, name: str, value: Any, expires_at: int | None) -> bytes:
+        """Sign a JSON value for the Redis key (or key#field) `name`, valid until `expires_at`
+        (epoch seconds; None: no end). Unlike set(), integers are signed too."""
+        envelope = {"k": name, "x": expires_at, "v": value}
         body = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         return self._signer.sign(body.encode())
 
-    def _decode(self, name: str, raw: bytes | None) -> Any:
+    def unseal(self, name: str, raw: bytes | None) -> tuple[str, Any]:
+        """Open what `seal` made: ("ok", value), ("missing"|"expired"|"forged", None)."""
         if raw is None:
-            return None
-        if _INTEGER.fullmatch(raw):
-            return int(raw)
+            return "missing", None
         try:
             envelope = json.loads(self._signer.unsign(raw))
         except BadData:
@@ -160,15 +164,29 @@ class SignedRedisCache(RedisCache):
             # Not a warning: hosts' clocks differ by a little, so a reader may see an entry a
             # moment after its writer's expiry but before Redis drops it.
             log.debug("cache entry %s has expired", name)
-            return None
-        return envelope["v"]
+            return "expired", None
+        return "ok", envelope["v"]
+
+    def prefixed(self, key: str) -> str:
+        """The Redis key of a cache key (CACHE_KEY_PREFIX in front)."""
+        return self._get_prefix() + key
+
+    @property
+    def client(self):
+        """The Redis client (reads and writes go to the same server)."""
+        return self._write_client
+
+    def _decode(self, name: str, raw: bytes | None) -> Any:
+        if raw is not None and _INTEGER.fullmatch(raw):
+            return int(raw)
+        return self.unseal(name, raw)[1]
 
 
 def _ex(seconds: int) -> int | None:
     return None if seconds == -1 else seconds
 
 
-def _rejected(name: str, reason: str) -> None:
+def _rejected(name: str, reason: str) -> tuple[str, None]:
     # Someone wrote to Redis what this portal did not (or an entry outlived a key change): a miss
     # is safe, the caller reads the directory. One line a minute tells the on-call engineer
     # without letting whoever writes the entries flood the log.
@@ -177,4 +195,4 @@ def _rejected(name: str, reason: str) -> None:
     if now - _last_warning >= _WARNING_INTERVAL:
         _last_warning = now
         log.warning("ignoring the cache entry %s (%s): treated as a miss", name, reason)
-    return None
+    return "forged", None

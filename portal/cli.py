@@ -178,7 +178,7 @@ def revoke(username: str) -> None:
     keeps its own revocations, which this command cannot reach.
     """
     name = _canonical(username)
-    if current_app.config["CACHE_TYPE"] != "RedisCache":
+    if not accounts.marks().shared:
         raise click.ClickException(
             f"CACHE_TYPE is {current_app.config['CACHE_TYPE']}: the running servers do not share "
             "it, so nothing can be revoked from here (use the admin page of the server, or Redis)"

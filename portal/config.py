@@ -13,9 +13,19 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from flask import Config
+
 from .config_checks import ConfigError, check_settings
 
-__all__ = ["ConfigError", "defaults", "known_keys", "load_settings_file", "validate"]
+__all__ = [
+    "ConfigError",
+    "check_processes",
+    "defaults",
+    "known_keys",
+    "load",
+    "load_settings_file",
+    "validate",
+]
 
 #: "production" (the default) refuses the dev-only secrets of settings.toml and insecure
 #: cookies; `make run`, the tests and the demo docker-compose set PORTAL_ENV=development.
@@ -112,6 +122,11 @@ PAGES: list[dict[str, Any]] = []
 ACCESS_RULES: list[dict[str, Any]] = []
 #: What happens to a signed-in, active person when no rule matches: "allow" or "deny".
 ACCESS_DEFAULT_POLICY = "allow"
+#: Paths are judged as apps read them: escapes of letters, digits and "-._~" are decoded, any
+#: other escape is refused (403). Escapes listed here (e.g. ["%20"] for an app whose addresses
+#: hold spaces) are let through and matched as they are; list only escapes your apps do not
+#: turn into something else (an app that trims spaces would read "/x%20" as "/x").
+ACCESS_KEPT_ESCAPES: list[str] = []
 
 # --- Metrics (GET /metrics) -----------------------------------------------------------------
 #: Client networks (CIDRs, or single addresses) that may read /metrics without a token.
@@ -211,6 +226,42 @@ def load_settings_file(environ=os.environ) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML ({error})") from error
 
 
+def load() -> Config:
+    """The settings a server starts with: defaults, the settings file, PORTAL_* variables."""
+    config = Config(Path.cwd())
+    config.from_mapping(defaults())
+    config.from_mapping(load_settings_file())
+    config.from_prefixed_env("PORTAL")
+    return config
+
+
 def validate(config) -> list[str]:
     """Check every setting; raise ConfigError naming the first bad key, return warnings."""
     return check_settings(config, known_keys())
+
+
+def check_processes(config, processes: int) -> None:
+    """Refuse to serve from several processes with state that each would keep for itself.
+
+    In production, with more than one worker process, sign-out, revocation marks and the user
+    cache must be shared (CACHE_TYPE = "RedisCache") and so must the throttle counts
+    (THROTTLE_STORAGE_URL not memory://): otherwise a copied cookie still works on the worker
+    that never heard of the sign-out, and N workers let N times the guesses through.
+    """
+    if processes <= 1 or config["ENV"] == "development":
+        return
+    from .throttle import storage_url
+
+    if config["CACHE_TYPE"] != "RedisCache":
+        raise ConfigError(
+            f"setting CACHE_TYPE: {config['CACHE_TYPE']} keeps sign-outs and revocations in each "
+            f"process, and {processes} worker processes would each keep their own: set "
+            'CACHE_TYPE = "RedisCache" (with CACHE_REDIS_URL), or serve with one worker and '
+            "threads (gunicorn --workers 1 --threads 8)"
+        )
+    if storage_url(config).startswith("memory://"):
+        raise ConfigError(
+            f"setting THROTTLE_STORAGE_URL: memory:// counts failed logins in each process, so "
+            f"{processes} worker processes would let {processes} times the guesses through: "
+            "leave it empty (the cache's Redis) or give a redis:// URL"
+        )

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from .config_values import (
     ConfigError,
+    check_kept_escapes,
     check_pages,
     check_rules,
     is_attribute_name,
@@ -238,6 +239,7 @@ def _check_access(config) -> None:
         require(is_str_list(config.get(key), allow_empty=True), key, "a list of group names")
     require(config["ACCESS_ALLOWED_GROUPS"], "ACCESS_ALLOWED_GROUPS", "name at least one group")
     check_rules(config.get("ACCESS_RULES"))
+    check_kept_escapes(config.get("ACCESS_KEPT_ESCAPES"))
     portal = config.get("SSO_PORTAL_URL")
     require(
         isinstance(portal, str) and (not portal or portal.startswith(("https://", "http://"))),

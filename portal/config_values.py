@@ -12,6 +12,8 @@ from ldap3.utils.dn import parse_dn
 
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 _RULE_KEYS = {"hosts", "paths", "methods", "groups", "policy"}
+# "/", ".", "\\", "%", ";", NUL, "?" and "#": escapes that change a path's structure when decoded.
+_STRUCTURAL_ESCAPES = {"%2F", "%2E", "%5C", "%25", "%3B", "%00", "%3F", "%23"}
 
 
 class ConfigError(ValueError):
@@ -57,6 +59,20 @@ def check_pages(pages) -> None:
         has_body = isinstance(page.get("body"), str)
         has_template = isinstance(page.get("template"), str)
         require(has_body != has_template, where, "give exactly one of body or template")
+
+
+def check_kept_escapes(escapes) -> None:
+    """Check ACCESS_KEPT_ESCAPES: escapes such as "%20", none of which an app reads as a path
+    separator, a dot, a backslash or a "%"."""
+    require(is_str_list(escapes, allow_empty=True), "ACCESS_KEPT_ESCAPES", 'a list such as ["%20"]')
+    for escape in escapes:
+        require(re.fullmatch(r"%[0-9A-Fa-f]{2}", escape), "ACCESS_KEPT_ESCAPES",
+                 f"{escape!r} is not an escape such as %20")  # fmt: skip
+        require(
+            escape.upper() not in _STRUCTURAL_ESCAPES and int(escape[1:], 16) < 0x80,
+            "ACCESS_KEPT_ESCAPES",
+            f"{escape} changes how apps read a path (or is not ASCII): it cannot be kept",
+        )
 
 
 def require(ok, key: str, fix: str) -> None:
@@ -117,7 +133,10 @@ def check_rules(rules) -> None:
             require(is_str_list(rule.get(key, []), allow_empty=True), f"{where}.{key}",
                      "a list of strings")  # fmt: skip
         for path in rule.get("paths", []):
-            require(path.startswith("/") and not set(path) & set("%?#;\\"), f"{where}.paths",
+            # Paths are compared as apps read them (portal.rules.app_path): a rule path that no
+            # such path can equal would silently never match.
+            plain = path.isascii() and path.isprintable() and not set(path) & set(" %?#;\\")
+            require(plain and path.startswith("/"), f"{where}.paths",
                      f"{path!r} must be a plain path starting with /")  # fmt: skip
         for host in rule.get("hosts", []):
             require(re.fullmatch(r"[A-Za-z0-9*.-]+", host), f"{where}.hosts",

@@ -1,20 +1,23 @@
 """Sign-ins that can be ended: expiry inside the signed id, revocation markers in the cache.
 
 Flask-Login keeps `User.get_id()` in the session and in the remember-me cookie and hands it back
-to the user loader on every request. The portal's id is ``username|sid|issued|expires``:
+to the user loader on every request. The portal's id is ``username|sid|issued|expires|stamp``:
 
 - the expiry travels inside the signed value (Flask-Login's remember cookie has none of its own,
   so a stolen one would otherwise work for as long as the secret key does);
-- signing out stores ``ended:<sid>`` in the shared cache, so copies of that session's cookies
-  stop working too;
-- "sign out everywhere" and an administrator's revoke store ``revoked:<username>`` with the
-  time, so every sign-in issued before it ends, remember-me cookies included.
+- signing out marks that sign-in as ended, so copies of that session's cookies stop working too;
+- "sign out everywhere" and an administrator's revoke mark every sign-in of the person issued
+  until then as ended, remember-me cookies included;
+- ``stamp`` names the password the sign-in was made with (a hash of the directory's
+  password-changed time): once the directory says the password changed, sign-ins made with
+  the old one end at the next directory read, as Django's session auth hash does.
 
-No I/O here: reading and writing the markers is the caller's business.
+No I/O here: portal.revocations keeps the marks, apart from the user cache.
 """
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 from dataclasses import dataclass
@@ -37,27 +40,34 @@ class Login:
     sid: str
     issued: int
     expires: int
+    stamp: str = ""
 
     @property
     def id(self) -> str:
         """The string Flask-Login stores in the session and the remember-me cookie."""
-        return _SEPARATOR.join((self.username, self.sid, str(self.issued), str(self.expires)))
+        parts = (self.username, self.sid, str(self.issued), str(self.expires), self.stamp)
+        return _SEPARATOR.join(parts)
 
     def expired(self, now_ms: int) -> bool:
         """Tell whether the sign-in has outlived its lifetime."""
         return now_ms >= self.expires
 
-    def revoked(self, revoked_before: object, ended: object) -> bool:
-        """Tell whether a revocation marker read from the cache ends this sign-in."""
-        if ended:
-            return True
-        # Markers are numbers the portal wrote; anything else is not a marker (ignored).
-        return isinstance(revoked_before, int | float) and self.issued <= revoked_before
+    def revoked(self, revoked_before: int | None, ended: bool) -> bool:
+        """Tell whether the person's before mark, or this sign-in's own end mark, ends it."""
+        return ended or (revoked_before is not None and self.issued <= revoked_before)
 
 
-def new_login(username: str, now_ms: int, lifetime_ms: int) -> Login:
-    """Start a sign-in for `username` lasting `lifetime_ms` from `now_ms`."""
-    return Login(username, secrets.token_urlsafe(16), now_ms, now_ms + lifetime_ms)
+def new_login(username: str, now_ms: int, lifetime_ms: int, stamp: str = "") -> Login:
+    """Start a sign-in for `username` lasting `lifetime_ms` from `now_ms`, made with the
+    password `stamp` names (see `password_stamp`)."""
+    return Login(username, secrets.token_urlsafe(16), now_ms, now_ms + lifetime_ms, stamp)
+
+
+def password_stamp(changed: str) -> str:
+    """A short name for the password-changed time the directory gave ("" when it gave none)."""
+    if not changed:
+        return ""
+    return hashlib.sha256(b"portal.password|" + changed.encode()).hexdigest()[:16]
 
 
 def parse(login_id: object) -> Login | None:
@@ -65,23 +75,15 @@ def parse(login_id: object) -> Login | None:
     if not isinstance(login_id, str):
         return None
     # From the right: a directory username may itself contain the separator.
-    parts = login_id.rsplit(_SEPARATOR, 3)
-    if len(parts) != 4:
+    parts = login_id.rsplit(_SEPARATOR, 4)
+    if len(parts) != 5:
         return None
-    username, sid, issued, expires = parts
+    username, sid, issued, expires, stamp = parts
     if not (username and sid and _is_number(issued) and _is_number(expires)):
         return None
-    return Login(username, sid, int(issued), int(expires))
-
-
-def revoked_key(username: str) -> str:
-    """Cache key of a person's "every sign-in before this time has ended" marker."""
-    return "revoked:" + username
-
-
-def ended_key(sid: str) -> str:
-    """Cache key of the marker that one sign-in was signed out."""
-    return "ended:" + sid
+    if stamp and not (len(stamp) == 16 and all(c in "0123456789abcdef" for c in stamp)):
+        return None
+    return Login(username, sid, int(issued), int(expires), stamp)
 
 
 def _is_number(text: str) -> bool:

@@ -39,6 +39,8 @@ class User:
     email: str
     groups: tuple[str, ...]
     policy: AccessPolicy = field(repr=False, compare=False)
+    #: When the directory says the password was last changed (as it spells it; "" if unknown).
+    password_changed: str = field(default="", repr=False)
     #: The sign-in this User was loaded for (see portal.logins); empty outside a request.
     login_id: str = field(default="", repr=False, compare=False)
     group_keys: frozenset[str] = field(init=False, repr=False, compare=False)
@@ -57,6 +59,7 @@ class User:
             email=attrs.get("email") or "",
             groups=tuple(attrs.get("groups") or ()),
             policy=policy,
+            password_changed=attrs.get("password_changed") or "",
             login_id=login_id,
         )
 
@@ -68,6 +71,7 @@ class User:
             "display_name": self.display_name,
             "email": self.email,
             "groups": list(self.groups),
+            "password_changed": self.password_changed,
         }
 
     def in_any_group(self, names: Iterable[str]) -> bool:

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import re
+import signal
 import time
 import tomllib
 import uuid
@@ -66,11 +67,13 @@ def session_username(client) -> str | None:
     return login.username if login else None
 
 
-def plant_login(client, username: str) -> None:
-    """Put a current login for `username` into the client's session, as if they had signed in."""
+def plant_login(client, username: str, password_changed: str = "") -> None:
+    """Put a current login for `username` into the client's session, as if they had signed in
+    (with the password the directory says was set at `password_changed`)."""
     from portal import logins
 
-    login = logins.new_login(username, logins.now_ms(), 3_600_000)
+    stamp = logins.password_stamp(password_changed)
+    login = logins.new_login(username, logins.now_ms(), 3_600_000, stamp)
     with client.session_transaction() as session:
         session["_user_id"] = login.id
         session["_fresh"] = True
@@ -288,6 +291,19 @@ def redis_server():
         yield server.start()
     finally:
         server.cleanup()
+
+
+@pytest.fixture
+def own_redis():
+    """A private redis-server the test may freeze (SIGSTOP), reconfigure or kill."""
+    require_binary("redis-server", "apt-get install redis-server")
+    from portal.testing.redis import RedisServer
+
+    server = RedisServer().start()
+    yield server
+    if server.process:
+        server.process.send_signal(signal.SIGCONT)
+    server.cleanup()
 
 
 @pytest.fixture

@@ -163,3 +163,28 @@ def test_page_with_a_missing_template_stops_start_up():
     page = {"slug": "x", "title": "X", "groups": ["staff"], "template": "pages/nope.html"}
     with pytest.raises(ConfigError, match=r"PAGES\[1\]\.template"):
         create_app(settings(PAGES=[page]))
+
+
+@pytest.mark.parametrize(
+    ("settings", "processes", "named"),
+    [
+        ({}, 2, "CACHE_TYPE"),
+        ({"CACHE_TYPE": "NullCache"}, 3, "CACHE_TYPE"),
+        ({"CACHE_TYPE": "RedisCache", "THROTTLE_STORAGE_URL": "memory://"}, 2,
+         "THROTTLE_STORAGE_URL"),
+        ({}, 1, None),
+        ({"ENV": "development"}, 4, None),
+        ({"CACHE_TYPE": "RedisCache", "CACHE_REDIS_URL": "redis://cache:6379/0"}, 4, None),
+    ],
+)  # fmt: skip
+def test_several_processes_need_shared_state_in_production(settings, processes, named):
+    """More than one worker in production: marks, cache and throttle counts must be in Redis."""
+    from portal.config import check_processes, defaults
+
+    config = {**defaults(), **settings}
+    if named is None:
+        check_processes(config, processes)
+        return
+    with pytest.raises(ConfigError) as raised:
+        check_processes(config, processes)
+    assert str(raised.value).startswith(f"setting {named}:")

@@ -1,13 +1,25 @@
-"""docker-compose.yml stays in step with the portal's settings (no Docker engine needed)."""
+"""docker-compose.yml and the Dockerfile stay in step with the portal (no Docker engine needed):
+the image's own command is run here as the image would run it, under real gunicorn."""
 
 from __future__ import annotations
 
 import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
+import pytest
+import requests
 import yaml
 
 from portal import config, create_app
-from tests.conftest import ROOT
+from portal.testing.process import stop_process, wait_until
+from portal.testing.slapd import free_port
+from tests.conftest import ROOT, SERVICE_DN
+from tests.servers import answers_login
 
 
 def compose() -> dict:
@@ -29,6 +41,8 @@ def test_compose_portal_environment_is_a_valid_configuration(monkeypatch):
     environment = compose()["services"]["portal"]["environment"]
     known = set(config.defaults()) | {"SECRET_KEY"}
     for name, value in environment.items():
+        if name == "WEB_CONCURRENCY":  # gunicorn's worker count
+            continue
         assert name.startswith("PORTAL_")
         assert name.removeprefix("PORTAL_") in known, f"{name} is not a portal setting"
         monkeypatch.setenv(name, value)
@@ -37,3 +51,134 @@ def test_compose_portal_environment_is_a_valid_configuration(monkeypatch):
     app = create_app()
     assert app.config["CACHE_TYPE"] == "RedisCache"
     assert app.config["LDAP_URLS"] == json.loads(environment["PORTAL_LDAP_URLS"])
+
+
+def dockerfile() -> tuple[list[str], dict[str, str]]:
+    """The Dockerfile's CMD and its ENV settings."""
+    command, environment = [], {}
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        if line.startswith("CMD "):
+            command = json.loads(line[4:])
+        elif line.startswith("ENV "):
+            name, _, value = line[4:].partition("=")
+            environment[name] = value
+    return command, environment
+
+
+def production_environment(server, **settings: str) -> dict[str, str]:
+    """A production configuration (no dev-only secret) for the demo directory `server`."""
+    password = "reader-" + secrets.token_urlsafe(16)
+    server.modify(
+        f"dn: {SERVICE_DN}\nchangetype: modify\nreplace: userPassword\nuserPassword: {password}\n"
+    )
+    environment = {name: value for name, value in os.environ.items()
+                   if not name.startswith(("PORTAL_", "WEB_CONCURRENCY", "GUNICORN"))}  # fmt: skip
+    environment.update(
+        PORTAL_ENV="production",
+        PORTAL_SESSION_COOKIE_SECURE="true",
+        PORTAL_SECRET_KEY="production-test-" + secrets.token_hex(24),
+        PORTAL_LDAP_URLS=f'["{server.url}"]',
+        PORTAL_LDAP_BIND_PASSWORD=json.dumps(password),
+        **settings,
+    )
+    return environment
+
+
+def image_folder(tmp_path: Path) -> Path:
+    """What the image's WORKDIR holds besides the installed package."""
+    (tmp_path / "settings.toml").write_text((ROOT / "settings.toml").read_text())
+    shutil.copy(ROOT / "deploy" / "gunicorn.conf.py", tmp_path / "gunicorn.conf.py")
+    return tmp_path
+
+
+def gunicorn_command(command: list[str], port: int) -> list[str]:
+    """The image's command with this machine's gunicorn and a loopback port."""
+    binary = str(Path(sys.executable).with_name("gunicorn"))
+    bind = command.index("--bind")
+    return [binary, *command[1:bind], "--bind", f"127.0.0.1:{port}", *command[bind + 2 :]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({}, "CACHE_TYPE"),
+        ({"PORTAL_CACHE_TYPE": '"RedisCache"', "PORTAL_CACHE_REDIS_URL": '"redis://127.0.0.1:1/0"',
+          "PORTAL_THROTTLE_STORAGE_URL": '"memory://"'}, "THROTTLE_STORAGE_URL"),
+    ],
+)  # fmt: skip
+def test_several_workers_with_per_process_state_refuse_to_start(own_slapd, tmp_path, settings,
+                                                                 named):  # fmt: skip
+    """The image's command with WEB_CONCURRENCY=4: gunicorn exits at once, naming the setting,
+    instead of serving with sign-outs and throttle counts split four ways."""
+    command, image_env = dockerfile()
+    environment = {**production_environment(own_slapd, **settings), **image_env}
+    environment["WEB_CONCURRENCY"] = "4"
+    finished = subprocess.run(
+        gunicorn_command(command, free_port()), cwd=image_folder(tmp_path), env=environment,
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert finished.returncode != 0
+    assert f"setting {named}" in finished.stderr, finished.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_the_image_serves_one_worker_with_threads_and_sign_out_everywhere_holds(
+    own_slapd, tmp_path
+):
+    """The image as built (production, SimpleCache): one worker process, so "sign out
+    everywhere" ends a copied cookie on every request."""
+    command, image_env = dockerfile()
+    assert image_env["WEB_CONCURRENCY"] == "1" and "--threads" in command
+    port = free_port()
+    environment = {**production_environment(own_slapd), **image_env}
+    log = tmp_path / "gunicorn.log"
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            gunicorn_command(command, port), cwd=image_folder(tmp_path), env=environment,
+            stdout=output, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: answers_login(base), process, 30, "gunicorn", log.read_text)
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        assert len(children) == 1, "one worker process"
+        copy = _signed_in_cookie(base, "alice")
+        assert _home_status(base, copy) == 200
+        _sign_out_everywhere(base, copy)
+        assert [_home_status(base, copy) for _ in range(10)] == [302] * 10
+    finally:
+        stop_process(process)
+
+
+def _signed_in_cookie(base: str, username: str) -> str:
+    # Production cookies are Secure (__Host-portal-session): requests would not send them over
+    # plain HTTP, so the Cookie header is carried by hand.
+    with requests.Session() as browser:
+        form = browser.get(base + "/login", timeout=10)
+        token = form.text.split('name="csrf_token" type="hidden" value="')[1].split('"')[0]
+        pre = form.cookies.get("__Host-portal-session")
+        answer = requests.post(
+            base + "/login",
+            data={"csrf_token": token, "username": username, "password": f"{username}-secret"},
+            headers={"Cookie": f"__Host-portal-session={pre}", "Referer": base + "/login"},
+            allow_redirects=False,
+            timeout=10,
+        )
+    assert answer.status_code == 302, answer.text[:300]
+    return answer.cookies["__Host-portal-session"]
+
+
+def _home_status(base: str, cookie: str) -> int:
+    answer = requests.get(base + "/", headers={"Cookie": f"__Host-portal-session={cookie}"},
+                          allow_redirects=False, timeout=10)  # fmt: skip
+    return answer.status_code
+
+
+def _sign_out_everywhere(base: str, cookie: str) -> None:
+    headers = {"Cookie": f"__Host-portal-session={cookie}"}
+    home = requests.get(base + "/", headers=headers, timeout=10)
+    token = home.text.split('name="csrf_token" value="')[1].split('"')[0]
+    answer = requests.post(base + "/logout", data={"csrf_token": token, "everywhere": "1"},
+                           headers=headers, allow_redirects=False, timeout=10)  # fmt: skip
+    assert answer.status_code == 302, answer.text[:300]

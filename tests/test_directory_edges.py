@@ -5,10 +5,18 @@ from __future__ import annotations
 import logging
 import subprocess
 
+import ldap3
 import pytest
 
 from portal.testing.slapd import find_binary
-from tests.conftest import PASSWORDS, AuthActions, make_app, plant_login, start_slapd
+from tests.conftest import (
+    PASSWORDS,
+    AuthActions,
+    make_app,
+    plant_login,
+    session_username,
+    start_slapd,
+)
 
 SECOND_ALICE = """\
 dn: ou=contractors,ou=people,dc=example,dc=org
@@ -123,7 +131,7 @@ def test_entries_without_the_username_attribute_sign_nobody_in(slapd, caplog):
     with caplog.at_level(logging.ERROR, logger="portal.directory"):
         assert AuthActions(alice).login("alice").status_code == 401
         assert AuthActions(erin).login("erin").status_code == 401
-    assert "has no employeeNumber attribute" in caplog.text
+    assert "has no employeeNumber value" in caplog.text
     assert alice.get("/").status_code == 302
 
 
@@ -164,3 +172,90 @@ def test_passwords_with_characters_saslprep_drops_are_checked_by_the_directory(s
     """Characters SASLprep maps to nothing leave a real (wrong) password: a 401, not a 503."""
     response = AuthActions(make_app(slapd).test_client()).login("alice", password)
     assert response.status_code == 401
+
+
+def add_person(server, rdn: str, password: str, *lines: str) -> str:
+    """Add a staff member with extra attribute lines; return the DN."""
+    dn = f"{rdn},ou=people,dc=example,dc=org"
+    extra = "".join(f"{line}\n" for line in lines)
+    server.add(
+        f"dn: {dn}\nobjectClass: inetOrgPerson\ncn: x\nsn: x\nuserPassword: {password}\n{extra}"
+    )
+    server.modify(
+        f"dn: cn=staff,ou=groups,dc=example,dc=org\nchangetype: modify\nadd: member\nmember: {dn}\n"
+    )
+    return dn
+
+
+def test_an_entry_with_two_usernames_signs_nobody_in(own_slapd, caplog):
+    """mallory2's entry also lists uid: erin (first): she must not become erin, nor overwrite
+    erin's cache entry."""
+    app = make_app(own_slapd)
+    erin = app.test_client()
+    assert AuthActions(erin).login("erin").status_code == 302
+    with app.app_context():
+        from portal import accounts
+
+        before = accounts.cached_attributes("erin")
+    add_person(own_slapd, "uid=mallory2", "mallory-secret", "uid: erin", "uid: mallory2")
+    mallory = app.test_client()
+    with caplog.at_level(logging.ERROR, logger="portal.directory"):
+        assert AuthActions(mallory).login("mallory2", "mallory-secret").status_code == 401
+    assert "has more than one uid value" in caplog.text
+    assert session_username(mallory) is None
+    with app.app_context():
+        assert accounts.cached_attributes("erin") == before
+    assert erin.get("/").status_code == 200
+
+
+def test_an_identity_that_names_another_entry_signs_nobody_in(own_slapd, caplog):
+    """Signing in by e-mail address to an entry whose one uid is erin's is refused."""
+    add_person(own_slapd, "cn=mallory3", "mallory-secret", "uid: erin", "mail: m3@example.org")
+    app = make_app(own_slapd, LDAP_USER_FILTER="(|(uid={username})(mail={login}))")
+    mallory = app.test_client()
+    with caplog.at_level(logging.ERROR, logger="portal.directory"):
+        assert AuthActions(mallory).login("m3@example.org", "mallory-secret").status_code == 401
+    assert "which names another entry" in caplog.text
+    assert session_username(mallory) is None
+
+
+def test_an_identity_other_than_the_typed_name_still_signs_in(own_slapd, ldap_spy):
+    """An e-mail login whose uid leads back to the same entry works (one search more)."""
+    app = make_app(
+        own_slapd, LDAP_USER_FILTER="(|(uid={username})(mail={login}))", LDAP_LOGIN_DOMAINS=[]
+    )
+    client = app.test_client()
+    auth = AuthActions(client)
+    auth.csrf_token()
+    ldap_spy.reset()
+    assert auth.login("alice@example.org", PASSWORDS["alice"]).status_code == 302
+    assert session_username(client) == "alice"
+    direct = ldap_spy.count("search")
+    ldap_spy.reset()
+    assert AuthActions(app.test_client()).login("alice").status_code == 302
+    assert ldap_spy.count("search") == direct - 1
+
+
+def test_names_fold_inner_spaces_as_the_directory_does(own_slapd):
+    """slapd matches "john   smith" to uid "john smith": one person, one session name."""
+    add_person(own_slapd, "uid=john smith", "john-secret", "uid: john smith")
+    root = ldap3.Connection(own_slapd.url, own_slapd.root_dn, own_slapd.root_password)
+    with root:
+        root.search("ou=people,dc=example,dc=org", "(uid=john   smith)")
+        assert len(root.entries) == 1, "slapd itself folds the spaces"
+    app = make_app(own_slapd)
+    for spelling in ("john   smith", " John  Smith ", "JOHN\u3000SMITH", "john\u00a0smith"):
+        client = app.test_client()
+        assert AuthActions(client).login(spelling, "john-secret").status_code == 302, spelling
+        assert session_username(client) == "john smith"
+
+
+def test_spellings_with_more_spaces_share_one_throttle_count(own_slapd):
+    """Three wrong passwords spelled with extra spaces use up john smith's one budget, so a
+    stranger cannot run the directory's own lockout past the portal's limit."""
+    add_person(own_slapd, "uid=john smith", "john-secret", "uid: john smith")
+    app = make_app(own_slapd, THROTTLE_ACCOUNT_LIMIT="3 per 15 minutes")
+    for spelling in ("john  smith", "john   smith", " john \u2003smith"):
+        assert AuthActions(app.test_client()).login(spelling, "wrong").status_code == 401
+    answer = AuthActions(app.test_client()).login("john smith", "john-secret")
+    assert answer.status_code == 429

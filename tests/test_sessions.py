@@ -271,18 +271,20 @@ def test_forwarded_headers_count_only_for_configured_proxy_hops(
     app.extensions["portal.directory"].close()
 
 
-def test_sign_out_everywhere_says_so_when_it_could_not_be_recorded(app, monkeypatch, audit_lines):
-    """The cache refusing the write: this browser is signed out, the page says other sign-ins
-    may still work, and the audit line says why (never a plain "signed out")."""
-    from portal.extensions import cache
+def test_sign_out_everywhere_says_so_when_it_could_not_be_recorded(
+    slapd, build_app, own_redis, audit_lines
+):
+    """Redis refusing writes (memory full): this browser is signed out, the page says other
+    sign-ins may still work, and the audit line says why (never a plain "signed out")."""
+    import redis
 
+    app = build_app(slapd, CACHE_TYPE="RedisCache", CACHE_REDIS_URL=own_redis.url)
     browser = signed_in(app, remember=True)
-
-    def refuse(*args, **kwargs):
-        raise ConnectionError("the cache went away")
-
-    monkeypatch.setattr(cache, "set", refuse)
+    client = redis.Redis.from_url(own_redis.url)
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", "1")
     response = AuthActions(browser).logout(everywhere=True)
+    client.close()
     assert response.headers["Location"].endswith("signed_out=incomplete")
     page = browser.get(response.headers["Location"]).get_data(as_text=True)
     assert "could not record it" in page and "You are signed out." not in page
@@ -291,13 +293,16 @@ def test_sign_out_everywhere_says_so_when_it_could_not_be_recorded(app, monkeypa
     assert line["reason"] == "cache down"
 
 
-def test_revoking_with_a_cache_that_keeps_nothing_is_refused(slapd, build_app):
-    """NullCache accepts writes and keeps nothing: revoke reports failure, not success."""
+def test_revoking_works_with_a_cache_that_keeps_nothing(slapd, build_app):
+    """Marks do not live in the cache: with NullCache this process still ends the sign-ins."""
     app = build_app(slapd, CACHE_TYPE="NullCache")
+    browser = signed_in(app, remember=True)
     with app.app_context():
         from portal import accounts
 
-        assert accounts.revoke_all("alice") is False
+        assert accounts.revoke_all("alice") is True
+    assert not is_signed_in(browser)
+    assert not is_signed_in(remember_only(app, browser))
 
 
 def test_strong_protection_keeps_a_session_restored_from_the_remember_cookie(slapd, build_app):

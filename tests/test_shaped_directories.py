@@ -242,6 +242,65 @@ def test_ppolicy_password_ageing_while_signed_in_ends_access_within_the_ttl(cloc
         server.cleanup()
 
 
+def test_ppolicy_password_change_ends_the_sign_ins_made_with_the_old_one(ppolicy_app, clock):
+    """alice changes her password (ldappasswd, as she would): copies of her old session and
+    "keep me signed in" cookie stop working at the next directory read; a sign-in with the
+    new password keeps working."""
+    app, server = ppolicy_app
+    browser = app.test_client()
+    assert AuthActions(browser).login("alice", remember=True).status_code == 302
+    thief = app.test_client()
+    for name in ("session", "remember_token"):
+        thief.set_cookie(name, browser.get_cookie(name).value)
+    remembered = app.test_client()
+    remembered.set_cookie("remember_token", browser.get_cookie("remember_token").value)
+    alice = trees.PPOLICY_PEOPLE["alice"]
+    changed = subprocess.run(
+        [find_binary("ldappasswd"), "-x", "-H", server.url, "-D", alice, "-w",
+         "alice-secret", "-s", "alice-new-secret"],
+        capture_output=True, text=True, timeout=10,
+    )  # fmt: skip
+    assert changed.returncode == 0, changed.stderr
+    assert thief.get("/").status_code == 200, "cached until the TTL"
+
+    clock.advance(61)
+
+    assert thief.get("/").status_code == 302
+    assert remembered.get("/").status_code == 302
+    assert browser.get("/").status_code == 302
+    fresh = app.test_client()
+    assert AuthActions(fresh).login("alice", "alice-new-secret").status_code == 302
+    clock.advance(61)
+    assert fresh.get("/").status_code == 200, "the new password's sign-in stays"
+
+
+def test_ad_password_change_ends_the_sign_ins_made_with_the_old_one(clock):
+    """AD records a change in pwdLastSet: older sign-ins end within the TTL."""
+    server = start_slapd(**trees.ad_options())
+    try:
+        app = example_app("ad", server, USER_CACHE_TTL=60)
+        client = app.test_client()
+        assert AuthActions(client).login("alice").status_code == 302
+        server.modify(
+            f"dn: {trees.AD_USERS['alice']}\nchangetype: modify\n"
+            "replace: pwdLastSet\npwdLastSet: 134100000000000000\n"
+        )
+        clock.advance(61)
+        assert client.get("/").status_code == 302
+    finally:
+        server.cleanup()
+
+
+def test_login_ids_from_before_password_stamps_are_refused():
+    """An id in the older four-part form ends (people sign in once more after the upgrade)."""
+    from portal import logins
+
+    assert logins.parse("alice|sid|1|99999999999999") is None
+    current = logins.new_login("alice", 1, 10**13, logins.password_stamp("20260101000000Z"))
+    assert logins.parse(current.id) == current
+    assert logins.parse(current.id[:-1] + "Z") is None
+
+
 def test_memberof_and_search_together_take_groups_from_both(ldap_spy):
     """In "both" mode memberOf and search both count; groups outside the group base never do."""
     frank = "uid=frank,ou=people,dc=example,dc=org"

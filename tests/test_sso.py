@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from portal.config import ConfigError
-from portal.rules import decide
+from portal.rules import PathRefused, RuleSet, app_path, decide
 from portal.urls import safe_next
 from tests.conftest import AuthActions, make_app
 
@@ -186,6 +186,29 @@ def test_group_parameter_demands_membership_for_one_upstream(sso_app):
     assert nginx_asks(signed_in(sso_app, "bob"), url, group="engineering").status_code == 403
 
 
+def test_fresh_parameter_demands_a_password_session(sso_app):
+    """?fresh=1 (an admin app): a session restored from "keep me signed in", or one that came
+    back from another address, is sent to enter the password; a password session passes."""
+    url = "https://grafana.example.org/admin"
+    browser = sso_app.test_client()
+    browser.environ_base["REMOTE_ADDR"] = "10.0.0.1"
+    assert AuthActions(browser).login("alice", remember=True).status_code == 302
+    assert nginx_asks(browser, url, group="engineering", fresh="1").status_code == 200
+
+    restored = sso_app.test_client()
+    restored.set_cookie("remember_token", browser.get_cookie("remember_token").value)
+    assert nginx_asks(restored, url, group="engineering").status_code == 200
+    refused = nginx_asks(restored, url, group="engineering", fresh="1")
+    assert refused.status_code == 401
+    assert refused.headers["Location"].startswith("/login?next=https%3A%2F%2Fgrafana")
+
+    moved = sso_app.test_client()
+    moved.environ_base["REMOTE_ADDR"] = "10.9.9.9"
+    moved.set_cookie("session", browser.get_cookie("session").value)
+    assert nginx_asks(moved, url, fresh="1").status_code == 401
+    assert nginx_asks(moved, url).status_code == 200
+
+
 def test_default_policy_deny_closes_unlisted_apps(slapd):
     """With ACCESS_DEFAULT_POLICY deny, an app no rule names is closed to everyone."""
     app = make_app(slapd, ACCESS_RULES=RULES, ACCESS_DEFAULT_POLICY="deny")
@@ -294,7 +317,66 @@ def test_absolute_return_addresses_need_https_unless_cookies_are_plain_http(
 def test_ambiguous_path_spellings_are_refused_outright(path):
     """Spellings apps read differently are refused, whatever the rules would say."""
     decision = decide(RULES, "allow", ["finance"], "wiki.example.org", path)
-    assert not decision.allowed and "ambiguous" in decision.reason
+    assert not decision.allowed and decision.reason.startswith("refused:")
+    assert decision.rule == 0
+
+
+@pytest.mark.parametrize(
+    ("sent", "read"),
+    [
+        ("/finance/q3", "/finance/q3"),
+        ("/%66inance/q3", "/finance/q3"),
+        ("/fin%61nce/q3?x=%2F", "/finance/q3"),
+        ("/%46%49%4e%41%4E%43%45/", "/FINANCE/"),
+        ("/a%2db%2Ec%5fd%7ee%30", "/a-b.c_d~e0"),
+        ("/a%20b", None),
+        ("/finance%2Fq3", None),
+        ("/%2566inance", None),
+        ("/a%2", None),
+        ("/a%g0", None),
+        ("/%c3%a9", None),
+        ("/é", None),
+        ("/a%2e%2e/b", None),
+        ("/a/%2E/b", None),
+        ("/a/.%2e/b", None),
+    ],
+)
+def test_paths_are_read_as_the_app_reads_them(sent, read):
+    """Escapes of unreserved characters are decoded; any other escape is refused."""
+    if read is None:
+        with pytest.raises(PathRefused):
+            app_path(sent)
+    else:
+        assert app_path(sent) == read
+
+
+@pytest.mark.parametrize("path", ["/%66inance/q3", "/FIN%41NCE/q3", "/%46INANCE"])
+def test_escaped_letters_cannot_dodge_a_rule(path):
+    """/%66inance is /finance: refused to staff, allowed to finance (rule 1)."""
+    assert not decide(RULES, "allow", ["staff"], "wiki.example.org", path).allowed
+    decision = decide(RULES, "allow", ["finance"], "wiki.example.org", path)
+    assert decision.allowed and decision.rule == 1
+
+
+def test_kept_escapes_pass_as_they_are(slapd):
+    """ACCESS_KEPT_ESCAPES = ["%20"]: /docs/a%20b is judged (and allowed) as sent."""
+    rules = RuleSet(RULES, "allow", ["%20"])
+    assert rules.decide(["staff"], "wiki.example.org", "/docs/a%20b").allowed
+    assert not rules.decide(["staff"], "wiki.example.org", "/finance/a%20b").allowed
+    assert not rules.decide(["staff"], "wiki.example.org", "/docs/a%2Fb").allowed
+    for escape in ("%2F", "%2e", "%25", "%5C", "%C3", "20", "%2"):
+        with pytest.raises(ConfigError) as raised:
+            make_app(slapd, ACCESS_KEPT_ESCAPES=[escape])
+        assert "ACCESS_KEPT_ESCAPES" in str(raised.value)
+
+
+@pytest.mark.parametrize("path", ["/admin/st%61tus", "/%61dmin/status", "/admin%2Fstatus"])
+def test_the_portals_own_pages_are_judged_as_sent_too(slapd, path):
+    """The path the client sent, not the one Werkzeug decoded, meets the rules."""
+    rules = [{"paths": ["/admin"], "groups": ["portal-admins"], "policy": "deny"}]
+    client = signed_in(make_app(slapd, ACCESS_RULES=rules), "erin")
+    assert client.get(path).status_code in (403, 404)
+    assert client.get("/pages/h%61ndbook").status_code == 200
 
 
 def test_a_path_must_be_allowed_as_sent_and_lower_cased():

@@ -308,16 +308,6 @@ def test_an_ipv6_client_is_counted_by_its_64(throttled_app):
     assert other.status_code == 302
 
 
-@pytest.fixture
-def own_redis():
-    """A private redis-server the test may reconfigure."""
-    from portal.testing.redis import RedisServer
-
-    server = RedisServer().start()
-    yield server
-    server.cleanup()
-
-
 def test_a_redis_that_refuses_writes_pauses_login(slapd, build_app, own_redis, ldap_spy):
     """Redis answering PING but refusing writes (memory full, read-only replica): the attempt
     cannot be counted, so no password is checked (503)."""

@@ -2,11 +2,12 @@
 
 It stands for any internal app (a wiki, Grafana, a ticket tool) behind the same reverse proxy as
 the portal. It trusts the proxy completely and checks nothing itself, so it shows exactly what
-an app behind the proxy is told: the method, the path and every request header, in the order
-received and with duplicates kept, e.g.
+an app behind the proxy is told: the method, the path as sent and as it reads it (decoded, as
+most web frameworks route on it), and every request header, in the order received and with
+duplicates kept, e.g.
 
-    {"method": "GET", "path": "/app/x?a=1", "headers": [["Host", "..."], ["Remote-User", "alice"]],
-     "body_length": 0}
+    {"method": "GET", "path": "/app/%65x?a=1", "decoded_path": "/app/ex",
+     "headers": [["Host", "..."], ["Remote-User", "alice"]], "body_length": 0}
 
 Never expose it without the proxy in front: anyone could then send `Remote-User` themselves.
 
@@ -21,6 +22,7 @@ import json
 import os
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote, urlsplit
 
 MAX_BODY = 1 << 20  # read (and count) at most 1 MiB of a request body
 
@@ -37,6 +39,7 @@ class EchoHandler(BaseHTTPRequestHandler):
         payload = {
             "method": self.command,
             "path": self.path,
+            "decoded_path": unquote(urlsplit(self.path).path),
             "headers": [[name, value] for name, value in self.headers.items()],
             "body_length": len(body),
         }

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from .queries import fold_name
+
 
 def entries_of(response: Iterable[Mapping] | None) -> list[Mapping]:
     """Keep only real entries: ldap3 also returns referral continuations (searchResRef)."""
@@ -30,9 +32,10 @@ def user_attributes(entry: Mapping, settings, groups: Iterable[str]) -> dict:
     """Build the cached user data from a person entry and their group names."""
     attributes = entry["attributes"]
     return {
-        "username": first_value(attributes, settings.attr_username).strip().lower(),
+        "username": fold_name(first_value(attributes, settings.attr_username)),
         "dn": entry["dn"],
         "display_name": first_value(attributes, settings.attr_display_name),
         "email": first_value(attributes, settings.attr_email),
         "groups": sorted(set(groups), key=str.casefold),
+        "password_changed": first_value(attributes, settings.attr_password_changed),
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 from ldap3.core.exceptions import LDAPException
@@ -10,6 +11,8 @@ from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn
 
 from .errors import InvalidInput
+
+_SPACES = re.compile(" {2,}")
 
 
 def login_forms(value: object, max_length: int, domains=frozenset()) -> tuple[str, str]:
@@ -45,13 +48,25 @@ def normalise_username(value: object, max_length: int) -> str:
     """
     if not isinstance(value, str):
         raise InvalidInput("username must be text")
-    # Compatibility forms ("ａlice", a decomposed "é") are folded the way the directory's
-    # matching rules fold them, so each person has one spelling: one session, one cache key.
-    name = unicodedata.normalize("NFKC", value).strip()
+    if _has_control_character(value):
+        raise InvalidInput("username contains a control character")
+    name = fold_name(value)
     if not name or len(name) > max_length:
         raise InvalidInput("username is empty or too long")
-    if _has_control_character(name):
-        raise InvalidInput("username contains a control character")
+    return name
+
+
+def fold_name(text: str) -> str:
+    """A name folded as the directory's caseIgnoreMatch compares it (RFC 4518).
+
+    Compatibility forms ("ａlice", a decomposed "é") are NFKC-folded, every kind of space is a
+    space, runs of spaces count as one and leading or trailing ones not at all ("john  smith"
+    is "john smith"), and case is ignored. Typed names and the directory's own values are
+    folded alike, so each person has one spelling: one session, one cache key, one throttle.
+    """
+    folded = unicodedata.normalize("NFKC", text)
+    spaced = "".join(" " if unicodedata.category(char) == "Zs" else char for char in folded)
+    name = _SPACES.sub(" ", spaced).strip(" ")
     # lower(), not casefold(): casefold turns "ß" into "ss", which the directory would not match.
     return name.lower()
 

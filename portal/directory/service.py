@@ -16,7 +16,7 @@ from .connections import BindPool, ServicePool, make_servers
 from .errors import DirectoryError, DirectoryUnavailable, PasswordChangeRequired
 from .groups import resolve_groups
 from .health import ServerHealth, probe
-from .queries import bind_name, check_password, fill_filter, login_forms
+from .queries import bind_name, check_password, fill_filter, fold_name, login_forms
 from .search import OUTAGE_CODES, run_search
 from .settings import DirectorySettings
 
@@ -54,7 +54,7 @@ class Directory:
             entry = self._bind_by_template(name, password)
         else:
             entry = self._search_then_bind(name, login, password)
-        if entry is None or not self._has_username(entry):
+        if entry is None or not self._names_this_entry(entry, name):
             return None
         return self._attributes(entry)
 
@@ -65,7 +65,7 @@ class Directory:
         """
         name, _ = login_forms(username, self.settings.username_max_length)
         entry = self._find_user(name, name)
-        if entry is None or not self._has_username(entry):
+        if entry is None or self._identity(entry) is None:
             return None
         state = account_state.from_entry(self.settings, entry["attributes"])
         if state is not State.OK:
@@ -203,14 +203,34 @@ class Directory:
                 return None
         return next(iter(found.values()), None)
 
-    def _has_username(self, entry: Mapping) -> bool:
-        if mapping.first_value(entry["attributes"], self.settings.attr_username).strip():
+    def _identity(self, entry: Mapping) -> str | None:
+        # The portal's name for the person: the one value of LDAP_ATTR_USERNAME. With two
+        # ("uid: erin" listed first on mallory's entry) either could be taken for the person.
+        attribute = self.settings.attr_username
+        names = {fold_name(value) for value in mapping.values(entry["attributes"], attribute)}
+        names.discard("")
+        if len(names) == 1:
+            return names.pop()
+        problem = "no" if not names else "more than one"
+        log.error("entry %s has %s %s value: check LDAP_ATTR_USERNAME; refusing it",
+                  entry["dn"], problem, attribute)  # fmt: skip
+        return None
+
+    def _names_this_entry(self, entry: Mapping, typed: str) -> bool:
+        # The identity a login gets must lead back to this very entry, or signing in as one
+        # entry could give someone else's name, groups and cache entry. When the name typed is
+        # that identity, the search (or the bound DN) already proved it; otherwise (a UPN or an
+        # e-mail address typed) the identity is looked up once more.
+        identity = self._identity(entry)
+        if identity is None:
+            return False
+        if identity == typed:
             return True
-        log.error(
-            "entry %s has no %s attribute: check LDAP_ATTR_USERNAME; refusing the login",
-            entry["dn"],
-            self.settings.attr_username,
-        )
+        owner = self._find_user(identity, identity)
+        if owner is not None and owner["dn"].lower() == entry["dn"].lower():
+            return True
+        log.error("entry %s calls itself %r, which names another entry; refusing the login",
+                  entry["dn"], identity)  # fmt: skip
         return False
 
     def _attributes(self, entry: Mapping, nesting: dict[str, str] | None = None) -> dict:

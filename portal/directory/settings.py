@@ -86,9 +86,18 @@ class DirectorySettings:
         return f"(!{self.disabled_filter})" if self.disabled_filter else "(objectClass=*)"
 
     @property
+    def attr_password_changed(self) -> str:
+        """Where the directory records the last password change: Active Directory's pwdLastSet,
+        else the password policy's (RFC draft behera) pwdChangedTime."""
+        return "pwdLastSet" if self.account_state == "ad" else "pwdChangedTime"
+
+    @property
     def user_attributes(self) -> list[str]:
         """The person attributes every user search asks for (and nothing more)."""
         names = [self.attr_username, self.attr_display_name, self.attr_email]
         if self.group_membership in ("memberof", "both"):
             names.append(self.attr_member_of)
-        return names + account_state.ATTRIBUTES[self.account_state]
+        names += account_state.ATTRIBUTES[self.account_state]
+        if self.attr_password_changed not in names:
+            names.append(self.attr_password_changed)
+        return names

@@ -59,11 +59,17 @@ class ChildServer:
         self.work = Path(tempfile.mkdtemp(prefix=prefix))
         self.process: subprocess.Popen | None = None
 
-    def launch(self, command: list[str], ready: Callable[[], bool], timeout: float) -> None:
+    def launch(
+        self,
+        command: list[str],
+        ready: Callable[[], bool],
+        timeout: float,
+        env: dict[str, str] | None = None,
+    ) -> None:
         """Start the child with its output in the log, then wait until `ready()`."""
         with open(self.work / self.log_name, "ab") as log:
             self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
             )
         try:
             wait_until(ready, self.process, timeout, Path(command[0]).name, self.log_text)

@@ -1,0 +1,97 @@
+"""Requests whose Host or target the portal cannot trust are answered 400, as a normal page.
+
+A Host header that is no host name (a label of 64 or more characters, a broken ``xn--`` label,
+a port that is no port, non-ASCII text) would make URL building fail deep inside Flask and turn
+every page into a bare 500 without the security headers. A request line in absolute form
+(``GET http://wiki.corp.example/x`` with ``Host: finance.corp.example``) names two hosts, and a
+proxy and an app may each believe another one. Either way this WSGI middleware hands Flask the
+request with a harmless Host and a mark, and `refuse_marked_request` (the first
+``before_request`` function) answers it with the ordinary 400 page: every security header, the
+portal's look, no 500.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from urllib.parse import urlsplit
+
+from flask import abort, request
+
+MARK = "portal.refused_request"
+_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
+_HOST_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
+_HOST_AND_PORT = re.compile(r"(?P<host>\[[^\]]*\]|[^:\[\]]*)(?::(?P<port>[0-9]{1,5}))?")
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+# The name a refused request is handed to Flask with: any valid name would do.
+_PLACEHOLDER_HOST = "invalid"
+
+
+class RequestGuard:
+    """WSGI middleware: marks requests with an unusable Host or two differing hosts."""
+
+    def __init__(self, wsgi_app):
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ, start_response):
+        """Check the Host header and the request target, then call the app."""
+        reason = refusal(environ)
+        if reason:
+            environ = dict(environ, HTTP_HOST=_PLACEHOLDER_HOST, **{MARK: reason})
+        return self.wsgi_app(environ, start_response)
+
+
+def refusal(environ) -> str:
+    """Why a request's Host or target cannot be trusted, or "" when both are fine."""
+    host = environ.get("HTTP_HOST")
+    if host is None:
+        return ""  # HTTP/1.0 without Host: Werkzeug uses SERVER_NAME
+    if not usable_host(host):
+        return "unusable Host header"
+    target = environ.get("RAW_URI") or environ.get("REQUEST_URI") or ""
+    if target and not target.startswith("/") and target != "*":
+        parts = urlsplit(target)
+        scheme = parts.scheme.lower()
+        if scheme not in _DEFAULT_PORTS or not usable_host(parts.netloc):
+            return "unusable request target"
+        if _authority(parts.netloc, scheme) != _authority(host, environ.get("wsgi.url_scheme")):
+            return "the request line and the Host header name different hosts"
+    return ""
+
+
+def usable_host(value: str) -> bool:
+    """A host name, IPv4 or bracketed IPv6 address, with an optional port of 1 to 65535."""
+    match = _HOST_AND_PORT.fullmatch(value)
+    if not match or (match["port"] is not None and not 0 < int(match["port"]) < 65536):
+        return False
+    host = match["host"]
+    if host.startswith("["):
+        try:
+            return ipaddress.ip_address(host[1:-1]).version == 6
+        except ValueError:
+            return False
+    if len(host) > 254 or not _HOST_NAME.fullmatch(host):
+        return False
+    return all(_punycode_ok(label) for label in host.split(".") if label[:4].lower() == "xn--")
+
+
+def refuse_marked_request():
+    """before_request: answer a request the guard marked with the ordinary 400 page."""
+    if MARK in request.environ:
+        abort(400)
+
+
+def _authority(value: str, scheme: str | None) -> tuple[str, str]:
+    match = _HOST_AND_PORT.fullmatch(value)
+    host = (match["host"] if match else value).lower().rstrip(".")
+    port = (match["port"] if match else None) or _DEFAULT_PORTS.get(scheme or "", "")
+    return host, port
+
+
+def _punycode_ok(label: str) -> bool:
+    # Werkzeug decodes xn-- labels when it builds URLs; one it cannot decode would raise there.
+    try:
+        label.encode("ascii").decode("idna")
+    except UnicodeError:
+        return False
+    return True

@@ -1,0 +1,93 @@
+"""Hostile Host headers and request lines, sent byte for byte to the portal under gunicorn."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.proxies import raw_request
+from tests.servers import Gunicorn, portal_environment
+
+pytestmark = pytest.mark.slow
+
+LONG_LABEL = "a" * 64
+
+
+@pytest.fixture(scope="module")
+def portal(slapd, tmp_path_factory):
+    """The portal under gunicorn (one worker is enough here)."""
+    server = Gunicorn(tmp_path_factory.mktemp("hostile"), portal_environment(slapd.url), workers=1)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+def assert_refused_page(answer) -> None:
+    """A 400 that is the portal's own page, with every security header."""
+    assert answer.status == 400, answer.body[:300]
+    assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"]
+    assert answer.headers["X-Content-Type-Options"] == "nosniff"
+    assert answer.headers["X-Frame-Options"] == "DENY"
+    assert answer.headers["Cache-Control"] == "no-store"
+    assert b"Bad request" in answer.body
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        f"{LONG_LABEL}.corp.example",
+        f"wiki.{LONG_LABEL}",
+        "xn--zz.corp.example",
+        "wiki.corp.example:99999",
+        "wiki.corp.example:0",
+        "wiki.corp.example:",
+        "wiki.corp.example:8o",
+        "[::1",
+        "[zzz]",
+        "-wiki.corp.example",
+        "wiki..corp.example",
+        "wiki.corp.example/x",
+        "wiki\\corp",
+        "user@wiki.corp.example",
+        "",
+    ],
+)
+@pytest.mark.parametrize("path", ["/login", "/", "/healthz", "/pages/handbook", "/nowhere"])
+def test_an_unusable_host_header_gets_the_400_page_with_every_header(portal, host, path):
+    """Never a bare 500: a Host that is no host name is refused with the normal page."""
+    assert_refused_page(raw_request(portal.port, path, {"Host": host}))
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "wiki.corp.example",
+        "WIKI.Corp.Example.",
+        "127.0.0.1:8080",
+        "[::1]:5000",
+        "xn--bcher-kva.example",
+    ],
+)
+def test_ordinary_hosts_are_served(portal, host):
+    """Names, addresses, ports, a trailing dot and IDNA labels are fine."""
+    assert raw_request(portal.port, "/login", {"Host": host}).status == 200
+
+
+def test_a_request_line_naming_another_host_is_refused(portal):
+    """GET http://wiki.corp.example/login with Host: finance.corp.example: which one is meant?"""
+    answer = raw_request(
+        portal.port, "http://wiki.corp.example/login", {"Host": "finance.corp.example"}
+    )
+    assert_refused_page(answer)
+
+
+@pytest.mark.parametrize(
+    ("target", "host"),
+    [
+        ("http://wiki.corp.example/login", "wiki.corp.example"),
+        ("http://WIKI.corp.example:80/login", "wiki.corp.example"),
+    ],
+)
+def test_a_request_line_naming_the_same_host_is_served(portal, target, host):
+    """The absolute form itself is allowed (RFC 9112 3.2.2) when both name one host."""
+    assert raw_request(portal.port, target, {"Host": host}).status == 200
