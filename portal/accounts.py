@@ -12,6 +12,7 @@ import json
 import logging
 import threading
 import time
+from dataclasses import dataclass, field
 
 from flask import Flask, current_app
 
@@ -24,27 +25,47 @@ from .revocations import Marks, MemoryMarks, RedisMarks
 
 log = logging.getLogger(__name__)
 
-_POLICY = "portal.policy"
-_MARKS = "portal.marks"
+_STATE = "portal.accounts"
 _CACHE_WARNING_INTERVAL = 60.0
+#: Decoded cache entries each process keeps (see _State.decoded).
+DECODED_SIZE = 8192
 # Striped locks: bounded however many people sign in; a collision only serialises two refreshes.
 _REFRESH_LOCKS = tuple(threading.Lock() for _ in range(64))
 _last_cache_warning = float("-inf")
 
 
+@dataclass
+class _State:
+    """What the loader needs on every request, looked up once per app."""
+
+    policy: AccessPolicy
+    marks: MemoryMarks | RedisMarks
+    #: The Flask-Caching backend itself (SimpleCache, the signed Redis cache...).
+    backend: object
+    #: A cache entry's exact text -> (username, the User it describes, its password stamp).
+    #: The same entry is read on every request of a signed-in person until it expires, and
+    #: decoding it (JSON, the User, folding the groups, hashing the stamp) was a good part of
+    #: a cached request. A refreshed entry has other text (it holds fetched_at), so this can
+    #: never serve older data than the cache holds.
+    decoded: dict = field(default_factory=dict)
+
+
 def init_app(app: Flask) -> None:
     """Register the cached loader with Flask-Login; compute the access policy and choose where
     revocation marks live (Redis with RedisCache, else this process's memory) once."""
-    app.extensions[_POLICY] = AccessPolicy.from_config(app.config)
     backend = app.extensions["cache"][cache]
     shared = app.config["CACHE_TYPE"] == "RedisCache"
-    app.extensions[_MARKS] = RedisMarks(backend) if shared else MemoryMarks()
+    app.extensions[_STATE] = _State(
+        policy=AccessPolicy.from_config(app.config),
+        marks=RedisMarks(backend) if shared else MemoryMarks(),
+        backend=backend,
+    )
     login_manager.user_loader(load_user)
 
 
 def marks() -> MemoryMarks | RedisMarks:
     """Where the current app keeps revocation marks."""
-    return current_app.extensions[_MARKS]
+    return current_app.extensions[_STATE].marks
 
 
 def explain_person(typed: str, host: str) -> Explanation:
@@ -73,7 +94,7 @@ def explain_person(typed: str, host: str) -> Explanation:
 
 def policy() -> AccessPolicy:
     """Return the current app's access policy."""
-    return current_app.extensions[_POLICY]
+    return current_app.extensions[_STATE].policy
 
 
 def cache_key(username: str) -> str:
@@ -168,25 +189,51 @@ def load_user(login_id: str) -> User | None:
     login = logins.parse(login_id)
     if login is None or login.expired(logins.now_ms()):
         return None
+    state: _State = current_app.extensions[_STATE]
     username = login.username
-    raw, found = _entry_and_marks(username, login.sid)
+    raw, found = _entry_and_marks(state, username, login.sid)
     if login.revoked(found.before, found.ended):
         metrics.user_load("revoked")  # metrics
         return None
-    cached = _decode(raw, username)
-    metrics.cache_request(hit=cached is not None)  # metrics
-    attrs = cached or _refresh(username)
-    if attrs is not None and logins.password_stamp(attrs.get("password_changed") or "") != (
-        login.stamp
-    ):
+    known = _decoded(state, raw, username)
+    metrics.cache_request(hit=known is not None)  # metrics
+    if known is None:
+        attrs = _refresh(username)
+        if attrs is None:
+            metrics.user_load("none")  # metrics
+            return None
+        stamp = logins.password_stamp(attrs.get("password_changed") or "")
+        user = User.from_attributes(attrs, state.policy)
+    else:
+        user, stamp = known
+    if stamp != login.stamp:
         # The directory says the password changed since this sign-in: it ends (as Django's
         # session auth hash does); the person signs in again with the new password.
         metrics.user_load("revoked")  # metrics
         return None
-    user = User.from_attributes(attrs, policy(), login_id=login.id) if attrs is not None else None
-    active = user is not None and user.is_active
-    metrics.user_load(("cache" if cached else "directory") if active else "none")  # metrics
-    return user if active else None
+    if not user.is_active:
+        metrics.user_load("none")  # metrics
+        return None
+    metrics.user_load("cache" if known else "directory")  # metrics
+    return user.for_login(login.id)
+
+
+def _decoded(state: _State, raw: object, username: str) -> tuple[User, str] | None:
+    # The User and password stamp a cache entry describes (memoised by its exact text).
+    if not isinstance(raw, str):
+        return None
+    known = state.decoded.get(raw)
+    if known is None:
+        attrs = _decode(raw, username)
+        if attrs is None:
+            return None
+        stamp = logins.password_stamp(attrs.get("password_changed") or "")
+        known = (attrs["username"], User.from_attributes(attrs, state.policy), stamp)
+        if len(state.decoded) >= DECODED_SIZE:
+            state.decoded.clear()  # bounded; the entries in use are decoded again, once
+        state.decoded[raw] = known
+    name, user, stamp = known
+    return (user, stamp) if name == username else None
 
 
 def _refresh(username: str) -> dict | None:
@@ -205,15 +252,16 @@ def _refresh(username: str) -> dict | None:
         return attrs
 
 
-def _entry_and_marks(username: str, sid: str) -> tuple[object, Marks]:
+def _entry_and_marks(state: _State, username: str, sid: str) -> tuple[object, Marks]:
     # With Redis, one round trip (a pipeline) for the person's data and both marks. With the
     # cache down nothing can be checked: the login stands and the data comes from the
     # directory (the outage is logged once a minute).
-    store = marks()
+    store = state.marks
+    key = cache_key(username)
     if isinstance(store, RedisMarks):
-        found = _guarded("read", store.read_with_entry, cache_key(username), username, sid)
+        found = _guarded("read", store.read_with_entry, key, username, sid)
         return found or (None, Marks())
-    return _cache_call("get", cache_key(username)), store.read(username, sid)
+    return _guarded("get", state.backend.get, key), store.read(username, sid)
 
 
 def _cache_call(operation: str, *args):

@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 # A host name or IPv4 address CSP can name as is: anything else (an IPv6 literal, a stray
 # ";" or space) would not match, or would end the directive and start another.
 _CSP_HOST = re.compile(r"^[a-z0-9-]+(?:\.[a-z0-9-]+)*$")
+# The no-store directive among a Cache-Control header's (RFC 9111 5.2: case-insensitive tokens).
+_NO_STORE = re.compile(r"(?:^|,)\s*no-store\s*(?:,|$)", re.IGNORECASE)
 
 
 def init_app(app: Flask) -> None:
@@ -28,19 +30,24 @@ def init_app(app: Flask) -> None:
     in reverse order, so this one runs last and has the final word.
     """
     fixed = list(security_headers(app.config).items())
+    names = frozenset(name.lower() for name, _ in fixed)
     hsts = f"max-age={app.config['HSTS_MAX_AGE']}"
 
     @app.after_request
     def add_security_headers(response):
-        for name, value in fixed:
-            response.headers[name] = value
+        headers = response.headers
+        if names.isdisjoint(name.lower() for name, _ in headers.items()):
+            headers.extend(fixed)  # the usual case, in one step
+        else:
+            for name, value in fixed:  # a view set one of them: replaced, never weakened
+                headers[name] = value
         # Over plain HTTP a browser ignores it, and a proxy in between could strip or forge it.
         if request.is_secure:
-            response.headers["Strict-Transport-Security"] = hsts
+            headers["Strict-Transport-Security"] = hsts
         # Pages show who is signed in and what they may open: no shared or browser cache may
         # keep them. A view's own no-store (with more directives) stays; anything weaker goes.
-        if request.endpoint != "static" and not response.cache_control.no_store:
-            response.headers["Cache-Control"] = "no-store"
+        if request.endpoint != "static" and not _NO_STORE.search(headers.get("Cache-Control", "")):
+            headers["Cache-Control"] = "no-store"
         return response
 
 

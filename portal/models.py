@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -62,6 +63,12 @@ class User:
             password_changed=attrs.get("password_changed") or "",
             login_id=login_id,
         )
+
+    def for_login(self, login_id: str) -> User:
+        """The same person, loaded for the sign-in `login_id` (a copy: Users are shared)."""
+        copied = copy.copy(self)
+        object.__setattr__(copied, "login_id", login_id)
+        return copied
 
     def attributes(self) -> dict:
         """Return the plain, JSON-safe data that describes this user."""

@@ -1,11 +1,26 @@
-"""Session cookies: Flask's signed cookies (serializer built once) and the client fingerprint."""
+"""Session cookies: Flask's signed cookies, verified once per distinct cookie; the fingerprint.
+
+Every page view and every /auth/verify question carries the session cookie, and checking it
+(base64, zlib, JSON, HMAC) was the largest cost of a cached request. The cookie's bytes decide
+the outcome completely, so each distinct cookie is verified once per process and the result
+kept in a small bounded memo keyed by those exact bytes (and the signing keys): a later request
+with the same cookie gets a fresh copy of the same data, after its age is checked again against
+PERMANENT_SESSION_LIFETIME. A cookie that does not verify is never kept.
+"""
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import threading
+import time
 
-from flask import Flask, request, session
-from flask.sessions import SecureCookieSessionInterface
+from flask import Flask, Request, request, session
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
+from itsdangerous import BadSignature
+
+#: Distinct session cookies whose verified content each process keeps.
+MEMO_SIZE = 4096
 
 
 def client_fingerprint() -> str:
@@ -29,14 +44,13 @@ def bind_to_client(sender, user=None, **extra) -> None:
 
 
 class PortalSessionInterface(SecureCookieSessionInterface):
-    """Same cookies, same signing; the serializer is kept while the keys stay the same.
-
-    Flask builds a new serializer (and probes it) on every request; every page view decodes the
-    session cookie, so that work is on the hot path for no gain.
-    """
+    """Same cookies, same signing; the serializer is kept while the keys stay the same, and
+    each distinct cookie is verified once (see the module docstring)."""
 
     def __init__(self):
         self._serializers: dict = {}
+        self._memo: dict[str, tuple[dict, float, bool]] = {}
+        self._lock = threading.Lock()
 
     def get_signing_serializer(self, app: Flask):
         """The serializer for the app's current SECRET_KEY and SECRET_KEY_FALLBACKS."""
@@ -44,5 +58,36 @@ class PortalSessionInterface(SecureCookieSessionInterface):
         serializer = self._serializers.get(keys)
         if serializer is None:
             serializer = super().get_signing_serializer(app)
-            self._serializers = {keys: serializer}  # keys rotated: forget the old one
+            with self._lock:
+                # Keys rotated: forget the old serializer and every cookie it verified.
+                self._serializers = {keys: serializer}
+                self._memo = {}
         return serializer
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        """The session the request's cookie carries (empty when it does not verify)."""
+        serializer = self.get_signing_serializer(app)
+        if serializer is None:
+            return None
+        value = request.cookies.get(self.get_cookie_name(app))
+        if not value:
+            return self.session_class()
+        max_age = app.permanent_session_lifetime.total_seconds()
+        memo = self._memo
+        known = memo.get(value)
+        if known is None:
+            try:
+                data, signed = serializer.loads(value, max_age=int(max_age), return_timestamp=True)
+            except BadSignature:
+                return self.session_class()
+            nested = any(isinstance(item, (list, dict)) for item in data.values())
+            known = (data, signed.timestamp(), nested)
+            with self._lock:
+                if len(memo) >= MEMO_SIZE:
+                    memo.clear()  # bounded: the cookies in use are verified again, once
+                memo[value] = known
+        data, signed_at, nested = known
+        if time.time() - signed_at > max_age:
+            return self.session_class()  # expired since it was first verified
+        # A copy: the request may change its session (flashed messages are lists).
+        return self.session_class(copy.deepcopy(data) if nested else data)

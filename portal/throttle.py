@@ -1,4 +1,4 @@
-"""Login throttling with Flask-Limiter: failed logins per account (from anywhere) and per address.
+"""Login throttling with `limits`: failed logins per account (from anywhere) and per address.
 
 Each password attempt is counted before the directory is asked, atomically (one INCR in
 Redis), so simultaneous guesses cannot all slip under the limit; afterwards the attempts that
@@ -6,6 +6,10 @@ did not refuse a password (a success, a directory outage) are given back, so out
 nobody's attempts. Counts live in memory, or in Redis so every worker and instance shares them.
 When that storage cannot count (down, or refusing writes) login is refused (503), never left
 unlimited.
+
+The counting library is `limits`, the engine of Flask-Limiter, used directly: only the login
+form is limited, so nothing runs on any other request (Flask-Limiter's extension checks every
+request, which cost the hot path more than anything else it does).
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ import time
 from dataclasses import dataclass, field
 
 from flask import Flask, current_app, request
-from flask_limiter import Limiter
 from limits import RateLimitItem, parse_many
+from limits.storage import storage_from_string
+from limits.strategies import FixedWindowRateLimiter
 
 from . import directory
 from .directory import InvalidInput
@@ -38,25 +43,27 @@ class Attempt:
     _counted: list[tuple[RateLimitItem, tuple[str, ...]]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class _Throttle:
+    limiter: FixedWindowRateLimiter
+    account_limits: list[RateLimitItem]
+    address_limits: list[RateLimitItem]
+    prefix: str
+
+
 def init_app(app: Flask) -> None:
     """Set up the counting storage (memory or Redis) and parse the limits once."""
     config = app.config
-    config["RATELIMIT_STORAGE_URI"] = storage_url(config)
-    if config["RATELIMIT_STORAGE_URI"].startswith("memory://"):
-        config["RATELIMIT_STORAGE_OPTIONS"] = {}
-    else:
+    url = storage_url(config)
+    options = {}
+    if not url.startswith("memory://"):
         timeout = config["CACHE_REDIS_TIMEOUT"]
         # Without socket timeouts a hung Redis would hang every login.
-        config["RATELIMIT_STORAGE_OPTIONS"] = {
-            "socket_timeout": timeout,
-            "socket_connect_timeout": timeout,
-        }
-    # One limiter per app: Flask-Limiter keeps its storage on the Limiter object. Fixed windows,
-    # because only a counter can be given back (an outage must not use up attempts).
-    limiter = Limiter(key_func=client_address, strategy="fixed-window", headers_enabled=False)
-    limiter.init_app(app)
-    app.extensions[_LIMITER] = (
-        limiter,
+        options = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    # Fixed windows, because only a counter can be given back (an outage must not use up
+    # attempts).
+    app.extensions[_LIMITER] = _Throttle(
+        FixedWindowRateLimiter(storage_from_string(url, **options)),
         parse_many(config["THROTTLE_ACCOUNT_LIMIT"]),
         parse_many(config["THROTTLE_IP_LIMIT"]),
         config["CACHE_KEY_PREFIX"] + "throttle",
@@ -74,16 +81,16 @@ def storage_url(config) -> str:
 
 def begin_attempt() -> Attempt | None:
     """Count this login attempt against every limit; None when the counts cannot be kept."""
-    limiter, account_limits, address_limits, prefix = current_app.extensions[_LIMITER]
+    throttle: _Throttle = current_app.extensions[_LIMITER]
     attempt = Attempt(allowed=True)
-    buckets = [("account", item, account_key()) for item in account_limits]
-    buckets += [("address", item, client_address()) for item in address_limits]
+    buckets = [("account", item, account_key()) for item in throttle.account_limits]
+    buckets += [("address", item, client_address()) for item in throttle.address_limits]
     try:
         for which, item, key in buckets:
-            identifiers = (prefix, key)
+            identifiers = (throttle.prefix, key)
             attempt._counted.append((item, identifiers))
-            if not limiter.limiter.hit(item, *identifiers):
-                reset = limiter.limiter.get_window_stats(item, *identifiers).reset_time
+            if not throttle.limiter.hit(item, *identifiers):
+                reset = throttle.limiter.get_window_stats(item, *identifiers).reset_time
                 wait = max(1, int(reset - time.time()) + 1)
                 if attempt.allowed or wait > attempt.retry_after:
                     attempt.exceeded, attempt.retry_after = which, wait
@@ -97,10 +104,10 @@ def begin_attempt() -> Attempt | None:
 
 def give_back(attempt: Attempt) -> None:
     """Uncount an attempt that did not refuse a password (a success, an outage)."""
-    limiter = current_app.extensions[_LIMITER][0]
+    throttle: _Throttle = current_app.extensions[_LIMITER]
     try:
         for item, identifiers in attempt._counted:
-            limiter.limiter.hit(item, *identifiers, cost=-1)
+            throttle.limiter.hit(item, *identifiers, cost=-1)
     except Exception as error:  # noqa: BLE001 - the attempt stays counted: the safe side
         log.warning("login throttling could not give back an attempt: %s", error)
     attempt._counted.clear()

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import quote, urlsplit
 
-from flask import current_app, make_response, redirect, request, url_for
+from flask import Response, current_app, redirect, request, url_for
 from flask_login import current_user, login_fresh
 
 from .. import audit
@@ -42,33 +43,41 @@ class Original:
 def verify():
     """Answer whether the original request may go through, with the person's identity."""
     original = original_request()
-    if not current_user.is_authenticated:
+    user = current_user._get_current_object()  # once: each proxy lookup has its cost
+    if not user.is_authenticated:
         return _sign_in_first(original)
     if original is None:
         # Without the headers that say which request this is, nothing can be judged: closed.
         log.warning("/auth/verify without usable %s headers", _family())
         audit.record(
-            "access.denied", user=current_user.username, reason="no usable original request headers"
+            "access.denied", user=user.username, reason="no usable original request headers"
         )
         return _answer(403)
-    decision = rule_set().decide(current_user.groups, original.host, original.path, original.method)
+    decision = rule_set().decide(user.groups, original.host, original.path, original.method)
     demanded = request.args.get("group")
-    if not decision.allowed or (demanded and not current_user.in_any_group([demanded])):
+    if not decision.allowed or (demanded and not user.in_any_group([demanded])):
         reason = decision.reason if not decision.allowed else f"not in group {demanded}"
-        audit.record("access.denied", user=current_user.username, url=original.url, reason=reason)
+        audit.record("access.denied", user=user.username, url=original.url, reason=reason)
         return _answer(403)
     if request.args.get("fresh") == "1" and not login_fresh():
         # An upstream that asks for a password session (an admin app, as the portal's own admin
         # pages do): a "keep me signed in" or moved session enters the password again first.
-        audit.record("access.denied", user=current_user.username, url=original.url,
+        audit.record("access.denied", user=user.username, url=original.url,
                      reason="needs a password sign-in in this session")  # fmt: skip
         return _sign_in_first(original)
-    response = _answer(200)
-    response.headers["Remote-User"] = header_value(current_user.username)
-    response.headers["Remote-Groups"] = header_value(",".join(_listable(current_user.groups)))
-    response.headers["Remote-Name"] = header_value(current_user.display_name)
-    response.headers["Remote-Email"] = header_value(current_user.email)
-    return response
+    return _answer(200, identity_headers(user.username, user.display_name, user.email,
+                                         user.groups))  # fmt: skip
+
+
+@lru_cache(maxsize=4096)
+def identity_headers(username: str, name: str, email: str, groups: tuple[str, ...]) -> tuple:
+    """The Remote-* headers of a person, cleaned for a header (computed once per person)."""
+    return (
+        ("Remote-User", header_value(username)),
+        ("Remote-Groups", header_value(",".join(_listable(groups)))),
+        ("Remote-Name", header_value(name)),
+        ("Remote-Email", header_value(email)),
+    )
 
 
 def original_request() -> Original | None:
@@ -126,7 +135,6 @@ def _listable(groups) -> list[str]:
     return [group for group in groups if "," not in group]
 
 
-def _answer(status: int):
-    response = make_response("", status)
-    response.headers["Cache-Control"] = "no-store"
-    return response
+def _answer(status: int, headers: tuple = ()):
+    # A bare Response: no template, no body, nothing to negotiate.
+    return Response(b"", status, headers=[("Cache-Control", "no-store"), *headers])
