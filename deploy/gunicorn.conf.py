@@ -25,13 +25,8 @@ from prometheus_client import multiprocess
 def on_starting(server):
     """Before any worker starts: check the worker model; create the metrics folder, and empty
     it of a previous run's values."""
-    from portal.config import ConfigError, check_processes, load
 
-    try:
-        check_processes(load(), server.cfg.workers)
-    except ConfigError as error:
-        server.log.error("portal: %s", error)
-        raise SystemExit(1) from None
+    _check_workers(server, server.cfg.workers)
     folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not folder:
         server.log.warning("PROMETHEUS_MULTIPROC_DIR is not set: /metrics shows one worker only")
@@ -42,7 +37,22 @@ def on_starting(server):
         stale.unlink()
 
 
+def pre_fork(server, worker):
+    """Before each worker starts (also one added later with SIGTTIN): check the count again."""
+    _check_workers(server, server.num_workers)
+
+
 def child_exit(server, worker):
     """A worker ended: its live gauges stop counting (its counters keep adding up)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.mark_process_dead(worker.pid)
+
+
+def _check_workers(server, workers: int) -> None:
+    from portal.config import ConfigError, check_processes, load
+
+    try:
+        check_processes(load(), workers)
+    except ConfigError as error:
+        server.log.error("portal: %s", error)
+        raise SystemExit(1) from None

@@ -20,6 +20,8 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.from_mapping(test_config)
     for warning in config.validate(app.config):
         app.logger.warning("settings: %s", warning)
+    # gunicorn's hook checks its real worker count; this catches WEB_CONCURRENCY without it.
+    config.check_processes(app.config, config.serving_processes())
     _derive_settings(app)
     app.config["PORTAL_STARTED_AT"] = time.time()
     _check_page_templates(app)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from functools import wraps
-from urllib.parse import quote, urlsplit
 
 from flask import Flask, abort, current_app, request
 from flask_login import current_user, login_fresh
@@ -12,8 +11,6 @@ from . import rules
 from .extensions import login_manager
 
 _RULES = "portal.rules"
-# What a decoded path may keep unescaped when the server did not pass the raw target on.
-_PATH_SAFE = "/:@!$&'()*+,;=-._~"
 
 
 def init_app(app: Flask) -> None:
@@ -32,31 +29,19 @@ def rule_set() -> rules.RuleSet:
 def enforce_access_rules():
     """before_request hook: ACCESS_RULES also guard the portal's own pages (403 on deny).
 
-    The path is judged as sent (the raw request target), the way /auth/verify judges an
-    app's, so an escape that Werkzeug would decode cannot dodge a rule.
+    The path is judged as the portal itself reads it: Werkzeug has decoded it, and Flask routes
+    on exactly that path, so an escape cannot make the rules and the routing disagree.
     """
     ruleset = rule_set()
     if not ruleset.judges:
         return None  # nothing to decide: skip the work on every page view
-    if not current_user.is_authenticated:
+    user = current_user._get_current_object()
+    if not user.is_authenticated:
         return None
-    decision = ruleset.decide(current_user.groups, request.host, sent_path(), request.method)
-    if not decision.allowed:
+    path = request.script_root + request.path
+    if not ruleset.decide(user.groups, request.host, path, request.method, decoded=True).allowed:
         abort(403)
     return None
-
-
-def sent_path() -> str:
-    """The path of this request as the client sent it, before any decoding."""
-    environ = request.environ
-    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
-    if raw is None:
-        # A server that keeps no raw target: escape what Werkzeug decoded, so that a decoded
-        # "%" or non-ASCII character is still refused.
-        return quote(request.script_root + request.path, safe=_PATH_SAFE)
-    if not raw.startswith("/"):
-        raw = urlsplit(raw).path or "/"  # absolute form (the guard checked its host)
-    return raw
 
 
 def group_required(*groups: str):

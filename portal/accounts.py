@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from flask import Flask, current_app
 
 from . import directory, logins, metrics
+from .access import rule_set
 from .directory import InvalidInput
 from .explain import Explanation, explain_user
 from .extensions import cache, login_manager
@@ -57,7 +58,7 @@ def init_app(app: Flask) -> None:
     shared = app.config["CACHE_TYPE"] == "RedisCache"
     app.extensions[_STATE] = _State(
         policy=AccessPolicy.from_config(app.config),
-        marks=RedisMarks(backend) if shared else MemoryMarks(),
+        marks=RedisMarks(backend, _longest_login_ms(app.config)) if shared else MemoryMarks(),
         backend=backend,
     )
     login_manager.user_loader(load_user)
@@ -82,8 +83,7 @@ def explain_person(typed: str, host: str) -> Explanation:
         attrs,
         policy(),
         config["PAGES"],
-        rules=config["ACCESS_RULES"],
-        default_policy=config["ACCESS_DEFAULT_POLICY"],
+        rules=rule_set(),
         host=host,
         cached=cached_attributes(name),
         ttl=config["USER_CACHE_TTL"],
@@ -130,6 +130,11 @@ def start_login(user: User, remember: bool) -> User:
         lifetime = config["REMEMBER_COOKIE_DAYS"] * 86400
     else:
         lifetime = config["SESSION_MAX_AGE_HOURS"] * 3600
+    store = marks()
+    if isinstance(store, RedisMarks):
+        # Reading the person's marks first puts right a mark that no longer verifies (one
+        # signed with a key since dropped): else it would end this new sign-in on its first page.
+        _guarded("read", store.read, user.username, "")
     stamp = logins.password_stamp(user.password_changed)
     login = logins.new_login(user.username, logins.now_ms(), lifetime * 1000, stamp)
     return User.from_attributes(user.attributes(), policy(), login_id=login.id)
@@ -159,11 +164,10 @@ def revoke_all(username: str) -> bool:
 
     Returns False when the cache could not store the revocation (nothing was revoked).
     """
-    config = current_app.config
     # The mark must outlive every login issued before it.
-    longest = max(config["REMEMBER_COOKIE_DAYS"] * 86400, config["SESSION_MAX_AGE_HOURS"] * 3600)
     now = logins.now_ms()
-    stored = bool(_guarded("revocation", marks().revoke, username, now, now + longest * 1000))
+    until = now + _longest_login_ms(current_app.config)
+    stored = bool(_guarded("revocation", marks().revoke, username, now, until))
     forget(username)
     return stored
 
@@ -250,6 +254,12 @@ def _refresh(username: str) -> dict | None:
         if attrs is not None:
             remember(attrs)
         return attrs
+
+
+def _longest_login_ms(config) -> int:
+    # REMEMBER_COOKIE_DAYS or SESSION_MAX_AGE_HOURS, whichever is longer.
+    seconds = max(config["REMEMBER_COOKIE_DAYS"] * 86400, config["SESSION_MAX_AGE_HOURS"] * 3600)
+    return seconds * 1000
 
 
 def _entry_and_marks(state: _State, username: str, sid: str) -> tuple[object, Marks]:

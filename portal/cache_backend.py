@@ -167,6 +167,10 @@ class SignedRedisCache(RedisCache):
             return "expired", None
         return "ok", envelope["v"]
 
+    def decode_value(self, name: str, raw: bytes | None) -> Any:
+        """What get() makes of the raw bytes read from the Redis key `name` (None: a miss)."""
+        return self._decode(name, raw)
+
     def prefixed(self, key: str) -> str:
         """The Redis key of a cache key (CACHE_KEY_PREFIX in front)."""
         return self._get_prefix() + key

@@ -28,12 +28,13 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from . import accounts, audit, config, directory, explain, probes
+from .access import rule_set
 from .directory import DirectoryError, InvalidInput
 from .directory.connections import discard, open_connection
 from .directory.groups import dn_key
 from .directory.search import run_search
 from .extensions import cache
-from .probes import probe_cache
+from .probes import probe_cache, redis_client
 
 #: Entries `check` counts at most per base (a sample: it says "at least" beyond).
 COUNT_LIMIT = 1000
@@ -55,9 +56,7 @@ def access_check(username: str, url: str, method: str) -> None:
     if not person.active:
         click.echo(f"{attrs['username']}: may not use the portal, {person.reason}: DENIED")
         raise SystemExit(1)
-    settings = current_app.config
-    decision = explain.judge_url(attrs["groups"], settings["ACCESS_RULES"],
-                                 settings["ACCESS_DEFAULT_POLICY"], url, method)  # fmt: skip
+    decision = explain.judge_url(attrs["groups"], rule_set(), url, method)
     verdict = "ALLOWED" if decision.allowed else "DENIED"
     click.echo(f"{attrs['username']} {method.upper()} {url}: {verdict} by {decision.reason}")
     click.echo(f"groups: {', '.join(attrs['groups'])}")
@@ -92,6 +91,7 @@ def check() -> None:
         report.info("cache (NullCache)", "none: every request reads the directory")
     elif probe_cache():
         report.ok(f"cache ({cache_type})")
+        _check_eviction_policy(report)
     else:
         report.failed(f"cache ({cache_type})", "did not answer a write and read back")
     if report.failures:
@@ -187,6 +187,25 @@ def revoke(username: str) -> None:
         raise click.ClickException("the cache did not answer: nothing revoked")
     audit.record("admin.revoke", user="(command line)", target=name)
     click.echo(f"{name}: every sign-in made until now has ended (sessions and remember-me cookies)")
+
+
+def _check_eviction_policy(report) -> None:
+    # Revocation marks have no TTL, so noeviction and volatile-* policies keep them; an
+    # allkeys-* policy may drop one under memory pressure, and a signed-out cookie would work.
+    client = redis_client()
+    if client is None:
+        return
+    try:
+        policy = client.config_get("maxmemory-policy").get("maxmemory-policy", "")
+    except Exception as error:  # noqa: BLE001 - managed Redis often refuses CONFIG
+        report.info("redis maxmemory-policy", f"cannot be read ({error}): make sure it is "
+                    "noeviction or volatile-*")  # fmt: skip
+        return
+    if policy.startswith("allkeys"):
+        report.failed("redis maxmemory-policy", f"{policy} may evict revocation marks: use "
+                      "noeviction (or a volatile-* policy)")  # fmt: skip
+    else:
+        report.ok(f"redis maxmemory-policy ({policy})")
 
 
 #: Every command, for create_app to register.

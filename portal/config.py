@@ -24,6 +24,8 @@ __all__ = [
     "known_keys",
     "load",
     "load_settings_file",
+    "serving_processes",
+    "throttle_storage_url",
     "validate",
 ]
 
@@ -235,6 +237,21 @@ def load() -> Config:
     return config
 
 
+def throttle_storage_url(config) -> str:
+    """Where failed-login counts live: THROTTLE_STORAGE_URL, else the Redis cache, else memory."""
+    if config["THROTTLE_STORAGE_URL"]:
+        return config["THROTTLE_STORAGE_URL"]
+    if config["CACHE_TYPE"] == "RedisCache":
+        return config["CACHE_REDIS_URL"]
+    return "memory://"
+
+
+def serving_processes(environ=os.environ) -> int:
+    """How many processes the environment says will serve (gunicorn's WEB_CONCURRENCY; 1)."""
+    value = environ.get("WEB_CONCURRENCY", "1").strip()
+    return int(value) if value.isdigit() else 1
+
+
 def validate(config) -> list[str]:
     """Check every setting; raise ConfigError naming the first bad key, return warnings."""
     return check_settings(config, known_keys())
@@ -250,8 +267,6 @@ def check_processes(config, processes: int) -> None:
     """
     if processes <= 1 or config["ENV"] == "development":
         return
-    from .throttle import storage_url
-
     if config["CACHE_TYPE"] != "RedisCache":
         raise ConfigError(
             f"setting CACHE_TYPE: {config['CACHE_TYPE']} keeps sign-outs and revocations in each "
@@ -259,7 +274,7 @@ def check_processes(config, processes: int) -> None:
             'CACHE_TYPE = "RedisCache" (with CACHE_REDIS_URL), or serve with one worker and '
             "threads (gunicorn --workers 1 --threads 8)"
         )
-    if storage_url(config).startswith("memory://"):
+    if throttle_storage_url(config).startswith("memory://"):
         raise ConfigError(
             f"setting THROTTLE_STORAGE_URL: memory:// counts failed logins in each process, so "
             f"{processes} worker processes would let {processes} times the guesses through: "

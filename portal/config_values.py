@@ -62,16 +62,17 @@ def check_pages(pages) -> None:
 
 
 def check_kept_escapes(escapes) -> None:
-    """Check ACCESS_KEPT_ESCAPES: escapes such as "%20", none of which an app reads as a path
-    separator, a dot, a backslash or a "%"."""
+    """Check ACCESS_KEPT_ESCAPES: escapes such as "%20" or "%C3", none of which an app reads
+    as a path separator, a dot, a backslash, a "%", a ";" or a control character."""
     require(is_str_list(escapes, allow_empty=True), "ACCESS_KEPT_ESCAPES", 'a list such as ["%20"]')
     for escape in escapes:
         require(re.fullmatch(r"%[0-9A-Fa-f]{2}", escape), "ACCESS_KEPT_ESCAPES",
                  f"{escape!r} is not an escape such as %20")  # fmt: skip
+        byte = int(escape[1:], 16)
         require(
-            escape.upper() not in _STRUCTURAL_ESCAPES and int(escape[1:], 16) < 0x80,
+            escape.upper() not in _STRUCTURAL_ESCAPES and 0x20 <= byte != 0x7F,
             "ACCESS_KEPT_ESCAPES",
-            f"{escape} changes how apps read a path (or is not ASCII): it cannot be kept",
+            f"{escape} changes how apps read a path: it cannot be kept",
         )
 
 

@@ -96,8 +96,7 @@ def explain_user(
     policy: AccessPolicy,
     pages: Sequence[Mapping],
     *,
-    rules: Sequence[Mapping] = (),
-    default_policy: str = "allow",
+    rules: access_rules.RuleSet | None = None,
     host: str = "localhost",
     cached: Mapping | None = None,
     ttl: int = 0,
@@ -106,8 +105,8 @@ def explain_user(
 ) -> Explanation:
     """Explain a person from their directory attrs (None: no usable account) and cache entry.
 
-    `pages` is the PAGES setting, `rules` and `default_policy` ACCESS_RULES and
-    ACCESS_DEFAULT_POLICY, `host` the portal's host name those rules are judged for; `cached` is
+    `pages` is the PAGES setting, `rules` the compiled ACCESS_RULES (None: none, default
+    allow), `host` the portal's host name those rules are judged for; `cached` is
     `accounts.cached_attributes()` (with its `fetched_at`), `ttl` USER_CACHE_TTL and `now` the
     current time.time(); `nesting` maps each nested group to the group it was reached through.
     """
@@ -125,7 +124,7 @@ def explain_user(
         groups=groups,
         group_paths=tuple(nesting_path(group, nesting or {}) for group in groups),
         standing=person,
-        pages=tuple(page_access(groups, person, pages, rules, default_policy, host)),
+        pages=tuple(page_access(groups, person, pages, rules, host)),
         cache=cache,
     )
 
@@ -162,13 +161,12 @@ def page_access(
     groups: Iterable[str],
     person: Standing,
     pages: Sequence[Mapping],
-    rules: Sequence[Mapping] = (),
-    default_policy: str = "allow",
+    rules: access_rules.RuleSet | None = None,
     host: str = "localhost",
 ) -> list[PageAccess]:
     """Whether each configured page opens for these groups, in settings order, with the reason."""
     groups = tuple(groups)
-    judged = bool(rules) or default_policy != "allow"  # as enforce_access_rules skips otherwise
+    judged = rules is not None and rules.judges  # as enforce_access_rules skips otherwise
     found = []
     for page in pages:
         needed = tuple(page["groups"])
@@ -180,7 +178,7 @@ def page_access(
             opens, reason = False, by_groups
         else:
             decision = (
-                access_rules.decide(rules, default_policy, groups, host, f"/pages/{page['slug']}")
+                rules.decide(groups, host, f"/pages/{page['slug']}", decoded=True)
                 if judged
                 else None
             )
@@ -208,16 +206,17 @@ def cache_state(
 
 def judge_url(
     groups: Iterable[str],
-    rules: Sequence[Mapping],
-    default_policy: str,
+    rules: access_rules.RuleSet,
     url: str,
     method: str = "GET",
 ) -> access_rules.Decision:
-    """ACCESS_RULES' decision for an active person opening `url` (https:// assumed if absent)."""
-    parts = urlsplit(url if "://" in url else f"https://{url}")
-    return access_rules.decide(
-        list(rules), default_policy, groups, parts.netloc, parts.path or "/", method
-    )
+    """ACCESS_RULES' decision for an active person opening `url` (https:// assumed if absent),
+    exactly as /auth/verify would judge it."""
+    target = url if "://" in url else f"https://{url}"
+    parts = urlsplit(target)
+    # The path as sent, query included: what a proxy would put in X-Original-URL.
+    sent = target.split(parts.netloc, 1)[1] or "/"
+    return rules.decide(groups, parts.netloc, sent, method)
 
 
 def _members(groups: Sequence[str], names: Iterable[str]) -> tuple[str, ...]:

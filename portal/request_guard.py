@@ -19,7 +19,8 @@ from urllib.parse import urlsplit
 from flask import abort, request
 
 MARK = "portal.refused_request"
-_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
+# Letters, digits, "-", and "_" (container and service names have them; browsers accept them).
+_LABEL = r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)"
 _HOST_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
 _HOST_AND_PORT = re.compile(r"(?P<host>\[[^\]]*\]|[^:\[\]]*)(?::(?P<port>[0-9]{1,5}))?")
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
@@ -44,13 +45,19 @@ class RequestGuard:
 def refusal(environ) -> str:
     """Why a request's Host or target cannot be trusted, or "" when both are fine."""
     host = environ.get("HTTP_HOST")
+    target = environ.get("RAW_URI") or environ.get("REQUEST_URI") or ""
+    absolute = bool(target) and not target.startswith("/") and target != "*"
     if host is None:
-        return ""  # HTTP/1.0 without Host: Werkzeug uses SERVER_NAME
+        # HTTP/1.0 without Host: Werkzeug uses SERVER_NAME, which a request line naming a host
+        # of its own would contradict.
+        return "a request line naming a host, without a Host header" if absolute else ""
     if not usable_host(host):
         return "unusable Host header"
-    target = environ.get("RAW_URI") or environ.get("REQUEST_URI") or ""
-    if target and not target.startswith("/") and target != "*":
-        parts = urlsplit(target)
+    if absolute:
+        try:
+            parts = urlsplit(target)
+        except ValueError:  # e.g. "http://[zzz/": no host can be told from it
+            return "unusable request target"
         scheme = parts.scheme.lower()
         if scheme not in _DEFAULT_PORTS or not usable_host(parts.netloc):
             return "unusable request target"

@@ -3,7 +3,7 @@
 Two kinds of mark end sign-ins before their expiry (portal.logins explains the ids):
 
 - a person's **before** mark: every sign-in of theirs issued at or before this time has ended
-  ("sign out everywhere", an administrator's revoke, a password change made here);
+  ("sign out everywhere", an administrator's revoke);
 - one sign-in's **ended** mark: it was signed out, so copies of its cookies stop working.
 
 A mark must outlive every sign-in it ends, and nothing but time may remove it: if other people's
@@ -16,10 +16,12 @@ sign-ins could push it out (as a cache that prunes its oldest entries would), a 
 - `RedisMarks` (RedisCache, every worker and instance): one Redis hash per person,
   ``<CACHE_KEY_PREFIX>marks:<username>``, with **no expiry on the key**, so a ``volatile-*``
   maxmemory policy never evicts it (and ``noeviction`` refuses writes instead of dropping
-  anything); expired fields are removed whenever the person's hash is written. Every field is
-  signed like the cache entries and bound to its key and field. A field that does not verify
-  (reset to 0, garbage, copied from another person) ends the sign-in rather than letting it
-  through. Whoever can write to Redis can still delete a mark: restrict access to Redis.
+  anything); expired fields are removed whenever the person's hash is written, and once an
+  hour a process that writes marks sweeps everyone's. Every field is signed like the cache
+  entries and bound to its key and field. A field that does not verify (reset to 0, garbage,
+  copied from another person, signed with a key no longer listed) ends every sign-in of that
+  person made so far, once, rather than letting one through; it is then written again, valid.
+  Whoever can write to Redis can still delete a mark: restrict access to Redis.
 
 Reading a person's cache entry and their two marks is one round trip (a pipeline of GET and
 HMGET), the only Redis traffic of a signed-in request.
@@ -34,6 +36,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis.exceptions import ResponseError
+
 from . import logins
 
 log = logging.getLogger(__name__)
@@ -42,8 +46,6 @@ log = logging.getLogger(__name__)
 MAX_ENDED_PER_PERSON = 64
 _BEFORE = "before"
 _WARNING_INTERVAL = 60.0
-# How long a tampered before mark is kept: longer than any sign-in can last.
-_LONGEST_MS = 366 * 86400 * 1000
 
 
 @dataclass(frozen=True)
@@ -126,21 +128,22 @@ class MemoryMarks:
             if person.before is None and not person.ended:
                 del self._people[username]
 
-    def count(self) -> int:
-        """How many people have a mark (for the status page)."""
-        with self._lock:
-            return len(self._people)
-
 
 class RedisMarks:
     """The marks of every worker's and instance's sign-ins, in Redis (a hash per person)."""
 
     shared = True
+    #: Seconds between two sweeps of everyone's expired marks by one process (in a thread).
+    SWEEP_INTERVAL = 3600.0
 
-    def __init__(self, backend, clock=None):
+    def __init__(self, backend, longest_ms: int, clock=None):
         #: portal.cache_backend.SignedRedisCache: its client, key prefix and signer.
         self.backend = backend
+        #: The longest a sign-in can last (REMEMBER_COOKIE_DAYS or SESSION_MAX_AGE_HOURS).
+        self.longest_ms = longest_ms
         self._clock = clock or _now_ms
+        self._last_sweep = time.monotonic()
+        self._sweeping = threading.Lock()
 
     def key(self, username: str) -> str:
         """The Redis key of a person's marks."""
@@ -153,15 +156,24 @@ class RedisMarks:
         pipe = self.backend.client.pipeline(transaction=False)
         pipe.get(entry_name)
         pipe.hmget(marks_key, _BEFORE, _ended_field(sid))
-        raw_entry, (raw_before, raw_ended) = pipe.execute()
-        entry = self.backend._decode(entry_name, raw_entry)
-        return entry, self._marks(marks_key, raw_before, raw_ended, sid)
+        # Per-command errors come back as values: a key someone replaced by another type
+        # (WRONGTYPE) must not be taken for "Redis is down", where the login would stand.
+        raw_entry, marks = pipe.execute(raise_on_error=False)
+        entry = None if isinstance(raw_entry, Exception) else raw_entry
+        entry = self.backend.decode_value(entry_name, entry)
+        if isinstance(marks, Exception):
+            return entry, self._unreadable(username, marks)
+        raw_before, raw_ended = marks
+        return entry, self._marks(username, raw_before, raw_ended, sid)
 
     def read(self, username: str, sid: str) -> Marks:
         """The marks that concern one sign-in of `username`."""
         key = self.key(username)
-        raw_before, raw_ended = self.backend.client.hmget(key, _BEFORE, _ended_field(sid))
-        return self._marks(key, raw_before, raw_ended, sid)
+        try:
+            raw_before, raw_ended = self.backend.client.hmget(key, _BEFORE, _ended_field(sid))
+        except ResponseError as error:
+            return self._unreadable(username, error)
+        return self._marks(username, raw_before, raw_ended, sid)
 
     def end(self, username: str, sid: str, issued: int, expires: int) -> bool:
         """Mark one sign-in as ended until it would have expired."""
@@ -175,16 +187,44 @@ class RedisMarks:
         """End every sign-in of `username` issued at or before `before`; keep it until `until`."""
         return self._write(username, lambda person: _raise_before(person, before, until))
 
-    def count(self) -> int:
-        """How many people have marks (a SCAN, for the status page)."""
-        pattern = _glob_escape(self.backend.prefixed("marks:")) + "*"
-        return sum(1 for _ in self.backend.client.scan_iter(match=pattern, count=500))
+    def settle(self, username: str) -> None:
+        """Write a person's marks again, valid and without the expired ones (see _person)."""
+        try:
+            self._write(username, lambda person: None)
+        except Exception as error:  # noqa: BLE001 - still unreadable: the next read fails closed
+            log.warning("could not rewrite the revocation marks of %s: %s", username, error)
 
-    def _marks(self, key: str, raw_before, raw_ended, sid: str) -> Marks:
+    def sweep(self) -> int:
+        """Rewrite every person's marks without the expired ones (empty hashes disappear);
+        return how many people's marks were looked at."""
+        pattern = _glob_escape(self.backend.prefixed("marks:")) + "*"
+        prefix = len(self.backend.prefixed("marks:"))
+        seen = 0
+        for key in self.backend.client.scan_iter(match=pattern, count=500):
+            name = key.decode() if isinstance(key, bytes) else key
+            self._write(name[prefix:], lambda person: None, sweep=False)
+            seen += 1
+        return seen
+
+    def _unreadable(self, username: str, error: Exception) -> Marks:
+        # Redis answered, but not with the person's marks (the key holds another type): fail
+        # closed as for a mark that does not verify, and put the marks right.
+        if not isinstance(error, ResponseError):
+            raise error  # a connection error: the caller's "cache down" case
+        _warn_forged(self.key(username), f"({error})")
+        self.settle(username)
+        return Marks(self._clock(), True)
+
+    def _marks(self, username: str, raw_before, raw_ended, sid: str) -> Marks:
+        key = self.key(username)
         status, value = self.backend.unseal(f"{key}#{_BEFORE}", raw_before)
         if status == "forged" or (status == "ok" and not _is_time(_get(value, "t"))):
             _warn_forged(key, _BEFORE)
-            before = self._clock()  # a mark someone tampered with ends every sign-in so far
+            # Every sign-in so far ends (this one too), and the mark is written again, valid,
+            # at this moment: later sign-ins work (a key rotation without fallback must not
+            # lock anyone out for good).
+            before = self._clock()
+            self.settle(username)
         else:
             before = value["t"] if status == "ok" else None
         status, _ = self.backend.unseal(f"{key}#{_ended_field(sid)}", raw_ended)
@@ -192,16 +232,23 @@ class RedisMarks:
             _warn_forged(key, _ended_field(sid))
         return Marks(before, status in ("ok", "forged"))
 
-    def _write(self, username: str, change) -> bool:
+    def _write(self, username: str, change, sweep: bool = True) -> bool:
         # A transaction (WATCH, then MULTI/EXEC, retried on a clash) so two sign-outs of one
         # person at once cannot lose a mark or lower the before time. The whole (small) hash is
         # rewritten, without the fields that have expired.
+        if sweep:
+            self._maybe_sweep()
         key = self.key(username)
 
         def apply(pipe) -> None:
-            stored = pipe.hgetall(key)
             now = self._clock()
+            kind = pipe.type(key)
+            wrong_type = kind not in (b"hash", b"none", "hash", "none")
+            stored = {} if wrong_type else pipe.hgetall(key)
             person = self._person(key, stored, now)
+            if wrong_type:  # someone replaced the hash: every sign-in so far has ended
+                _warn_forged(key, f"(a {kind!r}, not a hash)")
+                _raise_before(person, now - 1, now + self.longest_ms)
             change(person)
             _prune(person, now)
             if len(person.ended) > MAX_ENDED_PER_PERSON:
@@ -209,13 +256,34 @@ class RedisMarks:
             fields = self._fields(key, person)
             stale = [name for name in _names(stored) if name not in fields]
             pipe.multi()
-            if stale:
+            if wrong_type:
+                pipe.delete(key)
+            elif stale:
                 pipe.hdel(key, *stale)
             if fields:
                 pipe.hset(key, mapping=fields)
 
         self.backend.client.transaction(apply, key)
         return True
+
+    def _maybe_sweep(self) -> None:
+        # The hashes have no TTL (so no eviction policy drops a mark): once an hour one process
+        # that writes marks sweeps everyone's, in the background.
+        if time.monotonic() - self._last_sweep < self.SWEEP_INTERVAL:
+            return
+        if not self._sweeping.acquire(blocking=False):
+            return
+        self._last_sweep = time.monotonic()
+
+        def sweep() -> None:
+            try:
+                self.sweep()
+            except Exception as error:  # noqa: BLE001 - Redis errors: the next sweep retries
+                log.warning("sweeping expired revocation marks failed: %s", error)
+            finally:
+                self._sweeping.release()
+
+        threading.Thread(target=sweep, name="portal-marks-sweep", daemon=True).start()
 
     def _fields(self, key: str, person: _Person) -> dict[str, bytes]:
         fields = {
@@ -237,9 +305,11 @@ class RedisMarks:
             raw = stored.get(name.encode(), stored.get(name))
             status, value = self.backend.unseal(f"{key}#{name}", raw)
             if status == "forged":
+                # Kept failing closed: a mark nobody can read ends every sign-in so far (it is
+                # written again valid, so later sign-ins work; one made in this very
+                # millisecond would otherwise end too).
                 _warn_forged(key, name)
-                if name == _BEFORE:  # kept failing closed: everything so far has ended
-                    _raise_before(person, now, now + _LONGEST_MS)
+                _raise_before(person, now - 1, now + self.longest_ms)
             if status != "ok":
                 continue
             if name == _BEFORE and _is_time(_get(value, "t")) and _is_time(_get(value, "u")):

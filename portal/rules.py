@@ -9,7 +9,8 @@ an unreserved character (a letter, a digit, ``-._~``) means that very character 
 6.2.2.2), so ``/app/%65ngineering/`` is judged as ``/app/engineering/``. Any other escape
 (``%2F``, ``%25``, a double encoding such as ``%2565``, ``%00``) and any non-ASCII or control
 character could be read differently by different apps, so such a path is refused outright, as
-are dot segments, ``//``, ``\\``, ``;parameters`` and segments ending in a dot. A path must
+are dot segments, ``//``, ``\\``, ``;parameters``, segments ending in a dot, and the other names
+Windows servers give a file (``x::$DATA``, ``ENGINE~1``). A path must
 then be allowed both as decoded and lower-cased (some servers match paths case-insensitively).
 """
 
@@ -24,9 +25,12 @@ from dataclasses import dataclass
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _ESCAPE = re.compile(r"%(.?.?)")
 # After decoding: dot segments, doubled slashes, backslashes, ;parameters and segments ending
-# in a dot, which servers disagree about.
-_AMBIGUOUS = re.compile(r"(^|/)\.{1,2}(/|$)|//|\\|;|\.(/|$)")
-_HOST = re.compile(r"^[a-z0-9.-]+$")
+# in a dot, which servers disagree about; and what Windows servers read as another name for a
+# file: NTFS streams ("x::$DATA", "x:$I30") and 8.3 short names ("ENGINE~1").
+_AMBIGUOUS = re.compile(
+    r"(^|/)\.{1,2}(/|$)|//|\\|;|\.(/|$)|::|:\$|(^|/)[^/]{1,6}~[0-9]+(\.[^/]{0,3})?(/|$)"
+)
+_HOST = re.compile(r"^[a-z0-9_.-]+$")
 _PORT = re.compile(r":[0-9]+$")
 
 
@@ -69,6 +73,9 @@ def normal_host(host: str) -> str:
 class RuleSet:
     """ACCESS_RULES and ACCESS_DEFAULT_POLICY, compiled once: the hot path only matches."""
 
+    #: Hosts whose applicable rules are remembered (hosts are few; a flood only costs work).
+    HOSTS_KEPT = 1024
+
     def __init__(
         self, rules: Sequence[Mapping], default_policy: str, kept_escapes: Iterable[str] = ()
     ):
@@ -76,36 +83,64 @@ class RuleSet:
         self.kept_escapes = frozenset(escape.upper() for escape in kept_escapes)
         self.default_allowed = default_policy == "allow"
         self._default = Decision(self.default_allowed, 0, f"default policy: {default_policy}")
+        self._by_host: dict[str, tuple[list[_Rule], bool]] = {}
 
     @property
     def judges(self) -> bool:
         """False when every active person may open everything (no rules, default allow)."""
         return bool(self.rules) or not self.default_allowed
 
-    def decide(self, groups: Iterable[str], host: str, path: str, method: str = "GET"):
-        """Apply the rules to one request of a signed-in, active person (path as sent)."""
+    def decide(
+        self,
+        groups: Iterable[str],
+        host: str,
+        path: str,
+        method: str = "GET",
+        decoded: bool = False,
+    ) -> Decision:
+        """Apply the rules to one request of a signed-in, active person.
+
+        `path` is the request target as sent to an app (escapes are resolved here, see
+        `app_path`), or with `decoded` the path as the app itself has already read it (the
+        portal's own pages: Werkzeug decodes the path before Flask routes it).
+        """
         if not self.rules:
             return self._default
         host = normal_host(host)
         if not _HOST.match(host):
             return Decision(False, 0, f"refused: unusable host name {host!r}")
-        try:
-            path = app_path(path, self.kept_escapes)
-        except PathRefused as refusal:
-            return Decision(False, 0, f"refused: {refusal}")
+        rules, paths_matter = self._for_host(host)
+        if not paths_matter:
+            path = "/"  # no rule for this host looks at paths: how it is spelled cannot matter
+        elif not decoded:
+            try:
+                path = app_path(path, self.kept_escapes)
+            except PathRefused as refusal:
+                return Decision(False, 0, f"refused: {refusal}")
         member_of = {group.casefold() for group in groups}
         method = method.upper()
-        decision = self._first_match(member_of, host, path, method)
+        decision = self._first_match(rules, member_of, path, method, folded=False)
         lowered = path.lower()
-        if decision.allowed and lowered != path:
-            folded = self._first_match(member_of, host, lowered, method)
+        if decision.allowed and paths_matter:
+            folded = self._first_match(rules, member_of, lowered, method, folded=True)
             if not folded.allowed or not decision.rule:
                 return folded  # a refusal wins; else the reading a rule spoke about
         return decision
 
-    def _first_match(self, member_of: set[str], host: str, path: str, method: str) -> Decision:
-        for rule in self.rules:
-            if rule.matches(member_of, host, path, method):
+    def _for_host(self, host: str) -> tuple[list[_Rule], bool]:
+        # The rules that may apply to a host, in order, and whether any of them has paths.
+        known = self._by_host.get(host)
+        if known is None:
+            rules = [rule for rule in self.rules if rule.covers(host)]
+            known = (rules, any(rule.prefixes for rule in rules))
+            if len(self._by_host) >= self.HOSTS_KEPT:
+                self._by_host = {}
+            self._by_host[host] = known
+        return known
+
+    def _first_match(self, rules, member_of, path: str, method: str, folded: bool) -> Decision:
+        for rule in rules:
+            if rule.matches(member_of, path, method, folded):
                 return rule.decision
         return self._default
 
@@ -131,7 +166,7 @@ def describe(rule: Mapping) -> str:
 
 class _Rule:
     # One rule with its lists turned into the sets and tuples matching needs.
-    __slots__ = ("decision", "groups", "hosts", "methods", "prefixes")
+    __slots__ = ("decision", "groups", "hosts", "lowered", "methods", "prefixes")
 
     def __init__(self, number: int, rule: Mapping):
         allowed = rule["policy"] == "allow"
@@ -139,17 +174,21 @@ class _Rule:
         self.hosts = tuple(pattern.lower() for pattern in rule.get("hosts") or ())
         # "/app" covers "/app" and "/app/..." but not "/application".
         self.prefixes = tuple(prefix.rstrip("/") for prefix in rule.get("paths") or ())
+        # For the lower-cased reading of a path (servers that ignore case): "/Admin" too.
+        self.lowered = tuple(prefix.lower() for prefix in self.prefixes)
         methods = {method.upper() for method in rule.get("methods") or ()}
         if "GET" in methods:
             methods.add("HEAD")  # a HEAD is a GET without the body
         self.methods = frozenset(methods)
         self.groups = frozenset(group.casefold() for group in rule.get("groups") or ())
 
-    def matches(self, member_of: set[str], host: str, path: str, method: str) -> bool:
-        if self.hosts and not any(fnmatch.fnmatchcase(host, p) for p in self.hosts):
-            return False
-        if self.prefixes and not any(
-            path == prefix or path.startswith(prefix + "/") for prefix in self.prefixes
+    def covers(self, host: str) -> bool:
+        return not self.hosts or any(fnmatch.fnmatchcase(host, p) for p in self.hosts)
+
+    def matches(self, member_of: set[str], path: str, method: str, folded: bool) -> bool:
+        prefixes = self.lowered if folded else self.prefixes
+        if prefixes and not any(
+            path == prefix or path.startswith(prefix + "/") for prefix in prefixes
         ):
             return False
         if self.methods and method not in self.methods:

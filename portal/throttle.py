@@ -25,6 +25,7 @@ from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
 from . import directory
+from .config import throttle_storage_url
 from .directory import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ class _Throttle:
 def init_app(app: Flask) -> None:
     """Set up the counting storage (memory or Redis) and parse the limits once."""
     config = app.config
-    url = storage_url(config)
+    url = throttle_storage_url(config)
     options = {}
     if not url.startswith("memory://"):
         timeout = config["CACHE_REDIS_TIMEOUT"]
@@ -68,15 +69,6 @@ def init_app(app: Flask) -> None:
         parse_many(config["THROTTLE_IP_LIMIT"]),
         config["CACHE_KEY_PREFIX"] + "throttle",
     )
-
-
-def storage_url(config) -> str:
-    """Where the counts live: THROTTLE_STORAGE_URL, else the Redis cache, else memory."""
-    if config["THROTTLE_STORAGE_URL"]:
-        return config["THROTTLE_STORAGE_URL"]
-    if config["CACHE_TYPE"] == "RedisCache":
-        return config["CACHE_REDIS_URL"]
-    return "memory://"
 
 
 def begin_attempt() -> Attempt | None:

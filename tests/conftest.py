@@ -204,6 +204,15 @@ class AuthActions:
 
 
 @pytest.fixture
+def browser():
+    """A fresh requests session: its own cookies, like one browser (for real servers)."""
+    import requests
+
+    with requests.Session() as session:
+        yield session
+
+
+@pytest.fixture
 def auth(client):
     """Sign-in helper bound to the test client."""
     return AuthActions(client)

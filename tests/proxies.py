@@ -43,6 +43,7 @@ _NEXT_FIELD = re.compile(r'name="next" type="hidden" value="([^"]*)"')
 # to (logs, temporary files; the pid file comes with -g) inside the temporary folder.
 WRAPPER = """\
 # Written by tests/proxies.py around the rendered deploy/nginx/portal.conf.
+{user}
 worker_processes 1;
 events {{
     worker_connections 256;
@@ -100,7 +101,10 @@ class Nginx(ChildServer):
         self.base_url = f"http://127.0.0.1:{self.port}"
         rendered = render_nginx_config(portal_port, upstream_port, self.port)
         (self.work / "portal.conf").write_text(rendered)
-        (self.work / "nginx.conf").write_text(WRAPPER.format(work=self.work))
+        # Started by root, nginx would run its workers as "nobody", who cannot write request
+        # bodies into this private folder: keep them as the user who owns it.
+        user = "user root;" if os.geteuid() == 0 else ""
+        (self.work / "nginx.conf").write_text(WRAPPER.format(work=self.work, user=user))
 
     def start(self, timeout: float = 15.0) -> Nginx:
         """Start nginx and wait until it accepts connections."""

@@ -12,7 +12,6 @@ import json
 from contextlib import ExitStack
 
 import pytest
-import requests
 
 from tests.proxies import (
     ENGINEERING_ONLY,
@@ -22,13 +21,20 @@ from tests.proxies import (
     get,
     header_values,
     login_return_address,
-    raw_request,
     seen_by_app,
-    session_cookie,
     sign_in,
 )
+from tests.proxy_battery import (  # noqa: F401 - the shared proxy tests, run on this stack
+    test_a_body_too_long_for_the_app_cannot_smuggle_a_request_past_the_sign_in,
+    test_a_host_the_portal_refuses_never_reaches_the_app,
+    test_a_signed_in_person_still_gets_the_app,
+    test_escaped_letters_are_judged_as_the_app_reads_them,
+    test_every_portal_cookie_is_removed_and_the_apps_own_kept,
+    test_headers_naming_another_method_path_or_host_never_reach_the_app,
+    test_other_escapes_never_reach_the_app,
+    test_scheme_headers_a_client_sends_never_break_the_portals_pages,
+)
 from tests.servers import Gunicorn, portal_environment, require_binary
-from tests.test_nginx_sso import ESCAPED_LETTERS, OTHER_ESCAPES
 
 pytestmark = pytest.mark.slow
 
@@ -56,13 +62,6 @@ def stack(slapd, tmp_path_factory):
         yield Stack(caddy, portal, app)
 
 
-@pytest.fixture
-def browser():
-    """A fresh requests session: its own cookies, like one browser."""
-    with requests.Session() as session:
-        yield session
-
-
 def test_anonymous_visitor_is_sent_to_the_login_page(stack, browser):
     """Caddy passes the portal's 302 (?redirect=1) to the browser, with the way back."""
     answer = get(browser, stack.url("/app/x?tab=1"))
@@ -80,49 +79,3 @@ def test_signed_in_person_reaches_the_app_with_identity_headers(stack, browser):
     [groups] = header_values(echo, "Remote-Groups")
     assert set(groups.split(",")) == {"engineering", "staff"}
     assert "session=" not in "; ".join(header_values(echo, "Cookie"))
-
-
-@pytest.mark.parametrize("path", ESCAPED_LETTERS)
-def test_escaped_letters_are_judged_as_the_app_reads_them(stack, path):
-    """Through Caddy too: bob is refused every spelling of /app/engineering/, alice let in."""
-    with requests.Session() as alice, requests.Session() as bob:
-        sign_in(stack, alice, "alice")
-        sign_in(stack, bob, "bob")
-        served = stack.app.requests_served()
-
-        refused = raw_request(stack.proxy.port, path, {"Cookie": session_cookie(bob)})
-        assert refused.status == 403, f"{path}: {refused.status}\n{stack.diagnostics()}"
-        assert stack.app.requests_served() == served
-
-        echo = seen_by_app(raw_request(stack.proxy.port, path, {"Cookie": session_cookie(alice)}),
-                           stack)  # fmt: skip
-        assert echo["decoded_path"].lower().startswith("/app/engineering/")
-        assert header_values(echo, "Remote-User") == ["alice"]
-
-
-@pytest.mark.parametrize("path", OTHER_ESCAPES)
-def test_other_escapes_never_reach_the_app(stack, browser, path):
-    """Any escape but a letter's, digit's or "-._~" is refused before the app, even for alice."""
-    sign_in(stack, browser, "alice")
-    served = stack.app.requests_served()
-
-    answer = raw_request(stack.proxy.port, path, {"Cookie": session_cookie(browser)})
-
-    assert answer.status in (400, 403), f"{path}: {answer.status}\n{stack.diagnostics()}"
-    assert stack.app.requests_served() == served
-
-
-def test_method_override_headers_never_reach_the_app(stack, browser):
-    """Caddy removes X-HTTP-Method-Override and its cousins before the app."""
-    sign_in(stack, browser, "alice")
-    overrides = {
-        "X-HTTP-Method-Override": "DELETE",
-        "X-HTTP-Method": "DELETE",
-        "X-Method-Override": "DELETE",
-    }
-
-    echo = seen_by_app(get(browser, stack.url("/app/x"), headers=overrides), stack)
-
-    assert echo["method"] == "GET"
-    for name in overrides:
-        assert header_values(echo, name) == []

@@ -313,3 +313,23 @@ def test_check_and_flush_fail_when_redis_does_not_answer(slapd):
     flushed = run(app, "flush", "--all")
     assert flushed.exit_code == 1
     assert "the cache (RedisCache) did not answer: nothing flushed" in flushed.output
+
+
+@pytest.mark.parametrize(
+    ("policy", "verdict"),
+    [("noeviction", "ok"), ("volatile-lru", "ok"), ("allkeys-lru", "FAILED")],
+)
+def test_check_names_a_redis_eviction_policy_that_could_drop_revocations(
+    slapd, build_app, own_redis, policy, verdict
+):
+    """allkeys-* may evict the marks that end signed-out sessions: `check` fails on it."""
+    import redis
+
+    client = redis.Redis.from_url(own_redis.url)
+    client.config_set("maxmemory-policy", policy)
+    client.close()
+    app = build_app(slapd, CACHE_TYPE="RedisCache", CACHE_REDIS_URL=own_redis.url)
+    result = app.test_cli_runner().invoke(args=["check"])
+    [line] = [line for line in result.output.splitlines() if "maxmemory-policy" in line]
+    assert verdict in line and policy in line
+    assert (result.exit_code == 0) == (verdict == "ok")

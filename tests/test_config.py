@@ -188,3 +188,21 @@ def test_several_processes_need_shared_state_in_production(settings, processes, 
     with pytest.raises(ConfigError) as raised:
         check_processes(config, processes)
     assert str(raised.value).startswith(f"setting {named}:")
+
+
+def test_the_app_itself_refuses_several_processes_announced_by_web_concurrency(monkeypatch):
+    """Without gunicorn's hook (another config file, another server), WEB_CONCURRENCY=3 in
+    production with per-process state still stops start-up, naming CACHE_TYPE."""
+    from portal import create_app
+    from tests.conftest import demo_settings
+
+    production = demo_settings() | {
+        "ENV": "production", "SECRET_KEY": "s" * 40, "LDAP_BIND_PASSWORD": "reader-password",
+        "SESSION_COOKIE_SECURE": True,
+    }  # fmt: skip
+    monkeypatch.setenv("WEB_CONCURRENCY", "3")
+    with pytest.raises(ConfigError) as raised:
+        create_app(production)
+    assert str(raised.value).startswith("setting CACHE_TYPE:")
+    monkeypatch.setenv("WEB_CONCURRENCY", "1")
+    create_app(production).extensions["portal.directory"].close()

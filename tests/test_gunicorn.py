@@ -37,13 +37,6 @@ def get_retrying_connection_errors(session: requests.Session, url: str, timeout:
             time.sleep(0.05)  # bounded retry on connection errors only
 
 
-@pytest.fixture
-def browser():
-    """A requests session: cookies kept between requests, like a browser."""
-    with requests.Session() as session:
-        yield session
-
-
 def test_session_from_one_worker_is_honoured_by_another(gunicorn_server, browser):
     """A session created on one worker opens the home page on another after the first is killed."""
     form = browser.get(gunicorn_server.base_url + "/login", timeout=5)

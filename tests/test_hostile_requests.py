@@ -66,10 +66,11 @@ def test_an_unusable_host_header_gets_the_400_page_with_every_header(portal, hos
         "127.0.0.1:8080",
         "[::1]:5000",
         "xn--bcher-kva.example",
+        "portal_web:8000",
     ],
 )
 def test_ordinary_hosts_are_served(portal, host):
-    """Names, addresses, ports, a trailing dot and IDNA labels are fine."""
+    """Names, addresses, ports, a trailing dot, IDNA labels and container names are fine."""
     assert raw_request(portal.port, "/login", {"Host": host}).status == 200
 
 
@@ -91,3 +92,18 @@ def test_a_request_line_naming_another_host_is_refused(portal):
 def test_a_request_line_naming_the_same_host_is_served(portal, target, host):
     """The absolute form itself is allowed (RFC 9112 3.2.2) when both name one host."""
     assert raw_request(portal.port, target, {"Host": host}).status == 200
+
+
+def test_an_http_1_0_request_line_naming_a_host_without_a_host_header_is_refused(portal):
+    """HTTP/1.0 needs no Host; a request line that names one is then the only word on it, and
+    the portal (which would judge its own name) refuses rather than guess."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", portal.port), timeout=10) as client:
+        client.sendall(b"GET http://evil.example/login HTTP/1.0\r\n\r\n")
+        answer = b""
+        while chunk := client.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] == b"400"
+    assert b"Content-Security-Policy" in head and b"Bad request" in body

@@ -34,6 +34,16 @@ from tests.proxies import (
     session_cookie,
     sign_in,
 )
+from tests.proxy_battery import (  # noqa: F401 - the shared proxy tests, run on this stack
+    test_a_body_too_long_for_the_app_cannot_smuggle_a_request_past_the_sign_in,
+    test_a_host_the_portal_refuses_never_reaches_the_app,
+    test_a_signed_in_person_still_gets_the_app,
+    test_escaped_letters_are_judged_as_the_app_reads_them,
+    test_every_portal_cookie_is_removed_and_the_apps_own_kept,
+    test_headers_naming_another_method_path_or_host_never_reach_the_app,
+    test_other_escapes_never_reach_the_app,
+    test_scheme_headers_a_client_sends_never_break_the_portals_pages,
+)
 from tests.servers import Gunicorn, portal_environment, require_binary
 
 pytestmark = pytest.mark.slow
@@ -59,13 +69,6 @@ def stack(slapd, tmp_path_factory):
         cleanup.callback(nginx.cleanup)
         nginx.start()
         yield Stack(nginx, portal, app)
-
-
-@pytest.fixture
-def browser():
-    """A fresh requests session: its own cookies, like one browser."""
-    with requests.Session() as session:
-        yield session
 
 
 def test_anonymous_visitor_is_sent_to_login_and_back_to_the_app_after_signing_in(stack, browser):
@@ -217,58 +220,6 @@ def test_spellings_of_a_denied_path_never_reach_the_app(stack, browser, path):
     assert answer.status == 403, f"{path} answered {answer.status}"
 
 
-# Escapes of letters: the app decodes them, so the rules must too (each is /app/engineering/).
-ESCAPED_LETTERS = [
-    "/app/%65ngineering/",
-    "/app/eng%69neering/runbook",
-    "/app/%45NGINEERING/",
-    "/app/%45nGiNeErInG/x",
-    "/%61pp/engineering/",
-]
-# Escapes no app can be trusted to read one way: refused for everyone, before the app.
-OTHER_ESCAPES = [
-    "/app/%2565ngineering/",  # double encoding: %25 is "%"
-    "/app/engineering%2Frunbook",
-    "/app/engineering%2frunbook",
-    "/app/%C3%A9t%C3%A9/",
-    "/app/x%20y",
-    "/app/%zz",
-]
-
-
-@pytest.mark.parametrize("path", ESCAPED_LETTERS)
-def test_escaped_letters_are_judged_as_the_app_reads_them(stack, path):
-    """Sent raw, /app/%65ngineering/ is the engineering app: bob is refused, alice let in."""
-    with requests.Session() as alice, requests.Session() as bob:
-        sign_in(stack, alice, "alice")
-        sign_in(stack, bob, "bob")
-        served = stack.app.requests_served()
-
-        refused = raw_request(stack.nginx.port, path, {"Cookie": session_cookie(bob)})
-        assert refused.status == 403, f"{path}: {refused.status}\n{stack.diagnostics()}"
-        assert stack.app.requests_served() == served
-
-        echo = seen_by_app(raw_request(stack.nginx.port, path, {"Cookie": session_cookie(alice)}),
-                           stack)  # fmt: skip
-        # nginx passed the path on as sent, and the app reads it as the engineering app.
-        assert echo["path"] == path
-        assert echo["decoded_path"].lower().startswith("/app/engineering/")
-        assert header_values(echo, "Remote-User") == ["alice"]
-
-
-@pytest.mark.parametrize("path", OTHER_ESCAPES)
-def test_other_escapes_never_reach_the_app(stack, browser, path):
-    """Any escape but a letter's, digit's or "-._~" is refused, even for alice."""
-    sign_in(stack, browser, "alice")
-    served = stack.app.requests_served()
-
-    answer = raw_request(stack.nginx.port, path, {"Cookie": session_cookie(browser)})
-
-    # nginx itself refuses a malformed escape (400); the portal refuses the rest (403).
-    assert answer.status in (400, 403), f"{path}: {answer.status}\n{stack.diagnostics()}"
-    assert stack.app.requests_served() == served
-
-
 def test_a_request_line_naming_another_host_than_the_host_header_is_refused(stack, browser):
     """GET http://wiki.corp.example/app/x with Host: finance.corp.example reaches nobody."""
     sign_in(stack, browser, "alice")
@@ -289,19 +240,3 @@ def test_the_app_is_told_the_host_the_portal_judged(stack, browser):
     echo = seen_by_app(raw_request(stack.nginx.port, "/app/x", headers), stack)
 
     assert header_values(echo, "Host") == [f"127.0.0.1:{stack.nginx.port}"]
-
-
-def test_method_override_headers_never_reach_the_app(stack, browser):
-    """The portal judged a GET: X-HTTP-Method-Override: DELETE must not turn it into another."""
-    sign_in(stack, browser, "alice")
-    overrides = {
-        "X-HTTP-Method-Override": "DELETE",
-        "X-HTTP-Method": "DELETE",
-        "X-Method-Override": "DELETE",
-    }
-
-    echo = seen_by_app(get(browser, stack.url("/app/x"), headers=overrides), stack)
-
-    assert echo["method"] == "GET"
-    for name in overrides:
-        assert header_values(echo, name) == []

@@ -126,4 +126,86 @@ def test_expired_marks_are_forgotten():
     marks.revoke("erin", before=1_000, until=3_000)
     now[0] = 5_000
     marks.sweep()
-    assert marks.count() == 0
+    assert marks._people == {}
+
+
+def test_marks_signed_with_a_dropped_key_end_old_sign_ins_but_lock_nobody_out(
+    slapd, build_app, own_redis
+):
+    """bob signed out everywhere under the old key; the key is rotated without a fallback:
+    his new sign-in works at once and keeps working (the unreadable mark is written again)."""
+    before = build_app(slapd, CACHE_TYPE="RedisCache", CACHE_REDIS_URL=own_redis.url,
+                       SECRET_KEY="old-secret-key-" + "a" * 32)  # fmt: skip
+    AuthActions(signed_in(before, "bob", remember=True)).logout(everywhere=True)
+    after = build_app(slapd, CACHE_TYPE="RedisCache", CACHE_REDIS_URL=own_redis.url,
+                      SECRET_KEY="new-secret-key-" + "b" * 32)  # fmt: skip
+    bob = signed_in(after, "bob")
+    assert [is_signed_in(bob) for _ in range(3)] == [True] * 3
+
+
+def test_a_forged_ended_mark_stays_ended_after_the_next_write(slapd, build_app, own_redis):
+    """An ended mark overwritten with garbage is not dropped by the person's next sign-out:
+    the sign-in it ended stays ended."""
+    app = build_app(slapd, CACHE_TYPE="RedisCache", CACHE_REDIS_URL=own_redis.url)
+    first = signed_in(app, "bob", remember=True)
+    stolen = remember_only(app, first)
+    AuthActions(first).logout()
+    client = redis.Redis.from_url(own_redis.url)
+    [field] = client.hkeys("portal:marks:bob")
+    client.hset("portal:marks:bob", field, "garbage")
+    AuthActions(signed_in(app, "bob")).logout()  # rewrites bob's marks
+    assert not is_signed_in(stolen)
+    client.close()
+
+
+def test_expired_redis_marks_are_swept_away(slapd, build_app, own_redis, clock):
+    """A sweep rewrites each person's hash without the expired marks: nothing is left."""
+    app = build_app(slapd, CACHE_TYPE="RedisCache", CACHE_REDIS_URL=own_redis.url,
+                    SESSION_MAX_AGE_HOURS=1, REMEMBER_COOKIE_DAYS=1)  # fmt: skip
+    AuthActions(signed_in(app, "bob")).logout()
+    client = redis.Redis.from_url(own_redis.url)
+    assert client.exists("portal:marks:bob")
+    clock.advance(2 * 86400)
+    with app.app_context():
+        from portal import accounts
+
+        assert accounts.marks().sweep() == 1
+    assert not client.exists("portal:marks:bob")
+    client.close()
+
+
+@pytest.mark.parametrize("replace", ["string", "list"])
+def test_a_marks_key_replaced_by_another_type_fails_closed(slapd, build_app, own_redis, replace):
+    """Someone replaces bob's marks hash with a string or a list: his signed-out cookie stays
+    out, and his next sign-out is recorded again (the key is put right)."""
+    app = build_app(slapd, CACHE_TYPE="RedisCache", CACHE_REDIS_URL=own_redis.url)
+    first = signed_in(app, "bob", remember=True)
+    stolen = remember_only(app, first)
+    AuthActions(first).logout()
+    client = redis.Redis.from_url(own_redis.url)
+    client.delete("portal:marks:bob")
+    if replace == "string":
+        client.set("portal:marks:bob", "x")
+    else:
+        client.lpush("portal:marks:bob", "x")
+    assert not is_signed_in(stolen)
+    assert client.type("portal:marks:bob") == b"hash"
+    again = signed_in(app, "bob")
+    assert is_signed_in(again)
+    answer = AuthActions(again).logout()
+    assert answer.headers["Location"].endswith("signed_out=1")
+    client.close()
+
+
+def test_a_cache_entry_replaced_by_another_type_is_a_miss(slapd, build_app, own_redis):
+    """A hash planted at the person's cache key is read as a miss (the directory is asked);
+    the revocation marks are still checked."""
+    app = build_app(slapd, CACHE_TYPE="RedisCache", CACHE_REDIS_URL=own_redis.url)
+    first = signed_in(app, "bob", remember=True)
+    stolen = remember_only(app, first)
+    AuthActions(first).logout()
+    client = redis.Redis.from_url(own_redis.url)
+    client.hset("portal:user:bob", "a", "b")
+    assert not is_signed_in(stolen)
+    assert is_signed_in(signed_in(app, "bob"))
+    client.close()

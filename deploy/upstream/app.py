@@ -24,7 +24,7 @@ import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
 
-MAX_BODY = 1 << 20  # read (and count) at most 1 MiB of a request body
+MAX_BODY = 1 << 20  # bodies over 1 MiB are refused (413) and the connection closed
 
 
 class EchoHandler(BaseHTTPRequestHandler):
@@ -34,8 +34,14 @@ class EchoHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as nginx's upstream keepalive expects
 
     def _echo(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(min(length, MAX_BODY)) if length > 0 else b""
+        length = self._body_length()
+        if length is None:
+            # A body it cannot read whole would be left in the connection and read as the next
+            # request (request smuggling past the proxy's sign-in): refuse, and close.
+            self.close_connection = True
+            self.send_error(413 if self.headers.get("Content-Length") else 411)
+            return
+        body = self.rfile.read(length) if length else b""
         payload = {
             "method": self.command,
             "path": self.path,
@@ -51,6 +57,15 @@ class EchoHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
+
+    def _body_length(self) -> int | None:
+        # Only a single, plain Content-Length up to MAX_BODY: no chunked bodies, no doubles.
+        if self.headers.get("Transfer-Encoding"):
+            return None
+        lengths = self.headers.get_all("Content-Length") or ["0"]
+        if len(lengths) != 1 or not lengths[0].isdigit() or int(lengths[0]) > MAX_BODY:
+            return None
+        return int(lengths[0])
 
     # http.server calls do_<METHOD>: the names are its API.
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _echo  # noqa: N815

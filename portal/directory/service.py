@@ -120,9 +120,11 @@ class Directory:
         if not identity.startswith("dn:") or not identity[3:]:
             log.warning("the directory did not say who is bound (%r)", identity)
             return None
-        entries = run_search(connection, self.settings, identity[3:],
-                             self.settings.known_entry_filter, self.settings.user_attributes,
-                             scope=ldap3.BASE)  # fmt: skip
+        # Read with the service account, as every later read of the person is: what it may see
+        # (pwdChangedTime above all, which names the password) must not differ between the
+        # login and the reads that follow, or the person would be signed out at each one.
+        entries = self._search(identity[3:], self.settings.known_entry_filter,
+                               self.settings.user_attributes, scope=ldap3.BASE)  # fmt: skip
         return entries[0] if len(entries) == 1 else None
 
     def _usable(self, entry: Mapping, who: str) -> Mapping | None:

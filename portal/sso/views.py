@@ -21,6 +21,7 @@ from flask_login import current_user, login_fresh
 from .. import audit
 from ..access import rule_set
 from ..extensions import csrf
+from ..request_guard import usable_host
 from . import bp
 
 log = logging.getLogger(__name__)
@@ -81,27 +82,30 @@ def identity_headers(username: str, name: str, email: str, groups: tuple[str, ..
 
 
 def original_request() -> Original | None:
-    """The original request, from the header family SSO_REQUEST_HEADERS names; None if unusable."""
+    """The original request, from the header family SSO_REQUEST_HEADERS names; None if unusable.
+
+    The URL is split by hand, not by a URL parser: a host that carries "#", "?", "@" or "/"
+    ("GET /app/engineering/" with "Host: x#") would otherwise move the real path into a
+    fragment or query and leave "/" to be judged, while the app serves the real one. The host
+    must be a plain host name (optionally with a port) and the rest a path.
+    """
     headers = request.headers
     if _family() == "forwarded":
         method = headers.get("X-Forwarded-Method") or ""
         host = headers.get("X-Forwarded-Host") or ""
-        uri = headers.get("X-Forwarded-Uri") or ""
+        target = headers.get("X-Forwarded-Uri") or ""
         scheme = headers.get("X-Forwarded-Proto", "https")
-        url = f"{scheme}://{host}{uri}" if host and uri.startswith("/") else ""
     else:
         method = headers.get("X-Original-Method") or ""
-        url = headers.get("X-Original-URL") or ""
-    try:
-        parts = urlsplit(url)
-        hostname = parts.hostname or ""
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-    except ValueError:
+        scheme, _, rest = (headers.get("X-Original-URL") or "").partition("://")
+        host, slash, target = rest.partition("/")
+        target = slash + target
+    if not method or scheme.lower() not in ("http", "https") or not target.startswith("/"):
         return None
-    if not method or not hostname or parts.username or parts.password:
+    if not usable_host(host):
         return None
-    path = parts.path + (f"?{parts.query}" if parts.query else "")
-    return Original(method.upper(), url, hostname, path or "/")
+    hostname = urlsplit("//" + host).hostname or ""
+    return Original(method.upper(), f"{scheme}://{host}{target}", hostname, target)
 
 
 def header_value(text: str) -> str:

@@ -1,0 +1,196 @@
+"""Attacks every shipped proxy configuration must stop, sent byte for byte (tests/proxies.py).
+
+test_nginx_sso.py and test_caddy_sso.py import these tests, so each runs against its own
+`stack` fixture: the shipped configuration in front of the portal and the sample app, whose
+rules let only engineering open /app/engineering/.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import requests
+
+from tests.proxies import (
+    get,
+    header_values,
+    raw_request,
+    seen_by_app,
+    session_cookie,
+    sign_in,
+)
+
+# Escapes of letters: the app decodes them, so the rules must too (each is /app/engineering/).
+ESCAPED_LETTERS = [
+    "/app/%65ngineering/",
+    "/app/eng%69neering/runbook",
+    "/app/%45NGINEERING/",
+    "/app/%45nGiNeErInG/x",
+    "/%61pp/engineering/",
+]
+# Escapes no app can be trusted to read one way: refused for everyone, before the app.
+OTHER_ESCAPES = [
+    "/app/%2565ngineering/",  # double encoding: %25 is "%"
+    "/app/engineering%2Frunbook",
+    "/app/engineering%2frunbook",
+    "/app/%C3%A9t%C3%A9/",
+    "/app/x%20y",
+    "/app/%zz",
+]
+# Headers that tell an app another method, path, host or scheme than the one the portal judged
+# (method overrides, IIS's X-Original-URL, RFC 7239 Forwarded, ...), and identity headers
+# spelled with "_", which many servers read as the "-" spelling.
+MISLEADING_HEADERS = {
+    "X-HTTP-Method-Override": "DELETE",
+    "X-HTTP-Method": "DELETE",
+    "X-Method-Override": "DELETE",
+    "X_HTTP_Method_Override": "DELETE",
+    "X-Original-URL": "/app/engineering/secret",
+    "X_Original_URL": "/app/engineering/secret",
+    "X-Original-Method": "DELETE",
+    "X-Rewrite-URL": "/app/engineering/secret",
+    "X-Forwarded-Uri": "/app/engineering/secret",
+    "X-Forwarded-Method": "DELETE",
+    "X-Forwarded-Prefix": "/app/engineering",
+    "X-Forwarded-Port": "8443",
+    "X-Forwarded-Server": "evil.example",
+    "X-Forwarded-Ssl": "on",
+    "X-Forwarded-Protocol": "ssl",
+    "X-Url-Scheme": "https",
+    "Front-End-Https": "on",
+    "Forwarded": "for=1.2.3.4;host=evil.example;proto=https",
+    "X-Host": "evil.example",
+    "X-Original-Host": "evil.example",
+    "Remote_User": "erin",
+    "Remote_Groups": "engineering,portal-admins",
+    "Remote_Name": "Erin",
+    "Remote_Email": "erin@example.org",
+}
+SMUGGLED_BODY = 1 << 20  # the sample app's limit
+
+
+@pytest.mark.parametrize("path", ESCAPED_LETTERS)
+def test_escaped_letters_are_judged_as_the_app_reads_them(stack, path):
+    """Sent raw, /app/%65ngineering/ is the engineering app: bob is refused, alice let in."""
+    with requests.Session() as alice, requests.Session() as bob:
+        sign_in(stack, alice, "alice")
+        sign_in(stack, bob, "bob")
+        served = stack.app.requests_served()
+
+        refused = raw_request(stack.proxy.port, path, {"Cookie": session_cookie(bob)})
+        assert refused.status == 403, f"{path}: {refused.status}\n{stack.diagnostics()}"
+        assert stack.app.requests_served() == served
+
+        answer = raw_request(stack.proxy.port, path, {"Cookie": session_cookie(alice)})
+        echo = seen_by_app(answer, stack)
+        # The path is passed on as sent, and the app reads it as the engineering app.
+        assert echo["path"] == path
+        assert echo["decoded_path"].lower().startswith("/app/engineering/")
+        assert header_values(echo, "Remote-User") == ["alice"]
+
+
+@pytest.mark.parametrize("path", OTHER_ESCAPES)
+def test_other_escapes_never_reach_the_app(stack, browser, path):
+    """Any escape but a letter's, digit's or "-._~" is refused, even for alice."""
+    sign_in(stack, browser, "alice")
+    served = stack.app.requests_served()
+
+    answer = raw_request(stack.proxy.port, path, {"Cookie": session_cookie(browser)})
+
+    # The proxy itself may refuse a malformed escape (400); the portal refuses the rest (403).
+    assert answer.status in (400, 403), f"{path}: {answer.status}\n{stack.diagnostics()}"
+    assert stack.app.requests_served() == served
+
+
+def test_headers_naming_another_method_path_or_host_never_reach_the_app(stack, browser):
+    """The portal judged a GET of /app/x on this host: no header the client adds may tell the
+    app it was a DELETE, another path, another host or another person."""
+    sign_in(stack, browser, "bob")
+    headers = {"Cookie": session_cookie(browser), **MISLEADING_HEADERS}
+
+    echo = seen_by_app(raw_request(stack.proxy.port, "/app/x", headers), stack)
+
+    assert echo["method"] == "GET" and echo["path"] == "/app/x"
+    leaked = [(name, value) for name, value in echo["headers"]
+              if name.lower() in {key.lower() for key in MISLEADING_HEADERS}
+              and value == MISLEADING_HEADERS.get(name, value)]  # fmt: skip
+    assert leaked == []
+    assert header_values(echo, "Remote-User") == ["bob"]
+
+
+def test_a_body_too_long_for_the_app_cannot_smuggle_a_request_past_the_sign_in(stack, browser):
+    """bob hides a request for /app/engineering/ at the end of a body the app would not read
+    whole: it must never be served, to bob or to whoever uses the connection next."""
+    sign_in(stack, browser, "bob")
+    hidden = (
+        b"GET /app/engineering/secret HTTP/1.1\r\nHost: 127.0.0.1\r\nRemote-User: alice\r\n"
+        b"Remote-Groups: engineering,staff\r\nContent-Length: 40\r\n\r\n"
+    )
+    body = b"A" * SMUGGLED_BODY + hidden
+    head = (
+        f"POST /app/x HTTP/1.1\r\nHost: 127.0.0.1:{stack.proxy.port}\r\n"
+        f"Cookie: {session_cookie(browser)}\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", stack.proxy.port), timeout=15) as attacker:
+        attacker.sendall(head + body)
+        status = attacker.recv(64).split(b" ")[1]
+    # The app refuses (413) what it will not read whole and closes; a proxy still sending the
+    # body when it closes reports a bad gateway (502). Never a 200: that was the smuggling.
+    assert status in (b"413", b"502"), f"{status!r}: the app must refuse what it cannot read"
+
+    for _ in range(3):  # whoever comes next on the proxy's connections to the app
+        answer = raw_request(stack.proxy.port, "/app/x?innocent=1",
+                             {"Cookie": session_cookie(browser)})  # fmt: skip
+        assert seen_by_app(answer, stack)["path"] == "/app/x?innocent=1"
+    assert "/app/engineering/secret" not in stack.app.log_text()
+
+
+def test_every_portal_cookie_is_removed_and_the_apps_own_kept(stack, browser):
+    """The app can neither read nor replay a sign-in, under any of the portal's cookie names
+    (a browser may hold several at once), and still gets its own cookies unchanged."""
+    sign_in(stack, browser, "alice")
+    portal = session_cookie(browser)
+    theirs = "app_pref=dark; theme=x; sessionid=keep"
+    extra = ("remember_token=R1; __Host-portal-session=H1; __Host-portal-remember=H2; "
+             "__Secure-portal-session=S1; __Secure-portal-remember=S2; session=S3")  # fmt: skip
+    for cookie in (f"{portal}; {theirs}; {extra}", f"{theirs}; {portal}; {extra}; a=1"):
+        echo = seen_by_app(raw_request(stack.proxy.port, "/app/x", {"Cookie": cookie}), stack)
+        sent = "; ".join(header_values(echo, "Cookie"))
+        assert header_values(echo, "Remote-User") == ["alice"]
+        for kept in ("app_pref=dark", "theme=x", "sessionid=keep"):
+            assert kept in sent, sent
+        for name in ("session=", "remember_token=", "portal-"):
+            assert name not in sent.replace("sessionid=", ""), sent
+
+
+def test_scheme_headers_a_client_sends_never_break_the_portals_pages(stack):
+    """X-Forwarded-Ssl: on from a client would contradict the proxy's X-Forwarded-Proto: the
+    portal's own page is still served (never the server's bare 400)."""
+    headers = {"X-Forwarded-Ssl": "on", "X-Forwarded-Protocol": "ssl", "Forwarded": "proto=https"}
+    answer = raw_request(stack.proxy.port, "/login", headers)
+    assert answer.status == 200, answer.body[:300]
+    assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"]
+
+
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1#", "127.0.0.1?x=", "127.0.0.1/x", "user@127.0.0.1", "wiki:99999", "\u00e9"]
+)
+def test_a_host_the_portal_refuses_never_reaches_the_app(stack, browser, host):
+    """bob asks for /app/engineering/ with a Host that would hide the path from a URL parser
+    ("x#" makes "/app/engineering/" a fragment): refused before the app, never a 5xx."""
+    sign_in(stack, browser, "bob")
+    served = stack.app.requests_served()
+    answer = raw_request(stack.proxy.port, "/app/engineering/",
+                         {"Host": host, "Cookie": session_cookie(browser)})  # fmt: skip
+    assert answer.status < 500, f"{host!r}: {answer.status}\n{stack.diagnostics()}"
+    assert stack.app.requests_served() == served, f"{host!r} reached the app"
+
+
+def test_a_signed_in_person_still_gets_the_app(stack, browser):
+    """All of the above removes nothing an honest request needs."""
+    sign_in(stack, browser, "alice")
+    echo = seen_by_app(get(browser, stack.url("/app/x?tab=1")), stack)
+    assert echo["path"] == "/app/x?tab=1"
+    assert header_values(echo, "Remote-User") == ["alice"]
