@@ -28,12 +28,11 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     from . import access, accounts, audit, cache_backend, directory, errors, throttle
     from .extensions import cache, csrf, login_manager
-    from .request_guard import RequestGuard, refuse_marked_request
+    from .request_guard import refuse_marked_request
 
     headers.init_app(app)  # first: its after_request function then runs after all others
     # Before anything else looks at the request (CSRF, throttling, the user loader).
     app.before_request(refuse_marked_request)
-    app.wsgi_app = RequestGuard(app.wsgi_app)
     # CACHE_TYPE keeps the name people write ("RedisCache"); Flask-Caching gets the backend that
     # signs its entries instead of cachelib's, which would unpickle whatever Redis holds.
     cache.init_app(app, {"CACHE_TYPE": cache_backend.flask_caching_type(app.config["CACHE_TYPE"])})
@@ -52,13 +51,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     login_manager._session_identifier_generator = client_fingerprint
     user_loaded_from_cookie.connect(bind_to_client, app)
     app.session_interface = PortalSessionInterface()
-    if app.config["TRUSTED_PROXY_HOPS"]:
-        from werkzeug.middleware.proxy_fix import ProxyFix
-
-        # Only as many X-Forwarded-* entries as there are proxies of ours: the rest were
-        # written by the client.
-        hops = app.config["TRUSTED_PROXY_HOPS"]
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
     audit.init_app(app)
     access.init_app(app)
     directory.init_app(app)
@@ -81,7 +73,24 @@ def create_app(test_config: dict | None = None) -> Flask:
     from . import metrics  # GET /metrics
 
     metrics.init_app(app)
+    _wrap_wsgi(app)
     return app
+
+
+def _wrap_wsgi(app: Flask) -> None:
+    # Outermost first: ProxyFix (the client address and scheme), the request guard (unusable
+    # hosts), the fast path (a signed-in person's everyday requests), then Flask.
+    from .fastpath import FastPath
+    from .request_guard import RequestGuard
+
+    app.wsgi_app = RequestGuard(FastPath(app, app.wsgi_app))
+    if app.config["TRUSTED_PROXY_HOPS"]:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        # Only as many X-Forwarded-* entries as there are proxies of ours: the rest were
+        # written by the client.
+        hops = app.config["TRUSTED_PROXY_HOPS"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
 
 
 def _derive_settings(app: Flask) -> None:

@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from flask import Flask, current_app
+from flask import Flask, current_app, request
 
 from . import directory, logins, metrics
 from .access import rule_set
@@ -27,6 +27,10 @@ from .revocations import Marks, MemoryMarks, RedisMarks
 log = logging.getLogger(__name__)
 
 _STATE = "portal.accounts"
+#: WSGI environ keys: a login the fast path already loaded (login id, Loaded), and the cache
+#: entry text the request's User came from.
+LOADED = "portal.loaded"
+ENTRY = "portal.entry"
 _CACHE_WARNING_INTERVAL = 60.0
 #: Decoded cache entries each process keeps (see _State.decoded).
 DECODED_SIZE = 8192
@@ -184,32 +188,69 @@ def _decode(raw: object, username: str) -> dict | None:
     return attrs if isinstance(attrs, dict) and attrs.get("username") == username else None
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """What the cache says of one login: the active User (or None) and why."""
+
+    user: User | None
+    #: "cache" (an active person), "none" (gone or inactive), "revoked", "expired" (or not a
+    #: login id at all), or "miss" (the cache holds no entry: the directory must be asked).
+    source: str
+    #: The cache entry's exact text the User came from (a hit), else None.
+    entry: str | None = None
+
+
 def load_user(login_id: str) -> User | None:
     """Flask-Login's user_loader: the active User of an unexpired, unrevoked login, else None.
 
     Raises DirectoryUnavailable when the cache misses and the directory cannot answer, so the
     person sees "try again" rather than being signed out by an outage.
     """
+    environ = request.environ
+    state: _State = current_app.extensions[_STATE]
+    ahead = environ.get(LOADED)
+    if ahead is not None and ahead[0] == login_id:
+        loaded = ahead[1]  # the fast path read (and counted) it for this very request
+    else:
+        loaded = load_cached(state, login_id)
+    if loaded.source != "miss":
+        if loaded.entry is not None:
+            environ[ENTRY] = loaded.entry
+        return loaded.user
+    login = logins.parse(login_id)
+    attrs = _refresh(login.username)
+    if attrs is None:
+        metrics.user_load("none")  # metrics
+        return None
+    stamp = logins.password_stamp(attrs.get("password_changed") or "")
+    return _judged(User.from_attributes(attrs, state.policy), stamp, login, "directory")
+
+
+def load_cached(state: _State, login_id: object) -> Loaded:
+    """The user_loader's answer from the cache alone (counted in the metrics); a person the
+    cache holds no entry for is a "miss", left to the caller. No Flask, no directory."""
     login = logins.parse(login_id)
     if login is None or login.expired(logins.now_ms()):
-        return None
-    state: _State = current_app.extensions[_STATE]
+        return Loaded(None, "expired")
     username = login.username
     raw, found = _entry_and_marks(state, username, login.sid)
     if login.revoked(found.before, found.ended):
         metrics.user_load("revoked")  # metrics
-        return None
+        return Loaded(None, "revoked")
     known = _decoded(state, raw, username)
     metrics.cache_request(hit=known is not None)  # metrics
     if known is None:
-        attrs = _refresh(username)
-        if attrs is None:
-            metrics.user_load("none")  # metrics
-            return None
-        stamp = logins.password_stamp(attrs.get("password_changed") or "")
-        user = User.from_attributes(attrs, state.policy)
-    else:
-        user, stamp = known
+        return Loaded(None, "miss")
+    user = _judged(known[0], known[1], login, "cache")
+    return Loaded(user, "cache" if user else "none", raw if user else None)
+
+
+def app_state(app: Flask) -> _State:
+    """The loader's per-app state (for the fast path, which runs outside Flask)."""
+    return app.extensions[_STATE]
+
+
+def _judged(user: User, stamp: str, login: logins.Login, source: str) -> User | None:
     if stamp != login.stamp:
         # The directory says the password changed since this sign-in: it ends (as Django's
         # session auth hash does); the person signs in again with the new password.
@@ -218,7 +259,7 @@ def load_user(login_id: str) -> User | None:
     if not user.is_active:
         metrics.user_load("none")  # metrics
         return None
-    metrics.user_load("cache" if known else "directory")  # metrics
+    metrics.user_load(source)  # metrics
     return user.for_login(login.id)
 
 

@@ -30,9 +30,12 @@ def client_fingerprint() -> str:
     for, never an X-Forwarded-For the client wrote itself. A session coming back with another
     fingerprint is demoted ("basic") or dropped ("strong") by Flask-Login.
     """
-    agent = request.headers.get("User-Agent", "")
-    seen = f"{request.remote_addr}|{agent}".encode("utf-8", "replace")
-    return hashlib.sha256(seen).hexdigest()
+    return fingerprint(request.remote_addr, request.headers.get("User-Agent", ""))
+
+
+def fingerprint(address: str | None, agent: str) -> str:
+    """The fingerprint of a client address and User-Agent (see client_fingerprint)."""
+    return hashlib.sha256(f"{address}|{agent}".encode("utf-8", "replace")).hexdigest()
 
 
 def bind_to_client(sender, user=None, **extra) -> None:
@@ -66,12 +69,20 @@ class PortalSessionInterface(SecureCookieSessionInterface):
 
     def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
         """The session the request's cookie carries (empty when it does not verify)."""
-        serializer = self.get_signing_serializer(app)
-        if serializer is None:
+        if not app.secret_key:
             return None
         value = request.cookies.get(self.get_cookie_name(app))
-        if not value:
+        known = self.verified(app, value) if value else None
+        if known is None:
             return self.session_class()
+        data, nested = known
+        # A copy: the request may change its session (flashed messages are lists).
+        return self.session_class(copy.deepcopy(data) if nested else data)
+
+    def verified(self, app: Flask, value: str) -> tuple[dict, bool] | None:
+        """The data of a session cookie value that verifies and has not expired, else None;
+        with whether it holds lists or dicts. The data is shared: never change it."""
+        serializer = self.get_signing_serializer(app)
         max_age = app.permanent_session_lifetime.total_seconds()
         memo = self._memo
         known = memo.get(value)
@@ -79,7 +90,7 @@ class PortalSessionInterface(SecureCookieSessionInterface):
             try:
                 data, signed = serializer.loads(value, max_age=int(max_age), return_timestamp=True)
             except BadSignature:
-                return self.session_class()
+                return None
             nested = any(isinstance(item, (list, dict)) for item in data.values())
             known = (data, signed.timestamp(), nested)
             with self._lock:
@@ -88,6 +99,5 @@ class PortalSessionInterface(SecureCookieSessionInterface):
                 memo[value] = known
         data, signed_at, nested = known
         if time.time() - signed_at > max_age:
-            return self.session_class()  # expired since it was first verified
-        # A copy: the request may change its session (flashed messages are lists).
-        return self.session_class(copy.deepcopy(data) if nested else data)
+            return None  # expired since it was first verified
+        return data, nested

@@ -1,10 +1,14 @@
 """Home lists what the signed-in person may open; /pages/<slug> shows one configured page."""
 
-from flask import abort, render_template
+from flask import abort, render_template, request, session
 from flask_login import current_user, login_required
 
 from ..access import find_page, pages_for
 from . import bp
+
+#: WSGI environ key: this response may be given again to the same session (portal.fastpath).
+STORABLE = "portal.page_storable"
+_STORABLE_VIEWS = frozenset({"main.home", "main.page"})
 
 
 @bp.route("/")
@@ -26,3 +30,12 @@ def page(slug: str):
     if "template" in found:
         return render_template(found["template"], page=found, user=current_user)
     return render_template("page.html", page=found)
+
+
+@bp.after_request
+def mark_storable(response):
+    """A 200 of the home or a page that changed nothing in the session (no flashed message
+    shown, no token signed) is the same for the same session and cache entry: say so."""
+    if response.status_code == 200 and request.endpoint in _STORABLE_VIEWS and not session.modified:
+        request.environ[STORABLE] = True
+    return response

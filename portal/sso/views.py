@@ -11,9 +11,7 @@ user cache: no LDAP operation per request.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from functools import lru_cache
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from flask import Response, current_app, redirect, request, url_for
 from flask_login import current_user, login_fresh
@@ -21,22 +19,12 @@ from flask_login import current_user, login_fresh
 from .. import audit
 from ..access import rule_set
 from ..extensions import csrf
-from ..request_guard import usable_host
 from . import bp
+from .questions import Original, identity_headers, read_original
 
 log = logging.getLogger(__name__)
 
 _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-
-
-@dataclass(frozen=True)
-class Original:
-    """The request the proxy is asking about."""
-
-    method: str
-    url: str
-    host: str
-    path: str
 
 
 @bp.route("/auth/verify", methods=_METHODS)
@@ -70,48 +58,9 @@ def verify():
                                          user.groups))  # fmt: skip
 
 
-@lru_cache(maxsize=4096)
-def identity_headers(username: str, name: str, email: str, groups: tuple[str, ...]) -> tuple:
-    """The Remote-* headers of a person, cleaned for a header (computed once per person)."""
-    return (
-        ("Remote-User", header_value(username)),
-        ("Remote-Groups", header_value(",".join(_listable(groups)))),
-        ("Remote-Name", header_value(name)),
-        ("Remote-Email", header_value(email)),
-    )
-
-
 def original_request() -> Original | None:
-    """The original request, from the header family SSO_REQUEST_HEADERS names; None if unusable.
-
-    The URL is split by hand, not by a URL parser: a host that carries "#", "?", "@" or "/"
-    ("GET /app/engineering/" with "Host: x#") would otherwise move the real path into a
-    fragment or query and leave "/" to be judged, while the app serves the real one. The host
-    must be a plain host name (optionally with a port) and the rest a path.
-    """
-    headers = request.headers
-    if _family() == "forwarded":
-        method = headers.get("X-Forwarded-Method") or ""
-        host = headers.get("X-Forwarded-Host") or ""
-        target = headers.get("X-Forwarded-Uri") or ""
-        scheme = headers.get("X-Forwarded-Proto", "https")
-    else:
-        method = headers.get("X-Original-Method") or ""
-        scheme, _, rest = (headers.get("X-Original-URL") or "").partition("://")
-        host, slash, target = rest.partition("/")
-        target = slash + target
-    if not method or scheme.lower() not in ("http", "https") or not target.startswith("/"):
-        return None
-    if not usable_host(host):
-        return None
-    hostname = urlsplit("//" + host).hostname or ""
-    return Original(method.upper(), f"{scheme}://{host}{target}", hostname, target)
-
-
-def header_value(text: str) -> str:
-    """Text safe for a response header: no control characters; UTF-8 carried byte for byte."""
-    cleaned = "".join(char for char in text if ord(char) >= 0x20 and ord(char) != 0x7F)
-    return cleaned.encode("utf-8").decode("latin-1")
+    """The original request, from the header family SSO_REQUEST_HEADERS names; None if unusable."""
+    return read_original(request.headers.get, _family())
 
 
 def _sign_in_first(original: Original | None):
@@ -128,15 +77,6 @@ def _sign_in_first(original: Original | None):
 
 def _family() -> str:
     return current_app.config["SSO_REQUEST_HEADERS"]
-
-
-def _listable(groups) -> list[str]:
-    # Apps split Remote-Groups on commas: a group named "Sales, portal-admins" must not read
-    # as two groups, so such names are left out (and logged).
-    for group in groups:
-        if "," in group:
-            log.warning("group %r left out of Remote-Groups: its name has a comma", group)
-    return [group for group in groups if "," not in group]
 
 
 def _answer(status: int, headers: tuple = ()):
