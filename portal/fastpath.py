@@ -28,7 +28,7 @@ import threading
 from urllib.parse import parse_qs
 
 from flask import Flask
-from werkzeug.http import parse_cookie
+from werkzeug.sansio.http import parse_cookie
 
 from . import accounts, headers
 from .main.views import STORABLE
@@ -59,13 +59,20 @@ class FastPath:
 
     def __call__(self, environ, start_response):
         """Answer from the fast path when it can, else let Flask answer."""
-        if environ.get("REQUEST_METHOD") != "GET" or MARK in environ:
+        path = environ.get("PATH_INFO", "")
+        # Only where a signed-in person's answer can be given: other paths (static files,
+        # probes, forms) never load anyone here.
+        wanted = path == _VERIFY or path == "/" or path.startswith("/pages/")
+        if not wanted or environ.get("REQUEST_METHOD") != "GET" or MARK in environ:
             return self.wsgi_app(environ, start_response)
-        signed_in = self._signed_in(environ)
+        try:
+            signed_in = self._signed_in(environ)
+        except Exception:  # noqa: BLE001 - whatever it is, Flask answers it (and handles it)
+            signed_in = None
         if signed_in is None:
             return self.wsgi_app(environ, start_response)
         user, fresh, cookie = signed_in
-        if environ.get("PATH_INFO") == _VERIFY:
+        if path == _VERIFY:
             answer = self._verify(environ, user, fresh)
         else:
             key = self._page_key(environ, cookie)
@@ -81,8 +88,9 @@ class FastPath:
     def _signed_in(self, environ):
         # (active User, fresh, session cookie) for a request whose session holds a login the
         # cache vouches for; None for anything Flask must see itself.
-        cookies = parse_cookie(environ)
-        value = cookies.get(self.session_cookie)
+        # Werkzeug's own request parser (as Flask reads request.cookies): no decoding that a
+        # stray byte in another app's cookie could break.
+        value = parse_cookie(environ.get("HTTP_COOKIE")).get(self.session_cookie)
         if not value:
             return None
         known = self.app.session_interface.verified(self.app, value)
@@ -127,7 +135,7 @@ class FastPath:
             *identity_headers(user.username, user.display_name, user.email, user.groups),
             *self.fixed,
         ]
-        if environ.get("wsgi.url_scheme") == "https":
+        if environ.get("wsgi.url_scheme") in ("https", "wss"):  # as request.is_secure
             answer.append(self.hsts)
         answer.append(("Vary", "Cookie"))
         return "200 OK", answer, b""
@@ -138,6 +146,7 @@ class FastPath:
         # address, and the language the browser asks for.
         return (
             cookie,
+            self.app.session_interface.generation,  # pages signed tokens with these keys
             environ.get(accounts.ENTRY),
             environ.get("SCRIPT_NAME", ""),
             environ.get("PATH_INFO", ""),

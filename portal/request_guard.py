@@ -44,6 +44,9 @@ class RequestGuard:
 
 def refusal(environ) -> str:
     """Why a request's Host or target cannot be trusted, or "" when both are fine."""
+    if not _utf8(environ.get("QUERY_STRING", "")):
+        # Raw bytes no browser sends (it escapes them): Werkzeug would fail reading the query.
+        return "a query string that is not UTF-8"
     host = environ.get("HTTP_HOST")
     target = environ.get("RAW_URI") or environ.get("REQUEST_URI") or ""
     absolute = bool(target) and not target.startswith("/") and target != "*"
@@ -93,6 +96,15 @@ def _authority(value: str, scheme: str | None) -> tuple[str, str]:
     host = (match["host"] if match else value).lower().rstrip(".")
     port = (match["port"] if match else None) or _DEFAULT_PORTS.get(scheme or "", "")
     return host, port
+
+
+def _utf8(text: str) -> bool:
+    # WSGI carries the request's bytes as latin-1 text.
+    try:
+        text.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return False
+    return True
 
 
 def _punycode_ok(label: str) -> bool:

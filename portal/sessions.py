@@ -54,6 +54,8 @@ class PortalSessionInterface(SecureCookieSessionInterface):
         self._serializers: dict = {}
         self._memo: dict[str, tuple[dict, float, bool]] = {}
         self._lock = threading.Lock()
+        #: Counts the signing-key sets seen: what was made with the keys before is stale.
+        self.generation = 0
 
     def get_signing_serializer(self, app: Flask):
         """The serializer for the app's current SECRET_KEY and SECRET_KEY_FALLBACKS."""
@@ -65,6 +67,7 @@ class PortalSessionInterface(SecureCookieSessionInterface):
                 # Keys rotated: forget the old serializer and every cookie it verified.
                 self._serializers = {keys: serializer}
                 self._memo = {}
+                self.generation += 1
         return serializer
 
     def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:

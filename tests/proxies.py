@@ -20,6 +20,7 @@ import os
 import re
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import parse_qs, urljoin, urlsplit
 
 import requests
@@ -77,16 +78,29 @@ def render(path, replacements: dict[str, str]) -> str:
     return text
 
 
-def render_nginx_config(portal_port: int, upstream_port: int, listen_port: int) -> str:
-    """deploy/nginx/portal.conf with its docker-compose addresses replaced by loopback ports."""
-    return render(
+#: The commented micro-cache lines of the verify location (deploy/nginx/portal.conf).
+MICRO_CACHE_LINES = ("proxy_cache portal_verify;", "proxy_cache_key ", "proxy_cache_valid ",
+                     "proxy_ignore_headers ")  # fmt: skip
+
+
+def render_nginx_config(portal_port: int, upstream_port: int, listen_port: int, work: Path,
+                        micro_cache: bool = False) -> str:  # fmt: skip
+    """deploy/nginx/portal.conf with its docker-compose addresses replaced by loopback ports and
+    its cache folder by one in `work`; with `micro_cache`, its micro-cache lines uncommented."""
+    text = render(
         NGINX_CONF,
         {
             "server portal:8000;": f"server 127.0.0.1:{portal_port};",
             "server upstream:8080;": f"server 127.0.0.1:{upstream_port};",
             "listen 80;": f"listen 127.0.0.1:{listen_port};",
+            "/var/cache/nginx/portal-verify": str(work / "verify-cache"),
         },
     )
+    if micro_cache:
+        for line in MICRO_CACHE_LINES:
+            assert text.count(f"# {line}") == 1, f"{NGINX_CONF} must offer {line!r} once"
+            text = text.replace(f"# {line}", line)
+    return text
 
 
 class Nginx(ChildServer):
@@ -94,12 +108,14 @@ class Nginx(ChildServer):
 
     log_name = "error.log"  # nginx -e: start-up errors and the error log, for failure messages
 
-    def __init__(self, binary: str, portal_port: int, upstream_port: int):
+    def __init__(self, binary: str, portal_port: int, upstream_port: int,
+                 micro_cache: bool = False, extra: str = ""):  # fmt: skip
         super().__init__("portal-nginx-")
         self.binary = binary
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        rendered = render_nginx_config(portal_port, upstream_port, self.port)
+        rendered = render_nginx_config(portal_port, upstream_port, self.port, self.work,
+                                       micro_cache) + extra  # fmt: skip
         (self.work / "portal.conf").write_text(rendered)
         # Started by root, nginx would run its workers as "nobody", who cannot write request
         # bodies into this private folder: keep them as the user who owns it.
@@ -221,6 +237,25 @@ def raw_request(port: int, target: str, headers: dict[str, str] | None = None,
         return RawAnswer(response.status, response.headers, response.read())
     finally:
         connection.close()
+
+
+def raw_bytes(port: int, request: bytes) -> RawAnswer:
+    """Send one request as the exact bytes given (http.client cannot send non-ASCII targets);
+    the connection is closed after the answer."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        client.sendall(request)
+        received = b""
+        while chunk := client.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    message = http.client.HTTPMessage()
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        message[name.strip()] = value.strip()
+    return RawAnswer(int(lines[0].split(" ")[1]), message, body)
 
 
 def session_cookie(browser: requests.Session) -> str:

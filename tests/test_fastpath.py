@@ -166,3 +166,41 @@ def test_a_signed_out_session_is_not_served_from_store(app):
         copy.get("/auth/verify", headers={**ORIGINAL, "X-Original-URL": "http://h/x"}).status_code
         == 401
     )
+
+
+def test_other_paths_never_load_anyone(app):
+    """Static files and probes: the fast path leaves them to Flask, which does not load the
+    person either (nothing counted, nothing read)."""
+    client = signed_in(app, "alice")
+    before = scrape(app)
+    for path in ("/static/portal.css", "/healthz", "/metrics"):
+        call(app.wsgi_app, request_of(client, path))
+    after = scrape(app)
+    assert after.delta(before, "portal_cache_requests_total", result="hit") == 0
+    assert after.delta(before, "portal_user_loads_total", source="cache") == 0
+
+
+def test_a_stored_page_is_not_given_after_a_key_rotation(app):
+    """Pages hold a sign-out token signed with the key of their time: after SECRET_KEY changes
+    (the old one a fallback), the page is made again and its sign-out works."""
+    client = signed_in(app, "alice")
+    client.get("/")
+    client.get("/")  # stored
+    old = app.secret_key
+    app.secret_key = app.config["SECRET_KEY"] = "rotated-secret-key-" + "c" * 32
+    app.config["SECRET_KEY_FALLBACKS"] = [old]
+    page = client.get("/").get_data(as_text=True)
+    token = page.split('name="csrf_token" value="')[1].split('"')[0]
+    assert client.post("/logout", data={"csrf_token": token}).status_code == 302
+    assert client.get("/").status_code == 302, "signed out"
+
+
+def test_a_stray_byte_in_another_cookie_breaks_nothing(app):
+    """An app behind the proxy sets a Latin-1 cookie: the portal still answers normally."""
+    client = signed_in(app, "alice")
+    environ = request_of(client, "/")
+    environ["HTTP_COOKIE"] += "; legacy=Jos\xe9"
+    assert call(app.wsgi_app, environ)[0] == "200 OK"
+    verify = request_of(client, "/auth/verify", **ORIGINAL, **{"X-Original-URL": "http://h/x"})
+    verify["HTTP_COOKIE"] = "legacy=\xff; " + verify["HTTP_COOKIE"]
+    assert call(app.wsgi_app, verify)[0] == "200 OK"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.proxies import raw_request
+from tests.proxies import raw_bytes, raw_request
 from tests.servers import Gunicorn, portal_environment
 
 pytestmark = pytest.mark.slow
@@ -107,3 +107,37 @@ def test_an_http_1_0_request_line_naming_a_host_without_a_host_header_is_refused
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.split(b" ")[1] == b"400"
     assert b"Content-Security-Policy" in head and b"Bad request" in body
+
+
+@pytest.mark.parametrize(
+    ("path", "query"), [("/login", "next=%2F\xff"), ("/auth/verify", "fresh=\xe9"), ("/", "x=\xc3")]
+)
+def test_a_query_string_that_is_not_utf8_gets_the_400_page(slapd, path, query):
+    """Raw bytes no browser sends (it escapes them) in the query, from a server that passes
+    them on (gunicorn refuses them itself): a 400 page, never a 500."""
+    import io
+
+    from werkzeug.test import EnvironBuilder
+
+    from tests.conftest import make_app
+
+    app = make_app(slapd, TESTING=False)
+    environ = EnvironBuilder(path=path).get_environ()
+    environ.update({"QUERY_STRING": query, "wsgi.input": io.BytesIO(b"")})
+    seen = {}
+
+    def start_response(status, headers, exc_info=None):
+        seen.update(status=status, headers=dict(headers))
+
+    body = b"".join(app.wsgi_app(environ, start_response))
+    assert seen["status"].startswith("400")
+    assert "frame-ancestors 'none'" in seen["headers"]["Content-Security-Policy"]
+    assert b"Bad request" in body
+    app.extensions["portal.directory"].close()
+
+
+def test_a_stray_byte_in_a_cookie_is_no_500(portal):
+    """A Latin-1 cookie set by another app on the same host: the login page still works."""
+    request = (b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: legacy=Jos\xe9; x=\xff\r\n"
+               b"Connection: close\r\n\r\n")  # fmt: skip
+    assert raw_bytes(portal.port, request).status == 200

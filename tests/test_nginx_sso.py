@@ -240,3 +240,58 @@ def test_the_app_is_told_the_host_the_portal_judged(stack, browser):
     echo = seen_by_app(raw_request(stack.nginx.port, "/app/x", headers), stack)
 
     assert header_values(echo, "Host") == [f"127.0.0.1:{stack.nginx.port}"]
+
+
+@pytest.fixture
+def cached_nginx(stack):
+    """A second nginx in front of the same portal and app, with the micro-cache turned on."""
+    nginx = Nginx(require_binary("nginx", "apt-get install nginx-light"), stack.portal.port,
+                  stack.app.port, micro_cache=True)  # fmt: skip
+    try:
+        yield nginx.start()
+    finally:
+        nginx.cleanup()
+
+
+def verify_calls(stack) -> int:
+    """How many /auth/verify questions the portal has answered so far."""
+    return sum(1 for line in stack.portal.access_lines() if line["path"].startswith("/auth/"))
+
+
+def test_the_micro_cache_mixes_neither_people_nor_paths(stack, cached_nginx):
+    """A cached 200 (2 s) is kept for one Cookie header, host and address: alice's answer is
+    reused for alice only, bob still gets his own and his 403, and the identity headers come
+    from the cached answer too."""
+    through = Stack(cached_nginx, stack.portal, stack.app)
+    with requests.Session() as alice, requests.Session() as bob:
+        sign_in(through, alice, "alice")
+        sign_in(through, bob, "bob")
+        lines = len(stack.portal.access_lines())
+        first = seen_by_app(
+            raw_request(cached_nginx.port, "/app/x", {"Cookie": session_cookie(alice)}), through
+        )
+        stack.portal.wait_for_access("GET", "/auth/verify", after=lines)  # the one question
+        asked = verify_calls(stack)
+        for _ in range(5):
+            again = seen_by_app(
+                raw_request(cached_nginx.port, "/app/x", {"Cookie": session_cookie(alice)}),
+                through,
+            )
+            assert header_values(again, "Remote-User") == ["alice"]
+        assert header_values(first, "Remote-User") == ["alice"]
+        assert verify_calls(stack) <= asked + 1, "the answers were not reused"
+        theirs = seen_by_app(
+            raw_request(cached_nginx.port, "/app/x", {"Cookie": session_cookie(bob)}), through
+        )
+        assert header_values(theirs, "Remote-User") == ["bob"]
+        engineering = raw_request(
+            cached_nginx.port, "/app/engineering/", {"Cookie": session_cookie(bob)}
+        )
+        assert engineering.status == 403
+        raw_request(cached_nginx.port, "/app/engineering/", {"Cookie": session_cookie(alice)})
+        assert (
+            raw_request(
+                cached_nginx.port, "/app/engineering/", {"Cookie": session_cookie(bob)}
+            ).status
+            == 403
+        )
