@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN_DEPS := slapd:slapd slapadd:slapd ldapmodify:ldap-utils
-TEST_DEPS := $(RUN_DEPS) redis-server:redis-server nginx:nginx caddy:caddy openssl:openssl
+TEST_DEPS := $(RUN_DEPS) redis-server:redis-server nginx:nginx caddy:caddy openssl:openssl wrk:wrk
 
 .PHONY: run test lint format bench clean
 
@@ -24,11 +24,10 @@ test: $(VENV)/.installed
 	@sh scripts/system-deps.sh --soft $(TEST_DEPS)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-## bench: speed targets as ratios against baselines measured in the same run
+## bench: speed targets as ratios against baselines measured in the same run (docs/benchmarks.md)
 bench: $(VENV)/.installed
-	@sh scripts/system-deps.sh $(RUN_DEPS)
-	$(PY) -m pip install -q -e '.[dev,bench]'
-	$(PY) bench/run.py
+	@sh scripts/system-deps.sh $(RUN_DEPS) redis-server:redis-server nginx:nginx wrk:wrk
+	$(PY) -m bench.run
 
 ## lint: formatting and lint checks
 lint: $(VENV)/.installed

@@ -134,8 +134,9 @@ def wrk(url: str, settings: Settings, headers: dict[str, str] | None = None,
 
 def interleaved(comparison: Comparison, settings: Settings, baseline, subject) -> Comparison:
     """Run baseline() and subject() (each returns a rate) in alternating rounds."""
-    baseline()  # warm both (first requests fill pools, caches and memos)
-    subject()
+    if not settings.smoke:
+        baseline()  # warm both (first requests fill pools, caches and memos)
+        subject()
     for _ in range(settings.rounds):
         comparison.baseline_rates.append(baseline())
         comparison.subject_rates.append(subject())

@@ -72,9 +72,16 @@ def capture(base_url: str, headers_for: dict[str, dict[str, str]]) -> dict:
     return captured
 
 
-def measure(slapd: Slapd, settings: Settings, label: str = "", **portal_settings: str):
-    """P1 page and P1 verify (label says which cache), as Comparisons."""
-    env = portal_env(slapd, **portal_settings)
+def measure(slapd: Slapd, settings: Settings, redis_url: str = ""):
+    """P1 page and P1 verify as Comparisons: SimpleCache, or with `redis_url` RedisCache
+    against a bare app that also reads Redis once per request."""
+    redis_settings = (
+        {"PORTAL_CACHE_TYPE": '"RedisCache"', "PORTAL_CACHE_REDIS_URL": json.dumps(redis_url)}
+        if redis_url
+        else {}
+    )
+    label = " (Redis)" if redis_url else ""
+    env = portal_env(slapd, **redis_settings)
     results = []
     with Server("portal:create_app()", env, ready_path="/healthz") as portal:
         cookie = sign_in(portal.base_url, "alice", "alice-secret")
@@ -84,15 +91,15 @@ def measure(slapd: Slapd, settings: Settings, label: str = "", **portal_settings
         with tempfile.TemporaryDirectory(prefix="portal-bench-") as work:
             path = Path(work) / "capture.json"
             path.write_text(json.dumps(captured))
-            bare_env = dict(env, BENCH_CAPTURE=str(path))
+            bare_env = dict(env, BENCH_CAPTURE=str(path), BENCH_REDIS_URL=redis_url)
             with Server("bench.baselines:create_app()", bare_env, ready_path=PAGE) as bare:
                 for name, route, headers, what in (
                     ("P1 page", PAGE, page_headers, "cached protected page"),
                     ("P1 verify", VERIFY, verify_headers, "/auth/verify, signed in"),
                 ):
-                    comparison = Comparison(
-                        f"{name}{label}", f"portal {what}", "bare Flask, same bytes", target=0.8
-                    )
+                    baseline = "bare Flask, same bytes" + (", 1 Redis GET" if redis_url else "")
+                    comparison = Comparison(f"{name}{label}", f"portal {what}", baseline,
+                                            target=0.8)  # fmt: skip
                     results.append(
                         interleaved(
                             comparison,

@@ -85,7 +85,10 @@ def measure(slapd: Slapd, settings: Settings) -> list[Comparison]:
 
 
 def baseline_python(settings: Settings) -> str:
-    """The Python of the baseline's own virtualenv, made (once) with its packages."""
+    """The Python of the baseline's own virtualenv, made (once) with its packages; the smoke
+    run uses this Python (the dev extras hold flask-ldap3-login too)."""
+    if settings.smoke:
+        return sys.executable
     python = VENV / "bin" / "python"
     marker = VENV / ".installed"
     if not marker.exists():

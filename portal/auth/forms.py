@@ -12,6 +12,11 @@ class LoginForm(FlaskForm):
     PASSWORD_MAX_LENGTH), so a refusal there reads as any other failed login.
     """
 
+    class Meta:
+        # CSRFProtect already checks every POST before any view runs (this one included):
+        # a second check here would only sign and verify the same token twice.
+        csrf = False
+
     username = StringField("Username", validators=[InputRequired()])
     password = PasswordField("Password", validators=[InputRequired()])
     remember = BooleanField("Keep me signed in on this device")

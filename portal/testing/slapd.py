@@ -33,7 +33,7 @@ pidfile {work}/slapd.pid
 argsfile {work}/slapd.args
 
 database mdb
-maxsize 33554432
+maxsize {max_size}
 suffix "{suffix}"
 rootdn "{root_dn}"
 rootpw {root_pw_hash}
@@ -97,6 +97,7 @@ class Slapd(ChildServer):
     post_start_ldif: LDIF files added with ldapadd as the root DN once slapd answers, on the
         first start only: entries that overlays must see being written (memberOf is kept only
         for changes made through the server, never for slapadd).
+    max_size: how large the database may grow, in bytes (32 MiB; more for generated trees).
     """
 
     log_name = "slapd.log"
@@ -115,6 +116,7 @@ class Slapd(ChildServer):
         modules=(),
         post_start_ldif=(),
         users_may_read: bool = False,
+        max_size: int = 32 << 20,
     ):
         super().__init__("portal-slapd-")
         # Let every signed-in person read the tree, as many directories do (the default is
@@ -134,6 +136,7 @@ class Slapd(ChildServer):
         self.schemas = [Path(p) for p in schemas]
         self.modules = list(modules)
         self.post_start_ldif = [Path(p) for p in post_start_ldif]
+        self.max_size = max_size  # bytes the database may grow to (mdb maxsize)
 
     @property
     def url(self) -> str:
@@ -212,6 +215,7 @@ class Slapd(ChildServer):
                 extra_config=self.extra_config,
                 global_config=global_config,
                 users_read="  by users read\n" if self.users_may_read else "",
+                max_size=self.max_size,
             )
         )
 

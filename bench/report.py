@@ -1,0 +1,122 @@
+"""The results as a Markdown table (docs/benchmarks.md) and a chart of the ratios (PNG)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+from .harness import Comparison
+
+
+def table(comparisons: list[Comparison], scale: dict, memory: dict, timing: list) -> str:
+    """The Markdown table of every measurement, targets and whether they are met."""
+    lines = [
+        "| measurement | subject | baseline | subject | baseline | ratio | target | met |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for item in comparisons:
+        target = f"≥ {item.target}×" if item.target is not None else "—"
+        lines.append(
+            f"| {item.name} | {item.subject} | {item.baseline} | "
+            f"{statistics.median(item.subject_rates):,.0f} {item.unit} | "
+            f"{statistics.median(item.baseline_rates):,.0f} {item.unit} | {item.ratio:.2f}× | "
+            f"{target} | {_verdict(item.met if item.target is not None else None)} |"
+        )
+    large, small = scale["large"], scale["small"]
+    for what, key, ops in (("sign-in", "login", "login_ops"), ("cache miss", "miss", "miss_ops")):
+        ratio = scale[f"{key}_ratio"]
+        lines.append(
+            f"| P3 scale, {what} | {large['people']:,} people, {large['groups']:,} groups | "
+            f"{small['people']:,} people, {small['groups']:,} groups | "
+            f"{large[key + '_ms']:.2f} ms ({large[ops]:.0f} ops) | "
+            f"{small[key + '_ms']:.2f} ms ({small[ops]:.0f} ops) | {ratio:.2f}× | ≤ 1.2× | "
+            f"{_verdict(ratio <= 1.2)} |"
+        )
+    lines.append(
+        f"| Memory | RSS with {memory['people']:,} people cached (SimpleCache) | — | "
+        f"{memory['after_mb'] - memory['before_mb']:.1f} MB | — | "
+        f"{memory['mb_per_1000']:.2f} MB per 1,000 | — | — |"
+    )
+    for floor, unknown, known, ratio in timing:
+        met = _verdict(0.95 <= ratio <= 1.05) if floor else "—"
+        lines.append(
+            f"| Failed login, floor {floor} ms | unknown name | known name, wrong password | "
+            f"{unknown:.1f} ms | {known:.1f} ms | {ratio:.2f}× | "
+            f"{'0.95×–1.05×' if floor else '—'} | {met} |"
+        )
+    return "\n".join(lines)
+
+
+def missed(comparisons: list[Comparison], scale: dict, timing: list) -> list[str]:
+    """The names of the targets missed."""
+    names = [item.name for item in comparisons if not item.met]
+    names += [f"P3 scale, {key}" for key in ("login", "miss") if scale[f"{key}_ratio"] > 1.2]
+    names += [f"failed-login floor {floor} ms" for floor, _, _, ratio in timing
+              if floor and not 0.95 <= ratio <= 1.05]  # fmt: skip
+    return names
+
+
+def chart(comparisons: list[Comparison], scale: dict, path: Path) -> None:
+    """A horizontal bar per ratio, its target drawn as a tick."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    names = [item.name for item in comparisons] + ["P3 scale, sign-in", "P3 scale, cache miss"]
+    ratios = [item.ratio for item in comparisons] + [scale["login_ratio"], scale["miss_ratio"]]
+    targets = [item.target for item in comparisons] + [1.2, 1.2]
+    figure, axes = pyplot.subplots(figsize=(9, 0.45 * len(names) + 1.2))
+    positions = range(len(names))
+    colours = ["#2f7d4f" if _bar_met(name, ratio, target) else "#b3412f"
+               for name, ratio, target in zip(names, ratios, targets, strict=True)]  # fmt: skip
+    axes.barh(positions, ratios, color=colours)
+    for position, target in zip(positions, targets, strict=True):
+        if target is not None:
+            axes.plot([target, target], [position - 0.4, position + 0.4], color="black")
+    axes.set_yticks(list(positions), names)
+    axes.invert_yaxis()
+    axes.set_xlabel("ratio to the baseline (black tick: target; P3: lower is better)")
+    axes.set_title("portal: speed against baselines measured in the same run")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    pyplot.close(figure)
+
+
+def document(body: str, machine: str, command: str, missed_names: list[str]) -> str:
+    """docs/benchmarks.md."""
+    verdict = ("Every target is met." if not missed_names
+               else "Missed: " + ", ".join(missed_names) + ".")  # fmt: skip
+    return f"""# Benchmarks
+
+Measured by `{command}` on {machine}, {time.strftime("%Y-%m-%d")}. Every figure is a median of
+rounds that alternate subject and baseline in the same run; load comes from `wrk`; servers run
+under gunicorn with 2 workers and 4 threads each. {verdict}
+
+![Ratios against their baselines](benchmarks.png)
+
+{body}
+
+- **P1 page / verify**: alice's cached `/pages/handbook` and `/auth/verify` against a bare Flask
+  app answering those paths with the very bytes the portal answered (bench/baselines.py).
+- **P1 proxy**: a trivial app (nginx answering "ok") behind the shipped nginx configuration with
+  `auth_request`, against the same app through the same nginx without it; with the optional
+  2-second micro-cache the revocation bound grows by 2 s (deploy/README.md).
+- **P2**: full sign-ins through the form (GET, then POST with the CSRF token: bench/login.lua)
+  against flask-ldap3-login's documented example served the same way from its own virtualenv,
+  and against ldap3 sending the three operations of a sign-in with no HTTP at all.
+- **P3**: sign-in and cache-miss time on a generated 100,000-person, 5,000-group tree with five
+  levels of nesting against a 1,000-person one; the operations per call are counted.
+- **Memory**: resident size of a worker after caching 10,000 people.
+"""
+
+
+def _verdict(met: bool | None) -> str:
+    return "—" if met is None else ("yes" if met else "**no**")
+
+
+def _bar_met(name: str, ratio: float, target: float | None) -> bool:
+    if target is None:
+        return True
+    return ratio <= target if name.startswith("P3") else ratio >= target
