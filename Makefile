@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 RUN_DEPS := slapd:slapd slapadd:slapd ldapmodify:ldap-utils
 TEST_DEPS := $(RUN_DEPS) redis-server:redis-server nginx:nginx caddy:caddy openssl:openssl wrk:wrk
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint format bench soak clean
 
 $(VENV)/.installed: pyproject.toml
 	@sh scripts/system-deps.sh python3-venv:python3-venv
@@ -28,6 +28,11 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	@sh scripts/system-deps.sh $(RUN_DEPS) redis-server:redis-server nginx:nginx wrk:wrk
 	$(PY) -m bench.run
+
+## soak: 60 s of mixed load checking every answer, sockets and memory (docs/soak.md); SOAK_ARGS=--redis
+soak: $(VENV)/.installed
+	@sh scripts/system-deps.sh $(RUN_DEPS) wrk:wrk $(if $(findstring --redis,$(SOAK_ARGS)),redis-server:redis-server)
+	$(PY) -m bench.soak $(SOAK_ARGS)
 
 ## lint: formatting and lint checks
 lint: $(VENV)/.installed
