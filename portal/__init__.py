@@ -106,13 +106,8 @@ def _derive_settings(app: Flask) -> None:
         REMEMBER_COOKIE_DOMAIN=app.config.get("SESSION_COOKIE_DOMAIN"),
         REMEMBER_COOKIE_DURATION=timedelta(days=app.config["REMEMBER_COOKIE_DAYS"]),
         CACHE_DEFAULT_TIMEOUT=app.config["USER_CACHE_TTL"],
-        # Without socket timeouts a hung Redis would hang every request that reads the cache.
-        CACHE_OPTIONS={
-            "socket_timeout": app.config["CACHE_REDIS_TIMEOUT"],
-            "socket_connect_timeout": app.config["CACHE_REDIS_TIMEOUT"],
-        }
-        if app.config["CACHE_TYPE"] == "RedisCache"
-        else {},
+        # The Redis client (socket timeouts, TLS, Sentinel) is built by portal.redis_connections
+        # from CACHE_REDIS_URL, CACHE_REDIS_TIMEOUT and CACHE_REDIS_CA_FILE.
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session that carries it
     )
     app.config.update(cookies.cookie_names(app.config))  # __Host-/__Secure- when Secure

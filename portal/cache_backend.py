@@ -37,6 +37,8 @@ from flask import Flask
 from flask_caching.backends.rediscache import RedisCache
 from itsdangerous import BadData, Signer
 
+from . import redis_connections
+
 log = logging.getLogger(__name__)
 
 #: The salt that derives the cache's signing key from SECRET_KEY (and each fallback key).
@@ -86,10 +88,15 @@ class SignedRedisCache(RedisCache):
 
     @classmethod
     def factory(cls, app: Flask, config: dict, args: list, kwargs: dict) -> SignedRedisCache:
-        """Build the backend from Flask-Caching's settings and the app's signing keys."""
+        """Build the backend from the settings: its client (one server, TLS or Sentinel, see
+        portal.redis_connections), key prefix and the app's signing keys."""
+        # Not RedisCache.factory, which knows only redis:// URLs; with Sentinel the client is
+        # the master's, which follows a failover, so the signing code needs no subclass of it.
+        kwargs["host"] = redis_connections.connect(config["CACHE_REDIS_URL"], config)
+        kwargs["key_prefix"] = config.get("CACHE_KEY_PREFIX") or None
         kwargs["secret_key"] = app.secret_key
         kwargs["fallback_keys"] = tuple(app.config.get("SECRET_KEY_FALLBACKS") or ())
-        return super().factory(app, config, args, kwargs)
+        return cls(*args, **kwargs)
 
     def get(self, key: str) -> Any:
         """The value stored under key, or None when missing, expired or not validly signed."""
@@ -177,7 +184,7 @@ class SignedRedisCache(RedisCache):
 
     @property
     def client(self):
-        """The Redis client (reads and writes go to the same server)."""
+        """The Redis client (reads and writes go to the same server: with Sentinel, the master)."""
         return self._write_client
 
     def _decode(self, name: str, raw: bytes | None) -> Any:

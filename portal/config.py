@@ -155,7 +155,8 @@ THROTTLE_ACCOUNT_LIMIT = "5 per 15 minutes"
 #: Failed logins allowed per client address, whatever the usernames (password spraying).
 THROTTLE_IP_LIMIT = "50 per 15 minutes"
 #: Where the counts live: empty means CACHE_REDIS_URL with RedisCache (shared by every worker
-#: and instance), else this process's memory; or a ``redis://`` / ``memory://`` URL.
+#: and instance), else this process's memory; or ``memory://``, or a Redis URL of any form
+#: CACHE_REDIS_URL takes (Sentinel and TLS too, with the same timeout and CA file).
 THROTTLE_STORAGE_URL = ""
 #: Every failed login takes at least this long (milliseconds), so how long the answer takes
 #: does not tell an unknown name from a wrong password.
@@ -164,8 +165,15 @@ LOGIN_FAILURE_FLOOR_MS = 250
 # --- Cache and sessions ---------------------------------------------------------------------
 #: Flask-Caching backend: SimpleCache (one process) or RedisCache (shared by workers and hosts).
 CACHE_TYPE = "SimpleCache"
-#: Redis URL when CACHE_TYPE is RedisCache.
+#: Redis URL when CACHE_TYPE is RedisCache: ``redis://host:6379/0``, ``rediss://`` for TLS,
+#: ``unix:///path/redis.sock``, or Redis Sentinel's master:
+#: ``redis+sentinel://host:26379[,host2:26379...]/<master name>[/db]`` (``rediss+sentinel://``
+#: for TLS to the sentinels and the master; a password in the URL goes to both).
 CACHE_REDIS_URL = ""
+#: PEM file of the CA certificates that sign Redis's TLS certificates (``rediss://`` URLs, for
+#: the cache and the throttle counts); empty means the system's trusted CAs. Certificates and
+#: host names are always verified.
+CACHE_REDIS_CA_FILE = ""
 #: Prefix of every cache key, so several portals can share one Redis.
 CACHE_KEY_PREFIX = "portal:"
 #: Seconds to wait for Redis before treating the cache as down (reads then go to the directory).

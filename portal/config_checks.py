@@ -23,6 +23,7 @@ from .config_values import (
     placeholders,
     require,
 )
+from .redis_connections import check_url, is_redis_url
 
 __all__ = ["ConfigError", "check_settings"]
 
@@ -79,7 +80,6 @@ _OWN_PREFIXES = (
     "LOGIN_",
     "HSTS_",
 )
-_THROTTLE_STORAGES = ("memory://", "redis://", "rediss://", "unix://")
 # RFC 6750's token characters, so the token survives an Authorization header unchanged.
 _BEARER_TOKEN = re.compile(r"^[A-Za-z0-9._~+/-]+=*$")
 
@@ -117,11 +117,18 @@ def check_settings(config, known: set[str]) -> list[str]:
     _check_metrics(config)
     check_pages(config.get("PAGES"))
     if config["CACHE_TYPE"] == "RedisCache":
+        url = config.get("CACHE_REDIS_URL", "")
         require(
-            str(config.get("CACHE_REDIS_URL", "")).startswith(("redis://", "rediss://", "unix://")),
+            is_redis_url(url),
             "CACHE_REDIS_URL",
-            "a redis:// URL when CACHE_TYPE is RedisCache",
+            "a redis://, rediss:// or redis+sentinel:// URL when CACHE_TYPE is RedisCache",
         )
+        _check_redis_url("CACHE_REDIS_URL", url)
+    ca_file = config.get("CACHE_REDIS_CA_FILE")
+    require(isinstance(ca_file, str), "CACHE_REDIS_CA_FILE", "a file path or empty")
+    require(
+        not ca_file or Path(ca_file).is_file(), "CACHE_REDIS_CA_FILE", f"no such file {ca_file}"
+    )
     if config["ENV"] != "development":
         _check_production(config)
     return warnings
@@ -137,11 +144,21 @@ def _check_throttling(config) -> None:
             valid = False
         require(valid, key, 'a limit such as "5 per 15 minutes"')
     url = config.get("THROTTLE_STORAGE_URL")
+    in_memory = isinstance(url, str) and (url == "" or url.startswith("memory://"))
     require(
-        url == "" or (isinstance(url, str) and url.startswith(_THROTTLE_STORAGES)),
+        in_memory or is_redis_url(url),
         "THROTTLE_STORAGE_URL",
-        "empty, memory://, or a redis:// URL",
+        "empty, memory://, or a redis://, rediss:// or redis+sentinel:// URL",
     )
+    if not in_memory:
+        _check_redis_url("THROTTLE_STORAGE_URL", url)
+
+
+def _check_redis_url(key: str, url: str) -> None:
+    try:
+        check_url(url)
+    except ValueError as error:
+        raise ConfigError(f"setting {key}: {error}") from error
 
 
 def _check_servers(config) -> list[str]:

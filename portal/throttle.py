@@ -3,7 +3,8 @@
 Each password attempt is counted before the directory is asked, atomically (one INCR in
 Redis), so simultaneous guesses cannot all slip under the limit; afterwards the attempts that
 did not refuse a password (a success, a directory outage) are given back, so outages use up
-nobody's attempts. Counts live in memory, or in Redis so every worker and instance shares them.
+nobody's attempts. Counts live in memory, or in Redis so every worker and instance shares them
+(reached as the cache's Redis is: portal.redis_connections, Sentinel and TLS included).
 When that storage cannot count (down, or refusing writes) login is refused (503), never left
 unlimited.
 
@@ -21,10 +22,10 @@ from dataclasses import dataclass, field
 
 from flask import Flask, current_app, request
 from limits import RateLimitItem, parse_many
-from limits.storage import storage_from_string
+from limits.storage import RedisStorage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
-from . import directory
+from . import directory, redis_connections
 from .config import throttle_storage_url
 from .directory import InvalidInput
 
@@ -56,15 +57,17 @@ def init_app(app: Flask) -> None:
     """Set up the counting storage (memory or Redis) and parse the limits once."""
     config = app.config
     url = throttle_storage_url(config)
-    options = {}
-    if not url.startswith("memory://"):
-        timeout = config["CACHE_REDIS_TIMEOUT"]
-        # Without socket timeouts a hung Redis would hang every login.
-        options = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    if url.startswith("memory://"):
+        storage = storage_from_string(url)
+    else:
+        # The cache's kind of client (timeouts, TLS verified, Sentinel's master): limits' own
+        # URL parsing knows neither CACHE_REDIS_CA_FILE nor a database behind Sentinel.
+        client = redis_connections.connect(url, config)
+        storage = RedisStorage(url, connection_pool=client.connection_pool)
     # Fixed windows, because only a counter can be given back (an outage must not use up
     # attempts).
     app.extensions[_LIMITER] = _Throttle(
-        FixedWindowRateLimiter(storage_from_string(url, **options)),
+        FixedWindowRateLimiter(storage),
         parse_many(config["THROTTLE_ACCOUNT_LIMIT"]),
         parse_many(config["THROTTLE_IP_LIMIT"]),
         config["CACHE_KEY_PREFIX"] + "throttle",
