@@ -11,6 +11,9 @@ from . import rules
 from .extensions import login_manager
 
 _RULES = "portal.rules"
+#: WSGI environ key: this request's person comes from a cache entry past its freshness (the
+#: directory did not answer, see accounts.py); pages say so, and admin pages refuse it.
+STALE = "portal.stale"
 
 
 def init_app(app: Flask) -> None:
@@ -71,6 +74,10 @@ def admin_required(view):
             return login_manager.unauthorized()
         if not current_user.is_admin:
             abort(403)
+        if request.environ.get(STALE):
+            # An administrator acts on what the directory says now, never on a memory of it.
+            abort(503, "The company directory is not answering, and the admin pages need it. "
+                       "Please try again in a minute.")  # fmt: skip
         if not login_fresh():
             return login_manager.needs_refresh()
         return view(*args, **kwargs)

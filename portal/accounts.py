@@ -1,9 +1,15 @@
 """The user loader Flask-Login calls on every request, served from the cache.
 
-The cache holds each person's plain attribute data as JSON under their canonical username, for
-USER_CACHE_TTL seconds. A cache hit rebuilds the User with no LDAP operation; a miss reads the
-directory once and fills the cache. Because the loader returns None for a person who is no longer
-active, losing a group ends their access within the TTL on every worker that shares the cache.
+The cache holds each person's plain attribute data as JSON under their canonical username. It
+is fresh for USER_CACHE_TTL seconds: a hit rebuilds the User with no LDAP operation; after that
+the directory is read again (once per person at a time) and the cache refilled. Because the
+loader returns None for a person who is no longer active, losing a group ends their access
+within the TTL on every worker that shares the cache.
+
+An entry is kept USER_STALE_GRACE seconds longer than it is fresh: when the directory cannot
+answer, a signed-in person goes on working from it for that long (never longer, never with more
+rights than it gives, never on admin pages), then gets the 503 page. While Redis fails, the
+cache guard (cache_guard.py) keeps entries and sign-out marks in this process.
 """
 
 from __future__ import annotations
@@ -17,8 +23,9 @@ from dataclasses import dataclass, field
 from flask import Flask, current_app, request
 
 from . import directory, logins, metrics
-from .access import rule_set
-from .directory import InvalidInput
+from .access import STALE, rule_set
+from .cache_guard import CacheGuard
+from .directory import DirectoryUnavailable, InvalidInput
 from .explain import Explanation, explain_user
 from .extensions import cache, login_manager
 from .models import AccessPolicy, User
@@ -31,12 +38,13 @@ _STATE = "portal.accounts"
 #: entry text the request's User came from.
 LOADED = "portal.loaded"
 ENTRY = "portal.entry"
-_CACHE_WARNING_INTERVAL = 60.0
+
 #: Decoded cache entries each process keeps (see _State.decoded).
 DECODED_SIZE = 8192
 # Striped locks: bounded however many people sign in; a collision only serialises two refreshes.
 _REFRESH_LOCKS = tuple(threading.Lock() for _ in range(64))
-_last_cache_warning = float("-inf")
+# The wall clock entries' freshness is judged by, looked up on each call so tests can move it.
+_clock = time.time
 
 
 @dataclass
@@ -47,6 +55,10 @@ class _State:
     marks: MemoryMarks | RedisMarks
     #: The Flask-Caching backend itself (SimpleCache, the signed Redis cache...).
     backend: object
+    guard: CacheGuard
+    #: USER_CACHE_TTL and USER_STALE_GRACE, in seconds.
+    fresh_for: float
+    grace: float
     #: A cache entry's exact text -> (username, the User it describes, its password stamp).
     #: The same entry is read on every request of a signed-in person until it expires, and
     #: decoding it (JSON, the User, folding the groups, hashing the stamp) was a good part of
@@ -60,10 +72,14 @@ def init_app(app: Flask) -> None:
     revocation marks live (Redis with RedisCache, else this process's memory) once."""
     backend = app.extensions["cache"][cache]
     shared = app.config["CACHE_TYPE"] == "RedisCache"
+    config = app.config
     app.extensions[_STATE] = _State(
-        policy=AccessPolicy.from_config(app.config),
-        marks=RedisMarks(backend, _longest_login_ms(app.config)) if shared else MemoryMarks(),
+        policy=AccessPolicy.from_config(config),
+        marks=RedisMarks(backend, _longest_login_ms(config)) if shared else MemoryMarks(),
         backend=backend,
+        guard=CacheGuard(shared, config["CACHE_FALLBACK_SECONDS"]),
+        fresh_for=config["USER_CACHE_TTL"],
+        grace=config["USER_STALE_GRACE"],
     )
     login_manager.user_loader(load_user)
 
@@ -112,19 +128,34 @@ def build_user(attrs: dict) -> User:
 
 
 def remember(attrs: dict) -> None:
-    """Store a person's attrs in the cache, stamped with the time they were read."""
-    payload = dict(attrs, fetched_at=time.time())
-    _cache_call("set", cache_key(attrs["username"]), json.dumps(payload, separators=(",", ":")))
+    """Store a person's attrs in the cache, stamped with the time they were read; kept fresh
+    for USER_CACHE_TTL and USER_STALE_GRACE longer (for an outage of the directory)."""
+    state = _state()
+    text = json.dumps(dict(attrs, fetched_at=_clock()), separators=(",", ":"))
+    key = cache_key(attrs["username"])
+    stored, _ = state.guard.call("set", state.backend.set, key, text, _kept_for(state))
+    if not stored:
+        state.guard.local_entries.put(attrs["username"], text)
 
 
 def forget(username: str) -> None:
     """Drop one person's cached attrs so the next request reads the directory."""
-    _cache_call("delete", cache_key(username))
+    state = _state()
+    state.guard.local_entries.drop(username)
+    state.guard.call("delete", state.backend.delete, cache_key(username))
 
 
-def cached_attributes(username: str) -> dict | None:
-    """Return the cached attrs of a person, or None on a miss or an unreadable entry."""
-    return _decode(_cache_call("get", cache_key(username)), username)
+def cached_attributes(username: str, fresh: bool = False) -> dict | None:
+    """Return the cached attrs of a person (only while fresh, if asked), or None on a miss or
+    an unreadable entry."""
+    state = _state()
+    answered, raw = state.guard.call("get", state.backend.get, cache_key(username))
+    if not answered:
+        raw = state.guard.local_entries.get(username)
+    attrs = _decode(raw, username)
+    if attrs is not None and fresh and _age(attrs) >= state.fresh_for:
+        return None
+    return attrs
 
 
 def start_login(user: User, remember: bool) -> User:
@@ -134,11 +165,11 @@ def start_login(user: User, remember: bool) -> User:
         lifetime = config["REMEMBER_COOKIE_DAYS"] * 86400
     else:
         lifetime = config["SESSION_MAX_AGE_HOURS"] * 3600
-    store = marks()
-    if isinstance(store, RedisMarks):
+    state = _state()
+    if isinstance(state.marks, RedisMarks):
         # Reading the person's marks first puts right a mark that no longer verifies (one
         # signed with a key since dropped): else it would end this new sign-in on its first page.
-        _guarded("read", store.read, user.username, "")
+        state.guard.call("read", state.marks.read, user.username, "")
     stamp = logins.password_stamp(user.password_changed)
     login = logins.new_login(user.username, logins.now_ms(), lifetime * 1000, stamp)
     return User.from_attributes(user.attributes(), policy(), login_id=login.id)
@@ -154,11 +185,8 @@ def end_login(login_id: object) -> bool:
         return True
     stored = True
     if not login.expired(logins.now_ms()):
-        stored = bool(
-            _guarded(
-                "revocation", marks().end, login.username, login.sid, login.issued, login.expires
-            )  # fmt: skip
-        )
+        args = (login.username, login.sid, login.issued, login.expires)
+        stored = _mark("end", *args)
     forget(login.username)
     return stored
 
@@ -171,7 +199,7 @@ def revoke_all(username: str) -> bool:
     # The mark must outlive every login issued before it.
     now = logins.now_ms()
     until = now + _longest_login_ms(current_app.config)
-    stored = bool(_guarded("revocation", marks().revoke, username, now, until))
+    stored = _mark("revoke", username, now, until)
     forget(username)
     return stored
 
@@ -198,6 +226,8 @@ class Loaded:
     source: str
     #: The cache entry's exact text the User came from (a hit), else None.
     entry: str | None = None
+    #: For a miss because the entry is past its freshness: that entry (for an outage).
+    stale: str | None = None
 
 
 def load_user(login_id: str) -> User | None:
@@ -218,7 +248,16 @@ def load_user(login_id: str) -> User | None:
             environ[ENTRY] = loaded.entry
         return loaded.user
     login = logins.parse(login_id)
-    attrs = _refresh(login.username)
+    try:
+        attrs = _refresh(login.username)
+    except DirectoryUnavailable:
+        # The directory does not answer: within the grace, the person goes on from the entry
+        # they had (the same groups, no more), and the page says so; else the 503 page.
+        known = _decoded(state, loaded.stale, login.username, stale_ok=True)
+        if known is None:
+            raise
+        environ[STALE] = True
+        return _judged(known[0], known[1], login, "stale")
     if attrs is None:
         metrics.user_load("none")  # metrics
         return None
@@ -240,7 +279,7 @@ def load_cached(state: _State, login_id: object) -> Loaded:
     known = _decoded(state, raw, username)
     metrics.cache_request(hit=known is not None)  # metrics
     if known is None:
-        return Loaded(None, "miss")
+        return Loaded(None, "miss", stale=raw if isinstance(raw, str) else None)
     user = _judged(known[0], known[1], login, "cache")
     return Loaded(user, "cache" if user else "none", raw if user else None)
 
@@ -263,8 +302,10 @@ def _judged(user: User, stamp: str, login: logins.Login, source: str) -> User | 
     return user.for_login(login.id)
 
 
-def _decoded(state: _State, raw: object, username: str) -> tuple[User, str] | None:
-    # The User and password stamp a cache entry describes (memoised by its exact text).
+def _decoded(state: _State, raw: object, username: str,
+             stale_ok: bool = False) -> tuple[User, str] | None:  # fmt: skip
+    # The User and password stamp a cache entry describes (memoised by its exact text), while
+    # the entry is fresh (or, with stale_ok, within the grace after that).
     if not isinstance(raw, str):
         return None
     known = state.decoded.get(raw)
@@ -273,19 +314,22 @@ def _decoded(state: _State, raw: object, username: str) -> tuple[User, str] | No
         if attrs is None:
             return None
         stamp = logins.password_stamp(attrs.get("password_changed") or "")
-        known = (attrs["username"], User.from_attributes(attrs, state.policy), stamp)
+        fetched = float(attrs.get("fetched_at") or 0)
+        known = (attrs["username"], User.from_attributes(attrs, state.policy), stamp, fetched)
         if len(state.decoded) >= DECODED_SIZE:
             state.decoded.clear()  # bounded; the entries in use are decoded again, once
         state.decoded[raw] = known
-    name, user, stamp = known
-    return (user, stamp) if name == username else None
+    name, user, stamp, fetched = known
+    age = _clock() - fetched
+    limit = state.fresh_for + (state.grace if stale_ok else 0)
+    return (user, stamp) if name == username and age < limit else None
 
 
 def _refresh(username: str) -> dict | None:
     # One directory read per person at a time: when an entry expires, a page's many requests
     # (or an app's, through /auth/verify) would otherwise all read the directory at once.
     with _REFRESH_LOCKS[hash(username) % len(_REFRESH_LOCKS)]:
-        attrs = cached_attributes(username)  # another request may have just refreshed it
+        attrs = cached_attributes(username, fresh=True)  # another request may have just done it
         if attrs is not None:
             return attrs
         try:
@@ -304,32 +348,43 @@ def _longest_login_ms(config) -> int:
 
 
 def _entry_and_marks(state: _State, username: str, sid: str) -> tuple[object, Marks]:
-    # With Redis, one round trip (a pipeline) for the person's data and both marks. With the
-    # cache down nothing can be checked: the login stands and the data comes from the
-    # directory (the outage is logged once a minute).
-    store = state.marks
+    # With Redis, one round trip (a pipeline) for the person's data and both marks, plus the
+    # marks this process kept while Redis failed. With the shared cache down its marks cannot
+    # be read: the login stands (the documented trade-off), and the data comes from this
+    # process's copies or the directory.
+    store, guard = state.marks, state.guard
     key = cache_key(username)
     if isinstance(store, RedisMarks):
-        found = _guarded("read", store.read_with_entry, key, username, sid)
-        return found or (None, Marks())
-    return _guarded("get", state.backend.get, key), store.read(username, sid)
+        answered, found = guard.call("read", store.read_with_entry, key, username, sid)
+        raw, marks = found if answered else (guard.local_entries.get(username), Marks())
+        return raw, _either(marks, guard.local_read(username, sid))
+    answered, raw = guard.call("get", state.backend.get, key)
+    return raw, store.read(username, sid)
 
 
-def _cache_call(operation: str, *args):
-    return _guarded(operation, getattr(cache, operation), *args)
+def _either(shared: Marks, local: Marks) -> Marks:
+    befores = [time for time in (shared.before, local.before) if time is not None]
+    return Marks(max(befores) if befores else None, shared.ended or local.ended)
 
 
-def _guarded(operation: str, call, *args):
-    # A cache outage (Redis down) must degrade to "read the directory", never to a 500; every
-    # backend raises its own exception types, hence the broad catch.
-    global _last_cache_warning
-    try:
-        return call(*args)
-    except Exception as error:  # noqa: BLE001
-        # One line a minute is enough to tell the on-call engineer; every request would flood.
-        if time.monotonic() - _last_cache_warning >= _CACHE_WARNING_INTERVAL:
-            _last_cache_warning = time.monotonic()
-            log.warning(
-                "user cache %s failed (reading the directory instead): %s", operation, error
-            )
-        return None
+def _mark(kind: str, *args) -> bool:
+    # A sign-out or revocation: in the marks store; if that fails, kept in this process and
+    # written to the store once it answers (False: other processes do not know it yet).
+    state = _state()
+    stored, result = state.guard.call("revocation", getattr(state.marks, kind), *args)
+    if stored and result:
+        return True
+    state.guard.keep_mark(kind, state.marks, *args)
+    return False
+
+
+def _kept_for(state: _State) -> int:
+    return int(state.fresh_for + state.grace)
+
+
+def _age(attrs: dict) -> float:
+    return _clock() - float(attrs.get("fetched_at") or 0)
+
+
+def _state() -> _State:
+    return current_app.extensions[_STATE]

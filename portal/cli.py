@@ -273,7 +273,8 @@ def _connect(report: _Report, server, settings, notes: list[str]) -> ldap3.Conne
     started = time.perf_counter()
     who = settings.bind_dn or None
     try:
-        connection, bound = open_connection([server], settings, who, settings.bind_password)
+        connection, bound = open_connection([server], settings, who, settings.bind_password,
+                                            probe=True)  # fmt: skip
     except DirectoryError as error:
         report.failed("connect", _reason(error, notes))
         return None

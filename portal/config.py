@@ -48,6 +48,13 @@ LDAP_CA_FILE = ""
 LDAP_CONNECT_TIMEOUT = 3
 #: Seconds to wait for any one LDAP operation's answer.
 LDAP_OPERATION_TIMEOUT = 5
+#: Seconds a login may take in all (searches, bind, groups, a second server) before the person
+#: is told to try again (503) and the worker is free; 0 means LDAP_OPERATION_TIMEOUT + 1.
+LDAP_LOGIN_DEADLINE = 0
+#: Longest a directory server that failed is left alone before it is tried again (seconds). The
+#: first wait is 1 s, doubling with each failure in a row up to this; meanwhile the next server
+#: is used, or the answer is a quick 503.
+LDAP_BREAKER_MAX_SECONDS = 30
 #: Connections each process may use at once, and keeps open for reuse, in each of its two
 #: pools: service searches, and password checks (so also the logins checked at one time).
 LDAP_POOL_SIZE = 4
@@ -182,6 +189,13 @@ CACHE_REDIS_TIMEOUT = 1
 CACHE_THRESHOLD = 10000
 #: Seconds a signed-in person's directory data is reused before it is read again.
 USER_CACHE_TTL = 300
+#: Seconds after that during which a signed-in person goes on working from their last known
+#: data when the directory does not answer (never for admin pages; the page says so); then the
+#: 503 page. 0: no grace, a 503 as soon as the data is due and the directory is down.
+USER_STALE_GRACE = 900
+#: Seconds this process keeps a person's data read from the directory while Redis fails, so the
+#: directory sees one read per person per process per interval rather than one per request.
+CACHE_FALLBACK_SECONDS = 60
 #: Seconds /readyz reuses its last answer, so frequent probes cannot hammer the directory.
 HEALTH_CACHE_SECONDS = 5
 #: Days a "keep me signed in" login lasts (its remember-me cookie carries the expiry).

@@ -36,7 +36,9 @@ _POSITIVE_INTS = (
     "LDAP_OPERATION_TIMEOUT",
     "LDAP_POOL_SIZE",
     "LDAP_PAGE_SIZE",
+    "LDAP_BREAKER_MAX_SECONDS",
     "USER_CACHE_TTL",
+    "CACHE_FALLBACK_SECONDS",
     "HEALTH_CACHE_SECONDS",
     "REMEMBER_COOKIE_DAYS",
     "SESSION_MAX_AGE_HOURS",
@@ -247,6 +249,11 @@ def _check_groups(config) -> None:
     _check_filter(config, "LDAP_GROUP_NESTED_FILTER")
     depth = config.get("LDAP_GROUP_NESTING_DEPTH")
     require(is_int(depth) and 0 <= depth <= 10, "LDAP_GROUP_NESTING_DEPTH", "0 to 10")
+    grace = config.get("USER_STALE_GRACE")
+    require(is_int(grace) and grace >= 0, "USER_STALE_GRACE", "seconds, 0 or more")
+    deadline = config.get("LDAP_LOGIN_DEADLINE")
+    require(is_int(deadline) and deadline >= 0, "LDAP_LOGIN_DEADLINE",
+             "whole seconds, 0 for LDAP_OPERATION_TIMEOUT + 1")  # fmt: skip
     age = config.get("LDAP_PASSWORD_MAX_AGE_DAYS")
     require(is_int(age) and age >= 0, "LDAP_PASSWORD_MAX_AGE_DAYS", "0 or more days")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify, make_response, render_template, request
+from flask import Flask, current_app, jsonify, make_response, render_template, request, session
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
@@ -12,8 +12,10 @@ from werkzeug.exceptions import HTTPException
 from . import audit
 from .directory import DirectoryError
 from .extensions import login_manager
+from .quietlog import QuietLog
 
 log = logging.getLogger(__name__)
+quiet = QuietLog(log)
 
 #: Seconds a client is told to wait before trying again while the directory is down.
 RETRY_AFTER_SECONDS = 30
@@ -47,7 +49,10 @@ def render_error(status: int, detail: str | None = None):
         response = jsonify(error=title, message=message, status=status)
     else:
         _user_or_anonymous()
-        page = render_template("error.html", title=title, message=message)
+        # A browser holding a sign-in (even one the outage keeps us from loading) may end it.
+        signed_in = bool(session.get("_user_id")) or _remember_cookie() in request.cookies
+        page = render_template("error.html", title=title, message=message, status=status,
+                               signed_in=signed_in)  # fmt: skip
         response = make_response(page)
     response.status_code = status
     if status == 503:
@@ -85,7 +90,9 @@ def _csrf_error(error: CSRFError):
 def _directory_error(error: DirectoryError):
     # DirectoryUnavailable (no server answered) and refusals the portal cannot act on (a
     # referral, a size limit) alike: the person can only try again; the log says which.
-    log.warning("answering 503 for %s: %s: %s", request.path, type(error).__name__, error)
+    # Once a minute per kind (with a count): during an outage every request lands here.
+    quiet.warning(f"503 {type(error).__name__}", "answering 503 for %s: %s: %s", request.path,
+                  type(error).__name__, error)  # fmt: skip
     return render_error(503)
 
 
@@ -96,6 +103,10 @@ def _user_or_anonymous() -> None:
         current_user._get_current_object()
     except DirectoryError:
         login_manager._update_request_context_with_user()
+
+
+def _remember_cookie() -> str:
+    return current_app.config.get("REMEMBER_COOKIE_NAME", "remember_token")
 
 
 def _wants_json() -> bool:

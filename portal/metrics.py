@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from flask import Flask, Response, current_app, request
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, multiprocess
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 from prometheus_client.exposition import choose_encoder
 
 from .config_values import ConfigError
@@ -40,7 +40,7 @@ LOGIN_OUTCOMES = (
     "directory_error",
 )
 # "revoked": the login was signed out (here or elsewhere) or revoked by an administrator.
-USER_LOAD_SOURCES = ("cache", "directory", "none", "revoked")
+USER_LOAD_SOURCES = ("cache", "directory", "stale", "none", "revoked")
 CACHE_RESULTS = ("hit", "miss")
 LDAP_OPERATIONS = ("search", "bind")
 
@@ -54,7 +54,8 @@ LOGINS = Counter(
 USER_LOADS = Counter(
     "portal_user_loads",
     "Signed-in requests by where the person's data came from: cache; directory (the cache "
-    "missed); none (the person is gone or no longer active).",
+    "missed); stale (the directory did not answer: an entry within USER_STALE_GRACE); none "
+    "(the person is gone or no longer active); revoked (signed out, revoked, password changed).",
     ["source"],
 )
 CACHE_REQUESTS = Counter(
@@ -67,6 +68,13 @@ LDAP_SECONDS = Histogram(
     "Time of each LDAP search (one per page) and password bind, by directory server.",
     ["operation", "server"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+LDAP_SERVER_OPEN = Gauge(
+    "portal_ldap_server_open",
+    "1 while a directory server's circuit breaker is open (it failed, and is left alone until "
+    "its back-off ends), else 0; with several workers, 1 when any worker has it open.",
+    ["server"],
+    multiprocess_mode="max",
 )
 LDAP_ERRORS = Counter(
     "portal_ldap_errors",
@@ -102,6 +110,11 @@ def cache_request(hit: bool) -> None:
     """Count one user-cache lookup as a hit or a miss."""
     CACHE_REQUESTS.labels("hit" if hit else "miss").inc()
     RECENT.cache(hit)
+
+
+def breaker_open(server: str, is_open: bool) -> None:
+    """Note that a server's circuit breaker opened or closed."""
+    LDAP_SERVER_OPEN.labels(server).set(1 if is_open else 0)
 
 
 def ldap_error(operation: str, connection=None, detail: str = "") -> None:

@@ -89,6 +89,21 @@ def same_site_path(location: str) -> bool:
     )
 
 
+def eventually(check, timeout: float = 10.0):
+    """Poll check() until it gives something true (returned), failing after `timeout` seconds.
+
+    For outcomes that follow a back-off (a directory server that failed is tried again after
+    about a second): a bound on the wait, not a timing assertion.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found or time.monotonic() >= deadline:
+            assert found, f"not within {timeout} s"
+            return found
+        time.sleep(0.05)  # a readiness poll
+
+
 def demo_settings() -> dict:
     """The shipped settings.toml, as the tests' starting point."""
     return tomllib.loads((ROOT / "settings.toml").read_text())
@@ -358,6 +373,7 @@ def clock(monkeypatch):
     fake = Clock()
     real = time.time
     monkeypatch.setattr("cachelib.simple.time", lambda: real() + fake.offset)
-    # ...and the clock that sign-ins expire by.
+    # ...and the clocks that sign-ins expire by and cache entries go stale by.
     monkeypatch.setattr("portal.logins._clock", lambda: real() + fake.offset)
+    monkeypatch.setattr("portal.accounts._clock", lambda: real() + fake.offset)
     return fake

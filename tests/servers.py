@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import gunicorn
@@ -44,18 +45,33 @@ def answers_login(base_url: str) -> bool:
         return False
 
 
+@dataclass
+class Listener:
+    """A loopback TCP listener standing in for a server: its ldap:// URL and what it accepted."""
+
+    url: str
+    accepted: list
+
+    @property
+    def connections(self) -> int:
+        """How many connections it has accepted so far."""
+        return len(self.accepted)
+
+
 @contextmanager
-def tcp_server(handle):
-    """A loopback TCP server calling handle(connection) for each client, in a thread."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    accepted = []
+def listener(handle):
+    """A loopback TCP server calling handle(connection) for each client, in a thread; counts
+    the connections it accepts (a dead server's stand-in: handle closes at once; a hung one's:
+    handle does nothing)."""
+    sock = socket.create_server(("127.0.0.1", 0), backlog=128)
+    sock.settimeout(0.2)
+    accepted: list = []
     stop = threading.Event()
 
     def serve():
         while not stop.is_set():
             try:
-                connection, _ = listener.accept()
+                connection, _ = sock.accept()
             except OSError:
                 continue
             accepted.append(connection)
@@ -64,13 +80,20 @@ def tcp_server(handle):
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
-        yield f"ldap://127.0.0.1:{listener.getsockname()[1]}"
+        yield Listener(f"ldap://127.0.0.1:{sock.getsockname()[1]}", accepted)
     finally:
         stop.set()
         thread.join()
         for connection in accepted:
             connection.close()
-        listener.close()
+        sock.close()
+
+
+@contextmanager
+def tcp_server(handle):
+    """A loopback TCP server calling handle(connection) for each client; its ldap:// URL."""
+    with listener(handle) as server:
+        yield server.url
 
 
 # --access-logformat '%(p)s %(r)s %(s)s': gunicorn's `p` atom is "<pid>" of the worker that

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tests.conftest import AuthActions, make_app
+from tests.conftest import AuthActions, eventually, make_app
 
 
 def test_status_page_is_for_admins_only(client, auth):
@@ -172,7 +172,9 @@ def test_status_page_shows_when_a_server_last_failed(own_slapd):
     own_slapd.stop()
     assert client.get("/").status_code == 503  # the pooled connection fails mid-search
     own_slapd.start()
-    body = client.get("/admin/status").get_data(as_text=True)
+    # The server is tried again once its back-off (about a second) has passed.
+    status = eventually(lambda: (page := client.get("/admin/status")).status_code == 200 and page)
+    body = status.get_data(as_text=True)
     assert re.search(r"search: \w+.* at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", body)
 
 

@@ -8,7 +8,7 @@ from contextlib import suppress
 import pytest
 
 from portal.testing.slapd import free_port
-from tests.conftest import SERVICE_DN, AuthActions, make_app
+from tests.conftest import SERVICE_DN, AuthActions, eventually, make_app
 from tests.servers import tcp_server
 
 
@@ -78,7 +78,7 @@ def test_signed_in_user_during_outage_sees_503_then_recovers(own_slapd):
     own_slapd.stop()
     assert_directory_unavailable(client.get("/"))
     own_slapd.start()
-    assert client.get("/").status_code == 200
+    eventually(lambda: client.get("/").status_code == 200)  # after the server's back-off
 
 
 # Long enough that ldap3 reads it whole as a (nonsense) BER message and fails decoding it.

@@ -80,7 +80,9 @@ def test_redis_entry_is_plain_json_attributes_with_a_bounded_ttl(
         "username", "dn", "display_name", "email", "groups", "password_changed", "fetched_at"
     }  # fmt: skip
     assert "alice-secret" not in json.dumps(payload)
-    assert 0 < ttl <= application.config["USER_CACHE_TTL"]
+    # Kept past its freshness for USER_STALE_GRACE (an outage of the directory), no longer.
+    config = application.config
+    assert config["USER_CACHE_TTL"] < ttl <= config["USER_CACHE_TTL"] + config["USER_STALE_GRACE"]
 
 
 def test_logout_on_one_instance_ends_copies_of_the_session_on_another(
@@ -146,8 +148,9 @@ def test_redis_down_degrades_to_the_directory_never_a_500(slapd, ldap_spy):
     client = app.test_client()
     assert AuthActions(client).login("alice").status_code == 302
     ldap_spy.reset()
-    assert client.get("/").status_code == 200
-    assert ldap_spy.count("search") == 2, "every request reads the directory while Redis is down"
+    assert [client.get("/").status_code for _ in range(10)] == [200] * 10
+    # The entry read at login is kept in this process while Redis is down (cache_guard.py).
+    assert ldap_spy.operations == 0, "the directory is read once per person, not per request"
     ready = client.get("/readyz")
     assert ready.status_code == 503
     assert ready.get_json()["failed"] == ["cache"]
@@ -156,7 +159,6 @@ def test_redis_down_degrades_to_the_directory_never_a_500(slapd, ldap_spy):
 
 def test_hung_redis_costs_a_bounded_wait_not_a_hung_worker(slapd, own_redis, caplog, monkeypatch):
     """A frozen Redis (accepts, never answers) times out; pages come from the directory."""
-    monkeypatch.setattr("portal.accounts._last_cache_warning", float("-inf"))
     app = make_app(slapd, CACHE_TYPE="RedisCache", CACHE_REDIS_URL=own_redis.url)
     client = app.test_client()
     AuthActions(client).login("alice")

@@ -57,6 +57,7 @@ def status():
         ),
         settings=settings_in_effect(current_app.config),
         activity=[RECENT.server(server.url) for server in servers],
+        breakers=directory.breaker_states(),
         logins=RECENT.login_outcomes(),
         cache_hits=RECENT.cache_hits(),
         when=_when,

@@ -15,11 +15,13 @@ from .. import accounts, audit, directory, logins, metrics, throttle
 from ..directory import DirectoryError, InvalidInput, PasswordChangeRequired
 from ..errors import RETRY_AFTER_SECONDS
 from ..extensions import login_manager
+from ..quietlog import QuietLog
 from ..urls import safe_next
 from . import bp
 from .forms import LoginForm
 
 log = logging.getLogger(__name__)
+quiet = QuietLog(log)
 # Looked up on each call so tests can watch the floor without waiting for it.
 _monotonic = time.monotonic
 _sleep = time.sleep
@@ -107,7 +109,8 @@ def _check_password(form: LoginForm, next_url: str | None):
         return _page(form, MUST_CHANGE, 403, change_url=current_app.config["PASSWORD_CHANGE_URL"])
     except DirectoryError as error:
         metrics.login("directory_error")  # metrics
-        log.warning("login could not be checked: %s: %s", type(error).__name__, error)
+        quiet.warning(f"login {type(error).__name__}", "login could not be checked: %s: %s",
+                      type(error).__name__, error)  # fmt: skip
         audit.record("login.unavailable", user=typed, reason=type(error).__name__)
         return _page(form, UNAVAILABLE, 503, {"Retry-After": str(RETRY_AFTER_SECONDS)})
     if attrs is None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from flask import Flask, current_app
 
+from .breaker import BreakerState
+from .connections import breaker_of
 from .errors import (
     DirectoryError,
     DirectoryUnavailable,
@@ -30,7 +32,9 @@ __all__ = [
     "InvalidInput",
     "PasswordChangeRequired",
     "ServerHealth",
+    "BreakerState",
     "authenticate",
+    "breaker_states",
     "canonical_username",
     "check_health",
     "init_app",
@@ -52,8 +56,12 @@ def get_directory() -> Directory:
 
 
 def authenticate(username: object, password: object) -> dict | None:
-    """Verify a password by search-then-bind; return the person's attrs, or None if refused."""
-    return get_directory().authenticate(username, password)
+    """Verify a password by search-then-bind; return the person's attrs, or None if refused.
+
+    Within LDAP_LOGIN_DEADLINE: past it, DirectoryUnavailable (see deadline.py).
+    """
+    found = get_directory()
+    return found.deadline.run(found.authenticate, username, password)
 
 
 def lookup(username: str, nesting: dict[str, str] | None = None) -> dict | None:
@@ -69,6 +77,11 @@ def canonical_username(typed: object) -> str:
     settings = get_directory().settings
     name, _ = login_forms(typed, settings.username_max_length, settings.login_domains)
     return name
+
+
+def breaker_states() -> list[BreakerState]:
+    """Each server's circuit breaker in this process, in LDAP_URLS order."""
+    return [breaker_of(server).snapshot() for server in get_directory().servers]
 
 
 def check_health() -> list[ServerHealth]:

@@ -2,7 +2,7 @@
 
 Every connection: no server info or schema read, no referral chasing (a referral would carry the
 user's password to another host), integer timeouts, certificates verified for ldaps://, servers
-tried in the configured order.
+tried in the configured order, skipping a server whose circuit breaker is open (breaker.py).
 """
 
 from __future__ import annotations
@@ -15,11 +15,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
 import ldap3
+from ldap3.core.exceptions import LDAPException, LDAPResponseTimeoutError
 
+from .. import metrics
+from ..quietlog import QuietLog
+from .breaker import Breaker
 from .errors import DirectoryUnavailable
 from .settings import DirectorySettings
 
 log = logging.getLogger(__name__)
+quiet = QuietLog(log)
+#: What a failing server raises (as opposed to a refusal, or a fault of the caller's code).
+SERVER_FAULTS = (LDAPException, OSError, DirectoryUnavailable)
 
 
 def make_servers(settings: DirectorySettings) -> list[ldap3.Server]:
@@ -29,45 +36,100 @@ def make_servers(settings: DirectorySettings) -> list[ldap3.Server]:
     tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=settings.ca_file or None)
     # IP_SYSTEM_DEFAULT: other modes make ldap3 skip an address for seconds after one failure,
     # which would delay recovery after an outage; failover order is decided here instead.
-    return [
-        ldap3.Server(
+    servers = []
+    for url in settings.urls:
+        server = ldap3.Server(
             url,
             get_info=ldap3.NONE,
             connect_timeout=settings.connect_timeout,
             mode=ldap3.IP_SYSTEM_DEFAULT,
             tls=tls,
         )
-        for url in settings.urls
-    ]
+        # One breaker per server, shared by both pools and every thread of the process.
+        server.portal_breaker = Breaker(
+            label(server),
+            cap=settings.breaker_max_seconds,
+            probe_limit=settings.connect_timeout + settings.operation_timeout + 1,
+        )
+        servers.append(server)
+    return servers
 
 
-def connect(servers: list[ldap3.Server], settings: DirectorySettings) -> ldap3.Connection:
+def label(server: ldap3.Server) -> str:
+    """A server as logs, metrics and the status page name it: host:port."""
+    return f"{server.host}:{server.port}"
+
+
+def breaker_of(server: ldap3.Server) -> Breaker:
+    """The circuit breaker of a server made by make_servers."""
+    return server.portal_breaker
+
+
+def server_failed(server: ldap3.Server, error: BaseException) -> None:
+    """Note a server's failure: its breaker opens (logged once a minute per server)."""
+    reason = f"{type(error).__name__}: {error}"
+    backoff = breaker_of(server).failed(reason)
+    metrics.breaker_open(label(server), True)
+    quiet.warning(f"failed {label(server)}", "directory server %s failed (%s); trying it "
+                  "again in %.0f s, meanwhile the next server", label(server), reason,
+                  backoff)  # fmt: skip
+
+
+def server_answered(server: ldap3.Server) -> None:
+    """Note a server's answer: its breaker closes (a recovery is logged)."""
+    if breaker_of(server).succeeded():
+        metrics.breaker_open(label(server), False)
+        log.warning("directory server %s answers again", label(server))
+
+
+def connect(servers: list[ldap3.Server], settings: DirectorySettings,
+            probe: bool = False) -> ldap3.Connection:  # fmt: skip
     """Open a connection to the first server that answers (upgraded by StartTLS if set), unbound.
 
     A failed StartTLS upgrade counts as a failed server, so no password is ever sent in clear by
-    mistake. Raises DirectoryUnavailable when no server could be reached.
+    mistake. A server whose breaker is open is skipped (a `probe` of the health checks asks it
+    anyway, and leaves the breaker alone). Raises DirectoryUnavailable when no server could be
+    reached.
     """
-    failures = []
-    for server in servers:
-        connection = ldap3.Connection(
-            server,
-            client_strategy=ldap3.SYNC,
-            auto_referrals=False,
-            read_only=True,
-            raise_exceptions=False,
-            receive_timeout=settings.operation_timeout,
-        )
-        try:
-            connection.open(read_server_info=False)
-            if settings.start_tls and not connection.start_tls(read_server_info=False):
-                raise ConnectionError(f"StartTLS refused: {connection.result}")
-        except Exception as error:  # noqa: BLE001 - socket, TLS and decoding errors alike
-            failures.append(f"{server.host}:{server.port}: {type(error).__name__}: {error}")
-            discard(connection)
-            continue
-        return connection
-    log.warning("no directory server answered: %s", "; ".join(failures))
-    raise DirectoryUnavailable("no directory server answered")
+    failures: list[str] = []
+    for attempt in range(2):
+        probes: list[Breaker] = []
+        for server in servers:
+            breaker = breaker_of(server)
+            if not probe and not breaker.admit():
+                if breaker.probing():
+                    probes.append(breaker)
+                elif not attempt:
+                    failures.append(f"{label(server)}: skipped for now (it failed a moment ago)")
+                continue
+            connection = ldap3.Connection(
+                server,
+                client_strategy=ldap3.SYNC,
+                auto_referrals=False,
+                read_only=True,
+                raise_exceptions=False,
+                receive_timeout=settings.operation_timeout,
+            )
+            try:
+                connection.open(read_server_info=False)
+                if settings.start_tls and not connection.start_tls(read_server_info=False):
+                    raise ConnectionError(f"StartTLS refused: {connection.result}")
+            except Exception as error:  # noqa: BLE001 - socket, TLS and decoding errors alike
+                failures.append(f"{label(server)}: {type(error).__name__}: {error}")
+                if not probe:
+                    server_failed(server, error)
+                discard(connection)
+                continue
+            return connection
+        if not probes:
+            break
+        # Nobody else to ask while another thread probes a server: wait for its outcome (a
+        # server just started, or just back) rather than answer "unavailable" at once.
+        for breaker in probes:
+            breaker.wait(settings.connect_timeout + settings.operation_timeout)
+    said = "no directory server answered: " + "; ".join(failures or ["every one is being probed"])
+    quiet.warning("no server", "%s", said)
+    raise DirectoryUnavailable(said)
 
 
 def open_connection(
@@ -75,26 +137,51 @@ def open_connection(
     settings: DirectorySettings,
     user: str | None,
     password: str | None,
+    probe: bool = False,
 ) -> tuple[ldap3.Connection, bool]:
     """Connect (see `connect`) and simple-bind as user, or anonymously; return (connection, bound).
 
-    A refused bind is an answer (bound is False). A server that fails during the bind is skipped
-    for the next one; DirectoryUnavailable when none is left.
+    A refused bind is an answer (bound is False). A server that fails during the bind (a hung
+    one, whose TCP connection was accepted) is skipped for the next one, its breaker opened;
+    DirectoryUnavailable when none is left.
     """
-    for index in range(len(servers)):
-        connection = connect(servers[index:], settings)
+    remaining, failures = list(servers), []
+    while remaining:
+        try:
+            connection = connect(remaining, settings, probe)
+        except DirectoryUnavailable as error:
+            raise DirectoryUnavailable("; ".join([*failures, str(error)])) from None
+        server = connection.server
+        remaining = remaining[remaining.index(server) + 1 :]
         connection.user, connection.password = user, password
         connection.authentication = ldap3.SIMPLE if user else ldap3.ANONYMOUS
         try:
             bound = connection.bind(read_server_info=False)
         except Exception as error:  # noqa: BLE001 - the server failed mid-bind
-            log.warning("bind failed on %s: %r", connection.server.host, error)
+            failures.append(f"{label(server)}: the bind failed: {type(error).__name__}: {error}")
+            if not probe:
+                server_failed(server, error)
             discard(connection)
             continue
         finally:
             connection.password = connection.request = None  # keep no password around
+        if not probe:
+            server_answered(server)
         return connection, bound
-    raise DirectoryUnavailable("no directory server answered the bind")
+    raise DirectoryUnavailable("no directory server answered the bind: " + "; ".join(failures))
+
+
+def _server_failed_now(error: BaseException, reused: bool) -> bool:
+    # A server that does not answer in time has failed. A connection kept in the pool that
+    # breaks at once was most often cut while idle (the server restarted): the caller retries
+    # on a new connection, which tells whether the server is really down.
+    if not (isinstance(error, SERVER_FAULTS) or getattr(error, "server_fault", False)):
+        return False
+    cause = error.__cause__ or error
+    timed_out = isinstance(cause, TimeoutError | LDAPResponseTimeoutError) or "timed out" in str(
+        cause
+    )
+    return timed_out or not reused
 
 
 def discard(connection: ldap3.Connection) -> None:
@@ -127,10 +214,13 @@ class ServicePool:
         if not slots.acquire(timeout=self.settings.operation_timeout):
             raise DirectoryUnavailable("every directory connection is busy")
         try:
-            connection = (None if fresh else self._take()) or self._open()
+            taken = None if fresh else self._take()
+            connection = taken or self._open()
             try:
                 yield connection
-            except BaseException:
+            except BaseException as error:
+                if _server_failed_now(error, reused=taken is not None):
+                    server_failed(connection.server, error)
                 discard(connection)
                 raise
             self._give_back(connection)
@@ -165,8 +255,12 @@ class ServicePool:
         with self._lock:
             while self._idle:
                 connection = self._idle.pop()
-                if not connection.closed:
-                    return connection
+                if connection.closed:
+                    continue
+                if breaker_of(connection.server).is_open:
+                    discard(connection)  # its server failed since: do not wait on it again
+                    continue
+                return connection
         return None
 
     def _give_back(self, connection: ldap3.Connection) -> None:

@@ -35,7 +35,7 @@ def probe(server: ldap3.Server, settings: DirectorySettings) -> ServerHealth:
     started = time.perf_counter()
     try:
         connection, bound = open_connection(
-            [server], settings, settings.bind_dn or None, settings.bind_password
+            [server], settings, settings.bind_dn or None, settings.bind_password, probe=True
         )
     except DirectoryUnavailable:
         return ServerHealth(url, False, False, False, None, "no answer")

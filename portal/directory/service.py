@@ -10,9 +10,11 @@ from contextlib import contextmanager
 import ldap3
 
 from .. import metrics
+from ..quietlog import QuietLog
 from . import account_state, mapping
 from .account_state import State
 from .connections import BindPool, ServicePool, make_servers
+from .deadline import Deadline
 from .errors import DirectoryError, DirectoryUnavailable, PasswordChangeRequired
 from .groups import resolve_groups
 from .health import ServerHealth, probe
@@ -21,12 +23,15 @@ from .search import OUTAGE_CODES, run_search
 from .settings import DirectorySettings
 
 log = logging.getLogger(__name__)
+quiet = QuietLog(log)
 
 _INVALID_CREDENTIALS = 49
 
 
 class _SendFailed(Exception):
     """The connection failed while sending a bind (not an answer from the directory)."""
+
+    server_fault = True  # the pool opens that server's breaker
 
 
 class Directory:
@@ -37,6 +42,9 @@ class Directory:
         self.servers = make_servers(settings)
         self.pool = ServicePool(settings, self.servers)
         self.bind_pool = BindPool(settings, self.servers)
+        # As many logins at once as there are connections to check passwords on, and a few
+        # more that wait for one.
+        self.deadline = Deadline(settings.login_deadline, settings.pool_size * 2)
 
     def authenticate(self, username: object, password: object) -> dict | None:
         """Return the user's attributes if the password is right and the account usable.
@@ -160,7 +168,8 @@ class Directory:
             except _SendFailed as failure:
                 self.bind_pool.clear()
                 if fresh:
-                    log.warning("bind as %s failed: %r", who, failure.__cause__)
+                    # The server's own failure is logged (with host:port) by the pool.
+                    quiet.warning("bind failed", "bind as %s failed: %r", who, failure.__cause__)
                     raise DirectoryUnavailable("no directory server answered the bind") from None
 
     def _send_bind(self, connection: ldap3.Connection, who: str, password: str) -> bool:
@@ -255,6 +264,7 @@ class Directory:
             except Exception as error:  # noqa: BLE001 - socket, protocol and decoding errors
                 self.pool.clear()
                 if fresh:
-                    log.warning("directory search under %s failed: %r", base, error)
+                    quiet.warning("search failed", "directory search under %s failed: %r",
+                                  base, error)  # fmt: skip
                     raise DirectoryUnavailable("directory search failed") from error
         raise AssertionError("unreachable")

@@ -40,6 +40,8 @@ class DirectorySettings:
     nested_filter: str
     username_max_length: int
     password_max_length: int
+    breaker_max_seconds: int = 30
+    login_deadline: float = 6.0
 
     @classmethod
     def from_config(cls, config: Mapping) -> DirectorySettings:
@@ -78,6 +80,8 @@ class DirectorySettings:
             nested_filter=config["LDAP_GROUP_NESTED_FILTER"],
             username_max_length=config["USERNAME_MAX_LENGTH"],
             password_max_length=config["PASSWORD_MAX_LENGTH"],
+            breaker_max_seconds=config["LDAP_BREAKER_MAX_SECONDS"],
+            login_deadline=config["LDAP_LOGIN_DEADLINE"] or config["LDAP_OPERATION_TIMEOUT"] + 1,
         )
 
     @property

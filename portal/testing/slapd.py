@@ -53,6 +53,12 @@ access to *
   by self read
 {users_read}  by * none
 {extra_config}
+
+# Operation and connection counters, read by tests to count what the portal asked of slapd.
+database monitor
+access to *
+  by dn.exact="{root_dn}" read
+  by * none
 """
 
 
@@ -165,6 +171,7 @@ class Slapd(ChildServer):
         listeners = f"{self.url}/" + (f" {self.ldaps_url}/" if self.tls_files else "")
         command = [slapd, "-f", str(config), "-h", listeners, "-d", "0"]
         self.launch(command, lambda: accepts_connections(self.port), timeout)
+        self._readings = 0  # counters() readings since this start (slapd counts from zero)
         if first_start and self.post_start_ldif:
             try:
                 for path in self.post_start_ldif:
@@ -185,6 +192,34 @@ class Slapd(ChildServer):
     def delete(self, dn: str) -> None:
         """Delete one entry as the root DN with ldapdelete."""
         self._ldap_tool("ldapdelete", None, dn)
+
+    def counters(self) -> dict[str, int]:
+        """Return slapd's own counts since it started (cn=Monitor): "connections" accepted
+        and completed "bind" and "search" operations, this reading's own bind and search left
+        out, so differences between two readings are what others asked."""
+        command = [find_binary("ldapsearch") or "ldapsearch", "-x", "-LLL", "-H", self.url]
+        command += ["-D", self.root_dn, "-w", self.root_password, "-b", "cn=Monitor"]
+        command += ["(|(cn=Total)(cn=Bind)(cn=Search))", "monitorCounter", "monitorOpCompleted"]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+        if result.returncode != 0:
+            raise RuntimeError(f"ldapsearch of cn=Monitor failed: {result.stderr.strip()}")
+        found: dict[str, int] = {}
+        for block in result.stdout.strip().split("\n\n"):
+            lines = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+            dn = lines.get("dn", "")
+            if dn == "cn=Total,cn=Connections,cn=Monitor":
+                found["connections"] = int(lines["monitorCounter"])
+            elif dn == "cn=Bind,cn=Operations,cn=Monitor":
+                found["bind"] = int(lines["monitorOpCompleted"])
+            elif dn == "cn=Search,cn=Operations,cn=Monitor":
+                found["search"] = int(lines["monitorOpCompleted"])
+        # Counted so far: every earlier reading's connection, bind and search, and this
+        # reading's connection and bind (its search is still running).
+        self._readings += 1
+        found["connections"] -= self._readings
+        found["bind"] -= self._readings
+        found["search"] -= self._readings - 1
+        return found
 
     def _ldap_tool(self, tool: str, stdin: str | None, *args: str) -> None:
         command = [find_binary(tool) or tool, "-x", "-H", self.url, "-D", self.root_dn]

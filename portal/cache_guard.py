@@ -1,0 +1,131 @@
+"""The shared cache as the user loader uses it: cheap to ask while Redis is down or hung.
+
+With RedisCache every signed-in request reads Redis once. When Redis fails, three things keep
+that failure cheap and honest:
+
+- a **breaker** (as for directory servers): after a failure Redis is left alone for a back-off
+  (1 s, doubling to 30 s), then one request probes it; a hung Redis (SIGSTOP) costs one
+  CACHE_REDIS_TIMEOUT per back-off per process, not one per request;
+- **local entries**: while Redis cannot be used, people's entries read from the directory are
+  kept in this process (at most FALLBACK_PEOPLE, for CACHE_FALLBACK_SECONDS), so the directory
+  sees one read per person per process per interval, not one per request;
+- **local marks**: a sign-out or revocation Redis could not store is kept in this process (it
+  ends those sign-ins here at once) and written to Redis when it answers again; until then the
+  other processes do not know of it, and the sign-out page says so.
+
+With SimpleCache the cache cannot fail: calls go straight through.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+
+from .directory.breaker import CLOSED, Breaker
+from .revocations import Marks, MemoryMarks
+
+log = logging.getLogger(__name__)
+
+#: People whose entries each process keeps while Redis fails.
+FALLBACK_PEOPLE = 2000
+_WARNING_INTERVAL = 60.0
+
+
+class CacheGuard:
+    """Calls to one cache backend, with the breaker, local entries and local marks above."""
+
+    def __init__(self, shared: bool, fallback_seconds: float, cap: float = 30.0):
+        self.breaker = Breaker("redis", cap=cap, initial=CLOSED) if shared else None
+        self.local_entries = _LocalEntries(FALLBACK_PEOPLE, fallback_seconds)
+        self.local_marks = MemoryMarks()
+        self._pending: list[tuple[str, tuple]] = []
+        self._lock = threading.Lock()
+        self._last_warning = float("-inf")
+
+    def call(self, operation: str, function, *args) -> tuple[bool, object]:
+        """(True, result) when the backend answered; (False, None) when it failed or is left
+        alone for now. Every backend raises its own errors, hence the broad catch."""
+        if self.breaker is not None and not self.breaker.admit():
+            return False, None
+        try:
+            result = function(*args)
+        except Exception as error:  # noqa: BLE001
+            self._failed(operation, error)
+            return False, None
+        if self.breaker is not None and self.breaker.succeeded():
+            log.warning("the user cache answers again")
+        if self._pending:
+            self._replay(function)
+        return True, result
+
+    @property
+    def down(self) -> bool:
+        """True while the shared cache is left alone after failing."""
+        return self.breaker is not None and self.breaker.is_open
+
+    def keep_mark(self, kind: str, marks, *args) -> None:
+        """A mark the shared store could not take: kept here, and written there later."""
+        getattr(self.local_marks, kind)(*args)
+        with self._lock:
+            self._pending.append((kind, (marks, *args)))
+
+    def local_read(self, username: str, sid: str) -> Marks:
+        """The marks this process keeps for itself (written while the shared store failed)."""
+        return self.local_marks.read(username, sid)
+
+    def _replay(self, _function) -> None:
+        # Redis answers again: the marks it missed go to it now (the oldest first).
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for number, (kind, (marks, *args)) in enumerate(pending):
+            try:
+                getattr(marks, kind)(*args)
+            except Exception as error:  # noqa: BLE001 - still failing: keep the rest for later
+                with self._lock:
+                    self._pending = pending[number:] + self._pending
+                self._failed("replaying sign-outs", error)
+                return
+
+    def _failed(self, operation: str, error: Exception) -> None:
+        if self.breaker is not None:
+            self.breaker.failed(f"{type(error).__name__}: {error}")
+        # One line a minute is enough to tell the on-call engineer; every request would flood.
+        now = time.monotonic()
+        if now - self._last_warning >= _WARNING_INTERVAL:
+            self._last_warning = now
+            log.warning("user cache %s failed (using this process's copies and the directory "
+                        "instead): %s", operation, error)  # fmt: skip
+
+
+class _LocalEntries:
+    # A small LRU of people's entries (their JSON text), each kept for `seconds`.
+
+    def __init__(self, size: int, seconds: float):
+        self.size, self.seconds = size, seconds
+        self._entries: OrderedDict[str, tuple[float, str]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, username: str) -> str | None:
+        with self._lock:
+            found = self._entries.get(username)
+            if found is None:
+                return None
+            stored, text = found
+            if time.monotonic() - stored >= self.seconds:
+                del self._entries[username]
+                return None
+            self._entries.move_to_end(username)
+            return text
+
+    def put(self, username: str, text: str) -> None:
+        with self._lock:
+            self._entries[username] = (time.monotonic(), text)
+            self._entries.move_to_end(username)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+    def drop(self, username: str) -> None:
+        with self._lock:
+            self._entries.pop(username, None)

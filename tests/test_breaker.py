@@ -1,0 +1,229 @@
+"""Circuit breakers per directory server, proven with real slapd and loopback listeners that
+stand in for a hung server (accepts, never answers) or a dead one (accepts, hangs up at once),
+counting every connection the portal makes to them."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from portal.directory import breaker as breaker_module
+from portal.directory.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
+from portal.quietlog import QuietLog
+from tests.conftest import AuthActions, make_app
+from tests.servers import listener
+from tests.test_metrics import scrape
+
+
+class Clock:
+    """A clock the test moves (the breakers' back-off is judged by it)."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """Every breaker's clock, standing still until the test moves it."""
+    fake = Clock()
+    monkeypatch.setattr(breaker_module, "_now", fake)
+    return fake
+
+
+def hung(connection) -> None:
+    """A server that accepts and never answers (SIGSTOPped, or a black hole)."""
+
+
+def dead(connection) -> None:
+    """A server that hangs up at once."""
+    connection.close()
+
+
+# Short timeouts; and no throttling, since twenty people sign in as alice at the same time.
+FAST = {
+    "LDAP_CONNECT_TIMEOUT": 1,
+    "LDAP_OPERATION_TIMEOUT": 1,
+    "THROTTLE_ACCOUNT_LIMIT": "100000 per minute",
+    "THROTTLE_IP_LIMIT": "100000 per minute",
+}
+
+
+def logins(app, count: int, username: str = "alice", threads: int = 20) -> list[int]:
+    """`count` sign-ins from as many browsers, `threads` at a time: their statuses."""
+
+    def one(_):
+        return AuthActions(app.test_client()).login(username).status_code
+
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def test_back_off_grows_doubles_and_is_capped_with_jitter():
+    """1 s, 2 s, 4 s ... up to the cap, each within ±20 %."""
+    now = [0.0]
+    low = Breaker("a:1", cap=8, clock=lambda: now[0], jitter=lambda: 0.0)
+    high = Breaker("a:1", cap=8, clock=lambda: now[0], jitter=lambda: 1.0)
+    assert [round(low.failed(), 2) for _ in range(5)] == [0.8, 1.6, 3.2, 6.4, 6.4]
+    assert [round(high.failed(), 2) for _ in range(5)] == [1.2, 2.4, 4.8, 9.6, 9.6]
+
+
+def test_one_probe_at_a_time_then_closed_or_open_again():
+    """Half-open lets exactly one caller through; success closes, failure opens longer."""
+    now = [0.0]
+    breaker = Breaker("a:1", clock=lambda: now[0], jitter=lambda: 0.5)
+    assert breaker.admit() and not breaker.admit(), "a fresh process probes first, once"
+    breaker.succeeded()
+    assert breaker.snapshot().state == CLOSED and breaker.admit() and breaker.admit()
+    breaker.failed("timed out")
+    assert breaker.snapshot().state == OPEN and not breaker.admit()
+    now[0] += 1.0
+    assert breaker.snapshot().state == HALF_OPEN
+    assert breaker.admit() and not breaker.admit()
+    assert breaker.failed() == 2.0  # the probe failed: twice as long
+    assert not breaker.admit()
+
+
+def test_waiting_for_a_probe_ends_when_it_reports():
+    """A caller with no other server to ask waits for the probe's outcome, not its timeout."""
+    breaker = Breaker("a:1", jitter=lambda: 0.5)
+    assert breaker.admit()
+    waited = threading.Thread(target=breaker.wait, args=(30,))
+    waited.start()
+    breaker.succeeded()
+    waited.join(timeout=10)  # a bound for the test run, not a timing assertion
+    assert not waited.is_alive()
+
+
+def test_a_hung_first_server_costs_one_person_its_timeout_not_everyone(slapd, clock):
+    """The first replica accepts and never answers: 20 people sign in at once, all succeed,
+    and only one connection ever reaches the hung server (the one probe)."""
+    with listener(hung) as stuck:
+        app = make_app(None, LDAP_URLS=[stuck.url, slapd.url], **FAST)
+        assert logins(app, 20) == [302] * 20
+        assert logins(app, 20) == [302] * 20
+        assert stuck.connections == 1
+        app.extensions["portal.directory"].close()
+
+
+def test_with_every_server_down_each_gets_one_attempt_per_back_off(clock, caplog):
+    """Two dead replicas, 60 sign-ins: every one is a quick 503, and each server sees one
+    connection until its back-off ends, then one more."""
+    with listener(dead) as first, listener(dead) as second:
+        app = make_app(None, LDAP_URLS=[first.url, second.url], **FAST)
+        with caplog.at_level(logging.WARNING, logger="portal.directory"):
+            answers = logins(app, 60)
+        assert answers == [503] * 60
+        assert (first.connections, second.connections) == (1, 1)
+        clock.now += 1.3  # past the first back-off (1 s, at most +20 %)
+        assert logins(app, 30) == [503] * 30
+        assert (first.connections, second.connections) == (2, 2)
+        port = first.url.rsplit(":", 1)[1]
+        assert any(f"127.0.0.1:{port}" in record.getMessage() for record in caplog.records)
+        app.extensions["portal.directory"].close()
+
+
+def test_the_status_page_and_metrics_show_each_breaker(slapd, clock):
+    """A dead first server is "open" on the status page and 1 in portal_ldap_server_open."""
+    with listener(dead) as down:
+        app = make_app(None, LDAP_URLS=[down.url, slapd.url], **FAST)
+        erin = app.test_client()
+        assert AuthActions(erin).login("erin").status_code == 302
+        page = erin.get("/admin/status").get_data(as_text=True)
+        assert "open, tried again in 1 s (1 failure in a row)" in page
+        label = down.url.removeprefix("ldap://")
+        assert scrape(app).value("portal_ldap_server_open", server=label) == 1
+        clock.now += 5
+        app.extensions["portal.directory"].close()
+
+
+def test_repeated_warnings_are_one_line_a_minute_with_a_count():
+    """The same failure logged 500 times: one line, then one a minute saying how many."""
+    now = [0.0]
+    records = []
+
+    class Catch(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    logger = logging.getLogger("portal.test.quiet")
+    logger.addHandler(Catch())
+    quiet = QuietLog(logger, clock=lambda: now[0])
+    for _ in range(500):
+        quiet.warning("a:1", "server %s failed", "a:1")
+    now[0] += 61
+    quiet.warning("a:1", "server %s failed", "a:1")
+    assert records == [
+        "server a:1 failed",
+        "server a:1 failed (499 more like this in the last 60 s)",
+    ]
+
+
+def test_a_login_past_its_deadline_is_a_503_and_frees_the_worker(monkeypatch, audit_lines):
+    """The only server hangs and the operation timeout is 4 s: with LDAP_LOGIN_DEADLINE 1 the
+    person gets "try again" while the abandoned login is still waiting on the server."""
+    from portal.directory.service import Directory
+
+    finished = threading.Event()
+    original = Directory.authenticate
+
+    def authenticate(self, *args):
+        try:
+            return original(self, *args)
+        finally:
+            finished.set()
+
+    monkeypatch.setattr(Directory, "authenticate", authenticate)
+    with listener(hung) as stuck:
+        app = make_app(None, LDAP_URLS=[stuck.url], LDAP_OPERATION_TIMEOUT=4,
+                       LDAP_LOGIN_DEADLINE=1)  # fmt: skip
+        response = AuthActions(app.test_client()).login("alice")
+        assert response.status_code == 503 and response.headers["Retry-After"]
+        assert not finished.is_set(), "the answer waited for the directory"
+        assert finished.wait(30)  # a bound for the test run: the abandoned login ends
+        [line] = audit_lines("login.unavailable")
+        assert line["user"] == "alice"
+        app.extensions["portal.directory"].close()
+
+
+@pytest.mark.slow
+def test_under_gunicorn_each_worker_sends_one_person_to_a_hung_replica(slapd, tmp_path):
+    """Two gunicorn workers, a hung first replica and a working second: 40 sign-ins, all
+    through, and the hung one accepted at most one connection per worker."""
+    import json
+
+    import requests
+
+    from tests.conftest import csrf_token_in
+    from tests.servers import Gunicorn, portal_environment
+
+    def sign_in(base: str) -> int:
+        with requests.Session() as browser:
+            token = csrf_token_in(browser.get(base + "/login", timeout=30).text)
+            form = {"csrf_token": token, "username": "alice", "password": "alice-secret"}
+            return browser.post(base + "/login", data=form, allow_redirects=False,
+                                timeout=30).status_code  # fmt: skip
+
+    with listener(hung) as stuck:
+        environment = portal_environment(slapd.url)
+        environment.update(
+            PORTAL_LDAP_URLS=json.dumps([stuck.url, slapd.url]),
+            PORTAL_LDAP_CONNECT_TIMEOUT="1",
+            PORTAL_LDAP_OPERATION_TIMEOUT="2",
+            PORTAL_THROTTLE_ACCOUNT_LIMIT='"100000 per minute"',
+            PORTAL_THROTTLE_IP_LIMIT='"100000 per minute"',
+        )
+        server = Gunicorn(tmp_path, environment, workers=2)
+        server.start()
+        try:
+            with ThreadPoolExecutor(8) as pool:
+                statuses = list(pool.map(sign_in, [server.base_url] * 40))
+        finally:
+            server.stop()
+        assert statuses == [302] * 40
+        assert 1 <= stuck.connections <= 2
