@@ -7,7 +7,7 @@ with several workers.
 Before any worker starts, gunicorn refuses to serve (exit status 1, the message naming the
 setting) when several worker processes would each keep state that must be shared: in
 production, more than one worker needs CACHE_TYPE = "RedisCache" and throttle counts in Redis
-(`portal.config.check_processes`). One worker with threads needs neither.
+(`portal.settings.check_processes`). One worker with threads needs neither.
 
 With PROMETHEUS_MULTIPROC_DIR naming a folder only gunicorn writes to, each worker writes its
 counters there and every GET /metrics adds up all workers'. Only hooks live here, so the command
@@ -49,7 +49,7 @@ def child_exit(server, worker):
 
 
 def _check_workers(server, workers: int) -> None:
-    from portal.config import ConfigError, check_processes, load
+    from portal.settings import ConfigError, check_processes, load
 
     try:
         check_processes(load(), workers)

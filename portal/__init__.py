@@ -7,28 +7,33 @@ from datetime import timedelta
 
 from flask import Flask
 
-from . import config, cookies, headers
+from . import settings
+from .signin import cookies
+from .web import headers
 
 
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the portal: settings, extensions, directory, user loader, blueprints."""
     app = Flask(__name__)
     if test_config is None:
-        app.config.from_mapping(config.load())
+        app.config.from_mapping(settings.load())
     else:
-        app.config.from_mapping(config.defaults())
+        app.config.from_mapping(settings.defaults())
         app.config.from_mapping(test_config)
-    for warning in config.validate(app.config):
+    for warning in settings.validate(app.config):
         app.logger.warning("settings: %s", warning)
     # gunicorn's hook checks its real worker count; this catches WEB_CONCURRENCY without it.
-    config.check_processes(app.config, config.serving_processes())
+    settings.check_processes(app.config, settings.serving_processes())
     _derive_settings(app)
     app.config["PORTAL_STARTED_AT"] = time.time()
     _check_page_templates(app)
 
-    from . import access, accounts, audit, cache_backend, directory, errors, throttle
+    from . import access, accounts, directory
+    from .cache import backend as cache_backend
     from .extensions import cache, csrf, login_manager
-    from .request_guard import refuse_marked_request
+    from .signin import audit, throttle
+    from .web import errors
+    from .web.request_guard import refuse_marked_request
 
     headers.init_app(app)  # first: its after_request function then runs after all others
     # Before anything else looks at the request (CSRF, throttling, the user loader).
@@ -46,7 +51,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     # not Flask-Login's own, which trusts the client-supplied X-Forwarded-For header.
     from flask_login import user_loaded_from_cookie
 
-    from .sessions import PortalSessionInterface, bind_to_client, client_fingerprint
+    from .signin.sessions import PortalSessionInterface, bind_to_client, client_fingerprint
 
     login_manager._session_identifier_generator = client_fingerprint
     user_loaded_from_cookie.connect(bind_to_client, app)
@@ -70,9 +75,9 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     for command in commands:
         app.cli.add_command(command)
-    from . import metrics  # GET /metrics
+    from .web import exporter  # GET /metrics
 
-    metrics.init_app(app)
+    exporter.init_app(app)
     _wrap_wsgi(app)
     return app
 
@@ -80,8 +85,8 @@ def create_app(test_config: dict | None = None) -> Flask:
 def _wrap_wsgi(app: Flask) -> None:
     # Outermost first: ProxyFix (the client address and scheme), the request guard (unusable
     # hosts), the fast path (a signed-in person's everyday requests), then Flask.
-    from .fastpath import FastPath
-    from .request_guard import RequestGuard
+    from .web.fastpath import FastPath
+    from .web.request_guard import RequestGuard
 
     app.wsgi_app = RequestGuard(FastPath(app, app.wsgi_app))
     if app.config["TRUSTED_PROXY_HOPS"]:
@@ -106,7 +111,7 @@ def _derive_settings(app: Flask) -> None:
         REMEMBER_COOKIE_DOMAIN=app.config.get("SESSION_COOKIE_DOMAIN"),
         REMEMBER_COOKIE_DURATION=timedelta(days=app.config["REMEMBER_COOKIE_DAYS"]),
         CACHE_DEFAULT_TIMEOUT=app.config["USER_CACHE_TTL"],
-        # The Redis client (socket timeouts, TLS, Sentinel) is built by portal.redis_connections
+        # The Redis client (socket timeouts, TLS, Sentinel) is built by portal.cache.redis_clients
         # from CACHE_REDIS_URL, CACHE_REDIS_TIMEOUT and CACHE_REDIS_CA_FILE.
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session that carries it
     )
@@ -122,7 +127,7 @@ def _check_page_templates(app: Flask) -> None:
             try:
                 app.jinja_env.get_template(page["template"])
             except TemplateNotFound as error:
-                raise config.ConfigError(
+                raise settings.ConfigError(
                     f"setting PAGES[{number}].template: no template {error.name!r} in "
                     f"{app.template_folder}"
                 ) from error

@@ -22,14 +22,15 @@ from dataclasses import dataclass, field
 
 from flask import Flask, current_app, request
 
-from . import directory, logins, metrics
+from . import directory, metrics
 from .access import STALE, rule_set
-from .cache_guard import CacheGuard
+from .access.explain import Explanation, explain_user
+from .cache.guard import CacheGuard
 from .directory import DirectoryUnavailable, InvalidInput
-from .explain import Explanation, explain_user
 from .extensions import cache, login_manager
 from .models import AccessPolicy, User
-from .revocations import Marks, MemoryMarks, RedisMarks
+from .signin import logins
+from .signin.revocations import Marks, MemoryMarks, RedisMarks
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def init_app(app: Flask) -> None:
         policy=AccessPolicy.from_config(config),
         marks=RedisMarks(backend, _longest_login_ms(config)) if shared else MemoryMarks(),
         backend=backend,
-        guard=CacheGuard(shared, config["CACHE_FALLBACK_SECONDS"]),
+        guard=CacheGuard(shared, config["CACHE_FALLBACK_SECONDS"], MemoryMarks()),
         fresh_for=config["USER_CACHE_TTL"],
         grace=config["USER_STALE_GRACE"],
     )

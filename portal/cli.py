@@ -4,7 +4,7 @@
   search of each user base and of LDAP_GROUP_BASE, a count of people and groups; then the cache.
   One line per step, "ok" or "FAILED: reason"; exit status 1 when any step failed.
 - ``whois USERNAME``: what the directory says about a person, whether they may sign in and why,
-  the pages they can and cannot open and why, and their cache entry (portal.explain).
+  the pages they can and cannot open and why, and their cache entry (portal.access.explain).
 - ``flush USERNAME`` / ``flush --all``: drop one person's cache entry, or every person's.
 - ``access-check USERNAME URL``: which ACCESS_RULES rule decides a request.
 
@@ -27,14 +27,16 @@ import ldap3
 from flask import current_app
 from flask.cli import with_appcontext
 
-from . import accounts, audit, config, directory, explain, probes
-from .access import rule_set
+from . import accounts, directory, settings
+from .access import explain, rule_set
 from .directory import DirectoryError, InvalidInput
 from .directory.connections import discard, open_connection
 from .directory.groups import dn_key
 from .directory.search import run_search
 from .extensions import cache
-from .probes import probe_cache, redis_client
+from .health import probes
+from .health.probes import probe_cache, redis_client
+from .signin import audit
 
 #: Entries `check` counts at most per base (a sample: it says "at least" beyond).
 COUNT_LIMIT = 1000
@@ -76,8 +78,8 @@ def check() -> None:
     """
     report = _Report()
     try:
-        warnings = config.validate(current_app.config)
-    except config.ConfigError as error:  # create_app validated already; kept for safety
+        warnings = settings.validate(current_app.config)
+    except settings.ConfigError as error:  # create_app validated already; kept for safety
         report.failed("settings", str(error))
     else:
         report.ok("settings")

@@ -3,7 +3,7 @@
 from flask_caching import Cache
 from flask_wtf import CSRFProtect
 
-from .cookies import PortalLoginManager
+from .signin.cookies import PortalLoginManager
 
 login_manager = PortalLoginManager()
 cache = Cache()

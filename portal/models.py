@@ -42,7 +42,7 @@ class User:
     policy: AccessPolicy = field(repr=False, compare=False)
     #: When the directory says the password was last changed (as it spells it; "" if unknown).
     password_changed: str = field(default="", repr=False)
-    #: The sign-in this User was loaded for (see portal.logins); empty outside a request.
+    #: The sign-in this User was loaded for (see portal.signin.logins); empty outside a request.
     login_id: str = field(default="", repr=False, compare=False)
     group_keys: frozenset[str] = field(init=False, repr=False, compare=False)
 

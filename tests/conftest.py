@@ -60,7 +60,7 @@ def csrf_token_in(html: str) -> str:
 
 def session_username(client) -> str | None:
     """The username of the login a test client's session holds, or None."""
-    from portal import logins
+    from portal.signin import logins
 
     with client.session_transaction() as session:
         login = logins.parse(session.get("_user_id"))
@@ -70,7 +70,7 @@ def session_username(client) -> str | None:
 def plant_login(client, username: str, password_changed: str = "") -> None:
     """Put a current login for `username` into the client's session, as if they had signed in
     (with the password the directory says was set at `password_changed`)."""
-    from portal import logins
+    from portal.signin import logins
 
     stamp = logins.password_stamp(password_changed)
     login = logins.new_login(username, logins.now_ms(), 3_600_000, stamp)
@@ -285,7 +285,7 @@ def ldap_spy(monkeypatch):
 @pytest.fixture
 def audit_lines():
     """The audit lines written during a test, each parsed from its JSON."""
-    from portal.audit import LOGGER_NAME, JsonLineFormatter
+    from portal.signin.audit import LOGGER_NAME, JsonLineFormatter
 
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
@@ -374,6 +374,6 @@ def clock(monkeypatch):
     real = time.time
     monkeypatch.setattr("cachelib.simple.time", lambda: real() + fake.offset)
     # ...and the clocks that sign-ins expire by and cache entries go stale by.
-    monkeypatch.setattr("portal.logins._clock", lambda: real() + fake.offset)
+    monkeypatch.setattr("portal.signin.logins._clock", lambda: real() + fake.offset)
     monkeypatch.setattr("portal.accounts._clock", lambda: real() + fake.offset)
     return fake

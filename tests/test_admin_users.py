@@ -92,7 +92,7 @@ def test_user_page_and_whois_show_the_nesting_path_of_each_group(slapd, build_ap
 
 def test_nesting_path_follows_the_chain_and_stops_at_cycles():
     """a via b via c for a chain; a cycle ends instead of looping."""
-    from portal.explain import nesting_path
+    from portal.access.explain import nesting_path
 
     assert nesting_path("a", {"a": "b", "b": "c"}) == ("b", "c")
     assert nesting_path("staff", {"a": "b"}) == ()

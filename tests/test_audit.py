@@ -3,7 +3,7 @@ password. Lines are read through the portal's own JSON formatter (tests/conftest
 
 from __future__ import annotations
 
-from portal import audit
+from portal.signin import audit
 from tests.conftest import PASSWORDS, AuthActions
 
 

@@ -21,8 +21,8 @@ import ldap3
 import pytest
 from werkzeug.datastructures import MultiDict
 
-from portal.config import ConfigError
 from portal.extensions import cache
+from portal.settings import ConfigError
 from portal.testing import trees
 from portal.testing.slapd import find_binary
 from tests.conftest import (

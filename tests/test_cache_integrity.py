@@ -18,7 +18,7 @@ import types
 import pytest
 from itsdangerous import Signer
 
-from portal import cache_backend
+from portal.cache import backend
 from portal.extensions import cache
 from tests.conftest import AuthActions
 
@@ -29,11 +29,11 @@ OTHER_SECRET = "another-portal-secret-0123456789abcdef"
 @pytest.fixture
 def warnings_logged(monkeypatch, caplog):
     """The backend's warnings from now on (its once-a-minute limit starts afresh)."""
-    monkeypatch.setattr(cache_backend, "_last_warning", float("-inf"))
-    caplog.set_level(logging.WARNING, logger=cache_backend.__name__)
+    monkeypatch.setattr(backend, "_last_warning", float("-inf"))
+    caplog.set_level(logging.WARNING, logger=backend.__name__)
 
     def records() -> list[str]:
-        return [r.getMessage() for r in caplog.records if r.name == cache_backend.__name__]
+        return [r.getMessage() for r in caplog.records if r.name == backend.__name__]
 
     return records
 
@@ -249,7 +249,7 @@ def test_an_entry_written_back_after_it_expired_is_a_miss(
         assert cache.get("user:alice") == '{"username":"alice"}'
         real = time.time
         later = types.SimpleNamespace(time=lambda: real() + 61, monotonic=time.monotonic)
-        monkeypatch.setattr(cache_backend, "time", later)
+        monkeypatch.setattr(backend, "time", later)
         assert cache.get("user:alice") is None
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from portal import create_app
-from portal.config import ConfigError
+from portal.settings import ConfigError
 from tests.conftest import ROOT, demo_settings
 
 
@@ -179,7 +179,7 @@ def test_page_with_a_missing_template_stops_start_up():
 )  # fmt: skip
 def test_several_processes_need_shared_state_in_production(settings, processes, named):
     """More than one worker in production: marks, cache and throttle counts must be in Redis."""
-    from portal.config import check_processes, defaults
+    from portal.settings import check_processes, defaults
 
     config = {**defaults(), **settings}
     if named is None:

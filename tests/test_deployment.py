@@ -15,7 +15,7 @@ import pytest
 import requests
 import yaml
 
-from portal import config, create_app
+from portal import create_app, settings
 from portal.testing.process import stop_process, wait_until
 from portal.testing.slapd import free_port
 from tests.conftest import ROOT, SERVICE_DN
@@ -39,7 +39,7 @@ def test_compose_has_openldap_redis_and_portal_with_health_checks():
 def test_compose_portal_environment_is_a_valid_configuration(monkeypatch):
     """Every PORTAL_* variable names a real setting and the whole set passes validation."""
     environment = compose()["services"]["portal"]["environment"]
-    known = set(config.defaults()) | {"SECRET_KEY"}
+    known = set(settings.defaults()) | {"SECRET_KEY"}
     for name, value in environment.items():
         if name == "WEB_CONCURRENCY":  # gunicorn's worker count
             continue

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from portal.config import ConfigError
+from portal.settings import ConfigError
 from portal.testing.slapd import free_port
 from tests.conftest import SERVICE_DN, AuthActions, make_app, session_username, start_slapd
 from tests.servers import tcp_server

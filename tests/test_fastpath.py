@@ -1,4 +1,4 @@
-"""The fast path (portal/fastpath.py) answers exactly as Flask would, and only when it may.
+"""The fast path (portal/web/fastpath.py) answers exactly as Flask would, and only when it may.
 
 Each case sends the same request through the whole app (fast path first) and through Flask
 alone, and compares status, headers and body; the metrics and the directory traffic show that

@@ -9,7 +9,7 @@ import pytest
 from flask import make_response
 from flask_login import logout_user
 
-from portal.config import ConfigError
+from portal.settings import ConfigError
 from portal.testing.slapd import free_port
 from tests.conftest import AuthActions
 

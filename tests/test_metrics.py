@@ -15,8 +15,8 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from portal import accounts
-from portal.config import ConfigError
 from portal.metrics import LOGIN_OUTCOMES
+from portal.settings import ConfigError
 from portal.testing import trees
 from portal.testing.slapd import free_port
 from tests.conftest import ROOT, AuthActions, csrf_token_in, make_app, plant_login

@@ -6,7 +6,7 @@ import pytest
 
 from portal.directory.errors import InvalidInput
 from portal.directory.queries import check_password, fill_filter, normalise_username
-from portal.urls import safe_next
+from portal.web.urls import safe_next
 from tests.conftest import HOSTILE_NEXT
 
 

@@ -23,7 +23,7 @@ def copy_session(source, target) -> None:
 
 
 def decode_redis_value(raw: bytes) -> object:
-    """Undo portal.cache_backend's format: a signed JSON envelope {"k", "x", "v"}, then "." and
+    """Undo portal.cache.backend's format: a signed JSON envelope {"k", "x", "v"}, then "." and
     the signature (integers are stored bare).
 
     The one place these tests know the cache's storage format (tests/test_cache_integrity.py

@@ -19,9 +19,9 @@ import time
 import pytest
 
 from portal import create_app
-from portal.config import ConfigError
+from portal.cache.redis_clients import SentinelAddress, parse_sentinel_url
 from portal.extensions import cache
-from portal.redis_connections import SentinelAddress, parse_sentinel_url
+from portal.settings import ConfigError
 from portal.testing.redis import RedisSentinelGroup, RedisServer
 from portal.testing.tls import make_ca, make_server_certificate
 from tests.conftest import PASSWORDS, AuthActions

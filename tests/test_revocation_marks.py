@@ -1,6 +1,6 @@
 """Revocation marks cannot be pushed out by other people's sign-ins, nor reset through Redis.
 
-Real slapd and redis-server. The marks live apart from the user cache (portal.revocations):
+Real slapd and redis-server. The marks live apart from the user cache (portal.signin.revocations):
 SimpleCache may prune its entries past CACHE_THRESHOLD and Redis may evict entries with a TTL
 under a volatile-* maxmemory policy, but neither may drop a mark.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from portal.revocations import MAX_ENDED_PER_PERSON, MemoryMarks
+from portal.signin.revocations import MAX_ENDED_PER_PERSON, MemoryMarks
 from tests.conftest import AuthActions
 from tests.test_sessions import is_signed_in, remember_only, signed_in
 

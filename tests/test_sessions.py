@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from portal import logins
+from portal.signin import logins
 from tests.conftest import AuthActions, csrf_token_in, make_app, session_username
 
 REMEMBER = "remember_token"

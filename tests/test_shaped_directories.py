@@ -293,7 +293,7 @@ def test_ad_password_change_ends_the_sign_ins_made_with_the_old_one(clock):
 
 def test_login_ids_from_before_password_stamps_are_refused():
     """An id in the older four-part form ends (people sign in once more after the upgrade)."""
-    from portal import logins
+    from portal.signin import logins
 
     assert logins.parse("alice|sid|1|99999999999999") is None
     current = logins.new_login("alice", 1, 10**13, logins.password_stamp("20260101000000Z"))

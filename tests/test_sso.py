@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from portal.config import ConfigError
-from portal.rules import PathRefused, RuleSet, app_path, decide
-from portal.urls import safe_next
+from portal.access.rules import PathRefused, RuleSet, app_path, decide
+from portal.settings import ConfigError
+from portal.web.urls import safe_next
 from tests.conftest import AuthActions, make_app
 
 RULES = [

@@ -16,11 +16,12 @@ from flask import (
 )
 from flask_login import current_user
 
-from .. import accounts, audit, directory
+from .. import accounts, directory
 from ..access import admin_required
 from ..directory import InvalidInput
-from ..probes import count_person_entries, probe_cache
+from ..health.probes import count_person_entries, probe_cache
 from ..recent import RECENT
+from ..signin import audit
 from . import bp
 
 _HIDDEN_SESSION_KEYS = frozenset({"csrf_token", "_id", "logout_token", "logout_key"})
@@ -66,7 +67,7 @@ def status():
 
 def settings_in_effect(config) -> list[tuple[str, str]]:
     """The portal's own settings, secrets masked, for the status page."""
-    from ..config import known_keys
+    from ..settings import known_keys
 
     shown = []
     for key in sorted(known_keys() | {"SECRET_KEY"}):

@@ -11,12 +11,13 @@ from flask_login import current_user, login_fresh, login_user
 from flask_login.utils import decode_cookie
 from flask_wtf.csrf import generate_csrf
 
-from .. import accounts, audit, directory, logins, metrics, throttle
+from .. import accounts, directory, metrics
 from ..directory import DirectoryError, InvalidInput, PasswordChangeRequired
-from ..errors import RETRY_AFTER_SECONDS
 from ..extensions import login_manager
 from ..quietlog import QuietLog
-from ..urls import safe_next
+from ..signin import audit, logins, throttle
+from ..web.errors import RETRY_AFTER_SECONDS
+from ..web.urls import safe_next
 from . import bp
 from .forms import LoginForm
 

@@ -15,12 +15,7 @@ from flask import Flask, current_app
 
 from .breaker import BreakerState
 from .connections import breaker_of
-from .errors import (
-    DirectoryError,
-    DirectoryUnavailable,
-    InvalidInput,
-    PasswordChangeRequired,
-)
+from .errors import DirectoryError, DirectoryUnavailable, InvalidInput, PasswordChangeRequired
 from .queries import login_forms, normalise_username
 from .service import Directory, ServerHealth
 from .settings import DirectorySettings

@@ -6,8 +6,8 @@ import time
 from flask import current_app, jsonify
 
 from .. import directory
-from ..probes import probe_cache
 from . import bp
+from .probes import probe_cache
 
 #: The clock /readyz's reuse window is judged by (a function, so tests can move it).
 clock = time.monotonic

@@ -6,7 +6,7 @@ from flask_login import current_user, login_required
 from ..access import find_page, pages_for
 from . import bp
 
-#: WSGI environ key: this response may be given again to the same session (portal.fastpath).
+#: WSGI environ key: this response may be given again to the same session (portal.web.fastpath).
 STORABLE = "portal.page_storable"
 _STORABLE_VIEWS = frozenset({"main.home", "main.page"})
 

@@ -1,6 +1,6 @@
 """The question a forward-auth proxy asks, and the identity answered: plain functions, no Flask.
 
-Shared by the /auth/verify view and the portal's fast path (portal/fastpath.py), which must
+Shared by the /auth/verify view and the portal's fast path (portal/web/fastpath.py), which must
 read a question and write an answer exactly alike.
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import urlsplit
 
-from ..request_guard import usable_host
+from ..web.request_guard import usable_host
 
 log = logging.getLogger(__name__)
 

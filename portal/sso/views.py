@@ -16,9 +16,9 @@ from urllib.parse import quote
 from flask import Response, current_app, redirect, request, url_for
 from flask_login import current_user, login_fresh
 
-from .. import audit
 from ..access import rule_set
 from ..extensions import csrf
+from ..signin import audit
 from . import bp
 from .questions import Original, identity_headers, read_original
 

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from ..models import AccessPolicy
 from . import rules as access_rules
-from .models import AccessPolicy
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,10 @@ from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from . import audit
-from .directory import DirectoryError
-from .extensions import login_manager
-from .quietlog import QuietLog
+from ..directory import DirectoryError
+from ..extensions import login_manager
+from ..quietlog import QuietLog
+from ..signin import audit
 
 log = logging.getLogger(__name__)
 quiet = QuietLog(log)

@@ -30,11 +30,12 @@ from urllib.parse import parse_qs
 from flask import Flask
 from werkzeug.sansio.http import parse_cookie
 
-from . import accounts, headers
-from .main.views import STORABLE
+from .. import accounts
+from ..main.views import STORABLE
+from ..signin.sessions import fingerprint
+from ..sso.questions import identity_headers, read_original
+from . import headers
 from .request_guard import MARK
-from .sessions import fingerprint
-from .sso.questions import identity_headers, read_original
 
 #: Stored page responses each process keeps.
 PAGES_KEPT = 2048

@@ -7,8 +7,8 @@ from functools import wraps
 from flask import Flask, abort, current_app, request
 from flask_login import current_user, login_fresh
 
+from ..extensions import login_manager
 from . import rules
-from .extensions import login_manager
 
 _RULES = "portal.rules"
 #: WSGI environ key: this request's person comes from a cache entry past its freshness (the

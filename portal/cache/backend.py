@@ -37,7 +37,7 @@ from flask import Flask
 from flask_caching.backends.rediscache import RedisCache
 from itsdangerous import BadData, Signer
 
-from . import redis_connections
+from . import redis_clients
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +89,10 @@ class SignedRedisCache(RedisCache):
     @classmethod
     def factory(cls, app: Flask, config: dict, args: list, kwargs: dict) -> SignedRedisCache:
         """Build the backend from the settings: its client (one server, TLS or Sentinel, see
-        portal.redis_connections), key prefix and the app's signing keys."""
+        portal.cache.redis_clients), key prefix and the app's signing keys."""
         # Not RedisCache.factory, which knows only redis:// URLs; with Sentinel the client is
         # the master's, which follows a failover, so the signing code needs no subclass of it.
-        kwargs["host"] = redis_connections.connect(config["CACHE_REDIS_URL"], config)
+        kwargs["host"] = redis_clients.connect(config["CACHE_REDIS_URL"], config)
         kwargs["key_prefix"] = config.get("CACHE_KEY_PREFIX") or None
         kwargs["secret_key"] = app.secret_key
         kwargs["fallback_keys"] = tuple(app.config.get("SECRET_KEY_FALLBACKS") or ())

@@ -87,7 +87,7 @@ def content_security_policy(config) -> str:
 
 
 def _return_sources(config) -> list[str]:
-    # The same addresses portal.urls.safe_next lets a login return to: the host and its
+    # The same addresses portal.web.urls.safe_next lets a login return to: the host and its
     # subdomains, any port; https only unless the portal itself runs on plain HTTP (a CSP
     # "http" source also matches https).
     scheme = "https" if config["SESSION_COOKIE_SECURE"] else "http"

@@ -12,7 +12,7 @@ to the user loader on every request. The portal's id is ``username|sid|issued|ex
   password-changed time): once the directory says the password changed, sign-ins made with
   the old one end at the next directory read, as Django's session auth hash does.
 
-No I/O here: portal.revocations keeps the marks, apart from the user cache.
+No I/O here: portal.signin.revocations keeps the marks, apart from the user cache.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from itertools import islice
 
 from flask import current_app
 
-from .extensions import cache
+from ..extensions import cache
 
 #: Most entries the status page counts (one SCAN page after another); beyond it says "more".
 COUNT_LIMIT = 100_000

@@ -23,8 +23,7 @@ import threading
 import time
 from collections import OrderedDict
 
-from .directory.breaker import CLOSED, Breaker
-from .revocations import Marks, MemoryMarks
+from ..directory.breaker import CLOSED, Breaker
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +35,12 @@ _WARNING_INTERVAL = 60.0
 class CacheGuard:
     """Calls to one cache backend, with the breaker, local entries and local marks above."""
 
-    def __init__(self, shared: bool, fallback_seconds: float, cap: float = 30.0):
+    def __init__(self, shared: bool, fallback_seconds: float, local_marks, cap: float = 30.0):
+        """local_marks: an in-memory marks store (portal.signin.revocations.MemoryMarks) for the
+        sign-outs the shared store could not take."""
         self.breaker = Breaker("redis", cap=cap, initial=CLOSED) if shared else None
         self.local_entries = _LocalEntries(FALLBACK_PEOPLE, fallback_seconds)
-        self.local_marks = MemoryMarks()
+        self.local_marks = local_marks
         self._pending: list[tuple[str, tuple]] = []
         self._lock = threading.Lock()
         self._last_warning = float("-inf")
@@ -71,7 +72,7 @@ class CacheGuard:
         with self._lock:
             self._pending.append((kind, (marks, *args)))
 
-    def local_read(self, username: str, sid: str) -> Marks:
+    def local_read(self, username: str, sid: str):
         """The marks this process keeps for itself (written while the shared store failed)."""
         return self.local_marks.read(username, sid)
 

@@ -4,7 +4,7 @@ Each password attempt is counted before the directory is asked, atomically (one 
 Redis), so simultaneous guesses cannot all slip under the limit; afterwards the attempts that
 did not refuse a password (a success, a directory outage) are given back, so outages use up
 nobody's attempts. Counts live in memory, or in Redis so every worker and instance shares them
-(reached as the cache's Redis is: portal.redis_connections, Sentinel and TLS included).
+(reached as the cache's Redis is: portal.cache.redis_clients, Sentinel and TLS included).
 When that storage cannot count (down, or refusing writes) login is refused (503), never left
 unlimited.
 
@@ -25,9 +25,10 @@ from limits import RateLimitItem, parse_many
 from limits.storage import RedisStorage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
-from . import directory, redis_connections
-from .config import throttle_storage_url
-from .directory import InvalidInput
+from .. import directory
+from ..cache import redis_clients
+from ..directory import InvalidInput
+from ..settings import throttle_storage_url
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def init_app(app: Flask) -> None:
     else:
         # The cache's kind of client (timeouts, TLS verified, Sentinel's master): limits' own
         # URL parsing knows neither CACHE_REDIS_CA_FILE nor a database behind Sentinel.
-        client = redis_connections.connect(url, config)
+        client = redis_clients.connect(url, config)
         storage = RedisStorage(url, connection_pool=client.connection_pool)
     # Fixed windows, because only a counter can be given back (an outage must not use up
     # attempts).

@@ -1,33 +1,12 @@
-"""Settings: documented defaults, settings.toml, `PORTAL_*` environment, validation at start-up.
+"""Every setting, with its default and what it means (read by portal.settings.defaults()).
 
-Order (later wins): the defaults below, the TOML file named by `PORTAL_SETTINGS` (else
-`settings.toml` in the working directory), then `PORTAL_<KEY>` environment variables whose values
-are parsed as JSON. A bad or missing setting raises `ConfigError` naming the key and the fix;
-the checks live in `config_checks.py`.
+Keys are flat UPPERCASE names; settings.toml and `PORTAL_<KEY>` environment variables override
+them. Nothing here does any I/O.
 """
 
 from __future__ import annotations
 
-import os
-import tomllib
-from pathlib import Path
 from typing import Any
-
-from flask import Config
-
-from .config_checks import ConfigError, check_settings
-
-__all__ = [
-    "ConfigError",
-    "check_processes",
-    "defaults",
-    "known_keys",
-    "load",
-    "load_settings_file",
-    "serving_processes",
-    "throttle_storage_url",
-    "validate",
-]
 
 #: "production" (the default) refuses the dev-only secrets of settings.toml and insecure
 #: cookies; `make run`, the tests and the demo docker-compose set PORTAL_ENV=development.
@@ -224,81 +203,3 @@ MAX_CONTENT_LENGTH = 16 * 1024
 USERNAME_MAX_LENGTH = 256
 #: Longest password accepted (characters).
 PASSWORD_MAX_LENGTH = 1024
-
-
-def defaults() -> dict[str, Any]:
-    """Return the documented defaults of this module as a fresh dict."""
-    return {key: value for key, value in globals().items() if key.isupper() and key[0] != "_"}
-
-
-def known_keys() -> set[str]:
-    """The names of every documented setting."""
-    return set(defaults())
-
-
-def load_settings_file(environ=os.environ) -> dict[str, Any]:
-    """Read the TOML settings file (PORTAL_SETTINGS, else ./settings.toml) if there is one."""
-    named = environ.get("PORTAL_SETTINGS")
-    path = Path(named) if named else Path.cwd() / "settings.toml"
-    if not path.exists():
-        if named:
-            raise ConfigError(f"PORTAL_SETTINGS: no such file {path}")
-        return {}
-    try:
-        return tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path}: not valid TOML ({error})") from error
-
-
-def load() -> Config:
-    """The settings a server starts with: defaults, the settings file, PORTAL_* variables."""
-    config = Config(Path.cwd())
-    config.from_mapping(defaults())
-    config.from_mapping(load_settings_file())
-    config.from_prefixed_env("PORTAL")
-    return config
-
-
-def throttle_storage_url(config) -> str:
-    """Where failed-login counts live: THROTTLE_STORAGE_URL, else the Redis cache, else memory."""
-    if config["THROTTLE_STORAGE_URL"]:
-        return config["THROTTLE_STORAGE_URL"]
-    if config["CACHE_TYPE"] == "RedisCache":
-        return config["CACHE_REDIS_URL"]
-    return "memory://"
-
-
-def serving_processes(environ=os.environ) -> int:
-    """How many processes the environment says will serve (gunicorn's WEB_CONCURRENCY; 1)."""
-    value = environ.get("WEB_CONCURRENCY", "1").strip()
-    return int(value) if value.isdigit() else 1
-
-
-def validate(config) -> list[str]:
-    """Check every setting; raise ConfigError naming the first bad key, return warnings."""
-    return check_settings(config, known_keys())
-
-
-def check_processes(config, processes: int) -> None:
-    """Refuse to serve from several processes with state that each would keep for itself.
-
-    In production, with more than one worker process, sign-out, revocation marks and the user
-    cache must be shared (CACHE_TYPE = "RedisCache") and so must the throttle counts
-    (THROTTLE_STORAGE_URL not memory://): otherwise a copied cookie still works on the worker
-    that never heard of the sign-out, and N workers let N times the guesses through.
-    """
-    if processes <= 1 or config["ENV"] == "development":
-        return
-    if config["CACHE_TYPE"] != "RedisCache":
-        raise ConfigError(
-            f"setting CACHE_TYPE: {config['CACHE_TYPE']} keeps sign-outs and revocations in each "
-            f"process, and {processes} worker processes would each keep their own: set "
-            'CACHE_TYPE = "RedisCache" (with CACHE_REDIS_URL), or serve with one worker and '
-            "threads (gunicorn --workers 1 --threads 8)"
-        )
-    if throttle_storage_url(config).startswith("memory://"):
-        raise ConfigError(
-            f"setting THROTTLE_STORAGE_URL: memory:// counts failed logins in each process, so "
-            f"{processes} worker processes would let {processes} times the guesses through: "
-            "leave it empty (the cache's Redis) or give a redis:// URL"
-        )

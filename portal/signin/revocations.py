@@ -1,6 +1,6 @@
 """Revocation marks: kept apart from the user cache, never evicted by anyone else's activity.
 
-Two kinds of mark end sign-ins before their expiry (portal.logins explains the ids):
+Two kinds of mark end sign-ins before their expiry (portal.signin.logins explains the ids):
 
 - a person's **before** mark: every sign-in of theirs issued at or before this time has ended
   ("sign out everywhere", an administrator's revoke);
@@ -137,7 +137,7 @@ class RedisMarks:
     SWEEP_INTERVAL = 3600.0
 
     def __init__(self, backend, longest_ms: int, clock=None):
-        #: portal.cache_backend.SignedRedisCache: its client, key prefix and signer.
+        #: portal.cache.backend.SignedRedisCache: its client, key prefix and signer.
         self.backend = backend
         #: The longest a sign-in can last (REMEMBER_COOKIE_DAYS or SESSION_MAX_AGE_HOURS).
         self.longest_ms = longest_ms

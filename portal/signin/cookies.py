@@ -14,7 +14,7 @@ import hmac
 from flask import current_app, session
 from flask_login import LoginManager, user_loaded_from_cookie
 
-from .config_values import require
+from ..settings.values import require
 
 # The libraries' own defaults: Flask's session cookie and Flask-Login's remember-me cookie.
 _LIBRARY_NAMES = {"SESSION_COOKIE_NAME": "session", "REMEMBER_COOKIE_NAME": "remember_token"}

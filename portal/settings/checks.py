@@ -8,7 +8,8 @@ import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .config_values import (
+from ..cache.redis_clients import check_url, is_redis_url
+from .values import (
     ConfigError,
     check_kept_escapes,
     check_pages,
@@ -23,7 +24,6 @@ from .config_values import (
     placeholders,
     require,
 )
-from .redis_connections import check_url, is_redis_url
 
 __all__ = ["ConfigError", "check_settings"]
 
@@ -311,7 +311,7 @@ def _check_unknown_keys(config, known: set[str]) -> None:
     for key in config:
         if key.startswith(_OWN_PREFIXES) and key not in known:
             close = difflib.get_close_matches(key, known, n=1)
-            hint = f"did you mean {close[0]}?" if close else "see portal/config.py"
+            hint = f"did you mean {close[0]}?" if close else "see portal/settings/defaults.py"
             raise ConfigError(f"setting {key}: unknown setting ({hint})")
 
 

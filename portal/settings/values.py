@@ -134,8 +134,8 @@ def check_rules(rules) -> None:
             require(is_str_list(rule.get(key, []), allow_empty=True), f"{where}.{key}",
                      "a list of strings")  # fmt: skip
         for path in rule.get("paths", []):
-            # Paths are compared as apps read them (portal.rules.app_path): a rule path that no
-            # such path can equal would silently never match.
+            # Paths are compared as apps read them (portal.access.rules.app_path): a rule path
+            # that no such path can equal would silently never match.
             plain = path.isascii() and path.isprintable() and not set(path) & set(" %?#;\\")
             require(plain and path.startswith("/"), f"{where}.paths",
                      f"{path!r} must be a plain path starting with /")  # fmt: skip
