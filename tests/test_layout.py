@@ -92,3 +92,38 @@ def test_lower_layers_never_touch_requests_or_sessions(path):
     found = imports_of(path)
     assert not found & {"flask.request", "flask.session", "flask.g", "flask_login"}
     assert not any(name.startswith("flask_login") for name in found)
+
+
+REPOSITORY = PACKAGE.parent
+#: Code outside the package that imports it: a module moved inside portal/ must be followed here.
+USERS = sorted(
+    path for folder in ("bench", "tests", "scripts", "examples")
+    for path in (REPOSITORY / folder).rglob("*.py")
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("path", USERS, ids=lambda path: str(path.relative_to(REPOSITORY)))
+def test_every_portal_name_imported_outside_the_package_exists(path):
+    """bench/, tests/, scripts/ and examples/ import only names the package still has."""
+    import importlib
+
+    missing = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if (
+            isinstance(node, ast.ImportFrom)
+            and not node.level
+            and (node.module or "").startswith("portal")
+        ):
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                if hasattr(module, alias.name):
+                    continue
+                try:
+                    importlib.import_module(f"{node.module}.{alias.name}")
+                except ModuleNotFoundError:
+                    missing.append(f"{node.module}.{alias.name}")
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("portal"):
+                    importlib.import_module(alias.name)
+    assert missing == []
