@@ -8,8 +8,10 @@ within the TTL on every worker that shares the cache.
 
 An entry is kept USER_STALE_GRACE seconds longer than it is fresh: when the directory cannot
 answer, a signed-in person goes on working from it for that long (never longer, never with more
-rights than it gives, never on admin pages), then gets the 503 page. While Redis fails, the
-cache guard (cache_guard.py) keeps entries and sign-out marks in this process.
+rights than it gives, never on admin pages), then gets the 503 page. A person the directory
+said is gone or may not sign in (deleted, disabled, locked) leaves a "gone" entry in place of
+theirs, so a later outage can never bring the old one back. While Redis fails, the cache guard
+(cache/guard.py) keeps entries and sign-out marks in this process.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 from flask import Flask, current_app, request
 
@@ -46,6 +49,10 @@ DECODED_SIZE = 8192
 _REFRESH_LOCKS = tuple(threading.Lock() for _ in range(64))
 # The wall clock entries' freshness is judged by, looked up on each call so tests can move it.
 _clock = time.time
+#: How far in the future an entry's fetched_at may be (another instance's clock running a
+#: little ahead) before it counts as unusable: else a clock far ahead would keep an entry
+#: fresh for longer than USER_CACHE_TTL everywhere.
+CLOCK_SKEW_SECONDS = 5.0
 
 
 @dataclass
@@ -131,12 +138,35 @@ def build_user(attrs: dict) -> User:
 def remember(attrs: dict) -> None:
     """Store a person's attrs in the cache, stamped with the time they were read; kept fresh
     for USER_CACHE_TTL and USER_STALE_GRACE longer (for an outage of the directory)."""
+    _store(attrs["username"], dict(attrs, fetched_at=_clock()))
+
+
+def remember_gone(username: str) -> None:
+    """Note that the directory said this person is gone or may not sign in: their old entry is
+    replaced, so that no outage can serve it again (the next login writes a real one)."""
+    _store(username, {"username": username, "gone": True, "fetched_at": _clock()})
+
+
+def _store(username: str, entry: dict) -> None:
     state = _state()
-    text = json.dumps(dict(attrs, fetched_at=_clock()), separators=(",", ":"))
-    key = cache_key(attrs["username"])
-    stored, _ = state.guard.call("set", state.backend.set, key, text, _kept_for(state))
+    text = json.dumps(entry, separators=(",", ":"))
+    stored, _ = state.guard.call("set", state.backend.set, cache_key(username), text,
+                                 _kept_for(state))  # fmt: skip
     if not stored:
-        state.guard.local_entries.put(attrs["username"], text)
+        state.guard.local_entries.put(username, text)
+        if entry.get("gone"):
+            # Else the shared cache keeps the old entry, which an outage of the directory
+            # could serve again once it is past its freshness.
+            state.guard.replay_later(partial(_store_unless_newer, state, username, entry))
+
+
+def _store_unless_newer(state: _State, username: str, entry: dict) -> None:
+    # A "gone" entry written late: not over one a sign-in wrote since (a non-atomic check; the
+    # worst case is one more directory read).
+    current = _decode(state.backend.get(cache_key(username)), username)
+    if current is None or float(current.get("fetched_at") or 0) <= entry["fetched_at"]:
+        text = json.dumps(entry, separators=(",", ":"))
+        state.backend.set(cache_key(username), text, _kept_for(state))
 
 
 def forget(username: str) -> None:
@@ -147,14 +177,19 @@ def forget(username: str) -> None:
 
 
 def cached_attributes(username: str, fresh: bool = False) -> dict | None:
-    """Return the cached attrs of a person (only while fresh, if asked), or None on a miss or
-    an unreadable entry."""
+    """Return the cached attrs of a person (only while fresh, if asked), or None on a miss, an
+    unreadable entry or a "gone" one."""
+    attrs = _cached_entry(username, fresh)
+    return None if attrs is None or attrs.get("gone") else attrs
+
+
+def _cached_entry(username: str, fresh: bool) -> dict | None:
     state = _state()
     answered, raw = state.guard.call("get", state.backend.get, cache_key(username))
     if not answered:
         raw = state.guard.local_entries.get(username)
     attrs = _decode(raw, username)
-    if attrs is not None and fresh and _age(attrs) >= state.fresh_for:
+    if attrs is not None and fresh and not _usable_age(_age(attrs), state.fresh_for):
         return None
     return attrs
 
@@ -195,7 +230,8 @@ def end_login(login_id: object) -> bool:
 def revoke_all(username: str) -> bool:
     """End every sign-in of a person made until now (sessions and remember-me cookies alike).
 
-    Returns False when the cache could not store the revocation (nothing was revoked).
+    Returns False when the shared cache could not store the revocation: it is then held by
+    this process (which refuses those sign-ins at once) and written there when it answers.
     """
     # The mark must outlive every login issued before it.
     now = logins.now_ms()
@@ -257,8 +293,10 @@ def load_user(login_id: str) -> User | None:
         known = _decoded(state, loaded.stale, login.username, stale_ok=True)
         if known is None:
             raise
-        environ[STALE] = True
-        return _judged(known[0], known[1], login, "stale")
+        user = _judged(known[0], known[1], login, "stale")
+        if user is not None:
+            environ[STALE] = True
+        return user
     if attrs is None:
         metrics.user_load("none")  # metrics
         return None
@@ -290,7 +328,10 @@ def app_state(app: Flask) -> _State:
     return app.extensions[_STATE]
 
 
-def _judged(user: User, stamp: str, login: logins.Login, source: str) -> User | None:
+def _judged(user: User | None, stamp: str, login: logins.Login, source: str) -> User | None:
+    if user is None:  # a "gone" entry
+        metrics.user_load("none")  # metrics
+        return None
     if stamp != login.stamp:
         # The directory says the password changed since this sign-in: it ends (as Django's
         # session auth hash does); the person signs in again with the new password.
@@ -304,9 +345,10 @@ def _judged(user: User, stamp: str, login: logins.Login, source: str) -> User | 
 
 
 def _decoded(state: _State, raw: object, username: str,
-             stale_ok: bool = False) -> tuple[User, str] | None:  # fmt: skip
+             stale_ok: bool = False) -> tuple[User | None, str] | None:  # fmt: skip
     # The User and password stamp a cache entry describes (memoised by its exact text), while
-    # the entry is fresh (or, with stale_ok, within the grace after that).
+    # the entry is fresh (or, with stale_ok, within the grace after that); (None, "") for a
+    # "gone" entry.
     if not isinstance(raw, str):
         return None
     known = state.decoded.get(raw)
@@ -314,30 +356,35 @@ def _decoded(state: _State, raw: object, username: str,
         attrs = _decode(raw, username)
         if attrs is None:
             return None
-        stamp = logins.password_stamp(attrs.get("password_changed") or "")
         fetched = float(attrs.get("fetched_at") or 0)
-        known = (attrs["username"], User.from_attributes(attrs, state.policy), stamp, fetched)
+        if attrs.get("gone"):
+            known = (attrs["username"], None, "", fetched)
+        else:
+            stamp = logins.password_stamp(attrs.get("password_changed") or "")
+            user = User.from_attributes(attrs, state.policy)
+            known = (attrs["username"], user, stamp, fetched)
         if len(state.decoded) >= DECODED_SIZE:
             state.decoded.clear()  # bounded; the entries in use are decoded again, once
         state.decoded[raw] = known
     name, user, stamp, fetched = known
-    age = _clock() - fetched
     limit = state.fresh_for + (state.grace if stale_ok else 0)
-    return (user, stamp) if name == username and age < limit else None
+    return (user, stamp) if name == username and _usable_age(_clock() - fetched, limit) else None
 
 
 def _refresh(username: str) -> dict | None:
     # One directory read per person at a time: when an entry expires, a page's many requests
     # (or an app's, through /auth/verify) would otherwise all read the directory at once.
     with _REFRESH_LOCKS[hash(username) % len(_REFRESH_LOCKS)]:
-        attrs = cached_attributes(username, fresh=True)  # another request may have just done it
+        attrs = _cached_entry(username, fresh=True)  # another request may have just done it
         if attrs is not None:
-            return attrs
+            return None if attrs.get("gone") else attrs
         try:
             attrs = directory.lookup(username)
         except InvalidInput:
-            return None
-        if attrs is not None:
+            attrs = None
+        if attrs is None:
+            remember_gone(username)
+        else:
             remember(attrs)
         return attrs
 
@@ -385,6 +432,11 @@ def _kept_for(state: _State) -> int:
 
 def _age(attrs: dict) -> float:
     return _clock() - float(attrs.get("fetched_at") or 0)
+
+
+def _usable_age(age: float, limit: float) -> bool:
+    # Younger than the limit, and not from further in the future than clocks may differ.
+    return -CLOCK_SKEW_SECONDS <= age < limit
 
 
 def _state() -> _State:

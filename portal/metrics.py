@@ -55,10 +55,12 @@ LDAP_SECONDS = Histogram(
 )
 LDAP_SERVER_OPEN = Gauge(
     "portal_ldap_server_open",
-    "1 while a directory server's circuit breaker is open (it failed, and is left alone until "
-    "its back-off ends), else 0; with several workers, 1 when any worker has it open.",
+    "1 while a directory server's circuit breaker is open (it failed and has not answered "
+    "since: left alone until its back-off ends, then tried again), else 0; with several "
+    "workers, 1 when any live worker has it open.",
     ["server"],
-    multiprocess_mode="max",
+    # livemax: a worker that exits while a server is failing must not pin the value at 1.
+    multiprocess_mode="livemax",
 )
 LDAP_ERRORS = Counter(
     "portal_ldap_errors",

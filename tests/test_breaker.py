@@ -227,3 +227,72 @@ def test_under_gunicorn_each_worker_sends_one_person_to_a_hung_replica(slapd, tm
             server.stop()
         assert statuses == [302] * 40
         assert 1 <= stuck.connections <= 2
+
+
+def test_after_a_full_outage_the_status_page_probe_closes_every_breaker(own_slapd, clock):
+    """Both replicas stop, then come back; the first serves every request after, so no
+    request ever needs the second. The status page's probe closes its breaker: the page and
+    portal_ldap_server_open say both are well again."""
+    from tests.conftest import start_slapd
+
+    second = start_slapd()
+    try:
+        app = make_app(None, LDAP_URLS=[own_slapd.url, second.url], **FAST)
+        erin = app.test_client()
+        assert AuthActions(erin).login("erin").status_code == 302
+        app.extensions["portal.directory"].close()
+        own_slapd.stop()
+        second.stop()
+        assert AuthActions(app.test_client()).login("alice").status_code == 503
+        own_slapd.start()
+        second.start()
+        clock.now += 3600
+        assert AuthActions(app.test_client()).login("alice").status_code == 302
+        page = erin.get("/admin/status").get_data(as_text=True)
+        assert page.count('<td class="ok">closed</td>') == 2
+        labels = [url.removeprefix("ldap://") for url in (own_slapd.url, second.url)]
+        found = scrape(app)
+        assert [found.value("portal_ldap_server_open", server=name) for name in labels] == [0, 0]
+        app.extensions["portal.directory"].close()
+    finally:
+        second.cleanup()
+
+
+def test_a_busy_service_pool_is_no_fault_of_the_bind_server(slapd, clock, monkeypatch):
+    """LDAP_USER_DN_TEMPLATE: the bind works, then reading the entry finds every service
+    connection busy. That is the portal's own limit: a 503, and the healthy server's breaker
+    stays closed (else every sign-in would skip it for a back-off)."""
+    from portal.directory import DirectoryUnavailable
+    from portal.directory.connections import breaker_of
+    from portal.directory.service import Directory
+
+    app = make_app(slapd, LDAP_USER_DN_TEMPLATE="uid={username},ou=people,dc=example,dc=org")
+
+    def busy(self, connection):
+        raise DirectoryUnavailable("every directory connection is busy")
+
+    monkeypatch.setattr(Directory, "_bound_entry", busy)
+    assert AuthActions(app.test_client()).login("alice").status_code == 503
+    [server] = app.extensions["portal.directory"].servers
+    assert breaker_of(server).snapshot().failures == 0
+    assert breaker_of(server).admit()
+    app.extensions["portal.directory"].close()
+
+
+def test_a_long_outage_writes_one_warning_a_minute_per_server(clock, caplog):
+    """Two dead replicas for 20 back-offs (each ending, so each server is tried 20 times):
+    one warning line per server, not one per attempt."""
+    with listener(dead) as first, listener(dead) as second:
+        app = make_app(None, LDAP_URLS=[first.url, second.url], **FAST)
+        with caplog.at_level(logging.WARNING, logger="portal.directory"):
+            for _ in range(20):
+                assert logins(app, 1) == [503]
+                clock.now += 120  # past any back-off: both are tried again
+        assert (first.connections, second.connections) == (20, 20)
+        for server in (first, second):
+            port = server.url.rsplit(":", 1)[1]
+            lines = [
+                record for record in caplog.records if f":{port} failed" in record.getMessage()
+            ]
+            assert len(lines) == 1
+        app.extensions["portal.directory"].close()

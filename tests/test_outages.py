@@ -125,3 +125,172 @@ def test_a_sign_out_while_redis_is_down_holds_here_and_reaches_redis_after(
     client.close()
     for application in (here, elsewhere):
         application.extensions["portal.directory"].close()
+
+
+ALICE_DN = "uid=alice,ou=people,dc=example,dc=org"
+
+
+@pytest.mark.parametrize("change", ["deleted", "disabled"])
+def test_a_person_the_directory_said_is_gone_is_not_served_from_the_grace(own_slapd, clock, change):
+    """alice's entry is due; the directory says she is gone (deleted, or matched by the
+    disabled filter), so she is signed out; then the directory stops. Her old entry must not
+    come back for the grace: her copied cookie is refused."""
+    app = make_app(own_slapd, USER_CACHE_TTL=TTL, USER_STALE_GRACE=600,
+                   LDAP_DISABLED_FILTER="(description=disabled)")  # fmt: skip
+    alice = signed_in(app, "alice", remember=True)
+    copy = app.test_client()
+    copy.environ_base["REMOTE_ADDR"] = "10.0.0.1"
+    copy_cookies(alice, copy)
+    clock.advance(TTL + 1)
+    if change == "deleted":
+        own_slapd.delete(ALICE_DN)
+    else:
+        own_slapd.modify(
+            f"dn: {ALICE_DN}\nchangetype: modify\nadd: description\ndescription: disabled\n"
+        )
+    assert not is_signed_in(alice), "the directory answered: she is gone"
+    own_slapd.stop()
+    assert not is_signed_in(copy), "an outage does not bring her old entry back"
+    app.extensions["portal.directory"].close()
+
+
+def test_an_entry_from_a_clock_far_ahead_is_not_fresh(slapd, clock):
+    """An entry stamped an hour in the future (another instance's clock wrong) is read again
+    from the directory at once, instead of staying fresh for an hour more than USER_CACHE_TTL."""
+    import json
+
+    from portal import accounts
+
+    app = make_app(slapd, USER_CACHE_TTL=TTL)
+    alice = signed_in(app, "alice")
+    with app.app_context():
+        entry = accounts.cached_attributes("alice")
+        entry["fetched_at"] += 3600
+        entry["groups"] = ["staff", "finance"]  # what the wrong instance had read
+        state = accounts.app_state(app)
+        state.backend.set(accounts.cache_key("alice"), json.dumps(entry), 600)
+    before = slapd.counters()["search"]
+    assert alice.get("/pages/finance").status_code == 403, "the directory's answer is used"
+    assert slapd.counters()["search"] > before
+    app.extensions["portal.directory"].close()
+
+
+def test_a_sign_out_during_the_grace_ends_the_copies(own_slapd, clock):
+    """The directory is down and alice works from the grace; she signs out: a copy of her
+    cookie is refused (the marks are read on the stale path too)."""
+    app = make_app(own_slapd, USER_CACHE_TTL=TTL, USER_STALE_GRACE=600)
+    alice = signed_in(app, "alice", remember=True)
+    copy = app.test_client()
+    copy.environ_base["REMOTE_ADDR"] = "10.0.0.1"
+    copy_cookies(alice, copy)
+    own_slapd.stop()
+    clock.advance(TTL + 1)
+    assert alice.get("/").status_code == 200, "served from the grace"
+    assert AuthActions(alice).logout().status_code == 302
+    assert not is_signed_in(copy)
+    app.extensions["portal.directory"].close()
+
+
+REDIS = {"CACHE_TYPE": "RedisCache", "THROTTLE_STORAGE_URL": "memory://"}
+
+
+def test_a_write_redis_refuses_does_not_stop_the_marks_being_read(slapd, own_redis, clock):
+    """Redis full (noeviction): it refuses writes and still answers reads. A refused write
+    (alice's refresh) must not make this process stop reading marks: bob's revoked cookie
+    stays refused."""
+    here = make_app(slapd, CACHE_REDIS_URL=own_redis.url, USER_CACHE_TTL=TTL, **REDIS)
+    elsewhere = make_app(slapd, CACHE_REDIS_URL=own_redis.url, USER_CACHE_TTL=TTL, **REDIS)
+    bob = signed_in(here, "bob", remember=True)
+    thief = here.test_client()
+    thief.environ_base["REMOTE_ADDR"] = "10.0.0.1"
+    copy_cookies(bob, thief)
+    alice = signed_in(here, "alice")
+    other = signed_in(elsewhere, "bob")
+    assert AuthActions(other).logout(everywhere=True).headers["Location"].endswith("signed_out=1")
+    assert not is_signed_in(thief)
+    client = redis.Redis.from_url(own_redis.url)
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", "1")
+    clock.advance(TTL + 1)  # alice's entry is due: writing her new one is refused
+    assert alice.get("/").status_code == 200
+    assert not is_signed_in(thief), "the marks in Redis are still read"
+    client.config_set("maxmemory", "0")
+    client.close()
+    for application in (here, elsewhere):
+        application.extensions["portal.directory"].close()
+
+
+def test_a_gone_entry_redis_missed_is_written_there_when_it_answers(
+    own_slapd, own_redis, clock, frozen_breakers
+):
+    """alice is deleted while Redis is down: the "gone" entry is kept here and written to
+    Redis once it answers, so another instance cannot serve her old entry in a later outage."""
+    settings = dict(REDIS, CACHE_REDIS_URL=own_redis.url, USER_CACHE_TTL=TTL,
+                    USER_STALE_GRACE=600)  # fmt: skip
+    here, elsewhere = make_app(own_slapd, **settings), make_app(own_slapd, **settings)
+    alice = signed_in(here, "alice", remember=True)
+    copy = elsewhere.test_client()
+    copy.environ_base["REMOTE_ADDR"] = "10.0.0.1"
+    copy_cookies(alice, copy)
+    erin = signed_in(here, "erin")
+    own_redis.stop()
+    clock.advance(TTL + 1)
+    own_slapd.delete(ALICE_DN)
+    assert not is_signed_in(alice)
+    own_redis.start()
+    frozen_breakers.now += 10  # past the back-off: the next use of Redis probes it
+    assert erin.get("/").status_code == 200  # Redis answers: what it missed is written
+    own_slapd.stop()
+    assert not is_signed_in(copy), "the other instance reads the gone entry"
+    for application in (here, elsewhere):
+        application.extensions["portal.directory"].close()
+
+
+def test_while_redis_is_down_local_entries_last_cache_fallback_seconds(
+    slapd, own_redis, frozen_breakers, monkeypatch
+):
+    """With Redis killed, alice's entry is read from the directory once, then kept here for
+    CACHE_FALLBACK_SECONDS: after that the directory is read again (her groups can change)."""
+    from portal.cache import guard as guard_module
+
+    now = [500.0]
+    monkeypatch.setattr(guard_module, "_now", lambda: now[0])
+    app = make_app(slapd, CACHE_REDIS_URL=own_redis.url, CACHE_FALLBACK_SECONDS=30, **REDIS)
+    alice = signed_in(app, "alice")
+    own_redis.process.kill()
+    own_redis.process.wait()
+    before = slapd.counters()["search"]
+    for _ in range(5):
+        assert alice.get("/").status_code == 200
+    assert slapd.counters()["search"] - before == 2, "one read: entry and groups"
+    now[0] += 31
+    for _ in range(5):
+        assert alice.get("/").status_code == 200
+    assert slapd.counters()["search"] - before == 4, "read again once, after the 30 s"
+    app.extensions["portal.directory"].close()
+
+
+def test_an_admin_revocation_redis_refuses_is_held_here_and_says_so(slapd, own_redis, audit_lines):
+    """Redis refuses writes while erin revokes bob: bob's copies are refused by this server
+    at once, and the admin page says the other servers do not know yet (not "nothing was
+    revoked", and never "every sign-in has ended")."""
+    from tests.conftest import csrf_token_in
+
+    app = make_app(slapd, CACHE_REDIS_URL=own_redis.url, **REDIS)
+    bob = signed_in(app, "bob", remember=True)
+    erin = app.test_client()
+    assert AuthActions(erin).login("erin").status_code == 302
+    form = erin.get("/admin/users/bob").get_data(as_text=True)
+    client = redis.Redis.from_url(own_redis.url)
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", "1")
+    answer = erin.post("/admin/users/bob/revoke", data={"csrf_token": csrf_token_in(form)})
+    assert answer.status_code == 302
+    page = erin.get(answer.headers["Location"]).get_data(as_text=True)
+    assert "ended on this server only" in page and "Every sign-in of bob has ended" not in page
+    assert not is_signed_in(bob)
+    [line] = audit_lines("admin.revoke")
+    assert line["reason"] == "cache down: held in this process"
+    client.config_set("maxmemory", "0")
+    client.close()
+    app.extensions["portal.directory"].close()

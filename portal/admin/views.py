@@ -154,8 +154,16 @@ def revoke_user(username: str):
     """End every session and remember-me cookie of a person (CSRF-checked)."""
     name = _canonical_or_404(username)
     if not accounts.revoke_all(name):
-        audit.record("admin.revoke", user=current_user.username, target=name, reason="cache down")
-        abort(503, "The cache did not answer, so nothing was revoked. Please try again.")
+        # The mark is held by this process and written to the shared store once it answers:
+        # the admin must know the other servers do not refuse those sign-ins yet.
+        audit.record("admin.revoke", user=current_user.username, target=name,
+                     reason="cache down: held in this process")  # fmt: skip
+        flash(
+            f"The sign-ins of {name} have ended on this server only: the portal's shared store "
+            "is not answering, so the other servers will refuse them once it answers again "
+            "(not if this server restarts first). Try again in a minute to be sure."
+        )
+        return redirect(url_for("admin.user", username=name))
     audit.record("admin.revoke", user=current_user.username, target=name)
     flash(
         f'Every sign-in of {name} has ended, on every device, "keep me signed in" included. '

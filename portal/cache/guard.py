@@ -3,9 +3,12 @@
 With RedisCache every signed-in request reads Redis once. When Redis fails, three things keep
 that failure cheap and honest:
 
-- a **breaker** (as for directory servers): after a failure Redis is left alone for a back-off
-  (1 s, doubling to 30 s), then one request probes it; a hung Redis (SIGSTOP) costs one
-  CACHE_REDIS_TIMEOUT per back-off per process, not one per request;
+- a **breaker** (as for directory servers): after Redis could not be reached or timed out it
+  is left alone for a back-off (1 s, doubling to 5 s), then one request probes it; a hung Redis
+  (SIGSTOP) costs one CACHE_REDIS_TIMEOUT per back-off per process, not one per request. An
+  error Redis answers with (out of memory, a read-only replica) is not an outage: the call
+  fails, the next one asks again, so the marks of other processes are never left unread
+  because a write was refused;
 - **local entries**: while Redis cannot be used, people's entries read from the directory are
   kept in this process (at most FALLBACK_PEOPLE, for CACHE_FALLBACK_SECONDS), so the directory
   sees one read per person per process per interval, not one per request;
@@ -22,6 +25,10 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
+from functools import partial
+
+import redis
 
 from ..directory.breaker import CLOSED, Breaker
 
@@ -29,21 +36,32 @@ log = logging.getLogger(__name__)
 
 #: People whose entries each process keeps while Redis fails.
 FALLBACK_PEOPLE = 2000
+#: Longest back-off of the Redis breaker: while it is open the marks other processes wrote are
+#: not read, so it is kept short (a hung Redis then costs a CACHE_REDIS_TIMEOUT per 5 s).
+REDIS_BACKOFF_CAP = 5.0
 _WARNING_INTERVAL = 60.0
+#: Sign-outs waiting for Redis are written again at most this often (seconds).
+_REPLAY_INTERVAL = 1.0
+#: What a Redis that cannot be used raises (as opposed to an error it answered with).
+_OUTAGES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+# The clock of the local entries and replays, looked up on each call so tests can move it.
+_now = time.monotonic
 
 
 class CacheGuard:
     """Calls to one cache backend, with the breaker, local entries and local marks above."""
 
-    def __init__(self, shared: bool, fallback_seconds: float, local_marks, cap: float = 30.0):
+    def __init__(self, shared: bool, fallback_seconds: float, local_marks,
+                 cap: float = REDIS_BACKOFF_CAP):  # fmt: skip
         """local_marks: an in-memory marks store (portal.signin.revocations.MemoryMarks) for the
         sign-outs the shared store could not take."""
         self.breaker = Breaker("redis", cap=cap, initial=CLOSED) if shared else None
         self.local_entries = _LocalEntries(FALLBACK_PEOPLE, fallback_seconds)
         self.local_marks = local_marks
-        self._pending: list[tuple[str, tuple]] = []
+        self._pending: list[Callable[[], object]] = []
         self._lock = threading.Lock()
         self._last_warning = float("-inf")
+        self._next_replay = float("-inf")
 
     def call(self, operation: str, function, *args) -> tuple[bool, object]:
         """(True, result) when the backend answered; (False, None) when it failed or is left
@@ -57,8 +75,9 @@ class CacheGuard:
             return False, None
         if self.breaker is not None and self.breaker.succeeded():
             log.warning("the user cache answers again")
-        if self._pending:
-            self._replay(function)
+        if self._pending and _now() >= self._next_replay:
+            self._next_replay = _now() + _REPLAY_INTERVAL
+            self._replay()
         return True, result
 
     @property
@@ -69,20 +88,24 @@ class CacheGuard:
     def keep_mark(self, kind: str, marks, *args) -> None:
         """A mark the shared store could not take: kept here, and written there later."""
         getattr(self.local_marks, kind)(*args)
+        self.replay_later(partial(getattr(marks, kind), *args))
+
+    def replay_later(self, write: Callable[[], object]) -> None:
+        """A write the shared store could not take, made again (in order) once it answers."""
         with self._lock:
-            self._pending.append((kind, (marks, *args)))
+            self._pending.append(write)
 
     def local_read(self, username: str, sid: str):
         """The marks this process keeps for itself (written while the shared store failed)."""
         return self.local_marks.read(username, sid)
 
-    def _replay(self, _function) -> None:
+    def _replay(self) -> None:
         # Redis answers again: the marks it missed go to it now (the oldest first).
         with self._lock:
             pending, self._pending = self._pending, []
-        for number, (kind, (marks, *args)) in enumerate(pending):
+        for number, write in enumerate(pending):
             try:
-                getattr(marks, kind)(*args)
+                write()
             except Exception as error:  # noqa: BLE001 - still failing: keep the rest for later
                 with self._lock:
                     self._pending = pending[number:] + self._pending
@@ -90,7 +113,7 @@ class CacheGuard:
                 return
 
     def _failed(self, operation: str, error: Exception) -> None:
-        if self.breaker is not None:
+        if self.breaker is not None and isinstance(error, _OUTAGES):
             self.breaker.failed(f"{type(error).__name__}: {error}")
         # One line a minute is enough to tell the on-call engineer; every request would flood.
         now = time.monotonic()
@@ -114,7 +137,7 @@ class _LocalEntries:
             if found is None:
                 return None
             stored, text = found
-            if time.monotonic() - stored >= self.seconds:
+            if _now() - stored >= self.seconds:
                 del self._entries[username]
                 return None
             self._entries.move_to_end(username)
@@ -122,7 +145,7 @@ class _LocalEntries:
 
     def put(self, username: str, text: str) -> None:
         with self._lock:
-            self._entries[username] = (time.monotonic(), text)
+            self._entries[username] = (_now(), text)
             self._entries.move_to_end(username)
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)

@@ -25,8 +25,9 @@ from .settings import DirectorySettings
 
 log = logging.getLogger(__name__)
 quiet = QuietLog(log)
-#: What a failing server raises (as opposed to a refusal, or a fault of the caller's code).
-SERVER_FAULTS = (LDAPException, OSError, DirectoryUnavailable)
+#: What a failing server raises (as opposed to a refusal, or a fault of the caller's code);
+#: errors with a true `server_fault` attribute (ServerUnavailable) count too.
+SERVER_FAULTS = (LDAPException, OSError)
 
 
 def make_servers(settings: DirectorySettings) -> list[ldap3.Server]:

@@ -9,6 +9,14 @@ class DirectoryUnavailable(DirectoryError):
     """No configured server answered in time, or the service account could not bind."""
 
 
+class ServerUnavailable(DirectoryUnavailable):
+    """The server a connection was on said it cannot serve now (busy, unavailable) or sent no
+    answer at all: that server's breaker opens. Other DirectoryUnavailable errors (a pool with
+    no free connection, a time limit of one query) say nothing against the server."""
+
+    server_fault = True
+
+
 class InvalidInput(DirectoryError):
     """A login name or password that may never be sent to the directory (empty, control chars)."""
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import ldap3
 
-from .connections import discard, open_connection
+from .connections import discard, open_connection, server_answered
 from .errors import DirectoryUnavailable
 from .settings import DirectorySettings
 
@@ -48,5 +48,9 @@ def probe(server: ldap3.Server, settings: DirectorySettings) -> ServerHealth:
         searched, error = False, str(failure)
     finally:
         discard(connection)
+    if searched:
+        # It answered a bind and a search: the server is back for everyone, even one that no
+        # request has needed since it failed (the second server after a full outage).
+        server_answered(server)
     latency = round((time.perf_counter() - started) * 1000, 1)
     return ServerHealth(url, True, bool(bound), bool(searched), latency, error)

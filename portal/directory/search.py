@@ -8,13 +8,15 @@ import ldap3
 
 from .. import metrics
 from . import mapping
-from .errors import DirectoryError, DirectoryUnavailable
+from .errors import DirectoryError, DirectoryUnavailable, ServerUnavailable
 from .settings import DirectorySettings
 
 log = logging.getLogger(__name__)
 
 # Result codes that mean "the server cannot answer now" rather than "no" (RFC 4511 4.1.9).
 OUTAGE_CODES = frozenset({3, 11, 51, 52, 80})  # timeLimit, adminLimit, busy, unavailable, other
+#: Of those, the answers of a server that cannot serve anyone now (its breaker opens).
+SERVER_DOWN_CODES = frozenset({51, 52})
 _SUCCESS, _SIZE_LIMIT, _NO_SUCH_OBJECT = 0, 4, 32
 _PAGED_RESULTS = "1.2.840.113556.1.4.319"
 #: Pages one search may take (LDAP_PAGE_SIZE each) before it is refused as runaway.
@@ -73,7 +75,9 @@ def _entries(connection: ldap3.Connection, base: str, truncation_ok: bool) -> li
         if code == _NO_SUCH_OBJECT:
             log.warning("search base %s does not exist in the directory", base)
         return mapping.entries_of(connection.response)
-    if code in OUTAGE_CODES or code is None:
+    if code in SERVER_DOWN_CODES or code is None:
+        raise ServerUnavailable(f"search answered result code {code}")
+    if code in OUTAGE_CODES:
         raise DirectoryUnavailable(f"search answered result code {code}")
     log.error("search under %s refused: %s", base, (connection.result or {}).get("message"))
     raise DirectoryError(f"search under {base} refused with result code {code}")

@@ -15,11 +15,11 @@ from . import account_state, mapping
 from .account_state import State
 from .connections import BindPool, ServicePool, make_servers
 from .deadline import Deadline
-from .errors import DirectoryError, DirectoryUnavailable, PasswordChangeRequired
+from .errors import DirectoryError, DirectoryUnavailable, PasswordChangeRequired, ServerUnavailable
 from .groups import resolve_groups
 from .health import ServerHealth, probe
 from .queries import bind_name, check_password, fill_filter, fold_name, login_forms
-from .search import OUTAGE_CODES, run_search
+from .search import OUTAGE_CODES, SERVER_DOWN_CODES, run_search
 from .settings import DirectorySettings
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ class Directory:
             except DirectoryError:
                 raise
             except Exception as error:  # noqa: BLE001 - the server failed after the bind
-                raise DirectoryUnavailable("reading the bound entry failed") from error
+                raise ServerUnavailable("reading the bound entry failed") from error
         return None if entry is None else self._usable(entry, who)
 
     def _bound_entry(self, connection: ldap3.Connection) -> Mapping | None:
@@ -196,7 +196,8 @@ class Directory:
         if not bound and code in OUTAGE_CODES:
             detail = f"result code {code} {result.get('description', '')}".strip()
             metrics.ldap_error("bind", connection, detail)  # metrics, status page
-            raise DirectoryUnavailable(f"bind answered result code {code}")
+            unavailable = ServerUnavailable if code in SERVER_DOWN_CODES else DirectoryUnavailable
+            raise unavailable(f"bind answered result code {code}")
         if not bound and code != _INVALID_CREDENTIALS:
             # Not a wrong password: a policy or configuration refusal an administrator must see.
             log.warning("bind as %s refused: %s %s", who, code, result.get("description", ""))
