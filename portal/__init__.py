@@ -26,13 +26,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     settings.check_processes(app.config, settings.serving_processes())
     _derive_settings(app)
     app.config["PORTAL_STARTED_AT"] = time.time()
-    _check_page_templates(app)
 
     from . import access, accounts, directory
     from .cache import backend as cache_backend
     from .extensions import cache, csrf, login_manager
     from .signin import audit, throttle
-    from .web import errors
+    from .web import brand, errors, i18n
     from .web.request_guard import refuse_marked_request
 
     headers.init_app(app)  # first: its after_request function then runs after all others
@@ -44,9 +43,14 @@ def create_app(test_config: dict | None = None) -> Flask:
     csrf.init_app(app)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
-    login_manager.login_message = "Please sign in to open that page."
+    from flask_babel import lazy_gettext
+
+    login_manager.login_message = lazy_gettext("Please sign in to open that page.")
     login_manager.refresh_view = "auth.login"
-    login_manager.needs_refresh_message = "Please enter your password again to open that page."
+    login_manager.needs_refresh_message = lazy_gettext(
+        "Please enter your password again to open that page."
+    )
+    login_manager.localize_callback = str  # the lazy message, in the request's language
     # SESSION_PROTECTION (Flask-Login reads it from the config) compares this fingerprint,
     # not Flask-Login's own, which trusts the client-supplied X-Forwarded-For header.
     from flask_login import user_loaded_from_cookie
@@ -57,6 +61,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     user_loaded_from_cookie.connect(bind_to_client, app)
     app.session_interface = PortalSessionInterface()
     audit.init_app(app)
+    i18n.init_app(app)
+    brand.init_app(app)  # before access: app icons may come from BRAND_DIR/static
+    _check_page_templates(app)  # after brand: a page's template may come from BRAND_DIR
     access.init_app(app)
     directory.init_app(app)
     accounts.init_app(app)
@@ -129,5 +136,5 @@ def _check_page_templates(app: Flask) -> None:
             except TemplateNotFound as error:
                 raise settings.ConfigError(
                     f"setting PAGES[{number}].template: no template {error.name!r} in "
-                    f"{app.template_folder}"
+                    f"{app.template_folder}" + (" or BRAND_DIR" if app.config["BRAND_DIR"] else "")
                 ) from error

@@ -20,7 +20,7 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 from flask import Flask, current_app, request
@@ -106,7 +106,7 @@ def explain_person(typed: str, host: str) -> Explanation:
     nesting: dict[str, str] = {}
     attrs = directory.lookup(name, nesting)
     config = current_app.config
-    return explain_user(
+    explained = explain_user(
         attrs["username"] if attrs else name,
         attrs,
         policy(),
@@ -118,6 +118,9 @@ def explain_person(typed: str, host: str) -> Explanation:
         now=time.time(),
         nesting=nesting,
     )
+    if attrs is None:
+        explained = replace(explained, unusable=directory.unusable_reason(name))
+    return explained
 
 
 def policy() -> AccessPolicy:

@@ -392,8 +392,10 @@ def _portal_host() -> str:
 
 def _whois_lines(found: explain.Explanation, host: str) -> Iterator[str]:
     name = found.username
-    if not found.found:
-        yield f"{name}: no such person, or the account is not usable (disabled, locked, expired)"
+    if not found.exists:
+        yield f"{name}: no such person"
+    elif not found.found:
+        yield f"{name}: in the directory, but cannot sign in: the account is {found.unusable}"
     else:
         person = found.standing
         yield f"{name}: {found.display_name}" + (f" <{found.email}>" if found.email else "")

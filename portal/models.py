@@ -92,6 +92,11 @@ class User:
         return not keys.isdisjoint(self.policy.allowed) and keys.isdisjoint(self.policy.denied)
 
     @property
+    def is_suspended(self) -> bool:
+        """Member of a denied group (refused whatever else they are in)."""
+        return not self.group_keys.isdisjoint(self.policy.denied)
+
+    @property
     def is_admin(self) -> bool:
         """Active and member of an admin group."""
         return self.is_active and not self.group_keys.isdisjoint(self.policy.admin)

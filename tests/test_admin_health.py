@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import re
+import tomllib
 
 import pytest
 
@@ -27,10 +29,15 @@ def test_status_page_shows_directory_cache_and_session(client, auth, slapd):
     assert "SimpleCache" in body
     assert "read from the directory 0 s ago" in body
     assert "uid=erin,ou=people,dc=example,dc=org" in body
-    assert "_user_id" in body
+    assert "_user_id" not in body and "_fresh" not in body, "no internal session keys"
+    assert "<dt>Signed in</dt><dd>with your password</dd>" in body
     assert "<td>none (clear text)</td>" in body
-    assert "<dt>LDAP_BIND_PASSWORD</dt><dd>(set)</dd>" in body
-    assert "<dt>SECRET_KEY</dt><dd>(set)</dd>" in body
+    assert '<p class="summary ok" role="status">All good' in body
+    settings = html.unescape(body.split('<pre class="settings">')[1].split("</pre>")[0])
+    parsed = tomllib.loads(settings)  # the settings block is TOML a settings file could hold
+    assert parsed["LDAP_BIND_PASSWORD"] == "(set)" and parsed["SECRET_KEY"] == "(set)"
+    assert parsed["LDAP_URLS"] == [slapd.url] and parsed["USER_CACHE_TTL"] > 0
+    assert parsed["PAGES"][0]["slug"] == "handbook"
     assert "dev-only-reader-secret" not in body and "test-secret-key" not in body
     assert "<dt>Version</dt><dd>0.1.0</dd>" in body
     assert "<title>Status · Intranet portal</title>" in body
@@ -46,7 +53,8 @@ def test_status_page_shows_a_down_server(own_slapd):
     response = client.get("/admin/status")
     assert response.status_code == 200
     body = response.get_data(as_text=True)
-    assert "<td>NO</td>" in body
+    assert "<td>✗ unreachable: " in body
+    assert '<p class="summary bad" role="status">Directory: 1 of 1 server failing</p>' in body
     assert "no answer" in body
 
 
@@ -180,7 +188,7 @@ def test_status_page_shows_when_a_server_last_failed(own_slapd):
 
 def test_settings_list_masks_passwords_inside_urls():
     """A Redis URL's password is masked like any other secret."""
-    from portal.admin.views import settings_in_effect
+    from portal.admin.views import settings_toml
 
     for url in (
         "redis://:s3cret@cache:6379/0",
@@ -188,19 +196,15 @@ def test_settings_list_masks_passwords_inside_urls():
         "redis://:p#s3cret@cache/0",
         "redis://cache:6379/0?password=s3cret&db=1",
     ):
-        shown = dict(
-            settings_in_effect(
-                {
-                    "CACHE_REDIS_URL": url,
-                    "PASSWORD_MAX_LENGTH": 1024,
-                    "LDAP_URLS": ["ldaps://dc1:636"],
-                }
-            )
-        )
-        assert "s3cret" not in str(shown), url
+        config = {"CACHE_REDIS_URL": url, "PASSWORD_MAX_LENGTH": 1024,
+                  "LDAP_URLS": ["ldaps://dc1:636"]}  # fmt: skip
+        text = settings_toml(config)
+        shown = tomllib.loads(text)
+        assert "s3cret" not in text, url
         assert "(set)" in shown["CACHE_REDIS_URL"], url
-    assert shown["LDAP_URLS"] == "['ldaps://dc1:636']"
-    assert shown["PASSWORD_MAX_LENGTH"] == "1024", "not a secret: shown as it is"
+    assert shown["LDAP_URLS"] == ["ldaps://dc1:636"]
+    assert shown["PASSWORD_MAX_LENGTH"] == 1024, "not a secret: shown as it is"
+    assert "# LDAP_BIND_DN is not set" in text
 
 
 def test_status_page_shows_a_bind_refused_for_an_outage_as_the_servers_last_error(

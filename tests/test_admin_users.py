@@ -17,7 +17,7 @@ def test_user_page_explains_groups_standing_and_pages(app):
     """alice: DN, groups, allowed by staff, which pages open and which stay closed and why."""
     body = admin(app).get("/admin/users/alice").get_data(as_text=True)
     assert "uid=alice,ou=people,dc=example,dc=org" in body
-    assert "engineering, staff" in body
+    assert "<li>engineering</li><li>staff</li>" in body
     assert "yes: allowed by staff" in body
     assert "<td>Finance reports</td><td>closed</td><td>needs finance</td>" in body
     assert "<td>Employee handbook</td><td>open</td>" in body
@@ -97,3 +97,55 @@ def test_nesting_path_follows_the_chain_and_stops_at_cycles():
     assert nesting_path("a", {"a": "b", "b": "c"}) == ("b", "c")
     assert nesting_path("staff", {"a": "b"}) == ()
     assert nesting_path("a", {"a": "b", "b": "a"}) == ("b", "a")
+
+
+def test_look_up_tells_no_such_person_from_a_disabled_account(own_slapd):
+    """nobody: "no such person", 404, no buttons to press; alice disabled (matched by
+    LDAP_DISABLED_FILTER): in the directory but cannot sign in, with the sign-out button."""
+    from tests.conftest import make_app
+
+    app = make_app(own_slapd, LDAP_DISABLED_FILTER="(description=disabled)")
+    client = admin(app)
+    missing = client.get("/admin/users/nobody")
+    assert missing.status_code == 404
+    body = missing.get_data(as_text=True)
+    assert "The directory has no person called nobody." in body
+    assert "<form" not in body.split("<main")[1].split("</main>")[0].replace(
+        'method="get" action="/admin/users"', ""
+    ), "no actions for a person who does not exist"
+    own_slapd.modify(
+        "dn: uid=alice,ou=people,dc=example,dc=org\nchangetype: modify\n"
+        "add: description\ndescription: disabled\n"
+    )
+    disabled = client.get("/admin/users/alice")
+    assert disabled.status_code == 200
+    body = disabled.get_data(as_text=True)
+    assert "alice is in the directory but cannot sign in: the account is disabled." in body
+    assert 'action="/admin/users/alice/revoke"' in body
+    app.extensions["portal.directory"].close()
+
+
+def test_an_empty_look_up_says_so(app):
+    client = admin(app)
+    answer = client.get("/admin/users?username=+")
+    assert answer.status_code == 302 and answer.headers["Location"].endswith(
+        "/admin/status#look-up"
+    )
+    page = client.get("/admin/status").get_data(as_text=True)
+    assert '<p class="notice" role="status">Type a username to look up.</p>' in page
+
+
+def test_the_summary_names_what_fails(slapd):
+    """One dead replica of two: the line on top says so before any table does."""
+    from tests.conftest import make_app
+    from tests.servers import listener
+
+    with listener(lambda connection: connection.close()) as dead:
+        app = make_app(None, LDAP_URLS=[slapd.url, dead.url], LDAP_CONNECT_TIMEOUT=1,
+                       LDAP_OPERATION_TIMEOUT=1)  # fmt: skip
+        body = admin(app).get("/admin/status").get_data(as_text=True)
+        main = body.split('<main id="content"')[1].split(">", 1)[1]
+        assert main.lstrip().startswith(
+            '<p class="summary bad" role="status">Directory: 1 of 2 servers failing</p>'
+        )
+        app.extensions["portal.directory"].close()

@@ -147,7 +147,7 @@ ANSWERS = {
         ),
     ),
     "404": (404, lambda client, auth, app_with: client.get("/no/such/page")),
-    "405": (405, lambda client, auth, app_with: client.get("/logout")),
+    "405": (405, lambda client, auth, app_with: client.put("/logout")),
     "413": (
         413,
         lambda client, auth, app_with: client.post("/login", data={"username": "x" * 20000}),

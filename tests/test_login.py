@@ -68,7 +68,7 @@ def test_right_password_lands_on_home_with_name_email_groups_and_pages(client, a
     body = client.get("/").get_data(as_text=True)
     assert "Alice Liddell" in body
     assert "alice@example.org" in body
-    assert "engineering, staff" in body
+    assert "<li>engineering</li><li>staff</li>" in body
     assert 'href="/pages/handbook"' in body
     assert 'href="/pages/engineering"' in body
     assert 'href="/pages/finance"' not in body
@@ -86,12 +86,20 @@ def test_wrong_password_and_unknown_user_get_the_same_answer(app, auth):
     assert cookie_names(wrong) == cookie_names(nobody)
 
 
-@pytest.mark.parametrize("username", ["carol", "dave"])
-def test_right_password_without_allowed_group_is_refused_plainly(client, auth, username):
-    """Carol (no allowed group) and dave (denied group) are told why, and not signed in."""
+@pytest.mark.parametrize(
+    "username, advice, other",
+    [("carol", "not in any group that may use the portal", "suspended"),
+     ("dave", "suspended from the portal", "not in any group")],
+)  # fmt: skip
+def test_right_password_without_allowed_group_is_refused_plainly(
+    client, auth, username, advice, other
+):
+    """carol (no allowed group) is told to ask for her team's group; dave (in the denied
+    group) that he is suspended, not to ask for a group he has. Neither is signed in."""
     response = auth.login(username)
     assert response.status_code == 403
-    assert "your account may not use the portal" in response.get_data(as_text=True)
+    body = response.get_data(as_text=True)
+    assert advice in body and other not in body
     assert client.get("/").status_code == 302
 
 
@@ -305,11 +313,31 @@ def test_logout_lands_on_the_login_page_saying_signed_out(client, auth):
 
 
 def test_logout_needs_post_with_csrf(client, auth):
-    """GET /logout is not allowed and a POST without the token does not sign out."""
+    """GET /logout asks "Sign out?" and signs nobody out; a POST without the token does not."""
     auth.login("alice")
-    assert client.get("/logout").status_code == 405
+    page = client.get("/logout")
+    assert page.status_code == 200
+    body = page.get_data(as_text=True)
+    assert "<h1>Sign out?</h1>" in body and 'method="post" action="/logout"' in body
+    assert 'name="everywhere"' not in body
     assert client.post("/logout").status_code == 400
     assert client.get("/").status_code == 200
+
+
+def test_sign_out_everywhere_asks_first_then_says_what_it_did(client, auth):
+    """The home page's link leads to a confirmation; its button ends every sign-in, and the
+    login page then says so."""
+    auth.login("alice")
+    home = client.get("/").get_data(as_text=True)
+    assert 'href="/logout?everywhere=1"' in home
+    confirm = client.get("/logout?everywhere=1").get_data(as_text=True)
+    assert "Sign out everywhere?" in confirm and 'name="everywhere" value="1"' in confirm
+    token = confirm.split('name="csrf_token" value="')[1].split('"')[0]
+    answer = client.post("/logout", data={"csrf_token": token, "everywhere": "1"})
+    assert answer.headers["Location"].endswith("signed_out=everywhere")
+    landing = client.get(answer.headers["Location"]).get_data(as_text=True)
+    assert "every sign-in of yours has ended, on every device" in landing
+    assert client.get("/").status_code == 302
 
 
 def test_session_cookie_is_http_only_and_same_site_lax(auth):

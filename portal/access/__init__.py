@@ -5,23 +5,29 @@ from __future__ import annotations
 from functools import wraps
 
 from flask import Flask, abort, current_app, request
+from flask_babel import gettext
 from flask_login import current_user, login_fresh
 
 from ..extensions import login_manager
-from . import rules
+from . import apps, rules
 
 _RULES = "portal.rules"
+_APPS = "portal.apps"
 #: WSGI environ key: this request's person comes from a cache entry past its freshness (the
 #: directory did not answer, see accounts.py); pages say so, and admin pages refuse it.
 STALE = "portal.stale"
 
 
 def init_app(app: Flask) -> None:
-    """Compile ACCESS_RULES once for every decision the app makes."""
+    """Compile ACCESS_RULES once for every decision the app makes, and APPS against them."""
     config = app.config
-    app.extensions[_RULES] = rules.RuleSet(
+    ruleset = rules.RuleSet(
         config["ACCESS_RULES"], config["ACCESS_DEFAULT_POLICY"], config["ACCESS_KEPT_ESCAPES"]
     )
+    app.extensions[_RULES] = ruleset
+    # Icons are looked for where the static view looks (portal.web.brand: BRAND_DIR first).
+    folders = app.extensions.get("portal.static_folders") or [app.static_folder]
+    app.extensions[_APPS] = apps.compile_apps(config["APPS"], ruleset, folders)
 
 
 def rule_set() -> rules.RuleSet:
@@ -76,8 +82,8 @@ def admin_required(view):
             abort(403)
         if request.environ.get(STALE):
             # An administrator acts on what the directory says now, never on a memory of it.
-            abort(503, "The company directory is not answering, and the admin pages need it. "
-                       "Please try again in a minute.")  # fmt: skip
+            abort(503, gettext("The company directory is not answering, and the admin pages "
+                               "need it. Please try again in a minute."))  # fmt: skip
         if not login_fresh():
             return login_manager.needs_refresh()
         return view(*args, **kwargs)
@@ -93,6 +99,12 @@ def configured_pages() -> list[dict]:
 def find_page(slug: str) -> dict | None:
     """Return the configured page with this slug, or None."""
     return next((page for page in configured_pages() if page["slug"] == slug), None)
+
+
+def apps_for(user) -> list[tuple[str, list[apps.App]]]:
+    """The APPS this person may open, by category (see portal.access.apps)."""
+    return apps.apps_for(current_app.extensions[_APPS], rule_set(), user.groups, request.host,
+                         user.in_any_group)  # fmt: skip
 
 
 def pages_for(user) -> list[dict]:

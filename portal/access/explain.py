@@ -81,6 +81,13 @@ class Explanation:
     standing: Standing | None = None
     pages: tuple[PageAccess, ...] = ()
     cache: CacheState | None = None
+    #: When not found: "no such person", or the account's state ("disabled", "locked"...).
+    unusable: str = ""
+
+    @property
+    def exists(self) -> bool:
+        """Whether the directory has an entry by this name at all (usable or not)."""
+        return self.found or self.unusable not in ("", "no such person")
 
     def described_groups(self) -> list[str]:
         """Each group with how it was reached: "research via engineering", or just "staff"."""

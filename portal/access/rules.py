@@ -127,6 +127,24 @@ class RuleSet:
                 return folded  # a refusal wins; else the reading a rule spoke about
         return decision
 
+    def could_allow(self, host: str | None, path: str) -> bool:
+        """Whether some allow rule (or the default policy) lets somebody GET this host and path;
+        a None host stands for any (an address on the portal's own host)."""
+        if self.default_allowed:
+            return True
+        try:
+            path = app_path(path, self.kept_escapes)
+        except PathRefused:
+            return False
+        host = None if host is None else normal_host(host)
+        return any(
+            rule.decision.allowed
+            and (host is None or rule.covers(host))
+            and (not rule.methods or "GET" in rule.methods)
+            and rule.matches_path(path)
+            for rule in self.rules
+        )
+
     def _for_host(self, host: str) -> tuple[list[_Rule], bool]:
         # The rules that may apply to a host, in order, and whether any of them has paths.
         known = self._by_host.get(host)
@@ -185,11 +203,14 @@ class _Rule:
     def covers(self, host: str) -> bool:
         return not self.hosts or any(fnmatch.fnmatchcase(host, p) for p in self.hosts)
 
-    def matches(self, member_of: set[str], path: str, method: str, folded: bool) -> bool:
+    def matches_path(self, path: str, folded: bool = False) -> bool:
         prefixes = self.lowered if folded else self.prefixes
-        if prefixes and not any(
+        return not prefixes or any(
             path == prefix or path.startswith(prefix + "/") for prefix in prefixes
-        ):
+        )
+
+    def matches(self, member_of: set[str], path: str, method: str, folded: bool) -> bool:
+        if not self.matches_path(path, folded):
             return False
         if self.methods and method not in self.methods:
             return False

@@ -2,8 +2,10 @@
 
 import re
 import time
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
+import tomli_w
 from flask import (
     abort,
     current_app,
@@ -11,10 +13,10 @@ from flask import (
     redirect,
     render_template,
     request,
-    session,
     url_for,
 )
-from flask_login import current_user
+from flask_babel import gettext, lazy_gettext, ngettext
+from flask_login import current_user, login_fresh
 
 from .. import accounts, directory
 from ..access import admin_required
@@ -24,7 +26,6 @@ from ..recent import RECENT
 from ..signin import audit
 from . import bp
 
-_HIDDEN_SESSION_KEYS = frozenset({"csrf_token", "_id", "logout_token", "logout_key"})
 # Settings whose values are never shown, only whether they are set.
 _SECRETS = frozenset({"SECRET_KEY", "LDAP_BIND_PASSWORD", "METRICS_BEARER_TOKEN"})
 # Greedy to the last "@": an unencoded password may hold "/", "#" or "?" (masking too much is
@@ -36,40 +37,75 @@ _SECRET_QUERY = re.compile(r"(?i)([?&][^=&]*(?:pass|token|secret)[^=&]*=)[^&#]*"
 @bp.route("/status")
 @admin_required
 def status():
-    """Show whether each directory server and the cache answer, and this session's data."""
+    """Whether each directory server and the cache answer, with a one-line summary on top."""
     cached = accounts.cached_attributes(current_user.username)
     cache_age = round(time.time() - cached["fetched_at"]) if cached else None
     servers = directory.check_health()
+    cache_ok = probe_cache()
     return render_template(
         "admin/status.html",
+        summary=status_summary(servers, cache_ok),
         servers=servers,
         cache_type=current_app.config["CACHE_TYPE"],
-        cache_ok=probe_cache(),
+        cache_ok=cache_ok,
         cache_entries=count_person_entries(),
-        session_items=sorted(
-            (key, value) for key, value in session.items() if key not in _HIDDEN_SESSION_KEYS
-        ),
         cache_age=cache_age,
         user=current_user,
+        password_session=login_fresh(),
         tls=_tls_in_use(),
         version=_version(),
         started=time.strftime(
             "%Y-%m-%d %H:%M:%S UTC", time.gmtime(current_app.config["PORTAL_STARTED_AT"])
         ),
-        settings=settings_in_effect(current_app.config),
+        settings=settings_toml(current_app.config),
         activity=[RECENT.server(server.url) for server in servers],
         breakers=directory.breaker_states(),
         logins=RECENT.login_outcomes(),
+        login_outcomes=LOGIN_OUTCOMES,
         cache_hits=RECENT.cache_hits(),
         when=_when,
     )
 
 
-def settings_in_effect(config) -> list[tuple[str, str]]:
+class Summary(NamedTuple):
+    """The status page's first line: whether all is well, and what it says."""
+
+    well: bool
+    line: str
+
+
+def status_summary(servers, cache_ok: bool) -> Summary:
+    """ "All good", or what fails, e.g. "Directory: 1 of 2 servers failing"."""
+    failing = sum(not server.ok for server in servers)
+    problems = []
+    if failing:
+        problems.append(ngettext("Directory: %(failing)d of %(num)d server failing",
+                                 "Directory: %(failing)d of %(num)d servers failing",
+                                 len(servers), failing=failing))  # fmt: skip
+    if not cache_ok:
+        problems.append(gettext("Cache: not answering"))
+    if not problems:
+        return Summary(True, gettext("All good: every directory server (%(count)d) and the cache "
+                                     "answer", count=len(servers)))  # fmt: skip
+    return Summary(False, "; ".join(problems))
+
+
+#: The login outcomes the status page counts, in order, with their labels.
+LOGIN_OUTCOMES = (
+    ("success", lazy_gettext("success")),
+    ("failed", lazy_gettext("failed")),
+    ("refused", lazy_gettext("refused")),
+    ("must_change_password", lazy_gettext("must change password")),
+    ("throttled", lazy_gettext("throttled")),
+    ("directory_error", lazy_gettext("directory error")),
+)
+
+
+def masked_settings(config) -> dict:
     """The portal's own settings, secrets masked, for the status page."""
     from ..settings import known_keys
 
-    shown = []
+    shown = {}
     for key in sorted(known_keys() | {"SECRET_KEY"}):
         value = config.get(key)
         if key in _SECRETS:
@@ -78,8 +114,17 @@ def settings_in_effect(config) -> list[tuple[str, str]]:
             value = _without_password(value)
         elif isinstance(value, list):
             value = [_without_password(item) if isinstance(item, str) else item for item in value]
-        shown.append((key, str(value)))
+        shown[key] = value
     return shown
+
+
+def settings_toml(config) -> str:
+    """The settings in effect as the TOML a settings file would hold (secrets masked)."""
+    shown = masked_settings(config)
+    unset = [f"# {key} is not set" for key, value in shown.items() if value is None]
+    return tomli_w.dumps({key: value for key, value in shown.items() if value is not None}) + (
+        "\n".join(unset) + "\n" if unset else ""
+    )
 
 
 def _without_password(text: str) -> str:
@@ -101,7 +146,7 @@ def _tls_in_use() -> list[str]:
     config = current_app.config
     return [
         "ldaps" if url.lower().startswith("ldaps://")
-        else "StartTLS" if config["LDAP_START_TLS"] else "none (clear text)"
+        else "StartTLS" if config["LDAP_START_TLS"] else gettext("none (clear text)")
         for url in config["LDAP_URLS"]
     ]  # fmt: skip
 
@@ -121,7 +166,8 @@ def find_user():
     """The status page's look-up form lands here: go to that person's page."""
     username = request.args.get("username", "").strip()
     if not username:
-        return redirect(url_for("admin.status"))
+        flash(gettext("Type a username to look up."))
+        return redirect(url_for("admin.status") + "#look-up")
     return redirect(url_for("admin.user", username=username))
 
 
@@ -134,7 +180,7 @@ def user(username: str):
         found = accounts.explain_person(username, urlsplit("//" + request.host).hostname or "")
     except InvalidInput:
         abort(404)
-    return render_template("admin/user.html", found=found), 200 if found.found else 404
+    return render_template("admin/user.html", found=found), 200 if found.exists else 404
 
 
 @bp.route("/users/<path:username>/flush", methods=["POST"])
@@ -144,7 +190,8 @@ def flush_user(username: str):
     name = _canonical_or_404(username)
     accounts.forget(name)
     audit.record("admin.flush", user=current_user.username, target=name)
-    flash(f"The cache entry of {name} was dropped: the next request reads the directory.")
+    flash(gettext("The cache entry of %(name)s was dropped: the next request reads the "
+                  "directory.", name=name))  # fmt: skip
     return redirect(url_for("admin.user", username=name))
 
 
@@ -158,17 +205,18 @@ def revoke_user(username: str):
         # the admin must know the other servers do not refuse those sign-ins yet.
         audit.record("admin.revoke", user=current_user.username, target=name,
                      reason="cache down: held in this process")  # fmt: skip
-        flash(
-            f"The sign-ins of {name} have ended on this server only: the portal's shared store "
+        flash(gettext(
+            "The sign-ins of %(name)s have ended on this server only: the portal's shared store "
             "is not answering, so the other servers will refuse them once it answers again "
-            "(not if this server restarts first). Try again in a minute to be sure."
-        )
+            "(not if this server restarts first). Try again in a minute to be sure.", name=name
+        ))  # fmt: skip
         return redirect(url_for("admin.user", username=name))
     audit.record("admin.revoke", user=current_user.username, target=name)
-    flash(
-        f'Every sign-in of {name} has ended, on every device, "keep me signed in" included. '
-        "They can sign in again with their password unless the directory says otherwise."
-    )
+    flash(gettext(
+        'Every sign-in of %(name)s has ended, on every device, "keep me signed in" included. '
+        "They can sign in again with their password unless the directory says otherwise.",
+        name=name,
+    ))  # fmt: skip
     return redirect(url_for("admin.user", username=name))
 
 

@@ -7,6 +7,8 @@ import logging
 import time
 
 from flask import current_app, g, redirect, render_template, request, session, url_for
+from flask_babel import lazy_gettext as _l
+from flask_babel import ngettext
 from flask_login import current_user, login_fresh, login_user
 from flask_login.utils import decode_cookie
 from flask_wtf.csrf import generate_csrf
@@ -27,17 +29,26 @@ quiet = QuietLog(log)
 _monotonic = time.monotonic
 _sleep = time.sleep
 
-FAILED = "Wrong username or password."
-REFUSED = (
-    "Your password is correct, but your account may not use the portal. "
-    "Ask your manager or the service desk to add you to the right group."
+# Shown to people, in their language (lazy: translated when the page is rendered).
+FAILED = _l("Wrong username or password.")
+REFUSED = _l(
+    "Your password is correct, but your account is not in any group that may use the portal "
+    "yet. New accounts often get their groups within a day: ask your manager or the service "
+    "desk to add you to your team's group."
 )
-MISSING = "Enter your username and password."
-MUST_CHANGE = (
+SUSPENDED = _l(
+    "Your password is correct, but your account is suspended from the portal (it is in a group "
+    "that may not use it). This is usually deliberate: if you think it is a mistake, contact "
+    "the service desk."
+)
+MISSING = _l("Enter your username and password.")
+MUST_CHANGE = _l(
     "Your password has expired or was reset, so it must be changed before you can sign in."
 )
-UNAVAILABLE = "The directory is not answering, so nobody can sign in right now. Please try again."
-PAUSED = (
+UNAVAILABLE = _l(
+    "The directory is not answering, so nobody can sign in right now. Please try again."
+)
+PAUSED = _l(
     "Signing in is paused for a moment: the portal cannot count failed attempts right now. "
     "Please try again in a minute."
 )
@@ -91,9 +102,10 @@ def login():
 def _throttled_page(form: LoginForm, wait: int):
     # The form again, saying when to try (429 with Retry-After); the directory was not asked.
     minutes = max(1, -(-wait // 60))
-    message = (
-        f"Too many failed sign-ins. Please wait {minutes} minute{'s' if minutes > 1 else ''} "
-        "and try again."
+    message = ngettext(
+        "Too many failed sign-ins. Please wait %(num)d minute and try again.",
+        "Too many failed sign-ins. Please wait %(num)d minutes and try again.",
+        minutes,
     )
     return _page(form, message, 429, {"Retry-After": str(wait)})
 
@@ -107,7 +119,7 @@ def _check_password(form: LoginForm, next_url: str | None):
     except PasswordChangeRequired:
         metrics.login("must_change_password")  # metrics
         audit.record("login.refused", user=typed, reason="password must be changed")
-        return _page(form, MUST_CHANGE, 403, change_url=current_app.config["PASSWORD_CHANGE_URL"])
+        return _page(form, MUST_CHANGE, 403, must_change=True)
     except DirectoryError as error:
         metrics.login("directory_error")  # metrics
         quiet.warning(f"login {type(error).__name__}", "login could not be checked: %s: %s",
@@ -122,8 +134,10 @@ def _check_password(form: LoginForm, next_url: str | None):
     user = accounts.build_user(attrs)
     if not user.is_active:
         metrics.login("refused")  # metrics
-        audit.record("login.refused", user=user.username, reason="not in an allowed group")
-        return _page(form, REFUSED, 403)
+        suspended = user.is_suspended
+        reason = "in a denied group" if suspended else "not in an allowed group"
+        audit.record("login.refused", user=user.username, reason=reason)
+        return _page(form, SUSPENDED if suspended else REFUSED, 403)
     # A new session for the new identity: nothing from before the login survives it, not
     # even a remember-me cookie of whoever used this browser before.
     session.clear()
@@ -142,7 +156,15 @@ def _check_password(form: LoginForm, next_url: str | None):
     return redirect(next_url or url_for("main.home")), 302
 
 
-@bp.route("/logout", methods=["POST"])
+@bp.get("/logout")
+def confirm_logout():
+    """A "Sign out?" page with the button (a link or a typed address cannot sign anyone out:
+    sign-out is a CSRF-checked POST); with `everywhere=1`, the sign-out of every device."""
+    everywhere = request.args.get("everywhere") == "1"
+    return render_template("logout.html", everywhere=everywhere)
+
+
+@bp.post("/logout")
 def logout():
     """Sign out: end this login (its copies too), drop the cache entry, session and cookie.
 
@@ -163,11 +185,13 @@ def logout():
             event = "logout"
         audit.record(event, user=login.username, reason="" if stored else "cache down")
         ended = ended and stored
+    everywhere = request.form.get("everywhere") == "1"
     session.clear()
     login_manager._update_request_context_with_user()  # anonymous for the rest of the request
     # This browser is signed out either way; if the cache could not record it, copies of the
     # cookies (other devices) still work, and the page must say so rather than "signed out".
-    response = redirect(url_for("auth.login", signed_out=1 if ended else "incomplete"))
+    said = ("everywhere" if everywhere else "1") if ended else "incomplete"
+    response = redirect(url_for("auth.login", signed_out=said))
     config = current_app.config
     response.delete_cookie(
         _remember_cookie_name(),
@@ -211,11 +235,17 @@ def _wait_until(deadline: float) -> None:
         _sleep(remaining)
 
 
-def _page(form: LoginForm, error=None, status: int = 200, headers=None, change_url=None):
+def _page(form: LoginForm, error=None, status: int = 200, headers=None, must_change=False):
     form.password.data = ""
     signed_out = request.args.get("signed_out") if error is None else None
     body = render_template(
-        "login.html", form=form, error=error, signed_out=signed_out, change_url=change_url
+        "login.html",
+        form=form,
+        error=error,
+        signed_out=signed_out,
+        must_change=must_change,
+        wrong_password=error == FAILED,
+        missing=error == MISSING,
     )
     response_headers = {"Cache-Control": "no-store", **(headers or {})}
     return body, status, response_headers

@@ -67,6 +67,12 @@ def lookup(username: str, nesting: dict[str, str] | None = None) -> dict | None:
     return get_directory().lookup(username, nesting)
 
 
+def unusable_reason(username: str) -> str:
+    """Why a person has no usable account: "no such person", "disabled", "locked"... ("" when
+    they have one). For the admin look-up: sign-ins never tell these apart."""
+    return get_directory().unusable_reason(username)
+
+
 def canonical_username(typed: object) -> str:
     """The name as sessions and the cache key it: trimmed, lower-cased, without a known domain."""
     settings = get_directory().settings

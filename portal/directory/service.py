@@ -84,6 +84,21 @@ class Directory:
         # very person the session was issued to may be loaded for it.
         return attrs if attrs["username"] == name else None
 
+    def unusable_reason(self, username: object) -> str:
+        """Why lookup finds no usable account by this name: "no such person", "disabled",
+        "locked", "must change password" or "its entry cannot be used"; "" if it finds one."""
+        name, _ = login_forms(username, self.settings.username_max_length)
+        entry = self._find_user(name, name)
+        if entry is None:
+            plain = self.settings.plain_user_filter
+            if self.settings.disabled_filter and self._find_user(name, name, plain) is not None:
+                return State.DISABLED.value
+            return "no such person"
+        if self._identity(entry) is None:
+            return "its entry cannot be used (see the log)"
+        state = account_state.from_entry(self.settings, entry["attributes"])
+        return "" if state is State.OK else state.value
+
     def check_health(self) -> list[ServerHealth]:
         """Probe every server at once (fresh service bind and base search), in LDAP_URLS order.
 
@@ -203,8 +218,9 @@ class Directory:
             log.warning("bind as %s refused: %s %s", who, code, result.get("description", ""))
         return bound
 
-    def _find_user(self, name: str, login: str) -> Mapping | None:
-        search_filter = fill_filter(self.settings.user_filter, username=name, login=login)
+    def _find_user(self, name: str, login: str, user_filter: str = "") -> Mapping | None:
+        user_filter = user_filter or self.settings.user_filter
+        search_filter = fill_filter(user_filter, username=name, login=login)
         found: dict[str, Mapping] = {}  # by DN: overlapping bases return an entry twice
         for base in self.settings.user_bases:
             for entry in self._search(base, search_filter, self.settings.user_attributes,

@@ -42,6 +42,8 @@ class DirectorySettings:
     password_max_length: int
     breaker_max_seconds: int = 30
     login_deadline: float = 6.0
+    #: LDAP_USER_FILTER without LDAP_DISABLED_FILTER: finds disabled people too (to say why).
+    plain_user_filter: str = ""
 
     @classmethod
     def from_config(cls, config: Mapping) -> DirectorySettings:
@@ -82,6 +84,7 @@ class DirectorySettings:
             password_max_length=config["PASSWORD_MAX_LENGTH"],
             breaker_max_seconds=config["LDAP_BREAKER_MAX_SECONDS"],
             login_deadline=config["LDAP_LOGIN_DEADLINE"] or config["LDAP_OPERATION_TIMEOUT"] + 1,
+            plain_user_filter=config["LDAP_USER_FILTER"],
         )
 
     @property

@@ -1,9 +1,9 @@
-"""Home lists what the signed-in person may open; /pages/<slug> shows one configured page."""
+"""Home offers the apps and pages the signed-in person may open; /pages/<slug> shows one page."""
 
 from flask import abort, render_template, request, session
 from flask_login import current_user, login_required
 
-from ..access import find_page, pages_for
+from ..access import apps_for, find_page, pages_for
 from . import bp
 
 #: WSGI environ key: this response may be given again to the same session (portal.web.fastpath).
@@ -14,8 +14,9 @@ _STORABLE_VIEWS = frozenset({"main.home", "main.page"})
 @bp.route("/")
 @login_required
 def home():
-    """The person's name, e-mail, groups and the pages their groups open."""
-    return render_template("home.html", user=current_user, pages=pages_for(current_user))
+    """The apps and pages this person may open, then their account: name, e-mail, groups."""
+    return render_template("home.html", user=current_user, apps=apps_for(current_user),
+                           pages=pages_for(current_user))  # fmt: skip
 
 
 @bp.route("/pages/<slug>")

@@ -11,13 +11,17 @@ from urllib.parse import urlsplit
 from ..cache.redis_clients import check_url, is_redis_url
 from .values import (
     ConfigError,
+    available_languages,
+    check_apps,
     check_kept_escapes,
     check_pages,
     check_rules,
+    contrast_with_white,
     is_attribute_name,
     is_dn,
     is_int,
     is_loopback,
+    is_site_url,
     is_str_list,
     is_text,
     parse_filter,
@@ -27,6 +31,7 @@ from .values import (
 
 __all__ = ["ConfigError", "check_settings"]
 
+_BRAND_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]*\.(svg|png|webp|ico)$")
 # Marker in the dev-only secrets of settings.toml; refused unless ENV is "development".
 _DEV_ONLY_MARKER = "dev-only"
 _POSITIVE_INTS = (
@@ -118,6 +123,8 @@ def check_settings(config, known: set[str]) -> list[str]:
     _check_access(config)
     _check_metrics(config)
     check_pages(config.get("PAGES"))
+    check_apps(config.get("APPS"))
+    _check_brand(config)
     if config["CACHE_TYPE"] == "RedisCache":
         url = config.get("CACHE_REDIS_URL", "")
         require(
@@ -234,12 +241,54 @@ def _check_people(config) -> None:
         require(not placeholders("LDAP_DISABLED_FILTER", disabled), "LDAP_DISABLED_FILTER",
                  "takes no placeholders")  # fmt: skip
         parse_filter("LDAP_DISABLED_FILTER", disabled)
-    url = config.get("PASSWORD_CHANGE_URL")
+    for key in ("PASSWORD_CHANGE_URL", "PASSWORD_RESET_URL", "HELP_URL"):
+        url = config.get(key)
+        require(
+            isinstance(url, str) and (not url or url.startswith(("https://", "http://", "/"))),
+            key,
+            "an https:// address or a path on this site",
+        )
+    for key in ("HELP_TEXT", "HELP_LINK_TEXT"):
+        require(isinstance(config.get(key), str), key, "text")
+
+
+def _check_brand(config) -> None:
     require(
-        isinstance(url, str) and (not url or url.startswith(("https://", "http://", "/"))),
-        "PASSWORD_CHANGE_URL",
-        "an https:// address or a path on this site",
+        is_text(config.get("PORTAL_NAME")),
+        "PORTAL_NAME",
+        'the portal\'s name, e.g. "Acme intranet"',
     )
+    brand_dir = config.get("BRAND_DIR")
+    is_folder = isinstance(brand_dir, str) and (not brand_dir or Path(brand_dir).is_dir())
+    require(is_folder, "BRAND_DIR",
+            f"{brand_dir!r} is not a folder (it holds templates/ and static/)")  # fmt: skip
+    for key in ("PORTAL_LOGO", "PORTAL_FAVICON"):
+        name = config.get(key)
+        plain = isinstance(name, str) and (not name or bool(_BRAND_FILE.match(name)))
+        require(plain and ".." not in name, key,
+                f"{name!r}: a file name in the static folder, such as logo.svg")  # fmt: skip
+    colour = config.get("ACCENT_COLOUR")
+    require(isinstance(colour, str) and (not colour or re.fullmatch(r"#[0-9A-Fa-f]{6}", colour)),
+             "ACCENT_COLOUR", f"{colour!r}: a colour such as \"#2457c5\"")  # fmt: skip
+    if colour:
+        ratio = contrast_with_white(colour)
+        require(ratio >= 4.5, "ACCENT_COLOUR",
+                 f"{colour} is too light for the white text on buttons (contrast {ratio:.1f}:1, "
+                 "at least 4.5:1 is needed to be readable): choose a darker shade")  # fmt: skip
+    require(isinstance(config.get("FOOTER_TEXT"), str), "FOOTER_TEXT", "text")
+    languages = config.get("LANGUAGES")
+    require(is_str_list(languages), "LANGUAGES", 'a list such as ["en", "de"]')
+    known = available_languages()
+    unknown = [language for language in languages if language not in known]
+    available = ", ".join(sorted(known))
+    require(not unknown, "LANGUAGES",
+            f"no translation for {', '.join(unknown)} (available: {available})")  # fmt: skip
+    links = config.get("FOOTER_LINKS")
+    require(isinstance(links, list), "FOOTER_LINKS", "a list of tables with title and url")
+    for number, link in enumerate(links, 1):
+        require(isinstance(link, dict) and set(link) == {"title", "url"} and is_text(link["title"])
+                and is_site_url(link["url"]), f"FOOTER_LINKS[{number}]",
+                "a table with a title and an https:// url (or a path on this site)")  # fmt: skip
 
 
 def _check_groups(config) -> None:

@@ -74,6 +74,37 @@ LDAP_DISABLED_FILTER = ""
 LDAP_PASSWORD_MAX_AGE_DAYS = 0
 #: Where people change an expired or reset password (shown when they must).
 PASSWORD_CHANGE_URL = ""
+#: Where people reset a forgotten password: a "Forgot your password?" link on the login page.
+PASSWORD_RESET_URL = ""
+
+# --- Look -----------------------------------------------------------------------------------
+#: The portal's name, in every page's title and header.
+PORTAL_NAME = "Intranet portal"
+#: A folder whose templates/ and static/ come before the package's: put a template or a file
+#: of the same name there to replace it (logo, portal.css, app icons) without editing the package.
+BRAND_DIR = ""
+#: The logo in the header, a file in the static folder (BRAND_DIR's first); empty: the name only.
+PORTAL_LOGO = ""
+#: The browser tab's icon, a file in the static folder.
+PORTAL_FAVICON = "favicon.svg"
+#: Buttons, links and tiles in the company's colour, "#rrggbb" dark enough for white text.
+ACCENT_COLOUR = ""
+#: A line at the foot of every page, and links there: tables with title and url.
+FOOTER_TEXT = ""
+FOOTER_LINKS: list[dict[str, str]] = []
+
+#: The languages pages are shown in, chosen from the browser's Accept-Language; the first is
+#: used when the browser asks for none of them. Available: "en", "de".
+LANGUAGES = ["en", "de"]
+
+# --- Help -----------------------------------------------------------------------------------
+#: Shown wherever someone may be stuck (login, refused, must change password, too many
+#: attempts, 403, 503): who to ask, e.g. "The service desk answers on extension 4357.".
+HELP_TEXT = ""
+#: The service desk's page, linked after HELP_TEXT, with HELP_LINK_TEXT as the link's text
+#: (empty: "Contact the service desk", in the page's language).
+HELP_URL = ""
+HELP_LINK_TEXT = ""
 
 # --- Groups ---------------------------------------------------------------------------------
 #: Where groups come from: "search" (LDAP_GROUP_FILTER), "memberof" (the person's
@@ -104,6 +135,11 @@ ACCESS_DENIED_GROUPS: list[str] = []
 ACCESS_ADMIN_GROUPS: list[str] = []
 #: Group-restricted pages: tables with slug, title, groups and either body or template.
 PAGES: list[dict[str, Any]] = []
+#: The apps the home page offers, as tiles grouped by category: tables with title, url (an
+#: https:// address, or a path on the portal's host), and optionally description, icon (a file
+#: in static/icons/), category and groups. A person sees an app only when ACCESS_RULES let them
+#: open its url (as /auth/verify would) and, if groups are given, they are in one of them.
+APPS: list[dict[str, Any]] = []
 #: Ordered rules for the portal's pages and for apps behind the same proxy (/auth/verify):
 #: tables with optional hosts ("*.corp.example" allowed), paths (prefixes), methods and groups
 #: (empty: anyone signed in), and policy "allow" or "deny". The first rule that matches decides.

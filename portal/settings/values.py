@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import string
+from pathlib import Path
 
 from ldap3.core.exceptions import LDAPException
 from ldap3.operation.search import parse_filter as ldap3_parse_filter
@@ -12,8 +13,19 @@ from ldap3.utils.dn import parse_dn
 
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 _RULE_KEYS = {"hosts", "paths", "methods", "groups", "policy"}
+_APP_KEYS = {"title", "url", "description", "icon", "category", "groups"}
+_ICON = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\.(svg|png|webp)$")
 # "/", ".", "\\", "%", ";", NUL, "?" and "#": escapes that change a path's structure when decoded.
 _STRUCTURAL_ESCAPES = {"%2F", "%2E", "%5C", "%25", "%3B", "%00", "%3F", "%23"}
+
+
+#: The folder of the catalogs (translations/<language>/LC_MESSAGES/messages.mo).
+TRANSLATIONS = Path(__file__).resolve().parents[1] / "translations"
+
+
+def available_languages() -> set[str]:
+    """English (the source language) and every language with a compiled catalog."""
+    return {"en"} | {path.parts[-3] for path in TRANSLATIONS.glob("*/LC_MESSAGES/messages.mo")}
 
 
 class ConfigError(ValueError):
@@ -59,6 +71,52 @@ def check_pages(pages) -> None:
         has_body = isinstance(page.get("body"), str)
         has_template = isinstance(page.get("template"), str)
         require(has_body != has_template, where, "give exactly one of body or template")
+
+
+def check_apps(apps) -> None:
+    """Check APPS: tables with a title and an http(s) or portal-relative url, and optionally a
+    description, an icon file name, a category and groups."""
+    require(isinstance(apps, list), "APPS", "a list of tables ([[APPS]] in TOML)")
+    for number, app in enumerate(apps, 1):
+        where = f"APPS[{number}]"
+        require(isinstance(app, dict), where, "a table with title and url")
+        require(set(app) <= _APP_KEYS, where, f"unknown key {sorted(set(app) - _APP_KEYS)} "
+                f"(known: {', '.join(sorted(_APP_KEYS))})")  # fmt: skip
+        require(is_text(app.get("title")), where + ".title", "the name people know the app by")
+        url = app.get("url")
+        plain = isinstance(url, str) and url.isascii() and url.isprintable() and " " not in url
+        web = plain and (re.match(r"https?://[A-Za-z0-9.-]+(:[0-9]+)?(/|$)", url) is not None)
+        local = plain and url.startswith("/") and not url.startswith("//")
+        require(web or local, where + ".url",
+                 f"{url!r}: an https:// address, or a path on the portal's host such as "
+                 '"/app/wiki/"')  # fmt: skip
+        for key in ("description", "category"):
+            require(isinstance(app.get(key, ""), str), f"{where}.{key}", "text")
+        icon = app.get("icon", "")
+        require(icon == "" or (isinstance(icon, str) and _ICON.match(icon)), where + ".icon",
+                 f"{icon!r}: a file name in static/icons/, such as wiki.svg")  # fmt: skip
+        require(is_str_list(app.get("groups", []), allow_empty=True), where + ".groups",
+                 "a list of groups (empty: whoever the access rules let in)")  # fmt: skip
+
+
+def contrast_with_white(colour: str) -> float:
+    """WCAG 2 contrast ratio of white text on a #rrggbb colour (AA needs 4.5 for text)."""
+    channels = [int(colour[index : index + 2], 16) / 255 for index in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+    return 1.05 / (luminance + 0.05)
+
+
+def is_site_url(url) -> bool:
+    """An http(s) address, or a path on this site ("/help")."""
+    return (
+        isinstance(url, str)
+        and url.isprintable()
+        and (
+            url.startswith(("https://", "http://"))
+            or (url.startswith("/") and not url.startswith("//"))
+        )
+    )
 
 
 def check_kept_escapes(escapes) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, current_app, jsonify, make_response, render_template, request, session
+from flask_babel import gettext
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
@@ -21,17 +23,18 @@ quiet = QuietLog(log)
 RETRY_AFTER_SECONDS = 30
 
 _MESSAGES = {
-    400: ("Bad request", "The request could not be understood. Please go back and try again."),
-    403: ("Not allowed", "Your account is not in a group that may open this page."),
-    404: ("Not found", "There is no page at this address."),
-    405: ("Method not allowed", "This address does not accept that kind of request."),
-    413: ("Too large", "What you sent is larger than the portal accepts."),
+    400: (_l("Bad request"),
+          _l("The request could not be understood. Please go back and try again.")),
+    403: (_l("Not allowed"), _l("Your account is not in a group that may open this page.")),
+    404: (_l("Not found"), _l("There is no page at this address.")),
+    405: (_l("Method not allowed"), _l("This address does not accept that kind of request.")),
+    413: (_l("Too large"), _l("What you sent is larger than the portal accepts.")),
     503: (
-        "Directory unavailable",
-        "The company directory is not answering right now, so the portal cannot check who you "
-        "are. Please try again in a minute.",
+        _l("Directory unavailable"),
+        _l("The company directory is not answering right now, so the portal cannot check who you "
+           "are. Please try again in a minute."),
     ),
-}
+}  # fmt: skip
 
 
 def init_app(app: Flask) -> None:
@@ -43,8 +46,8 @@ def init_app(app: Flask) -> None:
 
 def render_error(status: int, detail: str | None = None):
     """Answer with a status, as JSON or as the friendly error page."""
-    title, message = _MESSAGES.get(status, ("Error", "Something went wrong."))
-    message = detail or message
+    title, message = _MESSAGES.get(status, (_l("Error"), _l("Something went wrong.")))
+    title, message = str(title), str(detail or message)
     if _wants_json():
         response = jsonify(error=title, message=message, status=status)
     else:
@@ -84,7 +87,9 @@ def _audit_denial() -> None:
 
 
 def _csrf_error(error: CSRFError):
-    return render_error(400, "The form expired or was not sent from the portal. Please try again.")
+    return render_error(
+        400, gettext("The form expired or was not sent from the portal. Please try again.")
+    )
 
 
 def _directory_error(error: DirectoryError):

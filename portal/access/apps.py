@@ -1,0 +1,80 @@
+"""The home page's launcher: the APPS a person may open, judged as /auth/verify judges them.
+
+An app is shown to a person exactly when ACCESS_RULES let them GET its url (for a path on the
+portal's own host, judged on the host the page was asked for) and, if the app names groups,
+they are in one of them: the launcher can neither show a door the proxy will shut nor hide one
+it will open. With ACCESS_DEFAULT_POLICY = "deny", an app no allow rule covers would be shown
+to nobody: the portal refuses to start with it, naming it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from ..settings import ConfigError
+from .rules import RuleSet
+
+
+@dataclass(frozen=True)
+class App:
+    """One tile of the launcher."""
+
+    title: str
+    url: str
+    description: str
+    icon: str
+    category: str
+    groups: tuple[str, ...]
+    host: str | None  # None: a path on the portal's own host
+    path: str
+
+    @property
+    def initial(self) -> str:
+        """The letter shown in place of an icon."""
+        return self.title.strip()[0].upper()
+
+
+def compile_apps(apps: list[dict], rules: RuleSet, static_folders) -> tuple[App, ...]:
+    """APPS as tiles, checked against the rules and the icon files (in any of the static
+    folders); raise ConfigError."""
+    compiled = []
+    for number, app in enumerate(apps, 1):
+        parts = urlsplit(app["url"])
+        tile = App(
+            title=app["title"].strip(),
+            url=app["url"],
+            description=app.get("description", "").strip(),
+            icon=app.get("icon", ""),
+            category=app.get("category", "").strip(),  # "": the page says "Apps"
+            groups=tuple(app.get("groups", ())),
+            host=parts.netloc or None,
+            path=parts.path or "/",
+        )
+        if not rules.could_allow(tile.host, tile.path):
+            raise ConfigError(
+                f"setting APPS[{number}]: no rule of ACCESS_RULES allows {tile.url!r} and the "
+                "default policy is deny, so nobody could open it: add an allow rule for it "
+                "or remove the app"
+            )
+        if tile.icon and not any(Path(folder, "icons", tile.icon).is_file()
+                                 for folder in static_folders):  # fmt: skip
+            raise ConfigError(
+                f"setting APPS[{number}].icon: there is no file static/icons/{tile.icon}"
+            )
+        compiled.append(tile)
+    return tuple(compiled)
+
+
+def apps_for(apps: tuple[App, ...], rules: RuleSet, groups, portal_host: str,
+             in_any_group) -> list[tuple[str, list[App]]]:  # fmt: skip
+    """The apps this person may open, grouped by category in the order settings give them."""
+    by_category: dict[str, list[App]] = {}
+    for app in apps:
+        if app.groups and not in_any_group(app.groups):
+            continue
+        if not rules.decide(groups, app.host or portal_host, app.path).allowed:
+            continue
+        by_category.setdefault(app.category, []).append(app)
+    return list(by_category.items())

@@ -1,0 +1,23 @@
+"""Languages: every page in the language the browser asks for (Accept-Language), among
+LANGUAGES; English when it asks for none of them. Catalogs live in portal/translations/."""
+
+from __future__ import annotations
+
+from flask import Flask, current_app, has_request_context, request
+from flask_babel import Babel, get_locale
+
+from ..settings.values import TRANSLATIONS
+
+
+def init_app(app: Flask) -> None:
+    """Choose each request's language from Accept-Language among LANGUAGES."""
+    Babel(app, locale_selector=select_language, default_translation_directories=str(TRANSLATIONS))
+    app.jinja_env.globals["get_locale"] = get_locale  # <html lang="...">
+
+
+def select_language() -> str:
+    """The LANGUAGES entry the browser prefers, else the first of LANGUAGES."""
+    languages = current_app.config["LANGUAGES"]
+    if not has_request_context():  # the command line
+        return languages[0]
+    return request.accept_languages.best_match(languages) or languages[0]

@@ -1,0 +1,87 @@
+"""The company's own look: name, logo, favicon, accent colour, footer, and BRAND_DIR's
+templates and files before the package's; all from 'self', nothing inline."""
+
+from __future__ import annotations
+
+import pytest
+
+from portal import create_app
+from portal.settings import ConfigError
+from tests.conftest import demo_settings, make_app
+
+
+def settings(**overrides) -> dict:
+    return demo_settings() | {"ENV": "development"} | overrides
+
+
+@pytest.fixture
+def brand_dir(tmp_path):
+    """A company folder: its own logo, a replaced stylesheet and help box, an app icon."""
+    (tmp_path / "static" / "icons").mkdir(parents=True)
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "static" / "acme.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"/>')
+    (tmp_path / "static" / "portal.css").write_text("/* acme */ body { color: black; }")
+    (tmp_path / "static" / "icons" / "crm.svg").write_text("<svg/>")
+    (tmp_path / "templates" / "_help.html").write_text('<p class="help">Ring Acme IT: 999.</p>')
+    return tmp_path
+
+
+def test_name_logo_footer_and_accent_colour(slapd, brand_dir):
+    app = make_app(
+        slapd, PORTAL_NAME="Acme intranet", BRAND_DIR=str(brand_dir), PORTAL_LOGO="acme.svg",
+        ACCENT_COLOUR="#7a1f5c", FOOTER_TEXT="Acme Ltd, internal use only.",
+        FOOTER_LINKS=[{"title": "Privacy", "url": "https://acme.example/privacy"}],
+    )  # fmt: skip
+    client = app.test_client()
+    page = client.get("/login")
+    body = page.get_data(as_text=True)
+    assert "<title>Sign in · Acme intranet</title>" in body
+    assert '<img class="logo" src="/static/acme.svg" alt="" height="32">Acme intranet</a>' in body
+    assert '<link rel="stylesheet" href="/brand.css">' in body
+    assert '<link rel="icon" href="/static/favicon.svg">' in body
+    assert "<p>Acme Ltd, internal use only.</p>" in body
+    assert '<a href="https://acme.example/privacy">Privacy</a>' in body
+    assert "style=" not in body and "<style" not in body, "nothing inline: the CSP stays strict"
+    assert "style-src 'self'" in page.headers["Content-Security-Policy"]
+    css = client.get("/brand.css")
+    assert css.mimetype == "text/css" and "--accent: #7a1f5c;" in css.get_data(as_text=True)
+    app.extensions["portal.directory"].close()
+
+
+def test_brand_dir_files_and_templates_come_first(slapd, brand_dir):
+    """BRAND_DIR's portal.css and _help.html replace the package's; files it lacks (the
+    favicon) still come from the package; an app icon may live there."""
+    app = make_app(slapd, BRAND_DIR=str(brand_dir), HELP_TEXT="package help",
+                   APPS=[{"title": "CRM", "url": "/app/crm/", "icon": "crm.svg"}])  # fmt: skip
+    client = app.test_client()
+    assert client.get("/static/portal.css").get_data(as_text=True).startswith("/* acme */")
+    assert client.get("/static/favicon.svg").status_code == 200
+    assert client.get("/static/icons/crm.svg").status_code == 200
+    body = client.get("/login").get_data(as_text=True)
+    assert "Ring Acme IT: 999." in body and "package help" not in body
+    app.extensions["portal.directory"].close()
+
+
+@pytest.mark.parametrize("path", ["/static/../settings.toml", "/static/..%2f..%2fsettings.toml",
+                                  "/static/%2e%2e/%2e%2e/README.md"])  # fmt: skip
+def test_static_files_stay_inside_their_folders(slapd, brand_dir, path):
+    app = make_app(slapd, BRAND_DIR=str(brand_dir))
+    answer = app.test_client().get(path)
+    assert answer.status_code in (403, 404)
+    assert b"LDAP_BIND" not in answer.data and b"make test" not in answer.data
+    app.extensions["portal.directory"].close()
+
+
+@pytest.mark.parametrize(
+    "overrides, fix",
+    [({"ACCENT_COLOUR": "#ffd700"}, r"ACCENT_COLOUR: #ffd700 is too light .*\(contrast 1\.4:1"),
+     ({"ACCENT_COLOUR": "blue"}, r"ACCENT_COLOUR: 'blue'"),
+     ({"PORTAL_LOGO": "missing.svg"}, r"PORTAL_LOGO: there is no file missing.svg"),
+     ({"PORTAL_LOGO": "../../etc/passwd.svg"}, r"PORTAL_LOGO: '\.\./\.\./etc/passwd.svg'"),
+     ({"BRAND_DIR": "/no/such/folder"}, r"BRAND_DIR: '/no/such/folder' is not a folder"),
+     ({"PORTAL_NAME": " "}, r"PORTAL_NAME"),
+     ({"FOOTER_LINKS": [{"title": "x", "url": "javascript:alert(1)"}]}, r"FOOTER_LINKS\[1\]")],
+)  # fmt: skip
+def test_bad_brand_settings_are_refused_at_start(overrides, fix):
+    with pytest.raises(ConfigError, match=fix):
+        create_app(settings(**overrides))

@@ -1,0 +1,329 @@
+"""The pages as people see them: Debian's Chromium driven by Playwright against a served portal.
+
+Every page is checked with axe-core (the npm package, injected from tests/browser/node_modules:
+`make test` installs it) for 0 violations, at desktop and phone width (390 px) with no sideways
+scrolling, and nothing may be loaded from anywhere but the portal. Sign-in works with the
+keyboard alone and with JavaScript off. With PORTAL_SCREENSHOTS=1 (`make screenshots`) the main
+pages are saved under docs/screenshots/ for the README.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from werkzeug.serving import make_server
+
+from portal.testing import trees
+from tests.conftest import ROOT, make_app, start_slapd
+from tests.servers import IN_CI, listener, require_binary
+from tests.test_shaped_directories import example_app
+
+AXE = ROOT / "tests" / "browser" / "node_modules" / "axe-core" / "axe.min.js"
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+# Without the background-networking flags Chromium keeps calling its update and sync services,
+# which a closed network refuses; --no-sandbox because CI runs as root.
+FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+#: The screenshots the README shows (name-width), saved by `make screenshots`.
+SHOWN = {
+    "login-1280", "home-1280", "home-390", "wrong-password-1280", "forbidden-1280",
+    "must-change-1280", "status-failing-1280", "status-failing-390", "home-de-1280",
+}  # fmt: skip
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+
+RULES = [
+    {"paths": ["/app/engineering"], "groups": ["engineering"], "policy": "allow"},
+    {"paths": ["/app/engineering"], "policy": "deny"},
+]
+APPS = [
+    {"title": "Company wiki", "url": "/app/wiki/", "icon": "book.svg", "category": "Everyday",
+     "description": "Policies, how-tos and who is who."},
+    {"title": "Expenses", "url": "/app/expenses/", "icon": "receipt.svg", "category": "Everyday",
+     "description": "Claim travel and purchases."},
+    {"title": "Runbooks", "url": "/app/engineering/runbooks/", "category": "Engineering",
+     "description": "What to do when something breaks."},
+    {"title": "Dashboards", "url": "/app/engineering/dashboards/", "icon": "chart.svg",
+     "category": "Engineering", "description": "Service health and on-call graphs."},
+    {"title": "Budgets", "url": "/app/finance/", "category": "Finance", "groups": ["finance"],
+     "description": "Quarterly budgets and forecasts."},
+]  # fmt: skip
+LOOK = {
+    "APPS": APPS,
+    "ACCESS_RULES": RULES,
+    "HELP_TEXT": "The service desk answers on extension 4357, weekdays 8:00 to 18:00.",
+    "HELP_URL": "https://help.example.org/",
+    "PASSWORD_RESET_URL": "https://help.example.org/reset",
+    "FOOTER_TEXT": "Example Ltd · for employees only",
+    "THROTTLE_ACCOUNT_LIMIT": "3 per minute",
+}
+
+
+class Served:
+    """A portal app served on 127.0.0.1 by a threaded Werkzeug server."""
+
+    def __init__(self, app):
+        self.app = app
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.app.extensions["portal.directory"].close()
+
+
+@contextmanager
+def served(app):
+    portal = Served(app)
+    try:
+        yield portal
+    finally:
+        portal.close()
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """Debian's Chromium under Playwright (never a downloaded browser)."""
+    path = require_binary("chromium", "apt-get install chromium")
+    if not AXE.is_file():
+        message = f"{AXE.relative_to(ROOT)} is missing (npm ci --prefix tests/browser)"
+        pytest.fail(message + " and CI=true") if IN_CI else pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=path, args=FLAGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def portal(slapd):
+    with served(make_app(slapd, **LOOK)) as running:
+        yield running
+
+
+class Visitor:
+    """One person's browser tab at one width: every request it makes is recorded."""
+
+    def __init__(self, browser, base: str, viewport: dict, javascript: bool = True,
+                 locale: str = "en-GB"):  # fmt: skip
+        # bypass_csp: axe is injected into pages whose policy (rightly) forbids any script.
+        self.context = browser.new_context(viewport=viewport, bypass_csp=True, locale=locale,
+                                           java_script_enabled=javascript)  # fmt: skip
+        self.page = self.context.new_page()
+        self.base = base
+        self.requested: list[str] = []
+        self.page.on("request", lambda request: self.requested.append(request.url))
+
+    def open(self, path: str):
+        return self.page.goto(self.base + path)
+
+    def sign_in(self, username: str, password: str | None = None):
+        self.open("/login")
+        self.page.fill("#username", username)
+        self.page.fill("#password", password or trees.password_of(username))
+        with self.page.expect_navigation():
+            self.page.click("button[type=submit]")
+
+    def check(self, name: str) -> None:
+        """0 axe violations, no sideways scrolling, nothing from outside; a screenshot."""
+        self.page.add_script_tag(path=str(AXE))
+        violations = self.page.evaluate(
+            "async () => (await axe.run()).violations.map("
+            "v => v.id + ': ' + v.nodes.map(n => n.target.join(' ')).join(', '))"
+        )
+        assert violations == [], name
+        overflow = self.page.evaluate(
+            "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 0, f"{name}: {overflow} px of sideways scrolling"
+        foreign = [url for url in self.requested if urlsplit(url).hostname != "127.0.0.1"]
+        assert foreign == [], name
+        shot = f"{name}-{self.page.viewport_size['width']}"
+        if os.environ.get("PORTAL_SCREENSHOTS") and shot in SHOWN:
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            self.page.screenshot(path=str(SCREENSHOTS / f"{shot}.png"), full_page=True)
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture(params=[DESKTOP, PHONE], ids=["desktop", "phone"])
+def visitor_at(request, chromium):
+    """Make visitors at the parametrised width; closed after the test."""
+    made = []
+
+    def make(base: str, javascript: bool = True, locale: str = "en-GB") -> Visitor:
+        visitor = Visitor(chromium, base, request.param, javascript, locale)
+        made.append(visitor)
+        return visitor
+
+    yield make
+    for visitor in made:
+        visitor.close()
+
+
+def tile_titles(visitor: Visitor) -> list[str]:
+    return visitor.page.locator(".tile .title").all_inner_texts()
+
+
+def test_sign_in_and_the_launcher_of_two_people(portal, visitor_at):
+    """alice (engineering) and bob (staff) see their own tiles; the rules hide engineering's
+    from bob and the app's groups hide Budgets from both."""
+    alice = visitor_at(portal.url)
+    alice.open("/login")
+    alice.check("login")
+    alice.sign_in("alice")
+    assert alice.page.url == portal.url + "/"
+    assert tile_titles(alice) == ["Company wiki", "Expenses", "Runbooks", "Dashboards"]
+    alice.check("home")
+    bob = visitor_at(portal.url)
+    bob.sign_in("bob")
+    assert tile_titles(bob) == ["Company wiki", "Expenses"]
+    bob.check("home-bob")
+    bob.open("/pages/engineering")
+    assert bob.page.locator("h1").inner_text() == "Not allowed"
+    assert "4357" in bob.page.locator("main").inner_text()
+    bob.check("forbidden")
+    alice.open("/pages/engineering")
+    alice.check("page")
+    alice.open("/no/such/page")
+    alice.check("not-found")
+
+
+def test_wrong_password_refused_suspended_and_throttled(portal, visitor_at):
+    visitor = visitor_at(portal.url)
+    visitor.sign_in("alice", "not-her-password")
+    assert visitor.page.evaluate("document.activeElement.id") == "password"
+    assert visitor.page.get_attribute("#password", "aria-invalid") == "true"
+    visitor.check("wrong-password")
+    for name in ("carol", "dave"):
+        visitor.sign_in(name)
+        assert "your account" in visitor.page.locator("#login-error").inner_text()
+        visitor.check(f"refused-{name}")
+    for _ in range(4):
+        visitor.sign_in("frank", "wrong")
+    assert "Too many failed sign-ins" in visitor.page.locator("#login-error").inner_text()
+    visitor.check("throttled")
+
+
+def test_sign_out_and_sign_out_everywhere_ask_first(portal, visitor_at):
+    visitor = visitor_at(portal.url)
+    visitor.sign_in("alice")
+    visitor.page.click("text=Sign out everywhere")
+    assert visitor.page.locator("h1").inner_text() == "Sign out everywhere?"
+    visitor.check("sign-out-everywhere")
+    with visitor.page.expect_navigation():
+        visitor.page.click("main button[type=submit]")
+    assert "every sign-in of yours has ended" in visitor.page.locator("main").inner_text()
+    visitor.check("signed-out")
+    visitor.sign_in("alice")
+    visitor.open("/logout")
+    assert visitor.page.locator("h1").inner_text() == "Sign out?"
+    visitor.check("sign-out")
+
+
+def test_keyboard_alone_signs_in_with_javascript_off(portal, visitor_at):
+    """The cursor starts in the name field; Tab, the password, Enter; then Tab reaches the
+    first tile and Enter opens it. No script runs at all."""
+    visitor = visitor_at(portal.url, javascript=False)
+    visitor.open("/login")
+    # The name field has the cursor as soon as the page is shown (autofocus, no script).
+    visitor.page.wait_for_function("document.activeElement.id === 'username'", timeout=5000)
+    keyboard = visitor.page.keyboard
+    keyboard.type("alice")
+    keyboard.press("Tab")
+    keyboard.type(trees.password_of("alice"))
+    with visitor.page.expect_navigation():
+        keyboard.press("Enter")
+    assert visitor.page.url == portal.url + "/"
+    for _ in range(10):
+        keyboard.press("Tab")
+        focused = visitor.page.evaluate("document.activeElement.className")
+        if focused == "tile":
+            break
+    assert focused == "tile"
+    with visitor.page.expect_navigation():
+        keyboard.press("Enter")
+    assert visitor.page.url == portal.url + "/app/wiki/"
+
+
+def test_admin_status_healthy_and_failing(slapd, visitor_at):
+    """erin's status page with every server answering, then with one of two dead: the
+    summary line says so first, and the tables scroll inside their card on a phone."""
+    with served(make_app(slapd, **LOOK)) as healthy:
+        erin = visitor_at(healthy.url)
+        erin.sign_in("erin")
+        erin.open("/admin/status")
+        assert erin.page.locator(".summary").inner_text().startswith("All good")
+        erin.check("status")
+        erin.open("/admin/users/alice")
+        erin.check("admin-user")
+        erin.open("/admin/users/nobody")
+        erin.check("admin-no-such-person")
+    with listener(lambda connection: connection.close()) as dead:
+        failing = make_app(None, LDAP_URLS=[slapd.url, dead.url], LDAP_CONNECT_TIMEOUT=1,
+                           LDAP_OPERATION_TIMEOUT=1, **LOOK)  # fmt: skip
+        with served(failing) as running:
+            erin = visitor_at(running.url)
+            erin.sign_in("erin")
+            erin.open("/admin/status")
+            summary = erin.page.locator(".summary").inner_text()
+            assert summary == "Directory: 1 of 2 servers failing"
+            erin.check("status-failing")
+
+
+def test_directory_down(own_slapd, visitor_at):
+    """Signing in while the directory is down: the page says so and who to ask."""
+    with served(make_app(own_slapd, **LOOK)) as running:
+        own_slapd.stop()
+        visitor = visitor_at(running.url)
+        visitor.sign_in("bob")
+        assert "not answering" in visitor.page.locator("#login-error").inner_text()
+        assert "4357" in visitor.page.locator(".help").inner_text()
+        visitor.check("directory-down")
+
+
+def test_a_german_browser_gets_the_portal_in_german(portal, visitor_at):
+    """Chromium set to German: the pages say lang="de" and read in German, still clean."""
+    visitor = visitor_at(portal.url, locale="de-DE")
+    visitor.open("/login")
+    assert visitor.page.get_attribute("html", "lang") == "de"
+    assert visitor.page.locator("h1").inner_text() == "Anmelden"
+    visitor.check("login-de")
+    visitor.sign_in("alice")
+    assert visitor.page.locator("#account").inner_text() == "Ihr Konto"
+    visitor.check("home-de")
+
+
+def test_must_change_password(visitor_at):
+    server = start_slapd(**trees.ppolicy_options())
+    try:
+        app = example_app("ppolicy", server, PASSWORD_CHANGE_URL="https://help.example.org/pw",
+                          **{key: LOOK[key] for key in ("HELP_TEXT", "HELP_URL")})  # fmt: skip
+        with served(app) as running:
+            visitor = visitor_at(running.url)
+            visitor.sign_in("reset", "reset-secret")
+            assert visitor.page.locator("a.button").inner_text() == "Change your password"
+            visitor.check("must-change")
+    finally:
+        server.cleanup()
+
+
+def test_screenshots_in_the_readme_exist():
+    """The README shows the pages: the files it names are committed."""
+    readme = (ROOT / "README.md").read_text()
+    named = [line.split("(")[1].split(")")[0] for line in readme.splitlines()
+             if line.startswith("![") and "screenshots/" in line]  # fmt: skip
+    assert named, "the README shows screenshots"
+    for name in named:
+        assert Path(ROOT, name).is_file(), name

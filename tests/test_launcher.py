@@ -1,0 +1,139 @@
+"""The home page's launcher: APPS shown to exactly the people ACCESS_RULES let open them, by
+category; the start-up check for apps nobody could open; the account area."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from portal import create_app
+from portal.settings import ConfigError
+from tests.conftest import AuthActions, demo_settings, make_app
+
+RULES = [
+    {"paths": ["/app/engineering"], "groups": ["engineering"], "policy": "allow"},
+    {"paths": ["/app/engineering"], "policy": "deny"},
+    {"hosts": ["grafana.example.org"], "groups": ["engineering"], "policy": "allow"},
+    {"hosts": ["grafana.example.org"], "policy": "deny"},
+]
+APPS = [
+    {"title": "Company wiki", "url": "/app/wiki/", "category": "Everyday", "icon": "book.svg",
+     "description": "Policies and how-tos."},
+    {"title": "Runbooks", "url": "/app/engineering/runbooks/", "category": "Engineering"},
+    {"title": "Grafana", "url": "https://grafana.example.org/d/home", "category": "Engineering"},
+    {"title": "Budgets", "url": "/app/finance/", "category": "Finance", "groups": ["finance"]},
+    {"title": "Time sheets", "url": "/app/time/"},
+]  # fmt: skip
+
+
+def tiles(body: str) -> dict[str, list[str]]:
+    """{category: [app titles]} as the home page shows them, in order."""
+    found = {}
+    for section in re.findall(r'<section class="launcher".*?</section>', body, re.S):
+        category = re.search(r"<h2[^>]*>(.*?)</h2>", section).group(1)
+        found[category] = re.findall(r'<span class="title">(.*?)</span>', section)
+    return found
+
+
+def home_of(app, username: str) -> str:
+    client = app.test_client()
+    assert AuthActions(client).login(username).status_code == 302
+    return client.get("/").get_data(as_text=True)
+
+
+@pytest.fixture(scope="module")
+def launcher_app(slapd):
+    app = make_app(slapd, ACCESS_RULES=RULES, APPS=APPS)
+    yield app
+    app.extensions["portal.directory"].close()
+
+
+def test_each_person_sees_the_apps_the_rules_let_them_open(launcher_app):
+    """alice (engineering, staff) sees the engineering apps; bob (staff) does not, and
+    neither sees the finance app (its groups); apps without a category come under "Apps"."""
+    assert tiles(home_of(launcher_app, "alice")) == {
+        "Everyday": ["Company wiki"],
+        "Engineering": ["Runbooks", "Grafana"],
+        "Apps": ["Time sheets"],
+    }
+    assert tiles(home_of(launcher_app, "bob")) == {
+        "Everyday": ["Company wiki"],
+        "Apps": ["Time sheets"],
+    }
+
+
+def test_the_launcher_agrees_with_auth_verify_for_every_tile(launcher_app):
+    """For each app, shown on a person's home page exactly when /auth/verify allows its url."""
+
+    for username in ("alice", "bob", "frank"):
+        client = launcher_app.test_client()
+        assert AuthActions(client).login(username).status_code == 302
+        shown = {title for titles in tiles(client.get("/").get_data(as_text=True)).values()
+                 for title in titles}  # fmt: skip
+        for app in APPS:
+            # As nginx asks for that url (the portal's own host for a path: localhost here).
+            url = app["url"] if "://" in app["url"] else "http://localhost" + app["url"]
+            answer = client.get(
+                "/auth/verify", headers={"X-Original-URL": url, "X-Original-Method": "GET"}
+            )
+            verify_allows = answer.status_code == 200
+            in_groups = not app.get("groups") or username == "frank"  # frank is in finance
+            assert (app["title"] in shown) == (verify_allows and in_groups), (username, app)
+
+
+def test_a_tile_links_to_its_app_with_icon_or_initial(launcher_app):
+    body = home_of(launcher_app, "alice")
+    assert '<a class="tile" href="/app/wiki/">' in body
+    assert 'src="/static/icons/book.svg"' in body
+    assert '<span class="icon initial" aria-hidden="true">R</span>' in body
+    assert '<span class="description">Policies and how-tos.</span>' in body
+
+
+def test_an_app_no_rule_allows_under_default_deny_stops_the_start():
+    """Default deny and an app whose url no allow rule covers: nobody could open it."""
+    settings = demo_settings() | {
+        "ENV": "development",
+        "ACCESS_DEFAULT_POLICY": "deny",
+        "ACCESS_RULES": [{"paths": ["/app/wiki"], "policy": "allow", "groups": ["staff"]}],
+        "APPS": [{"title": "Wiki", "url": "/app/wiki/"},
+                 {"title": "Grafana", "url": "https://grafana.example.org/"}],
+    }  # fmt: skip
+    with pytest.raises(ConfigError, match=r"APPS\[2\].*grafana.example.org"):
+        create_app(settings)
+    settings["ACCESS_RULES"].append({"hosts": ["grafana.example.org"], "policy": "allow"})
+    create_app(settings)
+
+
+@pytest.mark.parametrize(
+    "app, fix",
+    [({"title": "x", "url": "javascript:alert(1)"}, r"APPS\[1\]\.url"),
+     ({"title": "x", "url": "//evil.example/"}, r"APPS\[1\]\.url"),
+     ({"title": "", "url": "/app/x/"}, r"APPS\[1\]\.title"),
+     ({"title": "x", "url": "/app/x/", "group": ["staff"]}, r"unknown key \['group'\]"),
+     ({"title": "x", "url": "/app/x/", "icon": "../secret.svg"}, r"APPS\[1\]\.icon"),
+     ({"title": "x", "url": "/app/x/", "icon": "missing.svg"}, r"no file static/icons/missing"),
+     ({"title": "x", "url": "/app/x/", "groups": "staff"}, r"APPS\[1\]\.groups")],
+)  # fmt: skip
+def test_bad_apps_are_refused_at_start_naming_the_key(app, fix):
+    with pytest.raises(ConfigError, match=fix):
+        create_app(demo_settings() | {"ENV": "development", "APPS": [app]})
+
+
+def test_three_hundred_groups_stay_readable(slapd, monkeypatch):
+    """An AD account in 300 groups: the list is folded (a count to open), sorted, and in a
+    box of its own, not one 300-name line."""
+    from portal import accounts
+
+    app = make_app(slapd)
+    client = app.test_client()
+    assert AuthActions(client).login("alice").status_code == 302
+    with app.app_context():
+        entry = accounts.cached_attributes("alice")
+        entry["groups"] = ["staff"] + [f"team-{number:03d}" for number in range(299)]
+        accounts.remember(entry)
+    body = client.get("/").get_data(as_text=True)
+    assert re.search(r"<details>\s*<summary>300 groups</summary>", body)
+    listed = re.findall(r"<li>(team-\d+|staff)</li>", body)
+    assert listed == sorted(listed) and len(listed) == 300
+    app.extensions["portal.directory"].close()
