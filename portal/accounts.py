@@ -27,7 +27,7 @@ from flask import Flask, current_app, request
 
 from . import directory, metrics
 from .access import STALE, rule_set
-from .access.explain import Explanation, explain_user
+from .access.explain import NO_SUCH_PERSON, Explanation, explain_user
 from .cache.guard import CacheGuard
 from .directory import DirectoryUnavailable, InvalidInput
 from .extensions import cache, login_manager
@@ -119,7 +119,13 @@ def explain_person(typed: str, host: str) -> Explanation:
         nesting=nesting,
     )
     if attrs is None:
-        explained = replace(explained, unusable=directory.unusable_reason(name))
+        reason = directory.unusable_reason(name)
+        owner = directory.identity(name) if reason == "" else None
+        if owner and owner != name:
+            # The name finds a usable account known by another name (an e-mail address the
+            # filter matches): explain that account.
+            return explain_person(owner, host)
+        explained = replace(explained, unusable=reason or NO_SUCH_PERSON)
     return explained
 
 

@@ -42,6 +42,8 @@ class User:
     policy: AccessPolicy = field(repr=False, compare=False)
     #: When the directory says the password was last changed (as it spells it; "" if unknown).
     password_changed: str = field(default="", repr=False)
+    #: When the password expires (epoch seconds; 0: never, or the directory does not say).
+    password_expires: float = field(default=0.0, repr=False)
     #: The sign-in this User was loaded for (see portal.signin.logins); empty outside a request.
     login_id: str = field(default="", repr=False, compare=False)
     group_keys: frozenset[str] = field(init=False, repr=False, compare=False)
@@ -61,6 +63,7 @@ class User:
             groups=tuple(attrs.get("groups") or ()),
             policy=policy,
             password_changed=attrs.get("password_changed") or "",
+            password_expires=float(attrs.get("password_expires") or 0),
             login_id=login_id,
         )
 
@@ -79,7 +82,14 @@ class User:
             "email": self.email,
             "groups": list(self.groups),
             "password_changed": self.password_changed,
+            "password_expires": self.password_expires,
         }
+
+    def password_days_left(self, now: float) -> int | None:
+        """Whole days until the password expires (0 on its last day), None if it never does."""
+        if not self.password_expires:
+            return None
+        return max(0, int((self.password_expires - now) // 86400))
 
     def in_any_group(self, names: Iterable[str]) -> bool:
         """Tell whether the user belongs to at least one of the named groups."""

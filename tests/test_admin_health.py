@@ -205,6 +205,16 @@ def test_settings_list_masks_passwords_inside_urls():
     assert shown["LDAP_URLS"] == ["ldaps://dc1:636"]
     assert shown["PASSWORD_MAX_LENGTH"] == 1024, "not a secret: shown as it is"
     assert "# LDAP_BIND_DN is not set" in text
+    # Inside tables and lists too, and a query name read as the server reads it (decoded).
+    text = settings_toml({
+        "CACHE_REDIS_URL": "redis://cache:6379/0?pa%73sword=S3CR3T-1",
+        "FOOTER_LINKS": [{"title": "s", "url": "https://svc:S3CR3T-2@status.example.org/"},
+                         {"title": "f", "url": "https://status.example.org/feed?token=S3CR3T-3"}],
+        "APPS": [{"title": "g", "url": "https://grafana.example.org/d?auth_token=S3CR3T-4&x=1"}],
+        "PAGES": [{"slug": "a", "title": "A", "groups": ["staff"], "body": "b", "note": None}],
+    })  # fmt: skip
+    assert "S3CR3T" not in text
+    assert tomllib.loads(text)["APPS"][0]["url"].endswith("auth_token=(set)&x=1")
 
 
 def test_status_page_shows_a_bind_refused_for_an_outage_as_the_servers_last_error(

@@ -149,3 +149,16 @@ def test_the_summary_names_what_fails(slapd):
             '<p class="summary bad" role="status">Directory: 1 of 2 servers failing</p>'
         )
         app.extensions["portal.directory"].close()
+
+
+def test_a_name_the_filter_matches_for_another_account_explains_that_account(slapd):
+    """With a filter that also matches e-mail addresses, looking up alice@example.org
+    explains alice (she signs in that way), not "no such person"."""
+    from tests.conftest import make_app
+
+    by_mail = "(&(objectClass=inetOrgPerson)(|(uid={username})(mail={username})))"
+    app = make_app(slapd, LDAP_LOGIN_DOMAINS=[], LDAP_USER_FILTER=by_mail)
+    answer = admin(app).get("/admin/users/alice@example.org")
+    assert answer.status_code == 200
+    assert "uid=alice,ou=people,dc=example,dc=org" in answer.get_data(as_text=True)
+    app.extensions["portal.directory"].close()

@@ -72,6 +72,14 @@ def test_static_files_stay_inside_their_folders(slapd, brand_dir, path):
     app.extensions["portal.directory"].close()
 
 
+def test_a_file_name_too_long_for_the_file_system_is_a_404(slapd, brand_dir):
+    """Anyone may ask for /static/<300 characters>: a 404, not a 500 and a traceback."""
+    app = make_app(slapd, BRAND_DIR=str(brand_dir))
+    for length in (256, 5000):
+        assert app.test_client().get("/static/" + "a" * length).status_code == 404
+    app.extensions["portal.directory"].close()
+
+
 @pytest.mark.parametrize(
     "overrides, fix",
     [({"ACCENT_COLOUR": "#ffd700"}, r"ACCENT_COLOUR: #ffd700 is too light .*\(contrast 1\.4:1"),
@@ -80,7 +88,14 @@ def test_static_files_stay_inside_their_folders(slapd, brand_dir, path):
      ({"PORTAL_LOGO": "../../etc/passwd.svg"}, r"PORTAL_LOGO: '\.\./\.\./etc/passwd.svg'"),
      ({"BRAND_DIR": "/no/such/folder"}, r"BRAND_DIR: '/no/such/folder' is not a folder"),
      ({"PORTAL_NAME": " "}, r"PORTAL_NAME"),
-     ({"FOOTER_LINKS": [{"title": "x", "url": "javascript:alert(1)"}]}, r"FOOTER_LINKS\[1\]")],
+     ({"FOOTER_LINKS": [{"title": "x", "url": "javascript:alert(1)"}]}, r"FOOTER_LINKS\[1\]"),
+     # Addresses a browser reads as another host: never a link of the portal's.
+     ({"FOOTER_LINKS": [{"title": "x", "url": "/\\evil.example/"}]}, r"FOOTER_LINKS\[1\]"),
+     ({"HELP_URL": "//evil.example/help"}, r"HELP_URL"),
+     ({"HELP_URL": "/\\evil.example/help"}, r"HELP_URL"),
+     ({"PASSWORD_RESET_URL": "/\t/evil.example"}, r"PASSWORD_RESET_URL"),
+     ({"PASSWORD_CHANGE_URL": "/\n/evil.example"}, r"PASSWORD_CHANGE_URL"),
+     ({"HELP_URL": "https://svc:pw@help.example.org/"}, r"HELP_URL")],
 )  # fmt: skip
 def test_bad_brand_settings_are_refused_at_start(overrides, fix):
     with pytest.raises(ConfigError, match=fix):

@@ -35,6 +35,7 @@ FLAGS = [
 SHOWN = {
     "login-1280", "home-1280", "home-390", "wrong-password-1280", "forbidden-1280",
     "must-change-1280", "status-failing-1280", "status-failing-390", "home-de-1280",
+    "password-refused-1280",
 }  # fmt: skip
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
@@ -305,16 +306,40 @@ def test_a_german_browser_gets_the_portal_in_german(portal, visitor_at):
     visitor.check("home-de")
 
 
-def test_must_change_password(visitor_at):
+def test_must_change_password_then_change_it_in_the_portal(visitor_at):
+    """reset (pwdReset) signs in: the page offers the portal's own change page, with her name
+    filled in; a too-short password is refused in plain words with the field marked; a good
+    one signs her in."""
     server = start_slapd(**trees.ppolicy_options())
+    server.modify(f"dn: {trees.PPOLICY_DEFAULT_DN}\nchangetype: modify\n"
+                  "replace: pwdMinLength\npwdMinLength: 10\n-\n"
+                  "replace: pwdCheckQuality\npwdCheckQuality: 1\n")  # fmt: skip
     try:
-        app = example_app("ppolicy", server, PASSWORD_CHANGE_URL="https://help.example.org/pw",
+        app = example_app("ppolicy", server, PASSWORD_CHANGE_URL="",
                           **{key: LOOK[key] for key in ("HELP_TEXT", "HELP_URL")})  # fmt: skip
         with served(app) as running:
             visitor = visitor_at(running.url)
             visitor.sign_in("reset", "reset-secret")
             assert visitor.page.locator("a.button").inner_text() == "Change your password"
             visitor.check("must-change")
+            with visitor.page.expect_navigation():
+                visitor.page.click("a.button")
+            assert visitor.page.input_value("#username") == "reset"
+            assert visitor.page.evaluate("document.activeElement.id") == "current"
+            visitor.check("password")
+            for new in ("short", "reset-new-long-secret"):
+                visitor.page.fill("#current", "reset-secret")
+                visitor.page.fill("#new", new)
+                visitor.page.fill("#confirm", new)
+                with visitor.page.expect_navigation():
+                    visitor.page.click("main button[type=submit]")
+                if new == "short":
+                    assert "too short" in visitor.page.locator("#password-error").inner_text()
+                    assert visitor.page.get_attribute("#new", "aria-invalid") == "true"
+                    visitor.check("password-refused")
+            assert visitor.page.url == running.url + "/"
+            assert "Your password has been changed" in visitor.page.locator("main").inner_text()
+            visitor.check("password-changed")
     finally:
         server.cleanup()
 

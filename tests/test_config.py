@@ -62,6 +62,11 @@ def test_bad_setting_stops_start_up_naming_the_key(key, value):
         ({"slug": "ok", "title": "t", "groups": [], "body": "b"}, "PAGES[1].groups"),
         ({"slug": "ok", "title": "t", "groups": ["staff"]}, "PAGES[1]"),
         ({"slug": "ok", "title": "", "groups": ["staff"], "body": "b"}, "PAGES[1].title"),
+        # A misspelt key (or one TOML cannot show again, such as a null from the environment).
+        (
+            {"slug": "ok", "title": "t", "groups": ["staff"], "body": "b", "group": ["x"]},
+            "unknown key ['group']",
+        ),
     ],
 )
 def test_bad_page_declaration_names_the_page(page, fragment):

@@ -98,14 +98,16 @@ def ppolicy_server():
     "settings, shown",
     [({"PASSWORD_CHANGE_URL": "https://pw.example.org/"},
       '<a class="button" href="https://pw.example.org/">Change your password</a>'),
-     ({"PASSWORD_CHANGE_URL": "", **HELP}, HELP_LINK),
-     ({"PASSWORD_CHANGE_URL": "", "HELP_TEXT": "", "HELP_URL": ""},
-      "Ask the service desk to reset your password")],
-    ids=["change page", "help", "neither"],
+     ({"PASSWORD_CHANGE_URL": ""}, '<a class="button" href="/password">Change your password</a>'),
+     ({"PASSWORD_CHANGE_URL": "", "PASSWORD_SELF_SERVICE": False, **HELP}, HELP_LINK),
+     ({"PASSWORD_CHANGE_URL": "", "PASSWORD_SELF_SERVICE": False, "HELP_TEXT": "",
+       "HELP_URL": ""}, "Ask the service desk to reset your password")],
+    ids=["change page", "own page", "help", "neither"],
 )  # fmt: skip
 def test_must_change_password_always_says_where_to_go(ppolicy_server, settings, shown):
     """reset (pwdReset in a real ppolicy directory) must change the password: a button to the
-    change page, else the service desk, else the plain advice: never a dead end."""
+    change page elsewhere, else to the portal's own, else the service desk, else the plain
+    advice: never a dead end."""
     app = example_app("ppolicy", ppolicy_server, **settings)
     response = AuthActions(app.test_client()).login("reset", "reset-secret")
     assert response.status_code == 403

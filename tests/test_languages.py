@@ -85,7 +85,7 @@ def test_messages_from_the_code_are_translated_too(german_content_app):
     assert "Telefon 4357." in refused and "Service Desk kontaktieren" in refused
 
 
-PAGES = ["/", "/logout", "/logout?everywhere=1", "/pages/handbuch", "/no/such/page",
+PAGES = ["/", "/logout", "/logout?everywhere=1", "/password", "/pages/handbuch", "/no/such/page",
          "/admin/status", "/admin/users/alice", "/admin/users/nobody"]  # fmt: skip
 
 
@@ -149,3 +149,14 @@ def test_the_catalog_holds_every_text_the_code_marks(tmp_path):
         wanted = {message.id for message in read_po(pot) if message.id}
     have = {message.id for message in catalog() if message.id}
     assert sorted(map(str, wanted - have)) == []
+
+
+def test_the_account_state_on_the_look_up_is_translated(own_slapd):
+    app = make_app(own_slapd, LDAP_DISABLED_FILTER="(description=disabled)")
+    own_slapd.modify("dn: uid=bob,ou=people,dc=example,dc=org\nchangetype: modify\n"
+                     "add: description\ndescription: disabled\n")  # fmt: skip
+    client = german(app)
+    assert AuthActions(client).login("erin").status_code == 302
+    body = client.get("/admin/users/bob").get_data(as_text=True)
+    assert "Das Konto ist deaktiviert." in body
+    app.extensions["portal.directory"].close()

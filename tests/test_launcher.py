@@ -113,11 +113,32 @@ def test_an_app_no_rule_allows_under_default_deny_stops_the_start():
      ({"title": "x", "url": "/app/x/", "group": ["staff"]}, r"unknown key \['group'\]"),
      ({"title": "x", "url": "/app/x/", "icon": "../secret.svg"}, r"APPS\[1\]\.icon"),
      ({"title": "x", "url": "/app/x/", "icon": "missing.svg"}, r"no file static/icons/missing"),
-     ({"title": "x", "url": "/app/x/", "groups": "staff"}, r"APPS\[1\]\.groups")],
+     ({"title": "x", "url": "/app/x/", "groups": "staff"}, r"APPS\[1\]\.groups"),
+     ({"title": "x", "url": "/\\evil.example/wiki"}, r"APPS\[1\]\.url"),
+     # Paths a browser would send otherwise than written: the launcher and /auth/verify
+     # would judge two different paths.
+     ({"title": "x", "url": "/app/tools/a|b"}, r"as browsers send it"),
+     ({"title": "x", "url": "https://dash.example.org/d/{uid}"}, r"as browsers send it"),
+     ({"title": "x", "url": "/app/a/./b"}, r"as browsers send it"),
+     ({"title": "x", "url": "/app/%2e%2e/x"}, r"as browsers send it"),
+     ({"title": "x", "url": "/app/x;y"}, r"as browsers send it")],
 )  # fmt: skip
 def test_bad_apps_are_refused_at_start_naming_the_key(app, fix):
     with pytest.raises(ConfigError, match=fix):
         create_app(demo_settings() | {"ENV": "development", "APPS": [app]})
+
+
+def test_the_coverage_check_reads_paths_only_where_a_rule_does():
+    """A host whose rules name no paths allows any path there, as /auth/verify decides."""
+    from portal.access.rules import RuleSet
+
+    rules = RuleSet([{"hosts": ["wiki.example.org"], "groups": ["staff"], "policy": "allow"},
+                     {"hosts": ["portal.example.org"], "paths": ["/app/private"],
+                      "policy": "deny"}], "deny")  # fmt: skip
+    for path in ("/pages/A%2FB", "/a/./b", "/x;y"):
+        assert rules.decide(["staff"], "wiki.example.org", path).allowed
+        assert rules.could_allow("wiki.example.org", path), path
+    assert not rules.could_allow("other.example.org", "/")
 
 
 def test_three_hundred_groups_stay_readable(slapd, monkeypatch):

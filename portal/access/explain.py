@@ -63,6 +63,9 @@ class CacheState:
     groups: tuple[str, ...]
 
 
+NO_SUCH_PERSON = "no such person"
+
+
 @dataclass(frozen=True)
 class Explanation:
     """Everything the portal decides about one person, with the reasons."""
@@ -87,7 +90,7 @@ class Explanation:
     @property
     def exists(self) -> bool:
         """Whether the directory has an entry by this name at all (usable or not)."""
-        return self.found or self.unusable not in ("", "no such person")
+        return self.found or self.unusable not in ("", NO_SUCH_PERSON)
 
     def described_groups(self) -> list[str]:
         """Each group with how it was reached: "research via engineering", or just "staff"."""

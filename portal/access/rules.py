@@ -132,17 +132,22 @@ class RuleSet:
         a None host stands for any (an address on the portal's own host)."""
         if self.default_allowed:
             return True
-        try:
-            path = app_path(path, self.kept_escapes)
-        except PathRefused:
-            return False
-        host = None if host is None else normal_host(host)
+        if host is None:
+            rules, paths_matter = self.rules, any(rule.prefixes for rule in self.rules)
+        else:
+            rules, paths_matter = self._for_host(normal_host(host))
+        if not paths_matter:
+            path = "/"  # as decide: no rule that applies reads the path
+        else:
+            try:
+                path = app_path(path, self.kept_escapes)
+            except PathRefused:
+                return False
         return any(
             rule.decision.allowed
-            and (host is None or rule.covers(host))
             and (not rule.methods or "GET" in rule.methods)
             and rule.matches_path(path)
-            for rule in self.rules
+            for rule in rules
         )
 
     def _for_host(self, host: str) -> tuple[list[_Rule], bool]:

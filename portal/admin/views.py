@@ -3,7 +3,7 @@
 import re
 import time
 from typing import NamedTuple
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import tomli_w
 from flask import (
@@ -31,7 +31,7 @@ _SECRETS = frozenset({"SECRET_KEY", "LDAP_BIND_PASSWORD", "METRICS_BEARER_TOKEN"
 # Greedy to the last "@": an unencoded password may hold "/", "#" or "?" (masking too much is
 # the safe mistake).
 _URL_USERINFO = re.compile(r"(://).*@")
-_SECRET_QUERY = re.compile(r"(?i)([?&][^=&]*(?:pass|token|secret)[^=&]*=)[^&#]*")
+_SECRET_NAME = re.compile(r"(?i)pass|token|secret|key|auth|sig")
 
 
 @bp.route("/status")
@@ -90,6 +90,14 @@ def status_summary(servers, cache_ok: bool) -> Summary:
     return Summary(False, "; ".join(problems))
 
 
+#: How the look-up names an account's state (portal.directory.account_state.State values).
+ACCOUNT_STATES = {
+    "disabled": lazy_gettext("disabled"),
+    "locked": lazy_gettext("locked"),
+    "must change password": lazy_gettext("waiting for a password change"),
+    "its entry cannot be used (see the log)": lazy_gettext("not usable (see the log)"),
+}
+
 #: The login outcomes the status page counts, in order, with their labels.
 LOGIN_OUTCOMES = (
     ("success", lazy_gettext("success")),
@@ -102,7 +110,7 @@ LOGIN_OUTCOMES = (
 
 
 def masked_settings(config) -> dict:
-    """The portal's own settings, secrets masked, for the status page."""
+    """The portal's own settings, secrets masked (inside lists and tables too)."""
     from ..settings import known_keys
 
     shown = {}
@@ -110,16 +118,13 @@ def masked_settings(config) -> dict:
         value = config.get(key)
         if key in _SECRETS:
             value = "(set)" if value else "(not set)"
-        elif isinstance(value, str):
-            value = _without_password(value)
-        elif isinstance(value, list):
-            value = [_without_password(item) if isinstance(item, str) else item for item in value]
-        shown[key] = value
+        shown[key] = _masked(value) if key not in _SECRETS else value
     return shown
 
 
 def settings_toml(config) -> str:
-    """The settings in effect as the TOML a settings file would hold (secrets masked)."""
+    """The settings in effect as the TOML a settings file would hold (secrets masked); a value
+    TOML cannot hold (none) is said in a comment."""
     shown = masked_settings(config)
     unset = [f"# {key} is not set" for key, value in shown.items() if value is None]
     return tomli_w.dumps({key: value for key, value in shown.items() if value is not None}) + (
@@ -127,12 +132,30 @@ def settings_toml(config) -> str:
     )
 
 
+def _masked(value):
+    # Every string that is a URL loses its password and secret-looking query values; tables
+    # and lists are walked; None inside them is dropped (TOML has no null).
+    if isinstance(value, str):
+        return _without_password(value)
+    if isinstance(value, list):
+        return [_masked(item) for item in value if item is not None]
+    if isinstance(value, dict):
+        return {key: _masked(item) for key, item in value.items() if item is not None}
+    return value
+
+
 def _without_password(text: str) -> str:
-    # URLs such as redis://:secret@host/0 or redis://host/0?password=secret carry secrets.
+    # URLs such as redis://:secret@host/0 or redis://host/0?password=secret carry secrets; a
+    # query name is judged as the server will read it (decoded: "pa%73sword" is "password").
     if "://" not in text:
         return text
     text = _URL_USERINFO.sub(r"\1(set)@", text)
-    return _SECRET_QUERY.sub(r"\1(set)", text)
+    parts = urlsplit(text)
+    if not parts.query:
+        return text
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    masked = [(name, "(set)" if _SECRET_NAME.search(name) else item) for name, item in pairs]
+    return urlunsplit(parts._replace(query=urlencode(masked, safe="()")))
 
 
 def _when(timestamp: float | None) -> str:
@@ -180,7 +203,9 @@ def user(username: str):
         found = accounts.explain_person(username, urlsplit("//" + request.host).hostname or "")
     except InvalidInput:
         abort(404)
-    return render_template("admin/user.html", found=found), 200 if found.exists else 404
+    return render_template("admin/user.html", found=found, states=ACCOUNT_STATES), (
+        200 if found.exists else 404
+    )
 
 
 @bp.route("/users/<path:username>/flush", methods=["POST"])

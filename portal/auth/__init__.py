@@ -1,7 +1,7 @@
-"""Sign-in and sign-out."""
+"""Sign-in, sign-out and changing one's password."""
 
 from flask import Blueprint
 
 bp = Blueprint("auth", __name__)
 
-from . import views  # noqa: E402, F401  (routes register themselves on bp)
+from . import password, views  # noqa: E402, F401  (routes register themselves on bp)

@@ -6,7 +6,7 @@ import hashlib
 import logging
 import time
 
-from flask import current_app, g, redirect, render_template, request, session, url_for
+from flask import current_app, flash, g, redirect, render_template, request, session, url_for
 from flask_babel import lazy_gettext as _l
 from flask_babel import ngettext
 from flask_login import current_user, login_fresh, login_user
@@ -16,6 +16,7 @@ from flask_wtf.csrf import generate_csrf
 from .. import accounts, directory, metrics
 from ..directory import DirectoryError, InvalidInput, PasswordChangeRequired
 from ..extensions import login_manager
+from ..main.views import password_warning
 from ..quietlog import QuietLog
 from ..signin import audit, logins, throttle
 from ..web.errors import RETRY_AFTER_SECONDS
@@ -119,6 +120,8 @@ def _check_password(form: LoginForm, next_url: str | None):
     except PasswordChangeRequired:
         metrics.login("must_change_password")  # metrics
         audit.record("login.refused", user=typed, reason="password must be changed")
+        # The change page fills the name in (the change itself binds with the password).
+        session["password_change_for"] = typed
         return _page(form, MUST_CHANGE, 403, must_change=True)
     except DirectoryError as error:
         metrics.login("directory_error")  # metrics
@@ -138,11 +141,23 @@ def _check_password(form: LoginForm, next_url: str | None):
         reason = "in a denied group" if suspended else "not in an allowed group"
         audit.record("login.refused", user=user.username, reason=reason)
         return _page(form, SUSPENDED if suspended else REFUSED, 403)
+    sign_in(user, attrs, bool(form.remember.data))
+    days = password_warning(user)
+    if days is not None and next_url:
+        # The app the person came from will not say it: the next portal page will.
+        flash(ngettext("Your password expires in %(num)d day.",
+                       "Your password expires in %(num)d days.", days))  # fmt: skip
+    return redirect(next_url or url_for("main.home")), 302
+
+
+def sign_in(user, attrs: dict, remember: bool) -> None:
+    """Start a login for a person whose password was just checked: a new session, the
+    sign-out token, the cache entry, the audit line."""
     # A new session for the new identity: nothing from before the login survives it, not
     # even a remember-me cookie of whoever used this browser before.
     session.clear()
-    login_user(accounts.start_login(user, form.remember.data), remember=form.remember.data)
-    if not form.remember.data and _remember_cookie_name() in request.cookies:
+    login_user(accounts.start_login(user, remember), remember=remember)
+    if not remember and _remember_cookie_name() in request.cookies:
         session["_remember"] = "clear"  # Flask-Login deletes it with this response
     # The logout form's token, signed once per session instead of on every page (CSRFProtect
     # accepts it for as long as the session lives: WTF_CSRF_TIME_LIMIT is None).
@@ -151,9 +166,8 @@ def _check_password(form: LoginForm, next_url: str | None):
     session["logout_token"] = generate_csrf()
     session["logout_key"] = _key_id()
     accounts.remember(attrs)
-    audit.record("login.success", user=user.username, remember=bool(form.remember.data))
+    audit.record("login.success", user=user.username, remember=remember)
     metrics.login("success")  # metrics
-    return redirect(next_url or url_for("main.home")), 302
 
 
 @bp.get("/logout")

@@ -16,6 +16,7 @@ from flask import Flask, current_app
 from .breaker import BreakerState
 from .connections import breaker_of
 from .errors import DirectoryError, DirectoryUnavailable, InvalidInput, PasswordChangeRequired
+from .passwords import PasswordRefused
 from .queries import login_forms, normalise_username
 from .service import Directory, ServerHealth
 from .settings import DirectorySettings
@@ -26,11 +27,13 @@ __all__ = [
     "DirectoryUnavailable",
     "InvalidInput",
     "PasswordChangeRequired",
+    "PasswordRefused",
     "ServerHealth",
     "BreakerState",
     "authenticate",
     "breaker_states",
     "canonical_username",
+    "change_password",
     "check_health",
     "init_app",
     "lookup",
@@ -67,10 +70,25 @@ def lookup(username: str, nesting: dict[str, str] | None = None) -> dict | None:
     return get_directory().lookup(username, nesting)
 
 
+def change_password(username: object, current: object, new: object) -> str:
+    """Change a person's own password (the directory's policy deciding); their canonical name.
+
+    Within LDAP_LOGIN_DEADLINE, like a sign-in. Raises InvalidInput, PasswordRefused (see
+    passwords.py for the reasons) or DirectoryUnavailable.
+    """
+    found = get_directory()
+    return found.deadline.run(found.change_password, username, current, new)
+
+
 def unusable_reason(username: str) -> str:
     """Why a person has no usable account: "no such person", "disabled", "locked"... ("" when
     they have one). For the admin look-up: sign-ins never tell these apart."""
     return get_directory().unusable_reason(username)
+
+
+def identity(username: str) -> str | None:
+    """The portal's name for the person a name finds (another spelling, an e-mail), or None."""
+    return get_directory().identity(username)
 
 
 def canonical_username(typed: object) -> str:

@@ -46,6 +46,30 @@ class State(enum.Enum):
     MUST_CHANGE_PASSWORD = "must change password"  # noqa: S105 - a state, not a password
 
 
+#: What tells when a password expires: AD computes it; with ppolicy, the policy an entry names.
+EXPIRY_ATTRIBUTES = {
+    "none": [],
+    "ad": ["msDS-UserPasswordExpiryTimeComputed"],
+    "ppolicy": ["pwdPolicySubentry"],
+}
+
+
+def password_expiry(settings, attributes: Mapping, policy_max_age) -> float:
+    """When the person's password expires (epoch seconds), 0 when it never does or nobody
+    says. `policy_max_age(dn)` reads a ppolicy entry's pwdMaxAge (seconds, 0: never)."""
+    if settings.account_state == "ad":
+        expires = _integer(attributes, "msDS-UserPasswordExpiryTimeComputed")
+        return 0.0 if expires in _NEVER else expires / 10**7 - _FILETIME_EPOCH_OFFSET
+    if settings.account_state != "ppolicy":
+        return 0.0
+    changed = _generalized_time(first_value(attributes, "pwdChangedTime"))
+    if changed is None:
+        return 0.0
+    policy = first_value(attributes, "pwdPolicySubentry") or settings.password_policy_dn
+    max_age = policy_max_age(policy) if policy else settings.password_max_age_days * 86400
+    return changed + max_age if max_age > 0 else 0.0
+
+
 def from_entry(settings, attributes: Mapping, now: float | None = None) -> State:
     """The account state the person's entry records (settings: LDAP_ACCOUNT_STATE and age)."""
     now = clock() if now is None else now
@@ -130,6 +154,14 @@ def decode_ppolicy_response(value: bytes) -> tuple[int | None, str | None]:
         elif tag == 0x81:  # error
             error = _PPOLICY_ERRORS.get(int.from_bytes(content, "big"), "other")
     return grace, error
+
+
+def ppolicy_error_number(value: bytes) -> int | None:
+    """The error number of a PasswordPolicyResponseValue (e.g. 6 passwordTooShort), or None."""
+    for tag, content in _children(value, expect=0x30):
+        if tag == 0x81:
+            return int.from_bytes(content, "big")
+    return None
 
 
 def _children(data: bytes, expect: int | None = None) -> list[tuple[int, bytes]]:

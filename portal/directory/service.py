@@ -11,13 +11,14 @@ import ldap3
 
 from .. import metrics
 from ..quietlog import QuietLog
-from . import account_state, mapping
+from . import account_state, mapping, passwords
 from .account_state import State
 from .connections import BindPool, ServicePool, make_servers
 from .deadline import Deadline
 from .errors import DirectoryError, DirectoryUnavailable, PasswordChangeRequired, ServerUnavailable
 from .groups import resolve_groups
 from .health import ServerHealth, probe
+from .passwords import PasswordRefused
 from .queries import bind_name, check_password, fill_filter, fold_name, login_forms
 from .search import OUTAGE_CODES, SERVER_DOWN_CODES, run_search
 from .settings import DirectorySettings
@@ -84,6 +85,26 @@ class Directory:
         # very person the session was issued to may be loaded for it.
         return attrs if attrs["username"] == name else None
 
+    def change_password(self, username: object, current: object, new: object) -> str:
+        """Change a person's password, bound as them, the directory's policy deciding; return
+        their canonical username. Raises InvalidInput for an unusable name or password,
+        PasswordRefused (with its reason: a wrong current password among them), or
+        DirectoryUnavailable."""
+        name, login = login_forms(
+            username, self.settings.username_max_length, self.settings.login_domains
+        )
+        check_password(current, self.settings.password_max_length)
+        check_password(new, self.settings.password_max_length)
+        if self.settings.dn_template:
+            dn = bind_name(self.settings.dn_template, name)
+        else:
+            entry = self._find_user(name, login)
+            if entry is None or self._identity(entry) != name:
+                raise PasswordRefused(passwords.WRONG_CURRENT)  # as for a wrong password
+            dn = entry["dn"]
+        passwords.change(self.servers, self.settings, dn, current, new)
+        return name
+
     def unusable_reason(self, username: object) -> str:
         """Why lookup finds no usable account by this name: "no such person", "disabled",
         "locked", "must change password" or "its entry cannot be used"; "" if it finds one."""
@@ -98,6 +119,13 @@ class Directory:
             return "its entry cannot be used (see the log)"
         state = account_state.from_entry(self.settings, entry["attributes"])
         return "" if state is State.OK else state.value
+
+    def identity(self, username: object) -> str | None:
+        """The name the portal knows the person by whom this name finds (an e-mail address
+        the filter also matches finds its owner), or None."""
+        name, _ = login_forms(username, self.settings.username_max_length)
+        entry = self._find_user(name, name)
+        return None if entry is None else self._identity(entry)
 
     def check_health(self) -> list[ServerHealth]:
         """Probe every server at once (fresh service bind and base search), in LDAP_URLS order.
@@ -263,7 +291,22 @@ class Directory:
 
     def _attributes(self, entry: Mapping, nesting: dict[str, str] | None = None) -> dict:
         names = resolve_groups(entry, self.settings, self._group_search, nesting)
-        return mapping.user_attributes(entry, self.settings, names)
+        attrs = mapping.user_attributes(entry, self.settings, names)
+        attrs["password_expires"] = account_state.password_expiry(
+            self.settings, entry["attributes"], self._policy_max_age
+        )
+        return attrs
+
+    def _policy_max_age(self, policy_dn: str) -> int:
+        # The ppolicy entry's pwdMaxAge, read each time (one base search, ppolicy only): a
+        # policy change shows at the next read of the person.
+        entries = self._search(policy_dn, "(objectClass=*)", ["pwdMaxAge"], scope=ldap3.BASE)
+        if not entries:
+            return 0
+        try:
+            return int(mapping.first_value(entries[0]["attributes"], "pwdMaxAge") or 0)
+        except ValueError:
+            return 0
 
     def _group_search(self, base: str, search_filter: str, attributes: list[str]) -> list:
         return self._search(base, search_filter, attributes, paged=True)

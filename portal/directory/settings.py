@@ -44,6 +44,8 @@ class DirectorySettings:
     login_deadline: float = 6.0
     #: LDAP_USER_FILTER without LDAP_DISABLED_FILTER: finds disabled people too (to say why).
     plain_user_filter: str = ""
+    #: The ppolicy entry people without a pwdPolicySubentry of their own are subject to.
+    password_policy_dn: str = ""
 
     @classmethod
     def from_config(cls, config: Mapping) -> DirectorySettings:
@@ -85,6 +87,7 @@ class DirectorySettings:
             breaker_max_seconds=config["LDAP_BREAKER_MAX_SECONDS"],
             login_deadline=config["LDAP_LOGIN_DEADLINE"] or config["LDAP_OPERATION_TIMEOUT"] + 1,
             plain_user_filter=config["LDAP_USER_FILTER"],
+            password_policy_dn=config["LDAP_PASSWORD_POLICY_DN"],
         )
 
     @property
@@ -105,6 +108,7 @@ class DirectorySettings:
         if self.group_membership in ("memberof", "both"):
             names.append(self.attr_member_of)
         names += account_state.ATTRIBUTES[self.account_state]
+        names += account_state.EXPIRY_ATTRIBUTES[self.account_state]
         if self.attr_password_changed not in names:
             names.append(self.attr_password_changed)
         return names

@@ -1,6 +1,8 @@
 """Home offers the apps and pages the signed-in person may open; /pages/<slug> shows one page."""
 
-from flask import abort, render_template, request, session
+import time
+
+from flask import abort, current_app, render_template, request, session
 from flask_login import current_user, login_required
 
 from ..access import apps_for, find_page, pages_for
@@ -16,7 +18,15 @@ _STORABLE_VIEWS = frozenset({"main.home", "main.page"})
 def home():
     """The apps and pages this person may open, then their account: name, e-mail, groups."""
     return render_template("home.html", user=current_user, apps=apps_for(current_user),
-                           pages=pages_for(current_user))  # fmt: skip
+                           pages=pages_for(current_user),
+                           password_days=password_warning(current_user))  # fmt: skip
+
+
+def password_warning(user) -> int | None:
+    """Days until the person's password expires, when that is within PASSWORD_WARN_DAYS."""
+    days = user.password_days_left(time.time())
+    warn = current_app.config["PASSWORD_WARN_DAYS"]
+    return days if days is not None and warn and days <= warn else None
 
 
 @bp.route("/pages/<slug>")

@@ -50,7 +50,12 @@ _POSITIVE_INTS = (
     "USERNAME_MAX_LENGTH",
     "PASSWORD_MAX_LENGTH",
 )
-_BOOLEANS = ("LDAP_START_TLS", "LDAP_ALLOW_CLEARTEXT", "LDAP_ANONYMOUS_SEARCH")
+_BOOLEANS = (
+    "LDAP_START_TLS",
+    "LDAP_ALLOW_CLEARTEXT",
+    "LDAP_ANONYMOUS_SEARCH",
+    "PASSWORD_SELF_SERVICE",
+)
 _ATTRIBUTES = (
     "LDAP_ATTR_USERNAME",
     "LDAP_ATTR_DISPLAY_NAME",
@@ -243,11 +248,8 @@ def _check_people(config) -> None:
         parse_filter("LDAP_DISABLED_FILTER", disabled)
     for key in ("PASSWORD_CHANGE_URL", "PASSWORD_RESET_URL", "HELP_URL"):
         url = config.get(key)
-        require(
-            isinstance(url, str) and (not url or url.startswith(("https://", "http://", "/"))),
-            key,
-            "an https:// address or a path on this site",
-        )
+        fix = f"{url!r}: an https:// address or a path on this site (no \\, spaces or //)"
+        require(url == "" or is_site_url(url), key, fix)
     for key in ("HELP_TEXT", "HELP_LINK_TEXT"):
         require(isinstance(config.get(key), str), key, "text")
 
@@ -305,6 +307,11 @@ def _check_groups(config) -> None:
              "whole seconds, 0 for LDAP_OPERATION_TIMEOUT + 1")  # fmt: skip
     age = config.get("LDAP_PASSWORD_MAX_AGE_DAYS")
     require(is_int(age) and age >= 0, "LDAP_PASSWORD_MAX_AGE_DAYS", "0 or more days")
+    policy = config.get("LDAP_PASSWORD_POLICY_DN")
+    require(isinstance(policy, str) and (not policy or is_dn(policy)), "LDAP_PASSWORD_POLICY_DN",
+            f"{policy!r} is not a DN")  # fmt: skip
+    warn = config.get("PASSWORD_WARN_DAYS")
+    require(is_int(warn) and warn >= 0, "PASSWORD_WARN_DAYS", "0 or more days")
 
 
 def _check_access(config) -> None:

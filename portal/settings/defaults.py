@@ -72,10 +72,19 @@ LDAP_DISABLED_FILTER = ""
 #: With "ppolicy": the policy's pwdMaxAge in days, so people signed in when their password
 #: expires are signed out within USER_CACHE_TTL (0: only checked when they sign in).
 LDAP_PASSWORD_MAX_AGE_DAYS = 0
+#: With "ppolicy": the policy entry of people without a pwdPolicySubentry (the overlay's
+#: ppolicy_default), whose pwdMaxAge tells when passwords expire; empty: use
+#: LDAP_PASSWORD_MAX_AGE_DAYS.
+LDAP_PASSWORD_POLICY_DN = ""
+#: Warn people on their home page this many days before their password expires (0: never).
+PASSWORD_WARN_DAYS = 14
 #: Where people change an expired or reset password (shown when they must).
 PASSWORD_CHANGE_URL = ""
 #: Where people reset a forgotten password: a "Forgot your password?" link on the login page.
 PASSWORD_RESET_URL = ""
+#: The portal's own change-password page (/password): the directory's policy decides. False
+#: hides it (PASSWORD_CHANGE_URL, if set, is offered instead).
+PASSWORD_SELF_SERVICE = True
 
 # --- Look -----------------------------------------------------------------------------------
 #: The portal's name, in every page's title and header.

@@ -6,6 +6,7 @@ import ipaddress
 import re
 import string
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from ldap3.core.exceptions import LDAPException
 from ldap3.operation.search import parse_filter as ldap3_parse_filter
@@ -13,6 +14,7 @@ from ldap3.utils.dn import parse_dn
 
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 _RULE_KEYS = {"hosts", "paths", "methods", "groups", "policy"}
+_PAGE_KEYS = {"slug", "title", "groups", "body", "template"}
 _APP_KEYS = {"title", "url", "description", "icon", "category", "groups"}
 _ICON = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\.(svg|png|webp)$")
 # "/", ".", "\\", "%", ";", NUL, "?" and "#": escapes that change a path's structure when decoded.
@@ -55,6 +57,8 @@ def check_pages(pages) -> None:
     for number, page in enumerate(pages, 1):
         where = f"PAGES[{number}]"
         require(isinstance(page, dict), where, "a table with slug, title, groups, body")
+        require(set(page) <= _PAGE_KEYS, where, f"unknown key {sorted(set(page) - _PAGE_KEYS)} "
+                f"(known: {', '.join(sorted(_PAGE_KEYS))})")  # fmt: skip
         require(
             isinstance(page.get("slug"), str) and _SLUG.match(page["slug"]),
             where + ".slug",
@@ -84,12 +88,13 @@ def check_apps(apps) -> None:
                 f"(known: {', '.join(sorted(_APP_KEYS))})")  # fmt: skip
         require(is_text(app.get("title")), where + ".title", "the name people know the app by")
         url = app.get("url")
-        plain = isinstance(url, str) and url.isascii() and url.isprintable() and " " not in url
-        web = plain and (re.match(r"https?://[A-Za-z0-9.-]+(:[0-9]+)?(/|$)", url) is not None)
-        local = plain and url.startswith("/") and not url.startswith("//")
-        require(web or local, where + ".url",
+        require(is_site_url(url), where + ".url",
                  f"{url!r}: an https:// address, or a path on the portal's host such as "
                  '"/app/wiki/"')  # fmt: skip
+        path = urlsplit(url).path or "/"
+        require(is_canonical_path(path), where + ".url",
+                f"{url!r}: write the path as browsers send it (no %-escapes, dot segments, "
+                "\";\", spaces or characters such as | and { })")  # fmt: skip
         for key in ("description", "category"):
             require(isinstance(app.get(key, ""), str), f"{where}.{key}", "text")
         icon = app.get("icon", "")
@@ -107,16 +112,29 @@ def contrast_with_white(colour: str) -> float:
     return 1.05 / (luminance + 0.05)
 
 
+# An address a link may hold: http(s) with a plain host, or a path on this site. Nothing a
+# browser would read differently: no "\\", no white space or control characters, and a path
+# never starts "//" or "/\\" (both name another host to a browser).
+_WEB_URL = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?([/?#][!-~]*)?")
+_SITE_PATH = re.compile(r"/(?![/\\])[!-~]*")
+# A launcher path a browser sends as written: no escape, dot segment, ";" or character that
+# browsers escape; else the launcher and /auth/verify could judge two different paths.
+_CANONICAL_PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,=:@/-]*")
+_DOT_SEGMENT = re.compile(r"(^|/)\.{1,2}(/|$)|//")
+
+
 def is_site_url(url) -> bool:
-    """An http(s) address, or a path on this site ("/help")."""
+    """An http(s) address or a path on this site that every browser reads as the same place."""
     return (
         isinstance(url, str)
-        and url.isprintable()
-        and (
-            url.startswith(("https://", "http://"))
-            or (url.startswith("/") and not url.startswith("//"))
-        )
+        and "\\" not in url
+        and bool(_WEB_URL.fullmatch(url) or _SITE_PATH.fullmatch(url))
     )
+
+
+def is_canonical_path(path: str) -> bool:
+    """A URL path a browser sends exactly as written (see _CANONICAL_PATH)."""
+    return bool(_CANONICAL_PATH.fullmatch(path)) and not _DOT_SEGMENT.search(path)
 
 
 def check_kept_escapes(escapes) -> None:

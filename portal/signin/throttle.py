@@ -75,11 +75,13 @@ def init_app(app: Flask) -> None:
     )
 
 
-def begin_attempt() -> Attempt | None:
-    """Count this login attempt against every limit; None when the counts cannot be kept."""
+def begin_attempt(username: str | None = None) -> Attempt | None:
+    """Count this password attempt (a login, or a password change naming `username`) against
+    every limit; None when the counts cannot be kept."""
     throttle: _Throttle = current_app.extensions[_LIMITER]
     attempt = Attempt(allowed=True)
-    buckets = [("account", item, account_key()) for item in throttle.account_limits]
+    account = account_key(username)
+    buckets = [("account", item, account) for item in throttle.account_limits]
     buckets += [("address", item, client_address()) for item in throttle.address_limits]
     try:
         for which, item, key in buckets:
@@ -124,10 +126,10 @@ def client_address() -> str:
     return "ip:" + str(address)
 
 
-def account_key() -> str:
+def account_key(typed: str | None = None) -> str:
     """The account a login names, the same for every spelling of it (unknown names too): case,
     compatibility forms ("ａlice") and known domains are folded as for the session's name."""
-    typed = request.form.get("username", "")
+    typed = request.form.get("username", "") if typed is None else typed
     try:
         name = directory.canonical_username(typed)
     except InvalidInput:

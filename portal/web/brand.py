@@ -9,6 +9,7 @@ loader chain) or file (the logo, portal.css, an app's icon) by putting one of th
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from flask import Flask, Response, current_app, send_from_directory
@@ -44,7 +45,9 @@ def find_static(folders: list[Path], filename: str) -> Path | None:
     """The first folder's file of that name (a path inside the folder), or None."""
     for folder in folders:
         joined = safe_join(str(folder), filename)
-        if joined is not None and Path(joined).is_file():
+        # os.path.isfile, not Path.is_file: a name too long for the file system is "not
+        # here" (a 404), not an OSError (a 500 anyone could cause).
+        if joined is not None and os.path.isfile(joined):
             return folder
     return None
 

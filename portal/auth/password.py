@@ -1,0 +1,107 @@
+"""Change password (/password): for a signed-in person, and for one whose password expired or
+was reset (they are not signed in: they name themselves and give the current password).
+
+The directory decides (its password policy; see portal/directory/passwords.py) and its refusal
+is said in plain words. The current password is a password guess: throttled and counted as a
+failed login when wrong. After a change every other sign-in of the person ends (a lost device
+may hold one) and this browser is signed in afresh with the new password.
+"""
+
+from __future__ import annotations
+
+from flask import abort, current_app, flash, redirect, render_template, request, session, url_for
+from flask_babel import gettext
+from flask_babel import lazy_gettext as _l
+from flask_login import current_user
+
+from .. import accounts, directory, metrics
+from ..directory import DirectoryError, InvalidInput, PasswordChangeRequired, PasswordRefused
+from ..directory import passwords as reasons
+from ..signin import audit, throttle
+from ..web.errors import RETRY_AFTER_SECONDS
+from . import bp
+from .views import MISSING, UNAVAILABLE, sign_in
+
+#: What each refusal of the directory means to the person (never its own diagnostic).
+REFUSALS = {
+    reasons.WRONG_CURRENT: _l("Your current password is wrong."),
+    reasons.TOO_SHORT: _l("The new password is too short for the company's password policy."),
+    reasons.IN_HISTORY: _l("You have used this password before: choose one you have not used."),
+    reasons.NOT_COMPLEX: _l("The new password is not complex enough: mix upper and lower case "
+                            "letters, digits and symbols."),
+    reasons.TOO_YOUNG: _l("Your password was changed too recently to change it again yet. "
+                          "Please try again later."),
+    reasons.NOT_ALLOWED: _l("The directory does not let you change your password here. Please "
+                            "ask the service desk."),
+    reasons.POLICY: _l("The new password does not meet the company's password policy (its "
+                       "length, complexity or history)."),
+}  # fmt: skip
+MISMATCH = _l("The two new passwords are not the same.")
+SAME = _l("The new password must be different from the current one.")
+
+
+@bp.route("/password", methods=["GET", "POST"])
+def change_password():
+    """The change-password form; on POST, the directory changes the password."""
+    if not current_app.config["PASSWORD_SELF_SERVICE"]:
+        abort(404)
+    signed_in = current_user.is_authenticated
+    username = current_user.username if signed_in else session.get("password_change_for", "")
+    if request.method != "POST":
+        return _form(username, signed_in)
+    if not signed_in:
+        username = request.form.get("username", "")
+    current, new = request.form.get("current", ""), request.form.get("new", "")
+    if not username or not current or not new:
+        return _form(username, signed_in, MISSING, 400)
+    if new != request.form.get("confirm", ""):
+        return _form(username, signed_in, MISMATCH, 400, field="confirm")
+    if new == current:
+        return _form(username, signed_in, SAME, 400, field="new")
+    attempt = throttle.begin_attempt(username)
+    if attempt is None or not attempt.allowed:
+        wait = attempt.retry_after if attempt else RETRY_AFTER_SECONDS
+        audit.record("password.change_failed", user=username, reason="throttled")
+        message = gettext("Too many attempts. Please wait a few minutes and try again.")
+        return _form(username, signed_in, message, 429, headers={"Retry-After": str(wait)})
+    try:
+        name = directory.change_password(username, current, new)
+    except (InvalidInput, PasswordRefused) as refusal:
+        reason = getattr(refusal, "reason", reasons.WRONG_CURRENT)
+        if reason == reasons.WRONG_CURRENT:
+            metrics.login("failed")  # metrics: a wrong password, as at the login
+            status, field = 401, "current"
+        else:
+            throttle.give_back(attempt)  # the current password was right: not a guess
+            status, field = 400, "new"
+        audit.record("password.change_failed", user=username, reason=reason)
+        return _form(username, signed_in, REFUSALS[reason], status, field=field)
+    except DirectoryError as error:
+        throttle.give_back(attempt)
+        audit.record("password.change_failed", user=username, reason=type(error).__name__)
+        return _form(username, signed_in, UNAVAILABLE, 503,
+                     headers={"Retry-After": str(RETRY_AFTER_SECONDS)})  # fmt: skip
+    throttle.give_back(attempt)
+    audit.record("password.changed", user=name)
+    # Every sign-in made with the old password ends (this one too); this browser signs in
+    # again with the new one, so it is the only one left.
+    accounts.revoke_all(name)
+    try:
+        attrs = directory.authenticate(name, new)
+    except (PasswordChangeRequired, DirectoryError):
+        attrs = None
+    session.pop("password_change_for", None)
+    if attrs is None or not accounts.build_user(attrs).is_active:
+        session.clear()
+        flash(gettext("Your password has been changed. Please sign in with the new one."))
+        return redirect(url_for("auth.login"))
+    sign_in(accounts.build_user(attrs), attrs, remember=False)
+    flash(gettext("Your password has been changed. Your other sign-ins have ended."))
+    return redirect(url_for("main.home"))
+
+
+def _form(username: str, signed_in: bool, error=None, status: int = 200, field: str = "",
+          headers=None):  # fmt: skip
+    body = render_template("password.html", username=username, signed_in=signed_in,
+                           error=error, field=field)  # fmt: skip
+    return body, status, {"Cache-Control": "no-store", **(headers or {})}

@@ -1,0 +1,118 @@
+"""Changing one's own password, with the directory's own policy deciding.
+
+OpenLDAP and most directories: the Password Modify extended operation (RFC 3062), bound as the
+person with the current password, so the server hashes the new one and applies its password
+policy (ppolicy answers why it refused in its response control). Active Directory: a modify of
+unicodePwd that deletes the current quoted UTF-16LE value and adds the new one, bound as the
+person (the change a user may make, not an administrator's reset); AD accepts it only over an
+encrypted connection. Refusals come back as a reason, never as the server's own diagnostic.
+"""
+
+from __future__ import annotations
+
+import re
+
+import ldap3
+
+from . import account_state
+from .connections import discard, open_connection
+from .errors import DirectoryError, DirectoryUnavailable
+from .settings import DirectorySettings
+
+#: Why a change was refused (PasswordRefused.reason).
+WRONG_CURRENT = "wrong current password"
+TOO_SHORT = "too short"
+IN_HISTORY = "used before"
+NOT_COMPLEX = "not complex enough"
+TOO_YOUNG = "changed too recently"
+NOT_ALLOWED = "changes not allowed"
+POLICY = "does not meet the password policy"
+
+# ppolicy's PasswordPolicyResponseValue error numbers (draft-behera 6.2) for a change.
+_PPOLICY_REFUSALS = {3: NOT_ALLOWED, 4: WRONG_CURRENT, 5: NOT_COMPLEX, 6: TOO_SHORT,
+                     7: TOO_YOUNG, 8: IN_HISTORY}  # fmt: skip
+# Active Directory's "data"/error word in the diagnostic of a refused unicodePwd change.
+_AD_WRONG_CURRENT = re.compile(r"\b00000056\b|\bdata 56\b", re.IGNORECASE)
+_AD_POLICY = re.compile(r"\b0000052D\b", re.IGNORECASE)
+
+
+class PasswordRefused(DirectoryError):
+    """The directory refused the new password (or the current one was wrong): see `reason`."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def change(servers, settings: DirectorySettings, dn: str, current: str, new: str) -> None:
+    """Change the password of the entry `dn` from `current` to `new`, bound as that entry.
+
+    Raises PasswordRefused with the reason, DirectoryUnavailable when no server answers.
+    """
+    active_directory = settings.account_state == "ad"
+    if active_directory and not _encrypted(settings):
+        # AD refuses unicodePwd in clear; a clear-text password must not travel either.
+        raise PasswordRefused(NOT_ALLOWED)
+    connection, bound = open_connection(servers, settings, dn, current)
+    try:
+        if not bound:
+            raise PasswordRefused(WRONG_CURRENT)
+        if active_directory:
+            connection.modify(dn, unicode_pwd_change(current, new))
+        else:
+            connection.extend.standard.modify_password(
+                user=dn, old_password=current, new_password=new,
+                controls=[(account_state.PPOLICY_CONTROL, False, None)],
+            )  # fmt: skip
+        result = dict(connection.result or {})
+    except DirectoryError:
+        raise
+    except Exception as error:  # noqa: BLE001 - the server failed mid-operation
+        raise DirectoryUnavailable(f"the password change failed: {type(error).__name__}") from None
+    finally:
+        connection.password = connection.request = None  # no password kept
+        discard(connection)
+    refusal = refusal_of(result, active_directory)
+    if refusal is not None:
+        raise PasswordRefused(refusal)
+
+
+def unicode_pwd_change(current: str, new: str) -> dict:
+    """The modify AD requires for a user's own change: delete the old value, add the new one,
+    each the password in double quotes, UTF-16LE encoded."""
+
+    def quoted(password: str) -> bytes:
+        return f'"{password}"'.encode("utf-16-le")
+
+    return {"unicodePwd": [(ldap3.MODIFY_DELETE, [quoted(current)]),
+                           (ldap3.MODIFY_ADD, [quoted(new)])]}  # fmt: skip
+
+
+def refusal_of(result: dict, active_directory: bool) -> str | None:
+    """The reason a password change result says it was refused, None when it succeeded."""
+    code = result.get("result")
+    if code == 0:
+        return None
+    if code in (49, 50, 53) and not active_directory:
+        # 50 insufficientAccessRights / 53 unwillingToPerform: the policy forbids own changes.
+        return WRONG_CURRENT if code == 49 else NOT_ALLOWED
+    control = (result.get("controls") or {}).get(account_state.PPOLICY_CONTROL) or {}
+    number = account_state.ppolicy_error_number(control.get("value") or b"")
+    if number in _PPOLICY_REFUSALS:
+        return _PPOLICY_REFUSALS[number]
+    message = str(result.get("message") or "")
+    if active_directory and _AD_WRONG_CURRENT.search(message):
+        return WRONG_CURRENT
+    if active_directory and _AD_POLICY.search(message):
+        return POLICY
+    if code == 19:  # constraintViolation without a reason we know
+        return POLICY
+    if code in (49,):
+        return WRONG_CURRENT
+    if code in (50, 53):
+        return NOT_ALLOWED
+    raise DirectoryUnavailable(f"the password change was refused with result {code}")
+
+
+def _encrypted(settings: DirectorySettings) -> bool:
+    return settings.start_tls or all(url.lower().startswith("ldaps://") for url in settings.urls)
