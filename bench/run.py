@@ -16,7 +16,7 @@ from pathlib import Path
 from portal.testing.redis import RedisServer
 from portal.testing.slapd import Slapd
 
-from . import hotpath, logins, memory, proxy, report, scale
+from . import hotpath, logins, memory, proxy, report, revocation, scale
 from .harness import ROOT, Settings, machine
 
 COMMAND = "make bench"
@@ -42,8 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         timing = logins.failure_timing(slapd, settings)
     scaled = scale.measure(settings)
     used = memory.measure(settings)
-    body = report.table(comparisons, scaled, used, timing)
-    missed = [] if settings.smoke else report.missed(comparisons, scaled, timing)
+    revoked = revocation.measure(settings)
+    body = report.table(comparisons, scaled, used, timing, revoked)
+    missed = [] if settings.smoke else report.missed(comparisons, scaled, timing, revoked)
     print(body)
     options.output.mkdir(parents=True, exist_ok=True)
     report.chart(comparisons, scaled, options.output / "benchmarks.png")

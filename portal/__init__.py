@@ -85,6 +85,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     from .web import exporter  # GET /metrics
 
     exporter.init_app(app)
+    from . import watcher
+
+    watcher.init_app(app)
     _wrap_wsgi(app)
     return app
 

@@ -236,6 +236,23 @@ def end_login(login_id: object) -> bool:
     return stored
 
 
+def refresh_after_change(username: str) -> bool:
+    """The directory changed this person (or a group of theirs): read them again now, for
+    every process that shares the cache. Returns True when they may no longer sign in (gone,
+    disabled, locked: their logins are revoked, as "sign out everywhere" would)."""
+    forget(username)
+    try:
+        attrs = directory.lookup(username)
+    except InvalidInput:
+        attrs = None
+    if attrs is None:
+        revoke_all(username)
+        remember_gone(username)
+        return True
+    remember(attrs)
+    return not build_user(attrs).is_active
+
+
 def revoke_all(username: str) -> bool:
     """End every sign-in of a person made until now (sessions and remember-me cookies alike).
 

@@ -191,6 +191,26 @@ def revoke(username: str) -> None:
     click.echo(f"{name}: every sign-in made until now has ended (sessions and remember-me cookies)")
 
 
+@click.command("watch")
+@with_appcontext
+def watch() -> None:
+    """Run the directory watcher in this process until stopped (a sidecar to the servers).
+
+    With RedisCache it takes part in the same election as the servers' watchers (one polls);
+    set WATCH_INTERVAL = 0 for the servers to leave the watching to this process alone.
+    """
+    from .watcher import Watcher
+
+    watcher = Watcher(current_app._get_current_object())
+    if not watcher.interval:
+        watcher.interval = current_app.config["WATCH_INTERVAL"] or 2
+    click.echo(f"watching the directory every {watcher.interval} s (Ctrl-C stops)")
+    try:
+        watcher.run()
+    except KeyboardInterrupt:
+        watcher.stop()
+
+
 def _check_eviction_policy(report) -> None:
     # Revocation marks have no TTL, so noeviction and volatile-* policies keep them; an
     # allkeys-* policy may drop one under memory pressure, and a signed-out cookie would work.
@@ -211,7 +231,7 @@ def _check_eviction_policy(report) -> None:
 
 
 #: Every command, for create_app to register.
-commands = (access_check, check, whois, flush, revoke)
+commands = (access_check, check, whois, flush, revoke, watch)
 
 
 # --- check -------------------------------------------------------------------------------------

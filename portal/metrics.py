@@ -98,6 +98,29 @@ def cache_request(hit: bool) -> None:
     RECENT.cache(hit)
 
 
+WATCH_LAG = Gauge(
+    "portal_watch_lag_seconds",
+    "Seconds since the directory watcher last polled the directory (0 before its first poll); "
+    "with several workers, the largest of the live ones.",
+    multiprocess_mode="livemax",
+)
+WATCH_FLUSHES = Counter(
+    "portal_watch_flushes",
+    "People re-read at once because the directory watcher saw their entry or a group of theirs "
+    "change.",
+)
+
+
+def watch_poll(flushed: int) -> None:
+    """Count the people one poll of the directory watcher re-read."""
+    WATCH_FLUSHES.inc(flushed)
+
+
+def watch_lag(seconds: float) -> None:
+    """Note how long ago the watcher last polled."""
+    WATCH_LAG.set(seconds)
+
+
 def breaker_open(server: str, is_open: bool) -> None:
     """Note that a server's circuit breaker opened or closed."""
     LDAP_SERVER_OPEN.labels(server).set(1 if is_open else 0)

@@ -152,6 +152,9 @@ def make_app(slapd_server: Slapd | None, settings_file: Path | None = None, **ov
         # The floor on failed logins has its own tests (test_throttle.py); elsewhere it would
         # only make the suite wait.
         LOGIN_FAILURE_FLOOR_MS=0,
+        # The watcher has its own tests (test_watcher.py); elsewhere a polling thread per app
+        # would outlive its test and its directory.
+        WATCH_INTERVAL=0,
     )
     if slapd_server is not None:
         settings["LDAP_URLS"] = [slapd_server.url]

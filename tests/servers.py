@@ -193,5 +193,7 @@ def portal_environment(slapd_url: str) -> dict[str, str]:
         PORTAL_LDAP_URLS=f'["{slapd_url}"]',
         # Not valid JSON, so from_prefixed_env keeps it as a string.
         PORTAL_SECRET_KEY="gunicorn-test-" + secrets.token_hex(24),
+        # Its polls would add to the operations tests count (test_watcher.py turns it on).
+        PORTAL_WATCH_INTERVAL="0",
     )
     return environment

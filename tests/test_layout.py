@@ -18,7 +18,7 @@ LAYERS = [
     {"portal.access"},
     {"portal.accounts"},
     {"portal.web", "portal.auth", "portal.main", "portal.admin", "portal.health", "portal.sso",
-     "portal.cli"},
+     "portal.cli", "portal.watcher"},
 ]  # fmt: skip
 #: Modules that answer no request, so must not touch flask's request, session or flask_login.
 NO_REQUESTS = ("portal.directory", "portal.settings", "portal.metrics", "portal.cache")

@@ -24,6 +24,7 @@ from ..directory import InvalidInput
 from ..health.probes import count_person_entries, probe_cache
 from ..recent import RECENT
 from ..signin import audit
+from ..watcher import STALE_INTERVALS, watcher_of
 from . import bp
 
 # Settings whose values are never shown, only whether they are set.
@@ -60,11 +61,28 @@ def status():
         settings=settings_toml(current_app.config),
         activity=[RECENT.server(server.url) for server in servers],
         breakers=directory.breaker_states(),
+        watch=_watch_summary(),
         logins=RECENT.login_outcomes(),
         login_outcomes=LOGIN_OUTCOMES,
         cache_hits=RECENT.cache_hits(),
         when=_when,
     )
+
+
+def _watch_summary() -> dict | None:
+    # What the status page says of the directory watcher (None: WATCH_INTERVAL is 0).
+    watcher = watcher_of(current_app)
+    if watcher is None:
+        return None
+    state = watcher.shared_state()
+    age = time.time() - state.last_poll if state.last_poll else None
+    return {
+        "state": state,
+        "age": age,
+        "interval": watcher.interval,
+        "here": state.holder == watcher.identity,
+        "stale": age is None or age > STALE_INTERVALS * watcher.interval,
+    }
 
 
 class Summary(NamedTuple):

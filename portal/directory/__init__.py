@@ -86,6 +86,12 @@ def unusable_reason(username: str) -> str:
     return get_directory().unusable_reason(username)
 
 
+def change_feed():
+    """A feed of the people whose entries or groups change (one paged search per base per
+    poll): see changes.py."""
+    return get_directory().change_feed()
+
+
 def identity(username: str) -> str | None:
     """The portal's name for the person a name finds (another spelling, an e-mail), or None."""
     return get_directory().identity(username)

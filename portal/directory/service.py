@@ -13,6 +13,7 @@ from .. import metrics
 from ..quietlog import QuietLog
 from . import account_state, mapping, passwords
 from .account_state import State
+from .changes import ChangeFeed
 from .connections import BindPool, ServicePool, make_servers
 from .deadline import Deadline
 from .errors import DirectoryError, DirectoryUnavailable, PasswordChangeRequired, ServerUnavailable
@@ -126,6 +127,15 @@ class Directory:
         name, _ = login_forms(username, self.settings.username_max_length)
         entry = self._find_user(name, name)
         return None if entry is None else self._identity(entry)
+
+    def change_feed(self) -> ChangeFeed:
+        """A feed of the people directory changes affect (see changes.py)."""
+
+        def read_base(dn: str) -> list:
+            attributes = [self.settings.attr_username]
+            return self._search(dn, "(objectClass=*)", attributes, scope=ldap3.BASE)
+
+        return ChangeFeed(self.settings, self._group_search, read_base)
 
     def check_health(self) -> list[ServerHealth]:
         """Probe every server at once (fresh service bind and base search), in LDAP_URLS order.

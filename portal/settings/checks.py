@@ -310,6 +310,9 @@ def _check_groups(config) -> None:
     policy = config.get("LDAP_PASSWORD_POLICY_DN")
     require(isinstance(policy, str) and (not policy or is_dn(policy)), "LDAP_PASSWORD_POLICY_DN",
             f"{policy!r} is not a DN")  # fmt: skip
+    interval = config.get("WATCH_INTERVAL")
+    is_seconds = isinstance(interval, (int, float)) and not isinstance(interval, bool)
+    require(is_seconds and 0 <= interval <= 3600, "WATCH_INTERVAL", "seconds, 0 for off")
     warn = config.get("PASSWORD_WARN_DAYS")
     require(is_int(warn) and warn >= 0, "PASSWORD_WARN_DAYS", "0 or more days")
 

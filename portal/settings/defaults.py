@@ -86,6 +86,13 @@ PASSWORD_RESET_URL = ""
 #: hides it (PASSWORD_CHANGE_URL, if set, is offered instead).
 PASSWORD_SELF_SERVICE = True
 
+# --- Directory watcher ------------------------------------------------------------------------
+#: Seconds between two polls of the directory for changed people and groups; the people they
+#: affect are re-read at once, so a removal ends access within about this long instead of
+#: USER_CACHE_TTL. One process of the deployment polls (elected through Redis with RedisCache;
+#: each process with SimpleCache). 0 turns it off.
+WATCH_INTERVAL = 2
+
 # --- Look -----------------------------------------------------------------------------------
 #: The portal's name, in every page's title and header.
 PORTAL_NAME = "Intranet portal"

@@ -1,0 +1,232 @@
+"""The directory watcher: access ends seconds after the directory changes, not at the TTL.
+
+Every WATCH_INTERVAL seconds (0: off) one process of the deployment polls the directory for
+changed people and groups (portal.directory.changes: one paged search per base, however many
+people are cached) and re-reads each affected person at once: the cache entry every process
+reads is replaced, so a group removal ends access everywhere, and a person gone, disabled or
+locked has every login revoked. With RedisCache one watcher serves every worker and instance:
+a lease in Redis (SET NX with an expiry, renewed by each poll) elects it, and when its holder
+dies another process takes over once the lease expires. With SimpleCache each process watches
+for itself. Started by the app on its first request (so in each gunicorn worker, after the
+fork), or on its own with `flask --app portal watch`. USER_CACHE_TTL stays the safety net.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from contextlib import suppress
+from dataclasses import asdict, dataclass
+
+from flask import Flask, current_app
+
+from . import accounts, directory, metrics
+from .health.probes import person_entry_keys
+from .quietlog import QuietLog
+
+log = logging.getLogger(__name__)
+quiet = QuietLog(log)
+_EXTENSION = "portal.watcher"
+# Renewed by every poll; another process takes over once it has not been for this long.
+_LEASE_INTERVALS = 5
+_MIN_LEASE_SECONDS = 5
+#: Intervals without a poll after which the status page shows the watcher in red.
+STALE_INTERVALS = 3
+
+
+@dataclass
+class WatchState:
+    """What the watcher of the deployment last did (shared through Redis when it is used)."""
+
+    last_poll: float = 0.0
+    #: How far the directory's changes have been followed (the server's own stamp).
+    since: str = ""
+    changes: int = 0
+    flushes: int = 0
+    revoked: int = 0
+    holder: str = ""
+    error: str = ""
+
+
+class Watcher:
+    """One process's watcher: polls when it holds the lease (or needs none)."""
+
+    def __init__(self, app: Flask):
+        self.app = app
+        self.interval = app.config["WATCH_INTERVAL"]
+        self.identity = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.state = WatchState()
+        self.feed = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def ensure_running(self) -> None:
+        """Start the thread in this process (once; again in a forked child)."""
+        if self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            self.identity = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+            self.feed = None
+            self._stop.clear()
+            self._thread = threading.Thread(target=self.run, name="portal-watcher", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the loop (tests, shutdown); the lease is let go."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        with self.app.app_context():
+            self._release()
+
+    def run(self) -> None:
+        """Poll every interval until stopped."""
+        while not self._stop.is_set():
+            with self.app.app_context():
+                self.tick()
+            self._stop.wait(self.interval)
+
+    def tick(self) -> None:
+        """One interval: take or renew the lease, poll, re-read the people affected."""
+        if not self._hold_lease():
+            return
+        try:
+            if self.feed is None:
+                self.feed = directory.change_feed()
+                taken_over = self.shared_state().since
+                if taken_over:
+                    # Another watcher got this far: follow on from there, not from now.
+                    self.feed.resume(taken_over)
+            found = self.feed.poll()
+            if found.groups:
+                found.people |= cached_people_in(found.groups)
+        except Exception as error:  # noqa: BLE001 - an outage: the TTL still holds; try again
+            self.state.error = f"{type(error).__name__}: {error}"
+            quiet.warning("watch failed", "directory watcher could not poll: %s", self.state.error)
+            self._publish()
+            return
+        revoked = 0
+        for username in sorted(found.people):
+            try:
+                revoked += accounts.refresh_after_change(username)
+            except Exception as error:  # noqa: BLE001 - the entry was dropped: the next request reads
+                quiet.warning("watch refresh", "re-reading %s after a change failed: %s",
+                              username, error)  # fmt: skip
+        self.state = WatchState(
+            last_poll=time.time(),
+            since=self.feed.since or "",
+            changes=self.state.changes + found.entries,
+            flushes=self.state.flushes + len(found.people),
+            revoked=self.state.revoked + revoked,
+            holder=self.identity,
+        )
+        metrics.watch_poll(len(found.people))  # metrics
+        self._publish()
+
+    # -- the lease and the shared state -----------------------------------------------------
+
+    def _redis(self):
+        state = accounts.app_state(self.app)
+        return (
+            getattr(state.backend, "client", None)
+            if self.app.config["CACHE_TYPE"] == ("RedisCache")
+            else None
+        )
+
+    def _key(self, name: str) -> str:
+        return f"{self.app.config.get('CACHE_KEY_PREFIX') or ''}watch:{name}"
+
+    def _hold_lease(self) -> bool:
+        client = self._redis()
+        if client is None:
+            return True  # no shared cache: every process watches for itself
+        seconds = max(_MIN_LEASE_SECONDS, int(self.interval * _LEASE_INTERVALS))
+        key = self._key("lease")
+        try:
+            if client.set(key, self.identity, nx=True, ex=seconds):
+                return True
+            # Renew only our own lease (compare and extend in one step).
+            renewed = client.eval(_RENEW, 1, key, self.identity, seconds)
+            return bool(renewed)
+        except Exception as error:  # noqa: BLE001 - Redis down: nobody can be elected
+            quiet.warning("watch lease", "directory watcher cannot reach Redis: %s", error)
+            return False
+
+    def _release(self) -> None:
+        client = self._redis()
+        if client is not None:
+            with suppress(Exception):  # it expires by itself
+                client.eval(_RELEASE, 1, self._key("lease"), self.identity)
+
+    def _publish(self) -> None:
+        client = self._redis()
+        if client is not None:
+            with suppress(Exception):  # the status page then shows this process's own
+                client.set(self._key("state"), json.dumps(asdict(self.state)), ex=3600)
+        metrics.watch_lag(time.time() - self.state.last_poll if self.state.last_poll else 0.0)
+
+    def shared_state(self) -> WatchState:
+        """The deployment's watcher state: from Redis, else this process's own."""
+        client = self._redis()
+        if client is not None:
+            with suppress(Exception):  # unreadable: this process's own
+                raw = client.get(self._key("state"))
+                if raw:
+                    return WatchState(**json.loads(raw))
+        return self.state
+
+
+def cached_people_in(groups: set[str]) -> set[str]:
+    """The people whose cached entry lists one of these groups (a scan of the cache: only
+    when a watcher takes over, for the members a group may have lost meanwhile)."""
+    folded = {group.casefold() for group in groups}
+    shared = current_app.config["CACHE_KEY_PREFIX"] + accounts.cache_key("")
+    found = set()
+    for key in person_entry_keys():  # Redis keys carry CACHE_KEY_PREFIX, SimpleCache's not
+        name = key.removeprefix(shared) if key.startswith(shared) else key.split(":", 1)[1]
+        attrs = accounts.cached_attributes(name)
+        if attrs and folded & {group.casefold() for group in attrs.get("groups", ())}:
+            found.add(name)
+    return found
+
+
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('expire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+
+def init_app(app: Flask) -> None:
+    """With WATCH_INTERVAL above 0, start the watcher on the app's first request."""
+    if not app.config["WATCH_INTERVAL"]:
+        return
+    watcher = Watcher(app)
+    app.extensions[_EXTENSION] = watcher
+
+    @app.before_request
+    def start_watcher():
+        watcher.ensure_running()
+
+
+def watcher_of(app: Flask) -> Watcher | None:
+    """The app's watcher, None when WATCH_INTERVAL is 0."""
+    return app.extensions.get(_EXTENSION)

@@ -1,0 +1,267 @@
+"""The directory watcher: access ends within WATCH_INTERVAL + 1 s of a change made with
+ldapmodify, with USER_CACHE_TTL at 300, on every worker; one watcher per deployment with Redis;
+the cost of a poll does not grow with the people cached."""
+
+from __future__ import annotations
+
+import re
+import signal
+
+import pytest
+import requests
+
+from portal import accounts
+from tests.conftest import AuthActions, eventually, make_app
+from tests.servers import Gunicorn, portal_environment
+
+INTERVAL = 1
+BOUND = INTERVAL + 1  # the issue's bound: within WATCH_INTERVAL + 1 s
+ALICE = "uid=alice,ou=people,dc=example,dc=org"
+ENGINEERING = "cn=engineering,ou=groups,dc=example,dc=org"
+RESEARCH = "cn=research,ou=groups,dc=example,dc=org"
+PAGES = [
+    {"slug": "engineering", "title": "Engineering", "groups": ["engineering"], "body": "e"},
+    {"slug": "research", "title": "Research", "groups": ["research"], "body": "r"},
+]
+
+
+def remove_member(group: str, member: str) -> str:
+    """LDIF taking `member` out of `group` (a stand-in member keeps a groupOfNames valid)."""
+    return (f"dn: {group}\nchangetype: modify\nadd: member\nmember: cn=nobody,dc=example,dc=org\n"
+            f"-\ndelete: member\nmember: {member}\n")  # fmt: skip
+
+
+@pytest.fixture
+def watched(own_slapd):
+    """The portal with its watcher polling every second and entries kept for 5 minutes."""
+    app = make_app(own_slapd, WATCH_INTERVAL=INTERVAL, USER_CACHE_TTL=300, PAGES=PAGES,
+                   LDAP_GROUP_NESTING_DEPTH=1,
+                   LDAP_DISABLED_FILTER="(description=disabled)")  # fmt: skip
+    yield app
+    watcher = app.extensions.get("portal.watcher")
+    if watcher is not None:
+        watcher.stop()
+    app.extensions["portal.directory"].close()
+
+
+def signed_in(app, username: str = "alice"):
+    client = app.test_client()
+    assert AuthActions(client).login(username).status_code == 302
+    return client
+
+
+CHANGES = {
+    "removed from the group": (
+        "/pages/engineering", [remove_member(ENGINEERING, ALICE)]),
+    "a nested group removed from the group above it": (
+        "/pages/research", [remove_member(RESEARCH, ENGINEERING)]),
+    "disabled": (
+        "/", [f"dn: {ALICE}\nchangetype: modify\nadd: description\ndescription: disabled\n"]),
+    "added to the denied group": (
+        "/", ["dn: cn=suspended,ou=groups,dc=example,dc=org\nchangetype: modify\nadd: member\n"
+              f"member: {ALICE}\n"]),
+    "deleted (and taken out of her groups, as refint would)": (
+        "/", [remove_member(ENGINEERING, ALICE),
+              remove_member("cn=staff,ou=groups,dc=example,dc=org", ALICE), None]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("change", list(CHANGES))
+def test_a_change_ends_access_within_the_interval(watched, own_slapd, change):
+    """alice's page answers 200; the directory changes; within WATCH_INTERVAL + 1 s it is
+    refused (403, or the sign-in page once she may not sign in at all), with the TTL at 300."""
+    path, ldifs = CHANGES[change]
+    alice = signed_in(watched)
+    assert alice.get(path).status_code == 200  # also starts the watcher
+    watcher = watched.extensions["portal.watcher"]
+    eventually(lambda: watcher.state.last_poll, timeout=5)  # it runs, as it would all along
+    for ldif in ldifs:
+        if ldif is None:
+            own_slapd.delete(ALICE)
+        else:
+            own_slapd.modify(ldif)
+    eventually(lambda: alice.get(path).status_code in (302, 403), timeout=BOUND)
+
+
+def test_without_the_watcher_the_ttl_decides(own_slapd):
+    """The same removal with WATCH_INTERVAL = 0: still allowed (until USER_CACHE_TTL)."""
+    app = make_app(own_slapd, WATCH_INTERVAL=0, USER_CACHE_TTL=300, PAGES=PAGES)
+    alice = signed_in(app)
+    assert alice.get("/pages/engineering").status_code == 200
+    own_slapd.modify(remove_member(ENGINEERING, ALICE))
+    watcher_like_wait = [alice.get("/pages/engineering").status_code for _ in range(3)]
+    assert watcher_like_wait == [200, 200, 200]
+    app.extensions["portal.directory"].close()
+
+
+def test_a_poll_costs_the_same_with_100_or_1000_people_cached(watched, own_slapd):
+    """One paged search per base per poll, whatever the number of people cached."""
+    watcher = watched.extensions["portal.watcher"]
+    costs = []
+    for people in (100, 1000):
+        with watched.app_context():
+            for number in range(people):
+                name = f"person{number:05d}"
+                dn = f"uid={name},ou=people,dc=example,dc=org"
+                accounts.remember({"username": name, "dn": dn, "display_name": name, "email": "",
+                                   "groups": ["staff"], "password_changed": ""})  # fmt: skip
+            watcher.tick()  # the first poll reads the groups' members once
+            before = own_slapd.counters()["search"]
+            for _ in range(3):
+                watcher.tick()
+            costs.append(own_slapd.counters()["search"] - before)
+    assert costs[0] == costs[1] == 3 * 2, costs  # people base and group base, three polls
+
+
+def login(session: requests.Session, base: str, username: str) -> None:
+    form = session.get(base + "/login", timeout=10).text
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', form).group(1)
+    answer = session.post(base + "/login", timeout=10, allow_redirects=False, data={
+        "csrf_token": token, "username": username, "password": f"{username}-secret"})  # fmt: skip
+    assert answer.status_code == 302, answer.text[:300]
+
+
+def redis_environment(own_slapd, own_redis, **extra) -> dict[str, str]:
+    environment = portal_environment(own_slapd.url)
+    environment.update(
+        PORTAL_CACHE_TYPE='"RedisCache"', PORTAL_CACHE_REDIS_URL=f'"{own_redis.url}"',
+        PORTAL_THROTTLE_STORAGE_URL='"memory://"', PORTAL_WATCH_INTERVAL=str(INTERVAL),
+        PORTAL_USER_CACHE_TTL="300", PORTAL_LDAP_GROUP_NESTING_DEPTH="1",
+        **{f"PORTAL_{key}": value for key, value in extra.items()},
+    )  # fmt: skip
+    return environment
+
+
+@pytest.mark.slow
+def test_under_gunicorn_with_redis_every_worker_refuses_within_the_interval(
+    own_slapd, own_redis, tmp_path
+):
+    """Two workers, one Redis: alice removed from engineering with ldapmodify; within
+    WATCH_INTERVAL + 1 s every answer (whichever worker) refuses the engineering page and
+    /auth/verify for the engineering app."""
+    server = Gunicorn(tmp_path, redis_environment(own_slapd, own_redis)).start()
+    try:
+        alice = requests.Session()
+        login(alice, server.base_url, "alice")
+        app_url = {"X-Original-URL": "https://portal.example/app/engineering/",
+                   "X-Original-Method": "GET"}  # fmt: skip
+        verify = server.base_url + "/auth/verify"
+        assert alice.get(verify, headers=app_url, timeout=10).status_code == 200
+        own_slapd.modify(remove_member(ENGINEERING, ALICE))
+
+        def refused_everywhere() -> bool:
+            answers = [alice.get(verify, headers=app_url, timeout=10).status_code
+                       for _ in range(6)]  # fmt: skip
+            return set(answers) == {403}
+
+        eventually(refused_everywhere, timeout=BOUND + 0.5)
+        pids = {line["pid"] for line in server.access_lines()}
+        assert len(pids) == 2, "both workers answered"
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_two_instances_share_one_watcher_and_another_takes_over(own_slapd, own_redis, tmp_path):
+    """Two gunicorn instances on one Redis: one lease holder; kill -9 it, and the other
+    instance's watcher takes over once the lease expires (5 s), so a change still ends access."""
+    import redis
+
+    first = Gunicorn(tmp_path / "a", redis_environment(own_slapd, own_redis), workers=1)
+    second = Gunicorn(tmp_path / "b", redis_environment(own_slapd, own_redis), workers=1)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first.start()
+    second.start()
+    client = redis.Redis.from_url(own_redis.url)
+    try:
+        for server in (first, second):
+            requests.get(server.base_url + "/login", timeout=10)  # starts each watcher
+        holder = eventually(lambda: client.get("portal:watch:lease"), timeout=5).decode()
+        holder_pid = int(holder.split(":")[1])
+        owner, other = (first, second) if holder_pid in _worker_pids(first) else (second, first)
+        for pid in _worker_pids(owner) | {owner.process.pid}:
+            _kill(pid)  # kill -9: no chance to let the lease go
+        alice = requests.Session()
+        login(alice, other.base_url, "alice")
+        assert alice.get(other.base_url + "/pages/engineering", timeout=10).status_code == 200
+        own_slapd.modify(remove_member(ENGINEERING, ALICE))
+        # Lease 5 s (at least five intervals), then one interval and the poll itself.
+        page = other.base_url + "/pages/engineering"
+        eventually(lambda: alice.get(page, timeout=10).status_code == 403, timeout=5 + BOUND + 1)
+        assert client.get("portal:watch:lease").decode() != holder
+    finally:
+        client.close()
+        first.stop()
+        second.stop()
+
+
+def _worker_pids(server: Gunicorn) -> set[int]:
+    import subprocess
+
+    found = subprocess.run(["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True)
+    return {int(pid) for pid in found.stdout.split()}
+
+
+def _kill(pid: int) -> None:
+    import os
+    from contextlib import suppress
+
+    with suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def test_the_status_page_and_metrics_show_the_watcher(watched, own_slapd):
+    """Last poll, people re-read and the lag on /admin/status and /metrics; a watcher that
+    stopped is shown in red once three intervals have gone by."""
+    from tests.test_metrics import scrape
+
+    erin = signed_in(watched, "erin")
+    watcher = watched.extensions["portal.watcher"]
+    erin.get("/")
+    eventually(lambda: watcher.state.last_poll, timeout=5)
+    own_slapd.modify(remove_member(ENGINEERING, ALICE))
+    eventually(lambda: watcher.state.flushes >= 1, timeout=BOUND)
+    page = erin.get("/admin/status").get_data(as_text=True)
+    assert "<h2>Directory watcher</h2>" in page and "(this process)" in page
+    assert re.search(r'<dd class="ok">✓ \d+ s ago \(every 1 s\)</dd>', page)
+    found = scrape(watched)
+    assert found.value("portal_watch_flushes_total") >= 1
+    assert found.value("portal_watch_lag_seconds") < 5
+    watcher.stop()
+    watcher.state.last_poll -= 10  # as after ten seconds without a poll
+    page = erin.get("/admin/status").get_data(as_text=True)
+    assert re.search(r'<dd class="bad">✗ \d+ s ago', page)
+
+
+@pytest.mark.slow
+def test_flask_watch_runs_the_watcher_as_a_sidecar(own_slapd, own_redis):
+    """`flask --app portal watch` beside a portal whose own watcher is off (both on Redis):
+    the sidecar's re-read reaches the portal, which refuses alice's page within the bound."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    environment = redis_environment(own_slapd, own_redis)
+    sidecar = subprocess.Popen([sys.executable, "-m", "flask", "--app", "portal", "watch"],
+                               cwd=ROOT, env=environment, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)  # fmt: skip
+    app = make_app(own_slapd, CACHE_TYPE="RedisCache", CACHE_REDIS_URL=own_redis.url,
+                   THROTTLE_STORAGE_URL="memory://", USER_CACHE_TTL=300,
+                   WATCH_INTERVAL=0)  # fmt: skip
+    try:
+        import redis
+
+        client = redis.Redis.from_url(own_redis.url)
+        eventually(lambda: client.get("portal:watch:state"), timeout=15)
+        client.close()
+        alice = signed_in(app)
+        assert alice.get("/pages/engineering").status_code == 200
+        own_slapd.modify(remove_member(ENGINEERING, ALICE))
+        eventually(lambda: alice.get("/pages/engineering").status_code == 403, timeout=BOUND)
+    finally:
+        sidecar.terminate()
+        output = sidecar.communicate(timeout=10)[0].decode(errors="replace")
+        app.extensions["portal.directory"].close()
+    assert "watching the directory every 1 s" in output
