@@ -40,6 +40,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     # CACHE_TYPE keeps the name people write ("RedisCache"); Flask-Caching gets the backend that
     # signs its entries instead of cachelib's, which would unpickle whatever Redis holds.
     cache.init_app(app, {"CACHE_TYPE": cache_backend.flask_caching_type(app.config["CACHE_TYPE"])})
+    # WTForms' own messages are never shown (the login form has its own), and translating them
+    # made Flask-WTF read WTForms' catalog from disk for every form: a third of a login page.
+    app.config.setdefault("WTF_I18N_ENABLED", False)
     csrf.init_app(app)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"

@@ -238,9 +238,12 @@ def end_login(login_id: object) -> bool:
 
 def refresh_after_change(username: str) -> bool:
     """The directory changed this person (or a group of theirs): read them again now, for
-    every process that shares the cache. Returns True when they may no longer sign in (gone,
-    disabled, locked: their logins are revoked, as "sign out everywhere" would)."""
-    forget(username)
+    every process that shares the cache. Returns True when they may no longer sign in at all
+    (gone, disabled, locked: their logins are revoked, as "sign out everywhere" would).
+
+    A directory that cannot answer raises, and the entry is left as it was (the stale grace
+    still applies to it); only the directory's own answer changes anything.
+    """
     try:
         attrs = directory.lookup(username)
     except InvalidInput:
@@ -250,7 +253,7 @@ def refresh_after_change(username: str) -> bool:
         remember_gone(username)
         return True
     remember(attrs)
-    return not build_user(attrs).is_active
+    return False
 
 
 def revoke_all(username: str) -> bool:

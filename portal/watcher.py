@@ -50,6 +50,7 @@ class WatchState:
     revoked: int = 0
     holder: str = ""
     error: str = ""
+    interval: float = 0.0
 
 
 class Watcher:
@@ -69,11 +70,11 @@ class Watcher:
     # -- the loop ---------------------------------------------------------------------------
 
     def ensure_running(self) -> None:
-        """Start the thread in this process (once; again in a forked child)."""
-        if self._pid == os.getpid():
+        """Start the thread in this process (once; again in a forked child, or if it died)."""
+        if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
             return
         with self._lock:
-            if self._pid == os.getpid():
+            if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
                 return
             self._pid = os.getpid()
             self.identity = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -83,31 +84,39 @@ class Watcher:
             self._thread.start()
 
     def stop(self) -> None:
-        """Stop the loop (tests, shutdown); the lease is let go."""
+        """Stop the loop (tests, shutdown); the lease is let go once the loop has ended."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=30)
+            if self._thread.is_alive():
+                return  # still in a poll: its lease expires by itself
         with self.app.app_context():
             self._release()
 
     def run(self) -> None:
-        """Poll every interval until stopped."""
+        """Poll every interval until stopped; nothing that goes wrong in one ends the loop."""
         while not self._stop.is_set():
-            with self.app.app_context():
-                self.tick()
+            try:
+                with self.app.app_context():
+                    self.tick()
+            except Exception:  # noqa: BLE001 - logged; the next interval tries again
+                log.exception("directory watcher: a poll failed")
             self._stop.wait(self.interval)
 
     def tick(self) -> None:
         """One interval: take or renew the lease, poll, re-read the people affected."""
         if not self._hold_lease():
+            shared = self.shared_state()
+            metrics.watch_lag(time.time() - shared.last_poll if shared.last_poll else 0.0)
             return
         try:
             if self.feed is None:
-                self.feed = directory.change_feed()
+                feed = directory.change_feed()
                 taken_over = self.shared_state().since
                 if taken_over:
                     # Another watcher got this far: follow on from there, not from now.
-                    self.feed.resume(taken_over)
+                    feed.resume(taken_over)
+                self.feed = feed  # only once started: a failed start is tried again in full
             found = self.feed.poll()
             if found.groups:
                 found.people |= cached_people_in(found.groups)
@@ -116,22 +125,32 @@ class Watcher:
             quiet.warning("watch failed", "directory watcher could not poll: %s", self.state.error)
             self._publish()
             return
-        revoked = 0
+        revoked = flushed = 0
+        renew_at = time.monotonic() + self._lease_seconds() / 3
         for username in sorted(found.people):
+            if time.monotonic() >= renew_at:
+                # A long list: keep the lease, or stop if another process has it by now.
+                if not self._hold_lease():
+                    return
+                renew_at = time.monotonic() + self._lease_seconds() / 3
+            if accounts.cached_attributes(username) is None:
+                continue  # not cached: their next request reads the directory anyway
             try:
                 revoked += accounts.refresh_after_change(username)
-            except Exception as error:  # noqa: BLE001 - the entry was dropped: the next request reads
+                flushed += 1
+            except Exception as error:  # noqa: BLE001 - left as it was; the TTL still holds
                 quiet.warning("watch refresh", "re-reading %s after a change failed: %s",
                               username, error)  # fmt: skip
         self.state = WatchState(
             last_poll=time.time(),
             since=self.feed.since or "",
             changes=self.state.changes + found.entries,
-            flushes=self.state.flushes + len(found.people),
+            flushes=self.state.flushes + flushed,
             revoked=self.state.revoked + revoked,
             holder=self.identity,
+            interval=self.interval,
         )
-        metrics.watch_poll(len(found.people))  # metrics
+        metrics.watch_poll(flushed)  # metrics
         self._publish()
 
     # -- the lease and the shared state -----------------------------------------------------
@@ -147,11 +166,14 @@ class Watcher:
     def _key(self, name: str) -> str:
         return f"{self.app.config.get('CACHE_KEY_PREFIX') or ''}watch:{name}"
 
+    def _lease_seconds(self) -> int:
+        return max(_MIN_LEASE_SECONDS, int(self.interval * _LEASE_INTERVALS))
+
     def _hold_lease(self) -> bool:
         client = self._redis()
         if client is None:
             return True  # no shared cache: every process watches for itself
-        seconds = max(_MIN_LEASE_SECONDS, int(self.interval * _LEASE_INTERVALS))
+        seconds = self._lease_seconds()
         key = self._key("lease")
         try:
             if client.set(key, self.identity, nx=True, ex=seconds):
@@ -173,18 +195,29 @@ class Watcher:
         client = self._redis()
         if client is not None:
             with suppress(Exception):  # the status page then shows this process's own
-                client.set(self._key("state"), json.dumps(asdict(self.state)), ex=3600)
+                # Only while holding the lease: a watcher that lost it must not write over the
+                # new holder's progress.
+                client.eval(_PUBLISH, 2, self._key("lease"), self._key("state"), self.identity,
+                            json.dumps(asdict(self.state)))  # fmt: skip
         metrics.watch_lag(time.time() - self.state.last_poll if self.state.last_poll else 0.0)
 
     def shared_state(self) -> WatchState:
         """The deployment's watcher state: from Redis, else this process's own."""
-        client = self._redis()
-        if client is not None:
-            with suppress(Exception):  # unreadable: this process's own
-                raw = client.get(self._key("state"))
-                if raw:
-                    return WatchState(**json.loads(raw))
-        return self.state
+        return read_shared_state(self.app) or self.state
+
+
+def read_shared_state(app: Flask) -> WatchState | None:
+    """What the deployment's watcher (in any process, a sidecar too) last published in Redis;
+    None without Redis or before its first poll."""
+    if app.config["CACHE_TYPE"] != "RedisCache":
+        return None
+    client = getattr(accounts.app_state(app).backend, "client", None)
+    key = f"{app.config.get('CACHE_KEY_PREFIX') or ''}watch:state"
+    with suppress(Exception):  # unreadable: unknown
+        raw = client.get(key)
+        if raw:
+            return WatchState(**json.loads(raw))
+    return None
 
 
 def cached_people_in(groups: set[str]) -> set[str]:
@@ -204,6 +237,12 @@ def cached_people_in(groups: set[str]) -> set[str]:
 _RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('expire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_PUBLISH = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('set', KEYS[2], ARGV[2], 'EX', 3600)
 end
 return 0
 """

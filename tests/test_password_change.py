@@ -251,40 +251,92 @@ def test_active_directory_warns_from_the_computed_expiry(own_ad_server):
     app.extensions["portal.directory"].close()
 
 
-def test_the_request_sent_to_active_directory(slapd, monkeypatch):
-    """AD cannot run here: a stand-in connection records what the portal sends. Bound as the
-    person with the current password, one modify of unicodePwd (delete old, add new), and AD's
-    policy refusal (0000052D) read as a reason."""
+class StandIn:
+    """A connection to Active Directory as the portal would get it (none runs here)."""
+
+    def __init__(self, result, sent):
+        self.result, self.sent = result, sent
+        self.password = self.request = None
+
+    def modify(self, dn, changes):
+        self.sent.append((dn, changes))
+
+    def unbind(self):
+        pass
+
+
+def ad_settings(app):
     from portal.directory.settings import DirectorySettings
 
+    return DirectorySettings.from_config(
+        app.config | {"LDAP_ACCOUNT_STATE": "ad", "LDAP_START_TLS": True}
+    )
+
+
+def test_the_request_sent_to_active_directory(slapd, monkeypatch):
+    """AD cannot run here: a stand-in connection records what the portal sends. A writable
+    connection bound as the person with the current password, one modify of unicodePwd
+    (delete old, add new), and AD's policy refusal (0000052D) read as a reason."""
     sent = []
 
-    class StandIn:
-        result = {"result": 19, "message": "0000052D: Constraint violation - check_password"}
-        password = request = None
-
-        def modify(self, dn, changes):
-            sent.append((dn, changes))
-
-        def unbind(self):
-            pass
-
-    def connect(servers, settings, user, password):
-        sent.append(("bind", user, password))
-        return StandIn(), True
+    def connect(servers, settings, user, password, writable=False, controls=None):
+        sent.append(("bind", user, password, writable))
+        return StandIn({"result": 19, "message": "0000052D: Constraint violation"}, sent), True
 
     monkeypatch.setattr(passwords, "open_connection", connect)
     app = make_app(slapd)
-    settings = DirectorySettings.from_config(
-        app.config | {"LDAP_ACCOUNT_STATE": "ad", "LDAP_START_TLS": True}
-    )
     dn = trees.AD_USERS["alice"]
     with pytest.raises(passwords.PasswordRefused) as refused:
-        passwords.change([], settings, dn, "Old-Secret1", "New-Secret2")
+        passwords.change([], ad_settings(app), dn, "Old-Secret1", "New-Secret2")
     assert refused.value.reason == passwords.POLICY
-    assert sent == [("bind", dn, "Old-Secret1"),
+    assert sent == [("bind", dn, "Old-Secret1", True),
                     (dn, passwords.unicode_pwd_change("Old-Secret1", "New-Secret2"))]  # fmt: skip
     app.extensions["portal.directory"].close()
+
+
+def test_an_ad_password_that_must_be_changed_is_changed_over_the_service_account(
+    slapd, monkeypatch
+):
+    """AD refuses the bind of a password that must be changed (data 773): the same
+    delete-old/add-new modify goes over the service account (the old value proves it)."""
+    sent = []
+
+    def connect(servers, settings, user, password, writable=False, controls=None):
+        sent.append(("bind", user, writable))
+        if user == settings.bind_dn:
+            return StandIn({"result": 0}, sent), True
+        refused = {"result": 49, "message": "80090308: LdapErr: DSID-0C09044E, comment: "
+                   "AcceptSecurityContext error, data 773, v4563"}  # fmt: skip
+        return StandIn(refused, sent), False
+
+    monkeypatch.setattr(passwords, "open_connection", connect)
+    app = make_app(slapd)
+    settings, dn = ad_settings(app), trees.AD_USERS["carol"]
+    passwords.change([], settings, dn, "Old-Secret1", "New-Secret2")
+    assert sent == [("bind", dn, True), ("bind", settings.bind_dn, True),
+                    (dn, passwords.unicode_pwd_change("Old-Secret1", "New-Secret2"))]  # fmt: skip
+    app.extensions["portal.directory"].close()
+
+
+def test_a_wrong_current_password_waits_out_the_floor(ppolicy, monkeypatch):
+    """As at the login, a refused password answers no sooner than LOGIN_FAILURE_FLOOR_MS (an
+    unknown name, with no bind, would otherwise answer sooner than a known one)."""
+    app, _ = ppolicy
+    app.config["LOGIN_FAILURE_FLOOR_MS"] = 250
+    waits = []
+    monkeypatch.setattr("portal.auth.views._sleep", waits.append)
+    client = app.test_client()
+    assert change(client, "wrong", "a-much-longer-secret", username="nobody").status_code == 401
+    assert len(waits) == 1 and 0 < waits[0] <= 0.25
+
+
+def test_a_new_password_that_cannot_be_sent_is_not_a_wrong_current_one(ppolicy, audit_lines):
+    app, _ = ppolicy
+    alice = signed_in_client(app, "alice", "alice-secret")
+    answer = change(alice, "alice-secret", "x" * 5000)
+    assert answer.status_code == 400
+    assert "password policy" in answer.get_data(as_text=True)
+    assert AuthActions(app.test_client()).login("alice", "alice-secret").status_code == 302
 
 
 def test_a_sign_in_on_the_way_to_an_app_says_the_password_expires_soon(ppolicy):

@@ -31,12 +31,21 @@ def remove_member(group: str, member: str) -> str:
             f"-\ndelete: member\nmember: {member}\n")  # fmt: skip
 
 
+BASES = {
+    "apart": {},
+    # One base inside the other: people and groups are told apart by their object class.
+    "groups base holds the people": {"LDAP_GROUP_BASE": "dc=example,dc=org"},
+    "people base holds the groups": {"LDAP_USER_BASE": "dc=example,dc=org"},
+}
+
+
 @pytest.fixture
-def watched(own_slapd):
+def watched(own_slapd, request):
     """The portal with its watcher polling every second and entries kept for 5 minutes."""
+    bases = BASES[getattr(request, "param", "apart")]
     app = make_app(own_slapd, WATCH_INTERVAL=INTERVAL, USER_CACHE_TTL=300, PAGES=PAGES,
                    LDAP_GROUP_NESTING_DEPTH=1,
-                   LDAP_DISABLED_FILTER="(description=disabled)")  # fmt: skip
+                   LDAP_DISABLED_FILTER="(description=disabled)", **bases)  # fmt: skip
     yield app
     watcher = app.extensions.get("portal.watcher")
     if watcher is not None:
@@ -81,6 +90,123 @@ def test_a_change_ends_access_within_the_interval(watched, own_slapd, change):
         else:
             own_slapd.modify(ldif)
     eventually(lambda: alice.get(path).status_code in (302, 403), timeout=BOUND)
+
+
+@pytest.mark.parametrize("watched", ["groups base holds the people",
+                                     "people base holds the groups"], indirect=True)  # fmt: skip
+def test_bases_inside_each_other_still_end_access(watched, own_slapd):
+    alice = signed_in(watched)
+    assert alice.get("/pages/engineering").status_code == 200
+    watcher = watched.extensions["portal.watcher"]
+    eventually(lambda: watcher.state.last_poll, timeout=5)
+    own_slapd.modify(remove_member(ENGINEERING, ALICE))
+    eventually(lambda: alice.get("/pages/engineering").status_code == 403, timeout=BOUND)
+
+
+def test_a_deleted_group_is_noticed_by_the_listing(watched, own_slapd, monkeypatch):
+    """research is deleted (no search for changes can return it): the listing of the groups
+    finds it gone, and alice, in it through engineering, loses it."""
+    from portal.directory.changes import ChangeFeed
+
+    monkeypatch.setattr(ChangeFeed, "LISTING_POLLS", 2)
+    alice = signed_in(watched)
+    assert alice.get("/pages/research").status_code == 200
+    watcher = watched.extensions["portal.watcher"]
+    eventually(lambda: watcher.state.last_poll, timeout=5)
+    own_slapd.delete(RESEARCH)
+    eventually(lambda: alice.get("/pages/research").status_code == 403,
+               timeout=2 * INTERVAL + BOUND)  # fmt: skip
+
+
+def test_only_who_joined_is_read_again(watched, own_slapd):
+    """bob joins engineering: he is re-read, alice (already in it) is not."""
+    alice, bob = signed_in(watched), signed_in(watched, "bob")
+    alice.get("/")
+    watcher = watched.extensions["portal.watcher"]
+    eventually(lambda: watcher.state.last_poll, timeout=5)
+    before = watcher.state.flushes
+    own_slapd.modify(f"dn: {ENGINEERING}\nchangetype: modify\nadd: member\n"
+                     "member: uid=bob,ou=people,dc=example,dc=org\n")  # fmt: skip
+    eventually(lambda: bob.get("/pages/engineering").status_code == 200, timeout=BOUND)
+    assert watcher.state.flushes - before == 1
+
+
+def test_a_poll_that_fails_half_way_is_done_again(watched, own_slapd):
+    """The directory fails during a poll: nothing of it is kept, so the next poll still finds
+    the change."""
+    with watched.app_context():
+        from portal import directory
+
+        feed = directory.change_feed()
+        feed.start()
+        own_slapd.modify(remove_member(ENGINEERING, ALICE))
+        search, calls = feed.search, []
+
+        def failing_once(*args):
+            calls.append(args)
+            if len(calls) == 2:
+                raise directory.DirectoryUnavailable("the second base failed")
+            return search(*args)
+
+        feed.search = failing_once
+        with pytest.raises(directory.DirectoryUnavailable):
+            feed.poll()
+        assert "alice" in feed.poll().people
+
+
+def test_a_refresh_during_an_outage_leaves_the_entry_for_the_grace(watched, own_slapd):
+    """The directory stops just as a change is handled: alice's entry stays (she keeps the
+    stale grace), nothing is revoked."""
+    from portal.directory import DirectoryError
+
+    alice = signed_in(watched)
+    alice.get("/")
+    own_slapd.stop()
+    with watched.app_context():
+        with pytest.raises(DirectoryError):
+            accounts.refresh_after_change("alice")
+        assert accounts.cached_attributes("alice") is not None
+    assert alice.get("/").status_code == 200
+
+
+def test_a_watcher_that_lost_its_lease_does_not_publish(own_slapd, own_redis):
+    """Two watchers on one Redis: the one without the lease cannot write over the holder's
+    progress."""
+    import json
+
+    import redis
+
+    settings = {"CACHE_TYPE": "RedisCache", "CACHE_REDIS_URL": own_redis.url,
+                "THROTTLE_STORAGE_URL": "memory://", "WATCH_INTERVAL": INTERVAL}  # fmt: skip
+    first, second = make_app(own_slapd, **settings), make_app(own_slapd, **settings)
+    one, other = first.extensions["portal.watcher"], second.extensions["portal.watcher"]
+    with first.app_context():
+        one.tick()
+    with second.app_context():
+        other.tick()  # no lease: it does not poll
+        other.state.since = "from the one without the lease"
+        other._publish()
+    client = redis.Redis.from_url(own_redis.url)
+    state = json.loads(client.get("portal:watch:state"))
+    client.close()
+    assert state["holder"] == one.identity and state["since"] != other.state.since
+    for app in (first, second):
+        app.extensions["portal.directory"].close()
+
+
+def test_the_loop_survives_a_failing_poll(watched, monkeypatch):
+    """A poll that raises is logged; the thread goes on (and is started again if it died)."""
+    watcher = watched.extensions["portal.watcher"]
+    calls = []
+
+    def broken():
+        calls.append(1)
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(watcher, "tick", broken)
+    signed_in(watched).get("/")
+    eventually(lambda: len(calls) >= 2, timeout=5)
+    assert watcher._thread.is_alive()
 
 
 def test_without_the_watcher_the_ttl_decides(own_slapd):
@@ -217,6 +343,7 @@ def test_the_status_page_and_metrics_show_the_watcher(watched, own_slapd):
     from tests.test_metrics import scrape
 
     erin = signed_in(watched, "erin")
+    signed_in(watched).get("/")  # alice: cached, so re-read when her group changes
     watcher = watched.extensions["portal.watcher"]
     erin.get("/")
     eventually(lambda: watcher.state.last_poll, timeout=5)
@@ -244,6 +371,8 @@ def test_flask_watch_runs_the_watcher_as_a_sidecar(own_slapd, own_redis):
     from tests.conftest import ROOT
 
     environment = redis_environment(own_slapd, own_redis)
+    # The sidecar reads and writes the servers' signed cache entries: the same SECRET_KEY.
+    environment["PORTAL_SECRET_KEY"] = "test-secret-key-0123456789abcdef0123"
     sidecar = subprocess.Popen([sys.executable, "-m", "flask", "--app", "portal", "watch"],
                                cwd=ROOT, env=environment, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT)  # fmt: skip
@@ -259,9 +388,16 @@ def test_flask_watch_runs_the_watcher_as_a_sidecar(own_slapd, own_redis):
         alice = signed_in(app)
         assert alice.get("/pages/engineering").status_code == 200
         own_slapd.modify(remove_member(ENGINEERING, ALICE))
-        eventually(lambda: alice.get("/pages/engineering").status_code == 403, timeout=BOUND)
+        try:
+            eventually(lambda: alice.get("/pages/engineering").status_code == 403, timeout=BOUND)
+        except AssertionError:
+            sidecar.terminate()
+            raise AssertionError(sidecar.communicate(timeout=10)[0].decode()) from None
+        # This server's own watcher is off; the page shows the sidecar's (through Redis).
+        page = signed_in(app, "erin").get("/admin/status").get_data(as_text=True)
+        assert "Off (WATCH_INTERVAL = 0)" not in page and "People re-read" in page
     finally:
         sidecar.terminate()
         output = sidecar.communicate(timeout=10)[0].decode(errors="replace")
         app.extensions["portal.directory"].close()
-    assert "watching the directory every 1 s" in output
+    assert "watching the directory every 1 s" in output, output

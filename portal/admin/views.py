@@ -24,7 +24,7 @@ from ..directory import InvalidInput
 from ..health.probes import count_person_entries, probe_cache
 from ..recent import RECENT
 from ..signin import audit
-from ..watcher import STALE_INTERVALS, watcher_of
+from ..watcher import STALE_INTERVALS, read_shared_state, watcher_of
 from . import bp
 
 # Settings whose values are never shown, only whether they are set.
@@ -70,18 +70,20 @@ def status():
 
 
 def _watch_summary() -> dict | None:
-    # What the status page says of the directory watcher (None: WATCH_INTERVAL is 0).
+    # What the status page says of the directory watcher: this process's, or one that runs
+    # elsewhere (a sidecar) and publishes in Redis; None when there is none.
     watcher = watcher_of(current_app)
-    if watcher is None:
+    state = watcher.shared_state() if watcher else read_shared_state(current_app)
+    if state is None:
         return None
-    state = watcher.shared_state()
+    interval = watcher.interval if watcher else state.interval or 2
     age = time.time() - state.last_poll if state.last_poll else None
     return {
         "state": state,
         "age": age,
-        "interval": watcher.interval,
-        "here": state.holder == watcher.identity,
-        "stale": age is None or age > STALE_INTERVALS * watcher.interval,
+        "interval": interval,
+        "here": watcher is not None and state.holder == watcher.identity,
+        "stale": age is None or age > STALE_INTERVALS * interval,
     }
 
 

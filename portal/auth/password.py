@@ -9,6 +9,8 @@ may hold one) and this browser is signed in afresh with the new password.
 
 from __future__ import annotations
 
+import time
+
 from flask import abort, current_app, flash, redirect, render_template, request, session, url_for
 from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
@@ -20,7 +22,7 @@ from ..directory import passwords as reasons
 from ..signin import audit, throttle
 from ..web.errors import RETRY_AFTER_SECONDS
 from . import bp
-from .views import MISSING, UNAVAILABLE, sign_in
+from .views import MISSING, PAUSED, UNAVAILABLE, sign_in, wait_until
 
 #: What each refusal of the directory means to the person (never its own diagnostic).
 REFUSALS = {
@@ -35,6 +37,8 @@ REFUSALS = {
                             "ask the service desk."),
     reasons.POLICY: _l("The new password does not meet the company's password policy (its "
                        "length, complexity or history)."),
+    reasons.EXPIRED: _l("Your password has expired and can no longer be used, even to change "
+                        "it. Please ask the service desk to reset it."),
 }  # fmt: skip
 MISMATCH = _l("The two new passwords are not the same.")
 SAME = _l("The new password must be different from the current one.")
@@ -58,18 +62,29 @@ def change_password():
         return _form(username, signed_in, MISMATCH, 400, field="confirm")
     if new == current:
         return _form(username, signed_in, SAME, 400, field="new")
+    if not _usable_password(new):
+        return _form(username, signed_in, REFUSALS[reasons.POLICY], 400, field="new")
     attempt = throttle.begin_attempt(username)
-    if attempt is None or not attempt.allowed:
-        wait = attempt.retry_after if attempt else RETRY_AFTER_SECONDS
+    if attempt is None:
+        # As at the login: unlimited guessing is worse than nobody changing for a while.
+        audit.record("password.change_failed", user=username, reason="throttle storage down")
+        return _form(username, signed_in, PAUSED, 503,
+                     headers={"Retry-After": str(RETRY_AFTER_SECONDS)})  # fmt: skip
+    if not attempt.allowed:
         audit.record("password.change_failed", user=username, reason="throttled")
         message = gettext("Too many attempts. Please wait a few minutes and try again.")
-        return _form(username, signed_in, message, 429, headers={"Retry-After": str(wait)})
+        return _form(username, signed_in, message, 429,
+                     headers={"Retry-After": str(attempt.retry_after)})  # fmt: skip
+    started = time.monotonic()
     try:
         name = directory.change_password(username, current, new)
     except (InvalidInput, PasswordRefused) as refusal:
         reason = getattr(refusal, "reason", reasons.WRONG_CURRENT)
         if reason == reasons.WRONG_CURRENT:
             metrics.login("failed")  # metrics: a wrong password, as at the login
+            # As at the login: an unknown name must not answer sooner than a known one.
+            floor = current_app.config["LOGIN_FAILURE_FLOOR_MS"] / 1000
+            wait_until(started + floor)
             status, field = 401, "current"
         else:
             throttle.give_back(attempt)  # the current password was right: not a guess
@@ -98,6 +113,16 @@ def change_password():
     sign_in(accounts.build_user(attrs), attrs, remember=False)
     flash(gettext("Your password has been changed. Your other sign-ins have ended."))
     return redirect(url_for("main.home"))
+
+
+def _usable_password(password: str) -> bool:
+    # What the directory layer would refuse before sending (too long, control characters):
+    # said as a policy refusal of the new password, not as a wrong current one.
+    try:
+        directory.check_new_password(password)
+    except InvalidInput:
+        return False
+    return True
 
 
 def _form(username: str, signed_in: bool, error=None, status: int = 200, field: str = "",

@@ -94,7 +94,7 @@ def login():
     started = _monotonic()
     response = _check_password(form, next_url)
     if response[1] in (401, 403):
-        _wait_until(started + current_app.config["LOGIN_FAILURE_FLOOR_MS"] / 1000)
+        wait_until(started + current_app.config["LOGIN_FAILURE_FLOOR_MS"] / 1000)
     else:
         throttle.give_back(attempt)  # only refused passwords count
     return response
@@ -241,7 +241,8 @@ def _key_id() -> str:
     return hashlib.sha256(b"portal.logout-key|" + secret).hexdigest()[:12]
 
 
-def _wait_until(deadline: float) -> None:
+def wait_until(deadline: float) -> None:
+    """Sleep until `deadline` (time.monotonic seconds) if it is still ahead."""
     # Every refused password answers no sooner than the floor: an unknown name (no bind) must
     # not come back faster than a known one.
     remaining = deadline - _monotonic()

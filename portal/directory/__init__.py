@@ -17,7 +17,7 @@ from .breaker import BreakerState
 from .connections import breaker_of
 from .errors import DirectoryError, DirectoryUnavailable, InvalidInput, PasswordChangeRequired
 from .passwords import PasswordRefused
-from .queries import login_forms, normalise_username
+from .queries import check_password, login_forms, normalise_username
 from .service import Directory, ServerHealth
 from .settings import DirectorySettings
 
@@ -68,6 +68,12 @@ def lookup(username: str, nesting: dict[str, str] | None = None) -> dict | None:
     Pass a dict as `nesting` to learn, for each nested group, the group it was reached through.
     """
     return get_directory().lookup(username, nesting)
+
+
+def check_new_password(password: object) -> None:
+    """Raise InvalidInput for a password that may never be sent (empty, too long, control
+    characters), before a change is tried."""
+    check_password(password, get_directory().settings.password_max_length)
 
 
 def change_password(username: object, current: object, new: object) -> str:

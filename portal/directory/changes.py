@@ -7,12 +7,14 @@ entryCSN has microseconds and changes with every write), `(modifyTimestamp>=T)` 
 the entries themselves, never this machine's clock. Windows overlap by WINDOW_OVERLAP seconds
 (a change replicated late carries an older stamp) and an entry already handled with the same
 stamp is not handled twice (with whole-second modifyTimestamp, entries of the newest second
-are handled again, as they may have changed twice within it).
+are looked at once more, as they may have changed twice within it).
 
-A changed person entry affects that person. A changed group affects every member it had and
-has (so someone just removed is found), and for a nested group every person below it: the
-feed keeps each group's members from the last time it was read. A deleted person is found
-through the group that listed them (refint or memberOf update the group), else only at the
+A changed person entry affects that person. A changed group affects the members who joined or
+left it (so someone just removed is found), and for a nested group that joined or left every
+person below it: the feed keeps each group's members from the last time it was read. Groups are
+told from people by their object class, so the bases may hold each other. A group deleted or
+moved away is found by a listing of the groups every LISTING_POLLS polls. A deleted person is
+found through the group that listed them (refint or memberOf update the group), else only at the
 cache TTL. Active Directory's uSNChanged is per domain controller: after a failover to another
 controller its numbers are not comparable, and changes may then wait for the cache TTL.
 """
@@ -20,10 +22,12 @@ controller its numbers are not comparable, and changes may then wait for the cac
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from .errors import DirectoryError
 from .groups import dn_key, rdn_value
 from .mapping import first_value, values
 from .queries import fold_name
@@ -32,7 +36,10 @@ log = logging.getLogger(__name__)
 
 #: Seconds each window reaches back before the newest stamp already seen.
 WINDOW_OVERLAP = 5
+#: Numbers each Active Directory window reaches back (USNs of entries written mid-poll).
+USN_OVERLAP = 1000
 _MEMBER_ATTRIBUTES = ("member", "uniqueMember", "memberUid")
+_GROUP_CLASSES = {"groupofnames", "groupofuniquenames", "posixgroup", "group"}
 _TIME_FORMAT = "%Y%m%d%H%M%SZ"
 
 Search = Callable[[str, str, list[str]], list]
@@ -52,12 +59,17 @@ class Poll:
 class ChangeFeed:
     """The changes since the last poll, as the usernames they affect (see the module text)."""
 
-    def __init__(self, settings, search: Search, read_base: Callable[[str], list]):
+    #: Polls between two listings of the groups, which find groups deleted or moved away.
+    LISTING_POLLS = 15
+
+    def __init__(self, settings, search: Search, read_base: Callable[[str], list],
+                 clock: Callable[[], float] = time.monotonic):  # fmt: skip
         """search(base, filter, attributes) is a paged subtree search; read_base(dn) a base
         search of one entry with the username attribute."""
         self.settings = settings
         self.search = search
         self.read_base = read_base
+        self.clock = clock
         self.by_usn = settings.account_state == "ad"
         # OpenLDAP's entryCSN changes with every write (microseconds); modifyTimestamp, the
         # fallback, only every second: see poll().
@@ -66,24 +78,30 @@ class ChangeFeed:
         self.handled: dict[str, str] = {}  # DN key text -> stamp handled in the overlap
         self.members: dict[tuple, set[str]] = {}  # group DN key -> member values
         self.resumed = False
+        self.started = False
+        self.extra_overlap = 0.0  # seconds a long start() adds to the first window
+        self.polls = 0
 
     def start(self) -> None:
         """Read every group's members and the newest stamp (once, paged); what is already
-        there counts as handled."""
-        read = []
+        there counts as handled. Raises DirectoryError when no entry shows a stamp."""
+        began = self.clock()
         if not self.by_usn and not self._read(self.settings.group_base, "(entryCSN=*)"):
             self.stamp_attribute = "modifyTimestamp"  # not OpenLDAP
-        for entry in self._read(self.settings.group_base, "(objectClass=*)", groups=True):
-            self.members[dn_key(entry["dn"])] = self._members_of(entry)
-            read.append(entry)
-        for base in self.settings.user_bases:
-            read += self._read(base, "(objectClass=*)")
+        read = self._changed_entries("(objectClass=*)")
+        self.members = {dn_key(entry["dn"]): self._members_of(entry)
+                        for entry in read if self._is_group(entry)}  # fmt: skip
         newest = max((self._stamp(entry) for entry in read), key=self._order, default="")
-        self.since = newest or None
-        if self.since is not None:
-            floor = self._order(self._window_start(newest))
-            self.handled = {self._key(entry): self._stamp(entry) for entry in read
-                            if self._order(self._stamp(entry)) >= floor}  # fmt: skip
+        self.started = True
+        if not newest:
+            raise DirectoryError(f"no entry shows {self.stamp_attribute}: the service account "
+                                 "may not read it (the directory's ACLs)")  # fmt: skip
+        self.since = newest
+        # Changes made while the tree was read may carry stamps older than the newest seen.
+        self.extra_overlap = self.clock() - began
+        floor = self._order(self._window_start(newest))
+        self.handled = {self._key(entry): self._stamp(entry) for entry in read
+                        if self._order(self._stamp(entry)) >= floor}  # fmt: skip
 
     def resume(self, since: str) -> None:
         """Take over from another watcher that had got as far as `since`: read the groups now,
@@ -92,31 +110,32 @@ class ChangeFeed:
         self.since, self.handled, self.resumed = since, {}, True
 
     def poll(self) -> Poll:
-        """The people affected by what changed since the last poll."""
-        if self.since is None:
+        """The people affected by what changed since the last poll. Nothing is kept from a
+        poll that fails half-way: the next one looks again."""
+        if not self.started:
             self.start()
-            if self.since is None:
-                return Poll()
+        if self.since is None:
+            raise DirectoryError(f"no entry shows {self.stamp_attribute}")
         found = Poll()
-        window = self._window_start(self.since)
-        query = f"({self.stamp_attribute}>={window})"
-        changed: list[tuple[dict, bool]] = []
-        for base in self.settings.user_bases:
-            changed += [(entry, False) for entry in self._read(base, query)]
-        changed += [(entry, True) for entry in self._read(self.settings.group_base, query, True)]
-        newest = self.since
-        for entry, is_group in changed:
+        window = self._window_start(self.since, self.extra_overlap)
+        changed = self._changed_entries(f"({self.stamp_attribute}>={window})")
+        members, handled, newest = dict(self.members), dict(self.handled), self.since
+        coarse = self.stamp_attribute == "modifyTimestamp"
+        for entry in changed:
             stamp, key = self._stamp(entry), self._key(entry)
-            coarse = self.stamp_attribute == "modifyTimestamp"
-            if self.handled.get(key) == stamp and not (coarse and stamp == self.since):
-                # Seen in an earlier, overlapping window. With whole seconds, an entry of the
-                # newest second may have changed again within it: handled once more.
-                continue
-            self.handled[key] = stamp
+            seen = handled.get(key)
+            if seen == stamp or (coarse and seen == stamp + "+"):
+                if not coarse or stamp != self.since or seen.endswith("+"):
+                    continue  # seen in an earlier, overlapping window
+                # Whole seconds: an entry of the newest second may have changed again within
+                # it; looked at once more (marked "+"), then no longer.
+                handled[key] = stamp + "+"
+            else:
+                handled[key] = stamp
             found.entries += 1
             newest = max(newest, stamp, key=self._order)
-            if is_group or dn_key(entry["dn"]) in self.members:
-                found.people |= self._group_changed(entry)
+            if self._is_group(entry):
+                found.people |= self._group_changed(entry, members)
                 if self.resumed:
                     name = first_value(entry["attributes"], self.settings.group_name_attr)
                     found.groups.add(name or rdn_value(entry["dn"]))
@@ -124,32 +143,59 @@ class ChangeFeed:
                 name = fold_name(first_value(entry["attributes"], self.settings.attr_username))
                 if name:
                     found.people.add(name)
-        self.since, self.resumed = newest, False
+        self.polls += 1
+        if self.polls % self.LISTING_POLLS == 0:
+            found.people |= self._groups_gone(members)
         # Only stamps still inside the next window need remembering.
-        floor = self._window_start(newest)
-        self.handled = {key: stamp for key, stamp in self.handled.items()
-                        if self._order(stamp) >= self._order(floor)}  # fmt: skip
+        floor = self._order(self._window_start(newest))
+        self.handled = {key: stamp for key, stamp in handled.items()
+                        if self._order(stamp.rstrip("+")) >= floor}  # fmt: skip
+        self.members, self.since, self.resumed, self.extra_overlap = members, newest, False, 0.0
         return found
 
-    def _group_changed(self, entry) -> set[str]:
-        key = dn_key(entry["dn"])
-        before = self.members.get(key, set())
-        after = self._members_of(entry)
-        self.members[key] = after
-        # Everyone it had and has: a member just removed must lose the group now too.
-        return self._people_below(before | after, seen={key})
+    def _changed_entries(self, query: str) -> list:
+        # Group base first, then the user bases, each entry once: with one base inside the
+        # other, the copy read with the member attributes is the one kept.
+        found: dict[str, dict] = {}
+        for entry in self._read(self.settings.group_base, query, groups=True):
+            found.setdefault(self._key(entry), entry)
+        for base in self.settings.user_bases:
+            for entry in self._read(base, query):
+                found.setdefault(self._key(entry), entry)
+        return list(found.values())
 
-    def _people_below(self, members: set[str], seen: set[tuple]) -> set[str]:
+    def _groups_gone(self, members: dict) -> set[str]:
+        # A deleted (or moved) group is in no search for changes: list the groups now and then.
+        listed = {
+            dn_key(entry["dn"])
+            for entry in self._read(self.settings.group_base, "(objectClass=*)")  # fmt: skip
+            if self._is_group(entry)
+        }
         people: set[str] = set()
-        for member in members:
+        for key in [key for key in members if key not in listed]:
+            people |= self._people_below(members.pop(key), seen={key}, members=members)
+        return people
+
+    def _group_changed(self, entry, members: dict) -> set[str]:
+        key = dn_key(entry["dn"])
+        before = members.get(key, set())
+        after = self._members_of(entry)
+        members[key] = after
+        # Only who joined or left (the one just removed must lose the group now), and
+        # everyone below a group that joined or left.
+        return self._people_below(before ^ after, seen={key}, members=members)
+
+    def _people_below(self, values_: set[str], seen: set[tuple], members: dict) -> set[str]:
+        people: set[str] = set()
+        for member in values_:
             if "=" not in member:  # memberUid: a username
                 people.add(fold_name(member))
                 continue
             key = dn_key(member)
-            if key in self.members:  # a nested group: everyone below it
+            if key in members:  # a nested group: everyone below it
                 if key not in seen:
                     seen.add(key)
-                    people |= self._people_below(self.members[key], seen)
+                    people |= self._people_below(members[key], seen, members)
                 continue
             name = self._username_of(member)
             if name:
@@ -170,8 +216,12 @@ class ChangeFeed:
     def _members_of(self, entry) -> set[str]:
         return {value for name in _MEMBER_ATTRIBUTES for value in values(entry["attributes"], name)}
 
+    def _is_group(self, entry) -> bool:
+        classes = {value.lower() for value in values(entry["attributes"], "objectClass")}
+        return bool(classes & _GROUP_CLASSES)
+
     def _read(self, base: str, query: str, groups: bool = False) -> list:
-        attributes = [self.stamp_attribute, self.settings.attr_username]
+        attributes = [self.stamp_attribute, self.settings.attr_username, "objectClass"]
         if groups:
             attributes += [*_MEMBER_ATTRIBUTES, self.settings.group_name_attr]
         return self.search(base, query, attributes)
@@ -188,14 +238,16 @@ class ChangeFeed:
             return int(stamp) if stamp.isdigit() else -1
         return stamp
 
-    def _window_start(self, stamp: str) -> str:
+    def _window_start(self, stamp: str, extra: float = 0.0) -> str:
         if self.by_usn:
-            return stamp  # USNs only grow on one controller: no clock skew to allow for
+            # USNs only grow on one controller; a margin covers an entry written between
+            # the searches of one poll with a lower number than one read later.
+            return str(max(0, int(stamp) - USN_OVERLAP)) if stamp.isdigit() else stamp
         try:
             moment = datetime.strptime(stamp[:14], "%Y%m%d%H%M%S").replace(tzinfo=UTC)
         except ValueError:
             return stamp
-        start = datetime.fromtimestamp(moment.timestamp() - WINDOW_OVERLAP, UTC)
+        start = datetime.fromtimestamp(moment.timestamp() - WINDOW_OVERLAP - extra, UTC)
         if self.stamp_attribute == "entryCSN":
             return start.strftime("%Y%m%d%H%M%S") + ".000000Z#000000#000#000000"
         return start.strftime(_TIME_FORMAT)

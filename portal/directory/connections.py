@@ -84,13 +84,13 @@ def server_answered(server: ldap3.Server) -> None:
 
 
 def connect(servers: list[ldap3.Server], settings: DirectorySettings,
-            probe: bool = False) -> ldap3.Connection:  # fmt: skip
+            probe: bool = False, writable: bool = False) -> ldap3.Connection:  # fmt: skip
     """Open a connection to the first server that answers (upgraded by StartTLS if set), unbound.
 
     A failed StartTLS upgrade counts as a failed server, so no password is ever sent in clear by
     mistake. A server whose breaker is open is skipped (a `probe` of the health checks asks it
     anyway, and leaves the breaker alone). Raises DirectoryUnavailable when no server could be
-    reached.
+    reached. Connections are read-only unless `writable` (a password change).
     """
     failures: list[str] = []
     for attempt in range(2):
@@ -107,7 +107,7 @@ def connect(servers: list[ldap3.Server], settings: DirectorySettings,
                 server,
                 client_strategy=ldap3.SYNC,
                 auto_referrals=False,
-                read_only=True,
+                read_only=not writable,
                 raise_exceptions=False,
                 receive_timeout=settings.operation_timeout,
             )
@@ -139,6 +139,8 @@ def open_connection(
     user: str | None,
     password: str | None,
     probe: bool = False,
+    writable: bool = False,
+    controls: list | None = None,
 ) -> tuple[ldap3.Connection, bool]:
     """Connect (see `connect`) and simple-bind as user, or anonymously; return (connection, bound).
 
@@ -149,7 +151,7 @@ def open_connection(
     remaining, failures = list(servers), []
     while remaining:
         try:
-            connection = connect(remaining, settings, probe)
+            connection = connect(remaining, settings, probe, writable)
         except DirectoryUnavailable as error:
             raise DirectoryUnavailable("; ".join([*failures, str(error)])) from None
         server = connection.server
@@ -157,7 +159,7 @@ def open_connection(
         connection.user, connection.password = user, password
         connection.authentication = ldap3.SIMPLE if user else ldap3.ANONYMOUS
         try:
-            bound = connection.bind(read_server_info=False)
+            bound = connection.bind(read_server_info=False, controls=controls)
         except Exception as error:  # noqa: BLE001 - the server failed mid-bind
             failures.append(f"{label(server)}: the bind failed: {type(error).__name__}: {error}")
             if not probe:

@@ -17,6 +17,7 @@ import ldap3
 from . import account_state
 from .connections import discard, open_connection
 from .errors import DirectoryError, DirectoryUnavailable
+from .search import OUTAGE_CODES, SERVER_DOWN_CODES
 from .settings import DirectorySettings
 
 #: Why a change was refused (PasswordRefused.reason).
@@ -27,9 +28,11 @@ NOT_COMPLEX = "not complex enough"
 TOO_YOUNG = "changed too recently"
 NOT_ALLOWED = "changes not allowed"
 POLICY = "does not meet the password policy"
+EXPIRED = "expired, no grace login left"
 
 # ppolicy's PasswordPolicyResponseValue error numbers (draft-behera 6.2) for a change.
-_PPOLICY_REFUSALS = {3: NOT_ALLOWED, 4: WRONG_CURRENT, 5: NOT_COMPLEX, 6: TOO_SHORT,
+# 4 (mustSupplyOldPassword) follows a bind with that very password: a refusal, not a guess.
+_PPOLICY_REFUSALS = {3: NOT_ALLOWED, 4: NOT_ALLOWED, 5: NOT_COMPLEX, 6: TOO_SHORT,
                      7: TOO_YOUNG, 8: IN_HISTORY}  # fmt: skip
 # Active Directory's "data"/error word in the diagnostic of a refused unicodePwd change.
 _AD_WRONG_CURRENT = re.compile(r"\b00000056\b|\bdata 56\b", re.IGNORECASE)
@@ -53,10 +56,28 @@ def change(servers, settings: DirectorySettings, dn: str, current: str, new: str
     if active_directory and not _encrypted(settings):
         # AD refuses unicodePwd in clear; a clear-text password must not travel either.
         raise PasswordRefused(NOT_ALLOWED)
-    connection, bound = open_connection(servers, settings, dn, current)
+    policy_control = [(account_state.PPOLICY_CONTROL, False, None)]
+    connection, bound = open_connection(servers, settings, dn, current, writable=True,
+                                        controls=policy_control)  # fmt: skip
     try:
         if not bound:
-            raise PasswordRefused(WRONG_CURRENT)
+            state = account_state.from_bind(dict(connection.result or {}))
+            code = (connection.result or {}).get("result")
+            discard(connection)
+            # 13: the server wants TLS: the portal's setup, not the person's password.
+            if code in OUTAGE_CODES or code in SERVER_DOWN_CODES or code == 13:
+                raise DirectoryUnavailable(f"the bind for a password change answered {code}")
+            if not (active_directory and state is account_state.State.MUST_CHANGE_PASSWORD):
+                # ppolicy: an expired password with no grace login left cannot bind at all.
+                raise PasswordRefused(EXPIRED if state is account_state.State.MUST_CHANGE_PASSWORD
+                                      else WRONG_CURRENT)  # fmt: skip
+            # AD refuses the bind of a password that must be changed (data 532, 773): the
+            # change goes over the service account, and deleting the old value is what proves
+            # the person knows it (AD grants "Change Password" to everyone by default).
+            connection, bound = open_connection(servers, settings, settings.bind_dn,
+                                                settings.bind_password, writable=True)  # fmt: skip
+            if not bound:
+                raise DirectoryUnavailable("the service account could not bind")
         if active_directory:
             connection.modify(dn, unicode_pwd_change(current, new))
         else:
@@ -107,11 +128,11 @@ def refusal_of(result: dict, active_directory: bool) -> str | None:
         return POLICY
     if code == 19:  # constraintViolation without a reason we know
         return POLICY
-    if code in (49,):
-        return WRONG_CURRENT
-    if code in (50, 53):
+    if code in (50, 53) or code == 2:  # rights, unwilling, or an operation AD does not know
         return NOT_ALLOWED
-    raise DirectoryUnavailable(f"the password change was refused with result {code}")
+    if code in OUTAGE_CODES or code in SERVER_DOWN_CODES:
+        raise DirectoryUnavailable(f"the password change answered result {code}")
+    return NOT_ALLOWED
 
 
 def _encrypted(settings: DirectorySettings) -> bool:
