@@ -244,16 +244,11 @@ def refresh_after_change(username: str) -> bool:
     A directory that cannot answer raises, and the entry is left as it was (the stale grace
     still applies to it); only the directory's own answer changes anything.
     """
-    try:
-        attrs = directory.lookup(username)
-    except InvalidInput:
-        attrs = None
+    attrs = _read_directory(username)
     if attrs is None:
-        revoke_all(username)
-        remember_gone(username)
-        return True
-    remember(attrs)
-    return False
+        revoke_all(username)  # first: it drops the entry the answer then replaces
+    _store_answer(username, attrs)
+    return attrs is None
 
 
 def revoke_all(username: str) -> bool:
@@ -407,15 +402,26 @@ def _refresh(username: str) -> dict | None:
         attrs = _cached_entry(username, fresh=True)  # another request may have just done it
         if attrs is not None:
             return None if attrs.get("gone") else attrs
-        try:
-            attrs = directory.lookup(username)
-        except InvalidInput:
-            attrs = None
-        if attrs is None:
-            remember_gone(username)
-        else:
-            remember(attrs)
+        attrs = _read_directory(username)
+        _store_answer(username, attrs)
         return attrs
+
+
+def _read_directory(username: str) -> dict | None:
+    # The person as the directory has them now; None when gone or not usable. An outage
+    # raises: nothing is stored then.
+    try:
+        return directory.lookup(username)
+    except InvalidInput:
+        return None
+
+
+def _store_answer(username: str, attrs: dict | None) -> None:
+    # The directory's answer replaces the entry: the person, or a "gone" entry.
+    if attrs is None:
+        remember_gone(username)
+    else:
+        remember(attrs)
 
 
 def _longest_login_ms(config) -> int:

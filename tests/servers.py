@@ -18,6 +18,7 @@ from pathlib import Path
 import gunicorn
 import pytest
 import requests
+from werkzeug.serving import make_server
 
 from portal.testing.process import stop_process, wait_until
 from portal.testing.slapd import find_binary, free_port
@@ -26,15 +27,21 @@ ROOT = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+def require(present: bool, message: str) -> None:
+    """Go on when a part the test needs is there; else fail under CI=true (the CI script must
+    provide it) and skip on a laptop."""
+    if present:
+        return
+    if IN_CI:
+        pytest.fail(message + " and CI=true: the CI script must provide it", pytrace=False)
+    pytest.skip(message)
+
+
 def require_binary(name: str, install_hint: str) -> str:
     """Return the binary's path; when missing, fail under CI=true and skip on a laptop."""
     path = find_binary(name) or shutil.which(name)
-    if path:
-        return path
-    message = f"{name} is not installed ({install_hint})"
-    if IN_CI:
-        pytest.fail(message + " and CI=true: the CI script must install it", pytrace=False)
-    pytest.skip(message)
+    require(bool(path), f"{name} is not installed ({install_hint})")
+    return path
 
 
 def answers_login(base_url: str) -> bool:
@@ -197,3 +204,27 @@ def portal_environment(slapd_url: str) -> dict[str, str]:
         PORTAL_WATCH_INTERVAL="0",
     )
     return environment
+
+
+class Served:
+    """A portal app served on 127.0.0.1 by a threaded Werkzeug server."""
+
+    def __init__(self, app):
+        self.app = app
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.app.extensions["portal.directory"].close()
+
+
+@contextmanager
+def served(app):
+    portal = Served(app)
+    try:
+        yield portal
+    finally:
+        portal.close()

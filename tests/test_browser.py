@@ -10,17 +10,14 @@ pages are saved under docs/screenshots/ for the README.
 from __future__ import annotations
 
 import os
-import threading
-from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from werkzeug.serving import make_server
 
 from portal.testing import trees
 from tests.conftest import ROOT, make_app, start_slapd
-from tests.servers import IN_CI, listener, require_binary
+from tests.servers import listener, require, require_binary, served
 from tests.test_shaped_directories import example_app
 
 AXE = ROOT / "tests" / "browser" / "node_modules" / "axe-core" / "axe.min.js"
@@ -67,37 +64,11 @@ LOOK = {
 }
 
 
-class Served:
-    """A portal app served on 127.0.0.1 by a threaded Werkzeug server."""
-
-    def __init__(self, app):
-        self.app = app
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.app.extensions["portal.directory"].close()
-
-
-@contextmanager
-def served(app):
-    portal = Served(app)
-    try:
-        yield portal
-    finally:
-        portal.close()
-
-
 @pytest.fixture(scope="module")
 def chromium():
     """Debian's Chromium under Playwright (never a downloaded browser)."""
     path = require_binary("chromium", "apt-get install chromium")
-    if not AXE.is_file():
-        message = f"{AXE.relative_to(ROOT)} is missing (npm ci --prefix tests/browser)"
-        pytest.fail(message + " and CI=true") if IN_CI else pytest.skip(message)
+    require(AXE.is_file(), f"{AXE.relative_to(ROOT)} is missing (npm ci --prefix tests/browser)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
