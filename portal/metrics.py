@@ -73,10 +73,10 @@ LDAP_ERRORS = Counter(
 # see a series before its first event.
 for _outcome in LOGIN_OUTCOMES:
     LOGINS.labels(_outcome)
-for _source in USER_LOAD_SOURCES:
-    USER_LOADS.labels(_source)
-for _result in CACHE_RESULTS:
-    CACHE_REQUESTS.labels(_result)
+# Each label's child once: the hot path counts every request, and a label lookup costs more
+# than the count (safe across forks: a child notices a new process and starts its own values).
+_USER_LOADS = {source: USER_LOADS.labels(source) for source in USER_LOAD_SOURCES}
+_CACHE_REQUESTS = {result: CACHE_REQUESTS.labels(result) for result in CACHE_RESULTS}
 for _operation in LDAP_OPERATIONS:
     LDAP_ERRORS.labels(_operation)
 
@@ -89,12 +89,12 @@ def login(outcome: str) -> None:
 
 def user_load(source: str) -> None:
     """Count one user-loader answer by source (one of USER_LOAD_SOURCES)."""
-    USER_LOADS.labels(source).inc()
+    _USER_LOADS[source].inc()
 
 
 def cache_request(hit: bool) -> None:
     """Count one user-cache lookup as a hit or a miss."""
-    CACHE_REQUESTS.labels("hit" if hit else "miss").inc()
+    _CACHE_REQUESTS["hit" if hit else "miss"].inc()
     RECENT.cache(hit)
 
 

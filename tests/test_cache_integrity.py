@@ -285,3 +285,26 @@ def test_bad_entries_are_logged_at_most_once_a_minute(
     lines = warnings_logged()
     assert len(lines) == 1, lines
     assert "not signed with this portal's key" in lines[0]
+
+
+def test_a_signature_is_checked_once_per_value_and_a_forged_one_every_time(
+    slapd, make_instance, key_prefix, redis_client, monkeypatch
+):
+    """Every request reads the same entry again: its HMAC is checked the first time only, the
+    exact bytes remembered; a value that did not verify is checked (and refused) each time,
+    and one changed byte is a value never seen."""
+    app = make_instance(slapd)
+    with app.app_context():
+        signer = cache.cache._signer
+        checked = []
+        real_unsign = signer.unsign
+        monkeypatch.setattr(signer, "unsign", lambda raw: checked.append(raw) or real_unsign(raw))
+        cache.set("user:alice", '{"username":"alice"}', timeout=60)
+        for _ in range(3):
+            assert cache.get("user:alice") == '{"username":"alice"}'
+        assert len(checked) == 1
+        good = redis_client.get(key_prefix + "user:alice")
+        redis_client.set(key_prefix + "user:alice", GARBAGE["altered-signature"](good))
+        for _ in range(2):
+            assert cache.get("user:alice") is None
+        assert len(checked) == 3, "a forged value must be checked every time"

@@ -12,7 +12,7 @@ import pytest
 from werkzeug.datastructures import MultiDict
 
 from portal import accounts
-from tests.conftest import HOSTILE_NEXT, AuthActions, make_app, session_username
+from tests.conftest import HOSTILE_NEXT, AuthActions, csrf_token_in, make_app, session_username
 
 INJECTIONS = [
     "*",
@@ -240,6 +240,43 @@ def test_anonymous_visitor_is_sent_to_login_and_back(auth):
     page = auth.client.get(response.headers["Location"]).get_data(as_text=True)
     assert 'value="/pages/handbook"' in page
     assert auth.login("alice", next="/pages/handbook").headers["Location"] == "/pages/handbook"
+
+
+def test_the_empty_form_is_rendered_once_and_filled_in_per_visitor(app):
+    """The first-visit page (and every app's redirect to /login?next=...) is rendered once per
+    language and then filled in: each visitor still gets their own CSRF token and `next`,
+    escaped as the template escapes it, byte for byte the page a full rendering gives."""
+    from flask import render_template, template_rendered
+
+    from portal.auth.forms import LoginForm
+
+    rendered = []
+
+    def note(sender, template, context, **extra):
+        rendered.append(template.name)
+
+    template_rendered.connect(note, app)
+    tricky = "/pages/handbook?q=\"><b>&'"
+    pages = []
+    for language in ("en", "de", "en"):
+        client = app.test_client()
+        answer = client.get("/login", query_string={"next": tricky},
+                            headers={"Accept-Language": language})  # fmt: skip
+        assert answer.status_code == 200
+        pages.append((language, answer.get_data(as_text=True)))
+    assert rendered.count("login.html") == 2, "once per language"
+    tokens = {csrf_token_in(page) for _, page in pages}
+    assert len(tokens) == 3, "every visitor has a token of their own"
+    for language, page in pages:
+        token = csrf_token_in(page)
+        with app.test_request_context(headers={"Accept-Language": language}):
+            form = LoginForm(formdata=None, next=tricky)
+            expected = render_template(
+                "login.html", form=form, csrf_token=lambda token=token: token, error=None,
+                signed_out=None, must_change=False, wrong_password=False, missing=False,
+            )  # fmt: skip
+        assert page == expected
+    assert "&#34;&gt;&lt;b&gt;&amp;&#39;" in pages[0][1]
 
 
 @pytest.mark.parametrize("target", HOSTILE_NEXT)

@@ -396,6 +396,28 @@ def test_rule_paths_with_capitals_also_match_the_lower_cased_reading():
     assert rules.decide([], "wiki.example.org", "/administration").allowed
 
 
+def test_a_decision_is_remembered_only_for_the_very_same_question(monkeypatch):
+    """/auth/verify asks the same questions again and again: each is worked out once, while a
+    question that differs in groups, host, path, method or reading is worked out on its own,
+    and a flood of new questions cannot grow the memory without bound."""
+    rules = RuleSet(RULES, "allow")
+    worked_out = []
+    real = rules._decide
+    monkeypatch.setattr(rules, "_decide", lambda *question: worked_out.append(question) or
+                        real(*question))  # fmt: skip
+    for _ in range(3):
+        assert not rules.decide(["staff"], "wiki.example.org", "/finance/q").allowed
+    assert len(worked_out) == 1
+    assert rules.decide(["finance"], "wiki.example.org", "/finance/q").allowed
+    assert not rules.decide(["staff"], "wiki.example.org", "/%66inance/q").allowed
+    assert not rules.decide(["staff"], "wiki.example.org", "/finance/q", decoded=True).allowed
+    assert len(worked_out) == 4
+    monkeypatch.setattr(RuleSet, "DECISIONS_KEPT", 10)
+    for number in range(25):
+        rules.decide(["staff"], "wiki.example.org", f"/docs/{number}")
+    assert len(rules._decided) <= 10
+
+
 def test_the_portals_own_pages_are_judged_as_flask_reads_them(slapd):
     """The portal routes on the path Werkzeug decoded, and the rules judge that same path:
     /%61dmin/status is the status page (refused by the rule); a person page whose name has a

@@ -323,3 +323,46 @@ def test_a_redis_that_refuses_writes_pauses_login(slapd, build_app, own_redis, l
     assert answers == [503] * 4
     assert ldap_spy.user_binds() == []
     client.close()
+
+
+class _Clock:
+    """A clock the test moves by hand (the windows are minutes long)."""
+
+    def __init__(self):
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_in_memory_counts_end_with_their_window_and_start_no_threads():
+    """The process's own counts (memory://) count within a window, start again after it,
+    never go below zero when an attempt is given back late, and drop dead keys as they count:
+    limits' MemoryStorage started a timer thread every 10 ms while logins were counted."""
+    from limits import parse
+    from limits.strategies import FixedWindowRateLimiter
+
+    from portal.signin.counts import WindowCounts
+
+    clock = _Clock()
+    counts = WindowCounts(clock)
+    limiter = FixedWindowRateLimiter(counts)
+    item = parse("3 per 15 minutes")
+    threads = threading.active_count()
+    assert [limiter.hit(item, "alice") for _ in range(4)] == [True, True, True, False]
+    assert threading.active_count() == threads, "counting must not start a thread"
+    stats = limiter.get_window_stats(item, "alice")
+    assert stats.remaining == 0 and stats.reset_time == clock.now + 15 * 60
+    limiter.hit(item, "alice", cost=-1)  # the refused fourth and one more given back
+    limiter.hit(item, "alice", cost=-1)
+    assert limiter.hit(item, "alice") is True and limiter.hit(item, "alice") is False
+    clock.now += 15 * 60
+    assert counts.get(item.key_for("alice")) == 0, "the window has passed"
+    assert counts.incr("late", 60, amount=-1) == 0, "nothing to give back buys no extra try"
+    assert limiter.hit(item, "alice") is True
+    for number in range(100):
+        counts.incr(f"sprayed-{number}", 60)
+    clock.now += WindowCounts.SWEEP_SECONDS + 61
+    counts.incr("next", 60)
+    # alice's window, started again above, is still open; the others' have ended.
+    assert set(counts._counts) == {"next", item.key_for("alice")}, "ended windows are dropped"

@@ -75,6 +75,9 @@ class RuleSet:
 
     #: Hosts whose applicable rules are remembered (hosts are few; a flood only costs work).
     HOSTS_KEPT = 1024
+    #: Decisions remembered by their exact question (/auth/verify asks the same ones again and
+    #: again; a flood of new questions only costs the work of answering them).
+    DECISIONS_KEPT = 8192
 
     def __init__(
         self, rules: Sequence[Mapping], default_policy: str, kept_escapes: Iterable[str] = ()
@@ -84,6 +87,7 @@ class RuleSet:
         self.default_allowed = default_policy == "allow"
         self._default = Decision(self.default_allowed, 0, f"default policy: {default_policy}")
         self._by_host: dict[str, tuple[list[_Rule], bool]] = {}
+        self._decided: dict[tuple, Decision] = {}
 
     @property
     def judges(self) -> bool:
@@ -106,6 +110,17 @@ class RuleSet:
         """
         if not self.rules:
             return self._default
+        # The rules never change while the process runs: the same question, the same answer.
+        question = (tuple(groups), host, path, method, decoded)
+        decision = self._decided.get(question)
+        if decision is None:
+            decision = self._decide(question[0], host, path, method, decoded)
+            if len(self._decided) >= self.DECISIONS_KEPT:
+                self._decided = {}
+            self._decided[question] = decision
+        return decision
+
+    def _decide(self, groups, host: str, path: str, method: str, decoded: bool) -> Decision:
         host = normal_host(host)
         if not _HOST.match(host):
             return Decision(False, 0, f"refused: unusable host name {host!r}")

@@ -7,11 +7,12 @@ import logging
 import time
 
 from flask import current_app, flash, g, redirect, render_template, request, session, url_for
+from flask_babel import get_locale, ngettext
 from flask_babel import lazy_gettext as _l
-from flask_babel import ngettext
 from flask_login import current_user, login_fresh, login_user
 from flask_login.utils import decode_cookie
 from flask_wtf.csrf import generate_csrf
+from markupsafe import escape
 
 from .. import accounts, directory, metrics
 from ..directory import DirectoryError, InvalidInput, PasswordChangeRequired
@@ -253,14 +254,47 @@ def wait_until(deadline: float) -> None:
 def _page(form: LoginForm, error=None, status: int = 200, headers=None, must_change=False):
     form.password.data = ""
     signed_out = request.args.get("signed_out") if error is None else None
-    body = render_template(
-        "login.html",
-        form=form,
-        error=error,
-        signed_out=signed_out,
-        must_change=must_change,
-        wrong_password=error == FAILED,
-        missing=error == MISSING,
-    )
+    if error is None and not (signed_out or must_change or form.username.data or
+                              form.remember.data):  # fmt: skip
+        body = _empty_form(form)
+    else:
+        body = render_template(
+            "login.html",
+            form=form,
+            error=error,
+            signed_out=signed_out,
+            must_change=must_change,
+            wrong_password=error is FAILED,
+            missing=error is MISSING,
+        )
     response_headers = {"Cache-Control": "no-store", **(headers or {})}
     return body, status, response_headers
+
+
+#: Stand-ins in a rendered empty form for the two values that differ between visitors.
+_TOKEN_MARK, _NEXT_MARK = "\x00csrf-token\x00", "\x00next\x00"
+_NO_MESSAGE = {"error": None, "signed_out": None, "must_change": False,
+               "wrong_password": False, "missing": False}  # fmt: skip
+
+
+def _empty_form(form: LoginForm) -> str:
+    """The sign-in page with an empty form, as render_template gives it: rendered once per
+    language and address prefix, then only the CSRF token and `next` are filled in (the page
+    of every first visit and of every app's redirect to the portal)."""
+    if current_user.is_authenticated or "_flashes" in session:
+        # A name in the header, or messages to show: rendered for this person alone.
+        return render_template("login.html", form=form, **_NO_MESSAGE)
+    pages = current_app.extensions.setdefault("portal.empty_login_forms", {})
+    key = (str(get_locale()), request.script_root)
+    page = pages.get(key)
+    if page is None:
+        marked = LoginForm(formdata=None, next=_NEXT_MARK)
+        page = render_template("login.html", form=marked, csrf_token=lambda: _TOKEN_MARK,
+                               **_NO_MESSAGE)  # fmt: skip
+        if page.count(_TOKEN_MARK) != 1 or page.count(_NEXT_MARK) != 1:
+            raise RuntimeError("login.html must show the CSRF token and next once each")
+        pages[key] = page
+    # The token first (it is URL-safe), then `next` with the escaping Jinja gives a value:
+    # whatever `next` holds is never read as a stand-in.
+    page = page.replace(_TOKEN_MARK, generate_csrf())
+    return page.replace(_NEXT_MARK, str(escape(form.next.data or "")))

@@ -46,6 +46,9 @@ SALT = "portal.cache"
 _WARNING_INTERVAL = 60.0
 # Exactly what Redis INCR writes; stricter than int(), which would also take " 1_0 ".
 _INTEGER = re.compile(rb"-?[0-9]+")
+#: Signatures remembered as verified, by the exact bytes (the same few entries and marks are
+#: read on every request of the people signed in).
+VERIFIED_KEPT = 4096
 _last_warning = float("-inf")
 
 
@@ -85,6 +88,7 @@ class SignedRedisCache(RedisCache):
             key_derivation="hmac",
             digest_method=hashlib.sha256,
         )
+        self._verified: dict[bytes, bytes] = {}
 
     @classmethod
     def factory(cls, app: Flask, config: dict, args: list, kwargs: dict) -> SignedRedisCache:
@@ -157,7 +161,7 @@ class SignedRedisCache(RedisCache):
         if raw is None:
             return "missing", None
         try:
-            envelope = json.loads(self._signer.unsign(raw))
+            envelope = json.loads(self._verified_payload(raw))
         except BadData:
             return _rejected(name, "not signed with this portal's key")
         except ValueError:  # only reachable with a valid signature over something else
@@ -173,6 +177,18 @@ class SignedRedisCache(RedisCache):
             log.debug("cache entry %s has expired", name)
             return "expired", None
         return "ok", envelope["v"]
+
+    def _verified_payload(self, raw: bytes) -> bytes:
+        # What the signature covers, checked once per distinct value: the same bytes verify
+        # the same way under the same keys. Only verified ones are kept; a forged value is
+        # checked (and refused) every time.
+        payload = self._verified.get(raw)
+        if payload is None:
+            payload = self._signer.unsign(raw)
+            if len(self._verified) >= VERIFIED_KEPT:
+                self._verified.clear()  # bounded: the values in use are verified again, once
+            self._verified[raw] = payload
+        return payload
 
     def decode_value(self, name: str, raw: bytes | None) -> Any:
         """What get() makes of the raw bytes read from the Redis key `name` (None: a miss)."""

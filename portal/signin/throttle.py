@@ -22,13 +22,14 @@ from dataclasses import dataclass, field
 
 from flask import Flask, current_app, request
 from limits import RateLimitItem, parse_many
-from limits.storage import RedisStorage, storage_from_string
+from limits.storage import RedisStorage
 from limits.strategies import FixedWindowRateLimiter
 
 from .. import directory
 from ..cache import redis_clients
 from ..directory import InvalidInput
 from ..settings import throttle_storage_url
+from .counts import WindowCounts
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def init_app(app: Flask) -> None:
     config = app.config
     url = throttle_storage_url(config)
     if url.startswith("memory://"):
-        storage = storage_from_string(url)
+        storage = WindowCounts()
     else:
         # The cache's kind of client (timeouts, TLS verified, Sentinel's master): limits' own
         # URL parsing knows neither CACHE_REDIS_CA_FILE nor a database behind Sentinel.
