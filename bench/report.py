@@ -119,7 +119,9 @@ under gunicorn with 2 workers and 4 threads each. {verdict}
   against flask-ldap3-login's documented example served the same way from its own virtualenv,
   and against ldap3 sending the three operations of a sign-in with no HTTP at all.
 - **P3**: sign-in and cache-miss time on a generated 100,000-person, 5,000-group tree with five
-  levels of nesting against a 1,000-person one; the operations per call are counted.
+  levels of nesting against a 1,000-person one, timed call by call in turn (a call on the large
+  tree, then one on the small), so the machine's drift weighs on both; the operations per call
+  are counted.
 - **Memory**: resident size of a worker after caching 10,000 people.
 - **Revocation delay**: from an ldapmodify removing alice from engineering to her engineering
   page being refused (bench/revocation.py), with the directory watcher on, and off (then the

@@ -33,15 +33,16 @@ SMALL = (1_000, (1, 2, 7, 15, 25))
 SMOKE = ((300, (1, 2, 3, 4, 5)), (100, (1, 1, 1, 2, 3)))
 PASSWORD = "person-secret"  # noqa: S105 - the generated trees' one password
 GROUPS_PER_PERSON = 3
-SAMPLES = 40
-ROUNDS = 5
+SAMPLES = 100
+ROUNDS = 3
 
 
 def measure(settings: Settings) -> dict:
     """Median sign-in and miss times (ms) and operations, large against small; the ratios.
 
-    Both directories run at once and are timed in alternating rounds, so whatever else the
-    machine does weighs on both alike.
+    Both directories run at once and are timed call by call in turn (a sign-in on the large
+    tree, the same on the small one, ...), so whatever else the machine does, and its drift
+    from one second to the next, weighs on both alike.
     """
     shapes = dict(zip(("large", "small"), SMOKE if settings.smoke else (LARGE, SMALL),
                       strict=True))  # fmt: skip
@@ -61,9 +62,13 @@ def measure(settings: Settings) -> dict:
             stack.callback(trees[name].close)
         counter = stack.enter_context(_OperationCounter())
         rounds = 1 if settings.smoke else ROUNDS
+        samples = 3 if settings.smoke else SAMPLES
         for _ in range(rounds):
-            for tree in trees.values():
-                tree.time_round(counter, 3 if settings.smoke else SAMPLES)
+            names = {tree: tree.names(samples) for tree in trees.values()}
+            for kind in ("login", "miss"):
+                for index in range(samples):
+                    for tree in trees.values():
+                        tree.time_call(counter, kind, names[tree][index])
         rows = {name: tree.summary() for name, tree in trees.items()}
     rows["login_ratio"] = rows["large"]["login_ms"] / rows["small"]["login_ms"]
     rows["miss_ratio"] = rows["large"]["miss_ms"] / rows["small"]["miss_ms"]
@@ -89,22 +94,25 @@ class _Tree:
         with self.app.app_context():
             self.directory.authenticate(_uid(0), PASSWORD)  # warm the pools
 
-    def time_round(self, counter: _OperationCounter, samples: int) -> None:
-        names = [_uid(self.pick.randrange(self.people)) for _ in range(samples)]
+    def names(self, samples: int) -> list[str]:
+        """People picked at random over the tree."""
+        return [_uid(self.pick.randrange(self.people)) for _ in range(samples)]
+
+    def time_call(self, counter: _OperationCounter, kind: str, name: str) -> None:
+        """Time one sign-in ("login") or cache miss ("miss") of `name`, counting its operations."""
         with self.app.app_context():
             counter.reset()
-            for name in names:
-                started = time.perf_counter()
+            started = time.perf_counter()
+            if kind == "login":
                 found = self.directory.authenticate(name, PASSWORD)
-                self.login_times.append(time.perf_counter() - started)
-                if found is None or len(found["groups"]) < LEVELS:
-                    raise RuntimeError(f"{name}: sign-in or nesting failed: {found}")
-            self.login_ops.append(counter.reset() / samples)
-            for name in names:
-                started = time.perf_counter()
-                self.directory.lookup(name)
-                self.miss_times.append(time.perf_counter() - started)
-            self.miss_ops.append(counter.reset() / samples)
+            else:
+                found = self.directory.lookup(name)
+            elapsed = time.perf_counter() - started
+            operations = counter.reset()
+        if found is None or len(found["groups"]) < LEVELS:
+            raise RuntimeError(f"{name}: {kind} or nesting failed: {found}")
+        (self.login_times if kind == "login" else self.miss_times).append(elapsed)
+        (self.login_ops if kind == "login" else self.miss_ops).append(operations)
 
     def summary(self) -> dict:
         return {
