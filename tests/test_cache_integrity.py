@@ -308,3 +308,8 @@ def test_a_signature_is_checked_once_per_value_and_a_forged_one_every_time(
         for _ in range(2):
             assert cache.get("user:alice") is None
         assert len(checked) == 3, "a forged value must be checked every time"
+        large = "g" * backend.VERIFIED_MAX_BYTES
+        cache.set("user:large", large, timeout=60)
+        for _ in range(2):
+            assert cache.get("user:large") == large
+        assert len(checked) == 5, "a value past VERIFIED_MAX_BYTES is not remembered"

@@ -279,6 +279,24 @@ def test_the_empty_form_is_rendered_once_and_filled_in_per_visitor(app):
     assert "&#34;&gt;&lt;b&gt;&amp;&#39;" in pages[0][1]
 
 
+def test_a_remembered_or_flashed_visitor_gets_a_page_of_their_own(app, auth):
+    """The shared empty form is never a signed-in person's page nor one with their messages:
+    a remember-me sign-in (not fresh) and a visitor with a flashed message opening /login
+    first see their own, and an anonymous visitor after them sees neither."""
+    auth.login("bob", remember=True)
+    auth.client.delete_cookie("session")  # the browser restarted: remember-me, not fresh
+    remembered = auth.client.get("/login").get_data(as_text=True)
+    assert 'class="who"' in remembered and "Sign out" in remembered
+    flashed = app.test_client()
+    with flashed.session_transaction() as session:
+        session["_flashes"] = [("message", "A message for this visitor only")]
+    assert "A message for this visitor only" in flashed.get("/login").get_data(as_text=True)
+    anonymous = app.test_client().get("/login").get_data(as_text=True)
+    assert 'class="who"' not in anonymous and "Sign out" not in anonymous
+    assert "A message for this visitor only" not in anonymous
+    assert csrf_token_in(anonymous) != csrf_token_in(remembered)
+
+
 @pytest.mark.parametrize("target", HOSTILE_NEXT)
 def test_hostile_next_falls_back_to_home(auth, target):
     """After login, a `next` that could leave the site is replaced by the home page."""

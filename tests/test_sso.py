@@ -411,7 +411,15 @@ def test_a_decision_is_remembered_only_for_the_very_same_question(monkeypatch):
     assert rules.decide(["finance"], "wiki.example.org", "/finance/q").allowed
     assert not rules.decide(["staff"], "wiki.example.org", "/%66inance/q").allowed
     assert not rules.decide(["staff"], "wiki.example.org", "/finance/q", decoded=True).allowed
-    assert len(worked_out) == 4
+    assert rules.decide(["staff"], "wiki.example.org", "/docs/q").allowed
+    assert not rules.decide(["staff"], "wiki.example.org", "/docs/q", "DELETE").allowed
+    assert rules.decide(["engineering"], "grafana.example.org", "/docs/q").allowed
+    assert not rules.decide(["staff"], "grafana.example.org", "/docs/q").allowed
+    assert len(worked_out) == 8
+    long_path = "/docs/" + "x" * RuleSet.QUESTION_KEPT_LENGTH
+    kept = len(rules._decided)
+    assert rules.decide(["staff"], "wiki.example.org", long_path).allowed
+    assert len(rules._decided) == kept, "a long question is answered, not remembered"
     monkeypatch.setattr(RuleSet, "DECISIONS_KEPT", 10)
     for number in range(25):
         rules.decide(["staff"], "wiki.example.org", f"/docs/{number}")

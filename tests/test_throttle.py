@@ -69,6 +69,16 @@ def test_address_limit_stops_spraying_one_password_over_many_names(throttled_app
     assert attempt(throttled_app, "bob", PASSWORDS["bob"], address="10.0.0.2").status_code == 302
 
 
+def test_an_address_past_its_limit_uses_up_no_accounts_attempts(throttled_app):
+    """Once an address is refused, its further guesses are not counted against the names it
+    tries: bob can still sign in from his own address after being named five more times."""
+    for number in range(6):
+        assert attempt(throttled_app, f"sprayed-{number}").status_code == 401
+    for _ in range(5):
+        assert attempt(throttled_app, "bob").status_code == 429
+    assert attempt(throttled_app, "bob", PASSWORDS["bob"], address="10.0.7.7").status_code == 302
+
+
 def test_rotating_x_forwarded_for_does_not_reset_the_count(throttled_app):
     """With no trusted proxy, X-Forwarded-For is the client's own words: it changes nothing."""
     for number in range(6):
@@ -366,3 +376,22 @@ def test_in_memory_counts_end_with_their_window_and_start_no_threads():
     counts.incr("next", 60)
     # alice's window, started again above, is still open; the others' have ended.
     assert set(counts._counts) == {"next", item.key_for("alice")}, "ended windows are dropped"
+
+
+def test_in_memory_counts_refuse_a_new_name_when_full_and_keep_the_live_ones(monkeypatch):
+    """Past MAX_KEYS a new name cannot be counted (the login is refused, as with Redis full),
+    the names already counted go on counting, and no live count is dropped to make room."""
+    import pytest as _pytest
+
+    from portal.signin.counts import CountsFull, WindowCounts
+
+    clock = _Clock()
+    counts = WindowCounts(clock)
+    monkeypatch.setattr(WindowCounts, "MAX_KEYS", 3)
+    for name in ("a", "b", "c"):
+        counts.incr(name, 60)
+    with _pytest.raises(CountsFull):
+        counts.incr("d", 60)
+    assert counts.incr("a", 60) == 2 and counts.get("b") == 1
+    clock.now += WindowCounts.SWEEP_SECONDS + 61
+    assert counts.incr("d", 60) == 1, "room again once the windows have ended"

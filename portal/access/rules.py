@@ -78,6 +78,8 @@ class RuleSet:
     #: Decisions remembered by their exact question (/auth/verify asks the same ones again and
     #: again; a flood of new questions only costs the work of answering them).
     DECISIONS_KEPT = 8192
+    #: Longer questions (host and path) are answered afresh each time: the memory stays small.
+    QUESTION_KEPT_LENGTH = 512
 
     def __init__(
         self, rules: Sequence[Mapping], default_policy: str, kept_escapes: Iterable[str] = ()
@@ -111,10 +113,13 @@ class RuleSet:
         if not self.rules:
             return self._default
         # The rules never change while the process runs: the same question, the same answer.
-        question = (tuple(groups), host, path, method, decoded)
+        groups = tuple(groups)
+        if len(path) + len(host) > self.QUESTION_KEPT_LENGTH:
+            return self._decide(groups, host, path, method, decoded)  # rare: not remembered
+        question = (groups, host, path, method, decoded)
         decision = self._decided.get(question)
         if decision is None:
-            decision = self._decide(question[0], host, path, method, decoded)
+            decision = self._decide(groups, host, path, method, decoded)
             if len(self._decided) >= self.DECISIONS_KEPT:
                 self._decided = {}
             self._decided[question] = decision

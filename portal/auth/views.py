@@ -271,6 +271,9 @@ def _page(form: LoginForm, error=None, status: int = 200, headers=None, must_cha
     return body, status, response_headers
 
 
+#: Rendered empty forms kept (languages times address prefixes; the prefix comes from
+#: SCRIPT_NAME, which a proxy may pass on from the client).
+EMPTY_FORMS_KEPT = 32
 #: Stand-ins in a rendered empty form for the two values that differ between visitors.
 _TOKEN_MARK, _NEXT_MARK = "\x00csrf-token\x00", "\x00next\x00"
 _NO_MESSAGE = {"error": None, "signed_out": None, "must_change": False,
@@ -288,6 +291,8 @@ def _empty_form(form: LoginForm) -> str:
     key = (str(get_locale()), request.script_root)
     page = pages.get(key)
     if page is None:
+        if len(pages) >= EMPTY_FORMS_KEPT:
+            pages.clear()  # the prefix comes with the request: bounded, whatever is sent
         marked = LoginForm(formdata=None, next=_NEXT_MARK)
         page = render_template("login.html", form=marked, csrf_token=lambda: _TOKEN_MARK,
                                **_NO_MESSAGE)  # fmt: skip

@@ -36,6 +36,7 @@ from cachelib.serializers import BaseRedisSerializer
 from flask import Flask
 from flask_caching.backends.rediscache import RedisCache
 from itsdangerous import BadData, Signer
+from itsdangerous.encoding import want_bytes
 
 from . import redis_clients
 
@@ -46,9 +47,11 @@ SALT = "portal.cache"
 _WARNING_INTERVAL = 60.0
 # Exactly what Redis INCR writes; stricter than int(), which would also take " 1_0 ".
 _INTEGER = re.compile(rb"-?[0-9]+")
-#: Signatures remembered as verified, by the exact bytes (the same few entries and marks are
-#: read on every request of the people signed in).
-VERIFIED_KEPT = 4096
+#: Values remembered as verified, by their exact bytes (the same few entries and marks are
+#: read on every request of the people signed in): at most this many bytes in all, and none
+#: larger than VERIFIED_MAX_BYTES (a person in a great many groups is verified every time).
+VERIFIED_KEPT_BYTES = 8 << 20
+VERIFIED_MAX_BYTES = 16 << 10
 _last_warning = float("-inf")
 
 
@@ -88,7 +91,8 @@ class SignedRedisCache(RedisCache):
             key_derivation="hmac",
             digest_method=hashlib.sha256,
         )
-        self._verified: dict[bytes, bytes] = {}
+        self._verified: set[bytes] = set()
+        self._verified_bytes = 0
 
     @classmethod
     def factory(cls, app: Flask, config: dict, args: list, kwargs: dict) -> SignedRedisCache:
@@ -180,14 +184,18 @@ class SignedRedisCache(RedisCache):
 
     def _verified_payload(self, raw: bytes) -> bytes:
         # What the signature covers, checked once per distinct value: the same bytes verify
-        # the same way under the same keys. Only verified ones are kept; a forged value is
-        # checked (and refused) every time.
-        payload = self._verified.get(raw)
-        if payload is None:
-            payload = self._signer.unsign(raw)
-            if len(self._verified) >= VERIFIED_KEPT:
+        # the same way under the same keys. Only verified ones are remembered (a forged value is
+        # checked, and refused, every time), as the bytes themselves, up to a total size.
+        raw = want_bytes(raw)
+        if raw in self._verified:
+            return raw.rpartition(self._signer.sep)[0]  # as Signer.unsign splits it
+        payload = self._signer.unsign(raw)
+        if len(raw) <= VERIFIED_MAX_BYTES:
+            if self._verified_bytes + len(raw) > VERIFIED_KEPT_BYTES:
                 self._verified.clear()  # bounded: the values in use are verified again, once
-            self._verified[raw] = payload
+                self._verified_bytes = 0
+            self._verified.add(raw)
+            self._verified_bytes += len(raw)
         return payload
 
     def decode_value(self, name: str, raw: bytes | None) -> Any:

@@ -5,6 +5,10 @@ while counts are being made, and each run walks every key: under a burst of logi
 new thread per sign-in and a sweep of every name ever tried, a twentieth of a sign-in's cost.
 Here a count is simply dead once its window has passed (every read checks), and the dead ones
 are dropped by whoever counts next, at most once every SWEEP_SECONDS: no thread at all.
+
+At most MAX_KEYS counts are kept: past that a new name or address cannot be counted and the
+login is refused (503), as when Redis refuses writes; never left uncounted, and no live count
+is ever dropped to make room (that would give its account its attempts back).
 """
 
 from __future__ import annotations
@@ -16,12 +20,18 @@ from collections.abc import Callable
 from limits.storage import Storage
 
 
+class CountsFull(ValueError):
+    """No room for one more count: the attempt cannot be counted."""
+
+
 class WindowCounts(Storage):
     """Counts with an end of window per key, in a dict behind one lock."""
 
     STORAGE_SCHEME = ["portal-memory"]
     #: How often the counts whose windows have passed are dropped (they are dead before that).
     SWEEP_SECONDS = 30.0
+    #: The most counts kept (about 300 bytes each).
+    MAX_KEYS = 1_000_000
 
     def __init__(self, clock: Callable[[], float] = time.time):
         super().__init__(None)
@@ -47,6 +57,8 @@ class WindowCounts(Storage):
                 self._sweep(now)
             count, ends = self._counts.get(key, (0, 0.0))
             if ends <= now:
+                if key not in self._counts and len(self._counts) >= self.MAX_KEYS:
+                    raise CountsFull(f"{self.MAX_KEYS} failed-login counts kept already")
                 count, ends = 0, now + expiry
             count = max(0, count + amount)
             self._counts[key] = (count, ends)

@@ -28,10 +28,12 @@ from limits.strategies import FixedWindowRateLimiter
 from .. import directory
 from ..cache import redis_clients
 from ..directory import InvalidInput
+from ..quietlog import QuietLog
 from ..settings import throttle_storage_url
 from .counts import WindowCounts
 
 log = logging.getLogger(__name__)
+quiet = QuietLog(log)  # an outage (or a full store) fails every attempt: one line a minute
 
 _LIMITER = "portal.limiter"
 
@@ -81,21 +83,23 @@ def begin_attempt(username: str | None = None) -> Attempt | None:
     every limit; None when the counts cannot be kept."""
     throttle: _Throttle = current_app.extensions[_LIMITER]
     attempt = Attempt(allowed=True)
+    # The address first: once one limit refuses, the attempt never reaches the directory, so
+    # nothing more is counted (an address past its limit spraying new names neither adds
+    # counts for each name nor uses up those accounts' attempts).
+    buckets = [("address", item, client_address()) for item in throttle.address_limits]
     account = account_key(username)
-    buckets = [("account", item, account) for item in throttle.account_limits]
-    buckets += [("address", item, client_address()) for item in throttle.address_limits]
+    buckets += [("account", item, account) for item in throttle.account_limits]
     try:
         for which, item, key in buckets:
             identifiers = (throttle.prefix, key)
             attempt._counted.append((item, identifiers))
             if not throttle.limiter.hit(item, *identifiers):
                 reset = throttle.limiter.get_window_stats(item, *identifiers).reset_time
-                wait = max(1, int(reset - time.time()) + 1)
-                if attempt.allowed or wait > attempt.retry_after:
-                    attempt.exceeded, attempt.retry_after = which, wait
+                attempt.exceeded, attempt.retry_after = which, max(1, int(reset - time.time()) + 1)
                 attempt.allowed = False
+                break
     except Exception as error:  # noqa: BLE001 - every storage raises its own errors
-        log.warning("login throttling cannot count attempts: %s", error)
+        quiet.warning("count", "login throttling cannot count attempts: %s", error)
         give_back(attempt)
         return None
     return attempt
@@ -108,7 +112,7 @@ def give_back(attempt: Attempt) -> None:
         for item, identifiers in attempt._counted:
             throttle.limiter.hit(item, *identifiers, cost=-1)
     except Exception as error:  # noqa: BLE001 - the attempt stays counted: the safe side
-        log.warning("login throttling could not give back an attempt: %s", error)
+        quiet.warning("give back", "login throttling could not give back an attempt: %s", error)
     attempt._counted.clear()
 
 
