@@ -44,7 +44,24 @@ def _tls_options(tls: ServerCertificate | None) -> dict[str, str]:
     }
 
 
-class RedisServer(ChildServer):
+class _RedisProcess(ChildServer):
+    """What a redis-server and a sentinel share: a client on 127.0.0.1 (TLS and password as
+    the process was started with) and a PING."""
+
+    tls: ServerCertificate | None
+    password: str
+
+    def client(self, timeout: float = 2.0) -> redis.Redis:
+        """A plain client of this server (as an operator would use), trusting the test CA."""
+        options = _client_options(self.tls, timeout)
+        return redis.Redis("127.0.0.1", self.port, password=self.password or None, **options)
+
+    def ping(self, timeout: float = 0.5) -> bool:
+        """Tell whether the server answers PING right now."""
+        return _answers(self.client(timeout))
+
+
+class RedisServer(_RedisProcess):
     """Start and stop one throwaway redis-server (a replica of another with `replica_of`; TLS
     only, with `tls`; asking for `password` from clients and from its master)."""
 
@@ -98,15 +115,6 @@ class RedisServer(ChildServer):
         self.launch(command, self.ping, timeout)
         return self
 
-    def client(self, timeout: float = 2.0) -> redis.Redis:
-        """A plain client of this server (as an operator would use), trusting the test CA."""
-        options = _client_options(self.tls, timeout)
-        return redis.Redis("127.0.0.1", self.port, password=self.password or None, **options)
-
-    def ping(self, timeout: float = 0.5) -> bool:
-        """Tell whether the server answers PING right now."""
-        return _answers(self.client(timeout))
-
     def role(self) -> str:
         """ "master" or "slave", as the server itself says; "" when it does not answer."""
         try:
@@ -132,7 +140,7 @@ class RedisServer(ChildServer):
         self.process = None
 
 
-class RedisSentinel(ChildServer):
+class RedisSentinel(_RedisProcess):
     """Start and stop one redis-sentinel watching the master `master_name` at `master_port`.
 
     It declares the master down after one second without an answer and, being the only
@@ -178,15 +186,6 @@ class RedisSentinel(ChildServer):
         config.write_text("\n".join(lines) + "\n")
         self.launch([_redis_server_binary(), str(config), "--sentinel"], self.ping, timeout)
         return self
-
-    def client(self, timeout: float = 2.0) -> redis.Redis:
-        """A client of the sentinel itself (SENTINEL commands)."""
-        options = _client_options(self.tls, timeout)
-        return redis.Redis("127.0.0.1", self.port, password=self.password or None, **options)
-
-    def ping(self, timeout: float = 0.5) -> bool:
-        """Tell whether the sentinel answers PING right now."""
-        return _answers(self.client(timeout))
 
     def master_port(self) -> int | None:
         """The port of the master the sentinel gives clients now; None while it vouches for
