@@ -9,8 +9,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import random
 import secrets
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -71,13 +73,40 @@ def find_binary(name: str) -> str | None:
     return shutil.which(name, path=_SEARCH_PATH)
 
 
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
-    import socket
+_PORTS_HANDED_OUT: set[int] = set()
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+
+def _ephemeral_port_range() -> tuple[int, int]:
+    """The ports the kernel gives the local end of outgoing connections."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now.
+
+    Chosen outside the kernel's range for outgoing connections: a port the kernel picked
+    (bind to 0) can become the local end of some client's connection, to a server started
+    a moment earlier, before the server meant to listen on it binds ("Address already in
+    use"). No port is handed out twice by one process.
+    """
+    low, high = _ephemeral_port_range()
+    choices = range(10000, low) if low - 10000 >= 2000 else range(high + 1, 65536)
+    for _ in range(1000):
+        port = random.choice(choices)  # noqa: S311 (a port number, not a secret)
+        if port in _PORTS_HANDED_OUT:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _PORTS_HANDED_OUT.add(port)
+        return port
+    raise RuntimeError(f"no free port on 127.0.0.1 in {choices.start}-{choices.stop - 1}")
 
 
 def ssha(password: str) -> str:
