@@ -94,8 +94,10 @@ def free_port() -> int:
     use"). No port is handed out twice by one process.
     """
     low, high = _ephemeral_port_range()
-    choices = range(10000, low) if low - 10000 >= 2000 else range(high + 1, 65536)
-    for _ in range(1000):
+    # The wider of the stretches below and above that range (above it on a machine whose
+    # outgoing range starts low).
+    choices = max(range(10000, low), range(high + 1, 65536), key=len)
+    for _ in range(1000 if choices else 0):
         port = random.choice(choices)  # noqa: S311 (a port number, not a secret)
         if port in _PORTS_HANDED_OUT:
             continue
@@ -106,7 +108,7 @@ def free_port() -> int:
                 continue
         _PORTS_HANDED_OUT.add(port)
         return port
-    raise RuntimeError(f"no free port on 127.0.0.1 in {choices.start}-{choices.stop - 1}")
+    raise RuntimeError(f"no free port on 127.0.0.1 outside {low}-{high}, the outgoing range")
 
 
 def ssha(password: str) -> str:
