@@ -44,6 +44,8 @@ def assert_refused_page(answer) -> None:
         "wiki.corp.example:8o",
         "[::1",
         "[zzz]",
+        "[::1%x@wiki.corp.example:]",
+        "[fe80::1%eth0]",
         "-wiki.corp.example",
         "wiki..corp.example",
         "wiki.corp.example/x",

@@ -8,6 +8,7 @@ from portal.access.rules import PathRefused, RuleSet, app_path, decide
 from portal.settings import ConfigError
 from portal.web.urls import safe_next
 from tests.conftest import AuthActions, make_app
+from tests.test_fastpath import call, flask_only, request_of
 
 RULES = [
     {
@@ -142,6 +143,11 @@ def test_verify_reads_only_the_configured_header_family(slapd):
         {"X-Original-URL": "https://bob@wiki.example.org/x", "X-Original-Method": "GET"},
         {"X-Original-URL": "https://wiki example.org/x", "X-Original-Method": "GET"},
         {"X-Original-URL": "https://wiki\u00e9.org/x", "X-Original-Method": "GET"},
+        # A zone id a URL parser cannot split ("Invalid IPv6 URL").
+        {"X-Original-URL": "https://[::1%a?b]/x", "X-Original-Method": "GET"},
+        # Methods HTTP has no room for: too long, or not a token.
+        {"X-Original-URL": "https://wiki.example.org/x", "X-Original-Method": "G" * 33},
+        {"X-Original-URL": "https://wiki.example.org/x", "X-Original-Method": "GET /x"},
     ],
 )
 def test_missing_or_garbled_original_request_is_refused_never_a_500(sso_app, headers):
@@ -149,6 +155,24 @@ def test_missing_or_garbled_original_request_is_refused_never_a_500(sso_app, hea
     client = signed_in(sso_app, "alice")
     assert client.get("/auth/verify", headers=headers).status_code == 403
     assert sso_app.test_client().get("/auth/verify", headers=headers).status_code == 401
+
+
+@pytest.mark.parametrize("through", ["fast path", "Flask"])
+@pytest.mark.parametrize(
+    "host", ["[::1%x@grafana.example.org:]", "[::1%x@grafana.example.org]", "[fe80::1%eth0]"]
+)
+def test_a_host_with_a_zone_id_is_never_judged_as_another_host(slapd, through, host):
+    """Python takes any text after "%" in an IPv6 address as a zone id, and a URL parser
+    reads "[::1%x@grafana.example.org:]" as grafana.example.org: bob (denied by default, open
+    to grafana) must not reach the app behind such a Host as if it were grafana's."""
+    rules = [{"hosts": ["grafana.example.org"], "policy": "allow"}]
+    app = make_app(slapd, ACCESS_DEFAULT_POLICY="deny", ACCESS_RULES=rules)
+    client = signed_in(app, "bob")
+    target = app.wsgi_app if through == "fast path" else flask_only(app)
+    for url, status in (("https://grafana.example.org/x", "200"), (f"https://{host}/x", "403")):
+        environ = request_of(client, "/auth/verify", **{"X-Original-URL": url,
+                                                        "X-Original-Method": "GET"})  # fmt: skip
+        assert call(target, environ)[0].startswith(status), url
 
 
 def test_forwarded_uri_must_be_a_path(slapd):

@@ -7,13 +7,16 @@ read a question and write an answer exactly alike.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from functools import lru_cache
-from urllib.parse import urlsplit
 
-from ..web.request_guard import usable_host
+from ..web.request_guard import host_name, usable_host
 
 log = logging.getLogger(__name__)
+#: A method as HTTP defines one (a token), of a length methods have: anything else is no
+#: request a proxy forwarded, and would only fill the memo of access decisions.
+_METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}")
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,8 @@ def read_original(header, family: str) -> Original | None:
     The URL is split by hand, not by a URL parser: a host that carries "#", "?", "@" or "/"
     ("GET /app/engineering/" with "Host: x#") would otherwise move the real path into a
     fragment or query and leave "/" to be judged, while the app serves the real one. The host
-    must be a plain host name (optionally with a port) and the rest a path.
+    must be a plain host name (optionally with a port) and the rest a path, and the method an
+    HTTP method.
     """
     if family == "forwarded":
         method = header("X-Forwarded-Method") or ""
@@ -46,12 +50,13 @@ def read_original(header, family: str) -> Original | None:
         scheme, _, rest = (header("X-Original-URL") or "").partition("://")
         host, slash, target = rest.partition("/")
         target = slash + target
-    if not method or scheme.lower() not in ("http", "https") or not target.startswith("/"):
+    if not _METHOD.fullmatch(method) or scheme.lower() not in ("http", "https"):
         return None
-    if not usable_host(host):
+    if not target.startswith("/") or not usable_host(host):
         return None
-    hostname = urlsplit("//" + host).hostname or ""
-    return Original(method.upper(), f"{scheme}://{host}{target}", hostname, target)
+    # The host judged is the one usable_host checked, read the same way (never by a URL
+    # parser, which may see another host in the same text).
+    return Original(method.upper(), f"{scheme}://{host}{target}", host_name(host), target)
 
 
 @lru_cache(maxsize=4096)

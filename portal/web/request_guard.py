@@ -76,6 +76,11 @@ def usable_host(value: str) -> bool:
         return False
     host = match["host"]
     if host.startswith("["):
+        # No zone id ("%eth0"): no Host carries one, and Python accepts any text after the "%",
+        # so "[::1%x@wiki.corp.example]" would pass as an address and name another host to a
+        # URL parser.
+        if "%" in host:
+            return False
         try:
             return ipaddress.ip_address(host[1:-1]).version == 6
         except ValueError:
@@ -83,6 +88,14 @@ def usable_host(value: str) -> bool:
     if len(host) > 254 or not _HOST_NAME.fullmatch(host):
         return False
     return all(_punycode_ok(label) for label in host.split(".") if label[:4].lower() == "xn--")
+
+
+def host_name(value: str) -> str:
+    """The host of a Host value `usable_host` accepts: lower case, without the port (and
+    without the brackets of an IPv6 address)."""
+    match = _HOST_AND_PORT.fullmatch(value)
+    host = match["host"] if match else ""
+    return (host[1:-1] if host.startswith("[") else host).lower()
 
 
 def refuse_marked_request():
