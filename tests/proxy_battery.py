@@ -165,6 +165,19 @@ def test_every_portal_cookie_is_removed_and_the_apps_own_kept(stack, browser):
             assert name not in sent.replace("sessionid=", ""), sent
 
 
+def test_a_portal_cookie_name_held_many_times_never_lets_the_sign_in_through(stack, browser):
+    """One name can be held once per cookie path, and an app on the same host may set such
+    cookies: however many come before the real sign-in, it never reaches the app."""
+    sign_in(stack, browser, "alice")
+    decoys = "; ".join(f"remember_token=decoy{number}" for number in range(12))
+    for cookie in (f"{decoys}; app_pref=dark; {session_cookie(browser)}",
+                   f"{decoys}; {decoys}; {session_cookie(browser)}; a=1"):  # fmt: skip
+        echo = seen_by_app(raw_request(stack.proxy.port, "/app/x", {"Cookie": cookie}), stack)
+        assert header_values(echo, "Remote-User") == ["alice"]
+        sent = "; ".join(header_values(echo, "Cookie"))
+        assert "session=" not in sent and "remember_token=" not in sent, sent
+
+
 def test_scheme_headers_a_client_sends_never_break_the_portals_pages(stack):
     """X-Forwarded-Ssl: on from a client would contradict the proxy's X-Forwarded-Proto: the
     portal's own page is still served (never the server's bare 400)."""
