@@ -329,6 +329,32 @@ def test_sign_out_works_after_a_secret_key_rotation(slapd):
         application.extensions["portal.directory"].close()
 
 
+def test_a_cookie_verified_while_the_key_rotates_is_not_kept_under_the_new_key(slapd):
+    """One thread takes the serializer of the old key, another rotates the key (the old one
+    dropped), then the first verifies a cookie of the old key: that cookie must not be
+    remembered as good under the new key, which refuses it."""
+    app = make_app(slapd)
+    sessions = app.session_interface
+    cookie = sessions.get_signing_serializer(app).dumps({"_user_id": "someone"})
+    taken, rotated = sessions.get_signing_serializer, "rotated-" + "z" * 40
+
+    def rotate() -> None:
+        app.secret_key = rotated
+        taken(app)
+
+    def serializer_then_rotation(application):
+        serializer = taken(application)  # this thread's serializer, of the old key...
+        rotate()  # ...and the other thread's rotation, before this one reads the memo
+        return serializer
+
+    sessions.get_signing_serializer = serializer_then_rotation
+    sessions.verified(app, cookie)
+    del sessions.get_signing_serializer
+    rotate()  # (if the verification above took no serializer apart, the rotation is now)
+    assert sessions.verified(app, cookie) is None
+    app.extensions["portal.directory"].close()
+
+
 def test_signing_in_without_remember_me_drops_the_previous_persons_remember_cookie(app):
     """bob signs in where alice's remember-me cookie was left: when bob's login ends, the
     browser is nobody's, not alice's."""

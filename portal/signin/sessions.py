@@ -51,24 +51,27 @@ class PortalSessionInterface(SecureCookieSessionInterface):
     each distinct cookie is verified once (see the module docstring)."""
 
     def __init__(self):
-        self._serializers: dict = {}
-        self._memo: dict[str, tuple[dict, float, bool]] = {}
+        #: (signing keys, their serializer, the cookies it verified), replaced as one on a key
+        #: rotation: a verification made with the old keys can only land in the old memo.
+        self._signing: tuple[tuple, object, dict] | None = None
         self._lock = threading.Lock()
         #: Counts the signing-key sets seen: what was made with the keys before is stale.
         self.generation = 0
 
     def get_signing_serializer(self, app: Flask):
         """The serializer for the app's current SECRET_KEY and SECRET_KEY_FALLBACKS."""
+        return self._signing_for(app)[1]
+
+    def _signing_for(self, app: Flask) -> tuple[tuple, object, dict]:
         keys = (app.secret_key, tuple(app.config.get("SECRET_KEY_FALLBACKS") or ()))
-        serializer = self._serializers.get(keys)
-        if serializer is None:
+        signing = self._signing
+        if signing is None or signing[0] != keys:
             serializer = super().get_signing_serializer(app)
             with self._lock:
                 # Keys rotated: forget the old serializer and every cookie it verified.
-                self._serializers = {keys: serializer}
-                self._memo = {}
+                signing = self._signing = (keys, serializer, {})
                 self.generation += 1
-        return serializer
+        return signing
 
     def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
         """The session the request's cookie carries (empty when it does not verify)."""
@@ -85,9 +88,8 @@ class PortalSessionInterface(SecureCookieSessionInterface):
     def verified(self, app: Flask, value: str) -> tuple[dict, bool] | None:
         """The data of a session cookie value that verifies and has not expired, else None;
         with whether it holds lists or dicts. The data is shared: never change it."""
-        serializer = self.get_signing_serializer(app)
+        _, serializer, memo = self._signing_for(app)  # read once: a rotation swaps all three
         max_age = app.permanent_session_lifetime.total_seconds()
-        memo = self._memo
         known = memo.get(value)
         if known is None:
             try:
