@@ -378,20 +378,36 @@ def test_in_memory_counts_end_with_their_window_and_start_no_threads():
     assert set(counts._counts) == {"next", item.key_for("alice")}, "ended windows are dropped"
 
 
-def test_in_memory_counts_refuse_a_new_name_when_full_and_keep_the_live_ones(monkeypatch):
-    """Past MAX_KEYS a new name cannot be counted (the login is refused, as with Redis full),
-    the names already counted go on counting, and no live count is dropped to make room."""
-    import pytest as _pytest
-
-    from portal.signin.counts import CountsFull, WindowCounts
+def test_in_memory_counts_past_the_limit_share_counts_that_never_count_less(monkeypatch):
+    """Past MAX_KEYS a new name is counted in a shared count, with every other name that falls
+    in it (more than on its own, never less), and stays counted there while it lasts; the names
+    already counted go on counting, and no live count is dropped to make room."""
+    from portal.signin.counts import WindowCounts
 
     clock = _Clock()
     counts = WindowCounts(clock)
     monkeypatch.setattr(WindowCounts, "MAX_KEYS", 3)
+    monkeypatch.setattr(WindowCounts, "OVERFLOW_COUNTS", 1)  # every new name in the one
     for name in ("a", "b", "c"):
         counts.incr(name, 60)
-    with _pytest.raises(CountsFull):
-        counts.incr("d", 60)
+    assert counts.incr("d", 60) == 1 and counts.incr("e", 60) == 2, "d and e share one count"
+    assert counts.get("d") == 2 and counts.get_expiry("d") == clock.now + 60
     assert counts.incr("a", 60) == 2 and counts.get("b") == 1
+    clock.now += 30
+    counts.clear("c")  # room again, but d's attempts are in the shared count: it stays there
+    assert counts.incr("d", 60) == 3 and counts.incr("d", 60, amount=-1) == 2
     clock.now += WindowCounts.SWEEP_SECONDS + 61
-    assert counts.incr("d", 60) == 1, "room again once the windows have ended"
+    assert counts.incr("d", 60) == 1 and "d" in counts._counts, "its own once the windows end"
+
+
+def test_a_full_table_of_counts_never_stops_sign_in(slapd, build_app, monkeypatch):
+    """Names and addresses sprayed until no count of its own is left (a flood from many IPv6
+    networks): a wrong password is still answered as one, and the next person signs in."""
+    from portal.signin.counts import WindowCounts
+
+    monkeypatch.setattr(WindowCounts, "MAX_KEYS", 40)
+    app = build_app(slapd, THROTTLE_STORAGE_URL="memory://")
+    for number in range(25):
+        attempt(app, f"sprayed-{number}", address=f"2001:db8:{number:x}::1")
+    assert attempt(app, "bob", "not-his", address="10.9.9.9").status_code == 401
+    assert attempt(app, "alice", "alice-secret", address="10.1.1.1").status_code == 302

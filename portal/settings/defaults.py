@@ -194,8 +194,8 @@ THROTTLE_ACCOUNT_LIMIT = "5 per 15 minutes"
 THROTTLE_IP_LIMIT = "50 per 15 minutes"
 #: Where the counts live: empty means CACHE_REDIS_URL with RedisCache (shared by every worker
 #: and instance), else this process's memory; or ``memory://``, or a Redis URL of any form
-#: CACHE_REDIS_URL takes (Sentinel and TLS too, with the same timeout and CA file). In memory at
-#: most a million names and addresses are counted at once: past that, sign-in answers 503.
+#: CACHE_REDIS_URL takes (Sentinel and TLS too, with the same timeout and CA file). In memory a
+#: million names and addresses are counted each on its own; past that, new ones share counts.
 THROTTLE_STORAGE_URL = ""
 #: Every failed login takes at least this long (milliseconds), so how long the answer takes
 #: does not tell an unknown name from a wrong password.

@@ -6,9 +6,12 @@ new thread per sign-in and a sweep of every name ever tried, a twentieth of a si
 Here a count is simply dead once its window has passed (every read checks), and the dead ones
 are dropped by whoever counts next, at most once every SWEEP_SECONDS: no thread at all.
 
-At most MAX_KEYS counts are kept: past that a new name or address cannot be counted and the
-login is refused (503), as when Redis refuses writes; never left uncounted, and no live count
-is ever dropped to make room (that would give its account its attempts back).
+At most MAX_KEYS counts of their own are kept. Past that, a new name or address is counted in
+one of OVERFLOW_COUNTS shared counts, picked by its hash, and stays counted there while that
+shared count's window lasts. A shared count holds the attempts of every name it stands for, so
+each of them is counted more than on its own, never less: a flood of new names from many
+addresses can make some sign-ins wait, but can neither buy extra guesses nor stop sign-in for
+everyone, and no live count is ever dropped to make room (that would give attempts back).
 """
 
 from __future__ import annotations
@@ -20,18 +23,17 @@ from collections.abc import Callable
 from limits.storage import Storage
 
 
-class CountsFull(ValueError):
-    """No room for one more count: the attempt cannot be counted."""
-
-
 class WindowCounts(Storage):
     """Counts with an end of window per key, in a dict behind one lock."""
 
     STORAGE_SCHEME = ["portal-memory"]
     #: How often the counts whose windows have passed are dropped (they are dead before that).
     SWEEP_SECONDS = 30.0
-    #: The most counts kept (about 300 bytes each).
+    #: The most counts of their own kept (about 300 bytes each).
     MAX_KEYS = 1_000_000
+    #: The shared counts new names and addresses go to past MAX_KEYS: so many that a flood
+    #: cannot fill them all up to a limit within one window at the rate sign-ins are answered.
+    OVERFLOW_COUNTS = 65_536
 
     def __init__(self, clock: Callable[[], float] = time.time):
         super().__init__(None)
@@ -55,10 +57,9 @@ class WindowCounts(Storage):
         with self._lock:
             if now >= self._next_sweep:
                 self._sweep(now)
+            key = self._counted_as(key, now)
             count, ends = self._counts.get(key, (0, 0.0))
             if ends <= now:
-                if key not in self._counts and len(self._counts) >= self.MAX_KEYS:
-                    raise CountsFull(f"{self.MAX_KEYS} failed-login counts kept already")
                 count, ends = 0, now + expiry
             count = max(0, count + amount)
             self._counts[key] = (count, ends)
@@ -66,13 +67,14 @@ class WindowCounts(Storage):
 
     def get(self, key: str) -> int:
         """The key's count in its current window (0 once the window has passed)."""
-        count, ends = self._counts.get(key, (0, 0.0))
-        return count if ends > self._clock() else 0
+        now = self._clock()
+        count, ends = self._counts.get(self._counted_as(key, now), (0, 0.0))
+        return count if ends > now else 0
 
     def get_expiry(self, key: str) -> float:
         """When the key's window ends (now when it has none)."""
         now = self._clock()
-        _, ends = self._counts.get(key, (0, 0.0))
+        _, ends = self._counts.get(self._counted_as(key, now), (0, 0.0))
         return ends if ends > now else now
 
     def check(self) -> bool:
@@ -90,6 +92,19 @@ class WindowCounts(Storage):
         """Drop one key's count."""
         with self._lock:
             self._counts.pop(key, None)
+
+    def _counted_as(self, key: str, now: float) -> str:
+        # The key's own count while it lasts; else the shared count it falls in while that
+        # lasts (attempts counted there must go on counting); else its own, when there is room
+        # for it (or it still has a slot whose window has ended); else the shared count.
+        if self._counts.get(key, (0, 0.0))[1] > now:
+            return key
+        shared = f"\x00shared/{hash(key) % self.OVERFLOW_COUNTS}"
+        if self._counts.get(shared, (0, 0.0))[1] > now:
+            return shared
+        if key in self._counts or len(self._counts) < self.MAX_KEYS:
+            return key
+        return shared
 
     def _sweep(self, now: float) -> None:
         # Called with the lock held.
