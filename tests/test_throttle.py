@@ -14,6 +14,7 @@ import ldap3
 import pytest
 import redis
 
+from portal.signin import throttle
 from portal.testing import trees
 from portal.testing.slapd import free_port
 from tests.conftest import PASSWORDS, AuthActions, eventually, make_app, start_slapd
@@ -172,6 +173,23 @@ def test_counts_in_redis_are_shared_by_every_instance(slapd, build_app, redis_se
     assert attempt(second, "carol").status_code == 401
     assert attempt(first, "carol").status_code == 401
     assert attempt(second, "carol", PASSWORDS["carol"]).status_code == 429
+
+
+def test_a_give_back_after_its_window_ended_buys_no_extra_guess(slapd, build_app, redis_server):
+    """A sign-in counted just before its window ends and given back just after (it succeeded):
+    the next window must not start below zero, with a guess more than the limit in it."""
+    prefix = "give-back-test:"
+    app = build_app(slapd, CACHE_TYPE="RedisCache", CACHE_REDIS_URL=redis_server.url,
+                    CACHE_KEY_PREFIX=prefix, THROTTLE_ACCOUNT_LIMIT="3 per 15 minutes")  # fmt: skip
+    client = redis.Redis.from_url(redis_server.url)
+    with app.test_request_context("/login", method="POST"):
+        counted = throttle.begin_attempt("frank")
+        for key in client.scan_iter(f"*{prefix}throttle*"):
+            client.delete(key)  # the windows end while the directory answers
+        throttle.give_back(counted)
+    answers = [attempt(app, "frank", f"guess-{n}", f"10.0.1.{n}").status_code for n in range(4)]
+    assert answers == [401, 401, 401, 429]
+    client.close()
 
 
 def test_throttled_login_is_audited_and_counted(throttled_app, audit_lines):

@@ -108,9 +108,14 @@ def begin_attempt(username: str | None = None) -> Attempt | None:
 def give_back(attempt: Attempt) -> None:
     """Uncount an attempt that did not refuse a password (a success, an outage)."""
     throttle: _Throttle = current_app.extensions[_LIMITER]
+    storage = throttle.limiter.storage
     try:
         for item, identifiers in attempt._counted:
-            throttle.limiter.hit(item, *identifiers, cost=-1)
+            key, window = item.key_for(*identifiers), item.get_expiry()
+            if storage.incr(key, window, amount=-1) < 0:
+                # The window ended in between: this started the next one below zero (a free
+                # guess in it, as limits' Redis storage allows); count it up to zero again.
+                storage.incr(key, window, amount=1)
     except Exception as error:  # noqa: BLE001 - the attempt stays counted: the safe side
         quiet.warning("give back", "login throttling could not give back an attempt: %s", error)
     attempt._counted.clear()
