@@ -43,8 +43,11 @@ _STATE = "portal.accounts"
 LOADED = "portal.loaded"
 ENTRY = "portal.entry"
 
-#: Decoded cache entries each process keeps (see _State.decoded).
+#: Decoded cache entries each process keeps (see _State.decoded), and the most characters of
+#: entry text among them (a person in hundreds of groups has entries of many kilobytes, and each
+#: sign-in writes a new one).
 DECODED_SIZE = 8192
+DECODED_CHARACTERS = 16 * 1024 * 1024
 # Striped locks: bounded however many people sign in; a collision only serialises two refreshes.
 _REFRESH_LOCKS = tuple(threading.Lock() for _ in range(64))
 # The wall clock entries' freshness is judged by, looked up on each call so tests can move it.
@@ -73,6 +76,8 @@ class _State:
     #: a cached request. A refreshed entry has other text (it holds fetched_at), so this can
     #: never serve older data than the cache holds.
     decoded: dict = field(default_factory=dict)
+    #: The characters of entry text in `decoded`.
+    decoded_characters: int = 0
 
 
 def init_app(app: Flask) -> None:
@@ -387,9 +392,12 @@ def _decoded(state: _State, raw: object, username: str,
             stamp = logins.password_stamp(attrs.get("password_changed") or "")
             user = User.from_attributes(attrs, state.policy)
             known = (attrs["username"], user, stamp, fetched)
-        if len(state.decoded) >= DECODED_SIZE:
+        if (len(state.decoded) >= DECODED_SIZE
+                or state.decoded_characters + len(raw) > DECODED_CHARACTERS):  # fmt: skip
             state.decoded.clear()  # bounded; the entries in use are decoded again, once
+            state.decoded_characters = 0
         state.decoded[raw] = known
+        state.decoded_characters += len(raw)
     name, user, stamp, fetched = known
     limit = state.fresh_for + (state.grace if stale_ok else 0)
     return (user, stamp) if name == username and _usable_age(_clock() - fetched, limit) else None

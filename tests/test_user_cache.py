@@ -74,6 +74,20 @@ def test_cache_miss_reads_the_directory_once_then_hits(app, client, auth, ldap_s
     assert ldap_spy.count() == 0
 
 
+def test_decoded_entries_kept_are_bounded_in_characters(app, monkeypatch):
+    """Each sign-in writes a new entry, and a person in hundreds of groups has long ones: the
+    decoded entries a process keeps are bounded by their text, not only by their number."""
+    entry_length = None
+    for _ in range(6):
+        client = app.test_client()
+        AuthActions(client).login("alice")
+        assert client.get("/").status_code == 200
+        kept = accounts.app_state(app).decoded
+        entry_length = entry_length or len(next(iter(kept)))
+        monkeypatch.setattr(accounts, "DECODED_CHARACTERS", 3 * entry_length, raising=False)
+        assert sum(map(len, kept)) <= 3 * entry_length
+
+
 def test_cached_value_is_plain_attribute_data(app, auth):
     """The cache holds JSON text of the person's attributes, nothing executable, no password."""
     auth.login("alice")
