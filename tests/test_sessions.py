@@ -355,6 +355,21 @@ def test_a_cookie_verified_while_the_key_rotates_is_not_kept_under_the_new_key(s
     app.extensions["portal.directory"].close()
 
 
+@pytest.mark.parametrize("value", ["a|\u00e9", "bob|x|1|2||\u20ac", "\u00ff"])
+def test_a_remember_cookie_that_is_not_ascii_breaks_no_page_and_no_sign_out(app, value):
+    """The portal writes only ASCII remember-me cookies, and checking the signature of other
+    text raises: such a cookie is no sign-in, and signing out works beside it."""
+    visitor = app.test_client()
+    visitor.set_cookie(REMEMBER, value)
+    assert visitor.get("/login").status_code == 200
+    assert visitor.get("/").status_code == 302
+    browser = signed_in(app, "alice")
+    browser.set_cookie(REMEMBER, value)
+    assert is_signed_in(browser)
+    assert AuthActions(browser).logout().status_code == 302
+    assert not is_signed_in(browser)
+
+
 def test_signing_in_without_remember_me_drops_the_previous_persons_remember_cookie(app):
     """bob signs in where alice's remember-me cookie was left: when bob's login ends, the
     browser is nobody's, not alice's."""

@@ -10,7 +10,6 @@ from flask import current_app, flash, g, redirect, render_template, request, ses
 from flask_babel import get_locale, ngettext
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_fresh, login_user
-from flask_login.utils import decode_cookie
 from flask_wtf.csrf import generate_csrf
 from markupsafe import escape
 
@@ -20,6 +19,7 @@ from ..extensions import login_manager
 from ..main.views import password_warning
 from ..quietlog import QuietLog
 from ..signin import audit, logins, throttle
+from ..signin.cookies import remembered_login_id
 from ..web.errors import RETRY_AFTER_SECONDS
 from ..web.urls import safe_next
 from . import bp
@@ -189,7 +189,7 @@ def logout():
     """
     ended = True
     # The session's login, and the one a remember-me cookie names (it may be an older one).
-    remembered = decode_cookie(request.cookies.get(_remember_cookie_name(), ""))
+    remembered = remembered_login_id(request.cookies.get(_remember_cookie_name()))
     ids = {session.get("_user_id"), remembered}
     for login in filter(None, map(logins.parse, ids)):
         if request.form.get("everywhere") == "1":

@@ -13,6 +13,7 @@ import hmac
 
 from flask import current_app, session
 from flask_login import LoginManager, user_loaded_from_cookie
+from flask_login.utils import decode_cookie
 
 from ..settings.values import require
 
@@ -87,6 +88,8 @@ class PortalLoginManager(LoginManager):
     """
 
     def _load_user_from_remember_cookie(self, cookie):
+        if not cookie.isascii():
+            return None  # never one of ours (see remembered_login_id)
         user = super()._load_user_from_remember_cookie(cookie)
         if user is not None:
             return user
@@ -111,6 +114,16 @@ class PortalLoginManager(LoginManager):
             httponly=True,
             samesite=config["REMEMBER_COOKIE_SAMESITE"],
         )
+
+
+def remembered_login_id(cookie: str | None) -> str | None:
+    """The login id of a remember-me cookie signed with SECRET_KEY or one of
+    SECRET_KEY_FALLBACKS; None for any other value (forged, garbled, of a dropped key)."""
+    if not cookie or not cookie.isascii():
+        # The portal writes only ASCII, and comparing the signature of other text raises
+        # (hmac.compare_digest): a cookie such as 'remember_token="a|\351"' broke every page.
+        return None
+    return decode_cookie(cookie) or _decode_with_fallback_keys(cookie)
 
 
 def _decode_with_fallback_keys(cookie: str) -> str | None:
