@@ -190,6 +190,24 @@ def test_openmetrics_is_served_to_a_scraper_that_asks_for_it(app):
     assert "portal_logins_total" in response.get_data(as_text=True)
 
 
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "text/plain; version=x",
+        "application/openmetrics-text; version=x",
+        "text/plain;version=1.x",
+        "application/openmetrics-text; version==",
+    ],  # fmt: skip
+)
+def test_a_version_that_is_no_version_gets_the_text_format(app, accept):
+    """An Accept header naming a version that is not one is answered in the classic text
+    format, never a 500."""
+    response = app.test_client().get("/metrics", headers={"Accept": accept})
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/plain")
+    assert "portal_logins_total" in response.get_data(as_text=True)
+
+
 def test_metrics_are_refused_outside_the_allowed_networks(app):
     """By default only this machine may read /metrics: another address gets 403."""
     assert app.test_client().get("/metrics", environ_base=OUTSIDE).status_code == 403

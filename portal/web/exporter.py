@@ -81,8 +81,12 @@ def metrics_view() -> Response:
     exporter: _Exporter = current_app.extensions[_EXPORTER]
     if not exporter.allows(request.remote_addr, request.headers.get("Authorization")):
         return Response("forbidden\n", 403, {"Cache-Control": "no-store"}, mimetype="text/plain")
-    # The Prometheus text format, or OpenMetrics for a scraper that asks for it.
-    encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+    # The Prometheus text format, or OpenMetrics for a scraper that asks for it. A version
+    # that is no version ("version=x") makes prometheus_client raise: the text format then.
+    try:
+        encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+    except (TypeError, ValueError):
+        encode, content_type = choose_encoder("")
     return Response(
         encode(exporter.registry()),
         headers={"Content-Type": content_type, "Cache-Control": "no-store"},
