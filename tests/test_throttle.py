@@ -8,7 +8,9 @@ take at least the configured floor.
 from __future__ import annotations
 
 import re
+import signal
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import ldap3
 import pytest
@@ -128,6 +130,28 @@ def test_directory_outage_failures_do_not_count(own_slapd, build_app):
     eventually(lambda: attempt(app, "alice").status_code == 401)
     assert attempt(app, "alice").status_code == 401
     assert attempt(app, "alice").status_code == 429
+
+
+def test_retries_refused_while_the_directory_hangs_lock_nobody_out(own_slapd, build_app):
+    """The directory hangs (SIGSTOP) with two sign-ins waiting on it, which fill frank's limit
+    of 2: his retries meanwhile are refused (429). None of them was a wrong password, so once
+    the directory answers again his password signs him in."""
+    app = build_app(own_slapd, THROTTLE_ACCOUNT_LIMIT="2 per 15 minutes",
+                    LDAP_OPERATION_TIMEOUT=1, LDAP_CONNECT_TIMEOUT=1)  # fmt: skip
+    counted = app.extensions["portal.limiter"]
+    key = counted.account_limits[0].key_for(counted.prefix, "account:frank")
+    password = PASSWORDS["frank"]
+    own_slapd.process.send_signal(signal.SIGSTOP)
+    try:
+        with ThreadPoolExecutor(2) as waiting:
+            hanging = [waiting.submit(attempt, app, "frank", password) for _ in range(2)]
+            eventually(lambda: counted.limiter.storage.get(key) == 2)
+            assert [attempt(app, "frank", password).status_code for _ in range(3)] == [429] * 3
+            own_slapd.process.send_signal(signal.SIGCONT)
+            assert {future.result().status_code for future in hanging} <= {302, 503}
+    finally:
+        own_slapd.process.send_signal(signal.SIGCONT)
+    eventually(lambda: attempt(app, "frank", password).status_code == 302)
 
 
 def test_throttle_stops_before_the_directory_locks_the_account():

@@ -2,9 +2,10 @@
 
 Each password attempt is counted before the directory is asked, atomically (one INCR in
 Redis), so simultaneous guesses cannot all slip under the limit; afterwards the attempts that
-did not refuse a password (a success, a directory outage) are given back, so outages use up
-nobody's attempts. Counts live in memory, or in Redis so every worker and instance shares them
-(reached as the cache's Redis is: portal.cache.redis_clients, Sentinel and TLS included).
+did not refuse a password (a success, a directory outage, a refusal by the limit itself) are
+given back, so outages use up nobody's attempts. Counts live in memory, or in Redis so every
+worker and instance shares them (reached as the cache's Redis is: portal.cache.redis_clients,
+Sentinel and TLS included).
 When that storage cannot count (down, or refusing writes) login is refused (503), never left
 unlimited.
 
@@ -102,6 +103,11 @@ def begin_attempt(username: str | None = None) -> Attempt | None:
         quiet.warning("count", "login throttling cannot count attempts: %s", error)
         give_back(attempt)
         return None
+    if not attempt.allowed:
+        # Refused before any password was checked, so no guess: uncounted. The limit may have
+        # been reached by attempts still waiting on a hung directory, and those are given back
+        # when it fails them: the refusals meanwhile must not lock the account after it.
+        give_back(attempt)
     return attempt
 
 
