@@ -7,7 +7,7 @@ every page into a bare 500 without the security headers. A request line in absol
 proxy and an app may each believe another one. Either way this WSGI middleware hands Flask the
 request with a harmless Host and a mark, and `refuse_marked_request` (the first
 ``before_request`` function) answers it with the ordinary 400 page: every security header, the
-portal's look, no 500.
+portal's look, no 500. A body that cannot be read (broken chunked encoding) is a 400 too.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import re
 from urllib.parse import urlsplit
 
 from flask import abort, request
+from werkzeug.exceptions import BadRequest, HTTPException
 
 MARK = "portal.refused_request"
 # Letters, digits, "-", and "_" (container and service names have them; browsers accept them).
@@ -39,7 +40,42 @@ class RequestGuard:
         reason = refusal(environ)
         if reason:
             environ = dict(environ, HTTP_HOST=_PLACEHOLDER_HOST, **{MARK: reason})
+        if "HTTP_TRANSFER_ENCODING" in environ or environ.get("CONTENT_LENGTH"):
+            environ["wsgi.input"] = BodyReader(environ["wsgi.input"])
         return self.wsgi_app(environ, start_response)
+
+
+class BodyReader:
+    """A request body whose reading fails as a 400: the server's own errors for a body that is
+    no body (a chunk size "zz", a chunk without its end) would otherwise be a 500 on any form,
+    since the CSRF check reads the form before every view."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def read(self, *size) -> bytes:
+        """Read as the server's stream does."""
+        return self._reading(self._stream.read, *size)
+
+    def readline(self, *size) -> bytes:
+        """Read a line as the server's stream does."""
+        return self._reading(self._stream.readline, *size)
+
+    def readlines(self, *hint) -> list[bytes]:
+        """Read the lines as the server's stream does."""
+        return self._reading(self._stream.readlines, *hint)
+
+    def __iter__(self):
+        return iter(self.readline, b"")
+
+    @staticmethod
+    def _reading(read, *args):
+        try:
+            return read(*args)
+        except HTTPException:
+            raise
+        except Exception as error:  # noqa: BLE001 - each server raises its own parse errors
+            raise BadRequest("The request body could not be read.") from error
 
 
 def refusal(environ) -> str:
