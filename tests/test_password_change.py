@@ -90,6 +90,26 @@ def test_each_policy_refusal_is_said_in_plain_words(ppolicy, audit_lines, first,
     assert 'id="new"' in body and 'aria-invalid="true"' in body.split('id="new"')[1].split(">")[0]
 
 
+@pytest.mark.parametrize(
+    "new",
+    ["\ufb01ne-Password-1", "Pass\u00a0word-2026", "\uff30assword-2026", "Pass\u00adword-2026"],
+    ids=["ligature", "non-breaking space", "full-width letter", "soft hyphen"],
+)
+def test_a_new_password_a_sign_in_would_alter_is_refused(ppolicy, new):
+    """Every bind sends the password prepared ("\ufb01" as "fi", a non-breaking space as a
+    space), while a directory may keep what was typed: such a password could be set and then
+    never match. It is refused, in words, and nothing changes."""
+    app, _ = ppolicy
+    alice = signed_in_client(app, "alice", "alice-secret")
+    answer = change(alice, "alice-secret", new)
+    assert answer.status_code == 400
+    assert "signing in would change" in answer.get_data(as_text=True)
+    assert AuthActions(app.test_client()).login("alice", "alice-secret").status_code == 302
+    with pytest.raises(passwords.PasswordRefused) as refused:
+        app.extensions["portal.directory"].change_password("alice", "alice-secret", new)
+    assert refused.value.reason == passwords.ALTERED
+
+
 def test_a_change_too_soon_after_the_last_is_refused(ppolicy):
     app, server = ppolicy
     server.modify(f"dn: {POLICY_DN}\nchangetype: modify\nreplace: pwdMinAge\npwdMinAge: 3600\n")

@@ -39,6 +39,9 @@ REFUSALS = {
                        "length, complexity or history)."),
     reasons.EXPIRED: _l("Your password has expired and can no longer be used, even to change "
                         "it. Please ask the service desk to reset it."),
+    reasons.ALTERED: _l("The new password has characters that signing in would change (such as "
+                        "a non-breaking space, a soft hyphen, or letters in a special form like "
+                        "\u201c\ufb01\u201d or full-width letters): choose one without them."),
 }  # fmt: skip
 MISMATCH = _l("The two new passwords are not the same.")
 SAME = _l("The new password must be different from the current one.")
@@ -62,8 +65,9 @@ def change_password():
         return _form(username, signed_in, MISMATCH, 400, field="confirm")
     if new == current:
         return _form(username, signed_in, SAME, 400, field="new")
-    if not _usable_password(new):
-        return _form(username, signed_in, REFUSALS[reasons.POLICY], 400, field="new")
+    refusal = _new_password_refusal(new)
+    if refusal is not None:
+        return _form(username, signed_in, refusal, 400, field="new")
     attempt = throttle.begin_attempt(username)
     if attempt is None:
         # As at the login: unlimited guessing is worse than nobody changing for a while.
@@ -115,14 +119,17 @@ def change_password():
     return redirect(url_for("main.home"))
 
 
-def _usable_password(password: str) -> bool:
+def _new_password_refusal(password: str):
     # What the directory layer would refuse before sending (too long, control characters):
-    # said as a policy refusal of the new password, not as a wrong current one.
+    # said as a policy refusal of the new password, not as a wrong current one; a password a
+    # sign-in would send altered, said as such. None for a password that may be tried.
     try:
         directory.check_new_password(password)
+    except PasswordRefused as refused:
+        return REFUSALS[refused.reason]
     except InvalidInput:
-        return False
-    return True
+        return REFUSALS[reasons.POLICY]
+    return None
 
 
 def _form(username: str, signed_in: bool, error=None, status: int = 200, field: str = "",

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from flask import Flask, current_app
 
+from . import passwords
 from .breaker import BreakerState
 from .connections import breaker_of
 from .errors import DirectoryError, DirectoryUnavailable, InvalidInput, PasswordChangeRequired
 from .passwords import PasswordRefused
-from .queries import check_password, login_forms, normalise_username
+from .queries import login_forms, normalise_username
 from .service import Directory, ServerHealth
 from .settings import DirectorySettings
 
@@ -72,8 +73,9 @@ def lookup(username: str, nesting: dict[str, str] | None = None) -> dict | None:
 
 def check_new_password(password: object) -> None:
     """Raise InvalidInput for a password that may never be sent (empty, too long, control
-    characters), before a change is tried."""
-    check_password(password, get_directory().settings.password_max_length)
+    characters), and PasswordRefused for one a sign-in would send altered, before a change is
+    tried."""
+    passwords.check_new(password, get_directory().settings.password_max_length)
 
 
 def change_password(username: object, current: object, new: object) -> str:

@@ -13,10 +13,12 @@ from __future__ import annotations
 import re
 
 import ldap3
+from ldap3.protocol.sasl.sasl import validate_simple_password
 
 from . import account_state
 from .connections import discard, open_connection
 from .errors import DirectoryError, DirectoryUnavailable
+from .queries import check_password
 from .search import OUTAGE_CODES, SERVER_DOWN_CODES
 from .settings import DirectorySettings
 
@@ -29,6 +31,7 @@ TOO_YOUNG = "changed too recently"
 NOT_ALLOWED = "changes not allowed"
 POLICY = "does not meet the password policy"
 EXPIRED = "expired, no grace login left"
+ALTERED = "altered by the preparation for a bind"
 
 # ppolicy's PasswordPolicyResponseValue error numbers (draft-behera 6.2) for a change.
 # 4 (mustSupplyOldPassword) follows a bind with that very password: a refusal, not a guess.
@@ -45,6 +48,21 @@ class PasswordRefused(DirectoryError):
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
+
+
+def check_new(password: object, max_length: int) -> str:
+    """Return a new password unchanged if it can be set and then signed in with, else raise
+    InvalidInput (as check_password) or PasswordRefused(ALTERED).
+
+    Every bind sends a password prepared as RFC 4013 says ("\u00a0" a space, "\ufb01" "fi", a
+    soft hyphen nothing), and the Password Modify operation sets the prepared form, while AD's
+    unicodePwd is set as typed: either way one side would not match the other (signing in here,
+    or on another system). So a new password must be its own preparation.
+    """
+    check_password(password, max_length)
+    if validate_simple_password(password) != password.encode("utf-8"):
+        raise PasswordRefused(ALTERED)
+    return password
 
 
 def change(servers, settings: DirectorySettings, dn: str, current: str, new: str) -> None:

@@ -95,7 +95,7 @@ class Directory:
             username, self.settings.username_max_length, self.settings.login_domains
         )
         check_password(current, self.settings.password_max_length)
-        check_password(new, self.settings.password_max_length)
+        passwords.check_new(new, self.settings.password_max_length)
         if self.settings.dn_template:
             dn = bind_name(self.settings.dn_template, name)
         else:
