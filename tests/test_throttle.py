@@ -437,9 +437,40 @@ def test_in_memory_counts_past_the_limit_share_counts_that_never_count_less(monk
     assert counts.incr("a", 60) == 2 and counts.get("b") == 1
     clock.now += 30
     counts.clear("c")  # room again, but d's attempts are in the shared count: it stays there
-    assert counts.incr("d", 60) == 3 and counts.incr("d", 60, amount=-1) == 2
+    assert counts.incr("d", 60) == 3
+    counts.incr("d", 60, amount=-1)  # given back: not from a count that holds e's attempts too
+    assert counts.get("e") == 3
     clock.now += WindowCounts.SWEEP_SECONDS + 61
     assert counts.incr("d", 60) == 1 and "d" in counts._counts, "its own once the windows end"
+
+
+def test_shared_counts_are_shared_within_one_limit_and_never_given_back_to(monkeypatch):
+    """Names and addresses have limits of their own (5 and 50): they never share a count. An
+    attempt counted on a name's own count just before its window ends, given back just after,
+    takes nothing from a shared count that holds other names' attempts."""
+    from limits import parse
+
+    from portal.signin.counts import WindowCounts
+
+    clock = _Clock()
+    counts = WindowCounts(clock)
+    monkeypatch.setattr(WindowCounts, "MAX_KEYS", 2)
+    monkeypatch.setattr(WindowCounts, "OVERFLOW_COUNTS", 1)
+    names, addresses = parse("5 per minute"), parse("50 per minute")
+    own = names.key_for("portal", "account:own")
+    counts.incr(own, 60)
+    counts.incr(addresses.key_for("portal", "ip:10.0.0.1"), 60)
+    clock.now += 30  # the shared counts' windows start later than own's
+    for number in range(3):
+        counts.incr(names.key_for("portal", f"account:sprayed-{number}"), 60)
+        counts.incr(addresses.key_for("portal", f"ip:10.0.1.{number}"), 60)
+    assert counts.get(names.key_for("portal", "account:newcomer")) == 3, "names with names"
+    assert counts.get(addresses.key_for("portal", "ip:10.0.2.1")) == 3, "addresses apart"
+    clock.now += 29
+    counts.incr(own, 60)  # counted on its own count, in the last second of its window...
+    clock.now += 2
+    counts.incr(own, 60, amount=-1)  # ...and given back after it ended
+    assert counts.get(names.key_for("portal", "account:newcomer")) == 3
 
 
 def test_a_full_table_of_counts_never_stops_sign_in(slapd, build_app, monkeypatch):

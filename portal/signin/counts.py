@@ -7,11 +7,16 @@ Here a count is simply dead once its window has passed (every read checks), and 
 are dropped by whoever counts next, at most once every SWEEP_SECONDS: no thread at all.
 
 At most MAX_KEYS counts of their own are kept. Past that, a new name or address is counted in
-one of OVERFLOW_COUNTS shared counts, picked by its hash, and stays counted there while that
-shared count's window lasts. A shared count holds the attempts of every name it stands for, so
-each of them is counted more than on its own, never less: a flood of new names from many
-addresses can make some sign-ins wait, but can neither buy extra guesses nor stop sign-in for
-everyone, and no live count is ever dropped to make room (that would give attempts back).
+one of OVERFLOW_COUNTS shared counts of its limit (names and addresses have limits of their
+own), picked by its hash, and stays counted there while that shared count's window lasts. A
+shared count holds the attempts of every name it stands for, so each of them is counted more
+than on its own, never less, and nothing is ever given back from one. No live count is dropped
+to make room (that would give attempts back). A flood past MAX_KEYS makes the names that share
+counts with it wait sooner, instead of every new visitor being refused: to bring every shared
+count of the account limit (5) to its limit takes over 300,000 refused passwords within one
+window, hours of them for one process at the default failure floor (250 ms each, holding a
+thread); with the floor set to 0 it could be done, and then only people who have not signed in
+during the window are kept waiting until it ends.
 """
 
 from __future__ import annotations
@@ -31,8 +36,7 @@ class WindowCounts(Storage):
     SWEEP_SECONDS = 30.0
     #: The most counts of their own kept (about 300 bytes each).
     MAX_KEYS = 1_000_000
-    #: The shared counts new names and addresses go to past MAX_KEYS: so many that a flood
-    #: cannot fill them all up to a limit within one window at the rate sign-ins are answered.
+    #: The shared counts of each limit that new names and addresses go to past MAX_KEYS.
     OVERFLOW_COUNTS = 65_536
 
     def __init__(self, clock: Callable[[], float] = time.time):
@@ -51,12 +55,20 @@ class WindowCounts(Storage):
         """Add `amount` to the key's count, starting its window now if it has none; the count.
 
         A count never goes below 0: giving back an attempt whose window has ended already
-        leaves nothing to give back, and must not buy an extra one.
+        leaves nothing to give back, and must not buy an extra one. Only a key's own count is
+        given back to (a shared one holds others' attempts too).
         """
         now = self._clock()
         with self._lock:
             if now >= self._next_sweep:
                 self._sweep(now)
+            if amount < 0:
+                count, ends = self._counts.get(key, (0, 0.0))
+                if ends <= now:
+                    return 0
+                count = max(0, count + amount)
+                self._counts[key] = (count, ends)
+                return count
             key = self._counted_as(key, now)
             count, ends = self._counts.get(key, (0, 0.0))
             if ends <= now:
@@ -99,7 +111,9 @@ class WindowCounts(Storage):
         # for it (or it still has a slot whose window has ended); else the shared count.
         if self._counts.get(key, (0, 0.0))[1] > now:
             return key
-        shared = f"\x00shared/{hash(key) % self.OVERFLOW_COUNTS}"
+        # limits' keys end with their limit ("/5/15/minute"): counts are shared within one.
+        limit = "/".join(key.rsplit("/", 3)[1:])
+        shared = f"\x00shared/{limit}/{hash(key) % self.OVERFLOW_COUNTS}"
         if self._counts.get(shared, (0, 0.0))[1] > now:
             return shared
         if key in self._counts or len(self._counts) < self.MAX_KEYS:
