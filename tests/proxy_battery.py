@@ -64,6 +64,11 @@ MISLEADING_HEADERS = {
     "X-Original-Host": "evil.example",
     "Remote_User": "erin",
     "Remote_Groups": "engineering,portal-admins",
+    # PHP reads "." in a header name as "_" (Caddy's FastCGI passes HTTP_REMOTE.USER on).
+    "Remote.User": "erin",
+    "Remote.Groups": "engineering,portal-admins",
+    # gunicorn cuts a SCRIPT_NAME header from a proxy on its machine off the path.
+    "SCRIPT_NAME": "/app",
     "Remote_Name": "Erin",
     "Remote_Email": "erin@example.org",
 }
@@ -117,6 +122,13 @@ def test_headers_naming_another_method_path_or_host_never_reach_the_app(stack, b
               and value == MISLEADING_HEADERS.get(name, value)]  # fmt: skip
     assert leaked == []
     assert header_values(echo, "Remote-User") == ["bob"]
+
+
+def test_a_script_name_header_never_opens_the_metrics(stack):
+    """/metrics is refused by the proxy: a SCRIPT_NAME header must not make gunicorn serve
+    /x/metrics to the portal as /metrics, from the proxy's address the portal trusts."""
+    answer = raw_request(stack.proxy.port, "/x/metrics", {"SCRIPT_NAME": "/x"})
+    assert answer.status != 200 and b"portal_logins_total" not in answer.body, answer.status
 
 
 def test_a_body_too_long_for_the_app_cannot_smuggle_a_request_past_the_sign_in(stack, browser):

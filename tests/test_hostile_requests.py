@@ -161,6 +161,15 @@ def test_a_broken_chunked_body_gets_the_400_page(portal, body, path):
     assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"]
 
 
+@pytest.mark.parametrize("path", ["/x/login", "/x/metrics", "/x/pages/handbook"])
+def test_a_script_name_header_never_moves_the_path_the_portal_reads(portal, path):
+    """gunicorn takes SCRIPT_NAME from a request on its own machine (a proxy there) as the
+    prefix the portal lives under, and cuts it from the path: a client's, passed on by a proxy
+    that keeps it, must not have /x/metrics read as /metrics (past the proxy's block) or
+    /x/pages/handbook judged by the rules as another page than the one served."""
+    assert_refused_page(raw_request(portal.port, path, {"SCRIPT_NAME": "/x"}))
+
+
 def test_a_stray_byte_in_a_cookie_is_no_500(portal):
     """A Latin-1 cookie set by another app on the same host: the login page still works."""
     request = (b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: legacy=Jos\xe9; x=\xff\r\n"

@@ -7,12 +7,14 @@ every page into a bare 500 without the security headers. A request line in absol
 proxy and an app may each believe another one. Either way this WSGI middleware hands Flask the
 request with a harmless Host and a mark, and `refuse_marked_request` (the first
 ``before_request`` function) answers it with the ordinary 400 page: every security header, the
-portal's look, no 500. A body that cannot be read (broken chunked encoding) is a 400 too.
+portal's look, no 500. A body that cannot be read (broken chunked encoding) is a 400 too, and
+so is a request under another prefix (SCRIPT_NAME) than the portal was started with.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from urllib.parse import urlsplit
 
@@ -27,6 +29,9 @@ _HOST_AND_PORT = re.compile(r"(?P<host>\[[^\]]*\]|[^:\[\]]*)(?::(?P<port>[0-9]{1
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
 # The name a refused request is handed to Flask with: any valid name would do.
 _PLACEHOLDER_HOST = "invalid"
+#: The prefix the portal was started under (gunicorn reads SCRIPT_NAME from the environment),
+#: the only one a request may carry.
+_STARTED_SCRIPT_NAME = os.environ.get("SCRIPT_NAME", "")
 
 
 class RequestGuard:
@@ -39,7 +44,8 @@ class RequestGuard:
         """Check the Host header and the request target, then call the app."""
         reason = refusal(environ)
         if reason:
-            environ = dict(environ, HTTP_HOST=_PLACEHOLDER_HOST, **{MARK: reason})
+            environ = dict(environ, HTTP_HOST=_PLACEHOLDER_HOST,
+                           SCRIPT_NAME=_STARTED_SCRIPT_NAME, **{MARK: reason})  # fmt: skip
         if "HTTP_TRANSFER_ENCODING" in environ or environ.get("CONTENT_LENGTH"):
             environ["wsgi.input"] = BodyReader(environ["wsgi.input"])
         return self.wsgi_app(environ, start_response)
@@ -80,6 +86,11 @@ class BodyReader:
 
 def refusal(environ) -> str:
     """Why a request's Host or target cannot be trusted, or "" when both are fine."""
+    if environ.get("SCRIPT_NAME", "") != _STARTED_SCRIPT_NAME:
+        # gunicorn takes a SCRIPT_NAME header from a proxy on its own machine as the prefix the
+        # portal lives under, and moves that much of the path out of what the portal reads: a
+        # client's, passed on, would have the portal judge and serve other paths than asked.
+        return "a SCRIPT_NAME the portal was not started with"
     if not _utf8(environ.get("QUERY_STRING", "")):
         # Raw bytes no browser sends (it escapes them): Werkzeug would fail reading the query.
         return "a query string that is not UTF-8"
