@@ -131,6 +131,28 @@ def test_production_is_the_default_and_refuses_dev_secrets_and_plain_http(monkey
 
 
 @pytest.mark.parametrize(
+    ("settings", "named"),
+    [({"SECRET_KEY_FALLBACKS": ["dev-only-compose-secret-key-change-me-0123456789"]},
+      "SECRET_KEY_FALLBACKS"),
+     ({"SECRET_KEY_FALLBACKS": ["short-old-key"]}, "SECRET_KEY_FALLBACKS"),
+     ({"SECRET_KEY": "DEV-ONLY-" + "k" * 40}, "SECRET_KEY")],
+    ids=["dev-only fallback", "short fallback", "dev-only in capitals"],
+)  # fmt: skip
+def test_production_refuses_a_published_key_among_the_fallbacks(settings, named):
+    """Cookies signed with a fallback key are accepted: a dev-only key moved there by a rotation
+    would let anyone forge a sign-in, so production refuses it as it refuses SECRET_KEY."""
+    from tests.conftest import demo_settings
+
+    production = demo_settings() | {
+        "ENV": "production", "SECRET_KEY": "s" * 40, "LDAP_BIND_PASSWORD": "reader-password",
+        "SESSION_COOKIE_SECURE": True,
+    }  # fmt: skip
+    with pytest.raises(ConfigError) as raised:
+        create_app(production | settings)
+    assert str(raised.value).startswith(f"setting {named}:")
+
+
+@pytest.mark.parametrize(
     ("key", "value", "says"),
     [
         ("LDAP_GROUP_FILTER", "(|(member={user_dn})(memberUid={uid}))", "unknown placeholder"),

@@ -354,11 +354,19 @@ def _check_metrics(config) -> None:
 def _check_production(config) -> None:
     for key in ("SECRET_KEY", "LDAP_BIND_PASSWORD"):
         require(
-            _DEV_ONLY_MARKER not in str(config.get(key)),
+            _DEV_ONLY_MARKER not in str(config.get(key)).lower(),
             key,
             "the dev-only value is refused in production; set PORTAL_" + key,
         )
     require(len(config["SECRET_KEY"]) >= 32, "SECRET_KEY", "at least 32 random characters")
+    # A cookie signed with any fallback key is accepted: a published one (the development or
+    # compose key, moved there by a rotation) would let anyone sign themselves in as anyone.
+    for fallback in config.get("SECRET_KEY_FALLBACKS") or ():
+        require(
+            _DEV_ONLY_MARKER not in str(fallback).lower() and len(str(fallback)) >= 32,
+            "SECRET_KEY_FALLBACKS",
+            "each an earlier production key of at least 32 random characters, never a dev-only one",
+        )
     require(
         config.get("SESSION_COOKIE_SECURE") is True,
         "SESSION_COOKIE_SECURE",
