@@ -27,7 +27,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     _derive_settings(app)
     app.config["PORTAL_STARTED_AT"] = time.time()
 
-    from . import access, accounts, directory
+    from . import access, accounts, applog, directory
     from .cache import backend as cache_backend
     from .extensions import cache, csrf, login_manager
     from .signin import audit, throttle
@@ -63,6 +63,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     login_manager._session_identifier_generator = client_fingerprint
     user_loaded_from_cookie.connect(bind_to_client, app)
     app.session_interface = PortalSessionInterface()
+    applog.init_app(app)
     audit.init_app(app)
     i18n.init_app(app)
     brand.init_app(app)  # before access: app icons may come from BRAND_DIR/static

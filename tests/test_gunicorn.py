@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 
@@ -65,3 +66,24 @@ def test_session_from_one_worker_is_honoured_by_another(gunicorn_server, browser
     home_line = gunicorn_server.wait_for_access("GET", "/", after=lines_before)
     assert home_line["status"] == "200"
     assert int(home_line["pid"]) != login_pid
+
+
+def test_the_portals_log_lines_say_when_which_worker_and_what(tmp_path):
+    """Under gunicorn the portal's own lines carry their time, level, worker and logger (at
+    3 a.m. the question is when a fault began and ended), and INFO lines are kept."""
+    from portal.testing.slapd import free_port
+
+    environment = portal_environment(f"ldap://127.0.0.1:{free_port()}")  # nothing listens
+    server = Gunicorn(tmp_path, environment, workers=1).start()
+    try:
+        with requests.Session() as browser:
+            token = csrf_token_in(browser.get(server.base_url + "/login", timeout=10).text)
+            form = {"csrf_token": token, "username": "alice", "password": "alice-secret"}
+            answer = browser.post(server.base_url + "/login", data=form, timeout=30)
+        assert answer.status_code == 503
+    finally:
+        server.stop()
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}"
+    line = re.compile(rf"^{stamp} WARNING \[\d+\] portal\.directory\.connections: "
+                      "no directory server answered", re.M)  # fmt: skip
+    assert line.search(server.output_text()), server.output_text()

@@ -12,7 +12,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "portal"
 #: Who may import whom, lowest layer first. A module may import its own wing and any lower
 #: layer; the directory layer (and everything it uses) never sees a request or a session.
 LAYERS = [
-    {"portal.settings", "portal.quietlog", "portal.recent", "portal.models", "portal.metrics"},
+    {"portal.settings", "portal.quietlog", "portal.applog", "portal.recent", "portal.models",
+     "portal.metrics"},
     {"portal.directory", "portal.cache"},
     {"portal.signin", "portal.extensions"},
     {"portal.access"},
