@@ -5,10 +5,12 @@ from __future__ import annotations
 import html
 import re
 import tomllib
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from tests.conftest import AuthActions, eventually, make_app
+from tests.servers import listener
 
 
 def test_status_page_is_for_admins_only(client, auth):
@@ -93,6 +95,19 @@ def test_readyz_follows_the_directory(own_slapd, readiness_clock):
     own_slapd.start()
     readiness_clock(5)
     assert client.get("/readyz").status_code == 200
+
+
+def test_readyz_answers_as_soon_as_one_server_does(slapd):
+    """The first server accepts connections and never answers: /readyz says ready once the
+    second answers, without waiting out the first one's 30 s operation timeout (a load
+    balancer's probe gives up sooner, and would take every instance out for one hung server)."""
+    with listener(lambda connection: None) as hung:
+        app = make_app(slapd, LDAP_URLS=[hung.url, slapd.url], LDAP_OPERATION_TIMEOUT=30)
+        with ThreadPoolExecutor(1) as asking:
+            answer = asking.submit(app.test_client().get, "/readyz").result(timeout=20)
+        assert answer.status_code == 200
+        eventually(lambda: hung.connections == 1)  # it was asked too, and is still hung
+        app.extensions["portal.directory"].close()
 
 
 def test_frequent_readiness_probes_reach_the_directory_once_per_window(slapd, ldap_spy):

@@ -36,6 +36,7 @@ __all__ = [
     "canonical_username",
     "change_password",
     "check_health",
+    "some_server_answers",
     "init_app",
     "lookup",
     "normalise_username",
@@ -115,6 +116,12 @@ def canonical_username(typed: object) -> str:
 def breaker_states() -> list[BreakerState]:
     """Each server's circuit breaker in this process, in LDAP_URLS order."""
     return [breaker_of(server).snapshot() for server in get_directory().servers]
+
+
+def some_server_answers() -> bool:
+    """Whether some directory server answers now (a fresh service bind and search); as soon as
+    the first one does."""
+    return get_directory().some_server_answers()
 
 
 def check_health() -> list[ServerHealth]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 
 import ldap3
@@ -144,6 +144,17 @@ class Directory:
         """
         with ThreadPoolExecutor(max_workers=len(self.servers)) as pool:
             return list(pool.map(lambda server: probe(server, self.settings), self.servers))
+
+    def some_server_answers(self) -> bool:
+        """Whether some server answers a fresh service bind and base search: True as soon as
+        one does, without waiting for the others (a hung one would hold the answer for its
+        whole operation timeout); False once every one has failed."""
+        pool = ThreadPoolExecutor(max_workers=len(self.servers))
+        try:
+            probes = [pool.submit(probe, server, self.settings) for server in self.servers]
+            return any(finished.result().ok for finished in as_completed(probes))
+        finally:
+            pool.shutdown(wait=False)  # the probes still running end on their own timeouts
 
     def close(self) -> None:
         """Close the pooled connections."""

@@ -36,9 +36,10 @@ def readyz():
 
 
 def _probe() -> tuple[dict, int]:
-    servers = directory.check_health()
     checks = {
-        "directory": any(server.ok for server in servers),
+        # As soon as one server answers: a hung one must not make every instance look unready
+        # to a load balancer whose probe gives up sooner than LDAP_OPERATION_TIMEOUT.
+        "directory": directory.some_server_answers(),
         "cache": probe_cache(),
     }
     ready = all(checks.values())
