@@ -21,6 +21,7 @@ LOGIN_OUTCOMES = (
     "refused",
     "must_change_password",
     "throttled",
+    "counts_unavailable",
     "directory_error",
 )
 # "revoked": the login was signed out (here or elsewhere) or revoked by an administrator.
@@ -32,7 +33,9 @@ LOGINS = Counter(
     "portal_logins",
     "Password logins by outcome: success; failed (wrong password, unknown or disabled account, "
     "input refused); refused (not in an allowed group, or in a denied one); "
-    "must_change_password; directory_error (the directory could not answer).",
+    "must_change_password; throttled (too many failed logins); counts_unavailable (the "
+    "throttle's storage could not count the attempt); directory_error (the directory could not "
+    "answer).",
     ["outcome"],
 )
 USER_LOADS = Counter(

@@ -170,16 +170,25 @@ def test_throttle_stops_before_the_directory_locks_the_account():
         server.cleanup()
 
 
-def test_storage_down_refuses_login_instead_of_allowing_unlimited_guesses(slapd, ldap_spy):
-    """Counts kept in a Redis that does not answer: 503 with Retry-After, no password checked."""
+def test_storage_down_refuses_login_instead_of_allowing_unlimited_guesses(
+    slapd, ldap_spy, audit_lines
+):
+    """Counts kept in a Redis that does not answer: 503 with Retry-After, no password checked;
+    counted and audited as an outage, apart from the throttle's refusals of guessing."""
     app = make_app(slapd, THROTTLE_STORAGE_URL=f"redis://127.0.0.1:{free_port()}/0")
     try:
         ldap_spy.reset()
+        before = scrape(app)
         response = attempt(app, "alice", PASSWORDS["alice"])
         assert response.status_code == 503
         assert response.headers["Retry-After"].isdigit()
         assert "cannot count failed attempts" in response.get_data(as_text=True)
         assert ldap_spy.user_binds() == []
+        after = scrape(app)
+        assert after.delta(before, "portal_logins_total", outcome="counts_unavailable") == 1
+        assert after.delta(before, "portal_logins_total", outcome="throttled") == 0
+        [line] = audit_lines("login.unavailable")
+        assert line["reason"] == "throttle storage down" and not audit_lines("login.throttled")
     finally:
         app.extensions["portal.directory"].close()
 

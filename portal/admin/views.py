@@ -125,6 +125,7 @@ LOGIN_OUTCOMES = (
     ("refused", lazy_gettext("refused")),
     ("must_change_password", lazy_gettext("must change password")),
     ("throttled", lazy_gettext("throttled")),
+    ("counts_unavailable", lazy_gettext("attempts not counted")),
     ("directory_error", lazy_gettext("directory error")),
 )
 

@@ -81,8 +81,9 @@ def login():
     attempt = throttle.begin_attempt()
     if attempt is None:
         # Unlimited guessing is worse than nobody signing in for a while: fail closed.
-        metrics.login("throttled")  # metrics
-        audit.record("login.throttled", user=form.username.data, reason="throttle storage down")
+        # An outage, not guessing: counted and logged apart from the throttle's refusals.
+        metrics.login("counts_unavailable")  # metrics
+        audit.record("login.unavailable", user=form.username.data, reason="throttle storage down")
         return _page(form, PAUSED, 503, {"Retry-After": str(RETRY_AFTER_SECONDS)})
     if not attempt.allowed:
         metrics.login("throttled")  # metrics
