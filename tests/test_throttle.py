@@ -20,6 +20,7 @@ from portal.signin import throttle
 from portal.testing import trees
 from portal.testing.slapd import free_port
 from tests.conftest import PASSWORDS, AuthActions, eventually, make_app, start_slapd
+from tests.servers import listener
 from tests.test_metrics import scrape
 from tests.test_shaped_directories import example_app
 
@@ -191,6 +192,22 @@ def test_storage_down_refuses_login_instead_of_allowing_unlimited_guesses(
         assert line["reason"] == "throttle storage down" and not audit_lines("login.throttled")
     finally:
         app.extensions["portal.directory"].close()
+
+
+def test_a_hung_storage_keeps_each_sign_in_waiting_once_not_every_time(slapd):
+    """The throttle's Redis accepts connections and never answers: the first sign-in waits out
+    the timeout, and those right after it are paused (503) without asking it again."""
+    with listener(lambda connection: None) as hung:
+        url = hung.url.replace("ldap://", "redis://") + "/0"
+        app = make_app(slapd, THROTTLE_STORAGE_URL=url, CACHE_REDIS_TIMEOUT=1)
+        try:
+            assert attempt(app, "alice", PASSWORDS["alice"]).status_code == 503
+            asked = hung.connections
+            assert asked >= 1
+            answers = [attempt(app, "alice", PASSWORDS["alice"]).status_code for _ in range(3)]
+            assert answers == [503] * 3 and hung.connections == asked, "left alone meanwhile"
+        finally:
+            app.extensions["portal.directory"].close()
 
 
 def test_counts_in_redis_are_shared_by_every_instance(slapd, build_app, redis_server):

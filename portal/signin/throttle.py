@@ -29,6 +29,7 @@ from limits.strategies import FixedWindowRateLimiter
 from .. import directory
 from ..cache import redis_clients
 from ..directory import InvalidInput
+from ..directory.breaker import CLOSED, Breaker
 from ..quietlog import QuietLog
 from ..settings import throttle_storage_url
 from .counts import WindowCounts
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 quiet = QuietLog(log)  # an outage (or a full store) fails every attempt: one line a minute
 
 _LIMITER = "portal.limiter"
+#: Longest wait before a storage that failed is tried again (seconds).
+STORAGE_BACKOFF_CAP = 5.0
 
 
 @dataclass
@@ -56,6 +59,9 @@ class _Throttle:
     account_limits: list[RateLimitItem]
     address_limits: list[RateLimitItem]
     prefix: str
+    #: Once the storage fails, it is left alone for a moment (1 s, doubling up to 5 s): every
+    #: login then gets its 503 at once instead of after another timeout.
+    breaker: Breaker
 
 
 def init_app(app: Flask) -> None:
@@ -76,6 +82,7 @@ def init_app(app: Flask) -> None:
         parse_many(config["THROTTLE_ACCOUNT_LIMIT"]),
         parse_many(config["THROTTLE_IP_LIMIT"]),
         config["CACHE_KEY_PREFIX"] + "throttle",
+        Breaker("throttle storage", cap=STORAGE_BACKOFF_CAP, initial=CLOSED),
     )
 
 
@@ -83,6 +90,8 @@ def begin_attempt(username: str | None = None) -> Attempt | None:
     """Count this password attempt (a login, or a password change naming `username`) against
     every limit; None when the counts cannot be kept."""
     throttle: _Throttle = current_app.extensions[_LIMITER]
+    if not throttle.breaker.admit():
+        return None  # it failed a moment ago: paused at once, not after another timeout
     attempt = Attempt(allowed=True)
     # The address first: once one limit refuses, the attempt never reaches the directory, so
     # nothing more is counted (an address past its limit spraying new names neither adds
@@ -100,9 +109,12 @@ def begin_attempt(username: str | None = None) -> Attempt | None:
                 attempt.allowed = False
                 break
     except Exception as error:  # noqa: BLE001 - every storage raises its own errors
+        throttle.breaker.failed(f"{type(error).__name__}: {error}")
         quiet.warning("count", "login throttling cannot count attempts: %s", error)
-        give_back(attempt)
+        # Not given back: the storage that just failed would only keep this request waiting
+        # once more; whatever was counted stays counted, the safe side.
         return None
+    throttle.breaker.succeeded()
     if not attempt.allowed:
         # Refused before any password was checked, so no guess: uncounted. The limit may have
         # been reached by attempts still waiting on a hung directory, and those are given back
@@ -115,6 +127,9 @@ def give_back(attempt: Attempt) -> None:
     """Uncount an attempt that did not refuse a password (a success, an outage)."""
     throttle: _Throttle = current_app.extensions[_LIMITER]
     storage = throttle.limiter.storage
+    if not throttle.breaker.admit():
+        attempt._counted.clear()  # the storage is failing: stays counted, the safe side
+        return
     try:
         for item, identifiers in attempt._counted:
             key, window = item.key_for(*identifiers), item.get_expiry()
@@ -122,7 +137,9 @@ def give_back(attempt: Attempt) -> None:
                 # The window ended in between: this started the next one below zero (a free
                 # guess in it, as limits' Redis storage allows); count it up to zero again.
                 storage.incr(key, window, amount=1)
+        throttle.breaker.succeeded()
     except Exception as error:  # noqa: BLE001 - the attempt stays counted: the safe side
+        throttle.breaker.failed(f"{type(error).__name__}: {error}")
         quiet.warning("give back", "login throttling could not give back an attempt: %s", error)
     attempt._counted.clear()
 
