@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import logging
 import re
 import tomllib
 from concurrent.futures import ThreadPoolExecutor
@@ -108,6 +109,20 @@ def test_readyz_answers_as_soon_as_one_server_does(slapd):
         assert answer.status_code == 200
         eventually(lambda: hung.connections == 1)  # it was asked too, and is still hung
         app.extensions["portal.directory"].close()
+
+
+def test_a_probe_of_one_dead_server_never_logs_the_whole_directory_down(slapd, caplog):
+    """The first server is gone, the second answers: the health probes say which one failed
+    on the status page, and the log must not read "no directory server answered"."""
+    from portal import directory
+    from portal.testing.slapd import free_port
+
+    gone = f"ldap://127.0.0.1:{free_port()}"  # nothing listens: connections are refused
+    app = make_app(slapd, LDAP_URLS=[gone, slapd.url])
+    with caplog.at_level(logging.WARNING), app.app_context():
+        assert [server.ok for server in directory.check_health()] == [False, True]
+    assert "no directory server answered" not in caplog.text
+    app.extensions["portal.directory"].close()
 
 
 def test_frequent_readiness_probes_reach_the_directory_once_per_window(slapd, ldap_spy):

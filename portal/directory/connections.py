@@ -129,7 +129,10 @@ def connect(servers: list[ldap3.Server], settings: DirectorySettings,
         for breaker in probes:
             breaker.wait(settings.connect_timeout + settings.operation_timeout)
     said = "no directory server answered: " + "; ".join(failures or ["every one is being probed"])
-    quiet.warning("no server", "%s", said)
+    if not probe:
+        # A health probe asks one server at a time and reports it itself: its failure must not
+        # read in the log as the whole directory being down.
+        quiet.warning("no server", "%s", said)
     raise DirectoryUnavailable(said)
 
 
