@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from flask import Flask
 
-from . import settings
+from . import applog, settings
 from .signin import cookies
 from .web import headers
 
@@ -15,6 +15,7 @@ from .web import headers
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the portal: settings, extensions, directory, user loader, blueprints."""
     app = Flask(__name__)
+    applog.init_app(app)  # first: the settings warnings below are log lines too
     if test_config is None:
         app.config.from_mapping(settings.load())
     else:
@@ -27,7 +28,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     _derive_settings(app)
     app.config["PORTAL_STARTED_AT"] = time.time()
 
-    from . import access, accounts, applog, directory
+    from . import access, accounts, directory
     from .cache import backend as cache_backend
     from .extensions import cache, csrf, login_manager
     from .signin import audit, throttle
@@ -63,7 +64,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     login_manager._session_identifier_generator = client_fingerprint
     user_loaded_from_cookie.connect(bind_to_client, app)
     app.session_interface = PortalSessionInterface()
-    applog.init_app(app)
     audit.init_app(app)
     i18n.init_app(app)
     brand.init_app(app)  # before access: app icons may come from BRAND_DIR/static
@@ -102,7 +102,7 @@ def _wrap_wsgi(app: Flask) -> None:
     from .web.fastpath import FastPath
     from .web.request_guard import RequestGuard
 
-    app.wsgi_app = RequestGuard(FastPath(app, app.wsgi_app))
+    app.wsgi_app = RequestGuard(FastPath(app, app.wsgi_app), app.config["APPLICATION_ROOT"] or "")
     if app.config["TRUSTED_PROXY_HOPS"]:
         from werkzeug.middleware.proxy_fix import ProxyFix
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -74,6 +75,12 @@ def test_the_portals_log_lines_say_when_which_worker_and_what(tmp_path):
     from portal.testing.slapd import free_port
 
     environment = portal_environment(f"ldap://127.0.0.1:{free_port()}")  # nothing listens
+    # A second server across the network, in clear (a documentation address: it never
+    # answers): a settings warning at start-up, logged through Flask's app.logger.
+    environment["PORTAL_LDAP_URLS"] = json.dumps(
+        [f"ldap://127.0.0.1:{free_port()}", "ldap://192.0.2.1:389"]
+    )
+    environment.update(PORTAL_LDAP_ALLOW_CLEARTEXT="true", PORTAL_LDAP_CONNECT_TIMEOUT="1")
     server = Gunicorn(tmp_path, environment, workers=1).start()
     try:
         with requests.Session() as browser:
@@ -87,3 +94,5 @@ def test_the_portals_log_lines_say_when_which_worker_and_what(tmp_path):
     line = re.compile(rf"^{stamp} WARNING \[\d+\] portal\.directory\.connections: "
                       "no directory server answered", re.M)  # fmt: skip
     assert line.search(server.output_text()), server.output_text()
+    settings = re.compile(rf"^{stamp} WARNING \[\d+\] portal: settings: LDAP_ALLOW_CLEARTEXT", re.M)
+    assert settings.search(server.output_text()), server.output_text()

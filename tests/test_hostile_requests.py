@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
+from tests.conftest import make_app
 from tests.proxies import raw_bytes, raw_request
 from tests.servers import Gunicorn, portal_environment
 
@@ -168,6 +171,18 @@ def test_a_script_name_header_never_moves_the_path_the_portal_reads(portal, path
     that keeps it, must not have /x/metrics read as /metrics (past the proxy's block) or
     /x/pages/handbook judged by the rules as another page than the one served."""
     assert_refused_page(raw_request(portal.port, path, {"SCRIPT_NAME": "/x"}))
+
+
+def test_a_portal_mounted_under_a_prefix_serves_it_and_refuses_others(slapd, caplog):
+    """Mounted at /portal (APPLICATION_ROOT, as a uWSGI or mod_wsgi mount sets SCRIPT_NAME):
+    served there; another prefix gets the 400 page, and the log says why."""
+    app = make_app(slapd, APPLICATION_ROOT="/portal")
+    client = app.test_client()
+    assert client.get("/login", environ_overrides={"SCRIPT_NAME": "/portal"}).status_code == 200
+    with caplog.at_level(logging.WARNING):
+        answer = client.get("/login", environ_overrides={"SCRIPT_NAME": "/x"})
+    assert answer.status_code == 400 and "SCRIPT_NAME" in caplog.text
+    app.extensions["portal.directory"].close()
 
 
 def test_a_stray_byte_in_a_cookie_is_no_500(portal):

@@ -90,8 +90,6 @@ def begin_attempt(username: str | None = None) -> Attempt | None:
     """Count this password attempt (a login, or a password change naming `username`) against
     every limit; None when the counts cannot be kept."""
     throttle: _Throttle = current_app.extensions[_LIMITER]
-    if not throttle.breaker.admit():
-        return None  # it failed a moment ago: paused at once, not after another timeout
     attempt = Attempt(allowed=True)
     # The address first: once one limit refuses, the attempt never reaches the directory, so
     # nothing more is counted (an address past its limit spraying new names neither adds
@@ -99,6 +97,8 @@ def begin_attempt(username: str | None = None) -> Attempt | None:
     buckets = [("address", item, client_address()) for item in throttle.address_limits]
     account = account_key(username)
     buckets += [("account", item, account) for item in throttle.account_limits]
+    if not throttle.breaker.admit():
+        return None  # it failed a moment ago: paused at once, not after another timeout
     try:
         for which, item, key in buckets:
             identifiers = (throttle.prefix, key)

@@ -14,6 +14,7 @@ so is a request under another prefix (SCRIPT_NAME) than the portal was started w
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import re
 from urllib.parse import urlsplit
@@ -21,7 +22,10 @@ from urllib.parse import urlsplit
 from flask import abort, request
 from werkzeug.exceptions import BadRequest, HTTPException
 
+from ..quietlog import QuietLog
+
 MARK = "portal.refused_request"
+quiet = QuietLog(logging.getLogger(__name__))
 # Letters, digits, "-", and "_" (container and service names have them; browsers accept them).
 _LABEL = r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)"
 _HOST_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
@@ -29,23 +33,23 @@ _HOST_AND_PORT = re.compile(r"(?P<host>\[[^\]]*\]|[^:\[\]]*)(?::(?P<port>[0-9]{1
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
 # The name a refused request is handed to Flask with: any valid name would do.
 _PLACEHOLDER_HOST = "invalid"
-#: The prefix the portal was started under (gunicorn reads SCRIPT_NAME from the environment),
-#: the only one a request may carry.
-_STARTED_SCRIPT_NAME = os.environ.get("SCRIPT_NAME", "")
 
 
 class RequestGuard:
     """WSGI middleware: marks requests with an unusable Host or two differing hosts."""
 
-    def __init__(self, wsgi_app):
+    def __init__(self, wsgi_app, prefix: str = ""):
+        """`prefix`: where the portal is mounted (APPLICATION_ROOT), if anywhere."""
         self.wsgi_app = wsgi_app
+        # The prefixes a request may carry in SCRIPT_NAME: the one gunicorn was started with
+        # (it reads the SCRIPT_NAME environment variable), or the configured mount.
+        self.prefixes = {os.environ.get("SCRIPT_NAME", ""), prefix.rstrip("/")}
 
     def __call__(self, environ, start_response):
         """Check the Host header and the request target, then call the app."""
-        reason = refusal(environ)
+        reason = refusal(environ, self.prefixes)
         if reason:
-            environ = dict(environ, HTTP_HOST=_PLACEHOLDER_HOST,
-                           SCRIPT_NAME=_STARTED_SCRIPT_NAME, **{MARK: reason})  # fmt: skip
+            environ = dict(environ, HTTP_HOST=_PLACEHOLDER_HOST, **{MARK: reason})
         if "HTTP_TRANSFER_ENCODING" in environ or environ.get("CONTENT_LENGTH"):
             environ["wsgi.input"] = BodyReader(environ["wsgi.input"])
         return self.wsgi_app(environ, start_response)
@@ -84,13 +88,14 @@ class BodyReader:
             raise BadRequest("The request body could not be read.") from error
 
 
-def refusal(environ) -> str:
-    """Why a request's Host or target cannot be trusted, or "" when both are fine."""
-    if environ.get("SCRIPT_NAME", "") != _STARTED_SCRIPT_NAME:
+def refusal(environ, prefixes=frozenset({""})) -> str:
+    """Why a request's Host or target cannot be trusted, or "" when both are fine; a SCRIPT_NAME
+    outside `prefixes` is refused too."""
+    if environ.get("SCRIPT_NAME", "") not in prefixes:
         # gunicorn takes a SCRIPT_NAME header from a proxy on its own machine as the prefix the
         # portal lives under, and moves that much of the path out of what the portal reads: a
         # client's, passed on, would have the portal judge and serve other paths than asked.
-        return "a SCRIPT_NAME the portal was not started with"
+        return "a SCRIPT_NAME (prefix) that is not the portal's (its APPLICATION_ROOT)"
     if not _utf8(environ.get("QUERY_STRING", "")):
         # Raw bytes no browser sends (it escapes them): Werkzeug would fail reading the query.
         return "a query string that is not UTF-8"
@@ -147,7 +152,9 @@ def host_name(value: str) -> str:
 
 def refuse_marked_request():
     """before_request: answer a request the guard marked with the ordinary 400 page."""
-    if MARK in request.environ:
+    reason = request.environ.get(MARK)
+    if reason:
+        quiet.warning(f"refused {reason}", "answering 400: %s", reason)  # why, once a minute
         abort(400)
 
 
