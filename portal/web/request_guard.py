@@ -36,7 +36,8 @@ _PLACEHOLDER_HOST = "invalid"
 
 
 class RequestGuard:
-    """WSGI middleware: marks requests with an unusable Host or two differing hosts."""
+    """WSGI middleware: marks requests with an unusable Host, two differing hosts or another
+    prefix than the portal's, and reads request bodies so that a broken one is a 400."""
 
     def __init__(self, wsgi_app, prefix: str = ""):
         """`prefix`: where the portal is mounted (APPLICATION_ROOT), if anywhere."""
