@@ -11,9 +11,23 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 
 #: Seconds between two lines of the same kind.
 INTERVAL = 60.0
+
+_every: weakref.WeakSet[QuietLog] = weakref.WeakSet()
+
+
+def forget_all() -> None:
+    """Make every quiet log write its next line of each kind at once (a fresh start).
+
+    Kinds are keyed by text such as a server's host:port, and loopback ports are reused: a
+    test would otherwise find its line held back by an earlier test's line of the same text.
+    """
+    for quiet in list(_every):
+        with quiet._lock:
+            quiet._last.clear()
 
 
 class QuietLog:
@@ -25,6 +39,7 @@ class QuietLog:
         self._clock = clock
         self._last: dict[str, tuple[float, int]] = {}
         self._lock = threading.Lock()
+        _every.add(self)
 
     def warning(self, key: str, message: str, *args) -> bool:
         """Log at WARNING unless a line of this kind was written within the interval."""

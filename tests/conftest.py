@@ -17,7 +17,7 @@ import ldap3
 import pytest
 from ldap3.strategy.base import BaseStrategy
 
-from portal import create_app
+from portal import create_app, quietlog
 from portal.testing.slapd import Slapd
 from tests.servers import require_binary
 
@@ -114,6 +114,13 @@ def start_slapd(**options) -> Slapd:
     require_binary("slapd", "apt-get install slapd ldap-utils")
     require_binary("ldapmodify", "apt-get install ldap-utils")
     return Slapd(**options).start()
+
+
+@pytest.fixture(autouse=True)
+def fresh_quiet_logs():
+    """Each test starts with every once-a-minute log line unwritten: their kinds name loopback
+    ports, which an earlier test may have used (its line would hold this test's back)."""
+    quietlog.forget_all()
 
 
 @pytest.fixture(scope="session")
