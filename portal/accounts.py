@@ -28,6 +28,7 @@ from flask import Flask, current_app, request
 from . import directory, metrics
 from .access import STALE, rule_set
 from .access.explain import NO_SUCH_PERSON, Explanation, explain_user
+from .cache import redis_clients
 from .cache.guard import CacheGuard
 from .directory import DirectoryUnavailable, InvalidInput
 from .extensions import cache, login_manager
@@ -90,7 +91,12 @@ def init_app(app: Flask) -> None:
         policy=AccessPolicy.from_config(config),
         marks=RedisMarks(backend, _longest_login_ms(config)) if shared else MemoryMarks(),
         backend=backend,
-        guard=CacheGuard(shared, config["CACHE_FALLBACK_SECONDS"], MemoryMarks()),
+        guard=CacheGuard(
+            shared,
+            config["CACHE_FALLBACK_SECONDS"],
+            MemoryMarks(),
+            where=redis_clients.location(config["CACHE_REDIS_URL"]) if shared else "memory",
+        ),
         fresh_for=config["USER_CACHE_TTL"],
         grace=config["USER_STALE_GRACE"],
     )

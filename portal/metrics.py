@@ -28,6 +28,8 @@ LOGIN_OUTCOMES = (
 USER_LOAD_SOURCES = ("cache", "directory", "stale", "none", "revoked")
 CACHE_RESULTS = ("hit", "miss")
 LDAP_OPERATIONS = ("search", "bind")
+#: What can fail with a directory server: an operation, or opening a connection to it.
+LDAP_FAILURES = (*LDAP_OPERATIONS, "connect")
 
 LOGINS = Counter(
     "portal_logins",
@@ -67,8 +69,9 @@ LDAP_SERVER_OPEN = Gauge(
 )
 LDAP_ERRORS = Counter(
     "portal_ldap_errors",
-    "LDAP searches and binds that failed: no answer, a broken connection, an outage result "
-    "code, or a refused or cut-short search.",
+    "LDAP searches and binds that failed (no answer, a broken connection, an outage result "
+    "code, a refused or cut-short search), and connections to a server that could not be "
+    "opened (operation=connect: refused, timed out, TLS failed).",
     ["operation"],
 )
 
@@ -80,7 +83,7 @@ for _outcome in LOGIN_OUTCOMES:
 # than the count (safe across forks: a child notices a new process and starts its own values).
 _USER_LOADS = {source: USER_LOADS.labels(source) for source in USER_LOAD_SOURCES}
 _CACHE_REQUESTS = {result: CACHE_REQUESTS.labels(result) for result in CACHE_RESULTS}
-for _operation in LDAP_OPERATIONS:
+for _operation in LDAP_FAILURES:
     LDAP_ERRORS.labels(_operation)
 
 
@@ -130,8 +133,8 @@ def breaker_open(server: str, is_open: bool) -> None:
 
 
 def ldap_error(operation: str, connection=None, detail: str = "") -> None:
-    """Count one failed LDAP operation; given its connection, it is also the server's last error
-    on the status page."""
+    """Count one failed LDAP operation or connection (one of LDAP_FAILURES); given its
+    connection, it is also the server's last error on the status page."""
     LDAP_ERRORS.labels(operation).inc()
     if connection is not None:
         RECENT.error(server_label(connection), f"{operation}: {detail}")

@@ -58,7 +58,29 @@ def test_status_page_shows_a_down_server(own_slapd):
     body = response.get_data(as_text=True)
     assert "<td>✗ unreachable: " in body
     assert '<p class="summary bad" role="status">Directory: 1 of 1 server failing</p>' in body
-    assert "no answer" in body
+    assert "Connection refused" in body, "what went wrong, not a bare 'no answer'"
+
+
+def test_status_page_tells_a_hung_server_from_a_dead_one(slapd):
+    """One server hangs up at once, one never answers: each row says what happened to it."""
+    with (
+        listener(lambda connection: connection.close()) as dead,
+        listener(lambda connection: None) as hung,
+    ):
+        app = make_app(slapd, LDAP_URLS=[slapd.url, dead.url, hung.url], LDAP_OPERATION_TIMEOUT=1)
+        erin = app.test_client()
+        AuthActions(erin).login("erin")
+        page = erin.get("/admin/status").get_data(as_text=True)
+        rows = page.split("<tbody>", 1)[1].split("</tbody>", 1)[0].split("<tr class=")
+        [dead_row] = [row for row in rows if dead.url.removeprefix("ldap://") in row]
+        [hung_row] = [row for row in rows if hung.url.removeprefix("ldap://") in row]
+        assert "✗ unreachable: " in dead_row and "✗ unreachable: " in hung_row
+        # Hung up at once: the bind found the connection closed or reset (which of them
+        # depends on who is first), never a timeout.
+        said = r'unreachable: <span class="error-text">the bind failed: LDAP\w+Error: '
+        assert re.search(said, dead_row) and "timed out" not in dead_row
+        assert re.search(said, hung_row) and "timed out" in hung_row
+        app.extensions["portal.directory"].close()
 
 
 def test_healthz_is_ok_without_any_io(client, ldap_spy):
@@ -201,7 +223,8 @@ def test_status_page_shows_recent_latency_hit_ratio_and_login_outcomes(own_slapd
 
 
 def test_status_page_shows_when_a_server_last_failed(own_slapd):
-    """A search that failed on a server is shown with its error and the time it happened."""
+    """A request that failed on a server is shown with its last error and the time it
+    happened: the search on the pooled connection broke, then connecting again was refused."""
     app = make_app(own_slapd, CACHE_TYPE="NullCache")
     client = app.test_client()
     AuthActions(client).login("erin")
@@ -213,7 +236,9 @@ def test_status_page_shows_when_a_server_last_failed(own_slapd):
     # The server is tried again once its back-off (about a second) has passed.
     status = eventually(lambda: (page := client.get("/admin/status")).status_code == 200 and page)
     body = status.get_data(as_text=True)
-    assert re.search(r"search: \w+.* at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", body)
+    assert re.search(
+        r"connect: \w+.*Connection refused at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", body
+    )
 
 
 def test_settings_list_masks_passwords_inside_urls():

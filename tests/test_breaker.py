@@ -5,6 +5,7 @@ counting every connection the portal makes to them."""
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -135,11 +136,37 @@ def test_the_status_page_and_metrics_show_each_breaker(slapd, clock):
         erin = app.test_client()
         assert AuthActions(erin).login("erin").status_code == 302
         page = erin.get("/admin/status").get_data(as_text=True)
-        assert "open, tried again in 1 s (1 failure in a row)" in page
+        # A back-off of 1 s ± 20 %, rounded up: never "in 0 s" while it has time to run.
+        assert re.search(r">open, tried again in [12] s \(1 failure in a row\)<", page)
         label = down.url.removeprefix("ldap://")
         assert scrape(app).value("portal_ldap_server_open", server=label) == 1
+        clock.now += 1.3  # its back-off is over: the next request asks it
+        page = erin.get("/admin/status").get_data(as_text=True)
+        assert ">half-open, tried again by the next request (1 failure in a row)<" in page
+        assert "tried again in 0 s" not in page
         clock.now += 5
         app.extensions["portal.directory"].close()
+
+
+def test_a_breaker_says_when_it_is_due_and_when_it_is_being_probed():
+    """Open: seconds left. Due: no seconds (not "0 s"), no probe yet. Probing: says so."""
+    now = [0.0]
+    breaker = Breaker("a:1", clock=lambda: now[0], jitter=lambda: 0.5, initial=CLOSED)
+    breaker.failed("refused")
+    assert (breaker.snapshot().state, breaker.snapshot().retry_in) == (OPEN, 1.0)
+    now[0] = 1.5
+    due = breaker.snapshot()
+    assert (due.state, due.retry_in, due.probing) == (HALF_OPEN, None, False)
+    assert breaker.admit()
+    assert breaker.snapshot().probing
+    breaker.succeeded()
+    closed = breaker.snapshot()
+    assert (closed.state, closed.failures, closed.retry_in, closed.probing) == (
+        CLOSED,
+        0,
+        None,
+        False,
+    )
 
 
 def test_repeated_warnings_are_one_line_a_minute_with_a_count():

@@ -181,6 +181,25 @@ def test_search_on_a_connection_the_directory_dropped_counts_an_ldap_error(own_s
     assert after.delta(before, "portal_logins_total", outcome="directory_error") == 1
 
 
+def test_a_connection_a_server_refuses_counts_an_ldap_error(slapd):
+    """The first server refuses connections and the second signs alice in: one connect error,
+    and the refused server's last error on the status page."""
+    gone = f"ldap://127.0.0.1:{free_port()}"  # nothing listens: connections are refused
+    app = make_app(slapd, LDAP_URLS=[gone, slapd.url])
+    try:
+        before = scrape(app)
+        assert AuthActions(app.test_client()).login("alice").status_code == 302
+        after = scrape(app)
+        erin = app.test_client()
+        assert AuthActions(erin).login("erin").status_code == 302
+        page = erin.get("/admin/status").get_data(as_text=True)
+    finally:
+        app.extensions["portal.directory"].close()
+    assert after.delta(before, "portal_ldap_errors_total", operation="connect") == 1
+    assert after.delta(before, "portal_ldap_errors_total", operation="bind") == 0
+    assert "connect: LDAPSocketOpenError" in page and "Connection refused" in page
+
+
 def test_openmetrics_is_served_to_a_scraper_that_asks_for_it(app):
     """Prometheus asking for OpenMetrics gets it; a plain GET gets the classic text format."""
     accept = {"Accept": "application/openmetrics-text; version=1.0.0,text/plain;q=0.5"}

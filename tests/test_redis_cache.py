@@ -172,6 +172,7 @@ def test_hung_redis_costs_a_bounded_wait_not_a_hung_worker(slapd, own_redis, cap
     assert statuses == [200]
     warnings = [r for r in caplog.records if "user cache" in r.getMessage()]
     assert len(warnings) == 1, "a read and a write failed: logged once, not per failure"
+    assert f" at {own_redis.url} failed " in warnings[0].getMessage(), "which Redis hangs"
     app.extensions["portal.directory"].close()
 
 

@@ -19,7 +19,7 @@ import time
 import pytest
 
 from portal import create_app
-from portal.cache.redis_clients import SentinelAddress, parse_sentinel_url
+from portal.cache.redis_clients import SentinelAddress, location, parse_sentinel_url
 from portal.extensions import cache
 from portal.settings import ConfigError
 from portal.testing.redis import RedisSentinelGroup, RedisServer
@@ -353,6 +353,20 @@ def test_a_sentinel_url_names_its_sentinels_master_database_and_password():
     )
     assert parse_sentinel_url("rediss+sentinel://s1:26379/cache").tls is True
     assert parse_sentinel_url("rediss+sentinel://s1:26379/cache").db == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "logged"),
+    [
+        ("redis://user:p%40ss@cache.example.org:6380/2", "redis://cache.example.org:6380/2"),
+        ("rediss://:s3cret@[::1]:6379/0?ssl_min_version=TLSv1_3", "rediss://[::1]:6379/0"),
+        ("unix://:s3cret@/run/redis/redis.sock?db=1", "unix:///run/redis/redis.sock"),
+        ("redis+sentinel://:p%40ss@s1:26380,s2/cache/2", "redis+sentinel://s1:26380,s2/cache/2"),
+    ],
+)
+def test_logs_name_a_redis_by_its_address_never_its_password(url, logged):
+    """What an on-call engineer reads in "... failed at <where>": enough to find it, no secret."""
+    assert location(url) == logged
 
 
 @pytest.mark.parametrize(

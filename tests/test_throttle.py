@@ -7,6 +7,7 @@ take at least the configured floor.
 
 from __future__ import annotations
 
+import logging
 import re
 import signal
 import threading
@@ -194,14 +195,19 @@ def test_storage_down_refuses_login_instead_of_allowing_unlimited_guesses(
         app.extensions["portal.directory"].close()
 
 
-def test_a_hung_storage_keeps_each_sign_in_waiting_once_not_every_time(slapd):
+def test_a_hung_storage_keeps_each_sign_in_waiting_once_not_every_time(slapd, caplog):
     """The throttle's Redis accepts connections and never answers: the first sign-in waits out
-    the timeout, and those right after it are paused (503) without asking it again."""
+    the timeout, and those right after it are paused (503) without asking it again. The log
+    line names the Redis that hangs, and not its password."""
     with listener(lambda connection: None) as hung:
-        url = hung.url.replace("ldap://", "redis://") + "/0"
+        where = hung.url.replace("ldap://", "redis://") + "/0"
+        url = where.replace("redis://", "redis://:hunter2@")
         app = make_app(slapd, THROTTLE_STORAGE_URL=url, CACHE_REDIS_TIMEOUT=1)
         try:
-            assert attempt(app, "alice", PASSWORDS["alice"]).status_code == 503
+            with caplog.at_level(logging.WARNING, logger="portal.signin.throttle"):
+                assert attempt(app, "alice", PASSWORDS["alice"]).status_code == 503
+            assert f"login throttling cannot count attempts in {where}: " in caplog.text
+            assert "hunter2" not in caplog.text
             asked = hung.connections
             assert asked >= 1
             answers = [attempt(app, "alice", PASSWORDS["alice"]).status_code for _ in range(3)]

@@ -52,10 +52,11 @@ class CacheGuard:
     """Calls to one cache backend, with the breaker, local entries and local marks above."""
 
     def __init__(self, shared: bool, fallback_seconds: float, local_marks,
-                 cap: float = REDIS_BACKOFF_CAP):  # fmt: skip
+                 cap: float = REDIS_BACKOFF_CAP, where: str = "redis"):  # fmt: skip
         """local_marks: an in-memory marks store (portal.signin.revocations.MemoryMarks) for the
-        sign-outs the shared store could not take."""
+        sign-outs the shared store could not take; where: the shared store, as logs name it."""
         self.breaker = Breaker("redis", cap=cap, initial=CLOSED) if shared else None
+        self.where = where
         self.local_entries = _LocalEntries(FALLBACK_PEOPLE, fallback_seconds)
         self.local_marks = local_marks
         self._pending: list[Callable[[], object]] = []
@@ -119,8 +120,8 @@ class CacheGuard:
         now = time.monotonic()
         if now - self._last_warning >= _WARNING_INTERVAL:
             self._last_warning = now
-            log.warning("user cache %s failed (using this process's copies and the directory "
-                        "instead): %s", operation, error)  # fmt: skip
+            log.warning("user cache %s at %s failed (using this process's copies and the "
+                        "directory instead): %s", operation, self.where, error)  # fmt: skip
 
 
 class _LocalEntries:

@@ -69,6 +69,12 @@ def is_redis_url(url: object) -> bool:
     return isinstance(url, str) and scheme(url) in (*SERVER_SCHEMES, *SENTINEL_SCHEMES)
 
 
+def location(url: str) -> str:
+    """Where a Redis URL points, for logs: its scheme, hosts and path, never its credentials."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+
+
 def check_url(url: str) -> None:
     """Raise ValueError saying what is wrong with a Redis URL; return None when it can be used."""
     kind = scheme(url)

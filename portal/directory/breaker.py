@@ -30,10 +30,12 @@ class BreakerState:
 
     server: str
     state: str
-    #: Failures in a row, and (when open) seconds until the next probe.
+    #: Failures in a row, and (only while open) seconds until the next probe.
     failures: int
     retry_in: float | None
     last_failure: str
+    #: Half-open with one caller asking the server now (its answer decides the state).
+    probing: bool = False
 
 
 class Breaker:
@@ -116,11 +118,15 @@ class Breaker:
         with self._changed:
             state, retry = self._state, None
             if state == OPEN:
-                retry = max(0.0, self._until - self._clock())
-                state = OPEN if retry > 0 else HALF_OPEN
+                retry = self._until - self._clock()
+                if retry <= 0:  # its back-off is over: the next caller probes it
+                    state, retry = HALF_OPEN, None
             if state == HALF_OPEN and self._failures == 0 and self._probe_since is None:
                 state = CLOSED  # never failed, not yet asked: nothing to report
-            return BreakerState(self.server, state, self._failures, retry, self._last_failure)
+            probing = state == HALF_OPEN and self._probe_since is not None
+            return BreakerState(
+                self.server, state, self._failures, retry, self._last_failure, probing
+            )
 
 
 def _now() -> float:

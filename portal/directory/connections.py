@@ -93,6 +93,7 @@ def connect(servers: list[ldap3.Server], settings: DirectorySettings,
     reached. Connections are read-only unless `writable` (a password change).
     """
     failures: list[str] = []
+    reasons: dict[str, str] = {}
     for attempt in range(2):
         probes: list[Breaker] = []
         for server in servers:
@@ -112,12 +113,20 @@ def connect(servers: list[ldap3.Server], settings: DirectorySettings,
                 receive_timeout=settings.operation_timeout,
             )
             try:
+                # ldap3 keeps one "current address" per Server, set by any open connection, and
+                # then passes over a failed open in silence (the next operation then fails with
+                # "socket is not open"): cleared, this open's own error is raised.
+                server.current_address = None
                 connection.open(read_server_info=False)
+                if connection.socket is None:  # another thread's open set it meanwhile
+                    raise ConnectionError("the connection could not be opened")
                 if settings.start_tls and not connection.start_tls(read_server_info=False):
                     raise ConnectionError(f"StartTLS refused: {connection.result}")
             except Exception as error:  # noqa: BLE001 - socket, TLS and decoding errors alike
-                failures.append(f"{label(server)}: {type(error).__name__}: {error}")
-                if not probe:
+                reasons[label(server)] = f"{type(error).__name__}: {error}"
+                failures.append(f"{label(server)}: {reasons[label(server)]}")
+                if not probe:  # a probe reports its own findings
+                    metrics.ldap_error("connect", connection, reasons[label(server)])
                     server_failed(server, error)
                 discard(connection)
                 continue
@@ -133,7 +142,7 @@ def connect(servers: list[ldap3.Server], settings: DirectorySettings,
         # A health probe asks one server at a time and reports it itself: its failure must not
         # read in the log as the whole directory being down.
         quiet.warning("no server", "%s", said)
-    raise DirectoryUnavailable(said)
+    raise DirectoryUnavailable(said, reasons)
 
 
 def open_connection(
@@ -151,12 +160,13 @@ def open_connection(
     one, whose TCP connection was accepted) is skipped for the next one, its breaker opened;
     DirectoryUnavailable when none is left.
     """
-    remaining, failures = list(servers), []
+    remaining, failures, reasons = list(servers), [], {}
     while remaining:
         try:
             connection = connect(remaining, settings, probe, writable)
         except DirectoryUnavailable as error:
-            raise DirectoryUnavailable("; ".join([*failures, str(error)])) from None
+            said = "; ".join([*failures, str(error)])
+            raise DirectoryUnavailable(said, {**reasons, **error.reasons}) from None
         server = connection.server
         remaining = remaining[remaining.index(server) + 1 :]
         connection.user, connection.password = user, password
@@ -164,7 +174,8 @@ def open_connection(
         try:
             bound = connection.bind(read_server_info=False, controls=controls)
         except Exception as error:  # noqa: BLE001 - the server failed mid-bind
-            failures.append(f"{label(server)}: the bind failed: {type(error).__name__}: {error}")
+            reasons[label(server)] = f"the bind failed: {type(error).__name__}: {error}"
+            failures.append(f"{label(server)}: {reasons[label(server)]}")
             if not probe:
                 server_failed(server, error)
             discard(connection)
@@ -174,7 +185,8 @@ def open_connection(
         if not probe:
             server_answered(server)
         return connection, bound
-    raise DirectoryUnavailable("no directory server answered the bind: " + "; ".join(failures))
+    said = "no directory server answered the bind: " + "; ".join(failures)
+    raise DirectoryUnavailable(said, reasons)
 
 
 def _server_failed_now(error: BaseException, reused: bool) -> bool:

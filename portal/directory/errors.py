@@ -6,7 +6,14 @@ class DirectoryError(Exception):
 
 
 class DirectoryUnavailable(DirectoryError):
-    """No configured server answered in time, or the service account could not bind."""
+    """No configured server answered in time, or the service account could not bind.
+
+    `reasons` maps each server that was asked and failed (host:port) to what went wrong.
+    """
+
+    def __init__(self, message: str = "", reasons: dict[str, str] | None = None):
+        super().__init__(message)
+        self.reasons = reasons or {}
 
 
 class ServerUnavailable(DirectoryUnavailable):

@@ -37,8 +37,9 @@ def probe(server: ldap3.Server, settings: DirectorySettings) -> ServerHealth:
         connection, bound = open_connection(
             [server], settings, settings.bind_dn or None, settings.bind_password, probe=True
         )
-    except DirectoryUnavailable:
-        return ServerHealth(url, False, False, False, None, "no answer")
+    except DirectoryUnavailable as error:
+        # What went wrong, as the connection attempt saw it: refused, timed out, reset, TLS.
+        return ServerHealth(url, False, False, False, None, error.reasons.get(url, "no answer"))
     try:
         searched = bound and connection.search(
             settings.user_bases[0], "(objectClass=*)", ldap3.BASE, attributes=["1.1"]

@@ -62,6 +62,8 @@ class _Throttle:
     #: Once the storage fails, it is left alone for a moment (1 s, doubling up to 5 s): every
     #: login then gets its 503 at once instead of after another timeout.
     breaker: Breaker
+    #: The storage, as logs name it (a Redis URL without its credentials).
+    where: str = "memory"
 
 
 def init_app(app: Flask) -> None:
@@ -83,6 +85,7 @@ def init_app(app: Flask) -> None:
         parse_many(config["THROTTLE_IP_LIMIT"]),
         config["CACHE_KEY_PREFIX"] + "throttle",
         Breaker("throttle storage", cap=STORAGE_BACKOFF_CAP, initial=CLOSED),
+        redis_clients.location(url),
     )
 
 
@@ -110,7 +113,8 @@ def begin_attempt(username: str | None = None) -> Attempt | None:
                 break
     except Exception as error:  # noqa: BLE001 - every storage raises its own errors
         throttle.breaker.failed(f"{type(error).__name__}: {error}")
-        quiet.warning("count", "login throttling cannot count attempts: %s", error)
+        quiet.warning("count", "login throttling cannot count attempts in %s: %s",
+                      throttle.where, error)  # fmt: skip
         # Not given back: the storage that just failed would only keep this request waiting
         # once more; whatever was counted stays counted, the safe side.
         return None
@@ -140,7 +144,8 @@ def give_back(attempt: Attempt) -> None:
         throttle.breaker.succeeded()
     except Exception as error:  # noqa: BLE001 - the attempt stays counted: the safe side
         throttle.breaker.failed(f"{type(error).__name__}: {error}")
-        quiet.warning("give back", "login throttling could not give back an attempt: %s", error)
+        quiet.warning("give back", "login throttling could not give back an attempt in %s: %s",
+                      throttle.where, error)  # fmt: skip
     attempt._counted.clear()
 
 
