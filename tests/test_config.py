@@ -8,6 +8,9 @@ from portal import create_app
 from portal.settings import ConfigError
 from tests.conftest import ROOT, demo_settings
 
+#: A key as `secrets.token_hex(24)` makes one (production refuses obviously weak ones).
+PRODUCTION_KEY = "9f2c4e71b03a8d56e1f7c2a94b0d3e68f15a7c29d4e80b36"
+
 
 def settings(**changes):
     """The demo settings with some keys changed (None deletes a key)."""
@@ -120,7 +123,7 @@ def test_production_is_the_default_and_refuses_dev_secrets_and_plain_http(monkey
     monkeypatch.delenv("PORTAL_ENV", raising=False)
     with pytest.raises(ConfigError, match="SECRET_KEY"):
         create_app()
-    monkeypatch.setenv("PORTAL_SECRET_KEY", '"' + "k" * 48 + '"')
+    monkeypatch.setenv("PORTAL_SECRET_KEY", '"' + PRODUCTION_KEY + '"')
     with pytest.raises(ConfigError, match="LDAP_BIND_PASSWORD"):
         create_app()
     monkeypatch.setenv("PORTAL_LDAP_BIND_PASSWORD", '"a-real-secret"')
@@ -135,8 +138,11 @@ def test_production_is_the_default_and_refuses_dev_secrets_and_plain_http(monkey
     [({"SECRET_KEY_FALLBACKS": ["dev-only-compose-secret-key-change-me-0123456789"]},
       "SECRET_KEY_FALLBACKS"),
      ({"SECRET_KEY_FALLBACKS": ["short-old-key"]}, "SECRET_KEY_FALLBACKS"),
+     ({"SECRET_KEY_FALLBACKS": ["ab" * 24]}, "SECRET_KEY_FALLBACKS"),
+     ({"SECRET_KEY": "x" * 48}, "SECRET_KEY"),
      ({"SECRET_KEY": "DEV-ONLY-" + "k" * 40}, "SECRET_KEY")],
-    ids=["dev-only fallback", "short fallback", "dev-only in capitals"],
+    ids=["dev-only fallback", "short fallback", "two characters repeated", "one character",
+         "dev-only in capitals"],
 )  # fmt: skip
 def test_production_refuses_a_published_key_among_the_fallbacks(settings, named):
     """Cookies signed with a fallback key are accepted: a dev-only key moved there by a rotation
@@ -144,7 +150,7 @@ def test_production_refuses_a_published_key_among_the_fallbacks(settings, named)
     from tests.conftest import demo_settings
 
     production = demo_settings() | {
-        "ENV": "production", "SECRET_KEY": "s" * 40, "LDAP_BIND_PASSWORD": "reader-password",
+        "ENV": "production", "SECRET_KEY": PRODUCTION_KEY, "LDAP_BIND_PASSWORD": "reader-password",
         "SESSION_COOKIE_SECURE": True,
     }  # fmt: skip
     with pytest.raises(ConfigError) as raised:
@@ -224,7 +230,7 @@ def test_the_app_itself_refuses_several_processes_announced_by_web_concurrency(m
     from tests.conftest import demo_settings
 
     production = demo_settings() | {
-        "ENV": "production", "SECRET_KEY": "s" * 40, "LDAP_BIND_PASSWORD": "reader-password",
+        "ENV": "production", "SECRET_KEY": PRODUCTION_KEY, "LDAP_BIND_PASSWORD": "reader-password",
         "SESSION_COOKIE_SECURE": True,
     }  # fmt: skip
     monkeypatch.setenv("WEB_CONCURRENCY", "3")

@@ -351,6 +351,13 @@ def _check_metrics(config) -> None:
     )
 
 
+def _could_be_random(key: str) -> bool:
+    # Long enough, and not one or a few characters repeated ("x" * 48, "abab..."): randomness
+    # cannot be told from the text, but a random key of 32 characters never has fewer than 5
+    # different ones (Django's check draws the same line).
+    return len(key) >= 32 and len(set(key)) >= 5
+
+
 def _check_production(config) -> None:
     for key in ("SECRET_KEY", "LDAP_BIND_PASSWORD"):
         require(
@@ -358,12 +365,17 @@ def _check_production(config) -> None:
             key,
             "the dev-only value is refused in production; set PORTAL_" + key,
         )
-    require(len(config["SECRET_KEY"]) >= 32, "SECRET_KEY", "at least 32 random characters")
+    require(
+        _could_be_random(config["SECRET_KEY"]),
+        "SECRET_KEY",
+        "at least 32 random characters, such as python3 -c "
+        "'import secrets; print(secrets.token_urlsafe(48))' prints",
+    )
     # A cookie signed with any fallback key is accepted: a published one (the development or
     # compose key, moved there by a rotation) would let anyone sign themselves in as anyone.
     for fallback in config.get("SECRET_KEY_FALLBACKS") or ():
         require(
-            _DEV_ONLY_MARKER not in str(fallback).lower() and len(str(fallback)) >= 32,
+            _DEV_ONLY_MARKER not in str(fallback).lower() and _could_be_random(str(fallback)),
             "SECRET_KEY_FALLBACKS",
             "each an earlier production key of at least 32 random characters, never a dev-only one",
         )
