@@ -33,8 +33,8 @@ def frozen_breakers(monkeypatch):
 
 def test_a_signed_in_person_goes_on_through_a_directory_outage_within_the_grace(own_slapd, clock):
     """The directory stops and alice's entry is due: she keeps working from it (the page says
-    so, the metric counts it), admin pages wait for the directory, and once the grace is over
-    she gets the 503 page, from which she can sign out."""
+    so, the metric counts it), admin pages but the status page wait for the directory, and once
+    the grace is over she gets the 503 page, from which she can sign out."""
     app = make_app(own_slapd, USER_CACHE_TTL=TTL, USER_STALE_GRACE=600)
     alice, erin = signed_in(app, "alice"), signed_in(app, "erin")
     own_slapd.stop()
@@ -45,8 +45,15 @@ def test_a_signed_in_person_goes_on_through_a_directory_outage_within_the_grace(
     assert "The company directory is not answering" in page.get_data(as_text=True)
     assert scrape(app).delta(before, "portal_user_loads_total", source="stale") == 1
     assert alice.get("/pages/finance").status_code == 403, "no more rights than she had"
+    # The status page only shows what fails, and is what the on-call engineer needs now; the
+    # pages that act on other people wait for the directory.
     status = erin.get("/admin/status")
-    assert status.status_code == 503
+    assert status.status_code == 200
+    shown = status.get_data(as_text=True)
+    assert "The company directory is not answering" in shown
+    assert '<p class="summary bad" role="status">Directory: 1 of 1 server failing</p>' in shown
+    assert erin.get("/admin/users/alice").status_code == 503
+    assert erin.get("/admin/users?username=alice").status_code == 503
     clock.advance(600)
     closed = alice.get("/")
     assert closed.status_code == 503

@@ -72,15 +72,26 @@ def group_required(*groups: str):
 
 def admin_required(view):
     """Let a view through only for members of ACCESS_ADMIN_GROUPS (else 403), and only in a
-    session that began with a password (a "remember me" session must sign in again)."""
+    session that began with a password (a "remember me" session must sign in again); during a
+    directory outage (the administrator known only from a stale cache entry), 503."""
+    return _admin_only(view, in_outage=False)
 
+
+def admin_diagnostics(view):
+    """As admin_required, but also served during a directory outage, from the administrator's
+    stale cache entry: for a page that only shows the portal's state (the status page), which
+    the on-call engineer needs most while the directory is down, and that decides nothing."""
+    return _admin_only(view, in_outage=True)
+
+
+def _admin_only(view, in_outage: bool):
     @wraps(view)
     def guarded(*args, **kwargs):
         if not current_user.is_authenticated:
             return login_manager.unauthorized()
         if not current_user.is_admin:
             abort(403)
-        if request.environ.get(STALE):
+        if request.environ.get(STALE) and not in_outage:
             # An administrator acts on what the directory says now, never on a memory of it.
             abort(503, gettext("The company directory is not answering, and the admin pages "
                                "need it. Please try again in a minute."))  # fmt: skip

@@ -19,7 +19,7 @@ from flask_babel import gettext, lazy_gettext, ngettext
 from flask_login import current_user, login_fresh
 
 from .. import accounts, directory
-from ..access import admin_required
+from ..access import admin_diagnostics, admin_required
 from ..directory import InvalidInput
 from ..health.probes import count_person_entries, probe_cache
 from ..recent import RECENT
@@ -36,7 +36,7 @@ _SECRET_NAME = re.compile(r"(?i)pass|token|secret|key|auth|sig")
 
 
 @bp.route("/status")
-@admin_required
+@admin_diagnostics
 def status():
     """Whether each directory server and the cache answer, with a one-line summary on top."""
     cached = accounts.cached_attributes(current_user.username)
