@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
 import ldap3
-from ldap3.core.exceptions import LDAPException, LDAPResponseTimeoutError
+from ldap3.core.exceptions import LDAPException, LDAPResponseTimeoutError, LDAPSocketOpenError
 
 from .. import metrics
 from ..quietlog import QuietLog
@@ -113,13 +113,13 @@ def connect(servers: list[ldap3.Server], settings: DirectorySettings,
                 receive_timeout=settings.operation_timeout,
             )
             try:
-                # ldap3 keeps one "current address" per Server, set by any open connection, and
-                # then passes over a failed open in silence (the next operation then fails with
-                # "socket is not open"): cleared, this open's own error is raised.
-                server.current_address = None
                 connection.open(read_server_info=False)
-                if connection.socket is None:  # another thread's open set it meanwhile
-                    raise ConnectionError("the connection could not be opened")
+                if connection.last_error:
+                    # ldap3 keeps one "current address" per Server, set by any connection open
+                    # to it, and passes over a failed open in silence while another connection
+                    # has set it (the next operation then fails, "socket is not open"). The
+                    # reason is kept in last_error, which a fresh connection has only then.
+                    raise LDAPSocketOpenError(connection.last_error)
                 if settings.start_tls and not connection.start_tls(read_server_info=False):
                     raise ConnectionError(f"StartTLS refused: {connection.result}")
             except Exception as error:  # noqa: BLE001 - socket, TLS and decoding errors alike
