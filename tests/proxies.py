@@ -71,35 +71,42 @@ CADDY_GLOBALS = """\
 
 def render(path, replacements: dict[str, str]) -> str:
     """A shipped file with its docker-compose addresses replaced (each must appear once)."""
-    text = path.read_text()
+    return render_text(path.read_text(), replacements, str(path))
+
+
+def render_text(text: str, replacements: dict[str, str], name: str = "the file") -> str:
+    """`text` with each replacement made (each text replaced must appear once)."""
     for shipped, tested in replacements.items():
-        assert text.count(shipped) == 1, f"{path} must say {shipped!r} exactly once"
+        assert text.count(shipped) == 1, f"{name} must say {shipped!r} exactly once"
         text = text.replace(shipped, tested)
     return text
 
 
-#: The commented micro-cache lines of the verify location (deploy/nginx/portal.conf).
-MICRO_CACHE_LINES = ("proxy_cache portal_verify;", "proxy_cache_key ", "proxy_cache_valid ",
-                     "proxy_ignore_headers ")  # fmt: skip
+#: The commented micro-cache lines (deploy/nginx/portal.conf): its zone and the verify
+#: location's four.
+MICRO_CACHE_LINES = ("proxy_cache_path ", "proxy_cache portal_verify;", "proxy_cache_key ",
+                     "proxy_cache_valid ", "proxy_ignore_headers ")  # fmt: skip
 
 
 def render_nginx_config(portal_port: int, upstream_port: int, listen_port: int, work: Path,
                         micro_cache: bool = False) -> str:  # fmt: skip
-    """deploy/nginx/portal.conf with its docker-compose addresses replaced by loopback ports and
-    its cache folder by one in `work`; with `micro_cache`, its micro-cache lines uncommented."""
+    """deploy/nginx/portal.conf with only its three docker-compose addresses replaced by
+    loopback ports (as it must start on Debian's nginx); with `micro_cache`, its micro-cache
+    lines uncommented, the cache in a folder of `work`."""
     text = render(
         NGINX_CONF,
         {
             "server portal:8000;": f"server 127.0.0.1:{portal_port};",
             "server upstream:8080;": f"server 127.0.0.1:{upstream_port};",
             "listen 80;": f"listen 127.0.0.1:{listen_port};",
-            "/var/cache/nginx/portal-verify": str(work / "verify-cache"),
         },
     )
     if micro_cache:
         for line in MICRO_CACHE_LINES:
             assert text.count(f"# {line}") == 1, f"{NGINX_CONF} must offer {line!r} once"
             text = text.replace(f"# {line}", line)
+        cache = {"/var/cache/nginx/portal-verify": str(work / "verify-cache")}
+        text = render_text(text, cache, str(NGINX_CONF))
     return text
 
 
