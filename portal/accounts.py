@@ -8,7 +8,8 @@ within the TTL on every worker that shares the cache.
 
 An entry is kept USER_STALE_GRACE seconds longer than it is fresh: when the directory cannot
 answer, a signed-in person goes on working from it for that long (never longer, never with more
-rights than it gives, never on admin pages), then gets the 503 page. A person the directory
+rights than it gives, never on the admin pages that act on people; the status page is shown),
+then gets the 503 page. A person the directory
 said is gone or may not sign in (deleted, disabled, locked) leaves a "gone" entry in place of
 theirs, so a later outage can never bring the old one back. While Redis fails, the cache guard
 (cache/guard.py) keeps entries and sign-out marks in this process.

@@ -68,9 +68,12 @@ def test_status_page_tells_a_hung_server_from_a_dead_one(slapd):
         listener(lambda connection: None) as hung,
     ):
         app = make_app(slapd, LDAP_URLS=[slapd.url, dead.url, hung.url], LDAP_OPERATION_TIMEOUT=1)
-        erin = app.test_client()
-        AuthActions(erin).login("erin")
-        page = erin.get("/admin/status").get_data(as_text=True)
+        try:
+            erin = app.test_client()
+            AuthActions(erin).login("erin")
+            page = erin.get("/admin/status").get_data(as_text=True)
+        finally:
+            app.extensions["portal.directory"].close()
         rows = page.split("<tbody>", 1)[1].split("</tbody>", 1)[0].split("<tr class=")
         [dead_row] = [row for row in rows if dead.url.removeprefix("ldap://") in row]
         [hung_row] = [row for row in rows if hung.url.removeprefix("ldap://") in row]
@@ -80,7 +83,6 @@ def test_status_page_tells_a_hung_server_from_a_dead_one(slapd):
         said = r'unreachable: <span class="error-text">the bind failed: LDAP\w+Error: '
         assert re.search(said, dead_row) and "timed out" not in dead_row
         assert re.search(said, hung_row) and "timed out" in hung_row
-        app.extensions["portal.directory"].close()
 
 
 def test_healthz_is_ok_without_any_io(client, ldap_spy):

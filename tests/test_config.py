@@ -140,9 +140,10 @@ def test_production_is_the_default_and_refuses_dev_secrets_and_plain_http(monkey
      ({"SECRET_KEY_FALLBACKS": ["short-old-key"]}, "SECRET_KEY_FALLBACKS"),
      ({"SECRET_KEY_FALLBACKS": ["ab" * 24]}, "SECRET_KEY_FALLBACKS"),
      ({"SECRET_KEY": "x" * 48}, "SECRET_KEY"),
+     ({"SECRET_KEY": "abcd" * 12}, "SECRET_KEY"),
      ({"SECRET_KEY": "DEV-ONLY-" + "k" * 40}, "SECRET_KEY")],
     ids=["dev-only fallback", "short fallback", "two characters repeated", "one character",
-         "dev-only in capitals"],
+         "four characters", "dev-only in capitals"],
 )  # fmt: skip
 def test_production_refuses_a_published_key_among_the_fallbacks(settings, named):
     """Cookies signed with a fallback key are accepted: a dev-only key moved there by a rotation
@@ -156,6 +157,10 @@ def test_production_refuses_a_published_key_among_the_fallbacks(settings, named)
     with pytest.raises(ConfigError) as raised:
         create_app(production | settings)
     assert str(raised.value).startswith(f"setting {named}:")
+    # The line drawn: five different characters pass, wherever the key is listed.
+    passing = "abcde" * 10
+    assert create_app(production | {key: passing if key == "SECRET_KEY" else [passing]
+                                    for key in settings})  # fmt: skip
 
 
 @pytest.mark.parametrize(

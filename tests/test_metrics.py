@@ -20,7 +20,7 @@ from portal.settings import ConfigError
 from portal.testing import trees
 from portal.testing.slapd import free_port
 from tests.conftest import ROOT, AuthActions, csrf_token_in, make_app, plant_login
-from tests.servers import Gunicorn, portal_environment
+from tests.servers import Gunicorn, listener, portal_environment
 
 TOKEN = "metrics-token-0123456789abcdef"
 OUTSIDE = {"REMOTE_ADDR": "10.1.2.3"}  # a WSGI environ value: the request never leaves Python
@@ -198,6 +198,21 @@ def test_a_connection_a_server_refuses_counts_an_ldap_error(slapd):
     assert after.delta(before, "portal_ldap_errors_total", operation="connect") == 1
     assert after.delta(before, "portal_ldap_errors_total", operation="bind") == 0
     assert "connect: LDAPSocketOpenError" in page and "Connection refused" in page
+
+
+def test_a_server_that_accepts_and_never_answers_counts_an_ldap_error(slapd):
+    """The first server accepts connections and never answers the bind: one bind error (the
+    connection opened, so no connect error), and alice is signed in by the second."""
+    with listener(lambda connection: None) as hung:
+        app = make_app(slapd, LDAP_URLS=[hung.url, slapd.url], LDAP_OPERATION_TIMEOUT=1)
+        try:
+            before = scrape(app)
+            assert AuthActions(app.test_client()).login("alice").status_code == 302
+            after = scrape(app)
+        finally:
+            app.extensions["portal.directory"].close()
+    assert after.delta(before, "portal_ldap_errors_total", operation="bind") == 1
+    assert after.delta(before, "portal_ldap_errors_total", operation="connect") == 0
 
 
 def test_openmetrics_is_served_to_a_scraper_that_asks_for_it(app):

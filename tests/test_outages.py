@@ -45,8 +45,8 @@ def test_a_signed_in_person_goes_on_through_a_directory_outage_within_the_grace(
     assert "The company directory is not answering" in page.get_data(as_text=True)
     assert scrape(app).delta(before, "portal_user_loads_total", source="stale") == 1
     assert alice.get("/pages/finance").status_code == 403, "no more rights than she had"
-    # The status page only shows what fails, and is what the on-call engineer needs now; the
-    # pages that act on other people wait for the directory.
+    # The status page acts on nobody and is what the on-call engineer needs now; the pages
+    # that act on other people wait for the directory.
     status = erin.get("/admin/status")
     assert status.status_code == 200
     shown = status.get_data(as_text=True)
@@ -55,6 +55,7 @@ def test_a_signed_in_person_goes_on_through_a_directory_outage_within_the_grace(
     assert erin.get("/admin/users/alice").status_code == 503
     assert erin.get("/admin/users?username=alice").status_code == 503
     clock.advance(600)
+    assert erin.get("/admin/status").status_code == 503, "the grace is over for it too"
     closed = alice.get("/")
     assert closed.status_code == 503
     body = closed.get_data(as_text=True)

@@ -362,6 +362,10 @@ def test_a_sentinel_url_names_its_sentinels_master_database_and_password():
         ("rediss://:s3cret@[::1]:6379/0?ssl_min_version=TLSv1_3", "rediss://[::1]:6379/0"),
         ("unix://:s3cret@/run/redis/redis.sock?db=1", "unix:///run/redis/redis.sock"),
         ("redis+sentinel://:p%40ss@s1:26380,s2/cache/2", "redis+sentinel://s1:26380,s2/cache/2"),
+        # Unencoded passwords that end urlsplit's netloc early: cut at the last "@" anyway.
+        ("redis://default:/Xk3q9+Zz@cache:6379/0", "redis://cache:6379/0"),
+        ("redis://:12345/abc@cache:6379/0", "redis://cache:6379/0"),
+        ("redis://:a?b#c@d@cache:6379/0", "redis://cache:6379/0"),
     ],
 )
 def test_logs_name_a_redis_by_its_address_never_its_password(url, logged):

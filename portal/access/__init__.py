@@ -14,7 +14,8 @@ from . import apps, rules
 _RULES = "portal.rules"
 _APPS = "portal.apps"
 #: WSGI environ key: this request's person comes from a cache entry past its freshness (the
-#: directory did not answer, see accounts.py); pages say so, and admin pages refuse it.
+#: directory did not answer, see accounts.py); pages say so, and the admin pages that act on
+#: people refuse it.
 STALE = "portal.stale"
 
 
@@ -74,24 +75,25 @@ def admin_required(view):
     """Let a view through only for members of ACCESS_ADMIN_GROUPS (else 403), and only in a
     session that began with a password (a "remember me" session must sign in again); during a
     directory outage (the administrator known only from a stale cache entry), 503."""
-    return _admin_only(view, in_outage=False)
+    return _admin_only(view, serve_stale=False)
 
 
 def admin_diagnostics(view):
-    """As admin_required, but also served during a directory outage, from the administrator's
-    stale cache entry: for a page that only shows the portal's state (the status page), which
-    the on-call engineer needs most while the directory is down, and that decides nothing."""
-    return _admin_only(view, in_outage=True)
+    """As admin_required, but also served during a directory outage from the administrator's
+    stale cache entry (within USER_STALE_GRACE, as every page): for the status page, which
+    shows the portal's state and settings (secrets masked) and acts on nobody, and which the
+    on-call engineer needs most while the directory is down."""
+    return _admin_only(view, serve_stale=True)
 
 
-def _admin_only(view, in_outage: bool):
+def _admin_only(view, serve_stale: bool):
     @wraps(view)
     def guarded(*args, **kwargs):
         if not current_user.is_authenticated:
             return login_manager.unauthorized()
         if not current_user.is_admin:
             abort(403)
-        if request.environ.get(STALE) and not in_outage:
+        if request.environ.get(STALE) and not serve_stale:
             # An administrator acts on what the directory says now, never on a memory of it.
             abort(503, gettext("The company directory is not answering, and the admin pages "
                                "need it. Please try again in a minute."))  # fmt: skip

@@ -71,8 +71,14 @@ def is_redis_url(url: object) -> bool:
 
 def location(url: str) -> str:
     """Where a Redis URL points, for logs: its scheme, hosts and path, never its credentials."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+    kind, _, rest = url.partition("://")
+    # Up to the last "@", not urlsplit's netloc: an unencoded password may hold "/", "?" or "#",
+    # which would end the netloc early and leave the password in the text (cutting too much
+    # is the safe mistake).
+    where = rest.rpartition("@")[2]
+    for end in "?#":
+        where = where.partition(end)[0]
+    return f"{kind}://{where}"
 
 
 def check_url(url: str) -> None:

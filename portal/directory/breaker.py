@@ -123,7 +123,11 @@ class Breaker:
                     state, retry = HALF_OPEN, None
             if state == HALF_OPEN and self._failures == 0 and self._probe_since is None:
                 state = CLOSED  # never failed, not yet asked: nothing to report
-            probing = state == HALF_OPEN and self._probe_since is not None
+            probing = (  # a probe that never reported back is given up after probe_limit
+                state == HALF_OPEN
+                and self._probe_since is not None
+                and self._clock() - self._probe_since <= self.probe_limit
+            )
             return BreakerState(
                 self.server, state, self._failures, retry, self._last_failure, probing
             )

@@ -114,12 +114,13 @@ def connect(servers: list[ldap3.Server], settings: DirectorySettings,
             )
             try:
                 connection.open(read_server_info=False)
-                if connection.last_error:
+                if connection.closed:
                     # ldap3 keeps one "current address" per Server, set by any connection open
                     # to it, and passes over a failed open in silence while another connection
-                    # has set it (the next operation then fails, "socket is not open"). The
-                    # reason is kept in last_error, which a fresh connection has only then.
-                    raise LDAPSocketOpenError(connection.last_error)
+                    # has set it (the next operation would fail: "socket is not open"). Only a
+                    # socket that connected marks the connection open; its error, if any, is
+                    # in last_error (none when the name no longer resolves).
+                    raise LDAPSocketOpenError(connection.last_error or "no address to connect to")
                 if settings.start_tls and not connection.start_tls(read_server_info=False):
                     raise ConnectionError(f"StartTLS refused: {connection.result}")
             except Exception as error:  # noqa: BLE001 - socket, TLS and decoding errors alike
@@ -176,7 +177,8 @@ def open_connection(
         except Exception as error:  # noqa: BLE001 - the server failed mid-bind
             reasons[label(server)] = f"the bind failed: {type(error).__name__}: {error}"
             failures.append(f"{label(server)}: {reasons[label(server)]}")
-            if not probe:
+            if not probe:  # a hung server: it accepted the connection, then never answered
+                metrics.ldap_error("bind", connection, reasons[label(server)])
                 server_failed(server, error)
             discard(connection)
             continue

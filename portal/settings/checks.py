@@ -368,8 +368,8 @@ def _check_production(config) -> None:
     require(
         _could_be_random(config["SECRET_KEY"]),
         "SECRET_KEY",
-        "at least 32 random characters, such as python3 -c "
-        "'import secrets; print(secrets.token_urlsafe(48))' prints",
+        "at least 32 random characters, e.g. the output of "
+        "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'",
     )
     # A cookie signed with any fallback key is accepted: a published one (the development or
     # compose key, moved there by a rotation) would let anyone sign themselves in as anyone.
@@ -377,7 +377,7 @@ def _check_production(config) -> None:
         require(
             _DEV_ONLY_MARKER not in str(fallback).lower() and _could_be_random(str(fallback)),
             "SECRET_KEY_FALLBACKS",
-            "each an earlier production key of at least 32 random characters, never a dev-only one",
+            "each an earlier production key (at least 32 random characters), never a dev-only one",
         )
     require(
         config.get("SESSION_COOKIE_SECURE") is True,

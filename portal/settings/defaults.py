@@ -222,8 +222,9 @@ CACHE_THRESHOLD = 10000
 #: Seconds a signed-in person's directory data is reused before it is read again.
 USER_CACHE_TTL = 300
 #: Seconds after that during which a signed-in person goes on working from their last known
-#: data when the directory does not answer (never for admin pages; the page says so); then the
-#: 503 page. 0: no grace, a 503 as soon as the data is due and the directory is down.
+#: data when the directory does not answer (the page says so; of the admin pages only the
+#: status page, never those that act on people); then the 503 page. 0: no grace, a 503 as
+#: soon as the data is due and the directory is down.
 USER_STALE_GRACE = 900
 #: Seconds this process keeps a person's data read from the directory while Redis fails, so the
 #: directory sees one read per person per process per interval rather than one per request.

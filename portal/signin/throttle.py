@@ -63,7 +63,7 @@ class _Throttle:
     #: login then gets its 503 at once instead of after another timeout.
     breaker: Breaker
     #: The storage, as logs name it (a Redis URL without its credentials).
-    where: str = "memory"
+    where: str = "memory://"
 
 
 def init_app(app: Flask) -> None:
