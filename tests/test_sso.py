@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from portal.access.rules import PathRefused, RuleSet, app_path, decide
@@ -155,6 +157,44 @@ def test_missing_or_garbled_original_request_is_refused_never_a_500(sso_app, hea
     client = signed_in(sso_app, "alice")
     assert client.get("/auth/verify", headers=headers).status_code == 403
     assert sso_app.test_client().get("/auth/verify", headers=headers).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("family", "headers", "says"),
+    [
+        ("original", {"X-Original-URL": "https://wiki.example.org/x"},
+         "X-Original-Method is missing"),
+        ("original", {}, "X-Original-Method and X-Original-URL are missing"),
+        ("original", {"X-Original-URL": "ftp://wiki.example.org/x", "X-Original-Method": "GET"},
+         "X-Original-URL is neither http nor https"),
+        ("original", {"X-Original-URL": "https://wiki.example.org", "X-Original-Method": "GET"},
+         "X-Original-URL holds no path"),
+        ("original", {"X-Original-URL": "https://a b/x", "X-Original-Method": "GET"},
+         "the host in X-Original-URL is not a plain host name"),
+        ("forwarded", {"X-Forwarded-Host": "wiki.example.org", "X-Forwarded-Method": "GET"},
+         "X-Forwarded-Uri is missing"),
+        ("forwarded", {"X-Forwarded-Host": "wiki.example.org", "X-Forwarded-Method": "GET /",
+                       "X-Forwarded-Uri": "/x"}, "X-Forwarded-Method is not an HTTP method"),
+        ("forwarded", {"X-Forwarded-Host": "wiki.example.org", "X-Forwarded-Method": "GET",
+                       "X-Forwarded-Uri": "/x", "X-Forwarded-Proto": "gopher"},
+         "X-Forwarded-Proto is neither http nor https"),
+    ],
+)  # fmt: skip
+def test_a_proxy_set_up_wrong_is_told_which_header_it_must_send(
+    slapd, caplog, family, headers, says
+):
+    """A proxy that sends no (or a garbled) description of the request gets its 403 or 401,
+    and the log says which header is wrong and which ones the setting expects (once a minute,
+    not once per request), never the header's value."""
+    app = make_app(slapd, ACCESS_RULES=RULES, SSO_REQUEST_HEADERS=family)
+    alice = signed_in(app, "alice")
+    with caplog.at_level(logging.WARNING, logger="portal.sso.views"):
+        for _ in range(3):
+            assert alice.get("/auth/verify", headers=headers).status_code == 403
+    lines = [record.getMessage() for record in caplog.records if record.name == "portal.sso.views"]
+    assert len(lines) == 1, lines
+    assert says in lines[0] and f"SSO_REQUEST_HEADERS = '{family}'" in lines[0]
+    assert "gopher" not in lines[0] and "a b" not in lines[0]
 
 
 @pytest.mark.parametrize("through", ["fast path", "Flask"])

@@ -39,17 +39,7 @@ def read_original(header, family: str) -> Original | None:
     must be a plain host name (optionally with a port) and the rest a path, and the method an
     HTTP method.
     """
-    if family == "forwarded":
-        method = header("X-Forwarded-Method") or ""
-        host = header("X-Forwarded-Host") or ""
-        target = header("X-Forwarded-Uri") or ""
-        proto = header("X-Forwarded-Proto")
-        scheme = "https" if proto is None else proto
-    else:
-        method = header("X-Original-Method") or ""
-        scheme, _, rest = (header("X-Original-URL") or "").partition("://")
-        host, slash, target = rest.partition("/")
-        target = slash + target
+    method, scheme, host, target = _parts(header, family)
     if not _METHOD.fullmatch(method) or scheme.lower() not in ("http", "https"):
         return None
     if not target.startswith("/") or not usable_host(host):
@@ -57,6 +47,44 @@ def read_original(header, family: str) -> Original | None:
     # The host judged is the one usable_host checked, read the same way (never by a URL
     # parser, which may see another host in the same text).
     return Original(method.upper(), f"{scheme}://{host}{target}", host_name(host), target)
+
+
+def why_unusable(header, family: str) -> str:
+    """Why read_original found the question unusable, naming the header (never its value,
+    which anyone may send): for the log of a proxy that is set up wrong."""
+    method, scheme, host, target = _parts(header, family)
+    names = REQUIRED_HEADERS[family]
+    missing = [name for name in names if not header(name)]
+    if missing:
+        return " and ".join(missing) + (" is" if len(missing) == 1 else " are") + " missing"
+    url = names[-1]  # "original": everything but the method is in X-Original-URL
+    if not _METHOD.fullmatch(method):
+        return f"{names[0]} is not an HTTP method"
+    if scheme.lower() not in ("http", "https"):
+        return f"{'X-Forwarded-Proto' if family == 'forwarded' else url} is neither http nor https"
+    if not target.startswith("/"):
+        return f"{url} holds no path"
+    if not usable_host(host):
+        return f"the host in {names[1]} is not a plain host name (and port)"
+    return "it is usable"
+
+
+#: The headers each family needs (X-Forwarded-Proto may be left out: https is assumed).
+REQUIRED_HEADERS = {
+    "forwarded": ("X-Forwarded-Method", "X-Forwarded-Host", "X-Forwarded-Uri"),
+    "original": ("X-Original-Method", "X-Original-URL"),
+}
+
+
+def _parts(header, family: str) -> tuple[str, str, str, str]:
+    # (method, scheme, host, path and query) as the proxy sent them, unchecked.
+    if family == "forwarded":
+        proto = header("X-Forwarded-Proto")
+        return (header("X-Forwarded-Method") or "", "https" if proto is None else proto,
+                header("X-Forwarded-Host") or "", header("X-Forwarded-Uri") or "")  # fmt: skip
+    scheme, _, rest = (header("X-Original-URL") or "").partition("://")
+    host, slash, target = rest.partition("/")
+    return header("X-Original-Method") or "", scheme, host, slash + target
 
 
 @lru_cache(maxsize=4096)

@@ -18,11 +18,13 @@ from flask_login import current_user, login_fresh
 
 from ..access import rule_set
 from ..extensions import csrf
+from ..quietlog import QuietLog
 from ..signin import audit
 from . import bp
-from .questions import Original, identity_headers, read_original
+from .questions import REQUIRED_HEADERS, Original, identity_headers, read_original, why_unusable
 
 log = logging.getLogger(__name__)
+quiet = QuietLog(log)  # a proxy set up wrong sends every request so: one line a minute
 
 _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
@@ -33,11 +35,12 @@ def verify():
     """Answer whether the original request may go through, with the person's identity."""
     original = original_request()
     user = current_user._get_current_object()  # once: each proxy lookup has its cost
+    if original is None:
+        _log_unusable("a 401 without a return address" if not user.is_authenticated else "403")
     if not user.is_authenticated:
         return _sign_in_first(original)
     if original is None:
         # Without the headers that say which request this is, nothing can be judged: closed.
-        log.warning("/auth/verify without usable %s headers", _family())
         audit.record(
             "access.denied", user=user.username, reason="no usable original request headers"
         )
@@ -77,6 +80,15 @@ def _sign_in_first(original: Original | None):
 
 def _family() -> str:
     return current_app.config["SSO_REQUEST_HEADERS"]
+
+
+def _log_unusable(answered: str) -> None:
+    # What the on-call engineer needs to fix the proxy: which header, and which are expected.
+    family = _family()
+    reason = why_unusable(request.headers.get, family)
+    quiet.warning(f"unusable {reason}", "/auth/verify cannot tell which request it is asked "
+                  "about: %s (SSO_REQUEST_HEADERS = %r: the proxy must send %s); answered %s",
+                  reason, family, " and ".join(REQUIRED_HEADERS[family]), answered)  # fmt: skip
 
 
 def _answer(status: int, headers: tuple = ()):
