@@ -345,6 +345,31 @@ def test_login_returns_only_to_allowed_domains(sso_app, target, landing):
 
 
 @pytest.mark.parametrize(
+    ("target", "landing"),
+    [
+        ("http://localhost/app/engineering/x?y=1", "http://localhost/app/engineering/x?y=1"),
+        ("http://LOCALHOST/app/x", "http://localhost/app/x"),
+        ("http://localhost:8080/app/x", "/"),  # another port: another site
+        ("https://localhost/app/x", "/"),  # another scheme: another site
+        ("http://localhost.evil.example/app/x", "/"),
+        ("http://evil@localhost/app/x", "/"),
+    ],
+)
+def test_login_returns_to_an_app_under_the_portals_own_host(slapd, caplog, target, landing):
+    """One host with apps under paths (the setup deploy/README recommends): /auth/verify names
+    the app by its full URL on the portal's own host, which needs no SSO_ALLOWED_DOMAINS entry.
+    Anything else is refused, and the refusal is logged (else nobody knows why the person lands
+    on the home page)."""
+    app = make_app(slapd, ACCESS_RULES=RULES)  # SSO_ALLOWED_DOMAINS empty, as shipped
+    with caplog.at_level(logging.WARNING, logger="portal.auth.views"):
+        response = AuthActions(app.test_client()).login("alice", next=target)
+    assert response.headers["Location"] == landing
+    logged = [r.getMessage() for r in caplog.records if r.name == "portal.auth.views"]
+    assert bool(logged) is (landing == "/")
+    assert all("SSO_ALLOWED_DOMAINS" in line for line in logged)
+
+
+@pytest.mark.parametrize(
     ("target", "allow_http", "kept"),
     [
         ("https://wiki.example.org/x", False, True),

@@ -61,11 +61,18 @@ def login():
     """Show the login form; on POST verify the password against the directory."""
     # Only real form fields count: a JSON or file body must not fill the form.
     form = LoginForm(formdata=request.form if request.method == "POST" else None)
+    asked = form.next.data or request.args.get("next")
     next_url = safe_next(
-        form.next.data or request.args.get("next"),
+        asked,
         current_app.config["SSO_ALLOWED_DOMAINS"],
         allow_http=not current_app.config["SESSION_COOKIE_SECURE"],
+        own_origin=f"{request.scheme}://{request.host}",
     )
+    if asked and next_url is None:
+        # Else the person lands on the home page after signing in, and nobody knows why.
+        quiet.warning("next refused", "the return address after sign-in %r was refused: not a "
+                      "path or address of this site, nor https on a host in SSO_ALLOWED_DOMAINS",
+                      str(asked)[:200])  # fmt: skip
     if request.method != "POST":
         # A "remember me" session (not fresh) is shown the form: admin pages ask it to re-enter
         # the password.

@@ -176,7 +176,8 @@ METRICS_ALLOWED_NETWORKS: list[str] = ["127.0.0.0/8", "::1/128"]
 METRICS_BEARER_TOKEN = ""
 
 # --- Single sign-on -------------------------------------------------------------------------
-#: Hosts (and their subdomains) the login page may send people back to after signing in.
+#: Hosts (and their subdomains) the login page may send people back to after signing in (the
+#: portal's own host, with its scheme and port, always).
 SSO_ALLOWED_DOMAINS: list[str] = []
 #: The portal's public address (e.g. ``https://portal.corp.example``) for the login links
 #: /auth/verify gives proxies; empty for a portal on the same host as the apps (paths only).

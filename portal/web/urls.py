@@ -5,11 +5,14 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 
-def safe_next(target: object, allowed_domains=(), allow_http: bool = False) -> str | None:
+def safe_next(target: object, allowed_domains=(), allow_http: bool = False,
+              own_origin: str = "") -> str | None:  # fmt: skip
     """Return target if it is safe to redirect to after login, else None.
 
     Safe: a same-site relative path ("/..."), or an absolute https:// URL (http:// too when
-    allow_http) whose host is one of `allowed_domains` or below one. Browsers treat "//host",
+    allow_http) whose host is one of `allowed_domains` or below one, or whose scheme, host and
+    port are exactly `own_origin` ("https://intranet.example.org", the portal's own: apps on its
+    host under paths, which /auth/verify names by full URL). Browsers treat "//host",
     "/\\host", "\\\\host" and addresses with tabs or newlines as other sites, so anything with a
     backslash or a control character is refused.
     """
@@ -31,6 +34,8 @@ def safe_next(target: object, allowed_domains=(), allow_http: bool = False) -> s
         return None  # browsers would read such a host differently, if at all
     if not target.lower().startswith(f"{parts.scheme}://"):
         return None  # "https:/host" and the like: browsers disagree on what they mean
+    if own_origin and f"{parts.scheme}://{parts.netloc}".lower() == own_origin.lower():
+        return target
     host = parts.hostname.lower()
     for domain in (d.lower().strip(".") for d in allowed_domains):
         if host == domain or host.endswith("." + domain):
