@@ -1,4 +1,5 @@
-"""Command line for operators: `flask --app portal check | whois | flush | access-check`.
+"""Command line for operators: `portal check | whois | flush | revoke | access-check | watch`
+(the same as `flask --app portal ...`).
 
 - ``check``: settings, then for every server in LDAP_URLS: connect, TLS, service bind, a base
   search of each user base and of LDAP_GROUP_BASE, a count of people and groups; then the cache.
@@ -8,8 +9,9 @@
 - ``flush USERNAME`` / ``flush --all``: drop one person's cache entry, or every person's.
 - ``access-check USERNAME URL``: which ACCESS_RULES rule decides a request.
 
-A setting the portal refuses stops every command before it runs (create_app raises ConfigError:
-exit status 1, the last line names the key).
+A setting the portal refuses stops every command before it runs: `portal` (portal/__main__.py)
+says so in one line naming the key (exit status 2), `flask --app portal` with create_app's
+ConfigError.
 """
 
 from __future__ import annotations
@@ -450,7 +452,7 @@ def _cache_line(found: explain.Explanation) -> str:
         return line + ", same as the directory"
     return (
         f"{line}; it differs from the directory (cached groups: {', '.join(entry.groups)}) and "
-        f"decides their requests until then, or until `flask --app portal flush {found.username}`"
+        f"decides their requests until then, or until `portal flush {found.username}`"
     )
 
 

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 
 from .testing.slapd import Slapd, SlapdMissing
@@ -24,6 +25,11 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     port = int(os.environ.get("PORTAL_DEV_PORT", "5000"))
+    if not _port_free(port):
+        # Said before anything starts: Werkzeug would say it after the banner and a traceback.
+        print(f"Port {port} is in use by another program: start on another one, e.g. "
+              f"PORTAL_DEV_PORT={port + 1} make run", file=sys.stderr, flush=True)  # fmt: skip
+        return 2
     slapd = Slapd()
     try:
         slapd.start()
@@ -41,6 +47,9 @@ def main() -> int:
             "Demo accounts: see README.md (alice / alice-secret, erin / erin-secret, ...)",
             flush=True,
         )
+        urls = os.environ["PORTAL_LDAP_URLS"]
+        print(f"Operator commands against this demo, e.g.: PORTAL_ENV=development "
+              f"PORTAL_LDAP_URLS='{urls}' .venv/bin/portal whois alice", flush=True)  # fmt: skip
         app.run(host="127.0.0.1", port=port, use_reloader=False)
     except SlapdMissing as error:
         print(error, file=sys.stderr, flush=True)
@@ -51,6 +60,14 @@ def main() -> int:
         slapd.cleanup()
         print("Stopped the portal and the demo directory.", flush=True)
     return 0
+
+
+def _port_free(port: int) -> bool:
+    try:
+        with socket.create_server(("127.0.0.1", port)):
+            return True
+    except OSError:
+        return False
 
 
 def _interrupt(signum, frame):

@@ -8,7 +8,7 @@ locked has every login revoked. With RedisCache one watcher serves every worker 
 a lease in Redis (SET NX with an expiry, renewed by each poll) elects it, and when its holder
 dies another process takes over once the lease expires. With SimpleCache each process watches
 for itself. Started by the app on its first request (so in each gunicorn worker, after the
-fork), or on its own with `flask --app portal watch`. USER_CACHE_TTL stays the safety net.
+fork), or on its own with `portal watch`. USER_CACHE_TTL stays the safety net.
 """
 
 from __future__ import annotations

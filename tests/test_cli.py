@@ -8,6 +8,7 @@ import secrets
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import pytest
 import redis
@@ -155,6 +156,30 @@ def test_check_as_a_real_command_exits_non_zero_when_the_directory_is_unreachabl
     assert "setting LDAP_USER_BASE" in misset.stderr
 
 
+def test_the_portal_command_lists_its_commands_and_says_a_refused_setting_in_one_line(slapd):
+    """`portal` (pyproject's script) in the repository as a newcomer runs it, in production by
+    default: --help lists the operator commands, and `check` ends with the refused key in one
+    line (exit 2), no traceback; set right, it checks the directory."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PORTAL_")}
+    command = str(Path(sys.executable).parent / "portal")
+
+    def portal(*args, **settings):
+        return subprocess.run([command, *args], cwd=ROOT, env=dict(env, **settings),
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+
+    listed = portal("--help")
+    assert listed.returncode == 0
+    for name in ("check", "whois", "flush", "revoke", "access-check", "watch"):
+        assert f"  {name} " in listed.stdout, name
+    refused = portal("check")
+    assert refused.returncode == 2
+    assert "Error: setting SECRET_KEY: the dev-only value is refused" in refused.stderr
+    assert "Traceback" not in refused.stdout + refused.stderr
+    checked = portal("check", PORTAL_ENV="development", PORTAL_LDAP_URLS=json.dumps([slapd.url]))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "check: ok" in checked.stdout
+
+
 # --- whois ---------------------------------------------------------------------------------------
 
 
@@ -216,7 +241,7 @@ def test_whois_shows_a_cache_entry_the_directory_no_longer_agrees_with(own_slapd
     assert "groups: engineering, finance, staff" in result.output
     assert "Finance reports: member of finance" in result.output
     assert "differs from the directory (cached groups: engineering, staff)" in result.output
-    assert "flask --app portal flush alice" in result.output
+    assert "portal flush alice" in result.output
 
 
 def test_whois_names_the_access_rule_that_closes_a_page(slapd):

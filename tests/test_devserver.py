@@ -23,6 +23,8 @@ from tests.servers import answers_login, require_binary
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
+#: This virtualenv's `portal` command (pyproject's [project.scripts]).
+PORTAL_COMMAND = Path(sys.executable).parent / "portal"
 DIRECTORY_LINE = re.compile(r"Demo directory at ldap://127\.0\.0\.1:(\d+)")
 
 
@@ -191,3 +193,30 @@ def test_devserver_serves_the_portal_and_stops_its_directory_on_interrupt(
     assert not is_running(slapd_pid), f"slapd {slapd_pid} outlived the dev server"
     assert not accepts_connections(directory_port)
     assert not slapd_work.exists(), f"{slapd_work} was left behind"
+
+
+def test_the_operator_commands_the_dev_server_prints_work_against_its_demo(devserver):
+    """The banner's command line, run as printed (with this virtualenv's `portal`), reads
+    alice from the demo directory: a newcomer can try the operator commands at once."""
+    [line] = [text for text in devserver.output_text().splitlines() if "portal whois" in text]
+    command = line.split("e.g.: ", 1)[1].replace(".venv/bin/portal", str(PORTAL_COMMAND))
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("PORTAL_")}
+    result = subprocess.run(["bash", "-c", command], cwd=ROOT, env=environment,
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "uid=alice,ou=people,dc=example,dc=org" in result.stdout
+
+
+def test_a_port_in_use_is_said_before_anything_starts(tmp_path):
+    """Port taken: one line naming PORTAL_DEV_PORT, exit status 2, no directory started."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("PORTAL_")}
+        environment["PORTAL_DEV_PORT"] = str(port)
+        result = subprocess.run([sys.executable, "-m", "portal.devserver"], cwd=ROOT,
+                                env=environment, capture_output=True, text=True,
+                                timeout=60)  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"Port {port} is in use" in result.stderr
+    assert f"PORTAL_DEV_PORT={port + 1} make run" in result.stderr
+    assert "Demo directory at" not in result.stdout

@@ -59,9 +59,11 @@ def layer(name: str) -> int | None:
     return next((number for number, wings in enumerate(LAYERS) if wing(name) in wings), None)
 
 
+#: The entry points above every layer: the app factory, the `portal` command, `make run`.
+ENTRY_POINTS = ("portal", "portal.__main__", "portal.devserver")
 MODULES = sorted(
     path for path in PACKAGE.rglob("*.py")
-    if "testing" not in path.parts and module_name(path) not in ("portal", "portal.devserver")
+    if "testing" not in path.parts and module_name(path) not in ENTRY_POINTS
 )  # fmt: skip
 
 

@@ -1,6 +1,6 @@
 """Why a person may or may not use the portal and its pages: plain data, no I/O, no Flask.
 
-`flask --app portal whois` prints an `Explanation`; an admin page can render the same data. The
+`portal whois` prints an `Explanation`; an admin page can render the same data. The
 rules explained are the ones the portal applies: `User.is_active` (an allowed group and no denied
 group), a page's `groups` (any one of them opens it), and ACCESS_RULES judged on the page's path
 (as `access.enforce_access_rules` does before every page view).
