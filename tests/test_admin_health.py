@@ -14,6 +14,16 @@ from tests.conftest import AuthActions, eventually, make_app
 from tests.servers import listener
 
 
+@pytest.mark.parametrize("path", ["/admin", "/admin/"])
+def test_the_admin_pages_address_leads_to_the_status_page(client, auth, path):
+    """An administrator who types /admin lands on the status page, not on "Not found"."""
+    auth.login("erin")
+    response = client.get(path)
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/admin/status"
+    assert client.get(path, follow_redirects=True).status_code == 200
+
+
 def test_status_page_is_for_admins_only(client, auth):
     """Alice (not in portal-admins) gets 403; anonymous visitors are sent to login."""
     assert client.get("/admin/status").status_code == 302

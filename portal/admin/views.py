@@ -35,6 +35,12 @@ _URL_USERINFO = re.compile(r"(://).*@")
 _SECRET_NAME = re.compile(r"(?i)pass|token|secret|key|auth|sig")
 
 
+@bp.route("", strict_slashes=False)
+def index():
+    """/admin (a guess at the admin pages' address): the status page, where they begin."""
+    return redirect(url_for("admin.status"))
+
+
 @bp.route("/status")
 @admin_diagnostics
 def status():
