@@ -297,6 +297,31 @@ def test_a_remembered_or_flashed_visitor_gets_a_page_of_their_own(app, auth):
     assert csrf_token_in(anonymous) != csrf_token_in(remembered)
 
 
+def test_asked_again_for_the_password_the_name_is_filled_in(app, auth):
+    """A "keep me signed in" session opening an admin page is asked for the password: the
+    form says why, holds erin's name, and puts the cursor in the password field."""
+    auth.login("erin", remember=True)
+    auth.client.delete_cookie("session")  # the browser restarted: remember-me, not fresh
+    asked = auth.client.get("/admin/status")
+    assert asked.status_code == 302
+    page = auth.client.get(asked.headers["Location"]).get_data(as_text=True)
+    assert "Enter your password again to open this page" in page
+    assert 'name="username" type="text" value="erin" autocomplete="username" required' in page
+    assert 'autocomplete="current-password" autofocus required' in page
+    token = csrf_token_in(page)
+    done = auth.client.post(
+        "/login",
+        data={
+            "csrf_token": token,
+            "username": "erin",
+            "password": "erin-secret",
+            "next": "/admin/status",
+        },
+    )
+    assert done.headers["Location"] == "/admin/status"
+    assert auth.client.get("/admin/status").status_code == 200
+
+
 @pytest.mark.parametrize("target", HOSTILE_NEXT)
 def test_hostile_next_falls_back_to_home(auth, target):
     """After login, a `next` that could leave the site is replaced by the home page."""

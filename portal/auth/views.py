@@ -79,6 +79,10 @@ def login():
         if current_user.is_authenticated and login_fresh():
             return redirect(next_url or url_for("main.home"))
         form.next.data = next_url or ""
+        if current_user.is_authenticated:
+            # Asked again for the password: the name is known, only the password is wanted.
+            form.username.data = current_user.username
+            return _page(form, confirming=True)
         return _page(form)
     if not form.validate_on_submit():
         return _page(form, MISSING, 400)
@@ -259,7 +263,8 @@ def wait_until(deadline: float) -> None:
         _sleep(remaining)
 
 
-def _page(form: LoginForm, error=None, status: int = 200, headers=None, must_change=False):
+def _page(form: LoginForm, error=None, status: int = 200, headers=None, must_change=False,
+          confirming: bool = False):  # fmt: skip
     form.password.data = ""
     signed_out = request.args.get("signed_out") if error is None else None
     if error is None and not (signed_out or must_change or form.username.data or
@@ -272,6 +277,7 @@ def _page(form: LoginForm, error=None, status: int = 200, headers=None, must_cha
             error=error,
             signed_out=signed_out,
             must_change=must_change,
+            confirming=confirming,
             wrong_password=error is FAILED,
             missing=error is MISSING,
         )
@@ -284,7 +290,7 @@ def _page(form: LoginForm, error=None, status: int = 200, headers=None, must_cha
 EMPTY_FORMS_KEPT = 32
 #: Stand-ins in a rendered empty form for the two values that differ between visitors.
 _TOKEN_MARK, _NEXT_MARK = "\x00csrf-token\x00", "\x00next\x00"
-_NO_MESSAGE = {"error": None, "signed_out": None, "must_change": False,
+_NO_MESSAGE = {"error": None, "signed_out": None, "must_change": False, "confirming": False,
                "wrong_password": False, "missing": False}  # fmt: skip
 
 
