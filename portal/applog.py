@@ -21,6 +21,20 @@ AUDIT_LOGGER = "portal.audit"
 #: How each line reads: 2026-12-01 03:12:45,123 WARNING [4711] portal.directory.connections: ...
 LINE_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 
+# Line breaks and other control characters, as the text escapes of repr() show them.
+_ESCAPES = {code: repr(chr(code))[1:-1] for code in (*range(0x20), 0x7F, 0x85, 0x2028, 0x2029)}
+
+
+class OneLineFormatter(logging.Formatter):
+    """LINE_FORMAT with each message on one line: a control character in it (a "%0a" a client
+    put in a path, decoded by then) is shown escaped, so no text sent can forge a log line. A
+    traceback, which follows the message, keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        """The line of one record, its message escaped."""
+        record.message = record.message.translate(_ESCAPES)
+        return super().formatMessage(record)
+
 
 def init_app(app: Flask) -> None:
     """Send the portal's log lines to standard error, unless logging is routed already."""
@@ -31,7 +45,7 @@ def init_app(app: Flask) -> None:
     if logging.getLogger().handlers or portal.handlers:
         return
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LINE_FORMAT))
+    handler.setFormatter(OneLineFormatter(LINE_FORMAT))
     # The audit lines are a stream of their own, even when routed so they propagate up here.
     handler.addFilter(lambda record: not record.name.startswith(AUDIT_LOGGER))
     portal.addHandler(handler)

@@ -96,3 +96,20 @@ def test_the_portals_log_lines_say_when_which_worker_and_what(tmp_path):
     assert line.search(server.output_text()), server.output_text()
     settings = re.compile(rf"^{stamp} WARNING \[\d+\] portal: settings: LDAP_ALLOW_CLEARTEXT", re.M)
     assert settings.search(server.output_text()), server.output_text()
+
+
+def test_no_text_a_client_sends_can_forge_a_log_line():
+    """A path with "%0a" (decoded before any log line is written) or a Unicode line separator
+    stays on its own line, shown escaped: the next line of the log is never the client's."""
+    import logging
+
+    from portal.applog import LINE_FORMAT, OneLineFormatter
+
+    forged = "/pages/x\n2026-12-01 21:50:00,000 WARNING [1] portal.auth.views: admin signed in"
+    sent = (forged + "\u2028\r\x1b[2J",)
+    record = logging.LogRecord("portal.web.errors", logging.WARNING, __file__, 1,
+                               "answering 503 for %s", sent, None)  # fmt: skip
+    line = OneLineFormatter(LINE_FORMAT).format(record)
+    assert "\n" not in line and "\r" not in line and "\u2028" not in line and "\x1b" not in line
+    assert line.endswith(r"answering 503 for /pages/x\n2026-12-01 21:50:00,000 WARNING [1] "
+                         r"portal.auth.views: admin signed in\u2028\r\x1b[2J")  # fmt: skip

@@ -189,12 +189,16 @@ def test_a_proxy_set_up_wrong_is_told_which_header_it_must_send(
     app = make_app(slapd, ACCESS_RULES=RULES, SSO_REQUEST_HEADERS=family)
     alice = signed_in(app, "alice")
     with caplog.at_level(logging.WARNING, logger="portal.sso.views"):
+        # Anyone may ask so first: their 401 must not hide the signed-in people's 403s.
+        assert app.test_client().get("/auth/verify", headers=headers).status_code == 401
         for _ in range(3):
             assert alice.get("/auth/verify", headers=headers).status_code == 403
     lines = [record.getMessage() for record in caplog.records if record.name == "portal.sso.views"]
-    assert len(lines) == 1, lines
-    assert says in lines[0] and f"SSO_REQUEST_HEADERS = '{family}'" in lines[0]
-    assert "gopher" not in lines[0] and "a b" not in lines[0]
+    assert len(lines) == 2, lines
+    assert lines[1].count("answered 403 (to 127.0.0.1)") == 1
+    for line in lines:
+        assert says in line and f"SSO_REQUEST_HEADERS = '{family}'" in line
+        assert "gopher" not in line and "a b" not in line
 
 
 @pytest.mark.parametrize("through", ["fast path", "Flask"])
@@ -367,6 +371,7 @@ def test_login_returns_to_an_app_under_the_portals_own_host(slapd, caplog, targe
     logged = [r.getMessage() for r in caplog.records if r.name == "portal.auth.views"]
     assert bool(logged) is (landing == "/")
     assert all("SSO_ALLOWED_DOMAINS" in line for line in logged)
+    assert not any("/app/" in line for line in logged), "only the host: a path may hold secrets"
 
 
 @pytest.mark.parametrize(

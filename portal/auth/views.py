@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from urllib.parse import urlsplit
 
 from flask import current_app, flash, g, redirect, render_template, request, session, url_for
 from flask_babel import get_locale, ngettext
@@ -69,10 +70,13 @@ def login():
         own_origin=f"{request.scheme}://{request.host}",
     )
     if asked and next_url is None:
-        # Else the person lands on the home page after signing in, and nobody knows why.
-        quiet.warning("next refused", "the return address after sign-in %r was refused: not a "
-                      "path or address of this site, nor https on a host in SSO_ALLOWED_DOMAINS",
-                      str(asked)[:200])  # fmt: skip
+        # Else the person lands on the home page after signing in, and nobody knows why. Only
+        # the host: a path or query may hold a secret. Anyone can make such a link, so the line
+        # says whose it was and to list the host only if it is an app of yours.
+        quiet.warning("next refused", "a return address after sign-in was refused (host %r, "
+                      "from %s): not a path or address of this site, nor https on a host in "
+                      "SSO_ALLOWED_DOMAINS; add its host there only if it is one of your apps",
+                      _host_of(str(asked))[:100], request.remote_addr)  # fmt: skip
     if request.method != "POST":
         # A "remember me" session (not fresh) is shown the form: admin pages ask it to re-enter
         # the password.
@@ -317,3 +321,11 @@ def _empty_form(form: LoginForm) -> str:
     # whatever `next` holds is never read as a stand-in.
     page = page.replace(_TOKEN_MARK, generate_csrf())
     return page.replace(_NEXT_MARK, str(escape(form.next.data or "")))
+
+
+def _host_of(address: str) -> str:
+    # The host of an absolute address, "" for a path or text no URL parser can split.
+    try:
+        return urlsplit(address).hostname or ""
+    except ValueError:
+        return ""

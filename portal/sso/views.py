@@ -86,9 +86,13 @@ def _log_unusable(answered: str) -> None:
     # What the on-call engineer needs to fix the proxy: which header, and which are expected.
     family = _family()
     reason = why_unusable(request.headers.get, family)
-    quiet.warning(f"unusable {reason}", "/auth/verify cannot tell which request it is asked "
-                  "about: %s (SSO_REQUEST_HEADERS = %r: the proxy must send %s); answered %s",
-                  reason, family, " and ".join(REQUIRED_HEADERS[family]), answered)  # fmt: skip
+    # Kept apart by what was answered too: anyone can ask /auth/verify without the headers
+    # and get the 401, which must not hide the signed-in people's 403s (a proxy set up wrong).
+    quiet.warning(f"unusable {reason} {answered}", "/auth/verify cannot tell which request it "
+                  "is asked about: %s (SSO_REQUEST_HEADERS = %r: the proxy must send %s); "
+                  "answered %s (to %s)", reason, family,
+                  " and ".join(REQUIRED_HEADERS[family]), answered,
+                  request.remote_addr)  # fmt: skip
 
 
 def _answer(status: int, headers: tuple = ()):

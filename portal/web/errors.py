@@ -96,7 +96,7 @@ def _directory_error(error: DirectoryError):
     # DirectoryUnavailable (no server answered) and refusals the portal cannot act on (a
     # referral, a size limit) alike: the person can only try again; the log says which.
     # Once a minute per kind (with a count): during an outage every request lands here.
-    quiet.warning(f"503 {type(error).__name__}", "answering 503 for %s: %s: %s", request.path,
+    quiet.warning(f"503 {type(error).__name__}", "answering 503 for %r: %s: %s", request.path,
                   type(error).__name__, error)  # fmt: skip
     return render_error(503)
 
