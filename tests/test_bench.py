@@ -33,3 +33,24 @@ def test_the_benchmark_harness_runs_every_measurement(tmp_path, slapd):
                  "| Memory |", "Failed login, floor 250 ms"):  # fmt: skip
         assert line in document, line
     assert (tmp_path / "benchmarks.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    ("subject", "baseline", "target", "shown"),
+    [(1745, 2191, 0.8, "0.796"), (1760, 2191, 0.8, "0.80"), (1000, 2000, 0.8, "0.50"),
+     (1745, 2191, None, "0.80")],
+)  # fmt: skip
+def test_a_missed_target_never_reads_as_met(subject, baseline, target, shown):
+    """A ratio of 0.796 against 0.8 is printed with three decimals: "0.80× ... no" reads as a
+    contradiction in the table."""
+    from bench.harness import Comparison
+    from bench.report import table
+
+    item = Comparison("P1", "s", "b", [subject], [baseline], target)
+    scale = {"large": {"people": 1, "groups": 1, "login_ms": 1, "login_ops": 1, "miss_ms": 1,
+                       "miss_ops": 1}, "login_ratio": 1.0, "miss_ratio": 1.0}  # fmt: skip
+    scale["small"] = scale["large"]
+    memory = {"people": 1, "after_mb": 1.0, "before_mb": 0.0, "mb_per_1000": 1.0}
+    revocation = {"on": 1.0, "off": 2.0, "interval": 2, "ttl": 20}
+    row = table([item], scale, memory, [], revocation).splitlines()[2]
+    assert f"| {shown}× |" in row
