@@ -299,7 +299,8 @@ def test_a_remembered_or_flashed_visitor_gets_a_page_of_their_own(app, auth):
 
 def test_asked_again_for_the_password_the_name_is_filled_in(app, auth):
     """A "keep me signed in" session opening an admin page is asked for the password: the
-    form says why, holds erin's name, and puts the cursor in the password field."""
+    form says why, holds erin's name, keeps "keep me signed in" ticked, and puts the cursor in
+    the password field."""
     auth.login("erin", remember=True)
     auth.client.delete_cookie("session")  # the browser restarted: remember-me, not fresh
     asked = auth.client.get("/admin/status")
@@ -308,6 +309,7 @@ def test_asked_again_for_the_password_the_name_is_filled_in(app, auth):
     assert "Enter your password again to open this page" in page
     assert 'name="username" type="text" value="erin" autocomplete="username" required' in page
     assert 'autocomplete="current-password" autofocus required' in page
+    assert 'name="remember" type="checkbox" value="y" checked>' in page, "kept as chosen"
     token = csrf_token_in(page)
     done = auth.client.post(
         "/login",

@@ -84,8 +84,12 @@ def login():
             return redirect(next_url or url_for("main.home"))
         form.next.data = next_url or ""
         if current_user.is_authenticated:
-            # Asked again for the password: the name is known, only the password is wanted.
+            # Asked again for the password: the name is known, only the password is wanted,
+            # and "keep me signed in" stays as chosen (unticked, the sign-in would drop it).
             form.username.data = current_user.username
+            form.remember.data = bool(
+                request.cookies.get(current_app.config["REMEMBER_COOKIE_NAME"])
+            )
             return _page(form, confirming=True)
         return _page(form)
     if not form.validate_on_submit():
