@@ -165,15 +165,20 @@ def test_login_times_its_three_ldap_operations_by_server(app, ldap_spy):
         assert after.delta(before, "portal_ldap_errors_total", operation=operation) == 0
 
 
+def scraped_around_sign_in(app, username: str, status: int):
+    """The metrics before and after one sign-in of `username` (which must answer `status`)."""
+    before = scrape(app)
+    assert AuthActions(app.test_client()).login(username).status_code == status
+    return before, scrape(app)
+
+
 def test_search_on_a_connection_the_directory_dropped_counts_an_ldap_error(own_slapd):
     """slapd stops under a warm pool: the failed search is an LDAP error and the login a 503."""
     app = make_app(own_slapd)
     try:
         assert AuthActions(app.test_client()).login("alice").status_code == 302
         own_slapd.stop()
-        before = scrape(app)
-        assert AuthActions(app.test_client()).login("bob").status_code == 503
-        after = scrape(app)
+        before, after = scraped_around_sign_in(app, "bob", 503)
     finally:
         app.extensions["portal.directory"].close()
     assert after.delta(before, "portal_ldap_errors_total", operation="search") == 1
@@ -187,9 +192,7 @@ def test_a_connection_a_server_refuses_counts_an_ldap_error(slapd):
     gone = f"ldap://127.0.0.1:{free_port()}"  # nothing listens: connections are refused
     app = make_app(slapd, LDAP_URLS=[gone, slapd.url])
     try:
-        before = scrape(app)
-        assert AuthActions(app.test_client()).login("alice").status_code == 302
-        after = scrape(app)
+        before, after = scraped_around_sign_in(app, "alice", 302)
         erin = app.test_client()
         assert AuthActions(erin).login("erin").status_code == 302
         page = erin.get("/admin/status").get_data(as_text=True)
@@ -206,9 +209,7 @@ def test_a_server_that_accepts_and_never_answers_counts_an_ldap_error(slapd):
     with listener(lambda connection: None) as hung:
         app = make_app(slapd, LDAP_URLS=[hung.url, slapd.url], LDAP_OPERATION_TIMEOUT=1)
         try:
-            before = scrape(app)
-            assert AuthActions(app.test_client()).login("alice").status_code == 302
-            after = scrape(app)
+            before, after = scraped_around_sign_in(app, "alice", 302)
         finally:
             app.extensions["portal.directory"].close()
     assert after.delta(before, "portal_ldap_errors_total", operation="bind") == 1
