@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from portal.access import group_required
-from tests.conftest import AuthActions, make_app
+from tests.conftest import AuthActions, demo_settings, make_app
+
+PAGES = demo_settings()["PAGES"]
 
 
 @pytest.mark.parametrize(
@@ -28,7 +30,41 @@ def test_each_person_sees_and_opens_exactly_their_pages(client, auth, username, 
         assert f'href="/pages/{slug}"' not in home
         response = client.get(f"/pages/{slug}")
         assert response.status_code == 403
-        assert "not in a group that may open this page" in response.get_data(as_text=True)
+        # The refusal names the group to ask for (the page shows it to members as "Open to").
+        group = next(page["groups"][0] for page in PAGES if page["slug"] == slug)
+        assert f"is open to members of the group {group}, and your account is not in it" in (
+            response.get_data(as_text=True)
+        )
+
+
+def test_a_page_open_to_several_groups_names_each_when_it_refuses(slapd):
+    """Refused, a page open to two groups lists both (and the HTML in a name stays text)."""
+    page = {"slug": "ops", "title": "Ops <b>room</b>", "groups": ["engineering", "finance"],
+            "body": "For the on-call rota."}  # fmt: skip
+    app = make_app(slapd, PAGES=[page])
+    try:
+        client = app.test_client()
+        AuthActions(client).login("bob")
+        english = client.get("/pages/ops")
+        german = client.get("/pages/ops", headers={"Accept-Language": "de"})
+        as_json = client.get("/pages/ops", headers={"Accept": "application/json"})
+    finally:
+        app.extensions["portal.directory"].close()
+    assert english.status_code == german.status_code == as_json.status_code == 403
+    assert (
+        "“Ops &lt;b&gt;room&lt;/b&gt;” is open to members of the groups engineering or "
+        "finance, and your account is in none of them"
+    ) in english.get_data(as_text=True)
+    assert "Mitglieder der Gruppen engineering oder finance" in german.get_data(as_text=True)
+    assert "engineering or finance" in as_json.get_json()["message"]
+
+
+def test_an_admin_page_refused_says_it_is_for_administrators(client, auth):
+    """A person outside ACCESS_ADMIN_GROUPS is told what the page is for."""
+    auth.login("alice")
+    response = client.get("/admin/status")
+    assert response.status_code == 403
+    assert "This page is for the portal&#39;s administrators." in response.get_data(as_text=True)
 
 
 def test_page_shows_its_body_and_groups_from_settings(client, auth):

@@ -2,7 +2,9 @@
 
 import time
 
+from babel.lists import format_list
 from flask import abort, current_app, render_template, request, session
+from flask_babel import get_locale, ngettext
 from flask_login import current_user, login_required
 
 from ..access import apps_for, find_page, pages_for
@@ -37,10 +39,25 @@ def page(slug: str):
     if found is None:
         abort(404)
     if not current_user.in_any_group(found["groups"]):
-        abort(403)
+        abort(403, refusal_for(found))
     if "template" in found:
         return render_template(found["template"], page=found, user=current_user)
     return render_template("page.html", page=found)
+
+
+def refusal_for(page: dict) -> str:
+    """What a person outside a page's groups is told: the groups that open it, so they know
+    what to ask for (the page itself shows them as "Open to" to its members)."""
+    groups = page["groups"]
+    return ngettext(
+        "“%(title)s” is open to members of the group %(groups)s, and your account is not in "
+        "it. If you need this page, ask for access to that group.",
+        "“%(title)s” is open to members of the groups %(groups)s, and your account is in none "
+        "of them. If you need this page, ask for access to one of them.",
+        len(groups),
+        title=page["title"],
+        groups=format_list(groups, style="or", locale=get_locale() or "en"),
+    )
 
 
 @bp.after_request
