@@ -358,3 +358,17 @@ def test_check_names_a_redis_eviction_policy_that_could_drop_revocations(
     [line] = [line for line in result.output.splitlines() if "maxmemory-policy" in line]
     assert verdict in line and policy in line
     assert (result.exit_code == 0) == (verdict == "ok")
+
+
+def test_whois_under_a_default_deny_judges_pages_as_the_portal_does(slapd):
+    """With ACCESS_DEFAULT_POLICY = "deny", whois says a page opens by its groups (the default
+    policy is for apps), and names the rule that closes one."""
+    rules = [{"paths": ["/pages/engineering"], "groups": ["finance"], "policy": "allow"},
+             {"paths": ["/pages/engineering"], "policy": "deny"}]  # fmt: skip
+    app = make_app(slapd, ACCESS_DEFAULT_POLICY="deny", ACCESS_RULES=rules, APPS=[])
+    try:
+        lines = run(app, "whois", "alice").output.splitlines()
+    finally:
+        app.extensions["portal.directory"].close()
+    assert "  open   handbook     Employee handbook: member of staff" in lines
+    assert any(line.startswith("  closed engineering") and "rule 2" in line for line in lines)

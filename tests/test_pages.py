@@ -146,3 +146,32 @@ def test_json_clients_get_json_errors(client, auth):
     response = client.get("/pages/finance", headers={"Accept": "application/json"})
     assert response.status_code == 403
     assert response.get_json()["status"] == 403
+
+
+def test_default_policy_deny_closes_apps_but_not_the_portal_itself(slapd):
+    """ACCESS_DEFAULT_POLICY = "deny" is for the apps behind the proxy: the home page, the
+    pages (by their own groups) and the admin pages still open; a rule that matches a portal
+    page still decides it; an app no rule names stays closed."""
+    rules = [
+        {"paths": ["/pages/finance"], "policy": "deny"},
+        {"paths": ["/app/board/"], "policy": "allow"},
+    ]
+    app = make_app(slapd, ACCESS_DEFAULT_POLICY="deny", ACCESS_RULES=rules, APPS=[])
+    try:
+        alice, erin = app.test_client(), app.test_client()
+        AuthActions(alice).login("alice")
+        AuthActions(erin).login("erin")
+        assert alice.get("/").status_code == 200
+        assert alice.get("/pages/engineering").status_code == 200
+        assert alice.get("/pages/admin-guide").status_code == 403  # its own groups
+        assert erin.get("/admin/status").status_code == 200
+        frank = app.test_client()
+        AuthActions(frank).login("frank")
+        assert frank.get("/pages/finance").status_code == 403  # the rule that matches
+        question = {"X-Original-URL": "https://apps.example.org/app/other/",
+                    "X-Original-Method": "GET"}  # fmt: skip
+        assert alice.get("/auth/verify", headers=question).status_code == 403
+        question["X-Original-URL"] = "https://apps.example.org/app/board/"
+        assert alice.get("/auth/verify", headers=question).status_code == 200
+    finally:
+        app.extensions["portal.directory"].close()

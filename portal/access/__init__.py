@@ -37,7 +37,8 @@ def rule_set() -> rules.RuleSet:
 
 
 def enforce_access_rules():
-    """before_request hook: ACCESS_RULES also guard the portal's own pages (403 on deny).
+    """before_request hook: ACCESS_RULES also guard the portal's own pages (403 when a rule
+    refuses; ACCESS_DEFAULT_POLICY is for the apps, see RuleSet.decide_portal_page).
 
     The path is judged as the portal itself reads it: Werkzeug has decoded it, and Flask routes
     on exactly that path, so an escape cannot make the rules and the routing disagree.
@@ -49,7 +50,7 @@ def enforce_access_rules():
     if not user.is_authenticated:
         return None
     path = request.script_root + request.path
-    if not ruleset.decide(user.groups, request.host, path, request.method, decoded=True).allowed:
+    if not ruleset.decide_portal_page(user.groups, request.host, path, request.method).allowed:
         abort(403)
     return None
 

@@ -188,9 +188,7 @@ def page_access(
             opens, reason = False, by_groups
         else:
             decision = (
-                rules.decide(groups, host, f"/pages/{page['slug']}", decoded=True)
-                if judged
-                else None
+                rules.decide_portal_page(groups, host, f"/pages/{page['slug']}") if judged else None
             )
             opens = decision is None or decision.allowed
             reason = by_groups if opens else f"{by_groups}, but {decision.reason}"

@@ -88,6 +88,9 @@ class RuleSet:
         self.kept_escapes = frozenset(escape.upper() for escape in kept_escapes)
         self.default_allowed = default_policy == "allow"
         self._default = Decision(self.default_allowed, 0, f"default policy: {default_policy}")
+        self._portal_page = Decision(
+            True, 0, "no rule matches this portal page (the default policy is for apps)"
+        )
         self._by_host: dict[str, tuple[list[_Rule], bool]] = {}
         self._decided: dict[tuple, Decision] = {}
 
@@ -145,6 +148,20 @@ class RuleSet:
             folded = self._first_match(rules, member_of, lowered, method, folded=True)
             if not folded.allowed or not decision.rule:
                 return folded  # a refusal wins; else the reading a rule spoke about
+        return decision
+
+    def decide_portal_page(self, groups: Iterable[str], host: str, path: str,
+                           method: str = "GET") -> Decision:  # fmt: skip
+        """As `decide` for one of the portal's own pages (path as Flask routes it), except
+        that ACCESS_DEFAULT_POLICY does not apply: only a rule that matches may refuse it.
+
+        The default policy is for the apps behind the proxy. The portal's pages have guards of
+        their own (a page's groups, ACCESS_ADMIN_GROUPS), and "deny" closing them would shut
+        everyone out of the home page and the admin pages alike.
+        """
+        decision = self.decide(groups, host, path, method, decoded=True)
+        if decision is self._default and not decision.allowed:
+            return self._portal_page
         return decision
 
     def could_allow(self, host: str | None, path: str) -> bool:

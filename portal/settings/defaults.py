@@ -160,7 +160,8 @@ APPS: list[dict[str, Any]] = []
 #: tables with optional hosts ("*.corp.example" allowed), paths (prefixes), methods and groups
 #: (empty: anyone signed in), and policy "allow" or "deny". The first rule that matches decides.
 ACCESS_RULES: list[dict[str, Any]] = []
-#: What happens to a signed-in, active person when no rule matches: "allow" or "deny".
+#: What happens to a signed-in, active person when no rule matches an app's address: "allow"
+#: or "deny". Not for the portal's own pages, which only a matching rule may refuse.
 ACCESS_DEFAULT_POLICY = "allow"
 #: Paths are judged as apps read them: escapes of letters, digits and "-._~" are decoded, any
 #: other escape is refused (403). Escapes listed here (e.g. ["%20"] for an app whose addresses
