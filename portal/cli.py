@@ -30,7 +30,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from . import accounts, directory, settings
-from .access import explain, rule_set
+from .access import explain, find_page, rule_set
 from .directory import DirectoryError, InvalidInput
 from .directory.connections import discard, open_connection
 from .directory.groups import dn_key
@@ -60,11 +60,37 @@ def access_check(username: str, url: str, method: str) -> None:
     if not person.active:
         click.echo(f"{attrs['username']}: may not use the portal, {person.reason}: DENIED")
         raise SystemExit(1)
-    decision = explain.judge_url(attrs["groups"], rule_set(), url, method)
-    verdict = "ALLOWED" if decision.allowed else "DENIED"
-    click.echo(f"{attrs['username']} {method.upper()} {url}: {verdict} by {decision.reason}")
+    if url.startswith("/") and not url.startswith("//"):
+        # A path, as APPS and the docs write an app on the portal's own host.
+        url = f"https://{_portal_host()}{url}"
+    page = _portal_page(url)
+    if page is not None:
+        # The portal's own page: its groups decide, then any rule that matches it (the
+        # default policy is for apps), as the page view itself judges it.
+        found = explain.page_access(attrs["groups"], person, [page], rule_set(), _portal_host())
+        allowed, reason = found[0].open, f"the page's groups: {found[0].reason}"
+    else:
+        try:
+            decision = explain.judge_url(attrs["groups"], rule_set(), url, method)
+        except ValueError as error:
+            raise click.UsageError(str(error)) from None
+        allowed, reason = decision.allowed, decision.reason
+    verdict = "ALLOWED" if allowed else "DENIED"
+    click.echo(f"{attrs['username']} {method.upper()} {url}: {verdict} by {reason}")
     click.echo(f"groups: {', '.join(attrs['groups'])}")
-    raise SystemExit(0 if decision.allowed else 1)
+    raise SystemExit(0 if allowed else 1)
+
+
+def _portal_page(url: str) -> dict | None:
+    # The configured page a URL on the portal's own host names, if any.
+    try:
+        parts = urlsplit(url if "://" in url else f"https://{url}")
+        host = parts.hostname or ""
+    except ValueError:
+        return None  # judge_url says what is wrong with it
+    if host != _portal_host() or not parts.path.startswith("/pages/"):
+        return None
+    return find_page(parts.path.removeprefix("/pages/").rstrip("/"))
 
 
 @click.command("check")

@@ -585,3 +585,23 @@ def test_access_check_command_explains_a_decision(sso_app):
     nobody = runner.invoke(args=["access-check", "nobody", "https://grafana.example.org/"])
     assert nobody.exit_code == 1
     assert "no such person" in nobody.output
+
+
+def test_access_check_takes_a_path_and_judges_portal_pages_by_their_groups(sso_app):
+    """A path is an address on the portal's own host (as APPS write them); a configured page
+    is judged as the page view judges it, its groups included; an address without a host is a
+    usage error, not a traceback."""
+    runner = sso_app.test_cli_runner()
+    page = runner.invoke(args=["access-check", "bob", "/pages/finance"])
+    assert page.exit_code == 1, page.output
+    assert "DENIED by the page's groups: needs finance" in page.output
+    opened = runner.invoke(args=["access-check", "frank", "/pages/finance"])
+    assert opened.exit_code == 0, opened.output
+    assert "ALLOWED by the page's groups: member of finance" in opened.output
+    app_path = runner.invoke(args=["access-check", "alice", "/app/wiki/"])
+    assert app_path.exit_code == 0, app_path.output
+    assert "GET https://localhost/app/wiki/: ALLOWED by default policy: allow" in app_path.output
+    for hostless in ("https:///app/crm/", "//", "https://[::1/x"):
+        refused = runner.invoke(args=["access-check", "alice", hostless])
+        assert refused.exit_code == 2, (hostless, refused.output)
+        assert "names no host" in refused.output or "Invalid IPv6" in refused.output, hostless

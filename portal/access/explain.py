@@ -222,6 +222,9 @@ def judge_url(
     exactly as /auth/verify would judge it."""
     target = url if "://" in url else f"https://{url}"
     parts = urlsplit(target)
+    if not parts.netloc:
+        raise ValueError(f"{url!r} names no host: give an address such as "
+                         "https://wiki.corp.example/path, or a path starting with /")  # fmt: skip
     # The path as sent, query included: what a proxy would put in X-Original-URL.
     sent = target.split(parts.netloc, 1)[1] or "/"
     return rules.decide(groups, parts.netloc, sent, method)
