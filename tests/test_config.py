@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from portal import create_app
-from portal.settings import ConfigError
+from portal.settings import ConfigError, validate
 from tests.conftest import ROOT, demo_settings
 
 #: A key as `secrets.token_hex(24)` makes one (production refuses obviously weak ones).
@@ -194,6 +194,39 @@ def test_misspelled_setting_is_refused_with_a_suggestion():
     with pytest.raises(ConfigError, match="LDAP_CONECT_TIMEOUT") as raised:
         create_app(settings(LDAP_CONECT_TIMEOUT=3))
     assert "did you mean LDAP_CONNECT_TIMEOUT?" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("typo", "meant"),
+    [
+        ("WATCH_INTERVALL", "WATCH_INTERVAL"),
+        ("CACHE_TYP", "CACHE_TYPE"),
+        ("SESSION_PROTECTON", "SESSION_PROTECTION"),
+        ("TRUSTED_PROXY_HOP", "TRUSTED_PROXY_HOPS"),
+        ("PAGE", "PAGES"),
+        ("PORTAL_NAM", "PORTAL_NAME"),
+        ("APPZ", "APPS"),
+        ("HELP_URI", "HELP_URL"),
+        ("REMEMBER_COOKIE_DAY", "REMEMBER_COOKIE_DAYS"),
+    ],
+)
+def test_misspelled_settings_of_every_kind_are_refused(typo, meant):
+    """Not only LDAP_*: a misspelled key the portal would ignore without a word (a watcher
+    that keeps running, a cache that stays per process) stops start-up, naming the key."""
+    with pytest.raises(ConfigError, match=typo) as raised:
+        create_app(settings(**{typo: 1}))
+    assert f"did you mean {meant}?" in str(raised.value)
+
+
+def test_keys_flask_and_its_extensions_read_are_not_taken_for_typos():
+    """SESSION_COOKIE_NAME (Flask), REMEMBER_COOKIE_NAME (Flask-Login) and the keys the
+    portal sets while starting pass, in create_app and in the check command alike."""
+    app = create_app(settings(SESSION_COOKIE_NAME="intranet", REMEMBER_COOKIE_NAME="keep",
+                              APPLICATION_ROOT="/"))  # fmt: skip
+    try:
+        assert validate(app.config) is not None
+    finally:
+        app.extensions["portal.directory"].close()
 
 
 def test_page_with_a_missing_template_stops_start_up():

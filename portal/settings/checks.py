@@ -8,6 +8,8 @@ import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from flask import Flask
+
 from ..cache.redis_clients import check_url, is_redis_url
 from .values import (
     ConfigError,
@@ -79,19 +81,48 @@ _FILTERS = {
     "LDAP_GROUP_FILTER": {"user_dn", "username"},
     "LDAP_GROUP_NESTED_FILTER": {"group_dn"},
 }
-# Keys with these prefixes are the portal's own: one that is not documented is a typo.
+# Keys with these prefixes are the portal's own, or set by it (SESSION_, REMEMBER_, CACHE_):
+# one that is neither documented nor a key Flask or its extensions read is a typo, which would
+# otherwise be ignored without a word ("WATCH_INTERVALL", "[[PAGE]]", "CACHE_TYP").
 _OWN_PREFIXES = (
     "LDAP_",
     "ACCESS_",
     "USER_",
-    "PAGES",
+    "PAGE",
     "PASSWORD_",
     "SSO_",
     "METRICS_",
     "THROTTLE_",
     "LOGIN_",
     "HSTS_",
+    "WATCH_",
+    "TRUSTED_",
+    "CACHE_",
+    "APP",
+    "PORTAL_",
+    "BRAND_",
+    "HELP_",
+    "FOOTER_",
+    "SESSION_",
+    "REMEMBER_",
+    "HEALTH_",
+    "ACCENT_",
+    "LANGUAGE",
 )
+# Keys under those prefixes that are not the portal's settings but are read (or set) by Flask,
+# Flask-Login, Flask-Caching, or by the portal itself while it starts.
+_LIBRARY_KEYS = frozenset(Flask.default_config) | {
+    "CACHE_DEFAULT_TIMEOUT",
+    "PORTAL_STARTED_AT",
+    "REMEMBER_COOKIE_NAME",
+    "REMEMBER_COOKIE_DURATION",
+    "REMEMBER_COOKIE_DOMAIN",
+    "REMEMBER_COOKIE_PATH",
+    "REMEMBER_COOKIE_SECURE",
+    "REMEMBER_COOKIE_HTTPONLY",
+    "REMEMBER_COOKIE_SAMESITE",
+    "REMEMBER_COOKIE_REFRESH_EACH_REQUEST",
+}
 # RFC 6750's token characters, so the token survives an Authorization header unchanged.
 _BEARER_TOKEN = re.compile(r"^[A-Za-z0-9._~+/-]+=*$")
 
@@ -388,7 +419,7 @@ def _check_production(config) -> None:
 
 def _check_unknown_keys(config, known: set[str]) -> None:
     for key in config:
-        if key.startswith(_OWN_PREFIXES) and key not in known:
+        if key.startswith(_OWN_PREFIXES) and key not in known and key not in _LIBRARY_KEYS:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"did you mean {close[0]}?" if close else "see portal/settings/defaults.py"
             raise ConfigError(f"setting {key}: unknown setting ({hint})")
