@@ -20,7 +20,14 @@ import redis
 from portal.signin import throttle
 from portal.testing import trees
 from portal.testing.slapd import free_port
-from tests.conftest import PASSWORDS, AuthActions, eventually, make_app, start_slapd
+from tests.conftest import (
+    PASSWORDS,
+    AuthActions,
+    csrf_token_in,
+    eventually,
+    make_app,
+    start_slapd,
+)
 from tests.servers import listener
 from tests.test_metrics import scrape
 from tests.test_shaped_directories import example_app
@@ -57,6 +64,69 @@ def test_account_limit_counts_every_address_and_spelling(throttled_app, ldap_spy
     assert "Too many failed sign-ins" in response.get_data(as_text=True)
     assert ldap_spy.operations == 0, "a throttled login must not reach the directory"
     assert attempt(throttled_app, "bob", PASSWORDS["bob"]).status_code == 302, "others unaffected"
+
+
+def browser_at(app, address: str):
+    """A test client (one browser, its cookies kept) at `address`."""
+    client = app.test_client()
+    client.environ_base.update({"REMOTE_ADDR": address})
+    return client
+
+
+def test_a_stranger_guessing_cannot_lock_a_person_out_of_their_own_browser(throttled_app):
+    """alice signed in from her browser once; a stranger then uses up her attempts. A new
+    browser waits, as before, but hers still signs her in; and her own wrong passwords there
+    are limited as strictly, on their own."""
+    hers = browser_at(throttled_app, "10.0.0.5")
+    assert AuthActions(hers).login("alice").status_code == 302
+    assert AuthActions(hers).logout().status_code == 302
+    for _ in range(3):
+        assert attempt(throttled_app, "alice", address="10.0.0.66").status_code == 401
+    assert attempt(throttled_app, "alice", PASSWORDS["alice"], "10.0.0.7").status_code == 429
+    assert AuthActions(hers).login("Alice", PASSWORDS["alice"]).status_code == 302
+    AuthActions(hers).logout()
+    for _ in range(3):
+        assert AuthActions(hers).login("alice", "wrong").status_code == 401
+    assert AuthActions(hers).login("alice").status_code == 429
+
+
+def test_a_known_browser_counts_apart_only_for_its_own_person_and_key(throttled_app, slapd,
+                                                                      build_app):  # fmt: skip
+    """bob's browser is no known browser for alice; a cookie altered, or signed with another
+    SECRET_KEY, is none either: each of them waits behind alice's used-up attempts."""
+    bobs = browser_at(throttled_app, "10.0.0.8")
+    assert AuthActions(bobs).login("bob").status_code == 302
+    AuthActions(bobs).logout()
+    value = bobs.get_cookie("portal-device", path="/login").value
+    other = build_app(slapd, SECRET_KEY="another-" + "k3y" * 12)
+    stranger = browser_at(other, "10.0.0.9")
+    assert AuthActions(stranger).login("alice").status_code == 302
+    foreign = stranger.get_cookie("portal-device", path="/login").value
+    for _ in range(3):
+        assert attempt(throttled_app, "alice", address="10.0.0.66").status_code == 401
+    assert AuthActions(bobs).login("alice").status_code == 429
+    for forged in (value[:-2] + ("AA" if value[-2:] != "AA" else "BB"), foreign, "x" * 600):
+        browser = browser_at(throttled_app, "10.0.0.10")
+        browser.set_cookie("portal-device", forged, path="/login")
+        assert AuthActions(browser).login("alice").status_code == 429, forged
+
+
+def test_the_known_browser_cookie_is_host_only_secure_and_script_proof(slapd, build_app):
+    """With Secure cookies it is __Secure-portal-device, HttpOnly, SameSite=Lax, host-only,
+    and only for the login form's path: the apps behind the proxy never see it."""
+    app = build_app(slapd, SESSION_COOKIE_SECURE=True)
+    client = app.test_client()
+    token = csrf_token_in(client.get("/login", base_url="https://localhost").get_data(True))
+    answer = client.post("/login", base_url="https://localhost",
+                         headers={"Referer": "https://localhost/login"},
+                         data={"csrf_token": token, "username": "alice",
+                               "password": PASSWORDS["alice"]})  # fmt: skip
+    assert answer.status_code == 302
+    (line,) = [h for h in answer.headers.getlist("Set-Cookie") if "portal-device" in h]
+    assert line.startswith("__Secure-portal-device=")
+    for part in ("Secure", "HttpOnly", "SameSite=Lax", "Path=/login;", "Max-Age=7776000"):
+        assert part in line, line
+    assert "Domain" not in line
 
 
 def test_unknown_usernames_are_counted_too(throttled_app):

@@ -7,7 +7,17 @@ import logging
 import time
 from urllib.parse import urlsplit
 
-from flask import current_app, flash, g, redirect, render_template, request, session, url_for
+from flask import (
+    after_this_request,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_babel import get_locale, ngettext
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_fresh, login_user
@@ -19,7 +29,7 @@ from ..directory import DirectoryError, InvalidInput, PasswordChangeRequired
 from ..extensions import login_manager
 from ..main.views import password_warning
 from ..quietlog import QuietLog
-from ..signin import audit, logins, throttle
+from ..signin import audit, devices, logins, throttle
 from ..signin.cookies import remembered_login_id
 from ..web.errors import RETRY_AFTER_SECONDS
 from ..web.urls import safe_next
@@ -187,8 +197,17 @@ def sign_in(user, attrs: dict, remember: bool) -> None:
     session["logout_token"] = generate_csrf()
     session["logout_key"] = _key_id()
     accounts.remember(attrs)
+    _remember_this_browser(throttle.account_key(user.username))
     audit.record("login.success", user=user.username, remember=remember)
     metrics.login("success")  # metrics
+
+
+def _remember_this_browser(account: str) -> None:
+    # Its failed logins for this person are then counted apart from strangers' (devices.py).
+    @after_this_request
+    def known(response):
+        devices.remember_device(response, account, url_for("auth.login"))
+        return response
 
 
 @bp.get("/logout")

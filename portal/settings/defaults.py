@@ -190,7 +190,8 @@ SSO_REQUEST_HEADERS = "original"
 
 # --- Login throttling and audit --------------------------------------------------------------
 #: Failed logins allowed per account, from any address (Flask-Limiter syntax). Keep it below
-#: the directory's own lockout threshold, so guessing cannot lock people out.
+#: the directory's own lockout threshold, so guessing cannot lock people out. A browser the
+#: person signed in from before has a count of its own for them (signin/devices.py).
 THROTTLE_ACCOUNT_LIMIT = "5 per 15 minutes"
 #: Failed logins allowed per client address, whatever the usernames (password spraying).
 THROTTLE_IP_LIMIT = "50 per 15 minutes"

@@ -1,5 +1,8 @@
 """Login throttling with `limits`: failed logins per account (from anywhere) and per address.
 
+A browser the person signed in from before counts its attempts for them on its own
+(devices.py), so strangers guessing a name cannot lock its owner out of their own browser.
+
 Each password attempt is counted before the directory is asked, atomically (one INCR in
 Redis), so simultaneous guesses cannot all slip under the limit; afterwards the attempts that
 did not refuse a password (a success, a directory outage, a refusal by the limit itself) are
@@ -32,6 +35,7 @@ from ..directory import InvalidInput
 from ..directory.breaker import CLOSED, Breaker
 from ..quietlog import QuietLog
 from ..settings import throttle_storage_url
+from . import devices
 from .counts import WindowCounts
 
 log = logging.getLogger(__name__)
@@ -99,6 +103,10 @@ def begin_attempt(username: str | None = None) -> Attempt | None:
     # counts for each name nor uses up those accounts' attempts).
     buckets = [("address", item, client_address()) for item in throttle.address_limits]
     account = account_key(username)
+    device = devices.known_device(account)
+    if device is not None:
+        # A browser this person signed in from: its own count, which strangers cannot use up.
+        account = f"{account}|device:{device}"
     buckets += [("account", item, account) for item in throttle.account_limits]
     if not throttle.breaker.admit():
         return None  # it failed a moment ago: paused at once, not after another timeout
