@@ -207,6 +207,18 @@ def test_the_operator_commands_the_dev_server_prints_work_against_its_demo(devse
     assert "uid=alice,ou=people,dc=example,dc=org" in result.stdout
 
 
+def test_the_ldapmodify_line_the_dev_server_prints_changes_its_demo(devserver):
+    """The banner's ldapmodify line, run as printed with the change it describes, puts alice
+    in the denied group: a newcomer can watch a group change reach the portal."""
+    [line] = [text for text in devserver.output_text().splitlines() if "ldapmodify" in text]
+    command = line.split("seconds): ", 1)[1].split(" (then:", 1)[0]
+    change = line.split("(then: ", 1)[1].rstrip(")").replace(" / ", "\n") + "\n"
+    result = subprocess.run(["bash", "-c", command], input=change, capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert 'modifying entry "cn=suspended,ou=groups,dc=example,dc=org"' in result.stdout
+
+
 def test_a_port_in_use_is_said_before_anything_starts(tmp_path):
     """Port taken: one line naming PORTAL_DEV_PORT, exit status 2, no directory started."""
     with socket.create_server(("127.0.0.1", 0)) as taken:
