@@ -11,7 +11,7 @@ import pytest
 
 from portal.directory import passwords
 from portal.testing import trees
-from tests.conftest import AuthActions, csrf_token_in, make_app, start_slapd
+from tests.conftest import PASSWORDS, AuthActions, csrf_token_in, make_app, start_slapd
 from tests.test_sessions import is_signed_in
 from tests.test_shaped_directories import example_app
 
@@ -371,3 +371,29 @@ def test_a_sign_in_on_the_way_to_an_app_says_the_password_expires_soon(ppolicy):
     assert answer.headers["Location"] == "/pages/handbook"
     page = client.get("/pages/handbook").get_data(as_text=True)
     assert "Your password expires in 2 days." in page
+
+
+@pytest.mark.parametrize("name", ["dave", "carol"])
+def test_people_the_portal_refuses_cannot_change_their_password_through_it(own_slapd, name):
+    """dave (suspended) and carol (in no allowed group) name themselves on the change form with
+    their right current password: 403, said plainly, and the password is unchanged. With a
+    wrong current password they get the wrong-password answer anyone gets: nobody learns who
+    is refused without knowing the password."""
+    app = make_app(own_slapd)
+    try:
+        client = app.test_client()
+        refused = change(client, PASSWORDS[name], "a-brand-new-secret", username=name)
+        wrong = change(app.test_client(), "not-it", "a-brand-new-secret", username=name)
+        alice = change(app.test_client(), "alice-secret", "a-brand-new-secret", username="alice")
+    finally:
+        app.extensions["portal.directory"].close()
+    assert refused.status_code == 403
+    assert "may not use the portal, so its password cannot be changed here" in (
+        refused.get_data(as_text=True)
+    )
+    assert wrong.status_code == 401
+    assert alice.status_code == 302
+    person = ldap3.Connection(own_slapd.url, f"uid={name},ou=people,dc=example,dc=org",
+                              PASSWORDS[name])  # fmt: skip
+    assert person.bind(), "the refused change must not have changed the password"
+    person.unbind()

@@ -17,6 +17,7 @@ from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
 from .. import accounts, directory, metrics
+from ..access import explain
 from ..directory import DirectoryError, InvalidInput, PasswordChangeRequired, PasswordRefused
 from ..directory import passwords as reasons
 from ..signin import audit, throttle
@@ -42,6 +43,9 @@ REFUSALS = {
     reasons.ALTERED: _l("The new password has characters that signing in would change (such as "
                         "a non-breaking space, a soft hyphen, or letters in a special form like "
                         "\u201c\ufb01\u201d or full-width letters): choose one without them."),
+    reasons.REFUSED_BY_PORTAL: _l("Your current password is correct, but your account may not "
+                                  "use the portal, so its password cannot be changed here. "
+                                  "Please ask the service desk."),
 }  # fmt: skip
 MISMATCH = _l("The two new passwords are not the same.")
 SAME = _l("The new password must be different from the current one.")
@@ -81,7 +85,7 @@ def change_password():
                      headers={"Retry-After": str(attempt.retry_after)})  # fmt: skip
     started = time.monotonic()
     try:
-        name = directory.change_password(username, current, new)
+        name = directory.change_password(username, current, new, _may_use_portal())
     except (InvalidInput, PasswordRefused) as refusal:
         reason = getattr(refusal, "reason", reasons.WRONG_CURRENT)
         if reason == reasons.WRONG_CURRENT:
@@ -92,7 +96,7 @@ def change_password():
             status, field = 401, "current"
         else:
             throttle.give_back(attempt)  # the current password was right: not a guess
-            status, field = 400, "new"
+            status, field = (403, "") if reason == reasons.REFUSED_BY_PORTAL else (400, "new")
         audit.record("password.change_failed", user=username, reason=reason)
         return _form(username, signed_in, REFUSALS[reason], status, field=field)
     except DirectoryError as error:
@@ -130,6 +134,14 @@ def _new_password_refusal(password: str):
     except InvalidInput:
         return REFUSALS[reasons.POLICY]
     return None
+
+
+def _may_use_portal():
+    # The portal's services are for the people it signs in: a suspended person, or one in no
+    # allowed group, changes their password with the directory's own tools, not here. The
+    # policy is read now: the check runs on the login thread, outside the app context.
+    policy = accounts.policy()
+    return lambda groups: explain.standing(groups, policy).active
 
 
 def _form(username: str, signed_in: bool, error=None, status: int = 200, field: str = "",

@@ -79,14 +79,16 @@ def check_new_password(password: object) -> None:
     passwords.check_new(password, get_directory().settings.password_max_length)
 
 
-def change_password(username: object, current: object, new: object) -> str:
+def change_password(username: object, current: object, new: object, may_use=None) -> str:
     """Change a person's own password (the directory's policy deciding); their canonical name.
+    With `may_use(groups)`, only for a person it accepts (asked once the current password is
+    proved).
 
     Within LDAP_LOGIN_DEADLINE, like a sign-in. Raises InvalidInput, PasswordRefused (see
     passwords.py for the reasons) or DirectoryUnavailable.
     """
     found = get_directory()
-    return found.deadline.run(found.change_password, username, current, new)
+    return found.deadline.run(found.change_password, username, current, new, may_use)
 
 
 def unusable_reason(username: str) -> str:

@@ -11,6 +11,7 @@ encrypted connection. Refusals come back as a reason, never as the server's own 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import ldap3
 from ldap3.protocol.sasl.sasl import validate_simple_password
@@ -32,6 +33,8 @@ NOT_ALLOWED = "changes not allowed"
 POLICY = "does not meet the password policy"
 EXPIRED = "expired, no grace login left"
 ALTERED = "altered by the preparation for a bind"
+#: The password was right, but the portal may not serve this person (their groups).
+REFUSED_BY_PORTAL = "not allowed to use the portal"
 
 # ppolicy's PasswordPolicyResponseValue error numbers (draft-behera 6.2) for a change.
 # 4 (mustSupplyOldPassword) follows a bind with that very password: a refusal, not a guess.
@@ -65,8 +68,11 @@ def check_new(password: object, max_length: int) -> str:
     return password
 
 
-def change(servers, settings: DirectorySettings, dn: str, current: str, new: str) -> None:
-    """Change the password of the entry `dn` from `current` to `new`, bound as that entry.
+def change(servers, settings: DirectorySettings, dn: str, current: str, new: str,
+           before_change: Callable[[], None] | None = None) -> None:  # fmt: skip
+    """Change the password of the entry `dn` from `current` to `new`, bound as that entry;
+    `before_change()` is called once the bind is done, before anything is changed (it may
+    raise PasswordRefused).
 
     Raises PasswordRefused with the reason, DirectoryUnavailable when no server answers.
     """
@@ -96,6 +102,8 @@ def change(servers, settings: DirectorySettings, dn: str, current: str, new: str
                                                 settings.bind_password, writable=True)  # fmt: skip
             if not bound:
                 raise DirectoryUnavailable("the service account could not bind")
+        if before_change is not None:
+            before_change()
         if active_directory:
             connection.modify(dn, unicode_pwd_change(current, new))
         else:

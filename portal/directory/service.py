@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 
@@ -86,9 +86,12 @@ class Directory:
         # very person the session was issued to may be loaded for it.
         return attrs if attrs["username"] == name else None
 
-    def change_password(self, username: object, current: object, new: object) -> str:
+    def change_password(self, username: object, current: object, new: object,
+                        may_use: Callable[[list[str]], bool] | None = None) -> str:  # fmt: skip
         """Change a person's password, bound as them, the directory's policy deciding; return
-        their canonical username. Raises InvalidInput for an unusable name or password,
+        their canonical username. With `may_use`, the person's groups are read once the bind
+        has proved the current password, and the change is refused (REFUSED_BY_PORTAL) unless
+        may_use(groups). Raises InvalidInput for an unusable name or password,
         PasswordRefused (with its reason: a wrong current password among them), or
         DirectoryUnavailable."""
         name, login = login_forms(
@@ -96,6 +99,7 @@ class Directory:
         )
         check_password(current, self.settings.password_max_length)
         passwords.check_new(new, self.settings.password_max_length)
+        entry = None
         if self.settings.dn_template:
             dn = bind_name(self.settings.dn_template, name)
         else:
@@ -103,8 +107,23 @@ class Directory:
             if entry is None or self._identity(entry) != name:
                 raise PasswordRefused(passwords.WRONG_CURRENT)  # as for a wrong password
             dn = entry["dn"]
-        passwords.change(self.servers, self.settings, dn, current, new)
+
+        def check_standing() -> None:
+            # Only after the bind: a stranger must not learn someone's standing by naming them.
+            found = entry or self._entry_at(dn)
+            groups = resolve_groups(found, self.settings, self._group_search) if found else []
+            if not may_use(groups):
+                raise PasswordRefused(passwords.REFUSED_BY_PORTAL)
+
+        before = check_standing if may_use is not None else None
+        passwords.change(self.servers, self.settings, dn, current, new, before_change=before)
         return name
+
+    def _entry_at(self, dn: str) -> Mapping | None:
+        # The entry a DN names, read with the service account as every read of a person is.
+        entries = self._search(dn, self.settings.known_entry_filter,
+                               self.settings.user_attributes, scope=ldap3.BASE)  # fmt: skip
+        return entries[0] if len(entries) == 1 else None
 
     def unusable_reason(self, username: object) -> str:
         """Why lookup finds no usable account by this name: "no such person", "disabled",
@@ -195,9 +214,7 @@ class Directory:
         # Read with the service account, as every later read of the person is: what it may see
         # (pwdChangedTime above all, which names the password) must not differ between the
         # login and the reads that follow, or the person would be signed out at each one.
-        entries = self._search(identity[3:], self.settings.known_entry_filter,
-                               self.settings.user_attributes, scope=ldap3.BASE)  # fmt: skip
-        return entries[0] if len(entries) == 1 else None
+        return self._entry_at(identity[3:])
 
     def _usable(self, entry: Mapping, who: str) -> Mapping | None:
         # After a successful bind, the account state recorded in the entry decides.
