@@ -30,7 +30,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from . import accounts, directory, settings
-from .access import explain, find_page, rule_set
+from .access import explain, find_page, rule_set, unguarded_apps
 from .directory import DirectoryError, InvalidInput
 from .directory.connections import discard, open_connection
 from .directory.groups import dn_key
@@ -111,7 +111,7 @@ def check() -> None:
         report.failed("settings", str(error))
     else:
         report.ok("settings")
-        for warning in warnings:
+        for warning in [*warnings, *unguarded_apps(current_app)]:
             click.echo(f"settings: warning: {warning}")
     found = directory.get_directory()
     for url, server in zip(found.settings.urls, found.servers, strict=True):

@@ -105,6 +105,42 @@ def test_an_app_no_rule_allows_under_default_deny_stops_the_start():
     create_app(settings)
 
 
+def test_an_app_whose_groups_hide_a_door_the_rules_open_is_warned_of(slapd, caplog):
+    """Budgets' tile is for finance, but no rule closes /app/finance/ to others: start-up and
+    `portal check` say so, naming the app and who may open it. Guarded by rules, or by rules
+    that name the same groups, nothing is said; a rule that opens it to engineering is named."""
+    app = make_app(slapd, ACCESS_RULES=RULES, APPS=APPS)
+    try:
+        checked = app.test_cli_runner().invoke(args=["check"]).output
+    finally:
+        app.extensions["portal.directory"].close()
+    said = [r.getMessage() for r in caplog.records if "do not guard it" in r.getMessage()]
+    assert said == [
+        "settings: APPS[4] (Budgets): its tile is shown to members of finance only, but "
+        "ACCESS_RULES let anyone signed in open /app/finance/: an app's groups do not guard it; "
+        "add a rule for its url with those groups (or guard it at the proxy with ?group=)"
+    ]
+    assert "settings: warning: APPS[4] (Budgets)" in checked
+    for rules, warned in (
+        ([{"paths": ["/app/finance"], "groups": ["finance"], "policy": "allow"},
+          {"paths": ["/app/finance"], "policy": "deny"}], ""),
+        ([{"paths": ["/app/finance"], "groups": ["finance", "engineering"], "policy": "allow"},
+          {"paths": ["/app/finance"], "policy": "deny"}], "members of engineering"),
+    ):  # fmt: skip
+        caplog.clear()
+        make_app(slapd, ACCESS_RULES=RULES + rules, APPS=APPS).extensions[
+            "portal.directory"
+        ].close()
+        said = [r.getMessage() for r in caplog.records if "do not guard it" in r.getMessage()]
+        assert (said == []) if not warned else (len(said) == 1 and warned in said[0]), said
+
+
+def test_the_shipped_settings_warn_of_no_unguarded_app(slapd, caplog):
+    """The demo's Budgets tile is guarded by rules as its groups say."""
+    make_app(slapd).extensions["portal.directory"].close()
+    assert not [r for r in caplog.records if "do not guard it" in r.getMessage()]
+
+
 @pytest.mark.parametrize(
     "app, fix",
     [({"title": "x", "url": "javascript:alert(1)"}, r"APPS\[1\]\.url"),

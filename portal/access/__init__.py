@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import wraps
+from urllib.parse import urlsplit
 
 from flask import Flask, abort, current_app, request
 from flask_babel import gettext
@@ -29,6 +30,14 @@ def init_app(app: Flask) -> None:
     # Icons are looked for where the static view looks (portal.web.brand: BRAND_DIR first).
     folders = app.extensions.get("portal.static_folders") or [app.static_folder]
     app.extensions[_APPS] = apps.compile_apps(config["APPS"], ruleset, folders)
+    for warning in unguarded_apps(app):
+        app.logger.warning("settings: %s", warning)
+
+
+def unguarded_apps(app: Flask) -> list[str]:
+    """Warnings for the apps whose tiles hide from people the rules let open them."""
+    portal_host = urlsplit(app.config["SSO_PORTAL_URL"]).hostname
+    return apps.unguarded(app.extensions[_APPS], app.extensions[_RULES], portal_host)
 
 
 def rule_set() -> rules.RuleSet:

@@ -2,9 +2,11 @@
 
 An app is shown to a person exactly when ACCESS_RULES let them GET its url (for a path on the
 portal's own host, judged on the host the page was asked for) and, if the app names groups,
-they are in one of them: the launcher can neither show a door the proxy will shut nor hide one
-it will open. With ACCESS_DEFAULT_POLICY = "deny", an app no allow rule covers would be shown
-to nobody: the portal refuses to start with it, naming it.
+they are in one of them: the launcher never shows a door the proxy will shut. An app's groups
+only narrow who sees its tile; when the rules let others open it, start-up and `portal check`
+warn (`unguarded`), since its owner may believe the groups guard it. With
+ACCESS_DEFAULT_POLICY = "deny", an app no allow rule covers would be shown to nobody: the
+portal refuses to start with it, naming it.
 """
 
 from __future__ import annotations
@@ -65,6 +67,36 @@ def compile_apps(apps: list[dict], rules: RuleSet, static_folders) -> tuple[App,
             )
         compiled.append(tile)
     return tuple(compiled)
+
+
+#: Stands for the portal's own host when SSO_PORTAL_URL names none: only rules without hosts
+#: cover it (.invalid is never a real name, RFC 2606).
+_SOME_PORTAL_HOST = "portal.invalid"
+
+
+def unguarded(apps: tuple[App, ...], rules: RuleSet, portal_host: str | None) -> list[str]:
+    """A warning for each app whose `groups` hide its tile from people ACCESS_RULES let open
+    it: the tile's groups do not guard the app, and its owner may believe they do."""
+    named = sorted({group for rule in rules.rules for group in rule.groups})
+    warnings = []
+    for number, app in enumerate(apps, 1):
+        if not app.groups:
+            continue
+        own = {group.casefold() for group in app.groups}
+        host = app.host or portal_host or _SOME_PORTAL_HOST
+        # Rules match a person in any one of their groups, so if anyone outside the app's
+        # groups may open it, someone in no group or in one of the rules' groups may.
+        for groups in [(), *((group,) for group in named if group not in own)]:
+            if rules.decide(groups, host, app.path).allowed:
+                who = f"members of {groups[0]}" if groups else "anyone signed in"
+                warnings.append(
+                    f"APPS[{number}] ({app.title}): its tile is shown to members of "
+                    f"{', '.join(app.groups)} only, but ACCESS_RULES let {who} open {app.url}: "
+                    "an app's groups do not guard it; add a rule for its url with those groups "
+                    "(or guard it at the proxy with ?group=)"
+                )
+                break
+    return warnings
 
 
 def apps_for(apps: tuple[App, ...], rules: RuleSet, groups, portal_host: str,

@@ -155,6 +155,7 @@ PAGES: list[dict[str, Any]] = []
 #: https:// address, or a path on the portal's host), and optionally description, icon (a file
 #: in static/icons/), category and groups. A person sees an app only when ACCESS_RULES let them
 #: open its url (as /auth/verify would) and, if groups are given, they are in one of them.
+#: Those groups only hide the tile; ACCESS_RULES guard the app (start-up warns otherwise).
 APPS: list[dict[str, Any]] = []
 #: Ordered rules for the portal's pages and for apps behind the same proxy (/auth/verify):
 #: tables with optional hosts ("*.corp.example" allowed), paths (prefixes), methods and groups
