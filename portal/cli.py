@@ -28,6 +28,7 @@ import click
 import ldap3
 from flask import current_app
 from flask.cli import with_appcontext
+from ldap3.utils.conv import escape_filter_chars
 
 from . import accounts, directory, settings
 from .access import explain, find_page, rule_set, unguarded_apps
@@ -101,7 +102,8 @@ def check() -> None:
     Per server: connect (and StartTLS when set), whether TLS is in use, the service bind, a base
     search of each LDAP_USER_BASE and of LDAP_GROUP_BASE, the number of people LDAP_USER_FILTER
     matches with "*" in place of {username} and {login}, and the number of entries with an
-    LDAP_GROUP_NAME_ATTR under LDAP_GROUP_BASE (each counted up to 1000). None of it is cached
+    LDAP_GROUP_NAME_ATTR under LDAP_GROUP_BASE (each counted up to 1000), and a warning for
+    each group name the settings use that no group or several have. None of it is cached
     or pooled: every server gets its own fresh connection.
     """
     report = _Report()
@@ -313,8 +315,52 @@ def _check_server(report: _Report, server: ldap3.Server, settings) -> None:
                 if report.step(f"{kind} {base}", read, notes):
                     counted = functools.partial(count, connection, settings, base)
                     report.step(f"{what} under {base}", counted, notes)
+            _check_named_groups(report, connection, settings, notes)
         finally:
             discard(connection)
+
+
+def _named_groups(config) -> dict[str, list[str]]:
+    # Each group name the settings use (folded) -> the settings that use it.
+    uses: list[tuple[str, list[str]]] = [
+        (key, config[key])
+        for key in ("ACCESS_ALLOWED_GROUPS", "ACCESS_DENIED_GROUPS", "ACCESS_ADMIN_GROUPS")
+    ]
+    for key in ("PAGES", "APPS", "ACCESS_RULES"):
+        uses += [(f"{key}[{n}]", item.get("groups") or []) for n, item in enumerate(config[key], 1)]
+    named: dict[str, list[str]] = {}
+    for where, groups in uses:
+        for group in groups:
+            named.setdefault(group, []).append(where)
+    return named
+
+
+def _check_named_groups(report: _Report, connection, settings, notes: list[str]) -> None:
+    # Groups are known by name (SECURITY.md): a name no group under the base has grants
+    # nothing, and one that several have is granted by each of them.
+    named, problems = _named_groups(current_app.config), 0
+    base = settings.group_base
+    for group, where in named.items():
+        step = f"group {group} ({', '.join(where)})"
+        search_filter = f"({settings.group_name_attr}={escape_filter_chars(group)})"
+        try:
+            found = run_search(connection, settings, base, search_filter, ["1.1"],
+                               size_limit=10, truncation_ok=True)  # fmt: skip
+        except Exception as error:  # noqa: BLE001 - a check reports whatever it hits
+            report.failed(step, _reason(error, notes))
+            return
+        dns = [entry["dn"] for entry in found if dn_key(entry["dn"]) != dn_key(base)]
+        if not dns:
+            report.info(step, f"warning: no group by this name under {base}")
+        elif len(dns) > 1:
+            listed = "; ".join(dns)
+            report.info(step, f"warning: {len(dns)} groups have this name under {base} "
+                              f"({listed}): each grants its rights (see SECURITY.md)")  # fmt: skip
+        else:
+            continue
+        problems += 1
+    report.ok("groups the settings name",
+              f"{len(named) - problems} of {len(named)} are one group each")  # fmt: skip
 
 
 def _connect(report: _Report, server, settings, notes: list[str]) -> ldap3.Connection | None:

@@ -372,3 +372,33 @@ def test_whois_under_a_default_deny_judges_pages_as_the_portal_does(slapd):
         app.extensions["portal.directory"].close()
     assert "  open   handbook     Employee handbook: member of staff" in lines
     assert any(line.startswith("  closed engineering") and "rule 2" in line for line in lines)
+
+
+def test_check_names_groups_the_settings_use_that_no_group_or_several_have(own_slapd):
+    """A second portal-admins in another branch of the group base would make its members
+    administrators: check names both; a denied group that does not exist is named too; the
+    exit status stays 0 (warnings), and each name that is one group passes in silence."""
+    own_slapd.add(
+        "dn: ou=marketing,ou=groups,dc=example,dc=org\nobjectClass: organizationalUnit\n"
+        "ou: marketing\n\n"
+        "dn: cn=portal-admins,ou=marketing,ou=groups,dc=example,dc=org\n"
+        "objectClass: groupOfNames\ncn: portal-admins\n"
+        "member: uid=bob,ou=people,dc=example,dc=org\n"
+    )
+    app = make_app(own_slapd, ACCESS_DENIED_GROUPS=["suspended", "Leavers"])
+    try:
+        result = run(app, "check")
+    finally:
+        app.extensions["portal.directory"].close()
+    assert result.exit_code == 0, result.output
+    lines = [line.split(" ", 1)[1] for line in result.output.splitlines() if " group" in line]
+    [admins] = [line for line in lines if line.startswith("group portal-admins ")]
+    assert admins.startswith("group portal-admins (ACCESS_ADMIN_GROUPS, PAGES[4]): warning: 2 "
+                             f"groups have this name under {GROUPS} (")  # fmt: skip
+    assert f"cn=portal-admins,{GROUPS}" in admins
+    assert f"cn=portal-admins,ou=marketing,{GROUPS}" in admins
+    assert (
+        f"group Leavers (ACCESS_DENIED_GROUPS): warning: no group by this name under {GROUPS}"
+        in lines
+    )
+    assert "groups the settings name: ok (4 of 6 are one group each)" in lines
