@@ -7,6 +7,10 @@ traceback.
 
 from __future__ import annotations
 
+import os
+import re
+
+import click
 from flask.cli import FlaskGroup, NoAppException
 
 from . import create_app
@@ -25,15 +29,35 @@ def main() -> None:
     group.main(prog_name="portal")
 
 
+class SettingRefused(NoAppException):
+    """A refused setting: "Error: ..." in one line, exit status 2, and no usage lines before
+    it (which would send the operator looking for a mistake in the command line). A
+    NoAppException all the same, so `portal --help` still lists the commands."""
+
+    def show(self, file=None) -> None:
+        """Print only the error line."""
+        click.ClickException.show(self, file)
+
+
 def _app_or_refusal():
     try:
         return create_app()
     except ConfigError as error:
-        # A usage error, not a traceback: the setting to fix is all an operator needs.
-        raise NoAppException(
-            f"{error} (the settings: PORTAL_SETTINGS, else ./settings.toml, "
-            "and PORTAL_* variables; PORTAL_ENV=development for the demo)"
+        # Not a traceback: the setting to fix is all an operator needs.
+        raise SettingRefused(
+            f"{error}{_from_environment(str(error))} (the settings: PORTAL_SETTINGS, else "
+            "./settings.toml, and PORTAL_* variables; PORTAL_ENV=development for the demo)"
         ) from None
+
+
+def _from_environment(message: str, environ=os.environ) -> str:
+    # Flask reads PORTAL_* values as JSON: PORTAL_LDAP_BIND_PASSWORD=12345 is a number.
+    key = re.match(r"setting (\w+)", message)
+    variable = f"PORTAL_{key.group(1)}" if key else ""
+    if not variable or variable not in environ:
+        return ""
+    return (f"; it comes from {variable}, whose value is read as JSON: a number as 5, true "
+            f"or false, a list as '[\"a\"]', a text in quotes as {variable}='\"...\"'")  # fmt: skip
 
 
 if __name__ == "__main__":

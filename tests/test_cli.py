@@ -173,8 +173,14 @@ def test_the_portal_command_lists_its_commands_and_says_a_refused_setting_in_one
         assert f"  {name} " in listed.stdout, name
     refused = portal("check")
     assert refused.returncode == 2
-    assert "Error: setting SECRET_KEY: the dev-only value is refused" in refused.stderr
+    assert refused.stderr.startswith("Error: setting SECRET_KEY: the dev-only value is refused")
+    assert len(refused.stderr.splitlines()) == 1, refused.stderr  # no usage lines before it
     assert "Traceback" not in refused.stdout + refused.stderr
+    digits = portal("check", PORTAL_ENV="development", PORTAL_LDAP_BIND_PASSWORD="12345")
+    assert digits.returncode == 2
+    assert ("setting LDAP_BIND_PASSWORD: a string; it comes from PORTAL_LDAP_BIND_PASSWORD, "
+            "whose value is read as JSON") in digits.stderr  # fmt: skip
+    assert """a text in quotes as PORTAL_LDAP_BIND_PASSWORD='"..."'""" in digits.stderr
     checked = portal("check", PORTAL_ENV="development", PORTAL_LDAP_URLS=json.dumps([slapd.url]))
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "check: ok" in checked.stdout
