@@ -75,6 +75,19 @@ def test_check_fails_naming_the_server_when_it_is_stopped(own_slapd):
     assert "check: FAILED (1 failed)" in result.output
 
 
+def test_check_says_a_host_name_that_resolves_to_nothing(slapd):
+    """ldap3 says "invalid server address" for a name with no address: check says so plainly."""
+    url = "ldap://no-such-host.invalid:389"
+    app = make_app(slapd, LDAP_URLS=[url], LDAP_ALLOW_CLEARTEXT=True)
+    try:
+        result = run(app, "check")
+    finally:
+        app.extensions["portal.directory"].close()
+    assert result.exit_code == 1
+    assert f"{url} connect: FAILED: " in result.output
+    assert "no-such-host.invalid resolves to no address" in result.output
+
+
 def test_check_fails_on_a_wrong_service_password(slapd):
     """A refused service bind is a FAILED line with the server's answer, and exit status 1."""
     app = make_app(slapd, LDAP_BIND_PASSWORD="not-the-password")

@@ -556,7 +556,7 @@ def test_first_matching_rule_wins_and_groups_compare_case_insensitively():
     ("rules", "says"),
     [
         ([{"policy": "maybe"}], "ACCESS_RULES[1].policy"),
-        ([{"policy": "allow", "path": ["/x"]}], "unknown key"),
+        ([{"policy": "allow", "path": ["/x"]}], "unknown key ['path'] (known: groups, hosts,"),
         ([{"policy": "allow", "paths": ["x"]}], "must be a plain path"),
         ([{"policy": "allow", "paths": ["/a;b"]}], "must be a plain path"),
         ([{"policy": "deny", "hosts": ["https://wiki.example.org"]}], "a host name only"),

@@ -125,6 +125,9 @@ def connect(servers: list[ldap3.Server], settings: DirectorySettings,
                     raise ConnectionError(f"StartTLS refused: {connection.result}")
             except Exception as error:  # noqa: BLE001 - socket, TLS and decoding errors alike
                 reasons[label(server)] = f"{type(error).__name__}: {error}"
+                if str(error) == "invalid server address":
+                    # ldap3's words when the name resolves to no address at all.
+                    reasons[label(server)] += f" ({server.host} resolves to no address)"
                 failures.append(f"{label(server)}: {reasons[label(server)]}")
                 if not probe:  # a probe reports its own findings
                     metrics.ldap_error("connect", connection, reasons[label(server)])

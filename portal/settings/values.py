@@ -204,7 +204,8 @@ def check_rules(rules) -> None:
     for number, rule in enumerate(rules, 1):
         where = f"ACCESS_RULES[{number}]"
         require(isinstance(rule, dict), where, "a table")
-        require(set(rule) <= _RULE_KEYS, where, f"unknown key {sorted(set(rule) - _RULE_KEYS)}")
+        require(set(rule) <= _RULE_KEYS, where, f"unknown key {sorted(set(rule) - _RULE_KEYS)} "
+                f"(known: {', '.join(sorted(_RULE_KEYS))})")  # fmt: skip
         require(rule.get("policy") in ("allow", "deny"), where + ".policy", "allow or deny")
         for key in ("hosts", "paths", "methods", "groups"):
             require(is_str_list(rule.get(key, []), allow_empty=True), f"{where}.{key}",
