@@ -167,7 +167,9 @@ def test_default_policy_deny_closes_apps_but_not_the_portal_itself(slapd):
         assert erin.get("/admin/status").status_code == 200
         frank = app.test_client()
         AuthActions(frank).login("frank")
-        assert frank.get("/pages/finance").status_code == 403  # the rule that matches
+        closed = frank.get("/pages/finance")  # the rule that matches, not its groups
+        assert closed.status_code == 403
+        assert "access rules close this page to your account" in closed.get_data(as_text=True)
         question = {"X-Original-URL": "https://apps.example.org/app/other/",
                     "X-Original-Method": "GET"}  # fmt: skip
         assert alice.get("/auth/verify", headers=question).status_code == 403

@@ -60,7 +60,7 @@ def enforce_access_rules():
         return None
     path = request.script_root + request.path
     if not ruleset.decide_portal_page(user.groups, request.host, path, request.method).allowed:
-        abort(403)
+        abort(403, gettext("The portal's access rules close this page to your account."))
     return None
 
 
