@@ -90,6 +90,20 @@ def test_a_stranger_guessing_cannot_lock_a_person_out_of_their_own_browser(throt
     assert AuthActions(hers).login("alice").status_code == 429
 
 
+def test_collecting_known_browser_cookies_buys_no_more_guesses(throttled_app):
+    """Signed in as alice from three browsers (while her password was known), someone holds
+    three known-browser cookies: they share one count, so after the strangers' three failures
+    only three more wrong passwords reach the directory, however they are spread."""
+    browsers = [browser_at(throttled_app, f"10.0.1.{n}") for n in range(3)]
+    for browser in browsers:
+        assert AuthActions(browser).login("alice").status_code == 302
+        AuthActions(browser).logout()
+    for _ in range(3):
+        assert attempt(throttled_app, "alice", address="10.0.0.66").status_code == 401
+    answers = [AuthActions(b).login("alice", "wrong").status_code for b in browsers * 2]
+    assert answers == [401, 401, 401, 429, 429, 429]
+
+
 def test_a_known_browser_counts_apart_only_for_its_own_person_and_key(throttled_app, slapd,
                                                                       build_app):  # fmt: skip
     """bob's browser is no known browser for alice; a cookie altered, or signed with another
@@ -227,12 +241,17 @@ def test_retries_refused_while_the_directory_hangs_lock_nobody_out(own_slapd, bu
 
 
 def test_throttle_stops_before_the_directory_locks_the_account():
-    """With the ppolicy example's limit (below pwdMaxFailure), guessing cannot lock alice out."""
+    """With the ppolicy example's limit (twice it below pwdMaxFailure), guessing cannot lock
+    alice out: not a stranger's guesses, nor those from a browser she signed in from."""
     server = start_slapd(**trees.ppolicy_options())
     try:
         app = example_app("ppolicy", server)
+        hers = app.test_client()
+        assert AuthActions(hers).login("alice", "alice-secret").status_code == 302
+        AuthActions(hers).logout()
         answers = [attempt(app, "alice", f"guess-{n}").status_code for n in range(10)]
-        assert answers == [401, 401] + [429] * 8
+        answers += [AuthActions(hers).login("alice", f"typo-{n}").status_code for n in range(5)]
+        assert answers == [401] + [429] * 9 + [401] + [429] * 4
         # The directory itself still lets her in: her account was never locked.
         connection = ldap3.Connection(server.url, trees.PPOLICY_PEOPLE["alice"], "alice-secret")
         assert connection.bind(), connection.result

@@ -190,9 +190,10 @@ SSO_PORTAL_URL = ""
 SSO_REQUEST_HEADERS = "original"
 
 # --- Login throttling and audit --------------------------------------------------------------
-#: Failed logins allowed per account, from any address (Flask-Limiter syntax). Keep it below
-#: the directory's own lockout threshold, so guessing cannot lock people out. A browser the
-#: person signed in from before has a count of its own for them (signin/devices.py).
+#: Failed logins allowed per account, from any address (Flask-Limiter syntax). The browsers
+#: the person signed in from before have one more such count for them (signin/devices.py), so
+#: keep twice this below the directory's own lockout threshold: guessing then never locks
+#: anyone out of the directory.
 THROTTLE_ACCOUNT_LIMIT = "5 per 15 minutes"
 #: Failed logins allowed per client address, whatever the usernames (password spraying).
 THROTTLE_IP_LIMIT = "50 per 15 minutes"

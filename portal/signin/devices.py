@@ -2,11 +2,14 @@
 
 The account limit (THROTTLE_ACCOUNT_LIMIT) counts failed logins for a name from anywhere, so
 anyone can use up a person's attempts with a few wrong guesses and keep them from signing in.
-A browser that signed in as that person before holds a signed cookie saying so (a random id,
-DEVICE_DAYS long, sent to the login form only); its attempts for that person are counted under
-the account and that id, on their own. Strangers guessing lock out strangers only; the person,
-in their own browser, still has their own attempts, limited as strictly. Nothing is stored on
-the server.
+A browser that signed in as that person before holds a signed cookie saying so (DEVICE_DAYS
+long, sent to the login form only); the attempts of such browsers for that person are counted
+apart from everyone else's, in one count for all of them, as strictly. Strangers guessing lock
+out strangers only; the person, in their own browsers, still has their attempts. Collecting
+cookies (signing in many times while the password was known) buys nothing: they share the one
+count, so an account gets at most twice the limit per window. A cookie outlives a password
+change, but then only gives its holder that shared count, no sign-in. Nothing is stored on the
+server.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Login throttling with `limits`: failed logins per account (from anywhere) and per address.
 
-A browser the person signed in from before counts its attempts for them on its own
-(devices.py), so strangers guessing a name cannot lock its owner out of their own browser.
+The browsers a person signed in from before count their attempts for them on their own
+(devices.py), so strangers guessing a name cannot lock its owner out of their own browsers.
 
 Each password attempt is counted before the directory is asked, atomically (one INCR in
 Redis), so simultaneous guesses cannot all slip under the limit; afterwards the attempts that
@@ -95,7 +95,8 @@ def init_app(app: Flask) -> None:
 
 def begin_attempt(username: str | None = None) -> Attempt | None:
     """Count this password attempt (a login, or a password change naming `username`) against
-    every limit; None when the counts cannot be kept."""
+    every limit; None when the counts cannot be kept. (The known-browser cookie is sent to the
+    login form only: a password change always counts with everyone's attempts.)"""
     throttle: _Throttle = current_app.extensions[_LIMITER]
     attempt = Attempt(allowed=True)
     # The address first: once one limit refuses, the attempt never reaches the directory, so
@@ -103,10 +104,11 @@ def begin_attempt(username: str | None = None) -> Attempt | None:
     # counts for each name nor uses up those accounts' attempts).
     buckets = [("address", item, client_address()) for item in throttle.address_limits]
     account = account_key(username)
-    device = devices.known_device(account)
-    if device is not None:
-        # A browser this person signed in from: its own count, which strangers cannot use up.
-        account = f"{account}|device:{device}"
+    if devices.known_device(account) is not None:
+        # A browser this person signed in from: the count of their known browsers, which
+        # strangers cannot use up. One count for all of them, so signing in again and again
+        # to collect cookies buys no further guesses: at most twice the limit in all.
+        account = f"{account}|known"
     buckets += [("account", item, account) for item in throttle.account_limits]
     if not throttle.breaker.admit():
         return None  # it failed a moment ago: paused at once, not after another timeout
