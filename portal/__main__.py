@@ -54,8 +54,8 @@ def _from_environment(message: str, environ=os.environ) -> str:
     # Flask reads PORTAL_* values as JSON: PORTAL_LDAP_BIND_PASSWORD=12345 is a number.
     key = re.match(r"setting (\w+)", message)
     variable = f"PORTAL_{key.group(1)}" if key else ""
-    if not variable or variable not in environ:
-        return ""
+    if not variable or variable not in environ or "unknown setting" in message:
+        return ""  # a misspelled name is not a matter of quoting
     return (f"; it comes from {variable}, whose value is read as JSON: a number as 5, true "
             f"or false, a list as '[\"a\"]', a text in quotes as {variable}='\"...\"'")  # fmt: skip
 

@@ -321,7 +321,8 @@ def _check_server(report: _Report, server: ldap3.Server, settings) -> None:
 
 
 def _named_groups(config) -> dict[str, list[str]]:
-    # Each group name the settings use (folded) -> the settings that use it.
+    # Each group name the settings use (first spelling; names compare case-insensitively) ->
+    # the settings that use it.
     uses: list[tuple[str, list[str]]] = [
         (key, config[key])
         for key in ("ACCESS_ALLOWED_GROUPS", "ACCESS_DENIED_GROUPS", "ACCESS_ADMIN_GROUPS")
@@ -329,9 +330,10 @@ def _named_groups(config) -> dict[str, list[str]]:
     for key in ("PAGES", "APPS", "ACCESS_RULES"):
         uses += [(f"{key}[{n}]", item.get("groups") or []) for n, item in enumerate(config[key], 1)]
     named: dict[str, list[str]] = {}
+    spelled: dict[str, str] = {}
     for where, groups in uses:
         for group in groups:
-            named.setdefault(group, []).append(where)
+            named.setdefault(spelled.setdefault(group.casefold(), group), []).append(where)
     return named
 
 

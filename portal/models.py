@@ -20,6 +20,10 @@ class AccessPolicy:
     denied: frozenset[str] = frozenset()
     admin: frozenset[str] = frozenset()
 
+    def admits(self, group_keys: frozenset[str]) -> bool:
+        """Whether folded group names may use the portal: an allowed group and no denied one."""
+        return not group_keys.isdisjoint(self.allowed) and group_keys.isdisjoint(self.denied)
+
     @classmethod
     def from_config(cls, config: Mapping) -> AccessPolicy:
         """Build the policy from the ACCESS_* settings."""
@@ -98,8 +102,7 @@ class User:
     @property
     def is_active(self) -> bool:
         """Member of an allowed group and of no denied group."""
-        keys = self.group_keys
-        return not keys.isdisjoint(self.policy.allowed) and keys.isdisjoint(self.policy.denied)
+        return self.policy.admits(self.group_keys)
 
     @property
     def is_suspended(self) -> bool:

@@ -404,7 +404,9 @@ def test_check_names_groups_the_settings_use_that_no_group_or_several_have(own_s
         "objectClass: groupOfNames\ncn: portal-admins\n"
         "member: uid=bob,ou=people,dc=example,dc=org\n"
     )
-    app = make_app(own_slapd, ACCESS_DENIED_GROUPS=["suspended", "Leavers"])
+    # "Staff" here and "staff" on the pages are one name: looked up once.
+    app = make_app(own_slapd, ACCESS_ALLOWED_GROUPS=["Staff"],
+                   ACCESS_DENIED_GROUPS=["suspended", "Leavers"])  # fmt: skip
     try:
         result = run(app, "check")
     finally:
@@ -421,3 +423,16 @@ def test_check_names_groups_the_settings_use_that_no_group_or_several_have(own_s
         in lines
     )
     assert "groups the settings name: ok (4 of 6 are one group each)" in lines
+
+
+def test_the_json_hint_is_for_values_from_the_environment_not_for_misspelled_names():
+    """A wrong value from a PORTAL_* variable gets the JSON hint; a misspelled name, whose
+    quoting is not the matter, and a value from the settings file do not."""
+    from portal.__main__ import _from_environment
+
+    environ = {"PORTAL_LDAP_BIND_PASSWORD": "12345", "PORTAL_WATCH_INTERVALL": "0"}
+    hint = _from_environment("setting LDAP_BIND_PASSWORD: a string", environ)
+    assert "comes from PORTAL_LDAP_BIND_PASSWORD, whose value is read as JSON" in hint
+    assert _from_environment("setting WATCH_INTERVALL: unknown setting (did you mean "
+                             "WATCH_INTERVAL?)", environ) == ""  # fmt: skip
+    assert _from_environment("setting LDAP_URLS: a list", environ) == ""

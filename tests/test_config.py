@@ -218,11 +218,18 @@ def test_misspelled_settings_of_every_kind_are_refused(typo, meant):
     assert f"did you mean {meant}?" in str(raised.value)
 
 
+def test_the_switch_that_turns_sign_in_off_is_refused():
+    """Flask-Login's LOGIN_DISABLED would let everyone through login_required: refused."""
+    with pytest.raises(ConfigError, match="setting LOGIN_DISABLED: unknown setting"):
+        create_app(settings(LOGIN_DISABLED=True))
+
+
 def test_keys_flask_and_its_extensions_read_are_not_taken_for_typos():
     """SESSION_COOKIE_NAME (Flask), REMEMBER_COOKIE_NAME (Flask-Login) and the keys the
     portal sets while starting pass, in create_app and in the check command alike."""
     app = create_app(settings(SESSION_COOKIE_NAME="intranet", REMEMBER_COOKIE_NAME="keep",
-                              APPLICATION_ROOT="/"))  # fmt: skip
+                              APPLICATION_ROOT="/", CACHE_OPTIONS={},
+                              CACHE_IGNORE_ERRORS=True))  # fmt: skip
     try:
         assert validate(app.config) is not None
     finally:

@@ -397,3 +397,25 @@ def test_people_the_portal_refuses_cannot_change_their_password_through_it(own_s
                               PASSWORDS[name])  # fmt: skip
     assert person.bind(), "the refused change must not have changed the password"
     person.unbind()
+
+
+def test_with_a_upn_template_the_standing_is_read_by_name(own_slapd, monkeypatch):
+    """LDAP_USER_DN_TEMPLATE may be a UPN, which no base search can read: the standing check
+    finds the person by name. (This OpenLDAP takes no UPN bind: the change itself is stood in
+    for, calling the check where the real one does, after its bind.)"""
+    app = make_app(own_slapd, LDAP_USER_DN_TEMPLATE="{username}@example.org")
+    found = app.extensions["portal.directory"]
+
+    def bound_then_checked(servers, settings, dn, current, new, before_change=None):
+        assert dn.endswith("@example.org")
+        before_change()
+
+    monkeypatch.setattr(passwords, "change", bound_then_checked)
+    staff_only = lambda groups: "suspended" not in groups  # noqa: E731
+    try:
+        assert found.change_password("alice", "x" * 8, "y" * 12, staff_only) == "alice"
+        with pytest.raises(passwords.PasswordRefused) as refused:
+            found.change_password("dave", "x" * 8, "y" * 12, staff_only)
+    finally:
+        found.close()
+    assert refused.value.reason == passwords.REFUSED_BY_PORTAL

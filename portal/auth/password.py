@@ -17,9 +17,9 @@ from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
 from .. import accounts, directory, metrics
-from ..access import explain
 from ..directory import DirectoryError, InvalidInput, PasswordChangeRequired, PasswordRefused
 from ..directory import passwords as reasons
+from ..models import fold
 from ..signin import audit, throttle
 from ..web.errors import RETRY_AFTER_SECONDS
 from . import bp
@@ -141,7 +141,7 @@ def _may_use_portal():
     # allowed group, changes their password with the directory's own tools, not here. The
     # policy is read now: the check runs on the login thread, outside the app context.
     policy = accounts.policy()
-    return lambda groups: explain.standing(groups, policy).active
+    return lambda groups: policy.admits(fold(groups))
 
 
 def _form(username: str, signed_in: bool, error=None, status: int = 200, field: str = "",

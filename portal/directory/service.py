@@ -90,8 +90,9 @@ class Directory:
                         may_use: Callable[[list[str]], bool] | None = None) -> str:  # fmt: skip
         """Change a person's password, bound as them, the directory's policy deciding; return
         their canonical username. With `may_use`, the person's groups are read once the bind
-        has proved the current password, and the change is refused (REFUSED_BY_PORTAL) unless
-        may_use(groups). Raises InvalidInput for an unusable name or password,
+        has proved the current password (for AD's must-change accounts, its refusal saying so),
+        and the change is refused (REFUSED_BY_PORTAL) unless may_use(groups). Raises
+        InvalidInput for an unusable name or password,
         PasswordRefused (with its reason: a wrong current password among them), or
         DirectoryUnavailable."""
         name, login = login_forms(
@@ -110,7 +111,10 @@ class Directory:
 
         def check_standing() -> None:
             # Only after the bind: a stranger must not learn someone's standing by naming them.
-            found = entry or self._entry_at(dn)
+            # (Active Directory's must-change answer, 532 or 773, comes only for the right
+            # password: there the bind's refusal is the proof.) With a DN template, which may
+            # be a UPN, the person is found by name as every later read of them is.
+            found = entry or self._find_user(name, name)
             groups = resolve_groups(found, self.settings, self._group_search) if found else []
             if not may_use(groups):
                 raise PasswordRefused(passwords.REFUSED_BY_PORTAL)

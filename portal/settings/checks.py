@@ -113,6 +113,11 @@ _OWN_PREFIXES = (
 # Flask-Login, Flask-Caching, or by the portal itself while it starts.
 _LIBRARY_KEYS = frozenset(Flask.default_config) | {
     "CACHE_DEFAULT_TIMEOUT",
+    "CACHE_OPTIONS",
+    "CACHE_ARGS",
+    "CACHE_IGNORE_ERRORS",
+    "CACHE_SOURCE_CHECK",
+    "CACHE_NO_NULL_WARNING",
     "PORTAL_STARTED_AT",
     "REMEMBER_COOKIE_NAME",
     "REMEMBER_COOKIE_DURATION",
