@@ -29,6 +29,7 @@ import ldap3
 from flask import current_app
 from flask.cli import with_appcontext
 from ldap3.utils.conv import escape_filter_chars
+from werkzeug.exceptions import HTTPException
 
 from . import accounts, directory, settings
 from .access import explain, find_page, rule_set, unguarded_apps
@@ -64,12 +65,9 @@ def access_check(username: str, url: str, method: str) -> None:
     if url.startswith("/") and not url.startswith("//"):
         # A path, as APPS and the docs write an app on the portal's own host.
         url = f"https://{_portal_host()}{url}"
-    page = _portal_page(url)
-    if page is not None:
-        # The portal's own page: its groups decide, then any rule that matches it (the
-        # default policy is for apps), as the page view itself judges it.
-        found = explain.page_access(attrs["groups"], person, [page], rule_set(), _portal_host())
-        allowed, reason = found[0].open, f"the page's groups: {found[0].reason}"
+    judged = _as_portal_page(url, method, attrs["groups"], person)
+    if judged is not None:
+        allowed, reason = judged
     else:
         try:
             decision = explain.judge_url(attrs["groups"], rule_set(), url, method)
@@ -82,16 +80,35 @@ def access_check(username: str, url: str, method: str) -> None:
     raise SystemExit(0 if allowed else 1)
 
 
-def _portal_page(url: str) -> dict | None:
-    # The configured page a URL on the portal's own host names, if any.
+def _as_portal_page(url: str, method: str, groups, person) -> tuple[bool, str] | None:
+    # (allowed, reason) for an address the portal itself serves, judged as its views judge it;
+    # None for any other address (an app behind the proxy: /auth/verify's rules decide).
     try:
         parts = urlsplit(url if "://" in url else f"https://{url}")
         host = parts.hostname or ""
     except ValueError:
         return None  # judge_url says what is wrong with it
-    if host != _portal_host() or not parts.path.startswith("/pages/"):
+    root = (current_app.config.get("APPLICATION_ROOT") or "/").rstrip("/")
+    if host != _portal_host().partition(":")[0] or not (parts.path or "/").startswith(root):
         return None
-    return find_page(parts.path.removeprefix("/pages/").rstrip("/"))
+    path = (parts.path or "/")[len(root) :] or "/"
+    try:
+        endpoint, values = current_app.url_map.bind(host).match(path, method.upper())
+    except HTTPException:
+        return None  # no page of the portal's: an app on its host
+    if endpoint == "main.page":
+        # Its groups decide, then any rule that matches it (the default policy is for apps).
+        page = find_page(values["slug"])
+        if page is None:
+            return False, "no such page in PAGES (the portal answers 404)"
+        found = explain.page_access(groups, person, [page], rule_set(), host)[0]
+        return found.open, f"the page's groups: {found.reason}"
+    if endpoint.startswith(("main.", "admin.")):
+        if endpoint.startswith("admin.") and not person.admin:
+            return False, "the portal's admin pages: not in ACCESS_ADMIN_GROUPS"
+        decision = rule_set().decide_portal_page(groups, host, root + path, method)
+        return decision.allowed, f"the portal's own page: {decision.reason}"
+    return True, "the portal's own page, which no access rule judges (sign-in, sign-out, SSO)"
 
 
 @click.command("check")

@@ -605,3 +605,30 @@ def test_access_check_takes_a_path_and_judges_portal_pages_by_their_groups(sso_a
         refused = runner.invoke(args=["access-check", "alice", hostless])
         assert refused.exit_code == 2, (hostless, refused.output)
         assert "names no host" in refused.output or "Invalid IPv6" in refused.output, hostless
+
+
+def test_access_check_judges_every_portal_page_as_its_view_does(slapd):
+    """Under a default deny: the home page opens (the default is for apps), the admin pages
+    need ACCESS_ADMIN_GROUPS, the sign-in page is judged by no rule, an unknown page is a 404,
+    and an app path no rule opens is closed; under APPLICATION_ROOT the prefix is the portal's."""
+    rules = [{"paths": ["/app/board"], "policy": "allow"}]
+    app = make_app(slapd, ACCESS_DEFAULT_POLICY="deny", ACCESS_RULES=rules, APPS=[])
+    prefixed = make_app(slapd, ACCESS_DEFAULT_POLICY="deny", ACCESS_RULES=rules, APPS=[],
+                        APPLICATION_ROOT="/portal")  # fmt: skip
+    try:
+        for target, name, path, status, says in (
+            (app, "alice", "/", 0, "the portal's own page: no rule matches this portal page"),
+            (app, "alice", "/admin/status", 1, "not in ACCESS_ADMIN_GROUPS"),
+            (app, "erin", "/admin/status", 0, "the portal's own page"),
+            (app, "alice", "/login", 0, "which no access rule judges"),
+            (app, "alice", "/pages/nothing", 1, "no such page in PAGES"),
+            (app, "alice", "/app/other/", 1, "default policy: deny"),
+            (app, "alice", "/app/board/", 0, "rule 1"),
+            (prefixed, "alice", "/portal/pages/handbook", 0, "member of staff"),
+        ):
+            result = target.test_cli_runner().invoke(args=["access-check", name, path])
+            assert result.exit_code == status, (path, result.output)
+            assert says in result.output, (path, result.output)
+    finally:
+        for built in (app, prefixed):
+            built.extensions["portal.directory"].close()
