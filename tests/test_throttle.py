@@ -605,3 +605,18 @@ def test_a_full_table_of_counts_never_stops_sign_in(slapd, build_app, monkeypatc
         attempt(app, f"sprayed-{number}", address=f"2001:db8:{number:x}::1")
     assert attempt(app, "bob", "not-his", address="10.9.9.9").status_code == 401
     assert attempt(app, "alice", "alice-secret", address="10.1.1.1").status_code == 302
+
+
+def test_a_right_password_that_must_be_changed_uses_up_no_attempt():
+    """With the ppolicy example's limit of one, "reset" signs in (right password, must change
+    it: 403) and can still change it at once: the 403 was no guess. A wrong password counts."""
+    server = start_slapd(**trees.ppolicy_options())
+    try:
+        app = example_app("ppolicy", server)
+        for _ in range(3):
+            assert attempt(app, "reset", "reset-secret").status_code == 403
+        assert attempt(app, "reset", "wrong").status_code == 401
+        assert attempt(app, "reset", "reset-secret").status_code == 429
+        app.extensions["portal.directory"].close()
+    finally:
+        server.cleanup()

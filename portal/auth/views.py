@@ -126,8 +126,10 @@ def login():
     response = _check_password(form, next_url)
     if response[1] in (401, 403):
         wait_until(started + current_app.config["LOGIN_FAILURE_FLOOR_MS"] / 1000)
-    else:
-        throttle.give_back(attempt)  # only refused passwords count
+    if response[1] != 401:
+        # Only refused passwords count. A 403 had the right password (must change it, or not
+        # allowed in): no guess, and the change form that follows must not find the count used.
+        throttle.give_back(attempt)
     return response
 
 
