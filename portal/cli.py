@@ -28,7 +28,6 @@ import click
 import ldap3
 from flask import current_app
 from flask.cli import with_appcontext
-from ldap3.utils.conv import escape_filter_chars
 from werkzeug.exceptions import HTTPException
 
 from . import accounts, directory, settings
@@ -36,6 +35,7 @@ from .access import explain, find_page, rule_set, unguarded_apps
 from .directory import DirectoryError, InvalidInput
 from .directory.connections import discard, open_connection
 from .directory.groups import dn_key
+from .directory.queries import fill_filter
 from .directory.search import run_search
 from .extensions import cache
 from .health import probes
@@ -361,7 +361,7 @@ def _check_named_groups(report: _Report, connection, settings, notes: list[str])
     base = settings.group_base
     for group, where in named.items():
         step = f"group {group} ({', '.join(where)})"
-        search_filter = f"({settings.group_name_attr}={escape_filter_chars(group)})"
+        search_filter = fill_filter(f"({settings.group_name_attr}={{name}})", name=group)
         try:
             found = run_search(connection, settings, base, search_filter, ["1.1"],
                                size_limit=10, truncation_ok=True)  # fmt: skip
