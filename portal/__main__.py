@@ -7,6 +7,7 @@ traceback.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 
@@ -44,9 +45,12 @@ def _app_or_refusal():
         return create_app()
     except ConfigError as error:
         # Not a traceback: the setting to fix is all an operator needs.
+        message = str(error)
+        # Not an invitation to turn a production host into a development one.
+        demo = "" if "production" in message else "; PORTAL_ENV=development for the demo"
         raise SettingRefused(
-            f"{error}{_from_environment(str(error))} (the settings: PORTAL_SETTINGS, else "
-            "./settings.toml, and PORTAL_* variables; PORTAL_ENV=development for the demo)"
+            f"{message}{_from_environment(message)} (the settings: PORTAL_SETTINGS, else "
+            f"./settings.toml, and PORTAL_* variables{demo})"
         ) from None
 
 
@@ -56,8 +60,18 @@ def _from_environment(message: str, environ=os.environ) -> str:
     variable = f"PORTAL_{key.group(1)}" if key else ""
     if not variable or variable not in environ or "unknown setting" in message:
         return ""  # a misspelled name is not a matter of quoting
+    if isinstance(_as_json(environ[variable]), str) and "a list" not in message:
+        return ""  # read as the text it is (PORTAL_ENV=dev): quoting would change nothing
     return (f"; it comes from {variable}, whose value is read as JSON: a number as 5, true "
             f"or false, a list as '[\"a\"]', a text in quotes as {variable}='\"...\"'")  # fmt: skip
+
+
+def _as_json(value: str):
+    # As Flask reads a PORTAL_* variable: JSON when it parses, else the text itself.
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
 
 
 if __name__ == "__main__":

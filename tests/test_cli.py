@@ -189,6 +189,8 @@ def test_the_portal_command_lists_its_commands_and_says_a_refused_setting_in_one
     assert refused.stderr.startswith("Error: setting SECRET_KEY: the dev-only value is refused")
     assert len(refused.stderr.splitlines()) == 1, refused.stderr  # no usage lines before it
     assert "Traceback" not in refused.stdout + refused.stderr
+    # A production refusal does not suggest turning the host into a development one.
+    assert "PORTAL_ENV=development" not in refused.stderr
     digits = portal("check", PORTAL_ENV="development", PORTAL_LDAP_BIND_PASSWORD="12345")
     assert digits.returncode == 2
     assert ("setting LDAP_BIND_PASSWORD: a string; it comes from PORTAL_LDAP_BIND_PASSWORD, "
@@ -436,3 +438,9 @@ def test_the_json_hint_is_for_values_from_the_environment_not_for_misspelled_nam
     assert _from_environment("setting WATCH_INTERVALL: unknown setting (did you mean "
                              "WATCH_INTERVAL?)", environ) == ""  # fmt: skip
     assert _from_environment("setting LDAP_URLS: a list", environ) == ""
+    # A value read as the text it is needs no quotes: the hint would lead the wrong way.
+    assert _from_environment("setting ENV: production or development", {"PORTAL_ENV": "dev"}) == ""
+    # A text where a list belongs is a matter of JSON.
+    listed = _from_environment("setting SECRET_KEY_FALLBACKS: a list of earlier keys",
+                               {"PORTAL_SECRET_KEY_FALLBACKS": "old-key"})  # fmt: skip
+    assert "a list as '[\"a\"]'" in listed

@@ -50,6 +50,9 @@ def settings(**changes):
         ("THROTTLE_STORAGE_URL", "memcached://x"),
         ("LOGIN_FAILURE_FLOOR_MS", -5),
         ("SESSION_MAX_AGE_HOURS", 0),
+        ("SESSION_COOKIE_SECURE", "False"),
+        ("SECRET_KEY_FALLBACKS", "an-old-key"),
+        ("SECRET_KEY_FALLBACKS", ["an-old-key", ""]),
     ],
 )
 def test_bad_setting_stops_start_up_naming_the_key(key, value):
@@ -96,6 +99,21 @@ def test_environment_overrides_the_settings_file(monkeypatch):
     assert app.config["LDAP_URLS"] == ["ldap://127.0.0.1:1", "ldap://127.0.0.1:2"]
     assert app.config["USER_CACHE_TTL"] == 42
     assert app.config["LDAP_USER_BASE"] == "ou=people,dc=example,dc=org"
+
+
+def test_fallback_keys_given_as_one_text_are_refused_in_development_too(monkeypatch):
+    """PORTAL_SECRET_KEY_FALLBACKS="$OLDKEY" (not a list) was kept as a text, which the
+    session's signer took a character at a time: a session signed with the key "X" signed in
+    as anyone. It is refused in development too, and a list of the same key is taken."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.delenv("PORTAL_SETTINGS", raising=False)
+    monkeypatch.setenv("PORTAL_ENV", "development")
+    old_key = "Xq7-old-development-key-with-many-characters"
+    monkeypatch.setenv("PORTAL_SECRET_KEY_FALLBACKS", old_key)
+    with pytest.raises(ConfigError, match=r"^setting SECRET_KEY_FALLBACKS: a list of earlier keys"):
+        create_app()
+    monkeypatch.setenv("PORTAL_SECRET_KEY_FALLBACKS", f'["{old_key}"]')
+    assert create_app().config["SECRET_KEY_FALLBACKS"] == [old_key]
 
 
 def test_portal_settings_selects_another_file(monkeypatch, tmp_path):

@@ -57,6 +57,9 @@ _BOOLEANS = (
     "LDAP_ALLOW_CLEARTEXT",
     "LDAP_ANONYMOUS_SEARCH",
     "PASSWORD_SELF_SERVICE",
+    # Read from PORTAL_SESSION_COOKIE_SECURE=False, this was the text "False": true to Python,
+    # so a plain-HTTP trial got Secure cookies its browser then dropped without a word.
+    "SESSION_COOKIE_SECURE",
 )
 _ATTRIBUTES = (
     "LDAP_ATTR_USERNAME",
@@ -144,6 +147,14 @@ def check_settings(config, known: set[str]) -> list[str]:
     for key in _ATTRIBUTES:
         require(is_attribute_name(config.get(key)), key, "an LDAP attribute name")
     require(is_text(config.get("SECRET_KEY")), "SECRET_KEY", "set a value")
+    # A text here would be taken a character at a time, each character a signing key: anyone
+    # could sign a session with "a". A list of keys, in every mode.
+    fallbacks = config.get("SECRET_KEY_FALLBACKS")
+    require(
+        fallbacks is None or is_str_list(fallbacks, allow_empty=True),
+        "SECRET_KEY_FALLBACKS",
+        'a list of earlier keys, such as ["the-old-key"], or empty',
+    )
     hsts = config.get("HSTS_MAX_AGE")
     require(is_int(hsts) and hsts >= 0, "HSTS_MAX_AGE", "seconds, 0 or more")
     require(
