@@ -329,6 +329,48 @@ def test_sign_out_works_after_a_secret_key_rotation(slapd):
         application.extensions["portal.directory"].close()
 
 
+def test_forms_served_by_one_instance_are_taken_by_another_while_the_key_rotates(slapd):
+    """Mid-rotation, one instance signs with the new key and the other still with the old,
+    each with the other's key as a fallback: a form one serves and the other receives (as a
+    load balancer sends them) answered 400 for every sign-in and sign-out. Now each instance
+    takes the other's tokens; a token of a key neither knows, or of another browser's
+    session, is still refused."""
+    old, new = "old-secret-key-" + "a" * 32, "new-secret-key-" + "b" * 32
+    renewed = make_app(slapd, SECRET_KEY=new, SECRET_KEY_FALLBACKS=[old])
+    not_yet = make_app(slapd, SECRET_KEY=old, SECRET_KEY_FALLBACKS=[new])
+    stranger = make_app(slapd, SECRET_KEY="another-secret-key-" + "c" * 32)
+
+    def post(served_by, sent_to, path, form, served_path="/login"):
+        # One browser: the page from one instance, the form to the other, its cookie along.
+        viewer, poster = served_by.test_client(), sent_to.test_client()
+        page = viewer.get(served_path)
+        poster.set_cookie("session", viewer.get_cookie("session").value)
+        token = csrf_token_in(page.get_data(as_text=True))
+        return poster, poster.post(path, data=dict(form, csrf_token=token))
+
+    alice = {"username": "alice", "password": "alice-secret"}
+    for served_by, sent_to in ((renewed, not_yet), (not_yet, renewed)):
+        browser, answer = post(served_by, sent_to, "/login", alice)
+        assert answer.status_code == 302, answer.status_code
+        assert session_username(browser) == "alice"
+        # Signing out: the form from the other instance, with this browser's session.
+        page = served_by.test_client()
+        page.set_cookie("session", browser.get_cookie("session").value)
+        token = csrf_token_in(page.get("/logout").get_data(as_text=True))
+        assert browser.post("/logout", data={"csrf_token": token}).status_code == 302
+        assert not is_signed_in(browser)
+    _, forged = post(stranger, renewed, "/login", alice)
+    assert forged.status_code == 400, "a token of a key neither instance knows"
+    # A token signed with the fallback key but for another browser's session.
+    other = not_yet.test_client()
+    token = csrf_token_in(other.get("/login").get_data(as_text=True))
+    mine = renewed.test_client()
+    mine.get("/login")
+    assert mine.post("/login", data=dict(alice, csrf_token=token)).status_code == 400
+    for application in (renewed, not_yet, stranger):
+        application.extensions["portal.directory"].close()
+
+
 def test_a_cookie_verified_while_the_key_rotates_is_not_kept_under_the_new_key(slapd):
     """One thread takes the serializer of the old key, another rotates the key (the old one
     dropped), then the first verifies a cookie of the old key: that cookie must not be

@@ -87,6 +87,13 @@ def _audit_denial() -> None:
 
 
 def _csrf_error(error: CSRFError):
+    # Said in the log, once a minute: a token signed with a key this instance does not know
+    # (a SECRET_KEY rotation half rolled out) fails every form, and the page alone says nothing.
+    reason = error.description
+    if "invalid" in reason:  # its signature: not a stale form, which reads "do not match"
+        reason += " (signed with a key this instance does not know: during a key rotation "
+        reason += "every instance needs the other keys in SECRET_KEY_FALLBACKS)"
+    quiet.warning("400 CSRF", "answering 400 to a form: %s", reason)
     return render_error(
         400, gettext("The form expired or was not sent from the portal. Please try again.")
     )
