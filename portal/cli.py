@@ -275,6 +275,29 @@ def _check_eviction_policy(report) -> None:
                       "noeviction (or a volatile-* policy)")  # fmt: skip
     else:
         report.ok(f"redis maxmemory-policy ({policy})")
+    _check_persistence(report, client)
+
+
+def _check_persistence(report, client) -> None:
+    # A Redis that restarts without its data has lost every sign-out: the portal notices and
+    # signs everyone out once (revocations.py). Snapshots alone lose the sign-outs made since
+    # the last one without a trace, so those could work again.
+    try:
+        append_only = client.config_get("appendonly").get("appendonly", "")
+        snapshots = client.config_get("save").get("save", "")
+    except Exception as error:  # noqa: BLE001 - managed Redis often refuses CONFIG
+        report.info("redis persistence", f"cannot be read ({error}): make sure Redis keeps "
+                    "its data across a restart (appendonly yes)")  # fmt: skip
+        return
+    if append_only == "yes":
+        report.ok("redis persistence (appendonly yes)")
+    elif snapshots:
+        report.info("redis persistence", f"warning: snapshots only (save {snapshots}): a "
+                    "restart loses the sign-outs made since the last snapshot, and those "
+                    "cookies work again; use appendonly yes")  # fmt: skip
+    else:
+        report.info("redis persistence", "warning: none: a restart loses every sign-out and "
+                    "then signs everyone out once; use appendonly yes")  # fmt: skip
 
 
 #: Every command, for create_app to register.

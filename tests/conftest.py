@@ -329,11 +329,12 @@ def redis_server():
 
 @pytest.fixture
 def own_redis():
-    """A private redis-server the test may freeze (SIGSTOP), reconfigure or kill."""
+    """A private redis-server the test may freeze (SIGSTOP), reconfigure, kill or restart: it
+    keeps its data across a restart, as production's must (README, Deployment)."""
     require_binary("redis-server", "apt-get install redis-server")
     from portal.testing.redis import RedisServer
 
-    server = RedisServer().start()
+    server = RedisServer(persistent=True).start()
     yield server
     if server.process:
         server.process.send_signal(signal.SIGCONT)

@@ -381,6 +381,31 @@ def test_check_names_a_redis_eviction_policy_that_could_drop_revocations(
     assert (result.exit_code == 0) == (verdict == "ok")
 
 
+@pytest.mark.parametrize(
+    ("persistence", "says"),
+    [({"appendonly": "yes", "save": ""}, "redis persistence (appendonly yes): ok"),
+     ({"appendonly": "no", "save": "3600 1"}, "warning: snapshots only (save 3600 1)"),
+     ({"appendonly": "no", "save": ""}, "warning: none: a restart loses every sign-out")],
+    ids=["append-only", "snapshots", "none"],
+)  # fmt: skip
+def test_check_says_whether_redis_keeps_the_marks_across_a_restart(
+    slapd, build_app, own_redis, persistence, says
+):
+    """A Redis without persistence loses the sign-outs at a restart (the portal then signs
+    everyone out); with snapshots alone it loses the last ones silently: `check` says so."""
+    import redis
+
+    client = redis.Redis.from_url(own_redis.url)
+    for name, value in persistence.items():
+        client.config_set(name, value)
+    client.close()
+    app = build_app(slapd, CACHE_TYPE="RedisCache", CACHE_REDIS_URL=own_redis.url)
+    result = app.test_cli_runner().invoke(args=["check"])
+    [line] = [line for line in result.output.splitlines() if "redis persistence" in line]
+    assert says in line
+    assert result.exit_code == 0, result.output
+
+
 def test_whois_under_a_default_deny_judges_pages_as_the_portal_does(slapd):
     """With ACCESS_DEFAULT_POLICY = "deny", whois says a page opens by its groups (the default
     policy is for apps), and names the rule that closes one."""

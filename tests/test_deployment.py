@@ -36,6 +36,46 @@ def test_compose_has_openldap_redis_and_portal_with_health_checks():
     assert "./ldap_fixtures:/ldifs:ro" in services["openldap"]["volumes"]
 
 
+def test_compose_redis_keeps_sign_outs_across_a_restart(tmp_path):
+    """The compose file's redis-server command, run here (its folder standing in for the
+    volume): a mark written before a restart is there after it. Without persistence a
+    restart lost every sign-out."""
+    import redis
+
+    from tests.servers import require_binary
+
+    binary = require_binary("redis-server", "apt-get install redis-server")
+    service = compose()["services"]["redis"]
+    assert "redis-data:/data" in service["volumes"] and "redis-data" in compose()["volumes"]
+    port = free_port()
+    command = [binary, *service["command"][1:], "--port", str(port), "--bind", "127.0.0.1",
+               "--dir", str(tmp_path)]  # fmt: skip
+
+    def started() -> subprocess.Popen:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: _pings(port), process, 15, "redis-server")
+        return process
+
+    process = started()
+    client = redis.Redis(port=port)
+    client.hset("portal:marks:bob", "before", "signed")
+    stop_process(process)
+    process = started()
+    try:
+        assert client.hget("portal:marks:bob", "before") == b"signed"
+    finally:
+        stop_process(process)
+
+
+def _pings(port: int) -> bool:
+    import redis
+
+    try:
+        return redis.Redis(port=port, socket_timeout=1).ping()
+    except redis.ConnectionError:
+        return False
+
+
 def test_compose_portal_environment_is_a_valid_configuration(monkeypatch):
     """Every PORTAL_* variable names a real setting and the whole set passes validation."""
     environment = compose()["services"]["portal"]["environment"]

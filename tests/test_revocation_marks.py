@@ -209,3 +209,56 @@ def test_a_cache_entry_replaced_by_another_type_is_a_miss(slapd, build_app, own_
     assert not is_signed_in(stolen)
     assert is_signed_in(signed_in(app, "bob"))
     client.close()
+
+
+@pytest.mark.parametrize("persistent", [False, True], ids=["data lost", "data kept"])
+def test_a_redis_that_lost_its_data_does_not_bring_a_signed_out_cookie_back(
+    slapd, build_app, persistent
+):
+    """Redis restarted without persistence has lost every mark: bob's signed-out "keep me
+    signed in" cookie, copied to another instance, worked again there and here. Now a Redis
+    that lost the marks' start time ends every sign-in issued before it (alice signs in again,
+    once, and is then signed in everywhere); a Redis that kept its data signs nobody out."""
+    from portal.testing.redis import RedisServer
+
+    server = RedisServer(persistent=persistent).start()
+    try:
+        settings = {"CACHE_TYPE": "RedisCache", "CACHE_REDIS_URL": server.url}
+        here, elsewhere = build_app(slapd, **settings), build_app(slapd, **settings)
+        bob = signed_in(here, "bob", remember=True)
+        stolen = remember_only(elsewhere, bob)
+        alice = signed_in(here, "alice")
+        AuthActions(bob).logout()
+        assert not is_signed_in(stolen)
+        server.stop()
+        server.start()
+        assert not is_signed_in(stolen), "the signed-out cookie is back"
+        assert not is_signed_in(remember_only(here, bob))
+        assert is_signed_in(alice) is persistent
+        again = signed_in(elsewhere, "alice")
+        assert is_signed_in(again)
+        assert is_signed_in(remember_only(here, signed_in(elsewhere, "bob", remember=True)))
+    finally:
+        server.cleanup()
+
+
+@pytest.mark.parametrize("replaced", ["garbage", "another type"])
+def test_a_marks_start_replaced_through_redis_fails_closed_once(slapd, build_app, own_redis,
+                                                                replaced):  # fmt: skip
+    """The time Redis has kept marks since, replaced by garbage or by a key of another type:
+    every sign-in so far ends (as a mark that does not verify), it is written again valid, and
+    the next sign-in stays signed in."""
+    app = build_app(slapd, CACHE_TYPE="RedisCache", CACHE_REDIS_URL=own_redis.url)
+    alice = signed_in(app, "alice")
+    client = redis.Redis.from_url(own_redis.url)
+    assert client.exists("portal:marks-since")
+    client.delete("portal:marks-since")
+    if replaced == "garbage":
+        client.set("portal:marks-since", "0")
+    else:
+        client.hset("portal:marks-since", "t", "0")
+    assert not is_signed_in(alice)
+    again = signed_in(app, "alice")
+    assert is_signed_in(again) and is_signed_in(again)
+    assert client.type("portal:marks-since") == b"string"
+    client.close()

@@ -23,8 +23,15 @@ sign-ins could push it out (as a cache that prunes its oldest entries would), a 
   person made so far, once, rather than letting one through; it is then written again, valid.
   Whoever can write to Redis can still delete a mark: restrict access to Redis.
 
-Reading a person's cache entry and their two marks is one round trip (a pipeline of GET and
-HMGET), the only Redis traffic of a signed-in request.
+  A Redis that lost its data (restarted without persistence, flushed, a failover to a replica
+  that had nothing) has lost every mark with it: a signed-out or revoked cookie would work
+  again. So Redis also holds, beside the marks, the time they have been kept since
+  (``<CACHE_KEY_PREFIX>marks-since``, signed, no expiry). When it is missing, the marks may be
+  missing too: it is written anew at that moment, and every sign-in issued before it has ended
+  (people sign in again, once), failing closed as for a mark that does not verify.
+
+Reading a person's cache entry, their two marks and the time marks have been kept since is one
+round trip (a pipeline of GET, HMGET and GET), the only Redis traffic of a signed-in request.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ log = logging.getLogger(__name__)
 #: Signed-out but unexpired sign-ins remembered one by one per person.
 MAX_ENDED_PER_PERSON = 64
 _BEFORE = "before"
+_SINCE = "marks-since"
 _WARNING_INTERVAL = 60.0
 
 
@@ -144,6 +152,8 @@ class RedisMarks:
         self._clock = clock or _now_ms
         self._last_sweep = time.monotonic()
         self._sweeping = threading.Lock()
+        #: The last "marks since" value read and its time (ms): verified once per value.
+        self._since: tuple[bytes, int] | None = None
 
     def key(self, username: str) -> str:
         """The Redis key of a person's marks."""
@@ -156,24 +166,66 @@ class RedisMarks:
         pipe = self.backend.client.pipeline(transaction=False)
         pipe.get(entry_name)
         pipe.hmget(marks_key, _BEFORE, _ended_field(sid))
+        pipe.get(self.backend.prefixed(_SINCE))
         # Per-command errors come back as values: a key someone replaced by another type
         # (WRONGTYPE) must not be taken for "Redis is down", where the login would stand.
-        raw_entry, marks = pipe.execute(raise_on_error=False)
+        raw_entry, marks, raw_since = pipe.execute(raise_on_error=False)
         entry = None if isinstance(raw_entry, Exception) else raw_entry
         entry = self.backend.decode_value(entry_name, entry)
         if isinstance(marks, Exception):
             return entry, self._unreadable(username, marks)
         raw_before, raw_ended = marks
-        return entry, self._marks(username, raw_before, raw_ended, sid)
+        return entry, self._kept_since(self._marks(username, raw_before, raw_ended, sid), raw_since)
 
     def read(self, username: str, sid: str) -> Marks:
         """The marks that concern one sign-in of `username`."""
         key = self.key(username)
-        try:
-            raw_before, raw_ended = self.backend.client.hmget(key, _BEFORE, _ended_field(sid))
-        except ResponseError as error:
-            return self._unreadable(username, error)
-        return self._marks(username, raw_before, raw_ended, sid)
+        pipe = self.backend.client.pipeline(transaction=False)
+        pipe.hmget(key, _BEFORE, _ended_field(sid))
+        pipe.get(self.backend.prefixed(_SINCE))
+        marks, raw_since = pipe.execute(raise_on_error=False)
+        if isinstance(marks, Exception):
+            return self._unreadable(username, marks)
+        raw_before, raw_ended = marks
+        return self._kept_since(self._marks(username, raw_before, raw_ended, sid), raw_since)
+
+    def since(self, raw: object) -> int:
+        """The time (ms) from which Redis has kept every mark, written now if it is missing
+        or does not verify: every sign-in issued before it has ended."""
+        if isinstance(raw, bytes) and self._since is not None and self._since[0] == raw:
+            return self._since[1]
+        name = self.backend.prefixed(_SINCE)
+        status, value = (
+            self.backend.unseal(name, raw) if isinstance(raw, bytes) else ("forged", None)
+        )
+        if status == "ok" and _is_time(value):
+            self._since = (raw, value)
+            return value
+        now = self._clock()
+        if raw is None:
+            log.warning("Redis holds no start of the revocation marks (%s): it lost its "
+                        "data, or is new; every sign-in before now has ended", name)  # fmt: skip
+        else:
+            _warn_forged(name, "(the marks' start)")
+        sealed = self.backend.seal(name, now, None)
+        # Only where it is still missing or wrong: of two processes, the first one's time stays
+        # (both end every sign-in before their own now; the later one ends a few more).
+        if raw is None:
+            self.backend.client.set(name, sealed, nx=True)
+        else:
+            self.backend.client.set(name, sealed)
+        return now
+
+    def _kept_since(self, marks: Marks, raw_since: object) -> Marks:
+        if isinstance(raw_since, ResponseError):
+            raw_since = b""  # the key holds another type: as a value that does not verify
+        elif isinstance(raw_since, Exception):
+            raise raw_since  # a connection error: the caller's "cache down" case
+        since = self.since(raw_since)
+        if marks.before is not None and marks.before >= since:
+            return marks
+        # A sign-in issued in the very millisecond the start was written is kept.
+        return Marks(since - 1, marks.ended)
 
     def end(self, username: str, sid: str, issued: int, expires: int) -> bool:
         """Mark one sign-in as ended until it would have expired."""

@@ -1,10 +1,11 @@
 """Throwaway Redis on 127.0.0.1, for tests of the shared user cache: one server, or a Sentinel
 group (a master, its replica and a sentinel watching them), optionally over TLS.
 
-Each runs the Debian `redis-server` binary as the current user from a temporary folder, with no
-persistence (`--save '' --appendonly no`): nothing is written outside that folder, and `cleanup()`
-leaves nothing behind. A sentinel is `redis-server <its config file> --sentinel`; it rewrites that
-file, which lives in its folder too.
+Each runs the Debian `redis-server` binary as the current user from a temporary folder, without
+snapshots, and with an append-only file only when asked to keep its data across a restart
+(`persistent`): nothing is written outside that folder, and `cleanup()` leaves nothing behind.
+A sentinel is `redis-server <its config file> --sentinel`; it rewrites that file, which lives
+in its folder too.
 """
 
 from __future__ import annotations
@@ -74,12 +75,16 @@ class RedisServer(_RedisProcess):
         replica_of: int | None = None,
         tls: ServerCertificate | None = None,
         password: str = "",
+        persistent: bool = False,
     ):
         super().__init__("portal-redis-")
         self.port = port or free_port()
         self.replica_of = replica_of
         self.tls = tls
         self.password = password
+        #: Keep the data across a restart (an append-only file in the temporary folder,
+        #: written on every change), as the portal's Redis must in production.
+        self.persistent = persistent
 
     @property
     def url(self) -> str:
@@ -94,7 +99,8 @@ class RedisServer(_RedisProcess):
             "bind": "127.0.0.1",
             "dir": str(self.work),
             "save": "",  # no RDB snapshots
-            "appendonly": "no",
+            "appendonly": "yes" if self.persistent else "no",
+            "appendfsync": "always",
             "daemonize": "no",
             "loglevel": "notice",
             # A replica's first copy starts at once, not after the five seconds Redis waits for
