@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from flask import Flask, current_app
 
 from . import accounts, directory, metrics
+from .directory.groups import dn_key
 from .health.probes import person_entry_keys
 from .quietlog import QuietLog
 
@@ -118,8 +119,8 @@ class Watcher:
                     feed.resume(taken_over)
                 self.feed = feed  # only once started: a failed start is tried again in full
             found = self.feed.poll()
-            if found.groups:
-                found.people |= cached_people_in(found.groups)
+            if found.groups or found.dns:
+                found.people |= cached_people_in(found.groups, found.dns)
         except Exception as error:  # noqa: BLE001 - an outage: the TTL still holds; try again
             self.state.error = f"{type(error).__name__}: {error}"
             quiet.warning("watch failed", "directory watcher could not poll: %s", self.state.error)
@@ -220,16 +221,21 @@ def read_shared_state(app: Flask) -> WatchState | None:
     return None
 
 
-def cached_people_in(groups: set[str]) -> set[str]:
-    """The people whose cached entry lists one of these groups (a scan of the cache: only
-    when a watcher takes over, for the members a group may have lost meanwhile)."""
+def cached_people_in(groups: set[str], dns: set[str] = frozenset()) -> set[str]:
+    """The people whose cached entry lists one of these groups or has one of these DNs (a
+    scan of the cache: only when a watcher takes over, for the members a group may have lost
+    or gained meanwhile, or when a group's member has no entry left to name them)."""
     folded = {group.casefold() for group in groups}
+    dn_keys = {dn_key(dn) for dn in dns} - {()}  # () is a DN that does not parse
     shared = current_app.config["CACHE_KEY_PREFIX"] + accounts.cache_key("")
     found = set()
     for key in person_entry_keys():  # Redis keys carry CACHE_KEY_PREFIX, SimpleCache's not
         name = key.removeprefix(shared) if key.startswith(shared) else key.split(":", 1)[1]
         attrs = accounts.cached_attributes(name)
-        if attrs and folded & {group.casefold() for group in attrs.get("groups", ())}:
+        if not attrs:
+            continue
+        in_group = bool(folded & {group.casefold() for group in attrs.get("groups", ())})
+        if in_group or (dn_keys and dn_key(attrs.get("dn") or "") in dn_keys):
             found.add(name)
     return found
 

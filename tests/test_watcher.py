@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import signal
+from datetime import UTC, datetime
 
 import pytest
 import requests
@@ -116,6 +117,94 @@ def test_a_deleted_group_is_noticed_by_the_listing(watched, own_slapd, monkeypat
     own_slapd.delete(RESEARCH)
     eventually(lambda: alice.get("/pages/research").status_code == 403,
                timeout=2 * INTERVAL + BOUND)  # fmt: skip
+
+
+def test_a_person_deleted_under_refint_is_noticed_by_the_listing(monkeypatch):
+    """With OpenLDAP's refint overlay, deleting alice takes her out of her groups without a new
+    entryCSN on them, so no search for changes returns them: the listing of the groups with
+    their members finds the change, and her sign-in ends (it lasted until the TTL)."""
+    from portal.directory.changes import ChangeFeed
+    from portal.testing.slapd import Slapd
+
+    monkeypatch.setattr(ChangeFeed, "LISTING_POLLS", 2)
+    refint = ("overlay refint\nrefint_attributes member\n"
+              "refint_nothing cn=nobody,dc=example,dc=org")  # fmt: skip
+    with Slapd(modules=["refint"], extra_config=refint) as server:
+        app = make_app(server, WATCH_INTERVAL=INTERVAL, USER_CACHE_TTL=300, PAGES=PAGES)
+        try:
+            alice = signed_in(app)
+            assert alice.get("/pages/engineering").status_code == 200
+            watcher = app.extensions["portal.watcher"]
+            eventually(lambda: watcher.state.last_poll, timeout=5)
+            server.delete(ALICE)
+            eventually(lambda: alice.get("/").status_code == 302, timeout=2 * INTERVAL + BOUND)
+        finally:
+            app.extensions["portal.watcher"].stop()
+            app.extensions["portal.directory"].close()
+
+
+def test_a_deleted_person_whose_dn_does_not_name_them_is_found_by_the_cache(watched, own_slapd):
+    """gina's entry is cn=Gina Lee,...: once it is deleted, the DN her groups lose names nobody
+    the directory can find; the DN her cache entry holds does, and her sign-in ends."""
+    gina = "cn=Gina Lee,ou=people,dc=example,dc=org"
+    own_slapd.add(f"dn: {gina}\nobjectClass: inetOrgPerson\ncn: Gina Lee\nsn: Lee\nuid: gina\n"
+                  "userPassword: gina-secret\n")  # fmt: skip
+    own_slapd.modify("dn: cn=staff,ou=groups,dc=example,dc=org\nchangetype: modify\n"
+                     f"add: member\nmember: {gina}\n")  # fmt: skip
+    client = watched.test_client()
+    assert AuthActions(client).login("gina", "gina-secret").status_code == 302
+    assert client.get("/").status_code == 200
+    watcher = watched.extensions["portal.watcher"]
+    eventually(lambda: watcher.state.last_poll, timeout=5)
+    own_slapd.delete(gina)
+    own_slapd.modify(remove_member("cn=staff,ou=groups,dc=example,dc=org", gina))
+    eventually(lambda: client.get("/").status_code == 302, timeout=BOUND)
+
+
+def test_a_watcher_that_takes_over_finds_who_joined_a_group_meanwhile(
+    own_slapd, own_redis, monkeypatch
+):
+    """The lease holder dies, bob is added to the denied group, and another instance's watcher
+    takes over from the holder's last stamp: it reads the groups as they are now, so bob's
+    joining is no difference it can see. Every member of a changed group that is cached is
+    read again, and bob is refused (he kept his access until the TTL)."""
+    from portal.directory import changes
+    from portal.watcher import Watcher
+
+    # Without the overlap, a window no longer holds the entries loaded at start-up once a
+    # change of a later second was seen (else every person would be read again, bob too).
+    monkeypatch.setattr(changes, "WINDOW_OVERLAP", 0)
+    settings = {"CACHE_TYPE": "RedisCache", "CACHE_REDIS_URL": own_redis.url,
+                "WATCH_INTERVAL": 0, "USER_CACHE_TTL": 300}  # fmt: skip
+    holder_app, other_app = make_app(own_slapd, **settings), make_app(own_slapd, **settings)
+    holder, other = Watcher(holder_app), Watcher(other_app)
+    holder.interval = other.interval = INTERVAL
+
+    def second(stamp: str) -> float:
+        return datetime.strptime(stamp[:14], "%Y%m%d%H%M%S").replace(tzinfo=UTC).timestamp()
+
+    with holder_app.app_context():
+        holder.tick()
+        loaded = second(holder.feed.since)
+
+        def moved_on() -> bool:
+            own_slapd.modify("dn: uid=frank,ou=people,dc=example,dc=org\nchangetype: modify\n"
+                             "replace: description\ndescription: busy\n")  # fmt: skip
+            holder.tick()
+            # Two seconds on: a window also reaches back by the time its start() took.
+            return second(holder.feed.since) >= loaded + 2
+
+        eventually(moved_on, timeout=5)
+    bob = signed_in(other_app, "bob")
+    assert bob.get("/").status_code == 200
+    own_redis.client().delete("portal:watch:lease")  # the holder died; its lease ran out
+    own_slapd.modify("dn: cn=suspended,ou=groups,dc=example,dc=org\nchangetype: modify\n"
+                     "add: member\nmember: uid=bob,ou=people,dc=example,dc=org\n")  # fmt: skip
+    with other_app.app_context():
+        other.tick()
+    assert bob.get("/").status_code == 302
+    for application in (holder_app, other_app):
+        application.extensions["portal.directory"].close()
 
 
 def test_only_who_joined_is_read_again(watched, own_slapd):

@@ -12,10 +12,14 @@ are looked at once more, as they may have changed twice within it).
 A changed person entry affects that person. A changed group affects the members who joined or
 left it (so someone just removed is found), and for a nested group that joined or left every
 person below it: the feed keeps each group's members from the last time it was read. Groups are
-told from people by their object class, so the bases may hold each other. A group deleted or
-moved away is found by a listing of the groups every LISTING_POLLS polls. A deleted person is
-found through the group that listed them (refint or memberOf update the group), else only at the
-cache TTL. Active Directory's uSNChanged is per domain controller: after a failover to another
+told from people by their object class, so the bases may hold each other. Every LISTING_POLLS
+polls the groups are listed with their members: a group deleted or moved away is found, and so is
+a change to a group's members that left its stamp as it was (OpenLDAP's refint and memberof
+overlays rewrite the members of a person deleted, renamed or moved without a new entryCSN). A
+deleted person is found through the group that listed them (at the next poll where the group's
+stamp changed, else at the next listing), else only at the cache TTL; a member whose entry is gone
+and whose DN does not hold the username (cn=Gina Lee,...) is named by the DN the cache holds for
+them (Poll.dns). Active Directory's uSNChanged is per domain controller: after a failover to another
 controller its numbers are not comparable, and changes may then wait for the cache TTL.
 """
 
@@ -54,6 +58,10 @@ class Poll:
     #: Names of changed groups whose members before the change this feed does not know (it
     #: took over from another watcher): the people cached in them must be read again too.
     groups: set[str] = field(default_factory=set)
+    #: Member DNs the feed could not name (their entry is gone) and, after a takeover, every
+    #: member DN of a changed group (who joined meanwhile is not known): the people cached
+    #: with one of these DNs must be read again.
+    dns: set[str] = field(default_factory=set)
 
 
 class ChangeFeed:
@@ -81,6 +89,7 @@ class ChangeFeed:
         self.started = False
         self.extra_overlap = 0.0  # seconds a long start() adds to the first window
         self.polls = 0
+        self._unnamed: set[str] = set()  # member DNs of this poll whose entry is gone
 
     def start(self) -> None:
         """Read every group's members and the newest stamp (once, paged); what is already
@@ -117,6 +126,7 @@ class ChangeFeed:
         if self.since is None:
             raise DirectoryError(f"no entry shows {self.stamp_attribute}")
         found = Poll()
+        self._unnamed = set()
         window = self._window_start(self.since, self.extra_overlap)
         changed = self._changed_entries(f"({self.stamp_attribute}>={window})")
         members, handled, newest = dict(self.members), dict(self.handled), self.since
@@ -139,13 +149,19 @@ class ChangeFeed:
                 if self.resumed:
                     name = first_value(entry["attributes"], self.settings.group_name_attr)
                     found.groups.add(name or rdn_value(entry["dn"]))
+                    # Who joined it meanwhile: every member now, the cached ones read again.
+                    below = self._leaves(members[dn_key(entry["dn"])], {dn_key(entry["dn"])},
+                                         members)  # fmt: skip
+                    found.people |= {fold_name(value) for value in below if "=" not in value}
+                    found.dns |= {value for value in below if "=" in value}
             else:
                 name = fold_name(first_value(entry["attributes"], self.settings.attr_username))
                 if name:
                     found.people.add(name)
         self.polls += 1
         if self.polls % self.LISTING_POLLS == 0:
-            found.people |= self._groups_gone(members)
+            found.people |= self._listing(members)
+        found.dns |= self._unnamed
         # Only stamps still inside the next window need remembering.
         floor = self._order(self._window_start(newest))
         self.handled = {key: stamp for key, stamp in handled.items()
@@ -164,16 +180,22 @@ class ChangeFeed:
                 found.setdefault(self._key(entry), entry)
         return list(found.values())
 
-    def _groups_gone(self, members: dict) -> set[str]:
-        # A deleted (or moved) group is in no search for changes: list the groups now and then.
+    def _listing(self, members: dict) -> set[str]:
+        # A deleted (or moved) group is in no search for changes, nor is a group whose members
+        # an overlay rewrote without a new stamp (refint): list the groups now and then.
         listed = {
-            dn_key(entry["dn"])
-            for entry in self._read(self.settings.group_base, "(objectClass=*)")  # fmt: skip
+            dn_key(entry["dn"]): entry
+            for entry in self._read(self.settings.group_base, "(objectClass=*)", groups=True)
             if self._is_group(entry)
         }
         people: set[str] = set()
         for key in [key for key in members if key not in listed]:
             people |= self._people_below(members.pop(key), seen={key}, members=members)
+        for key, entry in listed.items():
+            if key not in members:
+                members[key] = self._members_of(entry)  # new: its members join in its own poll
+            elif members[key] != self._members_of(entry):
+                people |= self._group_changed(entry, members)
         return people
 
     def _group_changed(self, entry, members: dict) -> set[str]:
@@ -184,6 +206,19 @@ class ChangeFeed:
         # Only who joined or left (the one just removed must lose the group now), and
         # everyone below a group that joined or left.
         return self._people_below(before ^ after, seen={key}, members=members)
+
+    def _leaves(self, values_: set[str], seen: set[tuple], members: dict) -> set[str]:
+        # The member values below these, nested groups replaced by their own members.
+        leaves: set[str] = set()
+        for member in values_:
+            key = dn_key(member) if "=" in member else None
+            if key in members:
+                if key not in seen:
+                    seen.add(key)
+                    leaves |= self._leaves(members[key], seen, members)
+            else:
+                leaves.add(member)
+        return leaves
 
     def _people_below(self, values_: set[str], seen: set[tuple], members: dict) -> set[str]:
         people: set[str] = set()
@@ -210,6 +245,7 @@ class ChangeFeed:
             return fold_name(rdn_value(dn))
         entries = self.read_base(dn)
         if not entries:
+            self._unnamed.add(dn)  # deleted or moved: the cache may know whose DN it was
             return ""
         return fold_name(first_value(entries[0]["attributes"], self.settings.attr_username))
 
