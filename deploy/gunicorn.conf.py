@@ -4,10 +4,11 @@ with several workers.
     PROMETHEUS_MULTIPROC_DIR=/run/portal-metrics \\
         gunicorn --config deploy/gunicorn.conf.py --workers 2 'portal:create_app()'
 
-Before any worker starts, gunicorn refuses to serve (exit status 1, the message naming the
-setting) when several worker processes would each keep state that must be shared: in
-production, more than one worker needs CACHE_TYPE = "RedisCache" and throttle counts in Redis
-(`portal.settings.check_processes`). One worker with threads needs neither.
+Before any worker starts, gunicorn refuses to serve (exit status 1, one line naming the
+setting) when a setting is refused, or when several worker processes would each keep state
+that must be shared: in production, more than one worker needs CACHE_TYPE = "RedisCache" and
+throttle counts in Redis (`portal.settings.check_processes`). One worker with threads needs
+neither.
 
 With PROMETHEUS_MULTIPROC_DIR naming a folder only gunicorn writes to, each worker writes its
 counters there and every GET /metrics adds up all workers'. Only hooks live here, so the command
@@ -49,10 +50,14 @@ def child_exit(server, worker):
 
 
 def _check_workers(server, workers: int) -> None:
-    from portal.settings import ConfigError, check_processes, load
+    from portal.settings import ConfigError, check_processes, load, validate
 
     try:
-        check_processes(load(), workers)
+        config = load()
+        # Every setting first, before a worker forks: else each worker would print the same
+        # refused setting inside a traceback of its own, and gunicorn "Worker failed to boot".
+        validate(config)
+        check_processes(config, workers)
     except ConfigError as error:
         server.log.error("portal: %s", error)
         raise SystemExit(1) from None

@@ -227,7 +227,7 @@ def start_login(user: User, remember: bool) -> User:
         # Reading the person's marks first puts right a mark that no longer verifies (one
         # signed with a key since dropped): else it would end this new sign-in on its first page.
         state.guard.call("read", state.marks.read, user.username, "")
-    stamp = logins.password_stamp(user.password_changed)
+    stamp = logins.entry_stamp(user.attributes())
     login = logins.new_login(user.username, logins.now_ms(), lifetime * 1000, stamp)
     return User.from_attributes(user.attributes(), policy(), login_id=login.id)
 
@@ -336,7 +336,7 @@ def load_user(login_id: str) -> User | None:
     if attrs is None:
         metrics.user_load("none")  # metrics
         return None
-    stamp = logins.password_stamp(attrs.get("password_changed") or "")
+    stamp = logins.entry_stamp(attrs)
     return _judged(User.from_attributes(attrs, state.policy), stamp, login, "directory")
 
 
@@ -396,7 +396,7 @@ def _decoded(state: _State, raw: object, username: str,
         if attrs.get("gone"):
             known = (attrs["username"], None, "", fetched)
         else:
-            stamp = logins.password_stamp(attrs.get("password_changed") or "")
+            stamp = logins.entry_stamp(attrs)
             user = User.from_attributes(attrs, state.policy)
             known = (attrs["username"], user, stamp, fetched)
         if (len(state.decoded) >= DECODED_SIZE
@@ -418,6 +418,10 @@ def _refresh(username: str) -> dict | None:
         if attrs is not None:
             return None if attrs.get("gone") else attrs
         attrs = _read_directory(username)
+        if attrs is None:
+            # Gone, disabled or locked: their logins end, as the watcher ends them, so a copy
+            # of a cookie does not work again once the account is enabled (or made) again.
+            revoke_all(username)
         _store_answer(username, attrs)
         return attrs
 

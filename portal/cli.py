@@ -41,6 +41,7 @@ from .extensions import cache
 from .health import probes
 from .health.probes import probe_cache, redis_client
 from .signin import audit
+from .sso.questions import read_original, why_unusable
 
 #: Entries `check` counts at most per base (a sample: it says "at least" beyond).
 COUNT_LIMIT = 1000
@@ -65,6 +66,7 @@ def access_check(username: str, url: str, method: str) -> None:
     if url.startswith("/") and not url.startswith("//"):
         # A path, as APPS and the docs write an app on the portal's own host.
         url = f"https://{_portal_host()}{url}"
+    _as_verify_would_read(url, method)
     judged = _as_portal_page(url, method, attrs["groups"], person)
     if judged is not None:
         allowed, reason = judged
@@ -78,6 +80,19 @@ def access_check(username: str, url: str, method: str) -> None:
     click.echo(f"{attrs['username']} {method.upper()} {url}: {verdict} by {reason}")
     click.echo(f"groups: {', '.join(attrs['groups'])}")
     raise SystemExit(0 if allowed else 1)
+
+
+def _as_verify_would_read(url: str, method: str) -> None:
+    # A question /auth/verify refuses (ftp://, a host with a bad port, a method no browser
+    # sends) must not be answered ALLOWED here: it is a usage error, for the same reason.
+    target = url if "://" in url else f"https://{url}"
+    if "/" not in target.partition("://")[2]:
+        target += "/"
+    question = {"X-Original-Method": method, "X-Original-URL": target}.get
+    if read_original(question, "original") is None:
+        reason = why_unusable(question, "original").replace("X-Original-Method", "--method")
+        raise click.UsageError(f"/auth/verify would refuse this address: "
+                               f"{reason.replace('X-Original-URL', 'the URL')}")  # fmt: skip
 
 
 def _as_portal_page(url: str, method: str, groups, person) -> tuple[bool, str] | None:
@@ -236,6 +251,20 @@ def revoke(username: str) -> None:
         raise click.ClickException("the cache did not answer: nothing revoked")
     audit.record("admin.revoke", user="(command line)", target=name)
     click.echo(f"{name}: every sign-in made until now has ended (sessions and remember-me cookies)")
+    # Written whatever the name (the directory may be down, the person already gone), but a
+    # name the directory does not know is most often a typo, and the person meant is still
+    # signed in: said, with exit status 1.
+    try:
+        known = directory.lookup(name) is not None
+    except DirectoryError as error:
+        click.echo(f"note: the directory did not answer, so {name!r} could not be checked "
+                   f"({error})", err=True)  # fmt: skip
+        return
+    if not known:
+        click.echo(f"warning: the directory has no usable account {name!r} (a typo? `portal whois "
+                   f"{name}` says more): anyone meant by another name is still signed in",
+                   err=True)  # fmt: skip
+        raise SystemExit(1)
 
 
 @click.command("watch")

@@ -48,6 +48,8 @@ class User:
     password_changed: str = field(default="", repr=False)
     #: When the password expires (epoch seconds; 0: never, or the directory does not say).
     password_expires: float = field(default=0.0, repr=False)
+    #: Which directory entry this is (portal.directory.mapping.entry_id; "" if unknown).
+    entry_id: str = field(default="", repr=False)
     #: The sign-in this User was loaded for (see portal.signin.logins); empty outside a request.
     login_id: str = field(default="", repr=False, compare=False)
     group_keys: frozenset[str] = field(init=False, repr=False, compare=False)
@@ -68,6 +70,7 @@ class User:
             policy=policy,
             password_changed=attrs.get("password_changed") or "",
             password_expires=float(attrs.get("password_expires") or 0),
+            entry_id=attrs.get("entry_id") or "",
             login_id=login_id,
         )
 
@@ -87,6 +90,7 @@ class User:
             "groups": list(self.groups),
             "password_changed": self.password_changed,
             "password_expires": self.password_expires,
+            "entry_id": self.entry_id,
         }
 
     def password_days_left(self, now: float) -> int | None:

@@ -143,6 +143,8 @@ def gunicorn_command(command: list[str], port: int) -> list[str]:
     ("settings", "named"),
     [
         ({}, "CACHE_TYPE"),
+        # A refused setting: one line before any worker starts, not a traceback per worker.
+        ({"PORTAL_HSTS_MAX_AGE": '"a year"'}, "HSTS_MAX_AGE"),
         ({"PORTAL_CACHE_TYPE": '"RedisCache"', "PORTAL_CACHE_REDIS_URL": '"redis://127.0.0.1:1/0"',
           "PORTAL_THROTTLE_STORAGE_URL": '"memory://"'}, "THROTTLE_STORAGE_URL"),
     ],
@@ -160,6 +162,7 @@ def test_several_workers_with_per_process_state_refuse_to_start(own_slapd, tmp_p
     )  # fmt: skip
     assert finished.returncode != 0
     assert f"setting {named}" in finished.stderr, finished.stderr[-2000:]
+    assert "Traceback" not in finished.stderr and "Booting worker" not in finished.stderr
 
 
 @pytest.mark.slow

@@ -75,10 +75,11 @@ def test_redis_entry_is_plain_json_attributes_with_a_bounded_ttl(
     assert payload["username"] == "alice"
     assert payload["dn"] == ALICE_DN
     assert {"staff", "engineering"} <= set(payload["groups"])
-    # Attribute data and when the password last changed (a time), never a password.
+    # Attribute data, when the password last changed (a time) and which entry this is, never
+    # a password.
     assert set(payload) == {
         "username", "dn", "display_name", "email", "groups", "password_changed",
-        "password_expires", "fetched_at"
+        "password_expires", "entry_id", "fetched_at"
     }  # fmt: skip
     assert "alice-secret" not in json.dumps(payload)
     # Kept past its freshness for USER_STALE_GRACE (an outage of the directory), no longer.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from portal import accounts
 from portal.signin import logins
 from tests.conftest import AuthActions, csrf_token_in, make_app, session_username
 
@@ -152,6 +153,13 @@ def test_revoke_command_reaches_servers_sharing_redis(slapd, build_app, redis_se
     assert "bob: every sign-in" in result.output
     assert not is_signed_in(bob)
     assert not is_signed_in(remember_only(server, bob))
+    # A name the directory does not know (a typo of bob's): said, exit status 1; bob's new
+    # sign-in stands, as the warning says.
+    again = signed_in(server, "bob")
+    typo = command_line.test_cli_runner().invoke(args=["revoke", "bbo"])
+    assert typo.exit_code == 1, typo.output
+    assert "the directory has no usable account 'bbo'" in typo.output
+    assert is_signed_in(again)
 
 
 def test_revoke_command_refuses_a_cache_the_servers_do_not_share(app):
@@ -442,3 +450,51 @@ def test_keep_me_signed_in_survives_a_secret_key_rotation(slapd):
     assert not is_signed_in(remember_only(only_new, browser)), "old key no longer listed"
     for application in (before, after, only_new):
         application.extensions["portal.directory"].close()
+
+
+BOB = "uid=bob,ou=people,dc=example,dc=org"
+
+
+def test_a_cookie_of_someone_gone_never_opens_the_next_holder_of_their_username(
+    own_slapd, build_app
+):
+    """bob's entry is deleted and, later, a new hire is given the username bob (the same
+    DN, so the groups that listed it too). The departed bob's session and remember-me cookies,
+    unused meanwhile and no longer cached, signed in as the new bob, with his groups. A login
+    names the entry it was made for (its creation time): the new entry is another one."""
+    app = build_app(own_slapd)
+    departed = signed_in(app, "bob", remember=True)
+    kept = remember_only(app, departed)
+    own_slapd.delete(BOB)
+    with app.app_context():
+        accounts.forget("bob")  # as the cache's lifetime would, before anyone asked again
+    own_slapd.add(f"dn: {BOB}\nobjectClass: inetOrgPerson\nuid: bob\ncn: Bob Newhire\n"
+                  "sn: Newhire\nuserPassword: new-hire-secret\n")  # fmt: skip
+    assert not is_signed_in(departed), "the departed bob's session opened the new bob's"
+    assert not is_signed_in(kept), "the departed bob's remember-me cookie opened the new bob's"
+    newcomer = app.test_client()
+    assert AuthActions(newcomer).login("bob", "new-hire-secret").status_code == 302
+    assert is_signed_in(newcomer) and is_signed_in(newcomer)
+
+
+def test_a_copied_cookie_stays_ended_when_its_account_is_enabled_again(own_slapd, build_app):
+    """alice, not cached, is disabled: the first request with a copy of her cookie finds her
+    gone, and her logins end then (as the watcher ends them for a cached person). Enabled
+    again, the copy does not come back; alice signs in afresh."""
+    app = build_app(own_slapd, LDAP_DISABLED_FILTER="(description=disabled)")
+    alice = signed_in(app, "alice")
+    copy = app.test_client()
+    copy.environ_base["REMOTE_ADDR"] = "10.0.0.1"
+    copy_cookies(alice, copy)
+    with app.app_context():
+        accounts.forget("alice")
+    disable = ("dn: uid=alice,ou=people,dc=example,dc=org\nchangetype: modify\n"
+               "{}: description\ndescription: disabled\n")  # fmt: skip
+    own_slapd.modify(disable.format("add"))
+    assert not is_signed_in(copy)
+    own_slapd.modify(disable.format("delete"))
+    with app.app_context():
+        accounts.forget("alice")  # the "gone" entry's lifetime is over
+    assert not is_signed_in(copy), "the copied cookie works again"
+    assert not is_signed_in(alice)
+    assert is_signed_in(signed_in(app, "alice"))

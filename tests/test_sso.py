@@ -604,7 +604,17 @@ def test_access_check_takes_a_path_and_judges_portal_pages_by_their_groups(sso_a
     for hostless in ("https:///app/crm/", "//", "https://[::1/x"):
         refused = runner.invoke(args=["access-check", "alice", hostless])
         assert refused.exit_code == 2, (hostless, refused.output)
-        assert "names no host" in refused.output or "Invalid IPv6" in refused.output, hostless
+        assert "/auth/verify would refuse this address: the host" in refused.output, hostless
+    # What /auth/verify refuses is not answered ALLOWED here (it was, by the default policy).
+    for address, says in (
+        ("ftp://grafana.example.org/d", "the URL is neither http nor https"),
+        ("https://grafana.example.org:99999/d", "not a plain host name"),
+        ("https://grafana.example.org/d", "--method is not an HTTP method"),
+    ):
+        method = "BO GUS" if "method" in says else "GET"
+        refused = runner.invoke(args=["access-check", "alice", address, "--method", method])
+        assert refused.exit_code == 2, (address, refused.output)
+        assert says in refused.output, (address, refused.output)
 
 
 def test_access_check_judges_every_portal_page_as_its_view_does(slapd):

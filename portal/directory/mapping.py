@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from .queries import fold_name
+from .settings import ENTRY_ID_ATTRIBUTES
 
 
 def entries_of(response: Iterable[Mapping] | None) -> list[Mapping]:
@@ -38,4 +39,17 @@ def user_attributes(entry: Mapping, settings, groups: Iterable[str]) -> dict:
         "email": first_value(attributes, settings.attr_email),
         "groups": sorted(set(groups), key=str.casefold),
         "password_changed": first_value(attributes, settings.attr_password_changed),
+        "entry_id": entry_id(attributes),
     }
+
+
+def entry_id(attributes: Mapping) -> str:
+    """The entry's unique id and creation time as one text ("" when the directory gives none);
+    a binary id (objectGUID) as hex, so no two ids read alike."""
+    found = []
+    for name in ENTRY_ID_ATTRIBUTES:
+        value = attributes.get(name)
+        first = value[0] if isinstance(value, (list, tuple)) and value else value
+        if first:
+            found.append(first.hex() if isinstance(first, bytes) else str(first))
+    return "|".join(found)

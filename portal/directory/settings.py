@@ -7,6 +7,12 @@ from dataclasses import dataclass
 
 from . import account_state
 
+#: What tells one directory entry from another that later takes the same username (a new
+#: hire's, after a deletion or a rename): its unique id (OpenLDAP's entryUUID, Active
+#: Directory's objectGUID, 389's nsUniqueId; a directory ignores those it does not know) and
+#: its creation time (RFC 4512). A login's stamp names them (portal.signin.logins.entry_stamp).
+ENTRY_ID_ATTRIBUTES = ("entryUUID", "objectGUID", "nsUniqueId", "createTimestamp")
+
 
 @dataclass(frozen=True)
 class DirectorySettings:
@@ -111,4 +117,5 @@ class DirectorySettings:
         names += account_state.EXPIRY_ATTRIBUTES[self.account_state]
         if self.attr_password_changed not in names:
             names.append(self.attr_password_changed)
+        names += ENTRY_ID_ATTRIBUTES
         return names

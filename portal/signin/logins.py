@@ -70,6 +70,17 @@ def password_stamp(changed: str) -> str:
     return hashlib.sha256(b"portal.password|" + changed.encode()).hexdigest()[:16]
 
 
+def entry_stamp(attrs) -> str:
+    """A short name for the directory entry and password a login is made with: the password's
+    changed time and the entry's id. A login ends when either differs, so a cookie of someone
+    deleted or renamed never opens the entry that later takes the same username."""
+    changed, entry = attrs.get("password_changed") or "", attrs.get("entry_id") or ""
+    if not entry:
+        return password_stamp(changed)
+    text = f"{changed}|{entry}".encode()
+    return hashlib.sha256(b"portal.entry|" + text).hexdigest()[:16]
+
+
 def parse(login_id: object) -> Login | None:
     """Read a login id back; None for anything the portal did not write (old or forged)."""
     if not isinstance(login_id, str):
