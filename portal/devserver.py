@@ -51,11 +51,15 @@ def main() -> int:
         print(f"Operator commands against this demo, e.g.: PORTAL_ENV=development "
               f"PORTAL_LDAP_URLS='{urls}' .venv/bin/portal whois alice", flush=True)  # fmt: skip
         # Revocation and group changes are seen within seconds: try them on the demo directory.
-        print(f"Change the demo directory, e.g. suspend alice (her sign-ins end within "
-              f"seconds): ldapmodify -x -H {slapd.url} -D '{slapd.root_dn}' "
-              f"-w '{slapd.root_password}' (then: dn: cn=suspended,ou=groups,dc=example,dc=org"
-              " / changetype: modify / add: member / member: uid=alice,ou=people,dc=example,"
-              "dc=org)", flush=True)  # fmt: skip
+        # Whole lines to paste: the change itself goes to ldapmodify's input.
+        tool = f"ldapmodify -x -H {slapd.url} -D '{slapd.root_dn}' -w '{slapd.root_password}'"
+        for verb, kind in (("Suspend alice (her sign-ins end within seconds)", "add"),
+                           ("Undo it", "delete")):  # fmt: skip
+            change = (
+                "dn: cn=suspended,ou=groups,dc=example,dc=org\\nchangetype: modify\\n"
+                f"{kind}: member\\nmember: uid=alice,ou=people,dc=example,dc=org\\n"
+            )
+            print(f"{verb}: printf '{change}' | {tool}", flush=True)
         app.run(host="127.0.0.1", port=port, use_reloader=False)
     except SlapdMissing as error:
         print(error, file=sys.stderr, flush=True)

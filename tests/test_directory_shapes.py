@@ -95,6 +95,20 @@ def test_template_bind_binds_first_and_reads_the_bound_entry(slapd, ldap_spy):
     assert AuthActions(app.test_client()).login("alice", "wrong").status_code == 401
 
 
+def test_template_bind_signs_in_only_whom_the_user_filter_finds(slapd):
+    """LDAP_USER_FILTER says who the portal's people are: with LDAP_USER_DN_TEMPLATE an entry
+    it leaves out signed in with its right password and was refused only at the next
+    directory read, a cache lifetime later (and could sign in again). It is refused now."""
+    template = "uid={username},ou=people,dc=example,dc=org"
+    no_bob = "(&(objectClass=inetOrgPerson)(uid={username})(!(uid=bob)))"
+    app = make_app(slapd, LDAP_USER_DN_TEMPLATE=template, LDAP_USER_FILTER=no_bob)
+    try:
+        assert AuthActions(app.test_client()).login("bob").status_code == 401
+        assert AuthActions(app.test_client()).login("alice").status_code == 302
+    finally:
+        app.extensions["portal.directory"].close()
+
+
 @pytest.mark.parametrize(
     ("typed", "bound_as"),
     [

@@ -17,7 +17,7 @@ from .changes import ChangeFeed
 from .connections import BindPool, ServicePool, make_servers
 from .deadline import Deadline
 from .errors import DirectoryError, DirectoryUnavailable, PasswordChangeRequired, ServerUnavailable
-from .groups import resolve_groups
+from .groups import dn_key, resolve_groups
 from .health import ServerHealth, probe
 from .passwords import PasswordRefused
 from .queries import bind_name, check_password, fill_filter, fold_name, login_forms
@@ -123,12 +123,6 @@ class Directory:
         passwords.change(self.servers, self.settings, dn, current, new, before_change=before)
         return name
 
-    def _entry_at(self, dn: str) -> Mapping | None:
-        # The entry a DN names, read with the service account as every read of a person is.
-        entries = self._search(dn, self.settings.known_entry_filter,
-                               self.settings.user_attributes, scope=ldap3.BASE)  # fmt: skip
-        return entries[0] if len(entries) == 1 else None
-
     def unusable_reason(self, username: object) -> str:
         """Why lookup finds no usable account by this name: "no such person", "disabled",
         "locked", "must change password" or "its entry cannot be used"; "" if it finds one."""
@@ -198,14 +192,14 @@ class Directory:
         who = bind_name(self.settings.dn_template, name)
         with self._bound_as(who, password) as (connection, bound):
             try:
-                entry = self._bound_entry(connection) if bound else None
+                entry = self._bound_entry(connection, name) if bound else None
             except DirectoryError:
                 raise
             except Exception as error:  # noqa: BLE001 - the server failed after the bind
                 raise ServerUnavailable("reading the bound entry failed") from error
         return None if entry is None else self._usable(entry, who)
 
-    def _bound_entry(self, connection: ldap3.Connection) -> Mapping | None:
+    def _bound_entry(self, connection: ldap3.Connection, name: str) -> Mapping | None:
         # Ask the server who is bound (RFC 4532): a UPN may name another account than the
         # typed name suggests, and only the bound identity may be signed in.
         identity = str(connection.extend.standard.who_am_i() or "")
@@ -215,10 +209,15 @@ class Directory:
         if not identity.startswith("dn:") or not identity[3:]:
             log.warning("the directory did not say who is bound (%r)", identity)
             return None
-        # Read with the service account, as every later read of the person is: what it may see
-        # (pwdChangedTime above all, which names the password) must not differ between the
-        # login and the reads that follow, or the person would be signed out at each one.
-        return self._entry_at(identity[3:])
+        # Found as every later read finds the person: by LDAP_USER_FILTER, with the service
+        # account. An entry the template names but the filter leaves out (a contractor, a
+        # service account) was signed in and refused only at the next directory read; and what
+        # the service account may see (pwdChangedTime above all, which names the password)
+        # must not differ between the login and the reads that follow.
+        found = self._find_user(name, name)
+        if found is None or dn_key(found["dn"]) != dn_key(identity[3:]):
+            return None
+        return found
 
     def _usable(self, entry: Mapping, who: str) -> Mapping | None:
         # After a successful bind, the account state recorded in the entry decides.
