@@ -295,7 +295,7 @@ def test_a_busy_service_pool_is_no_fault_of_the_bind_server(slapd, clock, monkey
 
     app = make_app(slapd, LDAP_USER_DN_TEMPLATE="uid={username},ou=people,dc=example,dc=org")
 
-    def busy(self, connection):
+    def busy(self, connection, name):
         raise DirectoryUnavailable("every directory connection is busy")
 
     monkeypatch.setattr(Directory, "_bound_entry", busy)

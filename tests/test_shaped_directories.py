@@ -355,6 +355,7 @@ def test_upn_bind_signs_in_the_account_the_server_says_is_bound(ad_server):
             self.extend = SimpleNamespace(standard=SimpleNamespace(who_am_i=lambda: answer))
 
     with app.app_context():
-        entry = directory._bound_entry(BoundAs("u:CORP\\asmith"))
+        # The name typed is another's: the bound account decides.
+        entry = directory._bound_entry(BoundAs("u:CORP\\asmith"), "someone-else")
         assert entry["dn"].lower().startswith("cn=alice smith,")
-        assert directory._bound_entry(BoundAs("")) is None
+        assert directory._bound_entry(BoundAs(""), "asmith") is None
