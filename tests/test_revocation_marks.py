@@ -262,3 +262,20 @@ def test_a_marks_start_replaced_through_redis_fails_closed_once(slapd, build_app
     assert is_signed_in(again) and is_signed_in(again)
     assert client.type("portal:marks-since") == b"string"
     client.close()
+
+
+def test_two_processes_that_find_the_marks_start_missing_agree_on_one(slapd, build_app,
+                                                                       own_redis):  # fmt: skip
+    """Two processes read "no marks' start" at once; the first writes its time. The second,
+    whose write then finds one there, goes by that time, not its own a moment later (which
+    would end, once, the sign-ins made in between)."""
+    from portal import accounts
+
+    settings = {"CACHE_TYPE": "RedisCache", "CACHE_REDIS_URL": own_redis.url}
+    first, second = build_app(slapd, **settings), build_app(slapd, **settings)
+    with first.app_context():
+        written = accounts.marks().since(None)
+    with second.app_context():
+        later = accounts.marks()
+        later._clock = lambda: written + 60_000  # its own "now" is a minute on
+        assert later.since(None) == written

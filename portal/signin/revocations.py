@@ -208,13 +208,14 @@ class RedisMarks:
         else:
             _warn_forged(name, "(the marks' start)")
         sealed = self.backend.seal(name, now, None)
-        # Only where it is still missing or wrong: of two processes, the first one's time stays
-        # (both end every sign-in before their own now; the later one ends a few more).
-        if raw is None:
-            self.backend.client.set(name, sealed, nx=True)
-        else:
+        if raw is not None:
             self.backend.client.set(name, sealed)
-        return now
+            return now
+        if self.backend.client.set(name, sealed, nx=True):
+            return now
+        # Another process wrote it first: its time is the one every process goes by (this
+        # process's own, a moment later, would end the sign-ins made in between, once).
+        return self.since(self.backend.client.get(name))
 
     def _kept_since(self, marks: Marks, raw_since: object) -> Marks:
         if isinstance(raw_since, ResponseError):
