@@ -430,8 +430,11 @@ def _check_named_groups(report: _Report, connection, settings, notes: list[str])
         else:
             continue
         problems += 1
-    report.ok("groups the settings name",
-              f"{len(named) - problems} of {len(named)} are one group each")  # fmt: skip
+    step = "groups the settings name"
+    if problems:
+        report.info(step, f"warning: {problems} of {len(named)} are not one group each (above)")
+    else:
+        report.ok(step, f"{len(named)} of {len(named)} are one group each")
 
 
 def _connect(report: _Report, server, settings, notes: list[str]) -> ldap3.Connection | None:
@@ -587,8 +590,12 @@ def _whois_lines(found: explain.Explanation, host: str) -> Iterator[str]:
 def _cache_line(found: explain.Explanation) -> str:
     entry = found.cache
     if entry is None:
-        if current_app.config["CACHE_TYPE"] == "SimpleCache":
+        cache_type = current_app.config["CACHE_TYPE"]
+        if cache_type == "SimpleCache":
             return "cache: no entry here (SimpleCache lives inside each server process)"
+        if not probes.probe_cache():
+            # A Redis that is down or hung reads as empty: say so, not "no entry".
+            return f"cache: {cache_type} did not answer; whether it holds an entry is not known"
         return "cache: no entry"
     line = f"cache: entry {entry.age_seconds} s old, expires in {entry.expires_in_seconds} s"
     if entry.matches_directory:

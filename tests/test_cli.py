@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import uuid
@@ -56,6 +57,7 @@ def test_check_passes_against_the_demo_directory(app, slapd):
         f"{server} people under {PEOPLE}: ok (6 matching (&(objectClass=inetOrgPerson)(uid=*)))",
         f"{server} group base {GROUPS}: ok",
         f"{server} groups under {GROUPS}: ok (6 entries with a cn)",
+        f"{server} groups the settings name: ok (5 of 5 are one group each)",
         "cache (SimpleCache): ok",
         "check: ok",
     ]:
@@ -361,6 +363,26 @@ def test_check_and_flush_fail_when_redis_does_not_answer(slapd):
     assert "the cache (RedisCache) did not answer: nothing flushed" in flushed.output
 
 
+def test_whois_says_a_hung_redis_did_not_answer_rather_than_that_there_is_no_entry(
+    slapd, own_redis
+):
+    """alice's entry is in Redis; with Redis frozen whois cannot see it and says so (it said
+    "no entry", sending the on-call engineer after a cache that was fine)."""
+    app = make_app(slapd, CACHE_TYPE="RedisCache", CACHE_REDIS_URL=own_redis.url)
+    sign_in(app, "alice")
+    assert run(app, "whois", "alice").output.splitlines()[-1].startswith("cache: entry ")
+    own_redis.process.send_signal(signal.SIGSTOP)
+    try:
+        result = run(app, "whois", "alice")
+    finally:
+        own_redis.process.send_signal(signal.SIGCONT)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1] == (
+        "cache: RedisCache did not answer; whether it holds an entry is not known"
+    )
+    app.extensions["portal.directory"].close()
+
+
 @pytest.mark.parametrize(
     ("policy", "verdict"),
     [("noeviction", "ok"), ("volatile-lru", "ok"), ("allkeys-lru", "FAILED")],
@@ -449,7 +471,7 @@ def test_check_names_groups_the_settings_use_that_no_group_or_several_have(own_s
         f"group Leavers (ACCESS_DENIED_GROUPS): warning: no group by this name under {GROUPS}"
         in lines
     )
-    assert "groups the settings name: ok (4 of 6 are one group each)" in lines
+    assert "groups the settings name: warning: 2 of 6 are not one group each (above)" in lines
 
 
 def test_the_json_hint_is_for_values_from_the_environment_not_for_misspelled_names():

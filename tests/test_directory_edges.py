@@ -259,3 +259,29 @@ def test_spellings_with_more_spaces_share_one_throttle_count(own_slapd):
         assert AuthActions(app.test_client()).login(spelling, "wrong").status_code == 401
     answer = AuthActions(app.test_client()).login("john smith", "john-secret")
     assert answer.status_code == 429
+
+
+def test_a_group_is_known_by_every_name_it_has(own_slapd):
+    """A group renamed by adding a cn ("leave", then also "on-leave") answers to both names:
+    the denied group, a page's group, and a nested group's second name all apply."""
+    own_slapd.add(
+        "dn: cn=leave,ou=groups,dc=example,dc=org\nobjectClass: groupOfNames\ncn: leave\n"
+        "cn: on-leave\nmember: uid=bob,ou=people,dc=example,dc=org\n\n"
+        "dn: cn=labs,ou=groups,dc=example,dc=org\nobjectClass: groupOfNames\ncn: labs\n"
+        "cn: research-labs\nmember: cn=engineering,ou=groups,dc=example,dc=org\n"
+    )
+    app = make_app(
+        own_slapd,
+        ACCESS_DENIED_GROUPS=["suspended", "on-leave"],
+        LDAP_GROUP_NESTING_DEPTH=2,
+        PAGES=[{"slug": "labs", "title": "Labs", "groups": ["research-labs"], "body": "x"}],
+    )
+    assert AuthActions(app.test_client()).login("bob").status_code == 403
+    alice = app.test_client()
+    assert AuthActions(alice).login("alice").status_code == 302
+    assert alice.get("/pages/labs").status_code == 200
+    with app.app_context():
+        from portal import accounts
+
+        groups = accounts.cached_attributes("alice")["groups"]
+    assert {"labs", "research-labs", "engineering", "research"} <= set(groups)

@@ -2,7 +2,9 @@
 
 Only groups under LDAP_GROUP_BASE count, whichever way they are found. In "memberof" mode a
 group's name is the value of its DN's first RDN (set LDAP_GROUP_NAME_ATTR to that attribute,
-usually cn); otherwise the group's LDAP_GROUP_NAME_ATTR.
+usually cn); otherwise every value of the group's LDAP_GROUP_NAME_ATTR: a group renamed by
+adding a second cn is known by both names, so a rule or ACCESS_DENIED_GROUPS naming either one
+applies to its members (`portal check` finds a group by any of its names too).
 
 Cost (LDAP operations after the person's entry is read): "memberof" 0; "search" and "both" one
 paged group search (one operation per LDAP_PAGE_SIZE groups); nesting one more paged search per
@@ -41,45 +43,47 @@ def resolve_groups(
     """
     base = dn_key(settings.group_base)
     by_rdn = settings.group_membership == "memberof"
-    found: dict[tuple, str] = {}  # group DN key -> name
+    found: dict[tuple, list[str]] = {}  # group DN key -> its names
     frontier: list[str] = []
 
-    def add(dn: str, name: str, parent: str | None = None) -> None:
+    def add(dn: str, names: list[str], parent: str | None = None) -> None:
         key = dn_key(dn)
-        if not name or not key or key[-len(base) :] != base or len(key) <= len(base):
+        names = [name for name in names if name]
+        if not names or not key or key[-len(base) :] != base or len(key) <= len(base):
             return  # unnamed, malformed, or not under LDAP_GROUP_BASE
         if key not in found:
             frontier.append(dn)
-            if via is not None and parent is not None and name not in via:
-                via[name] = parent
-        found[key] = name
+            if via is not None and parent is not None:
+                for name in names:
+                    via.setdefault(name, parent)
+        found[key] = names  # the group's own entry (a search) names it over memberOf's RDN
 
-    def name_of(group: Mapping) -> str:
+    def names_of(group: Mapping) -> list[str]:
         if by_rdn:
-            return rdn_value(group["dn"])
-        return first_value(group["attributes"], settings.group_name_attr)
+            return [rdn_value(group["dn"])]
+        return values(group["attributes"], settings.group_name_attr)
 
     attributes = entry["attributes"]
     if settings.group_membership in ("memberof", "both"):
         for dn in values(attributes, settings.attr_member_of):
-            add(dn, rdn_value(dn))
+            add(dn, [rdn_value(dn)])
     if settings.group_membership in ("search", "both"):
         member_name = first_value(attributes, settings.attr_username)
         search_filter = fill_filter(
             settings.group_filter, user_dn=entry["dn"], username=member_name
         )
         for group in search(settings.group_base, search_filter, [settings.group_name_attr]):
-            add(group["dn"], name_of(group))
+            add(group["dn"], names_of(group))
     for _ in range(settings.nesting_depth):
         level, frontier[:] = frontier[:], []
         for batch in _batches(level, 1 if via is not None else NESTED_BATCH):
             clauses = "".join(fill_filter(settings.nested_filter, group_dn=dn) for dn in batch)
-            parent = found[dn_key(batch[0])] if via is not None else None
+            parent = found[dn_key(batch[0])][0] if via is not None else None
             for group in search(settings.group_base, f"(|{clauses})", [settings.group_name_attr]):
-                add(group["dn"], name_of(group), parent)
+                add(group["dn"], names_of(group), parent)
         if not frontier:
             break
-    return sorted(set(found.values()), key=str.lower)
+    return sorted({name for names in found.values() for name in names}, key=str.lower)
 
 
 def dn_key(dn: str) -> tuple:
