@@ -4,7 +4,10 @@
   virtualenv of its own (.bench-venv, made on first use);
 - the floor: ldap3 itself sending the three operations a sign-in needs (find the person, bind
   as them, read their groups) on open connections, from two processes as gunicorn has two
-  workers, with no HTTP, no session and no CSRF.
+  workers, with no HTTP, no session and no CSRF;
+- between the two, the least any Flask sign-in costs: a bare Flask app under the same gunicorn
+  settings sending those three operations behind the same two requests (bench/login_floor.py),
+  and how far that app itself stands from the raw sequence.
 
 Also the failed-login timing: an unknown name against a known one with a wrong password.
 """
@@ -61,10 +64,12 @@ def measure(slapd: Slapd, settings: Settings) -> list[Comparison]:
     def logins(server: Server) -> float:
         return wrk(server.base_url + "/login", settings, script=SCRIPT, threads=connections) / 2
 
+    bare_env = dict(env, BENCH_LDAP_URL=slapd.url, PYTHONPATH=str(ROOT))
     with (
         Server("portal:create_app()", env, ready_path="/healthz") as ours,
         Server("bench.ldap3_login_app:create_app()", theirs_env, python=python,
                ready_path="/login") as theirs,
+        Server("bench.login_floor:create_app()", bare_env, ready_path="/login") as bare,
     ):  # fmt: skip
         versus_theirs = interleaved(
             Comparison(
@@ -79,9 +84,23 @@ def measure(slapd: Slapd, settings: Settings) -> list[Comparison]:
         )
         floor = Comparison("P2 logins vs raw ldap3", "portal sign-ins (HTTP, CSRF, session)",
                            "3 ldap3 operations, no HTTP", target=0.6, unit="logins/s")  # fmt: skip
-        interleaved(floor, settings, lambda: raw_sequence(slapd, settings), lambda: logins(ours))
+        versus_bare = Comparison("P2 logins vs bare Flask", "portal sign-ins",
+                                 "bare Flask app, same 3 operations", unit="logins/s")  # fmt: skip
+        bare_floor = Comparison("P2 bare Flask vs raw ldap3", "bare Flask app, same 3 operations",
+                                "3 ldap3 operations, no HTTP", unit="logins/s")  # fmt: skip
+        if not settings.smoke:
+            logins(bare)  # warm its connections
+        # One round: the raw sequence, the bare app, the portal; each rate serves two lines.
+        for _ in range(settings.rounds):
+            raw, least, portal = raw_sequence(slapd, settings), logins(bare), logins(ours)
+            floor.baseline_rates.append(raw)
+            floor.subject_rates.append(portal)
+            versus_bare.baseline_rates.append(least)
+            versus_bare.subject_rates.append(portal)
+            bare_floor.baseline_rates.append(raw)
+            bare_floor.subject_rates.append(least)
     settle()
-    return [versus_theirs, floor]
+    return [versus_theirs, floor, versus_bare, bare_floor]
 
 
 def baseline_python(settings: Settings) -> str:

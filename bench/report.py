@@ -125,7 +125,10 @@ under gunicorn with 2 workers and 4 threads each. {verdict}
   2-second micro-cache the revocation bound grows by 2 s (deploy/README.md).
 - **P2**: full sign-ins through the form (GET, then POST with the CSRF token: bench/login.lua)
   against flask-ldap3-login's documented example served the same way from its own virtualenv,
-  and against ldap3 sending the three operations of a sign-in with no HTTP at all.
+  and against ldap3 sending the three operations of a sign-in with no HTTP at all. Between the
+  two, a bare Flask app under the same gunicorn settings sending those three operations behind
+  the same two requests, with no CSRF, session, throttling or audit (bench/login_floor.py): the
+  least any Flask sign-in costs, and how far it stands from the raw sequence.
 - **P3**: sign-in and cache-miss time on a generated 100,000-person, 5,000-group tree with five
   levels of nesting against a 1,000-person one, timed call by call in turn (a call on the large
   tree, then one on the small), so the machine's drift weighs on both; the operations per call
