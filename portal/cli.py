@@ -34,7 +34,7 @@ from . import accounts, directory, settings
 from .access import explain, find_page, rule_set, unguarded_apps
 from .directory import DirectoryError, InvalidInput
 from .directory.connections import discard, open_connection
-from .directory.groups import dn_key
+from .directory.groups import dn_key, group_name
 from .directory.queries import fill_filter
 from .directory.search import run_search
 from .extensions import cache
@@ -413,15 +413,28 @@ def _check_named_groups(report: _Report, connection, settings, notes: list[str])
     base = settings.group_base
     for group, where in named.items():
         step = f"group {group} ({', '.join(where)})"
-        search_filter = fill_filter(f"({settings.group_name_attr}={{name}})", name=group)
+        attribute = settings.group_name_attr
+        search_filter = fill_filter(f"({attribute}={{name}})", name=group)
         try:
-            found = run_search(connection, settings, base, search_filter, ["1.1"],
+            found = run_search(connection, settings, base, search_filter, [attribute],
                                size_limit=10, truncation_ok=True)  # fmt: skip
         except Exception as error:  # noqa: BLE001 - a check reports whatever it hits
             report.failed(step, _reason(error, notes))
             return
-        dns = [entry["dn"] for entry in found if dn_key(entry["dn"]) != dn_key(base)]
-        if not dns:
+        found = [entry for entry in found if dn_key(entry["dn"]) != dn_key(base)]
+        # A group answers to one name (portal.directory.groups): another value finds it here
+        # but grants nothing, and denies nothing.
+        dns = [entry["dn"] for entry in found
+               if group_name(entry, attribute).casefold() == group.casefold()]  # fmt: skip
+        if not dns and found:
+            known = "; ".join(f"{entry['dn']} as {group_name(entry, attribute)!r}"
+                              for entry in found)  # fmt: skip
+            report.info(
+                step,
+                f"warning: only another {attribute} value of a group; the portal knows it by "
+                f"the name in its DN ({known}): use that name",
+            )
+        elif not dns:
             report.info(step, f"warning: no group by this name under {base}")
         elif len(dns) > 1:
             listed = "; ".join(dns)

@@ -474,6 +474,27 @@ def test_check_names_groups_the_settings_use_that_no_group_or_several_have(own_s
     assert "groups the settings name: warning: 2 of 6 are not one group each (above)" in lines
 
 
+def test_check_warns_of_a_group_named_by_a_value_the_portal_does_not_know_it_by(own_slapd):
+    """ACCESS_DENIED_GROUPS names "on-leave", a second cn of cn=leave: the portal knows that
+    group as "leave" and would deny no one; check says so and which name to use."""
+    own_slapd.add(
+        "dn: cn=leave,ou=groups,dc=example,dc=org\nobjectClass: groupOfNames\ncn: leave\n"
+        "cn: on-leave\nmember: uid=bob,ou=people,dc=example,dc=org\n"
+    )
+    app = make_app(own_slapd, ACCESS_DENIED_GROUPS=["suspended", "on-leave"])
+    try:
+        result = run(app, "check")
+    finally:
+        app.extensions["portal.directory"].close()
+    assert result.exit_code == 0, result.output
+    lines = [line.split(" ", 1)[1] for line in result.output.splitlines() if " group" in line]
+    assert (
+        "group on-leave (ACCESS_DENIED_GROUPS): warning: only another cn value of a group; the "
+        f"portal knows it by the name in its DN (cn=leave,{GROUPS} as 'leave'): use that name"
+    ) in lines
+    assert "groups the settings name: warning: 1 of 6 are not one group each (above)" in lines
+
+
 def test_the_json_hint_is_for_values_from_the_environment_not_for_misspelled_names():
     """A wrong value from a PORTAL_* variable gets the JSON hint; a misspelled name, whose
     quoting is not the matter, and a value from the settings file do not."""

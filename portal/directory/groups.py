@@ -2,9 +2,11 @@
 
 Only groups under LDAP_GROUP_BASE count, whichever way they are found. In "memberof" mode a
 group's name is the value of its DN's first RDN (set LDAP_GROUP_NAME_ATTR to that attribute,
-usually cn); otherwise every value of the group's LDAP_GROUP_NAME_ATTR: a group renamed by
-adding a second cn is known by both names, so a rule or ACCESS_DENIED_GROUPS naming either one
-applies to its members (`portal check` finds a group by any of its names too).
+usually cn); otherwise its LDAP_GROUP_NAME_ATTR, read from the DN when the DN's first RDN is
+of that attribute (cn=leave,... is "leave", whatever other cn values the entry holds), else its
+first value. One name per group, and one that only a rename changes: were every cn value a name,
+whoever may edit a group's entry (an owner) could add "cn: portal-admins" to it. `portal check`
+warns of a setting that names a group by another of its values.
 
 Cost (LDAP operations after the person's entry is read): "memberof" 0; "search" and "both" one
 paged group search (one operation per LDAP_PAGE_SIZE groups); nesting one more paged search per
@@ -43,47 +45,57 @@ def resolve_groups(
     """
     base = dn_key(settings.group_base)
     by_rdn = settings.group_membership == "memberof"
-    found: dict[tuple, list[str]] = {}  # group DN key -> its names
+    found: dict[tuple, str] = {}  # group DN key -> name
     frontier: list[str] = []
 
-    def add(dn: str, names: list[str], parent: str | None = None) -> None:
+    def add(dn: str, name: str, parent: str | None = None) -> None:
         key = dn_key(dn)
-        names = [name for name in names if name]
-        if not names or not key or key[-len(base) :] != base or len(key) <= len(base):
+        if not name or not key or key[-len(base) :] != base or len(key) <= len(base):
             return  # unnamed, malformed, or not under LDAP_GROUP_BASE
         if key not in found:
             frontier.append(dn)
-            if via is not None and parent is not None:
-                for name in names:
-                    via.setdefault(name, parent)
-        found[key] = names  # the group's own entry (a search) names it over memberOf's RDN
+            if via is not None and parent is not None and name not in via:
+                via[name] = parent
+        found[key] = name
 
-    def names_of(group: Mapping) -> list[str]:
+    def name_of(group: Mapping) -> str:
         if by_rdn:
-            return [rdn_value(group["dn"])]
-        return values(group["attributes"], settings.group_name_attr)
+            return rdn_value(group["dn"])
+        return group_name(group, settings.group_name_attr)
 
     attributes = entry["attributes"]
     if settings.group_membership in ("memberof", "both"):
         for dn in values(attributes, settings.attr_member_of):
-            add(dn, [rdn_value(dn)])
+            add(dn, rdn_value(dn))
     if settings.group_membership in ("search", "both"):
         member_name = first_value(attributes, settings.attr_username)
         search_filter = fill_filter(
             settings.group_filter, user_dn=entry["dn"], username=member_name
         )
         for group in search(settings.group_base, search_filter, [settings.group_name_attr]):
-            add(group["dn"], names_of(group))
+            add(group["dn"], name_of(group))
     for _ in range(settings.nesting_depth):
         level, frontier[:] = frontier[:], []
         for batch in _batches(level, 1 if via is not None else NESTED_BATCH):
             clauses = "".join(fill_filter(settings.nested_filter, group_dn=dn) for dn in batch)
-            parent = found[dn_key(batch[0])][0] if via is not None else None
+            parent = found[dn_key(batch[0])] if via is not None else None
             for group in search(settings.group_base, f"(|{clauses})", [settings.group_name_attr]):
-                add(group["dn"], names_of(group), parent)
+                add(group["dn"], name_of(group), parent)
         if not frontier:
             break
-    return sorted({name for names in found.values() for name in names}, key=str.lower)
+    return sorted(set(found.values()), key=str.lower)
+
+
+def group_name(group: Mapping, name_attr: str) -> str:
+    """The one name of a group entry: its DN's first RDN value when that RDN is of `name_attr`
+    (the value a rename changes, not one an edit of the entry adds), else the first value."""
+    try:
+        kind, value, _ = parse_dn(group["dn"])[0]
+    except Exception:  # noqa: BLE001 - a malformed DN: the attribute decides
+        kind = value = ""
+    if kind.strip().lower() == name_attr.lower():
+        return _unescape(value)
+    return first_value(group["attributes"], name_attr)
 
 
 def dn_key(dn: str) -> tuple:
