@@ -606,6 +606,8 @@ def _cache_line(found: explain.Explanation) -> str:
         cache_type = current_app.config["CACHE_TYPE"]
         if cache_type == "SimpleCache":
             return "cache: no entry here (SimpleCache lives inside each server process)"
+        if cache_type == "NullCache":
+            return "cache: no entry (NullCache keeps nothing)"
         if not probes.probe_cache():
             # A Redis that is down or hung reads as empty: say so, not "no entry".
             return f"cache: {cache_type} did not answer; whether it holds an entry is not known"

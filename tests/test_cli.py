@@ -383,6 +383,12 @@ def test_whois_says_a_hung_redis_did_not_answer_rather_than_that_there_is_no_ent
     app.extensions["portal.directory"].close()
 
 
+def test_whois_with_nullcache_says_it_keeps_nothing(slapd):
+    """NullCache never holds an entry: that is no failure to answer."""
+    result = run(make_app(slapd, CACHE_TYPE="NullCache"), "whois", "alice")
+    assert result.output.splitlines()[-1] == "cache: no entry (NullCache keeps nothing)"
+
+
 @pytest.mark.parametrize(
     ("policy", "verdict"),
     [("noeviction", "ok"), ("volatile-lru", "ok"), ("allkeys-lru", "FAILED")],

@@ -291,3 +291,24 @@ def test_a_group_answers_only_to_the_name_in_its_dn(own_slapd):
         assert accounts.cached_attributes("bob")["groups"] == ["leave", "staff"]
         groups = accounts.cached_attributes("alice")["groups"]
     assert "labs" in groups and "finance" not in groups
+
+
+@pytest.mark.parametrize(
+    ("dn", "name"),
+    [
+        ("cn=leave,ou=groups,dc=example,dc=org", "leave"),
+        ("ou=b+cn=leave,ou=groups,dc=example,dc=org", "leave"),
+        ("commonName=leave,ou=groups,dc=example,dc=org", "leave"),
+        ("2.5.4.3=leave,ou=groups,dc=example,dc=org", ""),  # ldap3 parses no OID types
+        ("CN=R\\2C D,ou=groups,dc=example,dc=org", "R, D"),
+        ("ou=leave,ou=groups,dc=example,dc=org", "portal-admins"),  # no cn in the DN
+        ("not a dn", ""),
+    ],
+)
+def test_a_group_name_comes_from_its_dn_whatever_the_spelling(dn, name):
+    """Every value of the first RDN is looked at, under any spelling of the type; only a DN
+    without the name attribute falls back to the first value, and a broken DN names nothing."""
+    from portal.directory.groups import group_name
+
+    entry = {"dn": dn, "attributes": {"cn": ["portal-admins", "leave"]}}
+    assert group_name(entry, "cn") == name

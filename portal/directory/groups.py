@@ -87,15 +87,25 @@ def resolve_groups(
 
 
 def group_name(group: Mapping, name_attr: str) -> str:
-    """The one name of a group entry: its DN's first RDN value when that RDN is of `name_attr`
-    (the value a rename changes, not one an edit of the entry adds), else the first value."""
+    """The one name of a group entry: the value of `name_attr` in its DN's first RDN (the value
+    a rename changes, not one an edit of the entry adds), else the attribute's first value; ""
+    for a DN that does not parse."""
     try:
-        kind, value, _ = parse_dn(group["dn"])[0]
-    except Exception:  # noqa: BLE001 - a malformed DN: the attribute decides
-        kind = value = ""
-    if kind.strip().lower() == name_attr.lower():
-        return _unescape(value)
+        parts = parse_dn(group["dn"])
+    except Exception:  # noqa: BLE001 - a malformed DN names no group
+        return ""
+    wanted = _TYPE_ALIASES.get(name_attr.lower(), name_attr.lower())
+    for kind, value, separator in parts:  # every value of a multi-valued RDN (a+b), then stop
+        kind = kind.strip().lower()
+        if _TYPE_ALIASES.get(kind, kind) == wanted:
+            return _unescape(value)
+        if separator != "+":
+            break
     return first_value(group["attributes"], name_attr)
+
+
+#: Spellings of the same attribute type a DN may use.
+_TYPE_ALIASES = {"commonname": "cn"}
 
 
 def dn_key(dn: str) -> tuple:

@@ -135,7 +135,8 @@ LDAP_GROUP_FILTER = (
     "(|(&(objectClass=groupOfNames)(member={user_dn}))"
     "(&(objectClass=posixGroup)(memberUid={username})))"
 )
-#: Attribute holding a group's name (compared case-insensitively).
+#: Attribute holding a group's name (compared case-insensitively): its value in the group's DN,
+#: else its first value; other values name nothing.
 LDAP_GROUP_NAME_ATTR = "cn"
 #: Levels of groups-inside-groups to follow (0: direct membership only); one search a level.
 LDAP_GROUP_NESTING_DEPTH = 0
