@@ -448,6 +448,16 @@ def test_whois_under_a_default_deny_judges_pages_as_the_portal_does(slapd):
     assert any(line.startswith("  closed engineering") and "rule 2" in line for line in lines)
 
 
+def checked_group_lines(app) -> list[str]:
+    """The group lines of a `check` that passes (exit 0), each without its server prefix."""
+    try:
+        result = run(app, "check")
+    finally:
+        app.extensions["portal.directory"].close()
+    assert result.exit_code == 0, result.output
+    return [line.split(" ", 1)[1] for line in result.output.splitlines() if " group" in line]
+
+
 def test_check_names_groups_the_settings_use_that_no_group_or_several_have(own_slapd):
     """A second portal-admins in another branch of the group base would make its members
     administrators: check names both; a denied group that does not exist is named too; the
@@ -462,12 +472,7 @@ def test_check_names_groups_the_settings_use_that_no_group_or_several_have(own_s
     # "Staff" here and "staff" on the pages are one name: looked up once.
     app = make_app(own_slapd, ACCESS_ALLOWED_GROUPS=["Staff"],
                    ACCESS_DENIED_GROUPS=["suspended", "Leavers"])  # fmt: skip
-    try:
-        result = run(app, "check")
-    finally:
-        app.extensions["portal.directory"].close()
-    assert result.exit_code == 0, result.output
-    lines = [line.split(" ", 1)[1] for line in result.output.splitlines() if " group" in line]
+    lines = checked_group_lines(app)
     [admins] = [line for line in lines if line.startswith("group portal-admins ")]
     assert admins.startswith("group portal-admins (ACCESS_ADMIN_GROUPS, PAGES[4]): warning: 2 "
                              f"groups have this name under {GROUPS} (")  # fmt: skip
@@ -488,12 +493,7 @@ def test_check_warns_of_a_group_named_by_a_value_the_portal_does_not_know_it_by(
         "cn: on-leave\nmember: uid=bob,ou=people,dc=example,dc=org\n"
     )
     app = make_app(own_slapd, ACCESS_DENIED_GROUPS=["suspended", "on-leave"])
-    try:
-        result = run(app, "check")
-    finally:
-        app.extensions["portal.directory"].close()
-    assert result.exit_code == 0, result.output
-    lines = [line.split(" ", 1)[1] for line in result.output.splitlines() if " group" in line]
+    lines = checked_group_lines(app)
     assert (
         "group on-leave (ACCESS_DENIED_GROUPS): warning: only another cn value of a group; the "
         f"portal knows it by the name in its DN (cn=leave,{GROUPS} as 'leave'): use that name"
