@@ -34,7 +34,7 @@ from . import accounts, directory, settings
 from .access import explain, find_page, rule_set, unguarded_apps
 from .directory import DirectoryError, InvalidInput
 from .directory.connections import discard, open_connection
-from .directory.groups import dn_key, group_name
+from .directory.groups import dn_key, known_name
 from .directory.queries import fill_filter
 from .directory.search import run_search
 from .extensions import cache
@@ -425,14 +425,14 @@ def _check_named_groups(report: _Report, connection, settings, notes: list[str])
         # A group answers to one name (portal.directory.groups): another value finds it here
         # but grants nothing, and denies nothing.
         dns = [entry["dn"] for entry in found
-               if group_name(entry, attribute).casefold() == group.casefold()]  # fmt: skip
+               if known_name(entry, settings).casefold() == group.casefold()]  # fmt: skip
         if not dns and found:
-            known = "; ".join(f"{entry['dn']} as {group_name(entry, attribute)!r}"
+            known = "; ".join(f"{entry['dn']} as {known_name(entry, settings)!r}"
                               for entry in found)  # fmt: skip
             report.info(
                 step,
-                f"warning: only another {attribute} value of a group; the portal knows it by "
-                f"the name in its DN ({known}): use that name",
+                f"warning: a group's {attribute} value, not the name the portal knows it by "
+                f"({known}): use that name",
             )
         elif not dns:
             report.info(step, f"warning: no group by this name under {base}")

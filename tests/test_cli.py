@@ -495,10 +495,27 @@ def test_check_warns_of_a_group_named_by_a_value_the_portal_does_not_know_it_by(
     app = make_app(own_slapd, ACCESS_DENIED_GROUPS=["suspended", "on-leave"])
     lines = checked_group_lines(app)
     assert (
-        "group on-leave (ACCESS_DENIED_GROUPS): warning: only another cn value of a group; the "
-        f"portal knows it by the name in its DN (cn=leave,{GROUPS} as 'leave'): use that name"
+        "group on-leave (ACCESS_DENIED_GROUPS): warning: a group's cn value, not the name the "
+        f"portal knows it by (cn=leave,{GROUPS} as 'leave'): use that name"
     ) in lines
     assert "groups the settings name: warning: 1 of 6 are not one group each (above)" in lines
+
+
+def test_check_in_memberof_mode_names_a_group_as_its_memberof_values_do(own_slapd):
+    """In "memberof" mode a group is known by its DN's first RDN, as a memberOf value names
+    it: a group entry ou=team-a with cn "Team A" is "team-a" there, so a setting naming
+    "Team A" denies no one; check says so (it said nothing, finding one group of that cn)."""
+    own_slapd.add(
+        "dn: ou=team-a,ou=groups,dc=example,dc=org\nobjectClass: groupOfNames\ncn: Team A\n"
+        "ou: team-a\nmember: uid=bob,ou=people,dc=example,dc=org\n"
+    )
+    app = make_app(own_slapd, LDAP_GROUP_MEMBERSHIP="memberof",
+                   ACCESS_DENIED_GROUPS=["suspended", "Team A"])  # fmt: skip
+    lines = checked_group_lines(app)
+    assert (
+        "group Team A (ACCESS_DENIED_GROUPS): warning: a group's cn value, not the name the "
+        f"portal knows it by (ou=team-a,{GROUPS} as 'team-a'): use that name"
+    ) in lines
 
 
 def test_the_json_hint_is_for_values_from_the_environment_not_for_misspelled_names():

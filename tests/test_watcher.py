@@ -207,6 +207,37 @@ def test_a_watcher_that_takes_over_finds_who_joined_a_group_meanwhile(
         application.extensions["portal.directory"].close()
 
 
+@pytest.mark.parametrize(
+    ("mode", "name", "not_its_name"),
+    [("search", "Team A", "team-a"), ("memberof", "team-a", "Team A")],
+)
+def test_a_resumed_poll_names_a_changed_group_as_the_portal_does(
+    own_slapd, mode, name, not_its_name
+):
+    """After a takeover, the people cached in a changed group are read again, found by the
+    group's name in their entries: the name the portal gives the group in this mode. In
+    "memberof" mode that is its DN's first RDN (ou=team-a, whose cn is "Team A", is
+    "team-a"), as its members' memberOf values give it; the cn found nobody cached there."""
+    team = "ou=team-a,ou=groups,dc=example,dc=org"
+    own_slapd.add(f"dn: {team}\nobjectClass: groupOfNames\ncn: Team A\nou: team-a\n"
+                  f"member: {ALICE}\n")  # fmt: skip
+    app = make_app(own_slapd, WATCH_INTERVAL=0, LDAP_GROUP_MEMBERSHIP=mode)
+    try:
+        with app.app_context():
+            from portal import directory
+
+            taken_over = directory.change_feed()
+            taken_over.start()  # the stamp the dead watcher had got to
+            feed = directory.change_feed()
+            feed.resume(taken_over.since)
+            own_slapd.modify(remove_member(team, ALICE))
+            # (Every group changed in the window's overlap is in it too.)
+            groups = feed.poll().groups
+            assert name in groups and not_its_name not in groups
+    finally:
+        app.extensions["portal.directory"].close()
+
+
 def test_only_who_joined_is_read_again(watched, own_slapd):
     """bob joins engineering: he is re-read, alice (already in it) is not."""
     alice, bob = signed_in(watched), signed_in(watched, "bob")

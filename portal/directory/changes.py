@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from .errors import DirectoryError
-from .groups import dn_key, group_name, rdn_value
+from .groups import dn_key, known_name, rdn_value
 from .mapping import first_value, values
 from .queries import fold_name
 
@@ -147,7 +147,7 @@ class ChangeFeed:
             if self._is_group(entry):
                 found.people |= self._group_changed(entry, members)
                 if self.resumed:
-                    name = group_name(entry, self.settings.group_name_attr)
+                    name = known_name(entry, self.settings)
                     found.groups.add(name or rdn_value(entry["dn"]))
                     # Who joined it meanwhile: every member now, the cached ones read again.
                     below = self._leaves(members[dn_key(entry["dn"])], {dn_key(entry["dn"])},

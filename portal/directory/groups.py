@@ -44,7 +44,6 @@ def resolve_groups(
     explanations for administrators ask for it.
     """
     base = dn_key(settings.group_base)
-    by_rdn = settings.group_membership == "memberof"
     found: dict[tuple, str] = {}  # group DN key -> name
     frontier: list[str] = []
 
@@ -58,11 +57,6 @@ def resolve_groups(
                 via[name] = parent
         found[key] = name
 
-    def name_of(group: Mapping) -> str:
-        if by_rdn:
-            return rdn_value(group["dn"])
-        return group_name(group, settings.group_name_attr)
-
     attributes = entry["attributes"]
     if settings.group_membership in ("memberof", "both"):
         for dn in values(attributes, settings.attr_member_of):
@@ -73,17 +67,25 @@ def resolve_groups(
             settings.group_filter, user_dn=entry["dn"], username=member_name
         )
         for group in search(settings.group_base, search_filter, [settings.group_name_attr]):
-            add(group["dn"], name_of(group))
+            add(group["dn"], known_name(group, settings))
     for _ in range(settings.nesting_depth):
         level, frontier[:] = frontier[:], []
         for batch in _batches(level, 1 if via is not None else NESTED_BATCH):
             clauses = "".join(fill_filter(settings.nested_filter, group_dn=dn) for dn in batch)
             parent = found[dn_key(batch[0])] if via is not None else None
             for group in search(settings.group_base, f"(|{clauses})", [settings.group_name_attr]):
-                add(group["dn"], name_of(group), parent)
+                add(group["dn"], known_name(group, settings), parent)
         if not frontier:
             break
     return sorted(set(found.values()), key=str.lower)
+
+
+def known_name(group: Mapping, settings: DirectorySettings) -> str:
+    """The name the portal knows a group entry by under these settings: in "memberof" mode the
+    value of its DN's first RDN (the name a memberOf value gives), else its group_name."""
+    if settings.group_membership == "memberof":
+        return rdn_value(group["dn"])
+    return group_name(group, settings.group_name_attr)
 
 
 def group_name(group: Mapping, name_attr: str) -> str:
