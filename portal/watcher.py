@@ -70,12 +70,22 @@ class Watcher:
 
     # -- the loop ---------------------------------------------------------------------------
 
+    @property
+    def running(self) -> bool:
+        """Whether this process's loop is alive."""
+        return self._pid == os.getpid() and self._thread is not None and self._thread.is_alive()
+
+    def _stopped_here(self) -> bool:
+        # Stopped on purpose in this process (shutdown): a request must not start it again.
+        return self._pid == os.getpid() and self._stop.is_set()
+
     def ensure_running(self) -> None:
-        """Start the thread in this process (once; again in a forked child, or if it died)."""
-        if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
+        """Start the thread in this process (once; again in a forked child, or if it died,
+        never once stopped here)."""
+        if self.running or self._stopped_here():
             return
         with self._lock:
-            if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
+            if self.running or self._stopped_here():
                 return
             self._pid = os.getpid()
             self.identity = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -85,7 +95,9 @@ class Watcher:
             self._thread.start()
 
     def stop(self) -> None:
-        """Stop the loop (tests, shutdown); the lease is let go once the loop has ended."""
+        """Stop the loop for good in this process (tests, shutdown); the lease is let go once
+        the loop has ended."""
+        self._pid = os.getpid()
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)

@@ -481,6 +481,18 @@ def test_the_status_page_and_metrics_show_the_watcher(watched, own_slapd):
     assert re.search(r'<dd class="bad">✗ \d+ s ago', page)
 
 
+def test_a_stopped_watcher_is_not_started_again_by_the_next_request(watched):
+    """Stopped on shutdown, the watcher stays stopped: a request still in flight must not start
+    a new loop (which would poll, and hold the lease, in a process going away)."""
+    client = signed_in(watched)
+    watcher = watched.extensions["portal.watcher"]
+    assert watcher.running
+    watcher.stop()
+    assert not watcher.running
+    assert client.get("/").status_code == 200
+    assert not watcher.running
+
+
 @pytest.mark.slow
 def test_flask_watch_runs_the_watcher_as_a_sidecar(own_slapd, own_redis):
     """`flask --app portal watch` beside a portal whose own watcher is off (both on Redis):
