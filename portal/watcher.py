@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from contextlib import suppress
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 from flask import Flask, current_app
 
@@ -44,6 +44,10 @@ class WatchState:
     """What the watcher of the deployment last did (shared through Redis when it is used)."""
 
     last_poll: float = 0.0
+    #: When that poll began (it searched for the changes made up to then).
+    began: float = 0.0
+    #: Polls done by the watcher that published this state.
+    polls: int = 0
     #: How far the directory's changes have been followed (the server's own stamp).
     since: str = ""
     changes: int = 0
@@ -122,6 +126,7 @@ class Watcher:
             shared = self.shared_state()
             metrics.watch_lag(time.time() - shared.last_poll if shared.last_poll else 0.0)
             return
+        began = time.time()
         try:
             if self.feed is None:
                 feed = directory.change_feed()
@@ -156,6 +161,8 @@ class Watcher:
                               username, error)  # fmt: skip
         self.state = WatchState(
             last_poll=time.time(),
+            began=began,
+            polls=self.state.polls + 1,
             since=self.feed.since or "",
             changes=self.state.changes + found.entries,
             flushes=self.state.flushes + flushed,
@@ -219,6 +226,9 @@ class Watcher:
         return read_shared_state(self.app) or self.state
 
 
+_FIELDS = tuple(field.name for field in fields(WatchState))
+
+
 def read_shared_state(app: Flask) -> WatchState | None:
     """What the deployment's watcher (in any process, a sidecar too) last published in Redis;
     None without Redis or before its first poll."""
@@ -229,7 +239,9 @@ def read_shared_state(app: Flask) -> WatchState | None:
     with suppress(Exception):  # unreadable: unknown
         raw = client.get(key)
         if raw:
-            return WatchState(**json.loads(raw))
+            published = json.loads(raw)
+            # Fields only one release knows are left out: instances of two releases share it.
+            return WatchState(**{name: published[name] for name in _FIELDS if name in published})
     return None
 
 
