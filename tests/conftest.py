@@ -372,6 +372,23 @@ def make_instance(redis_server, key_prefix, build_app):
 
 
 @pytest.fixture
+def frozen_breakers(monkeypatch):
+    """Breakers (directory servers, Redis, the throttle's storage) whose back-off never ends
+    unless the test moves their clock: a slow machine cannot let one half-open mid-test."""
+    from portal.directory import breaker
+
+    class Clock:
+        now = 1000.0
+
+        def __call__(self):
+            return self.now
+
+    clock = Clock()
+    monkeypatch.setattr(breaker, "_now", clock)
+    return clock
+
+
+@pytest.fixture
 def clock(monkeypatch):
     """Move the in-process cache's and the sign-ins' clock forward instead of sleeping."""
 

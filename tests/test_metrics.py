@@ -186,7 +186,7 @@ def test_search_on_a_connection_the_directory_dropped_counts_an_ldap_error(own_s
     assert after.delta(before, "portal_logins_total", outcome="directory_error") == 1
 
 
-def test_a_connection_a_server_refuses_counts_an_ldap_error(slapd):
+def test_a_connection_a_server_refuses_counts_an_ldap_error(slapd, frozen_breakers):
     """The first server refuses connections and the second signs alice in: one connect error,
     and the refused server's last error on the status page."""
     gone = f"ldap://127.0.0.1:{free_port()}"  # nothing listens: connections are refused
@@ -203,11 +203,13 @@ def test_a_connection_a_server_refuses_counts_an_ldap_error(slapd):
     assert "connect: LDAPSocketOpenError" in page and "Connection refused" in page
 
 
-def test_a_server_that_accepts_and_never_answers_counts_an_ldap_error(slapd):
+def test_a_server_that_accepts_and_never_answers_counts_an_ldap_error(slapd, frozen_breakers):
     """The first server accepts connections and never answers the bind: one bind error (the
     connection opened, so no connect error), and alice is signed in by the second."""
     with listener(lambda connection: None) as hung:
-        app = make_app(slapd, LDAP_URLS=[hung.url, slapd.url], LDAP_OPERATION_TIMEOUT=1)
+        app = make_app(
+            slapd, LDAP_URLS=[hung.url, slapd.url], LDAP_OPERATION_TIMEOUT=1, LDAP_LOGIN_DEADLINE=30
+        )  # not what is tested: no deadline on a slow day
         try:
             before, after = scraped_around_sign_in(app, "alice", 302)
         finally:

@@ -8,27 +8,11 @@ import signal
 import pytest
 import redis
 
-from portal.directory import breaker as breaker_module
 from tests.conftest import AuthActions, make_app, session_username
 from tests.test_metrics import scrape
 from tests.test_sessions import copy_cookies, is_signed_in, signed_in
 
 TTL = 60
-
-
-@pytest.fixture
-def frozen_breakers(monkeypatch):
-    """Breakers whose back-off never ends unless the test moves their clock."""
-
-    class Clock:
-        now = 1000.0
-
-        def __call__(self):
-            return self.now
-
-    clock = Clock()
-    monkeypatch.setattr(breaker_module, "_now", clock)
-    return clock
 
 
 def test_a_signed_in_person_goes_on_through_a_directory_outage_within_the_grace(own_slapd, clock):

@@ -222,8 +222,10 @@ def test_retries_refused_while_the_directory_hangs_lock_nobody_out(own_slapd, bu
     """The directory hangs (SIGSTOP) with two sign-ins waiting on it, which fill frank's limit
     of 2: his retries meanwhile are refused (429). None of them was a wrong password, so once
     the directory answers again his password signs him in."""
+    # Long enough that the two keep waiting until the directory answers again: one that gave
+    # up meanwhile would give its count back, and a retry would reach the directory.
     app = build_app(own_slapd, THROTTLE_ACCOUNT_LIMIT="2 per 15 minutes",
-                    LDAP_OPERATION_TIMEOUT=1, LDAP_CONNECT_TIMEOUT=1)  # fmt: skip
+                    LDAP_OPERATION_TIMEOUT=60, LDAP_CONNECT_TIMEOUT=1)  # fmt: skip
     counted = app.extensions["portal.limiter"]
     key = counted.account_limits[0].key_for(counted.prefix, "account:frank")
     password = PASSWORDS["frank"]
@@ -284,7 +286,9 @@ def test_storage_down_refuses_login_instead_of_allowing_unlimited_guesses(
         app.extensions["portal.directory"].close()
 
 
-def test_a_hung_storage_keeps_each_sign_in_waiting_once_not_every_time(slapd, caplog):
+def test_a_hung_storage_keeps_each_sign_in_waiting_once_not_every_time(
+    slapd, caplog, frozen_breakers
+):
     """The throttle's Redis accepts connections and never answers: the first sign-in waits out
     the timeout, and those right after it are paused (503) without asking it again. The log
     line names the Redis that hangs, and not its password."""
