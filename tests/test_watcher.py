@@ -331,6 +331,21 @@ def test_a_refresh_during_an_outage_leaves_the_entry_for_the_grace(watched, own_
     assert alice.get("/").status_code == 200
 
 
+def test_a_state_published_by_another_release_is_still_read(own_slapd, own_redis):
+    """During a rolling upgrade an instance of the next release publishes a field this one does
+    not know: the status page still shows that watcher (not this process's own, idle one)."""
+    app = make_app(own_slapd, CACHE_TYPE="RedisCache", CACHE_REDIS_URL=own_redis.url,
+                   WATCH_INTERVAL=0)  # fmt: skip
+    try:
+        state = {"last_poll": time.time(), "holder": "next-release:1", "interval": 2.0,
+                 "flushes": 7, "a_field_of_the_next_release": [1, 2]}  # fmt: skip
+        own_redis.client().set("portal:watch:state", json.dumps(state))
+        found = read_shared_state(app)
+        assert found is not None and found.holder == "next-release:1" and found.flushes == 7
+    finally:
+        app.extensions["portal.directory"].close()
+
+
 def test_a_watcher_that_lost_its_lease_does_not_publish(own_slapd, own_redis):
     """Two watchers on one Redis: the one without the lease cannot write over the holder's
     progress."""
