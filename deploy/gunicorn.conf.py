@@ -1,5 +1,5 @@
-"""gunicorn hooks for the portal: a start-up check of the worker model, and Prometheus metrics
-with several workers.
+"""gunicorn hooks for the portal: a start-up check of the worker model, Prometheus metrics with
+several workers, and a directory watcher that lets its lease go when its worker stops.
 
     PROMETHEUS_MULTIPROC_DIR=/run/portal-metrics \\
         gunicorn --config deploy/gunicorn.conf.py --workers 2 'portal:create_app()'
@@ -41,6 +41,17 @@ def on_starting(server):
 def pre_fork(server, worker):
     """Before each worker starts (also one added later with SIGTTIN): check the count again."""
     _check_workers(server, server.num_workers)
+
+
+def worker_exit(server, worker):
+    """A worker stops (graceful restart, scale-down, shutdown): its directory watcher lets the
+    lease go, so another process takes over at once instead of when the lease runs out."""
+    from portal.watcher import watcher_of
+
+    app = getattr(worker, "wsgi", None)
+    watcher = watcher_of(app) if app is not None and hasattr(app, "extensions") else None
+    if watcher is not None:
+        watcher.stop()
 
 
 def child_exit(server, worker):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -281,10 +282,17 @@ def watch() -> None:
     if not watcher.interval:
         watcher.interval = current_app.config["WATCH_INTERVAL"] or 2
     click.echo(f"watching the directory every {watcher.interval} s (Ctrl-C stops)")
+    # A service manager or container stops it with SIGTERM: let the lease go then too, so
+    # another watcher takes over at once instead of when the lease runs out.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         watcher.run()
     except KeyboardInterrupt:
         watcher.stop()
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _check_eviction_policy(report) -> None:

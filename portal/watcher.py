@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from contextlib import suppress
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, field, fields
 
 from flask import Flask, current_app
 
@@ -44,10 +44,6 @@ class WatchState:
     """What the watcher of the deployment last did (shared through Redis when it is used)."""
 
     last_poll: float = 0.0
-    #: When that poll began (it searched for the changes made up to then).
-    began: float = 0.0
-    #: Polls done by the watcher that published this state.
-    polls: int = 0
     #: How far the directory's changes have been followed (the server's own stamp).
     since: str = ""
     changes: int = 0
@@ -56,6 +52,25 @@ class WatchState:
     holder: str = ""
     error: str = ""
     interval: float = 0.0
+    # This process's own, never published: a release before them cannot read a state holding
+    # fields it does not know, and would then take over from now instead of where it had got to.
+    #: When the last poll began (it searched for the changes made up to then).
+    began: float = field(default=0.0, metadata={"local": True})
+    #: Polls this process's watcher has done.
+    polls: int = field(default=0, metadata={"local": True})
+
+    def published(self) -> str:
+        """The state as published in Redis for every instance to read."""
+        return json.dumps({name: getattr(self, name) for name in _PUBLISHED})
+
+    @classmethod
+    def from_published(cls, text: str | bytes) -> WatchState:
+        """A state read back from Redis; fields only another release knows are left out."""
+        found = json.loads(text)
+        return cls(**{name: found[name] for name in _PUBLISHED if name in found})
+
+
+_PUBLISHED = tuple(each.name for each in fields(WatchState) if not each.metadata.get("local"))
 
 
 class Watcher:
@@ -101,8 +116,9 @@ class Watcher:
     def stop(self) -> None:
         """Stop the loop for good in this process (tests, shutdown); the lease is let go once
         the loop has ended."""
-        self._pid = os.getpid()
-        self._stop.set()
+        with self._lock:  # else a request starting the loop at this moment could undo it
+            self._pid = os.getpid()
+            self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
             if self._thread.is_alive():
@@ -218,15 +234,12 @@ class Watcher:
                 # Only while holding the lease: a watcher that lost it must not write over the
                 # new holder's progress.
                 client.eval(_PUBLISH, 2, self._key("lease"), self._key("state"), self.identity,
-                            json.dumps(asdict(self.state)))  # fmt: skip
+                            self.state.published())  # fmt: skip
         metrics.watch_lag(time.time() - self.state.last_poll if self.state.last_poll else 0.0)
 
     def shared_state(self) -> WatchState:
         """The deployment's watcher state: from Redis, else this process's own."""
         return read_shared_state(self.app) or self.state
-
-
-_FIELDS = tuple(field.name for field in fields(WatchState))
 
 
 def read_shared_state(app: Flask) -> WatchState | None:
@@ -239,9 +252,7 @@ def read_shared_state(app: Flask) -> WatchState | None:
     with suppress(Exception):  # unreadable: unknown
         raw = client.get(key)
         if raw:
-            published = json.loads(raw)
-            # Fields only one release knows are left out: instances of two releases share it.
-            return WatchState(**{name: published[name] for name in _FIELDS if name in published})
+            return WatchState.from_published(raw)
     return None
 
 

@@ -60,16 +60,34 @@ def watched(own_slapd, request):
 
 
 def by_the_polls_after(state, check, polls: int = 1) -> None:
-    """check() holds once `polls` polls begun after now (just after the change) have ended,
-    and not only after more of them; `state()` reads the watcher's last published state."""
+    """Fail if check() is still false once `polls` polls begun after now (just after the
+    change) have ended; wait for it until then.
+
+    `state()` gives the watcher's state. Its own says when each poll began. One published in
+    Redis does not (releases before those fields read it too): there a poll is known to have
+    begun after the change once another ended after it, which makes the check one poll more
+    lenient, and blind to which instance polled (a takeover restarts the count of polls).
+    """
     since = time.time()
-    first = None
+    start = state()
+    before = start.polls if start is not None else 0
+    first = None  # this process's count of polls at the first one seen begun after the change
+    ended = set()  # in a published state: the polls seen ending after the change
     deadline = time.monotonic() + PATIENCE
     while True:
         seen = state()  # read before the check: a poll it shows has written its re-reads
-        if first is None and seen is not None and seen.began > since:
-            first = seen.polls
-        done = first is not None and seen.polls - first + 1 >= polls
+        done = False
+        if seen is not None and seen.began:
+            if first is None and seen.began > since:
+                first = seen.polls
+            # Of the polls ended since `before`, only one can have begun before the change.
+            done = seen.polls - before - 1 >= polls or (
+                first is not None and seen.polls - first + 1 >= polls
+            )
+        elif seen is not None:
+            if seen.last_poll > since:
+                ended.add(seen.last_poll)
+            done = len(ended) >= polls + 1
         if check():
             return
         assert not done, f"not so after {polls} poll(s) begun after the change"
@@ -86,7 +104,7 @@ def published(redis_url: str):
         raw = client.get("portal:watch:state")
     finally:
         client.close()
-    return WatchState(**json.loads(raw)) if raw else None
+    return WatchState.from_published(raw) if raw else None
 
 
 def signed_in(app, username: str = "alice"):
@@ -113,7 +131,7 @@ CHANGES = {
 
 @pytest.mark.parametrize("change", list(CHANGES))
 def test_a_change_ends_access_within_the_interval(watched, own_slapd, change):
-    """alice's page answers 200; the directory changes; within WATCH_INTERVAL + 1 s it is
+    """alice's page answers 200; the directory changes; by the end of the next poll it is
     refused (403, or the sign-in page once she may not sign in at all), with the TTL at 300."""
     path, ldifs = CHANGES[change]
     alice = signed_in(watched)
@@ -371,6 +389,40 @@ def test_a_watcher_that_lost_its_lease_does_not_publish(own_slapd, own_redis):
         app.extensions["portal.directory"].close()
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # on purpose
+def test_a_watcher_whose_thread_died_is_started_again(watched, monkeypatch):
+    """A loop ended by something no poll catches (not stopped on purpose) is started again by
+    the next request."""
+    watcher = watched.extensions["portal.watcher"]
+
+    def fatal():
+        raise SystemExit("ended")
+
+    monkeypatch.setattr(watcher, "tick", fatal)
+    client = signed_in(watched)
+    eventually(lambda: not watcher.running, timeout=10)
+    monkeypatch.undo()
+    client.get("/")
+    assert watcher.running
+
+
+def test_what_the_watcher_publishes_the_previous_release_reads(own_slapd, own_redis):
+    """Instances of two releases share one Redis during a rolling upgrade: the state published
+    holds only the fields the release before knew (it read them all, and took a state with any
+    other for none, so it would take over from now instead of where the watching had got to)."""
+    previous_fields = {"last_poll", "since", "changes", "flushes", "revoked", "holder",
+                       "error", "interval"}  # fmt: skip
+    app = make_app(own_slapd, CACHE_TYPE="RedisCache", CACHE_REDIS_URL=own_redis.url,
+                   WATCH_INTERVAL=INTERVAL)  # fmt: skip
+    try:
+        with app.app_context():
+            app.extensions["portal.watcher"].tick()
+        state = json.loads(own_redis.client().get("portal:watch:state"))
+        assert set(state) <= previous_fields and state["since"]
+    finally:
+        app.extensions["portal.directory"].close()
+
+
 def test_the_loop_survives_a_failing_poll(watched, monkeypatch):
     """A poll that raises is logged; the thread goes on (and is started again if it died)."""
     watcher = watched.extensions["portal.watcher"]
@@ -439,9 +491,9 @@ def redis_environment(own_slapd, own_redis, **extra) -> dict[str, str]:
 def test_under_gunicorn_with_redis_every_worker_refuses_within_the_interval(
     own_slapd, own_redis, tmp_path
 ):
-    """Two workers, one Redis: alice removed from engineering with ldapmodify; within
-    WATCH_INTERVAL + 1 s every answer (whichever worker) refuses the engineering page and
-    /auth/verify for the engineering app."""
+    """Two workers, one Redis: alice removed from engineering with ldapmodify; by the end of
+    the next poll (of whichever worker holds the lease) every answer, whichever worker gives
+    it, refuses /auth/verify for the engineering app."""
     server = Gunicorn(tmp_path, redis_environment(own_slapd, own_redis)).start()
     try:
         alice = requests.Session()
@@ -491,7 +543,8 @@ def test_two_instances_share_one_watcher_and_another_takes_over(own_slapd, own_r
         login(alice, other.base_url, "alice")
         assert alice.get(other.base_url + "/pages/engineering", timeout=10).status_code == 200
         own_slapd.modify(remove_member(ENGINEERING, ALICE))
-        # Lease 5 s (at least five intervals), then one interval and the poll itself.
+        # Once the lease has run out (5 s), the other instance polls from where the holder had
+        # got to: its first poll finds the change.
         page = other.base_url + "/pages/engineering"
         by_the_polls_after(
             lambda: published(own_redis.url), lambda: alice.get(page, timeout=10).status_code == 403
@@ -557,7 +610,8 @@ def test_a_stopped_watcher_is_not_started_again_by_the_next_request(watched):
 @pytest.mark.slow
 def test_flask_watch_runs_the_watcher_as_a_sidecar(own_slapd, own_redis):
     """`flask --app portal watch` beside a portal whose own watcher is off (both on Redis):
-    the sidecar's re-read reaches the portal, which refuses alice's page within the bound."""
+    the sidecar's re-read reaches the portal, which refuses alice's page by the end of the
+    sidecar's next poll; stopped with SIGTERM, it lets its lease go."""
     import subprocess
     import sys
 
@@ -597,3 +651,27 @@ def test_flask_watch_runs_the_watcher_as_a_sidecar(own_slapd, own_redis):
         output = sidecar.communicate(timeout=10)[0].decode(errors="replace")
         app.extensions["portal.directory"].close()
     assert "watching the directory every 1 s" in output, output
+    # SIGTERM, as a service manager stops it: the lease is let go, not left to run out.
+    assert sidecar.returncode == 0, output
+    assert own_redis.client().get("portal:watch:lease") is None
+
+
+@pytest.mark.slow
+def test_a_worker_that_stops_lets_its_lease_go(own_slapd, own_redis, tmp_path):
+    """gunicorn with the shipped hooks, stopped with SIGTERM (a deploy, a scale-down): the
+    worker holding the lease lets it go, so another instance takes over at once rather than
+    when it runs out."""
+    from tests.conftest import ROOT
+
+    environment = redis_environment(own_slapd, own_redis)
+    environment["GUNICORN_CMD_ARGS"] = f"--config {ROOT / 'deploy' / 'gunicorn.conf.py'}"
+    server = Gunicorn(tmp_path, environment, workers=1).start()
+    lease = own_redis.client()
+    try:
+        requests.get(server.base_url + "/login", timeout=10)  # starts the watcher
+        eventually(lambda: published(own_redis.url), timeout=10)
+        assert lease.get("portal:watch:lease") is not None
+    finally:
+        server.stop()
+    assert server.process.returncode == 0, server.output_text()
+    assert lease.get("portal:watch:lease") is None, server.output_text()
