@@ -11,7 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from portal.directory import breaker as breaker_module
 from portal.directory.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
 from portal.quietlog import QuietLog
 from tests.conftest import AuthActions, make_app
@@ -19,22 +18,10 @@ from tests.servers import listener
 from tests.test_metrics import scrape
 
 
-class Clock:
-    """A clock the test moves (the breakers' back-off is judged by it)."""
-
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def clock(monkeypatch):
-    """Every breaker's clock, standing still until the test moves it."""
-    fake = Clock()
-    monkeypatch.setattr(breaker_module, "_now", fake)
-    return fake
+def clock(frozen_breakers):
+    """Every breaker's clock, standing still until the test moves it (here by this name)."""
+    return frozen_breakers
 
 
 def hung(connection) -> None:

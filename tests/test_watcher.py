@@ -673,5 +673,8 @@ def test_a_worker_that_stops_lets_its_lease_go(own_slapd, own_redis, tmp_path):
         assert lease.get("portal:watch:lease") is not None
     finally:
         server.stop()
-    assert server.process.returncode == 0, server.output_text()
-    assert lease.get("portal:watch:lease") is None, server.output_text()
+    try:
+        assert server.process.returncode == 0, server.output_text()
+        assert lease.get("portal:watch:lease") is None, server.output_text()
+    finally:
+        lease.close()
