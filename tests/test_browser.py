@@ -176,7 +176,8 @@ def test_sign_in_and_the_launcher_of_two_people(portal, visitor_at):
 def test_wrong_password_refused_suspended_and_throttled(portal, visitor_at):
     visitor = visitor_at(portal.url)
     visitor.sign_in("alice", "not-her-password")
-    assert visitor.page.evaluate("document.activeElement.id") == "password"
+    # autofocus is applied at the browser's next rendering step, not by the time of "load".
+    visitor.page.wait_for_function("document.activeElement.id === 'password'", timeout=5000)
     assert visitor.page.get_attribute("#password", "aria-invalid") == "true"
     visitor.check("wrong-password")
     for name in ("carol", "dave"):
@@ -297,7 +298,8 @@ def test_must_change_password_then_change_it_in_the_portal(visitor_at):
             with visitor.page.expect_navigation():
                 visitor.page.click("a.button")
             assert visitor.page.input_value("#username") == "reset"
-            assert visitor.page.evaluate("document.activeElement.id") == "current"
+            visitor.page.wait_for_function("document.activeElement.id === 'current'",
+                                           timeout=5000)  # fmt: skip
             visitor.check("password")
             for new in ("short", "reset-new-long-secret"):
                 visitor.page.fill("#current", "reset-secret")
