@@ -279,3 +279,32 @@ def test_two_processes_that_find_the_marks_start_missing_agree_on_one(slapd, bui
         later = accounts.marks()
         later._clock = lambda: written + 60_000  # its own "now" is a minute on
         assert later.since(None) == written
+
+
+def test_a_marks_start_redis_refuses_to_store_still_fails_closed(slapd, build_app, own_redis):
+    """The marks' start is missing and Redis refuses writes (full under noeviction): alice's
+    signed-out-everywhere cookie stays refused (it came back: the refused write was taken for
+    "Redis is down", where marks are not read), a sign-in made meanwhile stands, and the start
+    is written once Redis takes it again."""
+    app = build_app(slapd, CACHE_TYPE="RedisCache", CACHE_REDIS_URL=own_redis.url,
+                    THROTTLE_STORAGE_URL="memory://")  # fmt: skip
+    alice = signed_in(app, "alice", remember=True)
+    AuthActions(signed_in(app, "alice")).logout(everywhere=True)
+    assert not is_signed_in(alice)
+    client = redis.Redis.from_url(own_redis.url)
+    client.delete("portal:marks-since")
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", "1")
+    try:
+        with pytest.raises(redis.exceptions.ResponseError, match="maxmemory"):
+            client.set("portal:anything", "x")
+        assert client.exists("portal:marks:alice"), "the marks are still there to read"
+        assert not is_signed_in(alice) and not is_signed_in(remember_only(app, alice))
+        meanwhile = signed_in(app, "bob")
+        assert is_signed_in(meanwhile) and is_signed_in(meanwhile)
+    finally:
+        client.config_set("maxmemory", "0")
+    assert is_signed_in(meanwhile), "the start written is the one gone by meanwhile"
+    assert client.exists("portal:marks-since")
+    assert not is_signed_in(alice)
+    client.close()

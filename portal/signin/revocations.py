@@ -28,7 +28,9 @@ sign-ins could push it out (as a cache that prunes its oldest entries would), a 
   again. So Redis also holds, beside the marks, the time they have been kept since
   (``<CACHE_KEY_PREFIX>marks-since``, signed, no expiry). When it is missing, the marks may be
   missing too: it is written anew at that moment, and every sign-in issued before it has ended
-  (people sign in again, once), failing closed as for a mark that does not verify.
+  (people sign in again, once), failing closed as for a mark that does not verify. When Redis
+  refuses to store it (full, a read-only replica) the process goes by that moment all the same,
+  and writes it once Redis takes it.
 
 Reading a person's cache entry, their two marks and the time marks have been kept since is one
 round trip (a pipeline of GET, HMGET and GET), the only Redis traffic of a signed-in request.
@@ -154,6 +156,8 @@ class RedisMarks:
         self._sweeping = threading.Lock()
         #: The last "marks since" value read and its time (ms): verified once per value.
         self._since: tuple[bytes, int] | None = None
+        #: The start this process went by while Redis refused to store it (ms), else None.
+        self._unstored_since: int | None = None
 
     def key(self, username: str) -> str:
         """The Redis key of a person's marks."""
@@ -201,17 +205,31 @@ class RedisMarks:
         if status == "ok" and _is_time(value):
             self._since = (raw, value)
             return value
-        now = self._clock()
-        if raw is None:
+        # A start Redis refused to store (full, a read-only replica) is this process's to go
+        # by until it is stored: sign-ins made after it stand, none before it.
+        retrying = self._unstored_since is not None
+        now = self._unstored_since if retrying else self._clock()
+        if retrying:
+            pass  # said when it was first refused, not on every request since
+        elif raw is None:
             log.warning("Redis holds no start of the revocation marks (%s): it lost its "
                         "data, or is new; every sign-in before now has ended", name)  # fmt: skip
         else:
             _warn_forged(name, "(the marks' start)")
         sealed = self.backend.seal(name, now, None)
-        if raw is not None:
-            self.backend.client.set(name, sealed)
+        try:
+            written = self.backend.client.set(name, sealed, nx=raw is None)
+        except ResponseError as error:
+            # Redis answered, and still holds every mark it has: not the "cache down" case,
+            # where the sign-in would stand. Fail closed as if the start had been written.
+            if not retrying:
+                log.warning("Redis refused to store the start of the revocation marks (%s): "
+                            "%s; sign-ins before it end all the same, and it is written "
+                            "once Redis takes it", name, error)  # fmt: skip
+            self._unstored_since = now
             return now
-        if self.backend.client.set(name, sealed, nx=True):
+        self._unstored_since = None
+        if written or raw is not None:
             return now
         # Another process wrote it first: its time is the one every process goes by (this
         # process's own, a moment later, would end the sign-ins made in between, once).
