@@ -156,19 +156,21 @@ def build_user(attrs: dict) -> User:
     return User.from_attributes(attrs, policy())
 
 
-def remember(attrs: dict) -> None:
+def remember(attrs: dict) -> bool:
     """Store a person's attrs in the cache, stamped with the time they were read; kept fresh
-    for USER_CACHE_TTL and USER_STALE_GRACE longer (for an outage of the directory)."""
-    _store(attrs["username"], dict(attrs, fetched_at=_clock()))
+    for USER_CACHE_TTL and USER_STALE_GRACE longer (for an outage of the directory). False
+    when the shared cache did not take them (this process keeps them a while)."""
+    return _store(attrs["username"], dict(attrs, fetched_at=_clock()))
 
 
-def remember_gone(username: str) -> None:
+def remember_gone(username: str) -> bool:
     """Note that the directory said this person is gone or may not sign in: their old entry is
-    replaced, so that no outage can serve it again (the next login writes a real one)."""
-    _store(username, {"username": username, "gone": True, "fetched_at": _clock()})
+    replaced, so that no outage can serve it again (the next login writes a real one). False
+    when the shared cache did not take it (it is written there once it answers)."""
+    return _store(username, {"username": username, "gone": True, "fetched_at": _clock()})
 
 
-def _store(username: str, entry: dict) -> None:
+def _store(username: str, entry: dict) -> bool:
     state = _state()
     text = json.dumps(entry, separators=(",", ":"))
     stored, _ = state.guard.call("set", state.backend.set, cache_key(username), text,
@@ -179,6 +181,7 @@ def _store(username: str, entry: dict) -> None:
             # Else the shared cache keeps the old entry, which an outage of the directory
             # could serve again once it is past its freshness.
             state.guard.replay_later(partial(_store_unless_newer, state, username, entry))
+    return stored
 
 
 def _store_unless_newer(state: _State, username: str, entry: dict) -> None:
@@ -190,11 +193,13 @@ def _store_unless_newer(state: _State, username: str, entry: dict) -> None:
         state.backend.set(cache_key(username), text, _kept_for(state))
 
 
-def forget(username: str) -> None:
-    """Drop one person's cached attrs so the next request reads the directory."""
+def forget(username: str) -> bool:
+    """Drop one person's cached attrs so the next request reads the directory; False when the
+    shared cache could not be asked to."""
     state = _state()
     state.guard.local_entries.drop(username)
-    state.guard.call("delete", state.backend.delete, cache_key(username))
+    answered, _ = state.guard.call("delete", state.backend.delete, cache_key(username))
+    return answered
 
 
 def cached_attributes(username: str, fresh: bool = False) -> dict | None:
@@ -202,6 +207,15 @@ def cached_attributes(username: str, fresh: bool = False) -> dict | None:
     unreadable entry or a "gone" one."""
     attrs = _cached_entry(username, fresh)
     return None if attrs is None or attrs.get("gone") else attrs
+
+
+def read_cached(username: str) -> tuple[bool, dict | None]:
+    """(whether the cache answered, the person's cached attrs or None): unlike
+    `cached_attributes`, a cache that did not answer is not taken for one without them."""
+    state = _state()
+    answered, raw = state.guard.call("get", state.backend.get, cache_key(username))
+    attrs = _decode(raw, username) if answered else None
+    return answered, None if attrs is None or attrs.get("gone") else attrs
 
 
 def _cached_entry(username: str, fresh: bool) -> dict | None:
@@ -248,10 +262,20 @@ def end_login(login_id: object) -> bool:
     return stored
 
 
-def refresh_after_change(username: str) -> bool:
+@dataclass(frozen=True)
+class Refreshed:
+    """What a re-read after a change did."""
+
+    #: They may no longer sign in at all (gone, disabled, locked): their logins were revoked.
+    revoked: bool
+    #: Every process sharing the cache goes by the new answer: stored there, or the old
+    #: entry deleted from it. False when the cache could do neither (read them again later).
+    shared: bool
+
+
+def refresh_after_change(username: str) -> Refreshed:
     """The directory changed this person (or a group of theirs): read them again now, for
-    every process that shares the cache. Returns True when they may no longer sign in at all
-    (gone, disabled, locked: their logins are revoked, as "sign out everywhere" would).
+    every process that shares the cache.
 
     A directory that cannot answer raises, and the entry is left as it was (the stale grace
     still applies to it); only the directory's own answer changes anything.
@@ -259,8 +283,12 @@ def refresh_after_change(username: str) -> bool:
     attrs = _read_directory(username)
     if attrs is None:
         revoke_all(username)  # first: it drops the entry the answer then replaces
-    _store_answer(username, attrs)
-    return attrs is None
+    shared = _store_answer(username, attrs)
+    if not shared:
+        # The new entry was refused (Redis full, or down): the old one must not stay for the
+        # other processes, which would serve it while it is fresh. A full Redis still deletes.
+        shared = forget(username)
+    return Refreshed(revoked=attrs is None, shared=shared)
 
 
 def revoke_all(username: str) -> bool:
@@ -435,12 +463,11 @@ def _read_directory(username: str) -> dict | None:
         return None
 
 
-def _store_answer(username: str, attrs: dict | None) -> None:
+def _store_answer(username: str, attrs: dict | None) -> bool:
     # The directory's answer replaces the entry: the person, or a "gone" entry.
     if attrs is None:
-        remember_gone(username)
-    else:
-        remember(attrs)
+        return remember_gone(username)
+    return remember(attrs)
 
 
 def _longest_login_ms(config) -> int:

@@ -9,6 +9,10 @@ a lease in Redis (SET NX with an expiry, renewed by each poll) elects it, and wh
 dies another process takes over once the lease expires. With SimpleCache each process watches
 for itself. Started by the app on its first request (so in each gunicorn worker, after the
 fork), or on its own with `portal watch`. USER_CACHE_TTL stays the safety net.
+
+The feed never shows a change again once it has polled past it, so whoever a poll found stays
+owed a read (`Watcher._owed`) until one is done and every process goes by it; each is read once
+more at the next poll, in case a request stored an answer it had read before the change.
 """
 
 from __future__ import annotations
@@ -35,8 +39,12 @@ _EXTENSION = "portal.watcher"
 # Renewed by every poll; another process takes over once it has not been for this long.
 _LEASE_INTERVALS = 5
 _MIN_LEASE_SECONDS = 5
+_STATE_SECONDS = 3600
 #: Intervals without a poll after which the status page shows the watcher in red.
 STALE_INTERVALS = 3
+#: Polls that read again a person found changed: the one that found them, and the next, in
+#: case a request that read the directory before the change stored its answer after the first.
+READS_PER_CHANGE = 2
 
 
 @dataclass
@@ -58,6 +66,9 @@ class WatchState:
     began: float = field(default=0.0, metadata={"local": True})
     #: Polls this process's watcher has done.
     polls: int = field(default=0, metadata={"local": True})
+    #: People found changed and still to be read again (a read failed, or the cache did not
+    #: answer, or the second read is due at the next poll).
+    owed: int = field(default=0, metadata={"local": True})
 
     def published(self) -> str:
         """The state as published in Redis for every instance to read."""
@@ -86,6 +97,13 @@ class Watcher:
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._lock = threading.Lock()
+        # What a poll found and the watcher has not done yet: it stays here until it is done,
+        # for the feed, once it has polled, never shows the same change again.
+        #: People to read again, and how many more polls must.
+        self._owed: dict[str, int] = {}
+        #: Groups (names) and member DNs whose cached people are still to be looked up.
+        self._owed_groups: set[str] = set()
+        self._owed_dns: set[str] = set()
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -152,29 +170,20 @@ class Watcher:
                     feed.resume(taken_over)
                 self.feed = feed  # only once started: a failed start is tried again in full
             found = self.feed.poll()
-            if found.groups or found.dns:
-                found.people |= cached_people_in(found.groups, found.dns)
         except Exception as error:  # noqa: BLE001 - an outage: the TTL still holds; try again
             self.state.error = f"{type(error).__name__}: {error}"
             quiet.warning("watch failed", "directory watcher could not poll: %s", self.state.error)
             self._publish()
             return
-        revoked = flushed = 0
-        renew_at = time.monotonic() + self._lease_seconds() / 3
-        for username in sorted(found.people):
-            if time.monotonic() >= renew_at:
-                # A long list: keep the lease, or stop if another process has it by now.
-                if not self._hold_lease():
-                    return
-                renew_at = time.monotonic() + self._lease_seconds() / 3
-            if accounts.cached_attributes(username) is None:
-                continue  # not cached: their next request reads the directory anyway
-            try:
-                revoked += accounts.refresh_after_change(username)
-                flushed += 1
-            except Exception as error:  # noqa: BLE001 - left as it was; the TTL still holds
-                quiet.warning("watch refresh", "re-reading %s after a change failed: %s",
-                              username, error)  # fmt: skip
+        for username in found.people:
+            self._owed[username] = READS_PER_CHANGE
+        self._owed_groups |= found.groups
+        self._owed_dns |= found.dns
+        error = self._look_up_owed_groups()
+        done = self._read_owed_people()
+        if done is None:
+            return  # another process holds the lease now
+        revoked, flushed = done
         self.state = WatchState(
             last_poll=time.time(),
             began=began,
@@ -184,10 +193,61 @@ class Watcher:
             flushes=self.state.flushes + flushed,
             revoked=self.state.revoked + revoked,
             holder=self.identity,
+            error=error,
             interval=self.interval,
+            owed=len(self._owed),
         )
         metrics.watch_poll(flushed)  # metrics
         self._publish()
+
+    def _look_up_owed_groups(self) -> str:
+        # The cached people of the groups and DNs a poll named; "" once done, else the error
+        # (they are looked up again at the next poll).
+        if not (self._owed_groups or self._owed_dns):
+            return ""
+        try:
+            people = cached_people_in(self._owed_groups, self._owed_dns)
+        except Exception as error:  # noqa: BLE001 - the cache failed: kept for the next poll
+            quiet.warning("watch scan", "directory watcher could not look through the cache "
+                          "for the people of changed groups (tried again at the next poll): "
+                          "%s", error)  # fmt: skip
+            return f"{type(error).__name__}: {error}"
+        for username in people:
+            self._owed[username] = READS_PER_CHANGE
+        self._owed_groups, self._owed_dns = set(), set()
+        return ""
+
+    def _read_owed_people(self) -> tuple[int, int] | None:
+        # Read again everyone owed a read; (revoked, re-read for the first time), or None when
+        # the lease was lost on the way. Whoever could not be done stays owed.
+        revoked = flushed = 0
+        renew_at = time.monotonic() + self._lease_seconds() / 3
+        for username in sorted(self._owed):
+            if time.monotonic() >= renew_at:
+                # A long list: keep the lease, or stop if another process has it by now (the
+                # rest stay owed: this process reads them once it holds the lease again).
+                if not self._hold_lease():
+                    return None
+                renew_at = time.monotonic() + self._lease_seconds() / 3
+            answered, cached = accounts.read_cached(username)
+            if not answered:
+                continue  # the cache did not say whether they are in it: at the next poll
+            if cached is not None:
+                # Cached: read again. Not cached: their next request reads the directory.
+                try:
+                    refreshed = accounts.refresh_after_change(username)
+                except Exception as error:  # noqa: BLE001 - left as it was; at the next poll
+                    quiet.warning("watch refresh", "re-reading %s after a change failed (tried "
+                                  "again at the next poll): %s", username, error)  # fmt: skip
+                    continue
+                revoked += refreshed.revoked
+                if not refreshed.shared:
+                    continue  # the other processes still have the old entry: at the next poll
+                flushed += self._owed[username] == READS_PER_CHANGE
+            self._owed[username] -= 1
+            if not self._owed[username]:
+                del self._owed[username]
+        return revoked, flushed
 
     # -- the lease and the shared state -----------------------------------------------------
 
@@ -205,6 +265,11 @@ class Watcher:
     def _lease_seconds(self) -> int:
         return max(_MIN_LEASE_SECONDS, int(self.interval * _LEASE_INTERVALS))
 
+    def _state_seconds(self) -> int:
+        # The published state outlives the lease: a process taking over after the holder died
+        # follows on from where it got to (an hour at least, for the status page).
+        return max(_STATE_SECONDS, 2 * self._lease_seconds())
+
     def _hold_lease(self) -> bool:
         client = self._redis()
         if client is None:
@@ -212,11 +277,11 @@ class Watcher:
         seconds = self._lease_seconds()
         key = self._key("lease")
         try:
-            if client.set(key, self.identity, nx=True, ex=seconds):
+            # Renew our own lease first (compare and extend in one step): a full Redis
+            # (noeviction) still extends a key, where it refuses every SET.
+            if client.eval(_RENEW, 1, key, self.identity, seconds):
                 return True
-            # Renew only our own lease (compare and extend in one step).
-            renewed = client.eval(_RENEW, 1, key, self.identity, seconds)
-            return bool(renewed)
+            return bool(client.set(key, self.identity, nx=True, ex=seconds))
         except Exception as error:  # noqa: BLE001 - Redis down: nobody can be elected
             quiet.warning("watch lease", "directory watcher cannot reach Redis: %s", error)
             return False
@@ -234,7 +299,7 @@ class Watcher:
                 # Only while holding the lease: a watcher that lost it must not write over the
                 # new holder's progress.
                 client.eval(_PUBLISH, 2, self._key("lease"), self._key("state"), self.identity,
-                            self.state.published())  # fmt: skip
+                            self.state.published(), self._state_seconds())  # fmt: skip
         metrics.watch_lag(time.time() - self.state.last_poll if self.state.last_poll else 0.0)
 
     def shared_state(self) -> WatchState:
@@ -266,13 +331,19 @@ def cached_people_in(groups: set[str], dns: set[str] = frozenset()) -> set[str]:
     found = set()
     for key in person_entry_keys():  # Redis keys carry CACHE_KEY_PREFIX, SimpleCache's not
         name = key.removeprefix(shared) if key.startswith(shared) else key.split(":", 1)[1]
-        attrs = accounts.cached_attributes(name)
+        answered, attrs = accounts.read_cached(name)
+        if not answered:
+            raise CacheUnanswered(f"the cache did not answer for {name}'s entry")
         if not attrs:
             continue
         in_group = bool(folded & {group.casefold() for group in attrs.get("groups", ())})
         if in_group or (dn_keys and dn_key(attrs.get("dn") or "") in dn_keys):
             found.add(name)
     return found
+
+
+class CacheUnanswered(RuntimeError):
+    """The cache did not answer while the watcher looked through it."""
 
 
 _RENEW = """
@@ -283,7 +354,7 @@ return 0
 """
 _PUBLISH = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('set', KEYS[2], ARGV[2], 'EX', 3600)
+  return redis.call('set', KEYS[2], ARGV[2], 'EX', ARGV[3])
 end
 return 0
 """

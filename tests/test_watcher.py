@@ -678,3 +678,216 @@ def test_a_worker_that_stops_lets_its_lease_go(own_slapd, own_redis, tmp_path):
         assert lease.get("portal:watch:lease") is None, server.output_text()
     finally:
         lease.close()
+
+
+# -- what a poll found stays owed until it is done ----------------------------------------
+# The feed never shows a change again once it has polled past it: whatever stopped the watcher
+# from re-reading someone (the directory, the cache, the lease) must not drop them. Each test
+# polls by hand (tick) so the fault lands on the one poll it is meant for.
+
+REDIS = {"CACHE_TYPE": "RedisCache", "THROTTLE_STORAGE_URL": "memory://"}
+
+
+def by_hand(app):
+    """A watcher of `app` that polls only when the test calls tick() (its app has
+    WATCH_INTERVAL = 0, so no request starts a loop); its first poll has been made."""
+    from portal.watcher import Watcher
+
+    watcher = Watcher(app)
+    watcher.interval = INTERVAL
+    with app.app_context():
+        watcher.tick()
+    return watcher
+
+
+def tick(app, watcher) -> None:
+    with app.app_context():
+        watcher.tick()
+
+
+def test_a_person_whose_re_read_failed_is_read_again_at_the_next_poll(own_slapd, monkeypatch):
+    """alice leaves engineering; the directory fails the one read of her that follows (every
+    connection busy): the next poll reads her again and her page is refused (it was left to
+    the TTL: the feed had moved past her change)."""
+    from portal import directory
+
+    app = make_app(own_slapd, WATCH_INTERVAL=0, USER_CACHE_TTL=300, PAGES=PAGES)
+    alice = signed_in(app)
+    assert alice.get("/pages/engineering").status_code == 200
+    watcher = by_hand(app)
+    own_slapd.modify(remove_member(ENGINEERING, ALICE))
+    lookup, failed = directory.lookup, []
+
+    def busy_once(*args, **kwargs):
+        if not failed:
+            failed.append(args)
+            raise directory.DirectoryUnavailable("every directory connection is busy")
+        return lookup(*args, **kwargs)
+
+    monkeypatch.setattr(directory, "lookup", busy_once)
+    tick(app, watcher)
+    assert failed, "the poll found her and tried to read her"
+    assert alice.get("/pages/engineering").status_code == 200, "left as it was, for now"
+    tick(app, watcher)
+    assert alice.get("/pages/engineering").status_code == 403
+    app.extensions["portal.directory"].close()
+
+
+def test_a_person_the_cache_did_not_answer_for_is_read_again_once_it_does(
+    own_slapd, own_redis, frozen_breakers
+):
+    """Redis hung for a moment in the watcher's process, so its breaker leaves Redis alone
+    while the watcher finds alice's change: whether she is cached is unknown, not "no" (she
+    was skipped, and another server served her old entry until the TTL)."""
+    settings = dict(REDIS, CACHE_REDIS_URL=own_redis.url, WATCH_INTERVAL=0, USER_CACHE_TTL=300,
+                    PAGES=PAGES)  # fmt: skip
+    here, elsewhere = make_app(own_slapd, **settings), make_app(own_slapd, **settings)
+    alice = signed_in(elsewhere)
+    assert alice.get("/pages/engineering").status_code == 200
+    watcher = by_hand(here)
+    own_redis.process.send_signal(signal.SIGSTOP)
+    try:
+        with here.app_context():
+            assert accounts.cached_attributes("erin") is None  # timed out: breaker open
+    finally:
+        own_redis.process.send_signal(signal.SIGCONT)
+    own_slapd.modify(remove_member(ENGINEERING, ALICE))
+    tick(here, watcher)  # the lease and the poll: Redis answers them, the breaker is open
+    assert alice.get("/pages/engineering").status_code == 200
+    frozen_breakers.now += 10  # past the back-off: the next use of Redis probes it
+    tick(here, watcher)
+    assert alice.get("/pages/engineering").status_code == 403
+    for application in (here, elsewhere):
+        application.extensions["portal.directory"].close()
+
+
+def test_a_lease_renewal_that_fails_half_way_leaves_the_rest_owed(own_slapd, monkeypatch):
+    """A long list of people to read again: the lease is renewed on the way, and that once
+    fails (a Redis error). The people not yet read are read at the next poll with the lease
+    (they were dropped, and the watcher went on past them)."""
+    app = make_app(own_slapd, WATCH_INTERVAL=0, USER_CACHE_TTL=300, PAGES=PAGES)
+    alice = signed_in(app)
+    assert alice.get("/pages/engineering").status_code == 200
+    watcher = by_hand(app)
+    own_slapd.modify(remove_member(ENGINEERING, ALICE))
+    answers = iter([True, False])  # the poll's own lease, then the renewal on the way
+    monkeypatch.setattr(watcher, "_lease_seconds", lambda: 0)  # renewed before each person
+    monkeypatch.setattr(watcher, "_hold_lease", lambda: next(answers, True))
+    tick(app, watcher)
+    assert alice.get("/pages/engineering").status_code == 200
+    tick(app, watcher)
+    assert alice.get("/pages/engineering").status_code == 403
+    app.extensions["portal.directory"].close()
+
+
+def test_a_look_through_the_cache_that_failed_is_done_again(own_slapd, monkeypatch):
+    """gina (cn=Gina Lee,...) is deleted: the DN her group loses names nobody, so the watcher
+    looks through the cache for whose entry holds it, and that fails once (a Redis timeout).
+    The next poll looks again and her sign-in ends (the poll's findings were dropped, and she
+    kept it until the TTL)."""
+    import redis
+
+    from portal import watcher as watcher_module
+
+    gina = "cn=Gina Lee,ou=people,dc=example,dc=org"
+    own_slapd.add(f"dn: {gina}\nobjectClass: inetOrgPerson\ncn: Gina Lee\nsn: Lee\nuid: gina\n"
+                  "userPassword: gina-secret\n")  # fmt: skip
+    own_slapd.modify("dn: cn=staff,ou=groups,dc=example,dc=org\nchangetype: modify\n"
+                     f"add: member\nmember: {gina}\n")  # fmt: skip
+    app = make_app(own_slapd, WATCH_INTERVAL=0, USER_CACHE_TTL=300)
+    client = app.test_client()
+    assert AuthActions(client).login("gina", "gina-secret").status_code == 302
+    assert client.get("/").status_code == 200
+    watcher = by_hand(app)
+    own_slapd.delete(gina)
+    own_slapd.modify(remove_member("cn=staff,ou=groups,dc=example,dc=org", gina))
+    keys, failed = watcher_module.person_entry_keys, []
+
+    def hung_once():
+        if not failed:
+            failed.append(1)
+            raise redis.exceptions.TimeoutError("Timeout reading from socket")
+        return keys()
+
+    monkeypatch.setattr(watcher_module, "person_entry_keys", hung_once)
+    tick(app, watcher)
+    assert failed and client.get("/").status_code == 200
+    assert watcher.state.error.startswith("TimeoutError")
+    tick(app, watcher)
+    assert client.get("/").status_code == 302
+    assert not watcher.state.error
+    app.extensions["portal.directory"].close()
+
+
+def test_a_new_entry_redis_refuses_does_not_leave_the_old_one_to_other_servers(
+    own_slapd, own_redis
+):
+    """Redis is full (noeviction) when the watcher reads alice again: the new entry is refused,
+    so the old one is deleted (a full Redis still deletes) and the other server reads the
+    directory instead of serving the old entry until the TTL (nor does a full Redis stop the
+    watcher: it renews its lease); once Redis takes writes again the entry is written."""
+    settings = dict(REDIS, CACHE_REDIS_URL=own_redis.url, WATCH_INTERVAL=0, USER_CACHE_TTL=300,
+                    PAGES=PAGES)  # fmt: skip
+    here, elsewhere = make_app(own_slapd, **settings), make_app(own_slapd, **settings)
+    alice = signed_in(elsewhere)
+    assert alice.get("/pages/engineering").status_code == 200
+    watcher = by_hand(here)
+    own_slapd.modify(remove_member(ENGINEERING, ALICE))
+    client = own_redis.client()
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", "1")
+    try:
+        tick(here, watcher)
+        assert watcher.state.polls == 2, "a full Redis still renews the lease"
+        assert alice.get("/pages/engineering").status_code == 403
+    finally:
+        client.config_set("maxmemory", "0")
+    assert alice.get("/pages/engineering").status_code == 403  # and her entry is written
+    with here.app_context():
+        assert "engineering" not in accounts.cached_attributes("alice")["groups"]
+    for application in (here, elsewhere):
+        application.extensions["portal.directory"].close()
+
+
+@pytest.mark.parametrize("cached", [True, False], ids=["cached", "not cached yet"])
+def test_an_older_read_stored_after_the_watcher_s_is_put_right_a_poll_later(own_slapd, cached):
+    """A request read alice from the directory just before she left engineering and stores
+    that read only after the watcher re-read her (or, when she was not cached yet, after the
+    watcher passed her by): the watcher reads her once more at the next poll, and the older
+    read no longer lets her in (it did until the TTL)."""
+    app = make_app(own_slapd, WATCH_INTERVAL=0, USER_CACHE_TTL=300, PAGES=PAGES)
+    alice = signed_in(app)
+    assert alice.get("/pages/engineering").status_code == 200
+    watcher = by_hand(app)
+    with app.app_context():
+        older = accounts.cached_attributes("alice")  # what the slow request read
+        if not cached:
+            accounts.forget("alice")
+    own_slapd.modify(remove_member(ENGINEERING, ALICE))
+    tick(app, watcher)
+    with app.app_context():
+        accounts.remember(older)  # the slow request stores its read now
+    assert alice.get("/pages/engineering").status_code == 200, "as the race leaves it"
+    tick(app, watcher)
+    assert alice.get("/pages/engineering").status_code == 403
+    assert watcher.state.owed == 0
+    tick(app, watcher)
+    assert watcher.state.flushes == (1 if cached else 0), "the second read is not counted"
+    app.extensions["portal.directory"].close()
+
+
+def test_the_published_state_outlives_a_long_lease(own_slapd, own_redis):
+    """With WATCH_INTERVAL at 20 minutes the lease lasts 100: the state published must last
+    longer, or a process taking over after the holder died finds no stamp and follows on from
+    now, missing every change made while nobody watched."""
+    app = make_app(own_slapd, CACHE_TYPE="RedisCache", CACHE_REDIS_URL=own_redis.url,
+                   WATCH_INTERVAL=0)  # fmt: skip
+    from portal.watcher import Watcher
+
+    watcher = Watcher(app)
+    watcher.interval = 1200
+    tick(app, watcher)
+    client = own_redis.client()
+    assert client.ttl("portal:watch:lease") == pytest.approx(6000, abs=5)
+    assert client.ttl("portal:watch:state") > client.ttl("portal:watch:lease")
+    app.extensions["portal.directory"].close()
