@@ -8,13 +8,17 @@ rules let only engineering open /app/engineering/.
 from __future__ import annotations
 
 import socket
+from urllib.parse import urljoin
 
 import pytest
 import requests
 
+from tests.conftest import PASSWORDS
 from tests.proxies import (
     get,
     header_values,
+    login_form,
+    login_return_address,
     raw_request,
     seen_by_app,
     session_cookie,
@@ -219,3 +223,44 @@ def test_a_signed_in_person_still_gets_the_app(stack, browser):
     echo = seen_by_app(get(browser, stack.url("/app/x?tab=1")), stack)
     assert echo["path"] == "/app/x?tab=1"
     assert header_values(echo, "Remote-User") == ["alice"]
+
+
+def dashboard_address(stack, variables: int) -> str:
+    """An address as a dashboard or a search makes them: a long query of many variables."""
+    query = "&".join(f"var-host=web-{number:03d}.corp.example" for number in range(variables))
+    return stack.url(f"/app/d/abc?orgId=1&{query}&from=now-6h&to=now")
+
+
+def test_a_long_address_goes_through_the_sign_in_and_back(stack, browser):
+    """A 3,400-character dashboard address, opened before signing in: the proxy passes the
+    portal's redirect to the sign-in on (nginx answered 500: the answer's headers outgrew its
+    buffer), and the sign-in with "keep me signed in" (three cookies besides) lands there."""
+    original = dashboard_address(stack, 110)
+    assert len(original) > 3300
+    redirect = get(browser, original)
+    assert login_return_address(stack, redirect) == original, stack.diagnostics()
+    token, next_field = login_form(browser, urljoin(original, redirect.headers["Location"]))
+    assert next_field == original
+    form = {"csrf_token": token, "username": "alice", "password": PASSWORDS["alice"],
+            "remember": "y", "next": next_field}  # fmt: skip
+    signed_in = browser.post(stack.url("/login"), data=form, allow_redirects=False, timeout=10)
+    assert signed_in.status_code == 302, stack.diagnostics()
+    assert signed_in.headers["Location"] == original
+    echo = seen_by_app(get(browser, original), stack)
+    assert echo["path"] == original.removeprefix(stack.proxy.base_url)
+
+
+def test_an_address_too_long_to_carry_leads_to_the_sign_in_without_it(stack, browser):
+    """An address whose sign-in link would pass what a server takes in a request line (4,094
+    bytes in gunicorn): the sign-in page without the return address, never an error page,
+    and the home page after it."""
+    original = dashboard_address(stack, 200)
+    redirect = get(browser, original)
+    assert redirect.status_code == 302, stack.diagnostics()
+    location = urljoin(original, redirect.headers["Location"])
+    assert "next=" not in location and len(location) < 4000
+    token, next_field = login_form(browser, location)
+    assert next_field == ""
+    answer = sign_in(stack, browser, "alice")
+    assert answer.headers["Location"].endswith("/")
+    assert seen_by_app(get(browser, original), stack)["path"].startswith("/app/d/abc?")

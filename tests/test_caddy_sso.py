@@ -27,9 +27,11 @@ from tests.proxies import (
 from tests.proxy_battery import (  # noqa: F401 - the shared proxy tests, run on this stack
     test_a_body_too_long_for_the_app_cannot_smuggle_a_request_past_the_sign_in,
     test_a_host_the_portal_refuses_never_reaches_the_app,
+    test_a_long_address_goes_through_the_sign_in_and_back,
     test_a_portal_cookie_name_held_many_times_never_lets_the_sign_in_through,
     test_a_script_name_header_never_opens_the_metrics,
     test_a_signed_in_person_still_gets_the_app,
+    test_an_address_too_long_to_carry_leads_to_the_sign_in_without_it,
     test_escaped_letters_are_judged_as_the_app_reads_them,
     test_every_portal_cookie_is_removed_and_the_apps_own_kept,
     test_headers_naming_another_method_path_or_host_never_reach_the_app,

@@ -37,9 +37,11 @@ from tests.proxies import (
 from tests.proxy_battery import (  # noqa: F401 - the shared proxy tests, run on this stack
     test_a_body_too_long_for_the_app_cannot_smuggle_a_request_past_the_sign_in,
     test_a_host_the_portal_refuses_never_reaches_the_app,
+    test_a_long_address_goes_through_the_sign_in_and_back,
     test_a_portal_cookie_name_held_many_times_never_lets_the_sign_in_through,
     test_a_script_name_header_never_opens_the_metrics,
     test_a_signed_in_person_still_gets_the_app,
+    test_an_address_too_long_to_carry_leads_to_the_sign_in_without_it,
     test_escaped_letters_are_judged_as_the_app_reads_them,
     test_every_portal_cookie_is_removed_and_the_apps_own_kept,
     test_headers_naming_another_method_path_or_host_never_reach_the_app,
@@ -106,6 +108,22 @@ def test_signed_in_person_reaches_the_app_with_identity_headers(stack, browser):
     assert header_values(echo, "Remote-Name") == ["Alice Liddell"]
     assert header_values(echo, "Remote-Email") == ["alice@example.org"]
     assert header_values(echo, "Host") == [f"127.0.0.1:{stack.nginx.port}"]
+
+
+def test_a_request_with_more_headers_than_the_portal_takes_is_still_judged(stack, browser):
+    """A browser (or its extensions) sending 120 headers: nginx asks the portal with only what
+    the question needs, so the anonymous visitor is sent to sign in and the signed-in one is
+    let through to the app (gunicorn refused more than 100 fields with a 431, which
+    auth_request turned into a 500 for both)."""
+    many = {f"X-Extension-{number}": "on" for number in range(120)}
+    anonymous = raw_request(stack.nginx.port, "/app/x", many)
+    assert anonymous.status == 302, stack.diagnostics()
+    assert "/login?next=" in anonymous.headers["Location"]
+    sign_in(stack, browser, "alice")
+    signed_in = {"Cookie": session_cookie(browser), "User-Agent": browser.headers["User-Agent"]}
+    answer = raw_request(stack.nginx.port, "/app/x", {**many, **signed_in})
+    # The sample app's own server takes 100 headers at most: its 431, not the proxy's 500.
+    assert answer.status == 431 and b"Too many headers" in answer.body, stack.diagnostics()
 
 
 def test_the_portal_session_cookie_is_never_passed_to_the_app(stack, browser):

@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 quiet = QuietLog(log)  # a proxy set up wrong sends every request so: one line a minute
 
 _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+#: The longest sign-in address that carries the address to come back to: the browser sends it
+#: as a request line, and gunicorn takes 4,094 bytes at most in one ("GET " and " HTTP/1.1"
+#: included). A longer one would be refused (414) before the sign-in page shows.
+LONGEST_SIGN_IN_ADDRESS = 4000
 
 
 @bp.route("/auth/verify", methods=_METHODS)
@@ -70,7 +74,14 @@ def _sign_in_first(original: Original | None):
     portal = current_app.config["SSO_PORTAL_URL"].rstrip("/")
     login = f"{portal}{url_for('auth.login')}"
     if original is not None:
-        login += f"?next={quote(original.url, safe='')}"
+        carrying = f"{login}?next={quote(original.url, safe='')}"
+        if len(carrying) <= LONGEST_SIGN_IN_ADDRESS:
+            login = carrying
+        else:
+            # The sign-in page then leads to the home page: the address cannot come along.
+            quiet.warning("long next", "an address of %d characters is too long to come back "
+                          "to after signing in (host %r): the sign-in leads to the home page",
+                          len(original.url), original.host)  # fmt: skip
     if request.args.get("redirect") == "1":
         return redirect(login)
     response = _answer(401)
