@@ -559,8 +559,11 @@ def test_first_matching_rule_wins_and_groups_compare_case_insensitively():
         ([{"policy": "allow", "path": ["/x"]}], "unknown key ['path'] (known: groups, hosts,"),
         ([{"policy": "allow", "paths": ["x"]}], "must be a plain path"),
         ([{"policy": "allow", "paths": ["/a;b"]}], "must be a plain path"),
-        ([{"policy": "deny", "hosts": ["https://wiki.example.org"]}], "a host name only"),
-        ([{"policy": "deny", "hosts": ["wiki.example.org:443"]}], "a host name only"),
+        (
+            [{"policy": "deny", "hosts": ["https://wiki.example.org"]}],
+            "a host name or address only",
+        ),
+        ([{"policy": "deny", "hosts": ["wiki.example.org:443"]}], "a host name or address only"),
         ("allow", "ACCESS_RULES"),
     ],
 )
@@ -642,3 +645,32 @@ def test_access_check_judges_every_portal_page_as_its_view_does(slapd):
     finally:
         for built in (app, prefixed):
             built.extensions["portal.directory"].close()
+
+
+@pytest.mark.parametrize("through", ["fast path", "Flask"])
+def test_an_app_on_an_ipv6_address_is_judged_by_that_address(slapd, through):
+    """With ACCESS_RULES in force, bob opens apps on IPv6 addresses (he was refused: the last
+    group of the address was cut off as if it were a port, leaving no usable host), and a rule
+    naming an address applies to every spelling of it."""
+    rules = [{"hosts": ["[2001:DB8:0::1]"], "policy": "deny"}]
+    app = make_app(slapd, ACCESS_RULES=rules)
+    client = signed_in(app, "bob")
+    target = app.wsgi_app if through == "fast path" else flask_only(app)
+    for url, status in (("http://[::1]:8080/app/x", "200"), ("http://[2001:db8::8080]/x", "200"),
+                        ("https://[2001:db8::1]/x", "403"),
+                        ("https://[2001:db8:0:0::1]:8443/x", "403")):  # fmt: skip
+        environ = request_of(client, "/auth/verify", **{"X-Original-URL": url,
+                                                        "X-Original-Method": "GET"})  # fmt: skip
+        assert call(target, environ)[0].startswith(status), url
+
+
+def test_the_portal_on_an_ipv6_address_serves_its_pages(slapd):
+    """The portal reached as http://[::1]:5000 with ACCESS_RULES in force: alice's home page
+    and pages open (the page check refused "[::1]" as no usable host name)."""
+    app = make_app(slapd, ACCESS_RULES=RULES)
+    cookie = f"session={signed_in(app, 'alice').get_cookie('session').value}"
+    # Sent as the browser would (the test client's own jar keeps cookies for "localhost").
+    browser = app.test_client(use_cookies=False)
+    for path in ("/", "/pages/handbook"):
+        answer = browser.get(path, headers={"Host": "[::1]:5000", "Cookie": cookie})
+        assert answer.status_code == 200, path

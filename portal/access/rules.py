@@ -17,6 +17,7 @@ then be allowed both as decoded and lower-cased (some servers match paths case-i
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -66,8 +67,25 @@ def app_path(raw: str, kept_escapes: frozenset[str] = frozenset()) -> str:
 
 
 def normal_host(host: str) -> str:
-    """A host name as rules compare it: lower case, no port, no trailing dot."""
-    return _PORT.sub("", host.lower()).rstrip(".")
+    """A host name as rules compare it: lower case, no port, no trailing dot; an IPv6 address
+    without its brackets, in its shortest spelling ("[2001:DB8:0::1]:443" is "2001:db8::1")."""
+    host = host.lower()
+    if host.startswith("[") and "]" in host:
+        host = host[1 : host.index("]")]  # whatever follows "]" is the port
+    elif host.count(":") < 2:  # two or more: a bare IPv6 address, with no port to take off
+        return _PORT.sub("", host).rstrip(".")
+    return _ipv6(host) or host
+
+
+def _ipv6(text: str) -> str:
+    # The shortest spelling of an IPv6 address; "" for anything else (a zone id included: no
+    # Host carries one).
+    if "%" in text:
+        return ""
+    try:
+        return str(ipaddress.IPv6Address(text))
+    except ValueError:
+        return ""
 
 
 class RuleSet:
@@ -130,7 +148,7 @@ class RuleSet:
 
     def _decide(self, groups, host: str, path: str, method: str, decoded: bool) -> Decision:
         host = normal_host(host)
-        if not _HOST.match(host):
+        if not (_HOST.match(host) or _ipv6(host)):
             return Decision(False, 0, f"refused: unusable host name {host!r}")
         rules, paths_matter = self._for_host(host)
         if not paths_matter:
@@ -231,7 +249,8 @@ class _Rule:
     def __init__(self, number: int, rule: Mapping):
         allowed = rule["policy"] == "allow"
         self.decision = Decision(allowed, number, f"rule {number}: {describe(rule)}")
-        self.hosts = tuple(pattern.lower() for pattern in rule.get("hosts") or ())
+        self.hosts = tuple(_ipv6(pattern.strip("[]")) or pattern.lower()
+                           for pattern in rule.get("hosts") or ())  # fmt: skip
         # "/app" covers "/app" and "/app/..." but not "/application".
         self.prefixes = tuple(prefix.rstrip("/") for prefix in rule.get("paths") or ())
         # For the lower-cased reading of a path (servers that ignore case): "/Admin" too.

@@ -217,5 +217,14 @@ def check_rules(rules) -> None:
             require(plain and path.startswith("/"), f"{where}.paths",
                      f"{path!r} must be a plain path starting with /")  # fmt: skip
         for host in rule.get("hosts", []):
-            require(re.fullmatch(r"[A-Za-z0-9*.-]+", host), f"{where}.hosts",
-                     f"{host!r}: a host name only (no scheme, port or path)")  # fmt: skip
+            require(re.fullmatch(r"[A-Za-z0-9*.-]+", host) or _is_ipv6(host.strip("[]")),
+                    f"{where}.hosts", f"{host!r}: a host name or address only (no scheme, "
+                    "port or path)")  # fmt: skip
+
+
+def _is_ipv6(text: str) -> bool:
+    # An IPv6 address, without a zone id (no Host carries one).
+    try:
+        return "%" not in text and ipaddress.IPv6Address(text) is not None
+    except ValueError:
+        return False
