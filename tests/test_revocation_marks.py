@@ -284,8 +284,9 @@ def test_two_processes_that_find_the_marks_start_missing_agree_on_one(slapd, bui
 def test_a_marks_start_redis_refuses_to_store_still_fails_closed(slapd, build_app, own_redis):
     """The marks' start is missing and Redis refuses writes (full under noeviction): alice's
     signed-out-everywhere cookie stays refused (it came back: the refused write was taken for
-    "Redis is down", where marks are not read), a sign-in made meanwhile stands, and the start
-    is written once Redis takes it again."""
+    "Redis is down", where marks are not read), a sign-in made meanwhile stands while it lasts,
+    and the start is written once Redis takes it again: the present moment, as other processes
+    went by moments of their own (the sign-ins made meanwhile end, once)."""
     app = build_app(slapd, CACHE_TYPE="RedisCache", CACHE_REDIS_URL=own_redis.url,
                     THROTTLE_STORAGE_URL="memory://")  # fmt: skip
     alice = signed_in(app, "alice", remember=True)
@@ -304,7 +305,38 @@ def test_a_marks_start_redis_refuses_to_store_still_fails_closed(slapd, build_ap
         assert is_signed_in(meanwhile) and is_signed_in(meanwhile)
     finally:
         client.config_set("maxmemory", "0")
-    assert is_signed_in(meanwhile), "the start written is the one gone by meanwhile"
+    assert not is_signed_in(meanwhile)
     assert client.exists("portal:marks-since")
     assert not is_signed_in(alice)
+    again = signed_in(app, "bob")
+    assert is_signed_in(again) and is_signed_in(again)
+    client.close()
+
+
+def test_a_refusal_that_is_over_brings_back_no_sign_in_a_later_loss_took(
+    slapd, build_app, own_redis
+):
+    """One process was refused the marks' start once; Redis then took it from another, alice
+    signed out everywhere, and Redis lost its data. The first process writes the start anew as
+    the present moment: the moment kept from its refusal, written instead, came before alice's
+    sign-in, and her copied cookie, whose mark was lost, worked again."""
+    settings = {"CACHE_TYPE": "RedisCache", "CACHE_REDIS_URL": own_redis.url,
+                "THROTTLE_STORAGE_URL": "memory://"}  # fmt: skip
+    first, second = build_app(slapd, **settings), build_app(slapd, **settings)
+    bob = signed_in(first, "bob")
+    client = redis.Redis.from_url(own_redis.url)
+    client.delete("portal:marks-since")
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", "1")
+    try:
+        assert not is_signed_in(bob)  # refused: the first process keeps that moment
+    finally:
+        client.config_set("maxmemory", "0")
+    alice = signed_in(second, "alice", remember=True)  # the second process writes the start
+    assert client.exists("portal:marks-since")
+    AuthActions(signed_in(second, "alice")).logout(everywhere=True)
+    assert not is_signed_in(remember_only(second, alice))
+    client.flushall()  # Redis loses its data, the marks with it
+    # The first process has read nothing since its refusal: it still holds that moment.
+    assert not is_signed_in(remember_only(first, alice)), "a sign-in whose mark was lost is back"
     client.close()

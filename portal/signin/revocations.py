@@ -29,8 +29,9 @@ sign-ins could push it out (as a cache that prunes its oldest entries would), a 
   (``<CACHE_KEY_PREFIX>marks-since``, signed, no expiry). When it is missing, the marks may be
   missing too: it is written anew at that moment, and every sign-in issued before it has ended
   (people sign in again, once), failing closed as for a mark that does not verify. When Redis
-  refuses to store it (full, a read-only replica) the process goes by that moment all the same,
-  and writes it once Redis takes it.
+  refuses to store it (full, a read-only replica) the process goes by the moment it was first
+  refused for as long as the refusals go on, and writes the present moment once Redis takes it
+  (the sign-ins made meanwhile then end, once: each process went by a moment of its own).
 
 Reading a person's cache entry, their two marks and the time marks have been kept since is one
 round trip (a pipeline of GET, HMGET and GET), the only Redis traffic of a signed-in request.
@@ -54,6 +55,9 @@ log = logging.getLogger(__name__)
 #: Signed-out but unexpired sign-ins remembered one by one per person.
 MAX_ENDED_PER_PERSON = 64
 _BEFORE = "before"
+#: Refusals to store the marks' start further apart than this (ms) are not one outage: the
+#: start kept from the first is forgotten.
+REFUSALS_CONTINUE_MS = 5000
 _SINCE = "marks-since"
 _WARNING_INTERVAL = 60.0
 
@@ -156,8 +160,9 @@ class RedisMarks:
         self._sweeping = threading.Lock()
         #: The last "marks since" value read and its time (ms): verified once per value.
         self._since: tuple[bytes, int] | None = None
-        #: The start this process went by while Redis refused to store it (ms), else None.
-        self._unstored_since: int | None = None
+        #: While Redis refuses to store the start: (the start this process goes by, when it
+        #: was last refused), both in ms; else None.
+        self._refused: tuple[int, int] | None = None
 
     def key(self, username: str) -> str:
         """The Redis key of a person's marks."""
@@ -197,38 +202,45 @@ class RedisMarks:
         """The time (ms) from which Redis has kept every mark, written now if it is missing
         or does not verify: every sign-in issued before it has ended."""
         if isinstance(raw, bytes) and self._since is not None and self._since[0] == raw:
+            self._refused = None
             return self._since[1]
         name = self.backend.prefixed(_SINCE)
         status, value = (
             self.backend.unseal(name, raw) if isinstance(raw, bytes) else ("forged", None)
         )
         if status == "ok" and _is_time(value):
-            self._since = (raw, value)
+            self._since, self._refused = (raw, value), None
             return value
-        # A start Redis refused to store (full, a read-only replica) is this process's to go
-        # by until it is stored: sign-ins made after it stand, none before it.
-        retrying = self._unstored_since is not None
-        now = self._unstored_since if retrying else self._clock()
-        if retrying:
+        now = self._clock()
+        # While Redis refuses to store the start (full, a read-only replica), this process goes
+        # by the moment it was first refused, so sign-ins made since stand; only while the
+        # refusals go on: a moment kept from an earlier outage would let through the sign-ins
+        # whose marks a later loss took.
+        kept = self._refused
+        refusing = kept is not None and now - kept[1] <= REFUSALS_CONTINUE_MS
+        if refusing:
             pass  # said when it was first refused, not on every request since
         elif raw is None:
             log.warning("Redis holds no start of the revocation marks (%s): it lost its "
                         "data, or is new; every sign-in before now has ended", name)  # fmt: skip
         else:
             _warn_forged(name, "(the marks' start)")
-        sealed = self.backend.seal(name, now, None)
         try:
-            written = self.backend.client.set(name, sealed, nx=raw is None)
+            # Always the present moment once stored: other processes went by moments of their
+            # own meanwhile, so the sign-ins made while it was refused end, once.
+            written = self.backend.client.set(name, self.backend.seal(name, now, None),
+                                              nx=raw is None)  # fmt: skip
         except ResponseError as error:
             # Redis answered, and still holds every mark it has: not the "cache down" case,
             # where the sign-in would stand. Fail closed as if the start had been written.
-            if not retrying:
+            if not refusing:
                 log.warning("Redis refused to store the start of the revocation marks (%s): "
-                            "%s; sign-ins before it end all the same, and it is written "
+                            "%s; sign-ins before now end all the same, and it is written "
                             "once Redis takes it", name, error)  # fmt: skip
-            self._unstored_since = now
-            return now
-        self._unstored_since = None
+            since = kept[0] if refusing else now
+            self._refused = (since, now)
+            return since
+        self._refused = None
         if written or raw is not None:
             return now
         # Another process wrote it first: its time is the one every process goes by (this
