@@ -651,14 +651,21 @@ def test_access_check_judges_every_portal_page_as_its_view_does(slapd):
 def test_an_app_on_an_ipv6_address_is_judged_by_that_address(slapd, through):
     """With ACCESS_RULES in force, bob opens apps on IPv6 addresses (he was refused: the last
     group of the address was cut off as if it were a port, leaving no usable host), and a rule
-    naming an address applies to every spelling of it."""
-    rules = [{"hosts": ["[2001:DB8:0::1]"], "policy": "deny"}]
+    naming an address applies to every spelling of it, an IPv4 one to the IPv4-mapped IPv6
+    spelling too; a rule host written with a trailing dot applies to the host (it matched
+    nothing)."""
+    rules = [{"hosts": ["[2001:DB8:0::1]", "10.0.0.1", "wiki.example.org."], "policy": "deny"}]
     app = make_app(slapd, ACCESS_RULES=rules)
     client = signed_in(app, "bob")
     target = app.wsgi_app if through == "fast path" else flask_only(app)
     for url, status in (("http://[::1]:8080/app/x", "200"), ("http://[2001:db8::8080]/x", "200"),
                         ("https://[2001:db8::1]/x", "403"),
-                        ("https://[2001:db8:0:0::1]:8443/x", "403")):  # fmt: skip
+                        ("https://[2001:db8:0:0::1]:8443/x", "403"),
+                        # The IPv4 address the rule names, as an IPv4-mapped IPv6 address.
+                        ("http://[::ffff:10.0.0.1]/x", "403"), ("http://[::ffff:a00:1]/x", "403"),
+                        # A rule host written with the trailing dot of a full name.
+                        ("https://wiki.example.org/x", "403"),
+                        ("https://wiki.example.org./x", "403")):  # fmt: skip
         environ = request_of(client, "/auth/verify", **{"X-Original-URL": url,
                                                         "X-Original-Method": "GET"})  # fmt: skip
         assert call(target, environ)[0].startswith(status), url

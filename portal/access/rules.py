@@ -78,14 +78,16 @@ def normal_host(host: str) -> str:
 
 
 def _ipv6(text: str) -> str:
-    # The shortest spelling of an IPv6 address; "" for anything else (a zone id included: no
-    # Host carries one).
+    # The shortest spelling of an IPv6 address, an IPv4-mapped one as the IPv4 address it is
+    # ("::ffff:10.0.0.1" is 10.0.0.1, which a rule may name); "" for anything else (a zone id
+    # included: no Host carries one).
     if "%" in text:
         return ""
     try:
-        return str(ipaddress.IPv6Address(text))
+        address = ipaddress.IPv6Address(text)
     except ValueError:
         return ""
+    return str(address.ipv4_mapped or address)
 
 
 class RuleSet:
@@ -249,7 +251,8 @@ class _Rule:
     def __init__(self, number: int, rule: Mapping):
         allowed = rule["policy"] == "allow"
         self.decision = Decision(allowed, number, f"rule {number}: {describe(rule)}")
-        self.hosts = tuple(_ipv6(pattern.strip("[]")) or pattern.lower()
+        # Spelled as normal_host gives a request's host: no trailing dot, an address shortest.
+        self.hosts = tuple(_ipv6(pattern.strip("[]")) or pattern.lower().rstrip(".")
                            for pattern in rule.get("hosts") or ())  # fmt: skip
         # "/app" covers "/app" and "/app/..." but not "/application".
         self.prefixes = tuple(prefix.rstrip("/") for prefix in rule.get("paths") or ())
