@@ -104,6 +104,11 @@ class Watcher:
         #: Groups (names) and member DNs whose cached people are still to be looked up.
         self._owed_groups: set[str] = set()
         self._owed_dns: set[str] = set()
+        #: While someone is still owed a first read (or groups a look through the cache):
+        #: where the feed stood before the poll that found them. The state published says the
+        #: watching got that far only, so a process taking over (which cannot know what this
+        #: one owes) finds those changes again. (A second read owed alone does not hold it.)
+        self._owed_since: str | None = None
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -169,6 +174,7 @@ class Watcher:
                     # Another watcher got this far: follow on from there, not from now.
                     feed.resume(taken_over)
                 self.feed = feed  # only once started: a failed start is tried again in full
+            before = self.feed.since
             found = self.feed.poll()
         except Exception as error:  # noqa: BLE001 - an outage: the TTL still holds; try again
             self.state.error = f"{type(error).__name__}: {error}"
@@ -184,11 +190,16 @@ class Watcher:
         if done is None:
             return  # another process holds the lease now
         revoked, flushed = done
+        first_reads = READS_PER_CHANGE in self._owed.values()
+        if not (first_reads or self._owed_groups or self._owed_dns):
+            self._owed_since = None
+        elif self._owed_since is None:
+            self._owed_since = before or self.feed.since
         self.state = WatchState(
             last_poll=time.time(),
             began=began,
             polls=self.state.polls + 1,
-            since=self.feed.since or "",
+            since=self._owed_since or self.feed.since or "",
             changes=self.state.changes + found.entries,
             flushes=self.state.flushes + flushed,
             revoked=self.state.revoked + revoked,

@@ -239,19 +239,16 @@ def test_a_watcher_that_takes_over_finds_who_joined_a_group_meanwhile(
     holder, other = Watcher(holder_app), Watcher(other_app)
     holder.interval = other.interval = INTERVAL
 
-    def second(stamp: str) -> float:
-        return datetime.strptime(stamp[:14], "%Y%m%d%H%M%S").replace(tzinfo=UTC).timestamp()
-
     with holder_app.app_context():
         holder.tick()
-        loaded = second(holder.feed.since)
+        loaded = stamp_second(holder.feed.since)
 
         def moved_on() -> bool:
             own_slapd.modify("dn: uid=frank,ou=people,dc=example,dc=org\nchangetype: modify\n"
                              "replace: description\ndescription: busy\n")  # fmt: skip
             holder.tick()
             # Two seconds on: a window also reaches back by the time its start() took.
-            return second(holder.feed.since) >= loaded + 2
+            return stamp_second(holder.feed.since) >= loaded + 2
 
         eventually(moved_on, timeout=5)
     bob = signed_in(other_app, "bob")
@@ -688,6 +685,11 @@ def test_a_worker_that_stops_lets_its_lease_go(own_slapd, own_redis, tmp_path):
 REDIS = {"CACHE_TYPE": "RedisCache", "THROTTLE_STORAGE_URL": "memory://"}
 
 
+def stamp_second(stamp: str) -> float:
+    """The second a directory stamp (entryCSN, modifyTimestamp) names, as a Unix time."""
+    return datetime.strptime(stamp[:14], "%Y%m%d%H%M%S").replace(tzinfo=UTC).timestamp()
+
+
 def by_hand(app):
     """A watcher of `app` that polls only when the test calls tick() (its app has
     WATCH_INTERVAL = 0, so no request starts a loop); its first poll has been made."""
@@ -891,3 +893,54 @@ def test_the_published_state_outlives_a_long_lease(own_slapd, own_redis):
     assert client.ttl("portal:watch:lease") == pytest.approx(6000, abs=5)
     assert client.ttl("portal:watch:state") > client.ttl("portal:watch:lease")
     app.extensions["portal.directory"].close()
+
+
+def test_what_a_stopped_watcher_owed_is_found_again_by_the_one_taking_over(
+    own_slapd, own_redis, monkeypatch
+):
+    """Watcher A cannot read alice after her change and moves on to later changes; then it
+    stops. Watcher B takes over from the state A published, which says A got only as far as
+    before alice's change, so B finds it again and her page is refused (B followed on from
+    A's latest stamp, knowing nothing of what A owed, and she kept access until the TTL)."""
+    from portal import directory
+    from portal.directory import changes
+    from portal.watcher import Watcher
+
+    # Without the overlap, a window starts at the stamp published: alice's change is behind
+    # the later one.
+    monkeypatch.setattr(changes, "WINDOW_OVERLAP", 0)
+    settings = dict(REDIS, CACHE_REDIS_URL=own_redis.url, WATCH_INTERVAL=0, USER_CACHE_TTL=300,
+                    PAGES=PAGES)  # fmt: skip
+    here, elsewhere = make_app(own_slapd, **settings), make_app(own_slapd, **settings)
+    alice = signed_in(elsewhere)
+    assert alice.get("/pages/engineering").status_code == 200
+    first = by_hand(here)
+    own_slapd.modify(remove_member(ENGINEERING, ALICE))
+    lookup = directory.lookup
+
+    def failing_for_alice(name, *args, **kwargs):
+        if name == "alice":
+            raise directory.DirectoryUnavailable("every directory connection is busy")
+        return lookup(name, *args, **kwargs)
+
+    monkeypatch.setattr(directory, "lookup", failing_for_alice)
+    tick(here, first)
+    changed = stamp_second(first.feed.since)  # alice's change
+
+    def moved_on() -> bool:
+        own_slapd.modify("dn: uid=frank,ou=people,dc=example,dc=org\nchangetype: modify\n"
+                         "replace: description\ndescription: busy\n")  # fmt: skip
+        tick(here, first)
+        # Two seconds on: a window also reaches back by the time its start() took.
+        return stamp_second(first.feed.since) >= changed + 2
+
+    eventually(moved_on, timeout=5)
+    assert alice.get("/pages/engineering").status_code == 200, "still owed"
+    first.stop()  # lets the lease go
+    monkeypatch.setattr(directory, "lookup", lookup)
+    taking_over = Watcher(elsewhere)
+    taking_over.interval = INTERVAL
+    tick(elsewhere, taking_over)
+    assert alice.get("/pages/engineering").status_code == 403
+    for application in (here, elsewhere):
+        application.extensions["portal.directory"].close()
