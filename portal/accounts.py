@@ -266,7 +266,8 @@ def end_login(login_id: object) -> bool:
 class Refreshed:
     """What a re-read after a change did."""
 
-    #: They may no longer sign in at all (gone, disabled, locked): their logins were revoked.
+    #: They may no longer sign in at all (gone, disabled, locked, suspended): their logins
+    #: were revoked.
     revoked: bool
     #: Every process sharing the cache goes by the new answer: stored there, or the old
     #: entry deleted from it. False when the cache could do neither (read them again later).
@@ -281,14 +282,23 @@ def refresh_after_change(username: str) -> Refreshed:
     still applies to it); only the directory's own answer changes anything.
     """
     attrs = _read_directory(username)
-    if attrs is None:
+    revoked = ends_sign_ins(attrs)
+    if revoked:
         revoke_all(username)  # first: it drops the entry the answer then replaces
     shared = _store_answer(username, attrs)
     if not shared:
         # The new entry was refused (Redis full, or down): the old one must not stay for the
         # other processes, which would serve it while it is fresh. A full Redis still deletes.
         shared = forget(username)
-    return Refreshed(revoked=attrs is None, shared=shared)
+    return Refreshed(revoked=revoked, shared=shared)
+
+
+def ends_sign_ins(attrs: dict | None) -> bool:
+    """Whether the directory's answer ends every sign-in of the person: gone, disabled or
+    locked (None), or suspended (in a denied group), so that a copy of a cookie does not work
+    again once the account is enabled or the suspension lifted. Leaving the allowed groups
+    only closes the portal while it lasts."""
+    return attrs is None or build_user(attrs).is_suspended
 
 
 def revoke_all(username: str) -> bool:
@@ -446,10 +456,8 @@ def _refresh(username: str) -> dict | None:
         if attrs is not None:
             return None if attrs.get("gone") else attrs
         attrs = _read_directory(username)
-        if attrs is None:
-            # Gone, disabled or locked: their logins end, as the watcher ends them, so a copy
-            # of a cookie does not work again once the account is enabled (or made) again.
-            revoke_all(username)
+        if ends_sign_ins(attrs):
+            revoke_all(username)  # as the watcher ends them
         _store_answer(username, attrs)
         return attrs
 

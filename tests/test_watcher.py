@@ -944,3 +944,42 @@ def test_what_a_stopped_watcher_owed_is_found_again_by_the_one_taking_over(
     assert alice.get("/pages/engineering").status_code == 403
     for application in (here, elsewhere):
         application.extensions["portal.directory"].close()
+
+
+def suspension(kind: str) -> str:
+    """LDIF putting alice in the denied group ("add") or taking her out of it ("delete")."""
+    return ("dn: cn=suspended,ou=groups,dc=example,dc=org\nchangetype: modify\n"
+            f"{kind}: member\nmember: {ALICE}\n")  # fmt: skip
+
+
+@pytest.mark.parametrize("noticed_by", ["the watcher", "the next directory read"])
+def test_a_suspension_lifted_does_not_bring_back_the_sign_ins_it_ended(
+    own_slapd, clock, noticed_by
+):
+    """alice is put in the denied group, then taken out again: her sign-ins, a "keep me signed
+    in" cookie and its copy included, stay ended and she signs in afresh (they came back once
+    the suspension was lifted, a stolen laptop's copy with them), whether the watcher or her
+    next directory read noticed the change."""
+    from tests.test_sessions import is_signed_in, remember_only
+    from tests.test_sessions import signed_in as signed_in_at
+
+    app = make_app(own_slapd, WATCH_INTERVAL=0, USER_CACHE_TTL=300)
+    alice = signed_in_at(app, "alice", remember=True)
+    copy = remember_only(app, alice)
+    assert is_signed_in(alice) and is_signed_in(copy)
+    watcher = by_hand(app)
+
+    def noticed() -> None:
+        if noticed_by == "the watcher":
+            tick(app, watcher)
+        else:
+            clock.advance(301)  # her entry is due: her next request reads the directory
+
+    own_slapd.modify(suspension("add"))
+    noticed()
+    assert not is_signed_in(alice)
+    own_slapd.modify(suspension("delete"))
+    noticed()
+    assert not is_signed_in(alice) and not is_signed_in(copy)
+    assert is_signed_in(signed_in_at(app, "alice"))
+    app.extensions["portal.directory"].close()
