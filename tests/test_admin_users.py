@@ -162,3 +162,20 @@ def test_a_name_the_filter_matches_for_another_account_explains_that_account(sla
     assert answer.status_code == 200
     assert "uid=alice,ou=people,dc=example,dc=org" in answer.get_data(as_text=True)
     app.extensions["portal.directory"].close()
+
+
+def test_a_look_up_while_the_directory_is_down_names_who_cannot_be_read(own_slapd):
+    """erin, just signed in (her own entry fresh), looks up bob while the directory is down:
+    the 503 says bob cannot be looked up (it said the portal could not check who she is)."""
+    from tests.conftest import make_app
+
+    app = make_app(own_slapd)
+    erin = admin(app)
+    own_slapd.stop()
+    answer = erin.get("/admin/users/bob")
+    page = answer.get_data(as_text=True)
+    assert answer.status_code == 503
+    assert "bob cannot be looked up right now" in page and "who you are" not in page
+    german = erin.get("/admin/users/bob", headers={"Accept-Language": "de"})
+    assert "kann bob gerade nicht nachgeschlagen werden" in german.get_data(as_text=True)
+    app.extensions["portal.directory"].close()

@@ -175,7 +175,8 @@ def test_oversized_login_is_refused_before_ldap(auth, ldap_spy):
     assert ldap_spy.operations == 0
 
 
-CSRF_REFUSED = "The form expired or was not sent from the portal."
+#: What the sign-in page says when its CSRF token was refused (the form is shown again).
+CSRF_REFUSED = "The sign-in form had expired"
 
 
 @pytest.mark.parametrize(
@@ -480,3 +481,30 @@ def test_secret_key_rotation_keeps_sessions_signed_with_a_fallback(slapd):
     assert visit(rotating) == 200
     rotating.secret_key = new  # keys changed in a running app: the cached serializer follows
     assert visit(rotating) == 302
+
+
+def test_a_sign_in_form_that_expired_is_shown_again_to_sign_in_afresh(client, auth):
+    """The form is sent after its session cookie is gone (the browser was closed, the cookie
+    cleared): the sign-in page again, the name kept, saying why, and signing in from it works
+    (it was a "Bad request" page whose only link led home)."""
+    token = auth.csrf_token()
+    client.delete_cookie("session")
+    form = {"csrf_token": token, "username": "alice", "password": "alice-secret",
+            "next": "/pages/handbook"}  # fmt: skip
+    expired = client.post("/login", data=form)
+    page = expired.get_data(as_text=True)
+    assert expired.status_code == 400
+    assert CSRF_REFUSED in page and 'name="password"' in page and 'value="alice"' in page
+    assert 'value="/pages/handbook"' in page, "where to go afterwards is kept"
+    assert client.get("/").status_code == 302, "nobody was signed in"
+    again = client.post("/login", data=dict(form, csrf_token=csrf_token_in(page)))
+    assert again.status_code == 302 and again.headers["Location"].endswith("/pages/handbook")
+
+
+def test_another_form_that_expired_still_gets_the_400_page(client, auth):
+    """A sign-out form with a refused token: the portal's 400 page (only the sign-in form is
+    shown again)."""
+    auth.login("alice")
+    answer = client.post("/logout", data={"csrf_token": "forged"})
+    assert answer.status_code == 400
+    assert "The form expired or was not sent from the portal." in answer.get_data(as_text=True)

@@ -60,11 +60,13 @@ def test_a_page_open_to_several_groups_names_each_when_it_refuses(slapd):
 
 
 def test_an_admin_page_refused_says_it_is_for_administrators(client, auth):
-    """A person outside ACCESS_ADMIN_GROUPS is told what the page is for."""
+    """A person outside ACCESS_ADMIN_GROUPS is told what the page is for, and which group its
+    administrators are in (who to ask)."""
     auth.login("alice")
     response = client.get("/admin/status")
     assert response.status_code == 403
-    assert "This page is for the portal&#39;s administrators." in response.get_data(as_text=True)
+    assert ("This page is for the portal&#39;s administrators (members of portal-admins)."
+            in response.get_data(as_text=True))  # fmt: skip
 
 
 def test_page_shows_its_body_and_groups_from_settings(client, auth):

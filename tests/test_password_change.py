@@ -419,3 +419,24 @@ def test_with_a_upn_template_the_standing_is_read_by_name(own_slapd, monkeypatch
     finally:
         found.close()
     assert refused.value.reason == passwords.REFUSED_BY_PORTAL
+
+
+def test_a_change_while_the_directory_is_down_says_the_password_cannot_be_changed(own_slapd):
+    """alice, signed in, changes her password while the directory is down: a 503 saying that
+    passwords cannot be changed right now (it said nobody can sign in, though she had not
+    tried to), and her password stays the one she had."""
+    app = make_app(own_slapd)
+    alice = signed_in_client(app, "alice", "alice-secret")
+    form = alice.get("/password").get_data(as_text=True)
+    own_slapd.stop()
+    answer = alice.post("/password", data={"csrf_token": csrf_token_in(form),
+                                           "current": "alice-secret", "new": "brand-new-secret",
+                                           "confirm": "brand-new-secret"})  # fmt: skip
+    page = answer.get_data(as_text=True)
+    assert answer.status_code == 503 and answer.headers["Retry-After"]
+    assert "passwords cannot be changed right now" in page and "sign in" not in page.lower()
+    own_slapd.start()
+    app.extensions["portal.directory"].close()
+    later = make_app(own_slapd)  # its breakers have not seen the outage
+    assert AuthActions(later.test_client()).login("alice", "alice-secret").status_code == 302
+    later.extensions["portal.directory"].close()

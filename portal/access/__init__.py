@@ -102,7 +102,9 @@ def _admin_only(view, serve_stale: bool):
         if not current_user.is_authenticated:
             return login_manager.unauthorized()
         if not current_user.is_admin:
-            abort(403, gettext("This page is for the portal's administrators."))
+            admins = ", ".join(current_app.config["ACCESS_ADMIN_GROUPS"])
+            abort(403, gettext("This page is for the portal's administrators (members of "
+                               "%(groups)s).", groups=admins))  # fmt: skip
         if request.environ.get(STALE) and not serve_stale:
             # An administrator acts on what the directory says now, never on a memory of it.
             abort(503, gettext("The company directory is not answering, and the admin pages "

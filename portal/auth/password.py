@@ -23,7 +23,7 @@ from ..models import fold
 from ..signin import audit, throttle
 from ..web.errors import RETRY_AFTER_SECONDS
 from . import bp
-from .views import MISSING, PAUSED, UNAVAILABLE, sign_in, wait_until
+from .views import MISSING, PAUSED, sign_in, wait_until
 
 #: What each refusal of the directory means to the person (never its own diagnostic).
 REFUSALS = {
@@ -49,6 +49,8 @@ REFUSALS = {
 }  # fmt: skip
 MISMATCH = _l("The two new passwords are not the same.")
 SAME = _l("The new password must be different from the current one.")
+CANNOT_CHANGE = _l("The directory is not answering, so passwords cannot be changed right now. "
+                   "Please try again in a minute.")  # fmt: skip
 
 
 @bp.route("/password", methods=["GET", "POST"])
@@ -102,7 +104,7 @@ def change_password():
     except DirectoryError as error:
         throttle.give_back(attempt)
         audit.record("password.change_failed", user=username, reason=type(error).__name__)
-        return _form(username, signed_in, UNAVAILABLE, 503,
+        return _form(username, signed_in, CANNOT_CHANGE, 503,
                      headers={"Retry-After": str(RETRY_AFTER_SECONDS)})  # fmt: skip
     throttle.give_back(attempt)
     audit.record("password.changed", user=name)

@@ -21,7 +21,7 @@ from flask import (
 from flask_babel import get_locale, ngettext
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_fresh, login_user
-from flask_wtf.csrf import generate_csrf
+from flask_wtf.csrf import CSRFError, generate_csrf
 from markupsafe import escape
 
 from .. import accounts, directory, metrics
@@ -31,7 +31,7 @@ from ..main.views import password_warning
 from ..quietlog import QuietLog
 from ..signin import audit, devices, logins, throttle
 from ..signin.cookies import remembered_login_id
-from ..web.errors import RETRY_AFTER_SECONDS
+from ..web.errors import RETRY_AFTER_SECONDS, csrf_error, log_csrf_refusal
 from ..web.urls import safe_next
 from . import bp
 from .forms import LoginForm
@@ -65,6 +65,33 @@ PAUSED = _l(
     "Signing in is paused for a moment: the portal cannot count failed attempts right now. "
     "Please try again in a minute."
 )
+EXPIRED = _l("The sign-in form had expired (or the browser dropped its cookie). Please sign in "
+             "again.")  # fmt: skip
+
+
+@bp.errorhandler(CSRFError)
+def expired_form(error: CSRFError):
+    """A sign-in form whose token no longer holds (open too long, its cookie gone): the form
+    again, to sign in afresh, rather than a page that leads nowhere; other forms get the
+    portal's 400 page."""
+    if request.endpoint != "auth.login":
+        return csrf_error(error)
+    log_csrf_refusal(error)
+    form = LoginForm(formdata=None)
+    form.username.data = request.form.get("username", "")[:256]
+    form.next.data = _return_address(request.form.get("next")) or ""
+    return _page(form, EXPIRED, 400)
+
+
+def _return_address(asked: object) -> str | None:
+    # Where to go after signing in: a path or address of this site, or https on a host in
+    # SSO_ALLOWED_DOMAINS; None for anything else.
+    return safe_next(
+        asked,
+        current_app.config["SSO_ALLOWED_DOMAINS"],
+        allow_http=not current_app.config["SESSION_COOKIE_SECURE"],
+        own_origin=f"{request.scheme}://{request.host}",
+    )
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -73,12 +100,7 @@ def login():
     # Only real form fields count: a JSON or file body must not fill the form.
     form = LoginForm(formdata=request.form if request.method == "POST" else None)
     asked = form.next.data or request.args.get("next")
-    next_url = safe_next(
-        asked,
-        current_app.config["SSO_ALLOWED_DOMAINS"],
-        allow_http=not current_app.config["SESSION_COOKIE_SECURE"],
-        own_origin=f"{request.scheme}://{request.host}",
-    )
+    next_url = _return_address(asked)
     if asked and next_url is None:
         # Else the person lands on the home page after signing in, and nobody knows why. Only
         # the host: a path or query may hold a secret. Anyone can make such a link, so the line

@@ -40,7 +40,7 @@ _MESSAGES = {
 def init_app(app: Flask) -> None:
     """Register the error handlers."""
     app.register_error_handler(HTTPException, _http_error)
-    app.register_error_handler(CSRFError, _csrf_error)
+    app.register_error_handler(CSRFError, csrf_error)
     app.register_error_handler(DirectoryError, _directory_error)
 
 
@@ -86,14 +86,20 @@ def _audit_denial() -> None:
     audit.record("access.denied", user=who, reason="not allowed by group or rule")
 
 
-def _csrf_error(error: CSRFError):
-    # Said in the log, once a minute: a token signed with a key this instance does not know
-    # (a SECRET_KEY rotation half rolled out) fails every form, and the page alone says nothing.
+def log_csrf_refusal(error: CSRFError) -> None:
+    """Say in the log, once a minute, why a form's CSRF token was refused."""
+    # A token signed with a key this instance does not know (a SECRET_KEY rotation half rolled
+    # out) fails every form, and the page alone says nothing.
     reason = error.description
     if "invalid" in reason:  # its signature: not a stale form, which reads "do not match"
         reason += " (signed with a key this instance does not know: during a key rotation "
         reason += "every instance needs the other keys in SECRET_KEY_FALLBACKS)"
     quiet.warning("400 CSRF", "answering 400 to a form: %s", reason)
+
+
+def csrf_error(error: CSRFError):
+    """The 400 page for a form whose CSRF token was refused."""
+    log_csrf_refusal(error)
     return render_error(
         400, gettext("The form expired or was not sent from the portal. Please try again.")
     )
