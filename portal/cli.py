@@ -46,6 +46,20 @@ from .sso.questions import read_original, why_unusable
 
 #: Entries `check` counts at most per base (a sample: it says "at least" beyond).
 COUNT_LIMIT = 1000
+#: The exit status of whois and access-check when the directory did not answer: neither "no"
+#: (1) nor a usage error (2), so a script cannot take an outage for a refusal.
+NO_ANSWER = 3
+
+
+class DirectoryDidNotAnswer(click.ClickException):
+    """The directory did not answer, so nothing could be said (exit status NO_ANSWER)."""
+
+    exit_code = NO_ANSWER
+
+    def __init__(self, error: Exception):
+        super().__init__(f"the directory did not answer: {error}")
+
+
 _SIZE_LIMIT_EXCEEDED = 4
 
 
@@ -55,7 +69,8 @@ _SIZE_LIMIT_EXCEEDED = 4
 @click.option("--method", default="GET", show_default=True, help="HTTP method of the request.")
 @with_appcontext
 def access_check(username: str, url: str, method: str) -> None:
-    """Say whether USERNAME may open URL, and which rule decides (exit 0 allowed, 1 denied)."""
+    """Say whether USERNAME may open URL, and which rule decides (exit 0 allowed, 1 denied, 3
+    the directory did not answer)."""
     attrs = _lookup(username)
     if attrs is None:
         click.echo(f"{username}: no such person, or the account is not usable: DENIED")
@@ -67,7 +82,7 @@ def access_check(username: str, url: str, method: str) -> None:
     if url.startswith("/") and not url.startswith("//"):
         # A path, as APPS and the docs write an app on the portal's own host.
         url = f"https://{_portal_host()}{url}"
-    _as_verify_would_read(url, method)
+    url = _as_verify_would_read(url, method)
     judged = _as_portal_page(url, method, attrs["groups"], person)
     if judged is not None:
         allowed, reason = judged
@@ -83,9 +98,10 @@ def access_check(username: str, url: str, method: str) -> None:
     raise SystemExit(0 if allowed else 1)
 
 
-def _as_verify_would_read(url: str, method: str) -> None:
-    # A question /auth/verify refuses (ftp://, a host with a bad port, a method no browser
-    # sends) must not be answered ALLOWED here: it is a usage error, for the same reason.
+def _as_verify_would_read(url: str, method: str) -> str:
+    # The URL as /auth/verify would be asked about it ("wiki" is https://wiki/). A question it
+    # refuses (ftp://, a host with a bad port, a method no browser sends) must not be answered
+    # ALLOWED here: it is a usage error, for the same reason.
     target = url if "://" in url else f"https://{url}"
     if "/" not in target.partition("://")[2]:
         target += "/"
@@ -94,6 +110,7 @@ def _as_verify_would_read(url: str, method: str) -> None:
         reason = why_unusable(question, "original").replace("X-Original-Method", "--method")
         raise click.UsageError(f"/auth/verify would refuse this address: "
                                f"{reason.replace('X-Original-URL', 'the URL')}")  # fmt: skip
+    return target
 
 
 def _as_portal_page(url: str, method: str, groups, person) -> tuple[bool, str] | None:
@@ -120,10 +137,19 @@ def _as_portal_page(url: str, method: str, groups, person) -> tuple[bool, str] |
         found = explain.page_access(groups, person, [page], rule_set(), host)[0]
         return found.open, f"the page's groups: {found.reason}"
     if endpoint.startswith(("main.", "admin.")):
-        if endpoint.startswith("admin.") and not person.admin:
+        admin_page = endpoint.startswith("admin.")
+        if admin_page and not person.admin:
             return False, "the portal's admin pages: not in ACCESS_ADMIN_GROUPS"
         decision = rule_set().decide_portal_page(groups, host, root + path, method)
-        return decision.allowed, f"the portal's own page: {decision.reason}"
+        # ACCESS_DEFAULT_POLICY is for the apps: a portal page no rule matches is open.
+        said = (
+            decision.reason
+            if decision.rule or not decision.allowed
+            else "no access rule matches it"
+        )
+        if admin_page:
+            return decision.allowed, f"the portal's admin pages: in ACCESS_ADMIN_GROUPS, and {said}"
+        return decision.allowed, f"the portal's own page: {said}"
     return True, "the portal's own page, which no access rule judges (sign-in, sign-out, SSO)"
 
 
@@ -177,7 +203,7 @@ def whois(username: str, host: str | None) -> None:
     """What the directory says about USERNAME, whether they may use the portal, and why.
 
     Reads the directory afresh (the cache is shown, not used or changed). Exit status 0 when the
-    directory knows a usable account by that name, 1 when not or when it did not answer.
+    directory knows a usable account by that name, 1 when not, 3 when it did not answer.
     """
     host = host or _portal_host()
     try:
@@ -185,7 +211,7 @@ def whois(username: str, host: str | None) -> None:
     except InvalidInput as error:
         raise click.ClickException(f"{username!r} is not a usable name: {error}") from error
     except DirectoryError as error:
-        raise click.ClickException(f"the directory did not answer: {error}") from error
+        raise DirectoryDidNotAnswer(error) from error
     for line in _whois_lines(found, host):
         click.echo(line)
     raise SystemExit(0 if found.found else 1)
@@ -561,7 +587,7 @@ def _lookup(username: str) -> dict | None:
     except InvalidInput as error:
         raise click.ClickException(f"{username!r} is not a usable name: {error}") from error
     except DirectoryError as error:
-        raise click.ClickException(f"the directory did not answer: {error}") from error
+        raise DirectoryDidNotAnswer(error) from error
 
 
 def _canonical(username: str) -> str:

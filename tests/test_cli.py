@@ -279,11 +279,12 @@ def test_whois_names_the_access_rule_that_closes_a_page(slapd):
 
 
 def test_whois_fails_plainly_when_the_directory_is_down(own_slapd):
-    """With the directory stopped whois says it did not answer (exit 1), not a traceback."""
+    """With the directory stopped whois says it did not answer (exit 3, not the 1 of "no such
+    person"), not a traceback."""
     app = make_app(own_slapd)
     own_slapd.stop()
     result = run(app, "whois", "alice")
-    assert result.exit_code == 1
+    assert result.exit_code == 3
     assert "Error: the directory did not answer" in result.output
 
 

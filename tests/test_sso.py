@@ -630,9 +630,15 @@ def test_access_check_judges_every_portal_page_as_its_view_does(slapd):
                         APPLICATION_ROOT="/portal")  # fmt: skip
     try:
         for target, name, path, status, says in (
-            (app, "alice", "/", 0, "the portal's own page: no rule matches this portal page"),
+            (app, "alice", "/", 0, "the portal's own page: no access rule matches it"),
             (app, "alice", "/admin/status", 1, "not in ACCESS_ADMIN_GROUPS"),
-            (app, "erin", "/admin/status", 0, "the portal's own page"),
+            (
+                app,
+                "erin",
+                "/admin/status",
+                0,
+                "the portal's admin pages: in ACCESS_ADMIN_GROUPS, and no access rule matches it",
+            ),
             (app, "alice", "/login", 0, "which no access rule judges"),
             (app, "alice", "/pages/nothing", 1, "no such page in PAGES"),
             (app, "alice", "/app/other/", 1, "default policy: deny"),
@@ -681,3 +687,26 @@ def test_the_portal_on_an_ipv6_address_serves_its_pages(slapd):
     for path in ("/", "/pages/handbook"):
         answer = browser.get(path, headers={"Host": "[::1]:5000", "Cookie": cookie})
         assert answer.status_code == 200, path
+
+
+def test_access_check_says_what_opens_an_admin_page_and_tells_an_outage_apart(own_slapd):
+    """Under the default allow, erin's admin page is opened by her admin group (it said
+    "default policy: allow", which is for the apps); a bare host name is judged as the https
+    address it stands for, and said so; with the directory down the exit status is 3, not the
+    1 of a refusal (whois too), so a script does not take an outage for a "no"."""
+    app = make_app(own_slapd)
+    runner = app.test_cli_runner()
+    try:
+        admin_page = runner.invoke(args=["access-check", "erin", "/admin/status"])
+        assert admin_page.exit_code == 0, admin_page.output
+        assert "by the portal's admin pages: in ACCESS_ADMIN_GROUPS" in admin_page.output
+        assert "default policy" not in admin_page.output
+        bare = runner.invoke(args=["access-check", "alice", "wiki"])
+        assert bare.exit_code == 0 and "GET https://wiki/: ALLOWED" in bare.output, bare.output
+        own_slapd.stop()
+        for command in (["access-check", "alice", "/"], ["whois", "alice"]):
+            down = runner.invoke(args=command)
+            assert down.exit_code == 3, down.output
+            assert "the directory did not answer" in down.output
+    finally:
+        app.extensions["portal.directory"].close()
