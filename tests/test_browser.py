@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from portal.testing import trees
-from tests.conftest import ROOT, make_app, start_slapd
+from tests.conftest import ROOT, eventually, make_app, start_slapd
 from tests.servers import listener, require, require_binary, served
 from tests.test_shaped_directories import example_app
 
@@ -254,6 +254,26 @@ def test_admin_status_healthy_and_failing(slapd, visitor_at):
             summary = erin.page.locator(".summary").inner_text()
             assert summary == "Directory: 1 of 2 servers failing"
             erin.check("status-failing")
+
+
+def test_admin_status_during_an_outage_in_german(own_slapd, visitor_at):
+    """The on-call engineer's status page in German with the directory stopped: the breaker's
+    state in German, and the watcher's last error, one long text, wrapped inside its card (on
+    a phone it ran off the screen)."""
+    app = make_app(own_slapd, WATCH_INTERVAL=1, **LOOK)
+    with served(app) as running:
+        erin = visitor_at(running.url, locale="de-DE")
+        erin.sign_in("erin")
+        erin.open("/admin/status")
+        own_slapd.stop()
+        watcher = app.extensions["portal.watcher"]
+        eventually(lambda: watcher.state.error, timeout=15)  # its poll failed
+        erin.open("/admin/status")
+        page = erin.page.locator("main").inner_text()
+        assert "Letzter Fehler" in page and "DirectoryUnavailable" in page
+        breaker = erin.page.locator("table tbody tr").first.locator("td").nth(6).inner_text()
+        assert breaker.startswith(("offen", "halb offen")), breaker
+        erin.check("status-outage-de")
 
 
 def test_directory_down(own_slapd, visitor_at):

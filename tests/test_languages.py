@@ -160,3 +160,21 @@ def test_the_account_state_on_the_look_up_is_translated(own_slapd):
     body = client.get("/admin/users/bob").get_data(as_text=True)
     assert "Das Konto ist deaktiviert." in body
     app.extensions["portal.directory"].close()
+
+
+def test_why_someone_may_or_may_not_sign_in_and_open_a_page_is_said_in_german(slapd):
+    """The look-up's reasons (who lets a person in, which group a page needs) in German: they
+    were English inside German sentences. The command line keeps them in English."""
+    app = make_app(slapd)
+    client = german(app)
+    assert AuthActions(client).login("erin").status_code == 302
+    alice = client.get("/admin/users/alice").get_data(as_text=True)
+    assert "zugelassen durch staff" in alice and "braucht finance" in alice
+    assert "Mitglied von staff" in alice
+    carol = client.get("/admin/users/carol").get_data(as_text=True)
+    assert "in keiner zugelassenen Gruppe (braucht staff)" in carol
+    assert "kann sich nicht anmelden; braucht staff" in carol
+    whois = app.test_cli_runner().invoke(args=["whois", "alice"])
+    assert "allowed by staff" in whois.output, whois.output
+    status = client.get("/admin/status").get_data(as_text=True)
+    assert re.search(r"<td>\d+,\d ms</td>", status), "a server's latency, written the German way"

@@ -16,6 +16,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from flask_babel import gettext
+
 from ..models import AccessPolicy
 from . import rules as access_rules
 
@@ -154,16 +156,20 @@ def standing(groups: Iterable[str], policy: AccessPolicy) -> Standing:
     allowed_by = _members(groups, policy.allowed)
     denied_by = _members(groups, policy.denied)
     admin_by = _members(groups, policy.admin)
-    if denied_by:
-        reason = f"refused by denied group {_names(denied_by)}"
-        if allowed_by:
-            reason += f" (although in allowed group {_names(allowed_by)})"
+    # In the reader's language (the admin page's; a command's is English).
+    denied, allowed = _names(denied_by), _names(allowed_by)
+    if denied_by and allowed_by:
+        reason = gettext("refused by denied group %(denied)s (although in allowed group "
+                         "%(allowed)s)", denied=denied, allowed=allowed)  # fmt: skip
+    elif denied_by:
+        reason = gettext("refused by denied group %(groups)s", groups=denied)
     elif allowed_by:
-        reason = f"allowed by {_names(allowed_by)}"
+        reason = gettext("allowed by %(groups)s", groups=allowed)
     elif policy.allowed:
-        reason = f"in no allowed group (needs {_one_of(sorted(policy.allowed))})"
+        reason = gettext("in no allowed group (needs %(groups)s)",
+                         groups=_one_of(sorted(policy.allowed)))  # fmt: skip
     else:
-        reason = "in no allowed group (ACCESS_ALLOWED_GROUPS is empty)"
+        reason = gettext("in no allowed group (ACCESS_ALLOWED_GROUPS is empty)")
     return Standing(not denied_by and bool(allowed_by), allowed_by, denied_by, admin_by, reason)
 
 
@@ -181,9 +187,12 @@ def page_access(
     for page in pages:
         needed = tuple(page["groups"])
         granted = _members(groups, {name.casefold() for name in needed})
-        by_groups = f"member of {_names(granted)}" if granted else f"needs {_one_of(needed)}"
+        if granted:
+            by_groups = gettext("member of %(groups)s", groups=_names(granted))
+        else:
+            by_groups = gettext("needs %(groups)s", groups=_one_of(needed))
         if not person.active:
-            opens, reason = False, f"cannot sign in; {by_groups}"
+            opens, reason = False, gettext("cannot sign in; %(reason)s", reason=by_groups)
         elif not granted:
             opens, reason = False, by_groups
         else:
@@ -191,7 +200,8 @@ def page_access(
                 rules.decide_portal_page(groups, host, f"/pages/{page['slug']}") if judged else None
             )
             opens = decision is None or decision.allowed
-            reason = by_groups if opens else f"{by_groups}, but {decision.reason}"
+            reason = by_groups if opens else gettext("%(groups)s, but %(rule)s", groups=by_groups,
+                                                     rule=decision.reason)  # fmt: skip
         found.append(PageAccess(page["slug"], page["title"], needed, granted, opens, reason))
     return found
 
@@ -241,4 +251,4 @@ def _names(groups: Sequence[str]) -> str:
 
 
 def _one_of(groups: Sequence[str]) -> str:
-    return groups[0] if len(groups) == 1 else f"one of {', '.join(groups)}"
+    return groups[0] if len(groups) == 1 else gettext("one of %(groups)s", groups=", ".join(groups))
