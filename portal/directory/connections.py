@@ -71,8 +71,9 @@ def server_failed(server: ldap3.Server, error: BaseException) -> None:
     reason = f"{type(error).__name__}: {error}"
     backoff = breaker_of(server).failed(reason)
     metrics.breaker_open(label(server), True)
-    quiet.warning(f"failed {label(server)}", "directory server %s failed (%s); trying it "
-                  "again in %.0f s, meanwhile the next server", label(server), reason,
+    quiet.warning(f"failed {label(server)}", "directory server %s failed (%s); left alone "
+                  "for %.0f s, then tried again (meanwhile the next server in LDAP_URLS, if "
+                  "any; while none answers, sign-ins answer 503)", label(server), reason,
                   backoff)  # fmt: skip
 
 
