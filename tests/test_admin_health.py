@@ -58,7 +58,7 @@ def test_status_page_shows_directory_cache_and_session(client, auth, slapd):
 
 
 def test_status_page_shows_a_down_server(own_slapd):
-    """With the directory stopped, the status page still renders and says it is unreachable."""
+    """With the directory stopped, the status page still renders and says it is not answering."""
     app = make_app(own_slapd)
     client = app.test_client()
     AuthActions(client).login("erin")
@@ -66,7 +66,7 @@ def test_status_page_shows_a_down_server(own_slapd):
     response = client.get("/admin/status")
     assert response.status_code == 200
     body = response.get_data(as_text=True)
-    assert "<td>✗ unreachable: " in body
+    assert "<td>✗ not answering: " in body
     assert '<p class="summary bad" role="status">Directory: 1 of 1 server failing</p>' in body
     assert "Connection refused" in body, "what went wrong, not a bare 'no answer'"
 
@@ -87,10 +87,10 @@ def test_status_page_tells_a_hung_server_from_a_dead_one(slapd):
         rows = page.split("<tbody>", 1)[1].split("</tbody>", 1)[0].split("<tr class=")
         [dead_row] = [row for row in rows if dead.url.removeprefix("ldap://") in row]
         [hung_row] = [row for row in rows if hung.url.removeprefix("ldap://") in row]
-        assert "✗ unreachable: " in dead_row and "✗ unreachable: " in hung_row
+        assert "✗ not answering: " in dead_row and "✗ not answering: " in hung_row
         # Hung up at once: the bind found the connection closed or reset (which of them
         # depends on who is first), never a timeout.
-        said = r'unreachable: <span class="error-text">the bind failed: LDAP\w+Error: '
+        said = r'not answering: <span class="error-text">the bind failed: LDAP\w+Error: '
         assert re.search(said, dead_row) and "timed out" not in dead_row
         assert re.search(said, hung_row) and "timed out" in hung_row
 
