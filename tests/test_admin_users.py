@@ -179,3 +179,23 @@ def test_a_look_up_while_the_directory_is_down_names_who_cannot_be_read(own_slap
     german = erin.get("/admin/users/bob", headers={"Accept-Language": "de"})
     assert "kann bob gerade nicht nachgeschlagen werden" in german.get_data(as_text=True)
     app.extensions["portal.directory"].close()
+
+
+def test_signing_someone_out_everywhere_is_asked_first(app):
+    """The user page's button opens "Sign bob out everywhere?", which ends nothing (one click
+    ended every sign-in of the person at once); its own button, CSRF-checked, does."""
+    from tests.test_sessions import is_signed_in, signed_in
+
+    bob = signed_in(app, "bob", remember=True)
+    erin = admin(app)
+    page = erin.get("/admin/users/bob").get_data(as_text=True)
+    assert '<form method="get" action="/admin/users/bob/revoke">' in page
+    asked = erin.get("/admin/users/bob/revoke")
+    body = asked.get_data(as_text=True)
+    assert asked.status_code == 200 and "Sign bob out everywhere?" in body
+    assert 'href="/admin/users/bob">Cancel' in body
+    assert is_signed_in(bob), "asking ended nothing"
+    forged = erin.post("/admin/users/bob/revoke", data={"csrf_token": "forged"})
+    assert forged.status_code == 400 and is_signed_in(bob)
+    done = erin.post("/admin/users/bob/revoke", data={"csrf_token": csrf_token_in(body)})
+    assert done.status_code == 302 and not is_signed_in(bob)

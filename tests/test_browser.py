@@ -242,6 +242,10 @@ def test_admin_status_healthy_and_failing(slapd, visitor_at):
         erin.check("status")
         erin.open("/admin/users/alice")
         erin.check("admin-user")
+        with erin.page.expect_navigation():
+            erin.page.get_by_role("button", name="Sign this person out everywhere").click()
+        assert erin.page.locator("h1").inner_text() == "Sign alice out everywhere?"
+        erin.check("admin-revoke")
         erin.open("/admin/users/nobody")
         erin.check("admin-no-such-person")
     with listener(lambda connection: connection.close()) as dead:

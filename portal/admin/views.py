@@ -253,7 +253,14 @@ def flush_user(username: str):
     return redirect(url_for("admin.user", username=name))
 
 
-@bp.route("/users/<path:username>/revoke", methods=["POST"])
+@bp.get("/users/<path:username>/revoke")
+@admin_required
+def confirm_revoke(username: str):
+    """Ask first: "Sign NAME out everywhere?", with the button that does it (a POST)."""
+    return render_template("admin/revoke.html", name=_canonical_or_404(username))
+
+
+@bp.post("/users/<path:username>/revoke")
 @admin_required
 def revoke_user(username: str):
     """End every session and remember-me cookie of a person (CSRF-checked)."""
