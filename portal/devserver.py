@@ -1,7 +1,8 @@
 """`make run`: a throwaway demo directory on 127.0.0.1 and the portal in front of it.
 
-Ctrl-C (or SIGTERM) stops the portal and the directory and deletes the directory's temp folder.
-PORTAL_DEV_PORT chooses the portal's port (default 5000).
+Ctrl-C (or SIGTERM) stops the portal and the directory and deletes the directory's temp folder;
+so does the directory stopping on its own (exit status 1 then), since the demo would only answer
+503 from then on. PORTAL_DEV_PORT chooses the portal's port (default 5000).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 
 from .testing.slapd import Slapd, SlapdMissing
 
@@ -31,8 +33,11 @@ def main() -> int:
               f"PORTAL_DEV_PORT={port + 1} make run", file=sys.stderr, flush=True)  # fmt: skip
         return 2
     slapd = Slapd()
+    stopping, died = threading.Event(), threading.Event()
     try:
         slapd.start()
+        threading.Thread(target=_watch_directory, args=(slapd, stopping, died), daemon=True,
+                         name="demo-directory").start()  # fmt: skip
         os.environ["PORTAL_LDAP_URLS"] = json.dumps([slapd.url])
         # The demo directory's dev-only secrets and plain-HTTP cookies are for development only.
         os.environ.setdefault("PORTAL_ENV", "development")
@@ -54,7 +59,7 @@ def main() -> int:
         # Whole lines to paste: the change itself goes to ldapmodify's input.
         tool = f"ldapmodify -x -H {slapd.url} -D '{slapd.root_dn}' -w '{slapd.root_password}'"
         for verb, kind in (("Suspend alice (her sign-ins end within seconds)", "add"),
-                           ("Undo it", "delete")):  # fmt: skip
+                           ("Lift it (she signs in again)", "delete")):  # fmt: skip
             change = (
                 "dn: cn=suspended,ou=groups,dc=example,dc=org\\nchangetype: modify\\n"
                 f"{kind}: member\\nmember: uid=alice,ou=people,dc=example,dc=org\\n"
@@ -67,9 +72,22 @@ def main() -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        stopping.set()
         slapd.cleanup()
         print("Stopped the portal and the demo directory.", flush=True)
-    return 0
+    return 1 if died.is_set() else 0
+
+
+def _watch_directory(slapd: Slapd, stopping: threading.Event, died: threading.Event) -> None:
+    # The demo directory ended by itself (killed, crashed): say so and stop, rather than serve
+    # a portal whose every sign-in answers 503 with nothing on the terminal to say why.
+    status = slapd.process.wait()
+    if stopping.is_set():
+        return
+    died.set()
+    print(f"The demo directory stopped on its own (exit status {status}): stopping the portal "
+          "too; `make run` starts both afresh.", file=sys.stderr, flush=True)  # fmt: skip
+    os.kill(os.getpid(), signal.SIGINT)
 
 
 def _port_free(port: int) -> bool:

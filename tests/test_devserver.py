@@ -213,7 +213,7 @@ def test_the_ldapmodify_line_the_dev_server_prints_changes_its_demo(devserver):
     lines = [text for text in devserver.output_text().splitlines() if "ldapmodify" in text]
     assert [line.split(": ", 1)[0] for line in lines] == [
         "Suspend alice (her sign-ins end within seconds)",
-        "Undo it",
+        "Lift it (she signs in again)",
     ]
     for line in lines:  # pasted whole, as printed
         result = subprocess.run(["bash", "-c", line.split(": ", 1)[1]], capture_output=True,
@@ -235,3 +235,18 @@ def test_a_port_in_use_is_said_before_anything_starts(tmp_path):
     assert f"Port {port} is in use" in result.stderr
     assert f"PORTAL_DEV_PORT={port + 1} make run" in result.stderr
     assert "Demo directory at" not in result.stdout
+
+
+def test_the_dev_server_stops_when_its_directory_dies(devserver):
+    """slapd killed with SIGKILL: the dev server says so and stops (exit status 1), cleaning
+    up, instead of serving on with every sign-in answering 503 and nothing said."""
+    directory_port = devserver.directory_port()
+    slapd_work = devserver.slapd_work
+    os.kill(devserver.slapd_pid, signal.SIGKILL)
+    returncode = devserver.process.wait(20)
+    output = devserver.output_text()
+    assert returncode == 1, output
+    assert "The demo directory stopped on its own (exit status -9)" in output
+    assert "Stopped the portal and the demo directory." in output
+    assert not accepts_connections(devserver.port) and not accepts_connections(directory_port)
+    assert not slapd_work.exists(), f"{slapd_work} was left behind"
