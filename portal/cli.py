@@ -227,7 +227,7 @@ def flush(username: str | None, everyone: bool) -> None:
     Sessions stay valid; only the cached directory data goes. With RedisCache, --all deletes the
     keys CACHE_KEY_PREFIX + "user:*" and nothing else (Flask-Caching's cache.clear() would delete
     every key under the prefix, or FLUSHDB the whole Redis database when the prefix is empty).
-    SimpleCache lives inside each server process: this command reaches only its own.
+    SimpleCache lives inside each server process, out of this command's reach: refused (exit 1).
     """
     if bool(username) == everyone:
         raise click.UsageError("name one USERNAME, or give --all")
@@ -235,6 +235,14 @@ def flush(username: str | None, everyone: bool) -> None:
     if cache_type == "NullCache":
         click.echo("the cache is NullCache: nothing is cached, nothing to flush")
         return
+    if cache_type == "SimpleCache":
+        # It said "cleared" (exit 0) having cleared only this command's own, empty, cache.
+        raise click.ClickException(
+            "CACHE_TYPE is SimpleCache: each server process keeps its own cache, out of this "
+            "command's reach, so nothing was flushed (use the flush button of the admin page "
+            "on each server, restart them, or wait USER_CACHE_TTL, "
+            f"{current_app.config['USER_CACHE_TTL']} s)"
+        )
     if not probe_cache():
         raise click.ClickException(f"the cache ({cache_type}) did not answer: nothing flushed")
     if everyone:
@@ -250,13 +258,6 @@ def flush(username: str | None, everyone: bool) -> None:
         else:
             age = explain.cache_state(cached, None, 0, time.time()).age_seconds
             click.echo(f"{name}: cache entry removed (it was {age} s old)")
-    if cache_type == "SimpleCache":
-        click.echo(
-            "note: SimpleCache lives inside each server process and this command cleared only "
-            "its own; running servers keep their entries up to USER_CACHE_TTL "
-            f"({current_app.config['USER_CACHE_TTL']} s) or until restarted",
-            err=True,
-        )
 
 
 @click.command("revoke")
