@@ -27,7 +27,7 @@ from functools import partial
 from flask import Flask, current_app, request
 
 from . import directory, metrics
-from .access import STALE, rule_set
+from .access import STALE, compiled_apps, rule_set
 from .access.explain import NO_SUCH_PERSON, Explanation, explain_user
 from .cache import redis_clients
 from .cache.guard import CacheGuard
@@ -129,6 +129,7 @@ def explain_person(typed: str, host: str) -> Explanation:
         ttl=config["USER_CACHE_TTL"],
         now=time.time(),
         nesting=nesting,
+        apps=compiled_apps(),
     )
     if attrs is None:
         reason = directory.unusable_reason(name)

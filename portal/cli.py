@@ -33,7 +33,7 @@ from werkzeug.exceptions import HTTPException
 
 from . import accounts, directory, settings
 from .access import explain, find_page, rule_set, unguarded_apps
-from .directory import DirectoryError, InvalidInput
+from .directory import DirectoryError, DirectoryUnavailable, InvalidInput
 from .directory.connections import discard, open_connection
 from .directory.groups import dn_key, known_name
 from .directory.queries import fill_filter
@@ -57,7 +57,8 @@ class DirectoryDidNotAnswer(click.ClickException):
     exit_code = NO_ANSWER
 
     def __init__(self, error: Exception):
-        super().__init__(f"the directory did not answer: {error}")
+        said = "did not answer" if isinstance(error, DirectoryUnavailable) else "could not answer"
+        super().__init__(f"the directory {said}: {error}")
 
 
 _SIZE_LIMIT_EXCEEDED = 4
@@ -632,6 +633,10 @@ def _whois_lines(found: explain.Explanation, host: str) -> Iterator[str]:
         for page in found.pages:
             state = "open  " if page.open else "closed"
             yield f"  {state} {page.slug:<{width}}  {page.title}: {page.reason}"
+        if found.apps:
+            yield "apps on the home page:"
+        for app in found.apps:
+            yield f"  {'shown ' if app.shown else 'hidden'} {app.title} ({app.url}): {app.reason}"
     yield _cache_line(found)
 
 

@@ -73,16 +73,27 @@ def main() -> int:
         pass
     finally:
         stopping.set()
+        # A second Ctrl-C (or the directory's end, said a moment late) must not cut the
+        # clean-up short, leaving slapd and its folder behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         slapd.cleanup()
         print("Stopped the portal and the demo directory.", flush=True)
     return 1 if died.is_set() else 0
+
+
+#: How long a directory that ended cleanly waits for this process's own stop before it is
+#: taken for one that stopped by itself.
+_CLEAN_EXIT_GRACE_SECONDS = 2.0
 
 
 def _watch_directory(slapd: Slapd, stopping: threading.Event, died: threading.Event) -> None:
     # The demo directory ended by itself (killed, crashed): say so and stop, rather than serve
     # a portal whose every sign-in answers 503 with nothing on the terminal to say why.
     status = slapd.process.wait()
-    if stopping.is_set():
+    # slapd ends cleanly (0) on the Ctrl-C the terminal sends the whole group, which may reach
+    # it before this process has begun to stop: then the stop follows at once.
+    if stopping.wait(_CLEAN_EXIT_GRACE_SECONDS if status == 0 else 0):
         return
     died.set()
     print(f"The demo directory stopped on its own (exit status {status}): stopping the portal "

@@ -199,3 +199,47 @@ def test_signing_someone_out_everywhere_is_asked_first(app):
     assert forged.status_code == 400 and is_signed_in(bob)
     done = erin.post("/admin/users/bob/revoke", data={"csrf_token": csrf_token_in(body)})
     assert done.status_code == 302 and not is_signed_in(bob)
+
+
+def test_user_page_lists_the_apps_their_home_page_shows_and_why_not_the_others(app):
+    """bob's look-up lists each app with whether his home page shows it, and why: exactly the
+    tiles his own home page shows (the look-up listed the pages only, so "why does bob not see
+    Dashboards?" needed access-check and the app's address)."""
+    import html
+    import re
+
+    body = admin(app).get("/admin/users/bob").get_data(as_text=True)
+    rows = dict(re.findall(r"<td>([^<]+)<br><small[^>]*>[^<]*</small></td><td>(yes|no)</td>", body))
+    assert len(rows) == len(app.config["APPS"]) >= 5, rows
+    bob = app.test_client()
+    assert AuthActions(bob).login("bob").status_code == 302
+    home = bob.get("/").get_data(as_text=True)
+    tiles = {
+        html.unescape(title) for title in re.findall(r'<span class="title">([^<]+)</span>', home)
+    }
+    assert {html.unescape(title) for title, shown in rows.items() if shown == "yes"} == tiles
+    assert "<td>no</td><td>closed by rule 2: deny paths=/app/engineering</td>" in body
+    assert "<td>no</td><td>needs finance</td>" in body
+    assert "<td>yes</td><td>shown to everyone signed in</td>" in body
+    whois = app.test_cli_runner().invoke(args=["whois", "bob"]).output
+    assert "apps on the home page:\n" in whois
+    assert "  hidden Budgets (/app/finance/): needs finance\n" in whois
+
+
+def test_a_look_up_the_directory_refuses_is_not_called_an_outage(app, monkeypatch, caplog):
+    """The directory answers the look-up with a refusal (a size limit, a result code): the
+    portal's 503 page, and the log line saying what the directory said (the page called it an
+    outage and the log said nothing)."""
+    from portal import directory
+
+    erin = admin(app)
+
+    def refused(*args, **kwargs):
+        raise directory.DirectoryError("search under ou=groups refused with result code 50")
+
+    monkeypatch.setattr(directory, "lookup", refused)
+    with caplog.at_level("WARNING"):
+        answer = erin.get("/admin/users/bob")
+    assert answer.status_code == 503
+    assert "cannot be looked up" not in answer.get_data(as_text=True)
+    assert any("result code 50" in record.getMessage() for record in caplog.records)

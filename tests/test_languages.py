@@ -178,3 +178,16 @@ def test_why_someone_may_or_may_not_sign_in_and_open_a_page_is_said_in_german(sl
     assert "allowed by staff" in whois.output, whois.output
     status = client.get("/admin/status").get_data(as_text=True)
     assert re.search(r"<td>\d+,\d ms</td>", status), "a server's latency, written the German way"
+
+
+def test_the_command_line_speaks_english_whatever_language_comes_first(slapd):
+    """LANGUAGES with German first: the pages default to German, the command line's reasons
+    stay English (they came out German inside English lines)."""
+    app = make_app(slapd, LANGUAGES=["de", "en"])
+    try:
+        whois = app.test_cli_runner().invoke(args=["whois", "carol"])
+        assert "in no allowed group (needs staff)" in whois.output, whois.output
+        assert "braucht" not in whois.output
+        assert 'lang="de"' in app.test_client().get("/login").get_data(as_text=True)
+    finally:
+        app.extensions["portal.directory"].close()

@@ -508,3 +508,28 @@ def test_another_form_that_expired_still_gets_the_400_page(client, auth):
     answer = client.post("/logout", data={"csrf_token": "forged"})
     assert answer.status_code == 400
     assert "The form expired or was not sent from the portal." in answer.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    "sent_from",
+    [{"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"},
+     {"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "same-site"}, {"Origin": "null"}],
+    ids=["cross-site", "other-origin", "same-site-sibling", "opaque-origin"],
+)  # fmt: skip
+def test_a_sign_in_form_another_site_sends_writes_no_session(app, sent_from):
+    """Another site posts the sign-in form (with no cookie, as a cross-site POST carries none):
+    the 400 page, and no Set-Cookie (showing the form again wrote a new session, which would
+    replace a signed-in visitor's cookie, signing them out, with a name of the site's choice
+    filled in)."""
+    signed_in = app.test_client()
+    assert AuthActions(signed_in).login("alice").status_code == 302
+    stranger = app.test_client()
+    answer = stranger.post("/login", data={"username": "victim", "password": "x"},
+                           headers=sent_from)  # fmt: skip
+    assert answer.status_code == 400
+    assert "Set-Cookie" not in answer.headers
+    page = answer.get_data(as_text=True)
+    assert "The form expired or was not sent from the portal." in page and "victim" not in page
+    own = {"Origin": "http://localhost", "Sec-Fetch-Site": "same-origin"}
+    same_site = stranger.post("/login", data={"username": "victim", "password": "x"}, headers=own)
+    assert CSRF_REFUSED in same_site.get_data(as_text=True), "from the portal: the form again"

@@ -126,9 +126,14 @@ def find_page(slug: str) -> dict | None:
     return next((page for page in configured_pages() if page["slug"] == slug), None)
 
 
+def compiled_apps() -> tuple[apps.App, ...]:
+    """The current app's APPS, compiled (their hosts and paths split out)."""
+    return current_app.extensions[_APPS]
+
+
 def apps_for(user) -> list[tuple[str, list[apps.App]]]:
     """The APPS this person may open, by category (see portal.access.apps)."""
-    return apps.apps_for(current_app.extensions[_APPS], rule_set(), user.groups, request.host,
+    return apps.apps_for(compiled_apps(), rule_set(), user.groups, request.host,
                          user.in_any_group)  # fmt: skip
 
 

@@ -20,6 +20,7 @@ from flask_babel import gettext
 
 from ..models import AccessPolicy
 from . import rules as access_rules
+from .apps import App
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,16 @@ class PageAccess:
     groups: tuple[str, ...]
     granted_by: tuple[str, ...]
     open: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class AppAccess:
+    """Whether a person's home page shows one of the APPS, and why."""
+
+    title: str
+    url: str
+    shown: bool
     reason: str
 
 
@@ -85,6 +96,7 @@ class Explanation:
     group_paths: tuple[tuple[str, ...], ...] = ()
     standing: Standing | None = None
     pages: tuple[PageAccess, ...] = ()
+    apps: tuple[AppAccess, ...] = ()
     cache: CacheState | None = None
     #: When not found: "no such person", or the account's state ("disabled", "locked"...).
     unusable: str = ""
@@ -114,13 +126,15 @@ def explain_user(
     ttl: int = 0,
     now: float = 0.0,
     nesting: Mapping[str, str] | None = None,
+    apps: Sequence[App] = (),
 ) -> Explanation:
     """Explain a person from their directory attrs (None: no usable account) and cache entry.
 
     `pages` is the PAGES setting, `rules` the compiled ACCESS_RULES (None: none, default
     allow), `host` the portal's host name those rules are judged for; `cached` is
     `accounts.cached_attributes()` (with its `fetched_at`), `ttl` USER_CACHE_TTL and `now` the
-    current time.time(); `nesting` maps each nested group to the group it was reached through.
+    current time.time(); `nesting` maps each nested group to the group it was reached through;
+    `apps` the compiled APPS, judged as the home page judges them.
     """
     cache = cache_state(cached, attrs, ttl, now)
     if attrs is None:
@@ -137,6 +151,7 @@ def explain_user(
         group_paths=tuple(nesting_path(group, nesting or {}) for group in groups),
         standing=person,
         pages=tuple(page_access(groups, person, pages, rules, host)),
+        apps=tuple(app_access(groups, person, apps, rules, host)),
         cache=cache,
     )
 
@@ -203,6 +218,40 @@ def page_access(
             reason = by_groups if opens else gettext("%(groups)s, but %(rule)s", groups=by_groups,
                                                      rule=decision.reason)  # fmt: skip
         found.append(PageAccess(page["slug"], page["title"], needed, granted, opens, reason))
+    return found
+
+
+def app_access(
+    groups: Iterable[str],
+    person: Standing,
+    apps: Sequence[App],
+    rules: access_rules.RuleSet | None = None,
+    host: str = "localhost",
+) -> list[AppAccess]:
+    """Whether the home page shows each app to these groups, as `apps.apps_for` decides: the
+    tile's own groups, then ACCESS_RULES for its address."""
+    groups = tuple(groups)
+    found = []
+    for app in apps:
+        granted = _members(groups, {name.casefold() for name in app.groups})
+        if granted:
+            by_groups = gettext("member of %(groups)s", groups=_names(granted))
+        elif app.groups:
+            by_groups = gettext("needs %(groups)s", groups=_one_of(app.groups))
+        else:
+            by_groups = ""  # a tile for everyone
+        decision = rules.decide(groups, app.host or host, app.path) if rules is not None else None
+        if not person.active:
+            shown, reason = False, gettext("cannot sign in")
+        elif app.groups and not granted:
+            shown, reason = False, by_groups
+        elif decision is not None and not decision.allowed:
+            shown, rule = False, decision.reason
+            reason = (gettext("%(groups)s, but %(rule)s", groups=by_groups, rule=rule)
+                      if by_groups else gettext("closed by %(rule)s", rule=rule))  # fmt: skip
+        else:
+            shown, reason = True, by_groups or gettext("shown to everyone signed in")
+        found.append(AppAccess(app.title, app.url, shown, reason))
     return found
 
 

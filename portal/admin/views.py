@@ -20,7 +20,7 @@ from flask_login import current_user, login_fresh
 
 from .. import accounts, directory
 from ..access import admin_diagnostics, admin_required
-from ..directory import DirectoryError, InvalidInput
+from ..directory import DirectoryUnavailable, InvalidInput
 from ..health.probes import count_person_entries, probe_cache
 from ..recent import RECENT
 from ..signin import audit
@@ -230,9 +230,9 @@ def user(username: str):
         found = accounts.explain_person(username, urlsplit("//" + request.host).hostname or "")
     except InvalidInput:
         abort(404)
-    except DirectoryError:
+    except DirectoryUnavailable:
         # The page said the portal could not check who the administrator is: it is this
-        # person it could not read.
+        # person it could not read. (Any other refusal gets the 503 page and its log line.)
         abort(503, gettext("The company directory is not answering, so %(name)s cannot be "
                            "looked up right now. Please try again in a minute.",
                            name=username[:100]))  # fmt: skip

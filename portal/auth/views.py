@@ -72,15 +72,26 @@ EXPIRED = _l("The sign-in form had expired (or the browser dropped its cookie). 
 @bp.errorhandler(CSRFError)
 def expired_form(error: CSRFError):
     """A sign-in form whose token no longer holds (open too long, its cookie gone): the form
-    again, to sign in afresh, rather than a page that leads nowhere; other forms get the
-    portal's 400 page."""
-    if request.endpoint != "auth.login":
+    again, to sign in afresh, rather than a page that leads nowhere; other forms, and a form
+    sent from another site, get the portal's 400 page."""
+    if request.endpoint != "auth.login" or not _sent_from_this_site():
+        # The form again would write a new session: another site posting here could replace
+        # a signed-in visitor's session cookie (a sign-out) and fill in a name of its choosing.
         return csrf_error(error)
     log_csrf_refusal(error)
     form = LoginForm(formdata=None)
     form.username.data = request.form.get("username", "")[:256]
     form.next.data = _return_address(request.form.get("next")) or ""
     return _page(form, EXPIRED, 400)
+
+
+def _sent_from_this_site() -> bool:
+    # What the browser says of the form's origin: Sec-Fetch-Site, and Origin if it sends one.
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None and site not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("Origin")
+    return origin is None or origin == f"{request.scheme}://{request.host}"
 
 
 def _return_address(asked: object) -> str | None:

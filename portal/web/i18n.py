@@ -16,8 +16,10 @@ def init_app(app: Flask) -> None:
 
 
 def select_language() -> str:
-    """The LANGUAGES entry the browser prefers, else the first of LANGUAGES."""
+    """The LANGUAGES entry the browser prefers, else the first of LANGUAGES; English outside a
+    request (the command line, whose own words are English: its reasons must not be German
+    inside English lines, nor differ for scripts that read them)."""
     languages = current_app.config["LANGUAGES"]
-    if not has_request_context():  # the command line
-        return languages[0]
+    if not has_request_context():
+        return "en"
     return request.accept_languages.best_match(languages) or languages[0]
