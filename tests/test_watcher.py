@@ -702,6 +702,17 @@ def by_hand(app):
     return watcher
 
 
+def alice_served_elsewhere(slapd, redis_server):
+    """Two servers sharing Redis, the watcher's ("here") and the one alice's browser uses
+    ("elsewhere"), where her engineering page opens; (here, elsewhere, alice)."""
+    settings = dict(REDIS, CACHE_REDIS_URL=redis_server.url, WATCH_INTERVAL=0,
+                    USER_CACHE_TTL=300, PAGES=PAGES)  # fmt: skip
+    here, elsewhere = make_app(slapd, **settings), make_app(slapd, **settings)
+    alice = signed_in(elsewhere)
+    assert alice.get("/pages/engineering").status_code == 200
+    return here, elsewhere, alice
+
+
 def tick(app, watcher) -> None:
     with app.app_context():
         watcher.tick()
@@ -741,11 +752,7 @@ def test_a_person_the_cache_did_not_answer_for_is_read_again_once_it_does(
     """Redis hung for a moment in the watcher's process, so its breaker leaves Redis alone
     while the watcher finds alice's change: whether she is cached is unknown, not "no" (she
     was skipped, and another server served her old entry until the TTL)."""
-    settings = dict(REDIS, CACHE_REDIS_URL=own_redis.url, WATCH_INTERVAL=0, USER_CACHE_TTL=300,
-                    PAGES=PAGES)  # fmt: skip
-    here, elsewhere = make_app(own_slapd, **settings), make_app(own_slapd, **settings)
-    alice = signed_in(elsewhere)
-    assert alice.get("/pages/engineering").status_code == 200
+    here, elsewhere, alice = alice_served_elsewhere(own_slapd, own_redis)
     watcher = by_hand(here)
     own_redis.process.send_signal(signal.SIGSTOP)
     try:
@@ -828,11 +835,7 @@ def test_a_new_entry_redis_refuses_does_not_leave_the_old_one_to_other_servers(
     so the old one is deleted (a full Redis still deletes) and the other server reads the
     directory instead of serving the old entry until the TTL (nor does a full Redis stop the
     watcher: it renews its lease); once Redis takes writes again the entry is written."""
-    settings = dict(REDIS, CACHE_REDIS_URL=own_redis.url, WATCH_INTERVAL=0, USER_CACHE_TTL=300,
-                    PAGES=PAGES)  # fmt: skip
-    here, elsewhere = make_app(own_slapd, **settings), make_app(own_slapd, **settings)
-    alice = signed_in(elsewhere)
-    assert alice.get("/pages/engineering").status_code == 200
+    here, elsewhere, alice = alice_served_elsewhere(own_slapd, own_redis)
     watcher = by_hand(here)
     own_slapd.modify(remove_member(ENGINEERING, ALICE))
     client = own_redis.client()
@@ -909,11 +912,7 @@ def test_what_a_stopped_watcher_owed_is_found_again_by_the_one_taking_over(
     # Without the overlap, a window starts at the stamp published: alice's change is behind
     # the later one.
     monkeypatch.setattr(changes, "WINDOW_OVERLAP", 0)
-    settings = dict(REDIS, CACHE_REDIS_URL=own_redis.url, WATCH_INTERVAL=0, USER_CACHE_TTL=300,
-                    PAGES=PAGES)  # fmt: skip
-    here, elsewhere = make_app(own_slapd, **settings), make_app(own_slapd, **settings)
-    alice = signed_in(elsewhere)
-    assert alice.get("/pages/engineering").status_code == 200
+    here, elsewhere, alice = alice_served_elsewhere(own_slapd, own_redis)
     first = by_hand(here)
     own_slapd.modify(remove_member(ENGINEERING, ALICE))
     lookup = directory.lookup

@@ -202,10 +202,7 @@ def page_access(
     for page in pages:
         needed = tuple(page["groups"])
         granted = _members(groups, {name.casefold() for name in needed})
-        if granted:
-            by_groups = gettext("member of %(groups)s", groups=_names(granted))
-        else:
-            by_groups = gettext("needs %(groups)s", groups=_one_of(needed))
+        by_groups = _by_groups(granted, needed)
         if not person.active:
             opens, reason = False, gettext("cannot sign in; %(reason)s", reason=by_groups)
         elif not granted:
@@ -234,12 +231,7 @@ def app_access(
     found = []
     for app in apps:
         granted = _members(groups, {name.casefold() for name in app.groups})
-        if granted:
-            by_groups = gettext("member of %(groups)s", groups=_names(granted))
-        elif app.groups:
-            by_groups = gettext("needs %(groups)s", groups=_one_of(app.groups))
-        else:
-            by_groups = ""  # a tile for everyone
+        by_groups = _by_groups(granted, app.groups)  # "" for a tile shown to everyone
         decision = rules.decide(groups, app.host or host, app.path) if rules is not None else None
         if not person.active:
             shown, reason = False, gettext("cannot sign in")
@@ -293,6 +285,14 @@ def _members(groups: Sequence[str], names: Iterable[str]) -> tuple[str, ...]:
     # The person's groups (as the directory spells them) that are among `names` (folded).
     keys = {name.casefold() for name in names}
     return tuple(group for group in groups if group.casefold() in keys)
+
+
+def _by_groups(granted: Sequence[str], needed: Sequence[str]) -> str:
+    # What a page's or tile's own groups say: the person is in them, or which they need; ""
+    # when it names none.
+    if granted:
+        return gettext("member of %(groups)s", groups=_names(granted))
+    return gettext("needs %(groups)s", groups=_one_of(needed)) if needed else ""
 
 
 def _names(groups: Sequence[str]) -> str:
