@@ -312,3 +312,21 @@ def test_a_group_name_comes_from_its_dn_whatever_the_spelling(dn, name):
 
     entry = {"dn": dn, "attributes": {"cn": ["portal-admins", "leave"]}}
     assert group_name(entry, "cn") == name
+
+
+def test_group_dns_are_parsed_once_per_process(slapd):
+    """A sign-in reads every group DN of the person several times (its key, its name, under
+    the group base or not), and the next person's groups are mostly the same ones: ldap3's
+    pure-Python parse runs once per DN, not on every sign-in."""
+    from unittest import mock
+
+    from portal import directory
+    from portal.directory import groups
+
+    app = make_app(slapd)
+    with app.app_context():
+        assert directory.authenticate("alice", "alice-secret")["groups"]
+        with mock.patch.object(groups, "parse_dn", wraps=groups.parse_dn) as parse:
+            again = directory.authenticate("alice", "alice-secret")
+    assert again["groups"] == ["engineering", "staff"]
+    assert parse.call_count == 0

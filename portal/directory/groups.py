@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import string
 from collections.abc import Callable, Iterable, Mapping
+from functools import lru_cache
 
 from ldap3.utils.dn import parse_dn
 
@@ -27,6 +28,9 @@ from .settings import DirectorySettings
 
 #: Group DNs put into one nested-group search filter.
 NESTED_BATCH = 50
+#: DNs whose parse each process keeps: a sign-in parses each of the person's group DNs three
+#: times, and the same groups come back for everyone (ldap3's parse is pure Python, ~30 us).
+KEPT_DNS = 4096
 
 Search = Callable[[str, str, list[str]], list[Mapping]]
 
@@ -92,9 +96,8 @@ def group_name(group: Mapping, name_attr: str) -> str:
     """The one name of a group entry: the value of `name_attr` in its DN's first RDN (the value
     a rename changes, not one an edit of the entry adds), else the attribute's first value; ""
     for a DN that does not parse."""
-    try:
-        parts = parse_dn(group["dn"])
-    except Exception:  # noqa: BLE001 - a malformed DN names no group
+    parts = _parsed(group["dn"])
+    if parts is None:
         return ""
     wanted = _TYPE_ALIASES.get(name_attr.lower(), name_attr.lower())
     for kind, value, separator in parts:  # every value of a multi-valued RDN (a+b), then stop
@@ -110,12 +113,12 @@ def group_name(group: Mapping, name_attr: str) -> str:
 _TYPE_ALIASES = {"commonname": "cn"}
 
 
+@lru_cache(maxsize=KEPT_DNS)
 def dn_key(dn: str) -> tuple:
     """A DN as a comparable key: RDN types and values case-folded, escapes undone, no spaces."""
-    try:
-        parts = parse_dn(dn)
-    except Exception:  # noqa: BLE001 - a malformed DN matches nothing
-        return ()
+    parts = _parsed(dn)
+    if parts is None:
+        return ()  # a malformed DN matches nothing
     return tuple(
         (kind.strip().lower(), _unescape(value).strip().lower()) for kind, value, _ in parts
     )
@@ -123,11 +126,18 @@ def dn_key(dn: str) -> tuple:
 
 def rdn_value(dn: str) -> str:
     """The value of a DN's first RDN, unescaped: ``cn=R\\26D,ou=g`` gives ``R&D``."""
+    parts = _parsed(dn)
+    return _unescape(parts[0][1]) if parts else ""  # a malformed DN names no group
+
+
+@lru_cache(maxsize=KEPT_DNS)
+def _parsed(dn: str) -> tuple | None:
+    # ldap3's parse as a tuple of (type, value, separator), shared by every caller, so never
+    # changed; None for a DN that does not parse.
     try:
-        value = parse_dn(dn)[0][1]
-    except Exception:  # noqa: BLE001 - a malformed DN names no group
-        return ""
-    return _unescape(value)
+        return tuple(parse_dn(dn))
+    except Exception:  # noqa: BLE001 - any parse failure is a malformed DN
+        return None
 
 
 def _unescape(value: str) -> str:
