@@ -226,6 +226,18 @@ def test_user_page_lists_the_apps_their_home_page_shows_and_why_not_the_others(a
     assert "  hidden Budgets (/app/finance/): needs finance\n" in whois
 
 
+def test_an_app_a_rule_opens_is_listed_with_that_rule(app):
+    """Runbooks has no groups of its own: rule 1 opens it to engineering, rule 2 closes it to
+    everyone else. alice's look-up and whois name rule 1 (they said "shown to everyone signed
+    in", which bob's hidden tile belies)."""
+    rule = "rule 1: allow paths=/app/engineering groups=engineering"
+    body = admin(app).get("/admin/users/alice").get_data(as_text=True)
+    assert f"<td>yes</td><td>opened by {rule}</td>" in body
+    whois = app.test_cli_runner().invoke(args=["whois", "alice"]).output
+    assert f"  shown  Runbooks (/app/engineering/runbooks/): opened by {rule}\n" in whois
+    assert "shown to everyone signed in" in whois  # the tiles no rule speaks of
+
+
 def test_a_look_up_the_directory_refuses_is_not_called_an_outage(app, monkeypatch, caplog):
     """The directory answers the look-up with a refusal (a size limit, a result code): the
     portal's 503 page, and the log line saying what the directory said (the page called it an

@@ -241,6 +241,11 @@ def app_access(
             shown, rule = False, decision.reason
             reason = (gettext("%(groups)s, but %(rule)s", groups=by_groups, rule=rule)
                       if by_groups else gettext("closed by %(rule)s", rule=rule))  # fmt: skip
+        elif decision is not None and decision.rule:
+            # Opened by a rule, not by the default policy: the rule is the reason it shows.
+            shown, rule = True, decision.reason
+            reason = (gettext("%(groups)s, and opened by %(rule)s", groups=by_groups, rule=rule)
+                      if by_groups else gettext("opened by %(rule)s", rule=rule))  # fmt: skip
         else:
             shown, reason = True, by_groups or gettext("shown to everyone signed in")
         found.append(AppAccess(app.title, app.url, shown, reason))
