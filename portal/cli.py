@@ -35,6 +35,7 @@ from . import accounts, directory, settings
 from .access import explain, find_page, rule_set, unguarded_apps
 from .directory import DirectoryError, DirectoryUnavailable, InvalidInput
 from .directory.connections import discard, open_connection
+from .directory.errors import ServiceBindRefused
 from .directory.groups import dn_key, known_name
 from .directory.queries import fill_filter
 from .directory.search import run_search
@@ -57,7 +58,12 @@ class DirectoryDidNotAnswer(click.ClickException):
     exit_code = NO_ANSWER
 
     def __init__(self, error: Exception):
-        said = "did not answer" if isinstance(error, DirectoryUnavailable) else "could not answer"
+        if isinstance(error, ServiceBindRefused):
+            said = "refused the portal"  # it answered: the portal's own settings are wrong
+        elif isinstance(error, DirectoryUnavailable):
+            said = "did not answer"
+        else:
+            said = "could not answer"
         super().__init__(f"the directory {said}: {error}")
 
 
@@ -279,21 +285,24 @@ def revoke(username: str) -> None:
     if not accounts.revoke_all(name):
         raise click.ClickException("the cache did not answer: nothing revoked")
     audit.record("admin.revoke", user="(command line)", target=name)
-    click.echo(f"{name}: every sign-in made until now has ended (sessions and remember-me cookies)")
     # Written whatever the name (the directory may be down, the person already gone), but a
     # name the directory does not know is most often a typo, and the person meant is still
-    # signed in: said, with exit status 1.
+    # signed in: said instead of the success line, with exit status 1.
     try:
         known = directory.lookup(name) is not None
     except DirectoryError as error:
-        click.echo(f"note: the directory did not answer, so {name!r} could not be checked "
-                   f"({error})", err=True)  # fmt: skip
-        return
+        known, unchecked = True, error
+    else:
+        unchecked = None
     if not known:
-        click.echo(f"warning: the directory has no usable account {name!r} (a typo? `portal whois "
-                   f"{name}` says more): anyone meant by another name is still signed in",
-                   err=True)  # fmt: skip
+        click.echo(f"warning: the directory has no usable account {name!r}, so no sign-in of "
+                   f"anyone it knows was ended (a typo? `portal whois {name}` says more): "
+                   "anyone meant by another name is still signed in", err=True)  # fmt: skip
         raise SystemExit(1)
+    click.echo(f"{name}: every sign-in made until now has ended (sessions and remember-me cookies)")
+    if unchecked is not None:
+        click.echo(f"note: the directory did not answer, so {name!r} could not be checked "
+                   f"({unchecked})", err=True)  # fmt: skip
 
 
 @click.command("watch")
@@ -508,7 +517,8 @@ def _connect(report: _Report, server, settings, notes: list[str]) -> ldap3.Conne
     if not bound:
         result = connection.result or {}
         report.failed(step, f"{result.get('description')} ({result.get('result')}) "
-                            f"{result.get('message') or ''}".strip())  # fmt: skip
+                            f"{result.get('message') or ''}".strip()
+                            + "; check LDAP_BIND_DN and LDAP_BIND_PASSWORD")  # fmt: skip
         discard(connection)
         return None
     report.ok(step)

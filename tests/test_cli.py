@@ -288,6 +288,17 @@ def test_whois_fails_plainly_when_the_directory_is_down(own_slapd):
     assert "Error: the directory did not answer" in result.output
 
 
+def test_whois_with_a_wrong_service_password_names_the_settings_to_fix(slapd, caplog):
+    """The directory answers, refusing the portal's own service account: whois says so and
+    which settings to check (it said the directory did not answer), exit 3 as for an outage;
+    the server log names them too."""
+    result = run(make_app(slapd, LDAP_BIND_PASSWORD="wrong"), "whois", "alice")
+    assert result.exit_code == 3
+    assert "Error: the directory refused the portal: the service account bind as" in result.output
+    assert "invalidCredentials (49); check LDAP_BIND_DN and LDAP_BIND_PASSWORD" in result.output
+    assert "check LDAP_BIND_DN and LDAP_BIND_PASSWORD" in caplog.text
+
+
 # --- flush ---------------------------------------------------------------------------------------
 
 

@@ -159,6 +159,7 @@ def test_revoke_command_reaches_servers_sharing_redis(slapd, build_app, redis_se
     typo = command_line.test_cli_runner().invoke(args=["revoke", "bbo"])
     assert typo.exit_code == 1, typo.output
     assert "the directory has no usable account 'bbo'" in typo.output
+    assert "has ended" not in typo.output  # no success line before the warning
     assert is_signed_in(again)
 
 

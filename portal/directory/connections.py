@@ -20,7 +20,7 @@ from ldap3.core.exceptions import LDAPException, LDAPResponseTimeoutError, LDAPS
 from .. import metrics
 from ..quietlog import QuietLog
 from .breaker import Breaker
-from .errors import DirectoryUnavailable
+from .errors import DirectoryUnavailable, ServiceBindRefused
 from .settings import DirectorySettings
 
 log = logging.getLogger(__name__)
@@ -270,9 +270,14 @@ class ServicePool:
             self.servers, self.settings, self.settings.bind_dn or None, self.settings.bind_password
         )
         if not bound:
+            result = connection.result or {}
             discard(connection)
-            log.error("the directory refused the service account bind as %s", self.settings.bind_dn)
-            raise DirectoryUnavailable("service account bind refused")
+            who = self.settings.bind_dn or "(anonymous)"
+            refusal = f"{result.get('description') or 'refused'} ({result.get('result')})"
+            log.error("the directory refused the service account bind as %s: %s; check "
+                      "LDAP_BIND_DN and LDAP_BIND_PASSWORD", who, refusal)  # fmt: skip
+            raise ServiceBindRefused(f"the service account bind as {who} was refused: {refusal}; "
+                                     "check LDAP_BIND_DN and LDAP_BIND_PASSWORD")  # fmt: skip
         return connection
 
     def _take(self) -> ldap3.Connection | None:

@@ -24,6 +24,11 @@ class ServerUnavailable(DirectoryUnavailable):
     server_fault = True
 
 
+class ServiceBindRefused(DirectoryUnavailable):
+    """The directory answered, but refused the portal's own service account (LDAP_BIND_DN,
+    LDAP_BIND_PASSWORD): nobody can be looked up until an administrator fixes them."""
+
+
 class InvalidInput(DirectoryError):
     """A login name or password that may never be sent to the directory (empty, control chars)."""
 
