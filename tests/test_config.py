@@ -226,6 +226,8 @@ def test_misspelled_setting_is_refused_with_a_suggestion():
         ("APPZ", "APPS"),
         ("HELP_URI", "HELP_URL"),
         ("REMEMBER_COOKIE_DAY", "REMEMBER_COOKIE_DAYS"),
+        ("SESION_COOKIE_SECURE", "SESSION_COOKIE_SECURE"),  # Flask's, outside the prefixes
+        ("HSTS_MAX_AG", "HSTS_MAX_AGE"),
     ],
 )
 def test_misspelled_settings_of_every_kind_are_refused(typo, meant):
@@ -252,6 +254,28 @@ def test_keys_flask_and_its_extensions_read_are_not_taken_for_typos():
         assert validate(app.config) is not None
     finally:
         app.extensions["portal.directory"].close()
+
+
+def test_another_extensions_key_is_not_taken_for_a_typo():
+    """Outside the portal's prefixes only a key a letter or two off a known one is refused:
+    a key of some other extension, like none of the portal's, passes."""
+    app = create_app(settings(SQLALCHEMY_DATABASE_URI="sqlite://", LOG_LEVEL="debug"))
+    app.extensions["portal.directory"].close()
+
+
+def test_a_setting_in_lower_case_is_refused_naming_it(monkeypatch, tmp_path):
+    """Flask keeps only upper-case keys: `ldap_connect_timeout = 2` in the file was dropped
+    without a word, and `portal check` said ok."""
+    written = tmp_path / "settings.toml"
+    written.write_text("ldap_connect_timeout = 2\n" + (ROOT / "settings.toml").read_text())
+    monkeypatch.setenv("PORTAL_SETTINGS", str(written))
+    monkeypatch.setenv("PORTAL_ENV", "development")
+    with pytest.raises(ConfigError) as raised:
+        create_app()
+    assert "setting ldap_connect_timeout: setting names are written in capitals" in str(
+        raised.value
+    )
+    assert "(LDAP_CONNECT_TIMEOUT)" in str(raised.value)
 
 
 def test_page_with_a_missing_template_stops_start_up():

@@ -56,9 +56,15 @@ def load_settings_file(environ=os.environ) -> dict[str, Any]:
             raise ConfigError(f"PORTAL_SETTINGS: no such file {path}")
         return {}
     try:
-        return tomllib.loads(path.read_text())
+        settings = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML ({error})") from error
+    for key in settings:
+        # Flask keeps upper-case keys only: any other would be dropped without a word.
+        if not key.isupper():
+            raise ConfigError(f"{path}: setting {key}: setting names are written in capitals "
+                              f"({key.upper()})")  # fmt: skip
+    return settings
 
 
 def load() -> Config:

@@ -112,6 +112,9 @@ _OWN_PREFIXES = (
     "ACCENT_",
     "LANGUAGE",
 )
+#: How alike (difflib's ratio) an unknown key outside those prefixes and a known one must be
+#: for the unknown one to be refused as a typo of it.
+TYPO_LIKENESS = 0.9
 # Keys under those prefixes that are not the portal's settings but are read (or set) by Flask,
 # Flask-Login, Flask-Caching, or by the portal itself while it starts.
 _LIBRARY_KEYS = frozenset(Flask.default_config) | {
@@ -434,11 +437,19 @@ def _check_production(config) -> None:
 
 
 def _check_unknown_keys(config, known: set[str]) -> None:
+    every = known | _LIBRARY_KEYS
     for key in config:
-        if key.startswith(_OWN_PREFIXES) and key not in known and key not in _LIBRARY_KEYS:
+        if key in every:
+            continue
+        if key.startswith(_OWN_PREFIXES):
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"did you mean {close[0]}?" if close else "see portal/settings/defaults.py"
             raise ConfigError(f"setting {key}: unknown setting ({hint})")
+        # Outside the portal's prefixes a key may be another extension's: only one a letter or
+        # two off a known name is taken for its typo ("SESION_COOKIE_SECURE").
+        close = difflib.get_close_matches(key, every, n=1, cutoff=TYPO_LIKENESS)
+        if close:
+            raise ConfigError(f"setting {key}: unknown setting (did you mean {close[0]}?)")
 
 
 def _check_filter(config, key: str) -> None:
