@@ -196,6 +196,12 @@ def test_production_refuses_a_published_key_among_the_fallbacks(settings, named)
         ("LDAP_URLS", ["ldap://host:70000"], "must look like"),
         ("LDAP_URLS", ["ldap://host/dc=example"], "must look like"),
         ("LDAP_BIND_PASSWORD", "", "set a value"),
+        (
+            "SECRET_KEY",
+            None,
+            "as PORTAL_SECRET_KEY, outside the settings file) of at least 32 "
+            "random characters, e.g. the output of python3 -c",
+        ),  # fmt: skip
         ("LDAP_CA_FILE", "/no/such/ca.pem", "no such file"),
         ("ENV", "staging", "production or development"),
     ],

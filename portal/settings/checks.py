@@ -134,6 +134,9 @@ _LIBRARY_KEYS = frozenset(Flask.default_config) | {
     "REMEMBER_COOKIE_SAMESITE",
     "REMEMBER_COOKIE_REFRESH_EACH_REQUEST",
 }
+#: What a secret key must be, and the one command that makes one.
+_RANDOM_KEY = ("at least 32 random characters, e.g. the output of "
+               "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'")  # fmt: skip
 # RFC 6750's token characters, so the token survives an Authorization header unchanged.
 _BEARER_TOKEN = re.compile(r"^[A-Za-z0-9._~+/-]+=*$")
 
@@ -149,7 +152,8 @@ def check_settings(config, known: set[str]) -> list[str]:
         require(is_int(config.get(key)) and config[key] > 0, key, "a whole number above 0")
     for key in _ATTRIBUTES:
         require(is_attribute_name(config.get(key)), key, "an LDAP attribute name")
-    require(is_text(config.get("SECRET_KEY")), "SECRET_KEY", "set a value")
+    wanted = f"set a text (as PORTAL_SECRET_KEY, outside the settings file) of {_RANDOM_KEY}"
+    require(is_text(config.get("SECRET_KEY")), "SECRET_KEY", wanted)
     # A text here would be taken a character at a time, each character a signing key: anyone
     # could sign a session with "a". A list of keys, in every mode.
     fallbacks = config.get("SECRET_KEY_FALLBACKS")
@@ -418,8 +422,7 @@ def _check_production(config) -> None:
     require(
         _could_be_random(config["SECRET_KEY"]),
         "SECRET_KEY",
-        "at least 32 random characters, e.g. the output of "
-        "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'",
+        _RANDOM_KEY,
     )
     # A cookie signed with any fallback key is accepted: a published one (the development or
     # compose key, moved there by a rotation) would let anyone sign themselves in as anyone.
