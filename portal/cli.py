@@ -41,7 +41,7 @@ from .directory.queries import fill_filter
 from .directory.search import run_search
 from .extensions import cache
 from .health import probes
-from .health.probes import probe_cache, redis_client
+from .health.probes import cache_problem, probe_cache, redis_client
 from .signin import audit
 from .sso.questions import read_original, why_unusable
 
@@ -187,11 +187,11 @@ def check() -> None:
     cache_type = current_app.config["CACHE_TYPE"]
     if cache_type == "NullCache":
         report.info("cache (NullCache)", "none: every request reads the directory")
-    elif probe_cache():
+    elif not (problem := cache_problem()):
         report.ok(f"cache ({cache_type})")
         _check_eviction_policy(report)
     else:
-        report.failed(f"cache ({cache_type})", "did not answer a write and read back")
+        report.failed(f"cache ({cache_type})", f"did not answer a write and read back ({problem})")
     if report.failures:
         click.echo(f"check: FAILED ({report.failures} failed)")
         raise SystemExit(1)

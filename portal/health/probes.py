@@ -16,14 +16,19 @@ _PERSON_PREFIX = "user:"
 
 def probe_cache() -> bool:
     """Write and read back a throwaway key; False when the cache backend does not answer."""
+    return not cache_problem()
+
+
+def cache_problem() -> str:
+    """Why the cache does not answer a throwaway key's write and read back ("" when it does)."""
     key, value = "probe:" + secrets.token_hex(4), secrets.token_hex(8)
     try:
         cache.set(key, value, timeout=5)
         answered = cache.get(key) == value
         cache.delete(key)
-    except Exception:  # noqa: BLE001 - any backend failure means "not ready"
-        return False
-    return answered
+    except Exception as error:  # noqa: BLE001 - any backend failure means "not ready"
+        return f"{type(error).__name__}: {error}"
+    return "" if answered else "what was written did not read back"
 
 
 def person_entry_keys() -> Iterator[str]:
