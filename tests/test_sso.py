@@ -349,6 +349,26 @@ def test_login_returns_only_to_allowed_domains(sso_app, target, landing):
 
 
 @pytest.mark.parametrize(
+    "target",
+    [
+        "https://.example.org/",
+        "https://wiki..example.org/x",
+        "https://" + "a" * 64 + ".example.org/",
+    ],
+)
+def test_a_return_address_no_location_can_carry_leads_home(sso_app, target):
+    """A host under an allowed domain with an empty or 64-character label passed, and the
+    answer failed while it was sent (a bare 500): the sign-in from such a link lost its
+    cookie, and a signed-in person following it got the 500 too. Both land at home."""
+    browser = sso_app.test_client()
+    signed = AuthActions(browser).login("alice", next=target)
+    assert signed.status_code == 302 and signed.headers["Location"] == "/"
+    assert browser.get_cookie("session") is not None
+    again = browser.get("/login", query_string={"next": target})
+    assert again.status_code == 302 and again.headers["Location"] == "/"
+
+
+@pytest.mark.parametrize(
     ("target", "landing"),
     [
         ("http://localhost/app/engineering/x?y=1", "http://localhost/app/engineering/x?y=1"),

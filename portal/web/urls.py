@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from werkzeug.urls import iri_to_uri
+
 
 def safe_next(target: object, allowed_domains=(), allow_http: bool = False,
               own_origin: str = "") -> str | None:  # fmt: skip
@@ -34,6 +36,8 @@ def safe_next(target: object, allowed_domains=(), allow_http: bool = False,
         return None  # browsers would read such a host differently, if at all
     if not target.lower().startswith(f"{parts.scheme}://"):
         return None  # "https:/host" and the like: browsers disagree on what they mean
+    if not _writable(target):
+        return None  # a host no Location header can carry (an empty or 64-character label)
     if own_origin and f"{parts.scheme}://{parts.netloc}".lower() == own_origin.lower():
         return target
     host = parts.hostname.lower()
@@ -41,3 +45,13 @@ def safe_next(target: object, allowed_domains=(), allow_http: bool = False,
         if host == domain or host.endswith("." + domain):
             return target
     return None
+
+
+def _writable(target: str) -> bool:
+    # Werkzeug encodes a Location's host as IDNA while the answer is sent, past every error
+    # handler: "https://.corp.example/" would be a bare 500 (and a sign-in without its cookie).
+    try:
+        iri_to_uri(target)
+    except (UnicodeError, ValueError):
+        return False
+    return True
