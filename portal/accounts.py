@@ -302,6 +302,21 @@ def ends_sign_ins(attrs: dict | None) -> bool:
     return attrs is None or build_user(attrs).is_suspended
 
 
+def login_lives(login_id: object) -> bool:
+    """Whether a login may still act for its person (sign them out everywhere): unexpired,
+    neither ended nor revoked, and made with the entry the cache holds, when it holds one.
+    From the cache alone, so it answers while the directory is down; nothing is counted."""
+    state = _state()
+    login = logins.parse(login_id)
+    if login is None or login.expired(logins.now_ms()):
+        return False
+    raw, found = _entry_and_marks(state, login.username, login.sid)
+    if login.revoked(found.before, found.ended):
+        return False
+    known = _decoded(state, raw, login.username, stale_ok=True)
+    return known is None or known[0] is None or known[1] == login.stamp
+
+
 def revoke_all(username: str) -> bool:
     """End every sign-in of a person made until now (sessions and remember-me cookies alike).
 

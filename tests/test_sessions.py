@@ -98,6 +98,29 @@ def test_a_login_without_remember_me_ends_after_session_max_age_hours(slapd, bui
     assert not is_signed_in(browser)
 
 
+@pytest.mark.parametrize("kept", ["session", REMEMBER])
+def test_a_dead_copy_of_a_cookie_cannot_sign_its_person_out_everywhere(app, kept):
+    """A copy of bob's cookie taken before he signed out (a lost phone's, a former owner's of
+    the name) asks "sign out everywhere", again and again: his sign-in elsewhere stands, and
+    the copy's own browser is signed out only (it ended bob's every sign-in each time)."""
+    old = signed_in(app, "bob", remember=True)
+    thief = app.test_client()
+    copy_cookies(old, thief, names=(kept,))
+    assert AuthActions(old).logout().status_code == 302
+    bob = signed_in(app, "bob", address="10.0.0.2")
+    for _ in range(2):
+        token = csrf_token_in(thief.get("/logout?everywhere=1").get_data(as_text=True))
+        copy_cookies(old, thief, names=(kept,))  # the copy is sent again, as the thief would
+        answer = thief.post("/logout", data={"csrf_token": token, "everywhere": "1"})
+        assert answer.status_code == 302
+        assert "signed_out=everywhere" not in answer.headers["Location"]
+        assert is_signed_in(bob)
+    # bob's own, live, sign-in still signs him out everywhere.
+    token = csrf_token_in(bob.get("/logout?everywhere=1").get_data(as_text=True))
+    answer = bob.post("/logout", data={"csrf_token": token, "everywhere": "1"})
+    assert "signed_out=everywhere" in answer.headers["Location"]
+
+
 def test_sign_out_everywhere_ends_every_session_and_remember_cookie(app):
     """From the laptop: the phone's session and its remember-me cookie end too; signing in
     again afterwards works."""

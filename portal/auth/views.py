@@ -261,20 +261,21 @@ def logout():
     the user, so signing out still works while the directory is down. CSRFProtect has already
     checked the form's token.
     """
-    ended = True
+    ended, everywhere = True, False
     # The session's login, and the one a remember-me cookie names (it may be an older one).
     remembered = remembered_login_id(request.cookies.get(_remember_cookie_name()))
     ids = {session.get("_user_id"), remembered}
     for login in filter(None, map(logins.parse, ids)):
-        if request.form.get("everywhere") == "1":
-            stored = accounts.revoke_all(login.username)
-            event = "logout.everywhere"
+        # Only a login that still works signs its person out everywhere: a copy of a cookie
+        # that was signed out, expired or revoked (a lost phone's, a former owner's of the
+        # name) only clears its own browser, or it could end its person's sign-ins at will.
+        if request.form.get("everywhere") == "1" and accounts.login_lives(login.id):
+            stored, event = accounts.revoke_all(login.username), "logout.everywhere"
+            everywhere = True
         else:
-            stored = accounts.end_login(login.id)
-            event = "logout"
+            stored, event = accounts.end_login(login.id), "logout"
         audit.record(event, user=login.username, reason="" if stored else "cache down")
         ended = ended and stored
-    everywhere = request.form.get("everywhere") == "1"
     session.clear()
     login_manager._update_request_context_with_user()  # anonymous for the rest of the request
     # This browser is signed out either way; if the cache could not record it, copies of the
