@@ -273,6 +273,35 @@ def cached_nginx(stack):
         nginx.cleanup()
 
 
+def test_the_micro_cache_keeps_a_moved_cookie_out(slapd, tmp_path):
+    """With SESSION_PROTECTION = "strong" a cookie sent from another browser (User-Agent) is
+    signed out; the micro-cache had reused its owner's 200 for it for 2 seconds (the key held
+    the Cookie header, not what the portal's decision also depends on)."""
+    environment = portal_environment(slapd.url)
+    environment.update(PORTAL_SSO_ALLOWED_DOMAINS='["127.0.0.1"]',
+                       PORTAL_SESSION_PROTECTION='"strong"')  # fmt: skip
+    with ExitStack() as cleanup, requests.Session() as owner:
+        app = SampleApp()
+        cleanup.callback(app.cleanup)
+        app.start()
+        portal = Gunicorn(tmp_path, environment)
+        cleanup.callback(portal.stop)
+        portal.start()
+        nginx = Nginx(require_binary("nginx", "apt-get install nginx-light"), portal.port,
+                      app.port, micro_cache=True)  # fmt: skip
+        cleanup.callback(nginx.cleanup)
+        through = Stack(nginx.start(), portal, app)
+        owner.headers["User-Agent"] = "owner-browser/1.0"
+        sign_in(through, owner, "alice")
+        cookie = session_cookie(owner)
+        mine = raw_request(
+            nginx.port, "/app/x", {"Cookie": cookie, "User-Agent": "owner-browser/1.0"}
+        )
+        assert mine.status == 200
+        moved = raw_request(nginx.port, "/app/x", {"Cookie": cookie, "User-Agent": "thief/1.0"})
+        assert moved.status == 302, "the owner's cached 200 was reused for another browser"
+
+
 def verify_calls(stack) -> int:
     """How many /auth/verify questions the portal has answered so far."""
     return sum(1 for line in stack.portal.access_lines() if line["path"].startswith("/auth/"))
