@@ -304,8 +304,9 @@ def ends_sign_ins(attrs: dict | None) -> bool:
 
 def login_lives(login_id: object) -> bool:
     """Whether a login may still act for its person (sign them out everywhere): unexpired,
-    neither ended nor revoked, and made with the entry the cache holds, when it holds one.
-    From the cache alone, so it answers while the directory is down; nothing is counted."""
+    neither ended nor revoked, and made with the person's present entry and password (the
+    cache's entry, else the directory's; while the directory does not answer, the marks
+    alone decide). Nothing is counted."""
     state = _state()
     login = logins.parse(login_id)
     if login is None or login.expired(logins.now_ms()):
@@ -314,7 +315,13 @@ def login_lives(login_id: object) -> bool:
     if login.revoked(found.before, found.ended):
         return False
     known = _decoded(state, raw, login.username, stale_ok=True)
-    return known is None or known[0] is None or known[1] == login.stamp
+    if known is not None:
+        return known[0] is not None and known[1] == login.stamp
+    try:
+        attrs = _refresh(login.username)
+    except DirectoryUnavailable:
+        return True  # signing out must work in an outage; its marks said it was not ended
+    return attrs is not None and logins.entry_stamp(attrs) == login.stamp
 
 
 def revoke_all(username: str) -> bool:

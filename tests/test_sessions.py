@@ -121,6 +121,33 @@ def test_a_dead_copy_of_a_cookie_cannot_sign_its_person_out_everywhere(app, kept
     assert "signed_out=everywhere" in answer.headers["Location"]
 
 
+@pytest.mark.parametrize("kept", ["session", REMEMBER])
+def test_a_former_owners_cookie_cannot_sign_the_new_one_out_everywhere(own_slapd, build_app,
+                                                                        kept):  # fmt: skip
+    """bob left and a new bob has the name (his entry deleted and made again). The former
+    owner's copy asks "sign out everywhere" once the cache holds no entry for bob (the new bob
+    signed out of his phone, which drops it): the directory's entry decides, and the new bob's
+    laptop stays signed in."""
+    app = build_app(own_slapd)
+    departed = signed_in(app, "bob", remember=True)
+    own_slapd.delete(BOB)
+    own_slapd.add(f"dn: {BOB}\nobjectClass: inetOrgPerson\nuid: bob\ncn: Bob Newhire\n"
+                  "sn: Newhire\nuserPassword: new-hire-secret\n")  # fmt: skip
+    with app.app_context():
+        accounts.forget("bob")
+    laptop, phone = app.test_client(), app.test_client()
+    for device in (laptop, phone):
+        assert AuthActions(device).login("bob", "new-hire-secret").status_code == 302
+    thief = app.test_client()
+    copy_cookies(departed, thief, names=(kept,))
+    token = csrf_token_in(thief.get("/logout?everywhere=1").get_data(as_text=True))
+    copy_cookies(departed, thief, names=(kept,))
+    assert AuthActions(phone).logout().status_code == 302
+    answer = thief.post("/logout", data={"csrf_token": token, "everywhere": "1"})
+    assert "signed_out=everywhere" not in answer.headers["Location"]
+    assert is_signed_in(laptop)
+
+
 def test_sign_out_everywhere_ends_every_session_and_remember_cookie(app):
     """From the laptop: the phone's session and its remember-me cookie end too; signing in
     again afterwards works."""
