@@ -273,13 +273,22 @@ def cached_nginx(stack):
         nginx.cleanup()
 
 
-def test_the_micro_cache_keeps_a_moved_cookie_out(slapd, tmp_path):
-    """With SESSION_PROTECTION = "strong" a cookie sent from another browser (User-Agent) is
-    signed out; the micro-cache had reused its owner's 200 for it for 2 seconds (the key held
-    the Cookie header, not what the portal's decision also depends on)."""
+@pytest.mark.parametrize(
+    ("hops", "moved"),
+    [
+        ("1", {"User-Agent": "thief/1.0"}),  # another browser
+        ("2", {"X-Forwarded-For": "203.0.113.9"}),  # another address, behind a front proxy
+    ],
+)
+def test_the_micro_cache_keeps_a_moved_cookie_out(slapd, tmp_path, hops, moved):
+    """With SESSION_PROTECTION = "strong" a cookie sent from another browser or address is
+    signed out; the micro-cache had reused its owner's 200 for it for 2 seconds (its key held
+    the Cookie header, then nginx's own client address, not what the portal's fingerprint is
+    made of: the User-Agent and the address in X-Forwarded-For, a front proxy's included)."""
     environment = portal_environment(slapd.url)
-    environment.update(PORTAL_SSO_ALLOWED_DOMAINS='["127.0.0.1"]',
+    environment.update(PORTAL_SSO_ALLOWED_DOMAINS='["127.0.0.1"]', PORTAL_TRUSTED_PROXY_HOPS=hops,
                        PORTAL_SESSION_PROTECTION='"strong"')  # fmt: skip
+    owners = {"User-Agent": "owner-browser/1.0", "X-Forwarded-For": "198.51.100.1"}
     with ExitStack() as cleanup, requests.Session() as owner:
         app = SampleApp()
         cleanup.callback(app.cleanup)
@@ -291,15 +300,12 @@ def test_the_micro_cache_keeps_a_moved_cookie_out(slapd, tmp_path):
                       app.port, micro_cache=True)  # fmt: skip
         cleanup.callback(nginx.cleanup)
         through = Stack(nginx.start(), portal, app)
-        owner.headers["User-Agent"] = "owner-browser/1.0"
+        owner.headers.update(owners)
         sign_in(through, owner, "alice")
-        cookie = session_cookie(owner)
-        mine = raw_request(
-            nginx.port, "/app/x", {"Cookie": cookie, "User-Agent": "owner-browser/1.0"}
-        )
-        assert mine.status == 200
-        moved = raw_request(nginx.port, "/app/x", {"Cookie": cookie, "User-Agent": "thief/1.0"})
-        assert moved.status == 302, "the owner's cached 200 was reused for another browser"
+        cookie = {"Cookie": session_cookie(owner)}
+        assert raw_request(nginx.port, "/app/x", {**cookie, **owners}).status == 200
+        answer = raw_request(nginx.port, "/app/x", {**cookie, **owners, **moved})
+        assert answer.status == 302, "the owner's cached 200 was reused for a moved cookie"
 
 
 def verify_calls(stack) -> int:
