@@ -34,7 +34,7 @@ from werkzeug.exceptions import HTTPException
 from . import accounts, directory, settings
 from .access import explain, find_page, rule_set, unguarded_apps
 from .directory import DirectoryError, DirectoryUnavailable, InvalidInput
-from .directory.connections import discard, open_connection
+from .directory.connections import CREDENTIALS_REFUSED, discard, open_connection
 from .directory.errors import ServiceBindRefused
 from .directory.groups import dn_key, known_name
 from .directory.queries import fill_filter
@@ -301,8 +301,8 @@ def revoke(username: str) -> None:
         raise SystemExit(1)
     click.echo(f"{name}: every sign-in made until now has ended (sessions and remember-me cookies)")
     if unchecked is not None:
-        click.echo(f"note: the directory did not answer, so {name!r} could not be checked "
-                   f"({unchecked})", err=True)  # fmt: skip
+        said = DirectoryDidNotAnswer(unchecked).message  # an outage, or a refusal of the portal
+        click.echo(f"note: {name!r} could not be checked: {said}", err=True)
 
 
 @click.command("watch")
@@ -516,9 +516,10 @@ def _connect(report: _Report, server, settings, notes: list[str]) -> ldap3.Conne
     step = f"service bind as {who}" if who else "service bind (anonymous)"
     if not bound:
         result = connection.result or {}
+        hint = ("; check LDAP_BIND_DN and LDAP_BIND_PASSWORD"
+                if result.get("result") in CREDENTIALS_REFUSED else "")  # fmt: skip
         report.failed(step, f"{result.get('description')} ({result.get('result')}) "
-                            f"{result.get('message') or ''}".strip()
-                            + "; check LDAP_BIND_DN and LDAP_BIND_PASSWORD")  # fmt: skip
+                            f"{result.get('message') or ''}".strip() + hint)  # fmt: skip
         discard(connection)
         return None
     report.ok(step)

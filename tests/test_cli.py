@@ -299,6 +299,28 @@ def test_whois_with_a_wrong_service_password_names_the_settings_to_fix(slapd, ca
     assert "check LDAP_BIND_DN and LDAP_BIND_PASSWORD" in caplog.text
 
 
+def test_a_busy_server_refusing_the_service_bind_is_not_called_a_settings_mistake(
+    slapd, monkeypatch
+):
+    """A bind refused as busy (51) is the server's state: whois says the directory did not
+    answer, and names no setting to fix (fault injected: slapd is never busy on demand)."""
+    import ldap3
+
+    app = make_app(slapd)
+
+    def busy(connection, *args, **kwargs):
+        connection.result = {"result": 51, "description": "busy", "message": "server is busy"}
+        return False
+
+    monkeypatch.setattr(ldap3.Connection, "bind", busy)
+    result = run(app, "whois", "alice")
+    assert result.exit_code == 3
+    assert "Error: the directory did not answer: service account bind refused: busy (51)" in (
+        result.output
+    )
+    assert "LDAP_BIND_PASSWORD" not in result.output
+
+
 # --- flush ---------------------------------------------------------------------------------------
 
 

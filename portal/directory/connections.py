@@ -25,6 +25,9 @@ from .settings import DirectorySettings
 
 log = logging.getLogger(__name__)
 quiet = QuietLog(log)
+#: Bind result codes that refuse the credentials themselves (RFC 4511 4.1.9: inappropriate
+#: authentication, invalid credentials, insufficient access): the settings are wrong.
+CREDENTIALS_REFUSED = frozenset({48, 49, 50})
 #: What a failing server raises (as opposed to a refusal, or a fault of the caller's code);
 #: errors with a true `server_fault` attribute (ServerUnavailable) count too.
 SERVER_FAULTS = (LDAPException, OSError)
@@ -274,6 +277,11 @@ class ServicePool:
             discard(connection)
             who = self.settings.bind_dn or "(anonymous)"
             refusal = f"{result.get('description') or 'refused'} ({result.get('result')})"
+            if result.get("result") not in CREDENTIALS_REFUSED:
+                # Busy, unavailable, unwilling: the server's state, not the portal's settings.
+                log.error("the directory refused the service account bind as %s: %s", who,
+                          refusal)  # fmt: skip
+                raise DirectoryUnavailable(f"service account bind refused: {refusal}")
             log.error("the directory refused the service account bind as %s: %s; check "
                       "LDAP_BIND_DN and LDAP_BIND_PASSWORD", who, refusal)  # fmt: skip
             raise ServiceBindRefused(f"the service account bind as {who} was refused: {refusal}; "
