@@ -284,6 +284,18 @@ def test_a_setting_in_lower_case_is_refused_naming_it(monkeypatch, tmp_path):
     assert "(LDAP_CONNECT_TIMEOUT)" in str(raised.value)
 
 
+def test_a_setting_in_lower_case_from_the_environment_is_refused(monkeypatch):
+    """PORTAL_ldap_connect_timeout=2 was kept as a key no check knew, and did nothing."""
+    monkeypatch.setenv("PORTAL_ENV", "development")
+    monkeypatch.setenv("PORTAL_ldap_connect_timeout", "2")
+    with pytest.raises(
+        ConfigError,
+        match=r"^PORTAL_ldap_connect_timeout: setting names are written in capitals "
+        r"\(PORTAL_LDAP_CONNECT_TIMEOUT\)",
+    ):
+        create_app()
+
+
 def test_page_with_a_missing_template_stops_start_up():
     """A page naming a template that does not exist is refused at start-up."""
     page = {"slug": "x", "title": "X", "groups": ["staff"], "template": "pages/nope.html"}

@@ -33,6 +33,10 @@ __all__ = [
 ]
 
 
+#: Flask reads upper-case setting names only: any other is refused, not dropped without a word.
+_IN_CAPITALS = "setting names are written in capitals"
+
+
 def defaults() -> dict[str, Any]:
     """Return the documented defaults as a fresh dict (lists and tables copied)."""
     return {
@@ -60,10 +64,9 @@ def load_settings_file(environ=os.environ) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML ({error})") from error
     for key in settings:
-        # Flask keeps upper-case keys only: any other would be dropped without a word.
+        # Flask's from_mapping keeps upper-case keys only: any other would be dropped.
         if not key.isupper():
-            raise ConfigError(f"{path}: setting {key}: setting names are written in capitals "
-                              f"({key.upper()})")  # fmt: skip
+            raise ConfigError(f"{path}: setting {key}: {_IN_CAPITALS} ({key.upper()})")
     return settings
 
 
@@ -73,6 +76,9 @@ def load() -> Config:
     config.from_mapping(defaults())
     config.from_mapping(load_settings_file())
     config.from_prefixed_env("PORTAL")
+    for key in config:
+        if not key.isupper():  # kept by from_prefixed_env, dropped by create_app's from_mapping
+            raise ConfigError(f"PORTAL_{key}: {_IN_CAPITALS} (PORTAL_{key.upper()})")
     return config
 
 
