@@ -31,7 +31,7 @@ from .access import STALE, compiled_apps, rule_set
 from .access.explain import NO_SUCH_PERSON, Explanation, explain_user
 from .cache import redis_clients
 from .cache.guard import CacheGuard
-from .directory import DirectoryUnavailable, InvalidInput
+from .directory import DirectoryError, DirectoryUnavailable, InvalidInput
 from .extensions import cache, login_manager
 from .models import AccessPolicy, User
 from .signin import logins
@@ -319,8 +319,10 @@ def login_lives(login_id: object) -> bool:
         return known[0] is not None and known[1] == login.stamp
     try:
         attrs = _refresh(login.username)
-    except DirectoryUnavailable:
-        return True  # signing out must work in an outage; its marks said it was not ended
+    except DirectoryError:
+        # An outage or a refusal (a size limit): signing out must work whatever the directory
+        # says; its marks said it was not ended.
+        return True
     return attrs is not None and logins.entry_stamp(attrs) == login.stamp
 
 

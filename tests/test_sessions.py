@@ -148,6 +148,27 @@ def test_a_former_owners_cookie_cannot_sign_the_new_one_out_everywhere(own_slapd
     assert is_signed_in(laptop)
 
 
+def test_sign_out_everywhere_works_when_the_directory_refuses_to_say(app, monkeypatch):
+    """With no cache entry for bob, whether his sign-in still works is the directory's to say;
+    refusing to (a size limit, a result code) must not stop him signing out everywhere (it
+    was the 503 page, and he stayed signed in). Fault injected: slapd refuses nothing here."""
+    from portal import directory
+
+    laptop, phone = signed_in(app, "bob"), signed_in(app, "bob", address="10.0.0.2")
+    token = csrf_token_in(laptop.get("/logout?everywhere=1").get_data(as_text=True))
+    with app.app_context():
+        accounts.forget("bob")
+
+    def refused(*args, **kwargs):
+        raise directory.DirectoryError("search under ou=groups refused with result code 50")
+
+    monkeypatch.setattr(directory, "lookup", refused)
+    answer = laptop.post("/logout", data={"csrf_token": token, "everywhere": "1"})
+    assert answer.status_code == 302 and "signed_out=everywhere" in answer.headers["Location"]
+    monkeypatch.undo()
+    assert not is_signed_in(phone)
+
+
 def test_sign_out_everywhere_ends_every_session_and_remember_cookie(app):
     """From the laptop: the phone's session and its remember-me cookie end too; signing in
     again afterwards works."""
