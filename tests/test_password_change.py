@@ -10,6 +10,7 @@ import ldap3
 import pytest
 
 from portal.directory import passwords
+from portal.directory.errors import ServiceBindRefused
 from portal.testing import trees
 from tests.conftest import PASSWORDS, AuthActions, csrf_token_in, make_app, start_slapd
 from tests.test_sessions import is_signed_in
@@ -440,3 +441,30 @@ def test_a_change_while_the_directory_is_down_says_the_password_cannot_be_change
     later = make_app(own_slapd)  # its breakers have not seen the outage
     assert AuthActions(later.test_client()).login("alice", "alice-secret").status_code == 302
     later.extensions["portal.directory"].close()
+
+
+def test_a_refused_service_account_on_an_ad_change_names_the_settings_to_fix(
+    slapd, monkeypatch, caplog
+):
+    """The AD change of a password that must be changed goes over the service account: when
+    the directory refuses that account's credentials (49), the person sees an outage and the
+    log names LDAP_BIND_DN and LDAP_BIND_PASSWORD, as for the pool's own binds."""
+    sent = []
+
+    def connect(servers, settings, user, password, writable=False, controls=None):
+        sent.append(user)
+        if user == settings.bind_dn:
+            return StandIn({"result": 49, "description": "invalidCredentials"}, sent), False
+        refused = {"result": 49, "message": "80090308: LdapErr: DSID-0C09044E, comment: "
+                   "AcceptSecurityContext error, data 773, v4563"}  # fmt: skip
+        return StandIn(refused, sent), False
+
+    monkeypatch.setattr(passwords, "open_connection", connect)
+    app = make_app(slapd)
+    settings, dn = ad_settings(app), trees.AD_USERS["carol"]
+    with pytest.raises(ServiceBindRefused) as refused:
+        passwords.change([], settings, dn, "Old-Secret1", "New-Secret2")
+    app.extensions["portal.directory"].close()
+    assert sent == [dn, settings.bind_dn], "no modify may follow a refused bind"
+    assert "LDAP_BIND_DN and LDAP_BIND_PASSWORD" in str(refused.value)
+    assert any("LDAP_BIND_PASSWORD" in record.getMessage() for record in caplog.records)

@@ -217,6 +217,25 @@ def discard(connection: ldap3.Connection) -> None:
         connection.unbind()
 
 
+def service_bind_refusal(
+    connection: ldap3.Connection, settings: DirectorySettings
+) -> DirectoryUnavailable:
+    """The error for a refused bind of the portal's own service account, logged: a refusal of
+    the credentials names the settings to fix; a busy or unwilling server is an outage."""
+    result = connection.result or {}
+    discard(connection)
+    who = settings.bind_dn or "(anonymous)"
+    refusal = f"{result.get('description') or 'refused'} ({result.get('result')})"
+    if result.get("result") not in CREDENTIALS_REFUSED:
+        # Busy, unavailable, unwilling: the server's state, not the portal's settings.
+        log.error("the directory refused the service account bind as %s: %s", who, refusal)
+        return DirectoryUnavailable(f"service account bind refused: {refusal}")
+    log.error("the directory refused the service account bind as %s: %s; check "
+              "LDAP_BIND_DN and LDAP_BIND_PASSWORD", who, refusal)  # fmt: skip
+    return ServiceBindRefused(f"the service account bind as {who} was refused: {refusal}; "
+                              "check LDAP_BIND_DN and LDAP_BIND_PASSWORD")  # fmt: skip
+
+
 class ServicePool:
     """Bound service-account connections, reused across requests; one borrower at a time each.
 
@@ -273,19 +292,7 @@ class ServicePool:
             self.servers, self.settings, self.settings.bind_dn or None, self.settings.bind_password
         )
         if not bound:
-            result = connection.result or {}
-            discard(connection)
-            who = self.settings.bind_dn or "(anonymous)"
-            refusal = f"{result.get('description') or 'refused'} ({result.get('result')})"
-            if result.get("result") not in CREDENTIALS_REFUSED:
-                # Busy, unavailable, unwilling: the server's state, not the portal's settings.
-                log.error("the directory refused the service account bind as %s: %s", who,
-                          refusal)  # fmt: skip
-                raise DirectoryUnavailable(f"service account bind refused: {refusal}")
-            log.error("the directory refused the service account bind as %s: %s; check "
-                      "LDAP_BIND_DN and LDAP_BIND_PASSWORD", who, refusal)  # fmt: skip
-            raise ServiceBindRefused(f"the service account bind as {who} was refused: {refusal}; "
-                                     "check LDAP_BIND_DN and LDAP_BIND_PASSWORD")  # fmt: skip
+            raise service_bind_refusal(connection, self.settings)
         return connection
 
     def _take(self) -> ldap3.Connection | None:

@@ -17,7 +17,7 @@ import ldap3
 from ldap3.protocol.sasl.sasl import validate_simple_password
 
 from . import account_state
-from .connections import discard, open_connection
+from .connections import discard, open_connection, service_bind_refusal
 from .errors import DirectoryError, DirectoryUnavailable
 from .queries import check_password
 from .search import OUTAGE_CODES, SERVER_DOWN_CODES
@@ -101,7 +101,7 @@ def change(servers, settings: DirectorySettings, dn: str, current: str, new: str
             connection, bound = open_connection(servers, settings, settings.bind_dn,
                                                 settings.bind_password, writable=True)  # fmt: skip
             if not bound:
-                raise DirectoryUnavailable("the service account could not bind")
+                raise service_bind_refusal(connection, settings)
         if before_change is not None:
             before_change()
         if active_directory:
