@@ -12,8 +12,11 @@ from .signin import cookies
 from .web import headers
 
 
-def create_app(test_config: dict | None = None) -> Flask:
-    """Build the portal: settings, extensions, directory, user loader, blueprints."""
+def create_app(test_config: dict | None = None, *, log_warnings: bool = True) -> Flask:
+    """Build the portal: settings, extensions, directory, user loader, blueprints.
+
+    The settings' warnings are logged, unless `log_warnings` is false: the `portal` command,
+    whose `check` lists them itself (a log line too would say each twice)."""
     app = Flask(__name__)
     applog.init_app(app)  # first: the settings warnings below are log lines too
     if test_config is None:
@@ -22,7 +25,8 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.from_mapping(settings.defaults())
         app.config.from_mapping(test_config)
     for warning in settings.validate(app.config):
-        app.logger.warning("settings: %s", warning)
+        if log_warnings:
+            app.logger.warning("settings: %s", warning)
     # gunicorn's hook checks its real worker count; this catches WEB_CONCURRENCY without it.
     settings.check_processes(app.config, settings.serving_processes())
     _derive_settings(app)
@@ -69,6 +73,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     brand.init_app(app)  # before access: app icons may come from BRAND_DIR/static
     _check_page_templates(app)  # after brand: a page's template may come from BRAND_DIR
     access.init_app(app)
+    for warning in access.unguarded_apps(app) if log_warnings else ():
+        app.logger.warning("settings: %s", warning)
     directory.init_app(app)
     accounts.init_app(app)
     errors.init_app(app)

@@ -2,7 +2,8 @@
 
 They are listed and explained even while a setting is refused; a command then ends with one
 line naming the key (exit status 2), where `flask --app portal` would show create_app's
-traceback.
+traceback. The settings' warnings are left to `portal check`, which lists them (the server logs
+them at start-up).
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ class SettingRefused(NoAppException):
 
 def _app_or_refusal():
     try:
-        return create_app()
+        # `check` lists the settings' warnings; every command logging them too said each twice.
+        return create_app(log_warnings=False)
     except ConfigError as error:
         # Not a traceback: the setting to fix is all an operator needs.
         message = str(error)

@@ -206,6 +206,30 @@ def test_the_portal_command_lists_its_commands_and_says_a_refused_setting_in_one
 # --- whois ---------------------------------------------------------------------------------------
 
 
+def test_the_portal_command_says_each_settings_warning_once(slapd):
+    """`portal check` lists a settings warning (an app its rules do not guard) as a check line,
+    and no log line says it again; `whois` says none."""
+    from tests.test_launcher import APPS, RULES
+
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PORTAL_")}
+    env.update(PORTAL_ENV="development", PORTAL_LDAP_URLS=json.dumps([slapd.url]),
+               PORTAL_ACCESS_RULES=json.dumps(RULES), PORTAL_APPS=json.dumps(APPS))  # fmt: skip
+    command = str(Path(sys.executable).parent / "portal")
+
+    def portal(*args):
+        done = subprocess.run([command, *args], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=120)  # fmt: skip
+        return done.returncode, done.stdout + done.stderr
+
+    status, checked = portal("check")
+    assert status == 0, checked
+    assert checked.count("APPS[4] (Budgets)") == 1, checked
+    assert "settings: warning: APPS[4] (Budgets)" in checked
+    status, explained = portal("whois", "alice")
+    assert status == 0, explained
+    assert "do not guard it" not in explained, explained
+
+
 def test_whois_explains_an_active_person_and_their_pages(app):
     """alice: her entry and groups, active because of staff, which pages open, her cache entry."""
     sign_in(app, "alice")

@@ -30,8 +30,6 @@ def init_app(app: Flask) -> None:
     # Icons are looked for where the static view looks (portal.web.brand: BRAND_DIR first).
     folders = app.extensions.get("portal.static_folders") or [app.static_folder]
     app.extensions[_APPS] = apps.compile_apps(config["APPS"], ruleset, folders)
-    for warning in unguarded_apps(app):
-        app.logger.warning("settings: %s", warning)
 
 
 def unguarded_apps(app: Flask) -> list[str]:
