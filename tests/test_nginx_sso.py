@@ -308,6 +308,25 @@ def test_the_micro_cache_keeps_a_moved_cookie_out(slapd, tmp_path, hops, moved):
         assert answer.status == 302, "the owner's cached 200 was reused for a moved cookie"
 
 
+def test_the_micro_cache_key_cannot_be_forged_to_reuse_a_yes_for_another_path(stack, cached_nginx):
+    """The key's parts come from the client (Cookie, X-Forwarded-For, User-Agent, target):
+    joined with "|", which each may hold, bob made an allowed request's key equal to a closed
+    path's (the target's tail moved into his User-Agent) and was let in from the cache. Parts
+    joined by a line break, which no header or target can hold, cannot be shifted."""
+    through = Stack(cached_nginx, stack.portal, stack.app)
+    with requests.Session() as bob:
+        sign_in(through, bob, "bob")
+        cookie = session_cookie(bob)
+        site = f"http://127.0.0.1:{cached_nginx.port}"
+        closed = "/app/engineering/secret"
+        assert raw_request(cached_nginx.port, closed, {"Cookie": cookie}).status == 403
+        allowed = f"/app/x/?x=|GET|{site}{closed}"
+        first = raw_request(cached_nginx.port, allowed, {"Cookie": cookie, "User-Agent": "UA"})
+        assert first.status == 200
+        forged = {"Cookie": cookie, "User-Agent": f"UA|GET|{site}/app/x/?x="}
+        assert raw_request(cached_nginx.port, closed, forged).status == 403
+
+
 def verify_calls(stack) -> int:
     """How many /auth/verify questions the portal has answered so far."""
     return sum(1 for line in stack.portal.access_lines() if line["path"].startswith("/auth/"))
