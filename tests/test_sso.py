@@ -458,6 +458,9 @@ def test_ambiguous_path_spellings_are_refused_outright(path):
         ("/a%2e%2e/b", None),
         ("/a/%2E/b", None),
         ("/a/.%2e/b", None),
+        ("/finance/q3?x=#y", "/finance/q3"),  # in the query, a "#" is the query's
+        ("/a#/../finance", None),  # a raw "#" in the path: apps read on past it, or stop
+        ("/finance#", None),
     ],
 )
 def test_paths_are_read_as_the_app_reads_them(sent, read):
@@ -730,3 +733,13 @@ def test_access_check_says_what_opens_an_admin_page_and_tells_an_outage_apart(ow
             assert "the directory did not answer" in down.output
     finally:
         app.extensions["portal.directory"].close()
+
+
+def test_the_access_check_of_an_address_with_a_fragment_judges_what_a_browser_sends():
+    """A browser keeps "#top" to itself: the address is judged by its path, not refused for a
+    "#" the proxy never sees."""
+    from portal.access.explain import judge_url
+
+    rules = RuleSet(RULES, "allow")
+    assert judge_url(["finance"], rules, "https://wiki.example.org/finance/q3#top").allowed
+    assert not judge_url(["staff"], rules, "https://wiki.example.org/finance/q3#top").allowed

@@ -281,8 +281,9 @@ def judge_url(
     if not parts.netloc:
         raise ValueError(f"{url!r} names no host: give an address such as "
                          "https://wiki.corp.example/path, or a path starting with /")  # fmt: skip
-    # The path as sent, query included: what a proxy would put in X-Original-URL.
-    sent = target.split(parts.netloc, 1)[1] or "/"
+    # The path as sent, query included: what a proxy would put in X-Original-URL (a browser
+    # keeps the fragment to itself).
+    sent = target.split(parts.netloc, 1)[1].split("#", 1)[0] or "/"
     return rules.decide(groups, parts.netloc, sent, method)
 
 

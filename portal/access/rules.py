@@ -51,12 +51,16 @@ class PathRefused(ValueError):
 def app_path(raw: str, kept_escapes: frozenset[str] = frozenset()) -> str:
     """The path of a request target as an app will read it; raise PathRefused when unsure.
 
-    The query and fragment are dropped; escapes of unreserved characters are decoded; escapes
-    in `kept_escapes` (upper case, e.g. "%20") stay as they are; any other escape, a malformed
-    one, non-ASCII text, a control character or an ambiguous spelling (dot segments, ``//``,
-    ``\\``, ``;``, a segment ending in ".") is refused.
+    The query is dropped; escapes of unreserved characters are decoded; escapes in
+    `kept_escapes` (upper case, e.g. "%20") stay as they are; any other escape, a malformed
+    one, non-ASCII text, a control character, a "#" or an ambiguous spelling (dot segments,
+    ``//``, ``\\``, ``;``, a segment ending in ".") is refused.
     """
-    path = raw.split("?", 1)[0].split("#", 1)[0] or "/"
+    path = raw.split("?", 1)[0] or "/"
+    if "#" in path:
+        # No browser sends a fragment; nginx and Werkzeug stop at a "#" but some servers (Go's)
+        # read on past it, so "/app/x#/../closed" would be judged as /app/x and served closed.
+        raise PathRefused(f"a '#' in {path!r}")
     if not path.isascii() or any(ord(char) <= 0x20 or ord(char) == 0x7F for char in path):
         raise PathRefused(f"non-ASCII or control character in {path!r}")
     if "%" in path:
