@@ -314,6 +314,31 @@ def test_strong_protection_signs_out_a_session_used_from_elsewhere(slapd, build_
     assert not is_signed_in(browser)
 
 
+@pytest.mark.parametrize("everywhere", ["1", ""])
+def test_under_strong_protection_a_moved_session_cannot_sign_its_owner_out(slapd, build_app,
+                                                                           everywhere):  # fmt: skip
+    """ "strong": a copy of bob's session sent from another address is no sign-in, so its
+    sign-out (of every device, or of that login) ends nothing of bob's: the copy only clears
+    its own browser (it ended bob's sign-ins, his token being in the session it carried)."""
+    app = build_app(slapd, SESSION_PROTECTION="strong")
+    bob = signed_in(app, "bob", address="10.0.0.1")
+    thief = app.test_client()
+    thief.environ_base["REMOTE_ADDR"] = "10.9.9.9"
+    copy_cookies(bob, thief, names=("session",))
+    assert not is_signed_in(thief)
+    copy_cookies(bob, thief, names=("session",))
+    token = csrf_token_in(thief.get("/logout?everywhere=1").get_data(as_text=True))
+    copy_cookies(bob, thief, names=("session",))
+    answer = thief.post("/logout", data={"csrf_token": token, "everywhere": everywhere})
+    assert answer.status_code == 302
+    assert "signed_out=everywhere" not in answer.headers["Location"]
+    assert is_signed_in(bob)
+    # bob's own session, from his own address, still signs him out everywhere.
+    token = csrf_token_in(bob.get("/logout?everywhere=1").get_data(as_text=True))
+    answer = bob.post("/logout", data={"csrf_token": token, "everywhere": "1"})
+    assert "signed_out=everywhere" in answer.headers["Location"]
+
+
 def test_protection_ignores_client_written_forwarded_headers(app):
     """X-Forwarded-For from the client is not the address: changing it keeps the session fresh."""
     erin = signed_in(app, "erin")

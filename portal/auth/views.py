@@ -31,6 +31,7 @@ from ..main.views import password_warning
 from ..quietlog import QuietLog
 from ..signin import audit, devices, logins, throttle
 from ..signin.cookies import remembered_login_id
+from ..signin.sessions import client_fingerprint
 from ..web.errors import RETRY_AFTER_SECONDS, csrf_error, log_csrf_refusal
 from ..web.urls import safe_next
 from . import bp
@@ -264,7 +265,7 @@ def logout():
     ended, everywhere = True, False
     # The session's login, and the one a remember-me cookie names (it may be an older one).
     remembered = remembered_login_id(request.cookies.get(_remember_cookie_name()))
-    ids = {session.get("_user_id"), remembered}
+    ids = {session.get("_user_id") if session_is_this_clients() else None, remembered}
     for login in filter(None, map(logins.parse, ids)):
         # Only a login that still works signs its person out everywhere: a copy of a cookie
         # that was signed out, expired or revoked (a lost phone's, a former owner's of the
@@ -292,6 +293,15 @@ def logout():
         samesite=config["REMEMBER_COOKIE_SAMESITE"],
     )
     return response
+
+
+def session_is_this_clients() -> bool:
+    """Whether the session may act for its login here: under SESSION_PROTECTION = "strong" a
+    session sent from another address or browser is no sign-in (Flask-Login drops it on any
+    other page), so a copy of it cannot end its owner's login or every one of them."""
+    if current_app.config.get("SESSION_PROTECTION") != "strong":
+        return True
+    return session.get("_id") == client_fingerprint()
 
 
 @bp.app_template_global()
