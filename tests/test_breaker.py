@@ -314,3 +314,35 @@ def test_a_long_outage_writes_one_warning_a_minute_per_server(clock, caplog):
             ]
             assert len(lines) == 1
         app.extensions["portal.directory"].close()
+
+
+@pytest.mark.parametrize("code", [51, 52])
+def test_a_server_answering_busy_to_the_bind_is_passed_over_for_the_next(
+    slapd, clock, monkeypatch, code
+):
+    """The first replica answers every bind with busy (51) or unavailable (52): that is its
+    state, not a refusal of anyone's password, so the next server in LDAP_URLS is asked and
+    the busy one's breaker opens (every sign-in went back to it and got a 503). Fault
+    injected: slapd is never busy on demand; both URLs reach the same real slapd."""
+    import ldap3
+
+    from portal.directory.connections import breaker_of
+
+    real_bind = ldap3.Connection.bind
+
+    def busy_first(connection, *args, **kwargs):
+        if connection.server.host == "127.0.0.1":
+            connection.result = {"result": code, "description": "busy", "message": "busy"}
+            return False
+        return real_bind(connection, *args, **kwargs)
+
+    monkeypatch.setattr(ldap3.Connection, "bind", busy_first)
+    app = make_app(None, LDAP_URLS=[slapd.url, slapd.url.replace("127.0.0.1", "localhost")],
+                   **FAST)  # fmt: skip
+    try:
+        assert logins(app, 4, threads=1) == [302] * 4
+        first = app.extensions["portal.directory"].servers[0]
+        assert not breaker_of(first).admit(), "the busy server's breaker stayed closed"
+        assert AuthActions(app.test_client()).login("alice", "wrong").status_code == 401
+    finally:
+        app.extensions["portal.directory"].close()

@@ -339,9 +339,8 @@ def test_a_busy_server_refusing_the_service_bind_is_not_called_a_settings_mistak
     monkeypatch.setattr(ldap3.Connection, "bind", busy)
     result = run(app, "whois", "alice")
     assert result.exit_code == 3
-    assert "Error: the directory did not answer: service account bind refused: busy (51)" in (
-        result.output
-    )
+    assert "Error: the directory did not answer: " in result.output
+    assert "the bind was refused: busy (51)" in result.output
     assert "LDAP_BIND_PASSWORD" not in result.output
 
 

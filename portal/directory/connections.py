@@ -20,7 +20,8 @@ from ldap3.core.exceptions import LDAPException, LDAPResponseTimeoutError, LDAPS
 from .. import metrics
 from ..quietlog import QuietLog
 from .breaker import Breaker
-from .errors import DirectoryUnavailable, ServiceBindRefused
+from .errors import DirectoryUnavailable, ServerUnavailable, ServiceBindRefused
+from .search import SERVER_DOWN_CODES
 from .settings import DirectorySettings
 
 log = logging.getLogger(__name__)
@@ -191,6 +192,19 @@ def open_connection(
             continue
         finally:
             connection.password = connection.request = None  # keep no password around
+        code = (connection.result or {}).get("result")
+        if not bound and code in SERVER_DOWN_CODES:
+            # Busy or unavailable: the server's state, not a refusal of these credentials;
+            # the next server may answer, and this one is left alone for a back-off.
+            said = connection.result.get("description") or "refused"
+            error = ServerUnavailable(f"the bind was refused: {said} ({code})")
+            reasons[label(server)] = str(error)
+            failures.append(f"{label(server)}: {error}")
+            if not probe:
+                metrics.ldap_error("bind", connection, str(error))
+                server_failed(server, error)
+            discard(connection)
+            continue
         if not probe:
             server_answered(server)
         return connection, bound
