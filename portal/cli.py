@@ -246,8 +246,9 @@ def flush(username: str | None, everyone: bool) -> None:
         # It said "cleared" (exit 0) having cleared only this command's own, empty, cache.
         raise click.ClickException(
             "CACHE_TYPE is SimpleCache: each server process keeps its own cache, out of this "
-            "command's reach, so nothing was flushed (use the flush button of the admin page "
-            "on each server, restart them, or wait USER_CACHE_TTL, "
+            "command's reach, so nothing was flushed (a person's entry: the flush button of "
+            "their admin page, /admin/users/NAME, on each server; everyone's: restart them, or "
+            "wait USER_CACHE_TTL, "
             f"{current_app.config['USER_CACHE_TTL']} s)"
         )
     if not probe_cache():
@@ -287,19 +288,22 @@ def revoke(username: str) -> None:
     audit.record("admin.revoke", user="(command line)", target=name)
     # Written whatever the name (the directory may be down, the person already gone), but a
     # name the directory does not know is most often a typo, and the person meant is still
-    # signed in: said instead of the success line, with exit status 1.
+    # signed in: said instead of the success line, with exit status 1. A disabled or locked
+    # account is off-boarding as it should be: its sign-ins ended.
     try:
-        known = directory.lookup(name) is not None
+        state = "" if directory.lookup(name) is not None else directory.unusable_reason(name)
     except DirectoryError as error:
-        known, unchecked = True, error
+        state, unchecked = "", error
     else:
         unchecked = None
-    if not known:
-        click.echo(f"warning: the directory has no usable account {name!r}, so no sign-in of "
+    if state == "no such person":
+        click.echo(f"warning: the directory has no account {name!r}, so no sign-in of "
                    f"anyone it knows was ended (a typo? `portal whois {name}` says more): "
                    "anyone meant by another name is still signed in", err=True)  # fmt: skip
         raise SystemExit(1)
-    click.echo(f"{name}: every sign-in made until now has ended (sessions and remember-me cookies)")
+    account = f" (the account: {state})" if state else ""
+    click.echo(f"{name}: every sign-in made until now has ended (sessions and remember-me "
+               f"cookies){account}")  # fmt: skip
     if unchecked is not None:
         said = DirectoryDidNotAnswer(unchecked).message  # an outage, or a refusal of the portal
         click.echo(f"note: {name!r} could not be checked: {said}", err=True)

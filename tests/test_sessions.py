@@ -229,9 +229,28 @@ def test_revoke_command_reaches_servers_sharing_redis(slapd, build_app, redis_se
     again = signed_in(server, "bob")
     typo = command_line.test_cli_runner().invoke(args=["revoke", "bbo"])
     assert typo.exit_code == 1, typo.output
-    assert "the directory has no usable account 'bbo'" in typo.output
+    assert "the directory has no account 'bbo'" in typo.output
     assert "has ended" not in typo.output  # no success line before the warning
     assert is_signed_in(again)
+
+
+def test_revoke_command_on_a_disabled_account_says_its_sign_ins_ended(own_slapd, build_app,
+                                                                      redis_server):  # fmt: skip
+    """Off-boarding: bob's account is disabled in the directory, then `portal revoke bob`. His
+    sign-ins end, and the command says so with exit status 0, naming the account's state (it
+    said the directory had no such account, a typo?, exit 1)."""
+    settings = {"CACHE_TYPE": "RedisCache", "CACHE_REDIS_URL": redis_server.url,
+                "CACHE_KEY_PREFIX": "revoke-disabled-test:",
+                "LDAP_DISABLED_FILTER": "(description=disabled)"}  # fmt: skip
+    server, command_line = build_app(own_slapd, **settings), build_app(own_slapd, **settings)
+    bob = signed_in(server, "bob", remember=True)
+    own_slapd.modify(f"dn: {BOB}\nchangetype: modify\nadd: description\ndescription: disabled\n")
+    result = command_line.test_cli_runner().invoke(args=["revoke", "bob"])
+    assert result.exit_code == 0, result.output
+    assert "bob: every sign-in made until now has ended" in result.output
+    assert "disabled" in result.output
+    assert "no account" not in result.output
+    assert not is_signed_in(remember_only(server, bob))
 
 
 def test_revoke_command_refuses_a_cache_the_servers_do_not_share(app):
