@@ -294,7 +294,9 @@ class Watcher:
                 return True
             return bool(client.set(key, self.identity, nx=True, ex=seconds))
         except Exception as error:  # noqa: BLE001 - Redis down: nobody can be elected
-            quiet.warning("watch lease", "directory watcher cannot reach Redis: %s", error)
+            quiet.warning("watch lease", "directory watcher cannot reach Redis: %s; paused, so a "
+                          "change in the directory ends a sign-in only within "
+                          "CACHE_FALLBACK_SECONDS until Redis answers", error)  # fmt: skip
             return False
 
     def _release(self) -> None:
