@@ -346,3 +346,31 @@ def test_a_server_answering_busy_to_the_bind_is_passed_over_for_the_next(
         assert AuthActions(app.test_client()).login("alice", "wrong").status_code == 401
     finally:
         app.extensions["portal.directory"].close()
+
+
+def test_while_a_failed_server_is_probed_other_sign_ins_do_not_wait_for_it(clock):
+    """The only replica failed and hangs: once its back-off ends, one sign-in probes it (and
+    waits out the timeout); another meanwhile gets its 503 at once, without waiting for the
+    probe (it held a worker thread for the probe's timeout, so a burst filled every thread
+    and /healthz waited behind them). Only a process's first probe is waited for."""
+    from portal.directory.connections import breaker_of
+
+    with listener(hung) as stuck:
+        app = make_app(None, LDAP_URLS=[stuck.url], **{**FAST, "LDAP_OPERATION_TIMEOUT": 5})
+        [server] = app.extensions["portal.directory"].servers
+        breaker_of(server).failed("it hung a moment ago")
+        clock.now += 3600  # its back-off is over: the next sign-in probes it
+        probe = threading.Thread(target=logins, args=(app, 1))
+        probe.start()
+        try:
+            for _ in range(500):  # until the probe's connection is accepted
+                if stuck.connections:
+                    break
+                threading.Event().wait(0.01)
+            assert stuck.connections == 1
+            assert logins(app, 1) == [503]
+            assert probe.is_alive(), "the sign-in waited for the probe's outcome"
+            assert stuck.connections == 1
+        finally:
+            probe.join()
+            app.extensions["portal.directory"].close()

@@ -5,9 +5,11 @@ every thread. A server that refused a connection, timed out or hung is **open**:
 to it until its back-off ends (1 s after the first failure, doubling with each failure in a row
 up to LDAP_BREAKER_MAX_SECONDS, with ±20 % jitter so workers do not knock in step). Then it is
 **half-open**: the next connection attempt is the probe, and every other caller goes on to the
-next server, or waits for the probe when no other server can be asked; success closes the
-breaker, failure opens it longer. A process starts with every breaker half-open, so even its
-first requests send one person, not all of them, to a server that hangs.
+next server; success closes the breaker, failure opens it longer. A process starts with every
+breaker half-open, so even its first requests send one person, not all of them, to a server
+that hangs; callers with no other server to ask wait for that first probe only (a server that
+failed is most likely to fail again: they get their 503 at once rather than hold a thread for
+its timeout).
 
 So a hung replica costs one person per process its timeout, once per back-off, and with every
 server down the directory sees at most one connection attempt per server per back-off per
@@ -73,10 +75,12 @@ class Breaker:
                     return True
             return False
 
-    def probing(self) -> bool:
-        """True while a probe is under way (its outcome is worth waiting for)."""
+    def first_probing(self) -> bool:
+        """True while the first probe of a server that has not failed is under way (a process
+        starting): its outcome is worth waiting for. A server that failed is most likely to
+        fail again: waiting on its probe would hold a thread for its timeout, to no purpose."""
         with self._changed:
-            return self._state == HALF_OPEN and self._probe_since is not None
+            return self._state == HALF_OPEN and self._probe_since is not None and not self._failures
 
     def wait(self, seconds: float) -> None:
         """Wait (at most `seconds`) until the probe under way reports back."""

@@ -104,7 +104,7 @@ def connect(servers: list[ldap3.Server], settings: DirectorySettings,
         for server in servers:
             breaker = breaker_of(server)
             if not probe and not breaker.admit():
-                if breaker.probing():
+                if breaker.first_probing():
                     probes.append(breaker)
                 elif not attempt:
                     failures.append(f"{label(server)}: skipped for now (it failed a moment ago)")
@@ -142,8 +142,8 @@ def connect(servers: list[ldap3.Server], settings: DirectorySettings,
             return connection
         if not probes:
             break
-        # Nobody else to ask while another thread probes a server: wait for its outcome (a
-        # server just started, or just back) rather than answer "unavailable" at once.
+        # Nobody else to ask while another thread makes the process's first probe of a server:
+        # wait for its outcome rather than answer "unavailable" at once.
         for breaker in probes:
             breaker.wait(settings.connect_timeout + settings.operation_timeout)
     said = "no directory server answered: " + "; ".join(failures or ["every one is being probed"])
