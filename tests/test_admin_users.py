@@ -255,3 +255,36 @@ def test_a_look_up_the_directory_refuses_is_not_called_an_outage(app, monkeypatc
     assert answer.status_code == 503
     assert "cannot be looked up" not in answer.get_data(as_text=True)
     assert any("result code 50" in record.getMessage() for record in caplog.records)
+
+
+def test_look_up_with_the_portals_account_refused_names_the_settings_to_fix(own_slapd):
+    """The directory answers but refuses the portal's service account (its password changed
+    in the directory): the look-up says so and names the settings, not "not answering"."""
+    from tests.conftest import SERVICE_DN, make_app
+
+    app = make_app(own_slapd)
+    client = admin(app)
+    own_slapd.modify(f"dn: {SERVICE_DN}\nchangetype: modify\nreplace: userPassword\n"
+                     "userPassword: changed-behind-the-portals-back\n")  # fmt: skip
+    app.extensions["portal.directory"].close()  # no bound connection kept from before
+    answer = client.get("/admin/users/bob")
+    app.extensions["portal.directory"].close()
+    assert answer.status_code == 503
+    body = answer.get_data(as_text=True)
+    assert "refuses the portal&#39;s own account" in body or "refuses the portal's own" in body
+    assert "LDAP_BIND_PASSWORD" in body
+    assert "not answering" not in body
+
+
+def test_admin_pages_with_no_admin_groups_say_none_are_set(slapd):
+    """ACCESS_ADMIN_GROUPS empty: the 403 says no administrators are set, not "(members of )"."""
+    from tests.conftest import make_app
+
+    app = make_app(slapd, ACCESS_ADMIN_GROUPS=[])
+    client = admin(app)
+    answer = client.get("/admin/status")
+    app.extensions["portal.directory"].close()
+    assert answer.status_code == 403
+    body = answer.get_data(as_text=True)
+    assert "none are set (ACCESS_ADMIN_GROUPS is empty)" in body
+    assert "(members of )" not in body

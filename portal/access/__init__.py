@@ -101,6 +101,9 @@ def _admin_only(view, serve_stale: bool):
             return login_manager.unauthorized()
         if not current_user.is_admin:
             admins = ", ".join(current_app.config["ACCESS_ADMIN_GROUPS"])
+            if not admins:
+                abort(403, gettext("This page is for the portal's administrators, and none "
+                                   "are set (ACCESS_ADMIN_GROUPS is empty)."))  # fmt: skip
             abort(403, gettext("This page is for the portal's administrators (members of "
                                "%(groups)s).", groups=admins))  # fmt: skip
         if request.environ.get(STALE) and not serve_stale:

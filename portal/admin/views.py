@@ -21,6 +21,7 @@ from flask_login import current_user, login_fresh
 from .. import accounts, directory
 from ..access import admin_diagnostics, admin_required
 from ..directory import DirectoryUnavailable, InvalidInput
+from ..directory.errors import ServiceBindRefused
 from ..health.probes import count_person_entries, probe_cache
 from ..recent import RECENT
 from ..signin import audit
@@ -230,6 +231,12 @@ def user(username: str):
         found = accounts.explain_person(username, urlsplit("//" + request.host).hostname or "")
     except InvalidInput:
         abort(404)
+    except ServiceBindRefused:
+        # It answered, refusing the portal's own account: a setting to fix, not an outage.
+        abort(503, gettext("The company directory refuses the portal's own account, so "
+                           "%(name)s cannot be looked up: check LDAP_BIND_DN and "
+                           "LDAP_BIND_PASSWORD (the log says more).",
+                           name=username[:100]))  # fmt: skip
     except DirectoryUnavailable:
         # The page said the portal could not check who the administrator is: it is this
         # person it could not read. (Any other refusal gets the 503 page and its log line.)
