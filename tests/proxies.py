@@ -19,6 +19,8 @@ import json
 import os
 import re
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urljoin, urlsplit
@@ -214,6 +216,24 @@ class Stack:
             f"--- gunicorn\n{self.portal.output_text()[-2000:]}\n"
             f"--- upstream\n{self.app.log_text()[-1000:]}"
         )
+
+
+@contextmanager
+def running_stack(environment: dict[str, str], work: Path,
+                  make_proxy: Callable[[int, int], Nginx | Caddy]) -> Iterator[Stack]:  # fmt: skip
+    """The sample app, the portal under gunicorn with this environment and the proxy that
+    make_proxy(portal port, app port) builds, started in that order and all stopped at the end."""
+    with ExitStack() as cleanup:
+        app = SampleApp()
+        cleanup.callback(app.cleanup)
+        app.start()
+        portal = Gunicorn(work, environment)
+        cleanup.callback(portal.stop)
+        portal.start()
+        proxy = make_proxy(portal.port, app.port)
+        cleanup.callback(proxy.cleanup)
+        proxy.start()
+        yield Stack(proxy, portal, app)
 
 
 @dataclass

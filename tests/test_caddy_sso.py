@@ -9,18 +9,17 @@ ports; every attack is sent byte for byte (tests/proxies.py).
 from __future__ import annotations
 
 import json
-from contextlib import ExitStack
+from functools import partial
 
 import pytest
 
 from tests.proxies import (
     ENGINEERING_ONLY,
     Caddy,
-    SampleApp,
-    Stack,
     get,
     header_values,
     login_return_address,
+    running_stack,
     seen_by_app,
     sign_in,
 )
@@ -38,7 +37,7 @@ from tests.proxy_battery import (  # noqa: F401 - the shared proxy tests, run on
     test_other_escapes_never_reach_the_app,
     test_scheme_headers_a_client_sends_never_break_the_portals_pages,
 )
-from tests.servers import Gunicorn, portal_environment, require_binary
+from tests.servers import portal_environment, require_binary
 
 pytestmark = pytest.mark.slow
 
@@ -53,17 +52,9 @@ def stack(slapd, tmp_path_factory):
         PORTAL_SSO_ALLOWED_DOMAINS='["127.0.0.1"]',
         PORTAL_ACCESS_RULES=json.dumps(ENGINEERING_ONLY),
     )
-    with ExitStack() as cleanup:
-        app = SampleApp()
-        cleanup.callback(app.cleanup)
-        app.start()
-        portal = Gunicorn(tmp_path_factory.mktemp("caddy-gunicorn"), environment)
-        cleanup.callback(portal.stop)
-        portal.start()
-        caddy = Caddy(caddy_binary, portal.port, app.port)
-        cleanup.callback(caddy.cleanup)
-        caddy.start()
-        yield Stack(caddy, portal, app)
+    work = tmp_path_factory.mktemp("caddy-gunicorn")
+    with running_stack(environment, work, partial(Caddy, caddy_binary)) as stack:
+        yield stack
 
 
 def test_anonymous_visitor_is_sent_to_the_login_page(stack, browser):

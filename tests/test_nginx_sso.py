@@ -13,7 +13,7 @@ in the temporary folder, since a non-root nginx cannot write /var/lib/nginx or /
 from __future__ import annotations
 
 import json
-from contextlib import ExitStack
+from functools import partial
 from urllib.parse import urljoin
 
 import pytest
@@ -23,13 +23,13 @@ from tests.conftest import PASSWORDS, csrf_token_in
 from tests.proxies import (
     ENGINEERING_ONLY,
     Nginx,
-    SampleApp,
     Stack,
     get,
     header_values,
     login_form,
     login_return_address,
     raw_request,
+    running_stack,
     seen_by_app,
     session_cookie,
     sign_in,
@@ -48,7 +48,7 @@ from tests.proxy_battery import (  # noqa: F401 - the shared proxy tests, run on
     test_other_escapes_never_reach_the_app,
     test_scheme_headers_a_client_sends_never_break_the_portals_pages,
 )
-from tests.servers import Gunicorn, portal_environment, require_binary
+from tests.servers import portal_environment, require_binary
 
 pytestmark = pytest.mark.slow
 
@@ -62,17 +62,9 @@ def stack(slapd, tmp_path_factory):
         PORTAL_SSO_ALLOWED_DOMAINS='["127.0.0.1"]',
         PORTAL_ACCESS_RULES=json.dumps(ENGINEERING_ONLY),
     )
-    with ExitStack() as cleanup:
-        app = SampleApp()
-        cleanup.callback(app.cleanup)
-        app.start()
-        portal = Gunicorn(tmp_path_factory.mktemp("sso-gunicorn"), environment)
-        cleanup.callback(portal.stop)
-        portal.start()
-        nginx = Nginx(nginx_binary, portal.port, app.port)
-        cleanup.callback(nginx.cleanup)
-        nginx.start()
-        yield Stack(nginx, portal, app)
+    work = tmp_path_factory.mktemp("sso-gunicorn")
+    with running_stack(environment, work, partial(Nginx, nginx_binary)) as stack:
+        yield stack
 
 
 def test_anonymous_visitor_is_sent_to_login_and_back_to_the_app_after_signing_in(stack, browser):
@@ -292,17 +284,11 @@ def test_the_micro_cache_keeps_a_moved_cookie_out(slapd, tmp_path, hops, moved):
     environment.update(PORTAL_SSO_ALLOWED_DOMAINS='["127.0.0.1"]', PORTAL_TRUSTED_PROXY_HOPS=hops,
                        PORTAL_SESSION_PROTECTION='"strong"')  # fmt: skip
     owners = {"User-Agent": "owner-browser/1.0", "X-Forwarded-For": "198.51.100.1"}
-    with ExitStack() as cleanup, requests.Session() as owner:
-        app = SampleApp()
-        cleanup.callback(app.cleanup)
-        app.start()
-        portal = Gunicorn(tmp_path, environment)
-        cleanup.callback(portal.stop)
-        portal.start()
-        nginx = Nginx(require_binary("nginx", "apt-get install nginx-light"), portal.port,
-                      app.port, micro_cache=True)  # fmt: skip
-        cleanup.callback(nginx.cleanup)
-        through = Stack(nginx.start(), portal, app)
+    cached = partial(
+        Nginx, require_binary("nginx", "apt-get install nginx-light"), micro_cache=True
+    )
+    with running_stack(environment, tmp_path, cached) as through, requests.Session() as owner:
+        nginx = through.proxy
         owner.headers.update(owners)
         sign_in(through, owner, "alice")
         cookie = {"Cookie": session_cookie(owner)}
