@@ -283,30 +283,36 @@ def revoke(username: str) -> None:
             f"CACHE_TYPE is {current_app.config['CACHE_TYPE']}: the running servers do not share "
             "it, so nothing can be revoked from here (use the admin page of the server, or Redis)"
         )
-    if not accounts.revoke_all(name):
-        raise click.ClickException("the cache did not answer: nothing revoked")
-    audit.record("admin.revoke", user="(command line)", target=name)
-    # Written whatever the name (the directory may be down, the person already gone), but a
-    # name the directory does not know is most often a typo, and the person meant is still
-    # signed in: said instead of the success line, with exit status 1. A disabled or locked
-    # account is off-boarding as it should be: its sign-ins ended.
+    # Sessions and remember-me cookies are marked under the portal's name for the person: a
+    # name the user filter also matches (an e-mail address) is revoked as its owner's, or the
+    # owner would stay signed in. A name the directory does not know is revoked as typed
+    # (the directory may be down, the person already gone), but is most often a typo, and the
+    # person meant is still signed in: said instead of the success line, with exit status 1.
+    # A disabled or locked account is off-boarding as it should be: its sign-ins ended.
     try:
-        state = "" if directory.lookup(name) is not None else directory.unusable_reason(name)
+        owner = directory.identity(name, any_state=True) or name
+        state = "" if directory.lookup(owner) is not None else directory.unusable_reason(owner)
     except DirectoryError as error:
-        state, unchecked = "", error
+        owner, state, unchecked = name, "", error
     else:
         unchecked = None
+    if not accounts.revoke_all(owner):
+        raise click.ClickException("the cache did not answer: nothing revoked")
+    audit.record("admin.revoke", user="(command line)", target=owner)
     if state == "no such person":
         click.echo(f"warning: the directory has no account {name!r}, so no sign-in of "
                    f"anyone it knows was ended (a typo? `portal whois {name}` says more): "
                    "anyone meant by another name is still signed in", err=True)  # fmt: skip
         raise SystemExit(1)
     account = f" (the account: {state})" if state else ""
-    click.echo(f"{name}: every sign-in made until now has ended (sessions and remember-me "
+    who = owner if owner == name else f"{owner} (found by {name!r})"
+    click.echo(f"{who}: every sign-in made until now has ended (sessions and remember-me "
                f"cookies){account}")  # fmt: skip
     if unchecked is not None:
         said = DirectoryDidNotAnswer(unchecked).message  # an outage, or a refusal of the portal
-        click.echo(f"note: {name!r} could not be checked: {said}", err=True)
+        click.echo(f"note: {name!r} could not be checked, so it was taken as a user name (if "
+                   f"it is another name of someone's, an e-mail address, run this again once "
+                   f"the directory answers): {said}", err=True)  # fmt: skip
 
 
 @click.command("watch")

@@ -9,7 +9,7 @@ import pytest
 
 from portal import accounts
 from portal.signin import logins
-from tests.conftest import AuthActions, csrf_token_in, make_app, session_username
+from tests.conftest import PASSWORDS, AuthActions, csrf_token_in, make_app, session_username
 
 REMEMBER = "remember_token"
 
@@ -251,6 +251,56 @@ def test_revoke_command_on_a_disabled_account_says_its_sign_ins_ended(own_slapd,
     assert "disabled" in result.output
     assert "no account" not in result.output
     assert not is_signed_in(remember_only(server, bob))
+
+
+@pytest.mark.parametrize("disabled", [False, True], ids=["active", "disabled"])
+def test_revoke_command_by_an_email_address_ends_its_owners_sign_ins(
+    own_slapd, build_app, redis_server, disabled
+):
+    """The user filter also matches mail: `portal revoke bob@example.org` ends bob's sign-ins,
+    the one made by his address too, and names him (it marked "bob@example.org", said every
+    sign-in had ended, exit 0, and bob stayed signed in); so for his disabled account."""
+    by_uid_or_mail = "(&(objectClass=inetOrgPerson)(|(uid={username})(mail={login})))"
+    settings = {"CACHE_TYPE": "RedisCache", "CACHE_REDIS_URL": redis_server.url,
+                "CACHE_KEY_PREFIX": f"revoke-alias-test-{disabled}:", "LDAP_LOGIN_DOMAINS": [],
+                "LDAP_USER_FILTER": by_uid_or_mail,
+                "LDAP_DISABLED_FILTER": "(description=disabled)"}  # fmt: skip
+    server, command_line = build_app(own_slapd, **settings), build_app(own_slapd, **settings)
+    bob = signed_in(server, "bob", remember=True)
+    by_mail = server.test_client()
+    assert AuthActions(by_mail).login("bob@example.org", PASSWORDS["bob"]).status_code == 302
+    if disabled:
+        own_slapd.modify(f"dn: {BOB}\nchangetype: modify\nadd: description\n"
+                         "description: disabled\n")  # fmt: skip
+    result = command_line.test_cli_runner().invoke(args=["revoke", "bob@example.org"])
+    assert result.exit_code == 0, result.output
+    assert "bob (found by 'bob@example.org'): every sign-in made until now has ended" in (
+        result.output
+    )
+    assert not is_signed_in(remember_only(server, bob))
+    if not disabled:  # (a disabled account is signed out by its state alone)
+        assert not is_signed_in(bob) and not is_signed_in(by_mail)
+
+
+def test_revoke_command_with_the_directory_down_revokes_the_name_as_typed_and_says_so(
+    slapd, build_app, redis_server
+):
+    """No directory server answers the command: bob is revoked by his user name all the same,
+    and the note says the name was taken as one, unchecked (another of his names would not be
+    his, so it says to run it again once the directory answers)."""
+    from portal.testing.slapd import free_port
+
+    settings = {"CACHE_TYPE": "RedisCache", "CACHE_REDIS_URL": redis_server.url,
+                "CACHE_KEY_PREFIX": "revoke-unchecked-test:"}  # fmt: skip
+    server = build_app(slapd, **settings)
+    command_line = build_app(slapd, LDAP_URLS=[f"ldap://127.0.0.1:{free_port()}"], **settings)
+    bob = signed_in(server, "bob")
+    result = command_line.test_cli_runner().invoke(args=["revoke", "bob"])
+    assert result.exit_code == 0, result.output
+    assert "bob: every sign-in made until now has ended" in result.output
+    assert "'bob' could not be checked, so it was taken as a user name" in result.output
+    assert "run this again once the directory answers" in result.output
+    assert not is_signed_in(bob)
 
 
 def test_revoke_command_refuses_a_cache_the_servers_do_not_share(app):

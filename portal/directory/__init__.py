@@ -103,9 +103,10 @@ def change_feed():
     return get_directory().change_feed()
 
 
-def identity(username: str) -> str | None:
-    """The portal's name for the person a name finds (another spelling, an e-mail), or None."""
-    return get_directory().identity(username)
+def identity(username: str, any_state: bool = False) -> str | None:
+    """The portal's name for the person a name finds (another spelling, an e-mail), or None;
+    with `any_state`, a disabled account's too."""
+    return get_directory().identity(username, any_state)
 
 
 def canonical_username(typed: object) -> str:

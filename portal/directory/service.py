@@ -138,11 +138,14 @@ class Directory:
         state = account_state.from_entry(self.settings, entry["attributes"])
         return "" if state is State.OK else state.value
 
-    def identity(self, username: object) -> str | None:
+    def identity(self, username: object, any_state: bool = False) -> str | None:
         """The name the portal knows the person by whom this name finds (an e-mail address
-        the filter also matches finds its owner), or None."""
+        the filter also matches finds its owner), or None; with `any_state`, a disabled
+        account's too (LDAP_DISABLED_FILTER left out of the search)."""
         name, _ = login_forms(username, self.settings.username_max_length)
         entry = self._find_user(name, name)
+        if entry is None and any_state and self.settings.disabled_filter:
+            entry = self._find_user(name, name, self.settings.plain_user_filter)
         return None if entry is None else self._identity(entry)
 
     def change_feed(self) -> ChangeFeed:
