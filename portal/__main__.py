@@ -43,8 +43,12 @@ class SettingRefused(NoAppException):
 
 def _app_or_refusal():
     try:
-        # `check` lists the settings' warnings; every command logging them too said each twice.
-        return create_app(log_warnings=False)
+        # The settings' warnings are logged by the commands that serve, as a server logs them
+        # at start: `run` and `watch`. `check` lists them (logged too, each was said twice),
+        # and a one-shot command (whois, revoke...) is about something else.
+        command = click.get_current_context(silent=True)
+        serving = command is not None and command.info_name in ("run", "watch")
+        return create_app(log_warnings=serving)
     except ConfigError as error:
         # Not a traceback: the setting to fix is all an operator needs.
         message = str(error)

@@ -208,7 +208,8 @@ def test_the_portal_command_lists_its_commands_and_says_a_refused_setting_in_one
 
 def test_the_portal_command_says_each_settings_warning_once(slapd):
     """`portal check` lists a settings warning (an app its rules do not guard) as a check line,
-    and no log line says it again; `whois` says none."""
+    and no log line says it again; `whois` says none; `watch`, which serves, logs it at start
+    (it had stopped logging it with `check`'s change)."""
     from tests.test_launcher import APPS, RULES
 
     env = {key: value for key, value in os.environ.items() if not key.startswith("PORTAL_")}
@@ -228,6 +229,25 @@ def test_the_portal_command_says_each_settings_warning_once(slapd):
     status, explained = portal("whois", "alice")
     assert status == 0, explained
     assert "do not guard it" not in explained, explained
+    # `portal watch` serves for as long as it runs: it logs them at start, as a server does.
+    watcher = subprocess.Popen([command, "watch"], cwd=ROOT, env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        started = _lines_until(watcher.stdout, "watching the directory")
+    finally:
+        watcher.terminate()
+        watcher.communicate(timeout=30)
+    assert "APPS[4] (Budgets)" in started, started
+
+
+def _lines_until(stream, text: str) -> str:
+    # What a child printed up to the line holding text (or up to its end).
+    seen = []
+    for line in stream:
+        seen.append(line)
+        if text in line:
+            break
+    return "".join(seen)
 
 
 def test_whois_explains_an_active_person_and_their_pages(app):
