@@ -110,8 +110,12 @@ def _as_verify_would_read(url: str, method: str) -> str:
     # refuses (ftp://, a host with a bad port, a method no browser sends) must not be answered
     # ALLOWED here: it is a usage error, for the same reason.
     target = url if "://" in url else f"https://{url}"
-    if "/" not in target.partition("://")[2]:
-        target += "/"
+    scheme, _, rest = target.partition("://")
+    # The path begins where the host ends: at a "/", or before a "?" or "#" it lacks then
+    # ("wiki#top" is https://wiki/#top, not a host "wiki#top").
+    end = min((at for at in map(rest.find, "/?#") if at >= 0), default=len(rest))
+    if not rest.startswith("/", end):
+        target = f"{scheme}://{rest[:end]}/{rest[end:]}"
     question = {"X-Original-Method": method, "X-Original-URL": target}.get
     if read_original(question, "original") is None:
         reason = why_unusable(question, "original").replace("X-Original-Method", "--method")

@@ -611,6 +611,11 @@ def test_access_check_command_explains_a_decision(sso_app):
     nobody = runner.invoke(args=["access-check", "nobody", "https://grafana.example.org/"])
     assert nobody.exit_code == 1
     assert "no such person" in nobody.output
+    # With no path, a query or fragment follows the host's "/" (it was read as the host's).
+    for address in ("https://grafana.example.org?x=1", "grafana.example.org#top"):
+        judged = runner.invoke(args=["access-check", "alice", address])
+        assert judged.exit_code == 0, (address, judged.output)
+        assert "ALLOWED by rule 4" in judged.output, (address, judged.output)
 
 
 def test_access_check_takes_a_path_and_judges_portal_pages_by_their_groups(sso_app):
