@@ -352,25 +352,33 @@ def test_while_a_failed_server_is_probed_other_sign_ins_do_not_wait_for_it(clock
     """The only replica failed and hangs: once its back-off ends, one sign-in probes it (and
     waits out the timeout); another meanwhile gets its 503 at once, without waiting for the
     probe (it held a worker thread for the probe's timeout, so a burst filled every thread
-    and /healthz waited behind them). Only a process's first probe is waited for."""
+    and /healthz waited behind them). Only a process's first probe is waited for. The probe
+    hangs until the test lets it go (its timeout is a minute), so the other sign-in ending
+    first is its order, not a race."""
     from portal.directory.connections import breaker_of
 
     with listener(hung) as stuck:
-        app = make_app(None, LDAP_URLS=[stuck.url], **{**FAST, "LDAP_OPERATION_TIMEOUT": 5})
+        slow = {**FAST, "LDAP_OPERATION_TIMEOUT": 60, "LDAP_LOGIN_DEADLINE": 120}
+        app = make_app(None, LDAP_URLS=[stuck.url], **slow)
         [server] = app.extensions["portal.directory"].servers
         breaker_of(server).failed("it hung a moment ago")
         clock.now += 3600  # its back-off is over: the next sign-in probes it
         probe = threading.Thread(target=logins, args=(app, 1))
         probe.start()
+        other: list[list[int]] = []
+        meanwhile = threading.Thread(target=lambda: other.append(logins(app, 1)))
         try:
             for _ in range(500):  # until the probe's connection is accepted
                 if stuck.connections:
                     break
                 threading.Event().wait(0.01)
             assert stuck.connections == 1
-            assert logins(app, 1) == [503]
-            assert probe.is_alive(), "the sign-in waited for the probe's outcome"
-            assert stuck.connections == 1
+            meanwhile.start()
+            meanwhile.join(timeout=20)  # a bound for the failure only: the probe hangs 60 s
+            assert other == [[503]], "the sign-in waited for the probe's outcome"
+            assert probe.is_alive() and stuck.connections == 1
         finally:
+            stuck.accepted[0].close()  # the hung server hangs up: the probe fails at once
             probe.join()
+            meanwhile.join()
             app.extensions["portal.directory"].close()
