@@ -348,6 +348,36 @@ def test_a_server_answering_busy_to_the_bind_is_passed_over_for_the_next(
         app.extensions["portal.directory"].close()
 
 
+def test_a_server_answering_busy_to_the_service_bind_is_reported_as_answering(slapd, monkeypatch):
+    """The status page's probe and `portal check` of a server answering the service bind with
+    busy (51) say so in its words: it answered, the bind failed. They said no directory server
+    answered, which sends an operator to the network. Fault injected, as above."""
+    import ldap3
+
+    from portal.directory import health
+
+    real_bind = ldap3.Connection.bind
+
+    def busy_service(connection, *args, **kwargs):
+        if (connection.user or "").startswith("cn=portal-reader"):
+            connection.result = {"result": 51, "description": "busy", "message": "too busy"}
+            return False
+        return real_bind(connection, *args, **kwargs)
+
+    monkeypatch.setattr(ldap3.Connection, "bind", busy_service)
+    app = make_app(slapd)
+    try:
+        directory = app.extensions["portal.directory"]
+        found = health.probe(directory.servers[0], directory.settings)
+        assert (found.reachable, found.service_bind_ok, found.error) == (True, False, "busy")
+        checked = app.test_cli_runner().invoke(args=["check"]).output
+        assert re.search(r"connect\W+ok", checked), checked
+        assert re.search(r"service bind as cn=portal-reader\S+\W+FAILED: busy \(51\) too busy",
+                         checked), checked  # fmt: skip
+    finally:
+        app.extensions["portal.directory"].close()
+
+
 def test_while_a_failed_server_is_probed_other_sign_ins_do_not_wait_for_it(clock):
     """The only replica failed and hangs: once its back-off ends, one sign-in probes it (and
     waits out the timeout); another meanwhile gets its 503 at once, without waiting for the

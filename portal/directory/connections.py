@@ -193,16 +193,17 @@ def open_connection(
         finally:
             connection.password = connection.request = None  # keep no password around
         code = (connection.result or {}).get("result")
-        if not bound and code in SERVER_DOWN_CODES:
+        if not bound and code in SERVER_DOWN_CODES and not probe:
             # Busy or unavailable: the server's state, not a refusal of these credentials;
-            # the next server may answer, and this one is left alone for a back-off.
+            # the next server may answer, and this one is left alone for a back-off. (A
+            # probe of one server reports its answer as a refused bind, in its own words:
+            # it did answer, and "no server answered" would send the operator to the network.)
             said = connection.result.get("description") or "refused"
             error = ServerUnavailable(f"the bind was refused: {said} ({code})")
             reasons[label(server)] = str(error)
             failures.append(f"{label(server)}: {error}")
-            if not probe:
-                metrics.ldap_error("bind", connection, str(error))
-                server_failed(server, error)
+            metrics.ldap_error("bind", connection, str(error))
+            server_failed(server, error)
             discard(connection)
             continue
         if not probe:
