@@ -408,6 +408,32 @@ def test_under_strong_protection_a_moved_session_cannot_sign_its_owner_out(slapd
     assert "signed_out=everywhere" in answer.headers["Location"]
 
 
+def test_under_strong_protection_a_moved_owner_asking_to_sign_out_everywhere_is_told(
+    slapd, build_app
+):
+    """bob's laptop loaded "Sign out everywhere" at 10.0.0.1, then its network changed: the
+    sign-out cannot tell him from a copy, so it ends nothing else, and the page says so and
+    how to end them (it said "You are signed out." while his phone stayed signed in)."""
+    app = build_app(slapd, SESSION_PROTECTION="strong")
+    phone = signed_in(app, "bob", address="10.0.0.5")
+    laptop = signed_in(app, "bob", address="10.0.0.1")
+    token = csrf_token_in(laptop.get("/logout?everywhere=1").get_data(as_text=True))
+    move(laptop, "10.0.0.2")
+    answer = laptop.post("/logout", data={"csrf_token": token, "everywhere": "1"})
+    assert answer.headers["Location"].endswith("signed_out=moved")
+    page = laptop.get(answer.headers["Location"]).get_data(as_text=True)
+    assert "your other sign-ins were not ended" in page
+    assert 'sign in again and choose "Sign out everywhere"' in page.replace("&#34;", '"')
+    assert "You are signed out.<" not in page
+    assert is_signed_in(phone), "as the page says"
+    # Signed in again there, he ends them.
+    laptop = signed_in(app, "bob", address="10.0.0.2")
+    token = csrf_token_in(laptop.get("/logout?everywhere=1").get_data(as_text=True))
+    answer = laptop.post("/logout", data={"csrf_token": token, "everywhere": "1"})
+    assert answer.headers["Location"].endswith("signed_out=everywhere")
+    assert not is_signed_in(phone)
+
+
 def test_protection_ignores_client_written_forwarded_headers(app):
     """X-Forwarded-For from the client is not the address: changing it keeps the session fresh."""
     erin = signed_in(app, "erin")

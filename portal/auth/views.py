@@ -265,7 +265,8 @@ def logout():
     ended, everywhere = True, False
     # The session's login, and the one a remember-me cookie names (it may be an older one).
     remembered = remembered_login_id(request.cookies.get(_remember_cookie_name()))
-    ids = {session.get("_user_id") if session_is_this_clients() else None, remembered}
+    moved = bool(session.get("_user_id")) and not session_is_this_clients()
+    ids = {None if moved else session.get("_user_id"), remembered}
     for login in filter(None, map(logins.parse, ids)):
         # Only a login that still works signs its person out everywhere: a copy of a cookie
         # that was signed out, expired or revoked (a lost phone's, a former owner's of the
@@ -282,6 +283,10 @@ def logout():
     # This browser is signed out either way; if the cache could not record it, copies of the
     # cookies (other devices) still work, and the page must say so rather than "signed out".
     said = ("everywhere" if everywhere else "1") if ended else "incomplete"
+    if said == "1" and moved and request.form.get("everywhere") == "1":
+        # Asked to end every sign-in from a session that moved: nothing else ended (the
+        # owner's network may have changed, or it is a copy), and the page must say so.
+        said = "moved"
     response = redirect(url_for("auth.login", signed_out=said))
     config = current_app.config
     response.delete_cookie(
