@@ -90,6 +90,21 @@ def test_a_stranger_guessing_cannot_lock_a_person_out_of_their_own_browser(throt
     assert AuthActions(hers).login("alice").status_code == 429
 
 
+@pytest.mark.parametrize("spelling", ["alice|known", "known-account:alice", "Alice|Known"])
+def test_no_typed_name_reaches_the_known_browsers_count(throttled_app, spelling):
+    """A stranger uses up alice's attempts, then types a name spelled like the key of her
+    known browsers' count: that is a name of its own (it was that very count, so ten
+    anonymous requests locked alice out of her own browser too)."""
+    hers = browser_at(throttled_app, "10.0.0.5")
+    assert AuthActions(hers).login("alice").status_code == 302
+    assert AuthActions(hers).logout().status_code == 302
+    for _ in range(3):
+        assert attempt(throttled_app, "alice", address="10.0.0.66").status_code == 401
+    for _ in range(4):
+        assert attempt(throttled_app, spelling, address="10.0.0.67").status_code in (401, 429)
+    assert AuthActions(hers).login("alice").status_code == 302
+
+
 def test_collecting_known_browser_cookies_buys_no_more_guesses(throttled_app):
     """Signed in as alice from three browsers (while her password was known), someone holds
     three known-browser cookies: they share one count, so after the strangers' three failures

@@ -107,8 +107,10 @@ def begin_attempt(username: str | None = None) -> Attempt | None:
     if devices.known_device(account) is not None:
         # A browser this person signed in from: the count of their known browsers, which
         # strangers cannot use up. One count for all of them, so signing in again and again
-        # to collect cookies buys no further guesses: at most twice the limit in all.
-        account = f"{account}|known"
+        # to collect cookies buys no further guesses: at most twice the limit in all. Its key
+        # lies outside "account:...", which every typed name's key begins with (as
+        # "account:alice|known", a stranger typing "alice|known" used up alice's own count).
+        account = f"known-{account}"
     buckets += [("account", item, account) for item in throttle.account_limits]
     if not throttle.breaker.admit():
         return None  # it failed a moment ago: paused at once, not after another timeout
