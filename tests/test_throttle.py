@@ -278,6 +278,38 @@ def test_throttle_stops_before_the_directory_locks_the_account():
         server.cleanup()
 
 
+def test_the_ppolicy_examples_limit_keeps_the_readmes_rule_against_its_trees_policy():
+    """The README's rule, checked against the policy the ppolicy tree's slapd itself holds:
+    twice the example's account limit (what strangers get through within one window's length)
+    below pwdMaxFailure, and each window at least as long as the directory remembers a failure,
+    which must be finite (the tree kept failures for ever, pwdFailureCountInterval 0, so one
+    guess per window locked an account in three windows)."""
+    import tomllib
+
+    from limits import parse_many
+
+    from tests.conftest import ROOT
+
+    settings = tomllib.loads((ROOT / "examples" / "settings-ppolicy.toml").read_text())
+    limits = parse_many(settings["THROTTLE_ACCOUNT_LIMIT"])
+    server = start_slapd(**trees.ppolicy_options())
+    try:
+        connection = ldap3.Connection(server.url, trees.SERVICE_DN, trees.SERVICE_PASSWORD,
+                                      auto_bind=True)  # fmt: skip
+        asked = ["pwdMaxFailure", "pwdFailureCountInterval"]
+        connection.search(trees.PPOLICY_DEFAULT_DN, "(objectClass=pwdPolicy)", ldap3.BASE,
+                          attributes=asked)  # fmt: skip
+        [policy] = connection.entries
+        connection.unbind()
+    finally:
+        server.cleanup()
+    threshold, memory = int(policy.pwdMaxFailure.value), int(policy.pwdFailureCountInterval.value)
+    assert memory > 0, "a directory that never forgets a failure can be locked one guess a window"
+    for limit in limits:
+        assert 2 * limit.amount < threshold, limit
+        assert limit.get_expiry() >= memory, limit
+
+
 def test_storage_down_refuses_login_instead_of_allowing_unlimited_guesses(
     slapd, ldap_spy, audit_lines
 ):
