@@ -156,6 +156,19 @@ def test_a_person_who_must_change_changes_and_is_signed_in(ppolicy):
     assert client.get("/").status_code == 200
 
 
+def test_an_expired_password_is_changed_on_its_last_grace_login(ppolicy):
+    """grace's password expired with 2 grace logins: the sign-in uses one and says one is
+    left; the change, which binds with the old password, uses that last one and succeeds."""
+    app, _ = ppolicy
+    client = app.test_client()
+    refused = AuthActions(client).login("grace", "grace-secret")
+    assert refused.status_code == 403
+    assert "You have 1 grace sign-in left with it" in refused.get_data(as_text=True)
+    answer = change(client, "grace-secret", "grace-new-long-secret", username="grace")
+    assert answer.status_code == 302 and answer.headers["Location"] == "/"
+    assert client.get("/").status_code == 200
+
+
 def test_self_service_can_be_turned_off(slapd):
     app = make_app(slapd, PASSWORD_SELF_SERVICE=False)
     assert app.test_client().get("/password").status_code == 404

@@ -188,6 +188,24 @@ def test_ppolicy_reset_or_grace_bind_is_not_a_full_login(ppolicy_app, name):
     assert client.get("/").status_code == 302
 
 
+def test_ppolicy_grace_sign_in_says_how_many_grace_logins_are_left(ppolicy_app):
+    """Each bind on an expired password uses one of its grace logins (2 in this tree), the
+    change's too: the first sign-in says one is left and leads to the change, which uses it;
+    had it been the last, the page says so and sends the person to the service desk instead
+    of a change page that must fail (it led there, and the change said "expired")."""
+    app, _ = ppolicy_app
+    first = AuthActions(app.test_client()).login("grace", "grace-secret")
+    assert first.status_code == 403
+    page = first.get_data(as_text=True)
+    assert MUST_CHANGE in page and "You have 1 grace sign-in left with it" in page
+    assert "Change your password" in page
+    last = AuthActions(app.test_client()).login("grace", "grace-secret")
+    assert last.status_code == 403
+    page = last.get_data(as_text=True)
+    assert "that was its last grace sign-in" in page and "ask the service desk" in page
+    assert "Change your password" not in page
+
+
 def test_ppolicy_lockout_looks_like_a_wrong_password():
     """A locked account, and one locked by failed attempts, get the wrong-password answer."""
     server = start_slapd(**trees.ppolicy_options())

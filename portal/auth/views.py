@@ -59,6 +59,10 @@ MISSING = _l("Enter your username and password.")
 MUST_CHANGE = _l(
     "Your password has expired or was reset, so it must be changed before you can sign in."
 )
+NO_GRACE_LEFT = _l(
+    "Your password has expired, and that was its last grace sign-in: the directory will not "
+    "accept it again, even to change it. Please ask the service desk to reset it."
+)
 UNAVAILABLE = _l(
     "The directory is not answering, so nobody can sign in right now. Please try again."
 )
@@ -184,12 +188,22 @@ def _check_password(form: LoginForm, next_url: str | None):
         attrs = directory.authenticate(typed, form.password.data)
     except InvalidInput:
         attrs = None
-    except PasswordChangeRequired:
+    except PasswordChangeRequired as refused:
         metrics.login("must_change_password")  # metrics
         audit.record("login.refused", user=typed, reason="password must be changed")
         # The change page fills the name in (the change itself binds with the password).
         session["password_change_for"] = typed
-        return _page(form, MUST_CHANGE, 403, must_change=True)
+        left = refused.grace_logins_left
+        if left == 0:
+            # Every bind on an expired password uses a grace login, the change's too: with
+            # none left it would fail however it is made. Said now, not after another try.
+            return _page(form, NO_GRACE_LEFT, 403)
+        message = MUST_CHANGE if left is None else " ".join([str(MUST_CHANGE), ngettext(
+            "You have %(num)d grace sign-in left with it: changing it uses it, so choose a new "
+            "password the policy accepts.",
+            "You have %(num)d grace sign-ins left with it: changing it uses one, as does each "
+            "new password the policy refuses.", left)])  # fmt: skip
+        return _page(form, message, 403, must_change=True)
     except DirectoryError as error:
         metrics.login("directory_error")  # metrics
         quiet.warning(f"login {type(error).__name__}", "login could not be checked: %s: %s",

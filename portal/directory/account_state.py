@@ -89,6 +89,16 @@ def from_entry(settings, attributes: Mapping, now: float | None = None) -> State
     return State.OK
 
 
+def grace_logins_left(result: Mapping) -> int | None:
+    """The grace logins an expired password has left after this bind, as the ppolicy response
+    control says (graceAuthNsRemaining); None when it says nothing of them."""
+    control = (result.get("controls") or {}).get(PPOLICY_CONTROL) or {}
+    try:
+        return decode_ppolicy_response(control.get("value") or b"")[0] if control else None
+    except (IndexError, ValueError):  # a malformed control tells nothing
+        return None
+
+
 def from_bind(result: Mapping) -> State:
     """The account state a bind answer reveals (OK when it reveals nothing).
 

@@ -34,4 +34,12 @@ class InvalidInput(DirectoryError):
 
 
 class PasswordChangeRequired(Exception):
-    """The password was right, but it has expired or was reset: it must be changed first."""
+    """The password was right, but it has expired or was reset: it must be changed first.
+
+    `grace_logins_left` is what the directory said remains of an expired password's grace
+    logins after this bind (ppolicy's graceAuthNsRemaining), or None when it did not say.
+    """
+
+    def __init__(self, who: str, grace_logins_left: int | None = None):
+        super().__init__(who)
+        self.grace_logins_left = grace_logins_left

@@ -276,7 +276,7 @@ class Directory:
         code = result.get("result")
         state = account_state.from_bind(result)
         if state is State.MUST_CHANGE_PASSWORD:
-            raise PasswordChangeRequired(who)
+            raise PasswordChangeRequired(who, account_state.grace_logins_left(result))
         if state is not State.OK:
             log.info("bind as %s refused: account %s", who, state.value)
             return False
