@@ -105,6 +105,27 @@ def test_no_typed_name_reaches_the_known_browsers_count(throttled_app, spelling)
     assert AuthActions(hers).login("alice").status_code == 302
 
 
+def test_a_stranger_guessing_cannot_keep_a_signed_in_person_from_changing_their_password(
+    own_slapd, build_app
+):
+    """alice is signed in; a stranger uses up her attempts at the sign-in form. Her change on
+    /password (no known-browser cookie goes there) counts with her own browsers, so it goes
+    through (it counted with the strangers: 429); a signed-out change still waits with them."""
+    from tests.test_password_change import change
+
+    app = build_app(own_slapd, THROTTLE_ACCOUNT_LIMIT="3 per 15 minutes",
+                    THROTTLE_IP_LIMIT="100 per 15 minutes")  # fmt: skip
+    hers = browser_at(app, "10.0.0.5")
+    assert AuthActions(hers).login("alice").status_code == 302
+    for _ in range(3):
+        assert attempt(app, "alice", address="10.0.0.66").status_code == 401
+    hers.delete_cookie("portal-device", path="/login")  # as a browser keeps it from /password
+    assert change(hers, PASSWORDS["alice"], "alice-new-secret").status_code == 302
+    stranger = browser_at(app, "10.0.0.67")
+    answer = change(stranger, "alice-new-secret", "alice-newer-secret", username="alice")
+    assert answer.status_code == 429
+
+
 def test_collecting_known_browser_cookies_buys_no_more_guesses(throttled_app):
     """Signed in as alice from three browsers (while her password was known), someone holds
     three known-browser cookies: they share one count, so after the strangers' three failures

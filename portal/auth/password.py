@@ -74,7 +74,7 @@ def change_password():
     refusal = _new_password_refusal(new)
     if refusal is not None:
         return _form(username, signed_in, refusal, 400, field="new")
-    attempt = throttle.begin_attempt(username)
+    attempt = throttle.begin_attempt(username, signed_in=signed_in)
     if attempt is None:
         # As at the login: unlimited guessing is worse than nobody changing for a while.
         audit.record("password.change_failed", user=username, reason="throttle storage down")

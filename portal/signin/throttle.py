@@ -93,10 +93,11 @@ def init_app(app: Flask) -> None:
     )
 
 
-def begin_attempt(username: str | None = None) -> Attempt | None:
+def begin_attempt(username: str | None = None, signed_in: bool = False) -> Attempt | None:
     """Count this password attempt (a login, or a password change naming `username`) against
-    every limit; None when the counts cannot be kept. (The known-browser cookie is sent to the
-    login form only: a password change always counts with everyone's attempts.)"""
+    every limit; None when the counts cannot be kept. A known browser's attempt (its cookie is
+    sent to the login form only) and a change from the person's own sign-in (`signed_in`)
+    count with the person's known browsers, which strangers cannot use up."""
     throttle: _Throttle = current_app.extensions[_LIMITER]
     attempt = Attempt(allowed=True)
     # The address first: once one limit refuses, the attempt never reaches the directory, so
@@ -104,12 +105,13 @@ def begin_attempt(username: str | None = None) -> Attempt | None:
     # counts for each name nor uses up those accounts' attempts).
     buckets = [("address", item, client_address()) for item in throttle.address_limits]
     account = account_key(username)
-    if devices.known_device(account) is not None:
-        # A browser this person signed in from: the count of their known browsers, which
-        # strangers cannot use up. One count for all of them, so signing in again and again
-        # to collect cookies buys no further guesses: at most twice the limit in all. Its key
-        # lies outside "account:...", which every typed name's key begins with (as
-        # "account:alice|known", a stranger typing "alice|known" used up alice's own count).
+    if signed_in or devices.known_device(account) is not None:
+        # A browser this person signed in from (or is signed in in): the count of their
+        # known browsers, which strangers cannot use up, or guessing their name would also
+        # keep them from changing their password. One count for all of them, so signing in
+        # again and again to collect cookies buys no further guesses: at most twice the limit
+        # in all. Its key lies outside "account:...", which every typed name's key begins
+        # with (as "account:alice|known", a stranger typing "alice|known" used up alice's).
         account = f"known-{account}"
     buckets += [("account", item, account) for item in throttle.account_limits]
     if not throttle.breaker.admit():
