@@ -294,8 +294,11 @@ def revoke(username: str) -> None:
     # person meant is still signed in: said instead of the success line, with exit status 1.
     # A disabled or locked account is off-boarding as it should be: its sign-ins ended.
     try:
-        owner = directory.identity(name, any_state=True) or name
+        found = directory.identity(name, any_state=True)
+        owner = found or name
         state = "" if directory.lookup(owner) is not None else directory.unusable_reason(owner)
+        if found is None and state == "":
+            state = "several accounts"  # the name finds more than one entry: none is its owner
     except DirectoryError as error:
         owner, state, unchecked = name, "", error
     else:
@@ -307,6 +310,11 @@ def revoke(username: str) -> None:
         click.echo(f"warning: the directory has no account {name!r}, so no sign-in of "
                    f"anyone it knows was ended (a typo? `portal whois {name}` says more): "
                    "anyone meant by another name is still signed in", err=True)  # fmt: skip
+        raise SystemExit(1)
+    if state == "several accounts":
+        click.echo(f"warning: {name!r} finds more than one account in the directory (an "
+                   "address kept on two entries?), so no sign-in of theirs was ended: revoke "
+                   "each by its user name", err=True)  # fmt: skip
         raise SystemExit(1)
     account = f" (the account: {state})" if state else ""
     who = owner if owner == name else f"{owner} (found by {name!r})"

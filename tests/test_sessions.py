@@ -282,6 +282,31 @@ def test_revoke_command_by_an_email_address_ends_its_owners_sign_ins(
         assert not is_signed_in(bob) and not is_signed_in(by_mail)
 
 
+def test_revoke_command_by_a_disabled_persons_address_kept_on_another_entry_revokes_neither(
+    own_slapd, build_app, redis_server
+):
+    """Off-boarding: bob is disabled and his address is kept on alice's entry too. The address
+    names two accounts, so it is nobody's: alice is not revoked, nor named (only the active
+    entry was seen, and alice was revoked and named as the owner), and the command says the
+    name finds several accounts, exit status 1."""
+    by_uid_or_mail = "(&(objectClass=inetOrgPerson)(|(uid={username})(mail={login})))"
+    settings = {"CACHE_TYPE": "RedisCache", "CACHE_REDIS_URL": redis_server.url,
+                "CACHE_KEY_PREFIX": "revoke-kept-address-test:", "LDAP_LOGIN_DOMAINS": [],
+                "LDAP_USER_FILTER": by_uid_or_mail,
+                "LDAP_DISABLED_FILTER": "(description=disabled)"}  # fmt: skip
+    server, command_line = build_app(own_slapd, **settings), build_app(own_slapd, **settings)
+    alice = signed_in(server, "alice")
+    own_slapd.modify(f"dn: {BOB}\nchangetype: modify\nadd: description\ndescription: disabled\n")
+    own_slapd.modify("dn: uid=alice,ou=people,dc=example,dc=org\nchangetype: modify\n"
+                     "add: mail\nmail: bob@example.org\n")  # fmt: skip
+    result = command_line.test_cli_runner().invoke(args=["revoke", "bob@example.org"])
+    assert "alice" not in result.output, result.output
+    assert is_signed_in(alice)
+    assert result.exit_code == 1, result.output
+    assert "'bob@example.org' finds more than one account" in result.output
+    assert "has ended" not in result.output
+
+
 def test_revoke_command_with_the_directory_down_revokes_the_name_as_typed_and_says_so(
     slapd, build_app, redis_server
 ):

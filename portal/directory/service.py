@@ -143,9 +143,10 @@ class Directory:
         the filter also matches finds its owner), or None; with `any_state`, a disabled
         account's too (LDAP_DISABLED_FILTER left out of the search)."""
         name, _ = login_forms(username, self.settings.username_max_length)
-        entry = self._find_user(name, name)
-        if entry is None and any_state and self.settings.disabled_filter:
-            entry = self._find_user(name, name, self.settings.plain_user_filter)
+        # Every account at once, disabled ones too: a disabled person's address kept on
+        # another's entry must be the two entries it is (refused), not the active one alone.
+        every = any_state and self.settings.disabled_filter
+        entry = self._find_user(name, name, self.settings.plain_user_filter if every else "")
         return None if entry is None else self._identity(entry)
 
     def change_feed(self) -> ChangeFeed:
