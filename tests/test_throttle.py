@@ -126,6 +126,27 @@ def test_a_stranger_guessing_cannot_keep_a_signed_in_person_from_changing_their_
     assert answer.status_code == 429
 
 
+def test_a_copy_of_a_session_changing_the_password_counts_with_the_strangers(own_slapd, build_app):
+    """Under "basic" a copy of alice's session sent from elsewhere is still signed in (not
+    fresh): its guesses of her current password on /password count with the strangers', not
+    with her own browsers' (it got those, so three more guesses, and then her own browser
+    waited at the sign-in form)."""
+    from tests.test_password_change import change
+    from tests.test_sessions import copy_cookies
+
+    app = build_app(own_slapd, THROTTLE_ACCOUNT_LIMIT="3 per 15 minutes",
+                    THROTTLE_IP_LIMIT="100 per 15 minutes")  # fmt: skip
+    hers = browser_at(app, "10.0.0.5")
+    assert AuthActions(hers).login("alice").status_code == 302
+    copy = browser_at(app, "198.51.100.9")
+    copy_cookies(hers, copy, names=("session",))
+    for _ in range(3):
+        assert attempt(app, "alice", address="10.0.0.66").status_code == 401
+    assert change(copy, "guess", "alice-new-secret").status_code == 429
+    AuthActions(hers).logout()
+    assert AuthActions(hers).login("alice").status_code == 302
+
+
 def test_collecting_known_browser_cookies_buys_no_more_guesses(throttled_app):
     """Signed in as alice from three browsers (while her password was known), someone holds
     three known-browser cookies: they share one count, so after the strangers' three failures

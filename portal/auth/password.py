@@ -21,6 +21,7 @@ from ..directory import DirectoryError, InvalidInput, PasswordChangeRequired, Pa
 from ..directory import passwords as reasons
 from ..models import fold
 from ..signin import audit, throttle
+from ..signin.sessions import used_by_its_client
 from ..web.errors import RETRY_AFTER_SECONDS
 from . import bp
 from .views import MISSING, PAUSED, sign_in, wait_until
@@ -74,7 +75,11 @@ def change_password():
     refusal = _new_password_refusal(new)
     if refusal is not None:
         return _form(username, signed_in, refusal, 400, field="new")
-    attempt = throttle.begin_attempt(username, signed_in=signed_in)
+    # A change from the person's own sign-in counts with their known browsers; a copy of the
+    # session sent from elsewhere (still signed in under "basic") counts with the strangers,
+    # or it would buy guesses and use up the count that keeps its owner's browsers open.
+    own = signed_in and used_by_its_client()
+    attempt = throttle.begin_attempt(username, signed_in=own)
     if attempt is None:
         # As at the login: unlimited guessing is worse than nobody changing for a while.
         audit.record("password.change_failed", user=username, reason="throttle storage down")

@@ -31,7 +31,7 @@ from ..main.views import password_warning
 from ..quietlog import QuietLog
 from ..signin import audit, devices, logins, throttle
 from ..signin.cookies import remembered_login_id
-from ..signin.sessions import client_fingerprint
+from ..signin.sessions import used_by_its_client
 from ..web.errors import RETRY_AFTER_SECONDS, csrf_error, log_csrf_refusal
 from ..web.urls import safe_next
 from . import bp
@@ -320,7 +320,7 @@ def session_is_this_clients() -> bool:
     other page), so a copy of it cannot end its owner's login or every one of them."""
     if current_app.config.get("SESSION_PROTECTION") != "strong":
         return True
-    return session.get("_id") == client_fingerprint()
+    return used_by_its_client()
 
 
 @bp.app_template_global()

@@ -33,6 +33,12 @@ def client_fingerprint() -> str:
     return fingerprint(request.remote_addr, request.headers.get("User-Agent", ""))
 
 
+def used_by_its_client() -> bool:
+    """Whether the session comes from the client it was signed in from (its fingerprint then),
+    not a copy sent from another address or browser, whatever SESSION_PROTECTION says."""
+    return session.get("_id") == client_fingerprint()
+
+
 def fingerprint(address: str | None, agent: str) -> str:
     """The fingerprint of a client address and User-Agent (see client_fingerprint)."""
     return hashlib.sha256(f"{address}|{agent}".encode("utf-8", "replace")).hexdigest()
