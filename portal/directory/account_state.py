@@ -92,11 +92,19 @@ def from_entry(settings, attributes: Mapping, now: float | None = None) -> State
 def grace_logins_left(result: Mapping) -> int | None:
     """The grace logins an expired password has left after this bind, as the ppolicy response
     control says (graceAuthNsRemaining); None when it says nothing of them."""
+    return _ppolicy_response(result)[0]
+
+
+def _ppolicy_response(result: Mapping) -> tuple[int | None, str | None]:
+    # (grace logins remaining, error name) of a bind answer's ppolicy control; (None, None)
+    # without one, or for a malformed one, which tells nothing.
     control = (result.get("controls") or {}).get(PPOLICY_CONTROL) or {}
+    if not control:
+        return None, None
     try:
-        return decode_ppolicy_response(control.get("value") or b"")[0] if control else None
-    except (IndexError, ValueError):  # a malformed control tells nothing
-        return None
+        return decode_ppolicy_response(control.get("value") or b"")
+    except (IndexError, ValueError):
+        return None, None
 
 
 def from_bind(result: Mapping) -> State:
@@ -113,16 +121,11 @@ def from_bind(result: Mapping) -> State:
         return State.DISABLED
     if code == "775":
         return State.LOCKED
-    control = (result.get("controls") or {}).get(PPOLICY_CONTROL) or {}
-    if control:
-        try:
-            grace, error = decode_ppolicy_response(control.get("value") or b"")
-        except (IndexError, ValueError):  # a malformed control tells nothing
-            grace, error = None, None
-        if error == "locked":
-            return State.LOCKED
-        if error in ("expired", "reset") or grace is not None:
-            return State.MUST_CHANGE_PASSWORD
+    grace, error = _ppolicy_response(result)
+    if error == "locked":
+        return State.LOCKED
+    if error in ("expired", "reset") or grace is not None:
+        return State.MUST_CHANGE_PASSWORD
     return State.OK
 
 
