@@ -340,6 +340,41 @@ def revoke_all(username: str) -> bool:
     return stored
 
 
+#: RevocationTarget.state of a name that finds more than one account (none of them is its owner).
+SEVERAL_ACCOUNTS = "several accounts"
+
+
+@dataclass(frozen=True)
+class RevocationTarget:
+    """Whose sign-ins a revocation by a typed name ends, and what the directory said of it."""
+
+    #: The portal's name for the person (an e-mail address the user filter matches gives its
+    #: owner's): the marks are kept under it, as sessions and remember-me cookies are.
+    owner: str
+    #: "" for a usable account; NO_SUCH_PERSON, SEVERAL_ACCOUNTS, or the account's state
+    #: ("disabled", "locked"...).
+    state: str
+    #: The directory's failure when it could not be asked: the name is then taken as typed.
+    unchecked: DirectoryError | None = None
+
+
+def revocation_target(name: str) -> RevocationTarget:
+    """Resolve a canonical name typed by an administrator to the account a revocation ends.
+
+    Among every account, disabled ones too: a disabled person's address kept on a colleague's
+    entry finds two entries, which is nobody's (revoking the active one revoked the colleague).
+    """
+    try:
+        found = directory.identity(name, any_state=True)
+        owner = found or name
+        state = "" if directory.lookup(owner) is not None else directory.unusable_reason(owner)
+    except DirectoryError as error:
+        return RevocationTarget(name, "", error)
+    if found is None and state == "":
+        state = SEVERAL_ACCOUNTS  # lookup finds a usable entry that identity could not name
+    return RevocationTarget(owner, state)
+
+
 def _decode(raw: object, username: str) -> dict | None:
     # A cache value is JSON text the portal wrote; anything else is a miss.
     if not isinstance(raw, str):

@@ -293,25 +293,17 @@ def revoke(username: str) -> None:
     # (the directory may be down, the person already gone), but is most often a typo, and the
     # person meant is still signed in: said instead of the success line, with exit status 1.
     # A disabled or locked account is off-boarding as it should be: its sign-ins ended.
-    try:
-        found = directory.identity(name, any_state=True)
-        owner = found or name
-        state = "" if directory.lookup(owner) is not None else directory.unusable_reason(owner)
-        if found is None and state == "":
-            state = "several accounts"  # the name finds more than one entry: none is its owner
-    except DirectoryError as error:
-        owner, state, unchecked = name, "", error
-    else:
-        unchecked = None
+    target = accounts.revocation_target(name)
+    owner, state = target.owner, target.state
     if not accounts.revoke_all(owner):
         raise click.ClickException("the cache did not answer: nothing revoked")
     audit.record("admin.revoke", user="(command line)", target=owner)
-    if state == "no such person":
+    if state == accounts.NO_SUCH_PERSON:
         click.echo(f"warning: the directory has no account {name!r}, so no sign-in of "
                    f"anyone it knows was ended (a typo? `portal whois {name}` says more): "
                    "anyone meant by another name is still signed in", err=True)  # fmt: skip
         raise SystemExit(1)
-    if state == "several accounts":
+    if state == accounts.SEVERAL_ACCOUNTS:
         click.echo(f"warning: {name!r} finds more than one account in the directory (an "
                    "address kept on two entries?), so no sign-in of theirs was ended: revoke "
                    "each by its user name", err=True)  # fmt: skip
@@ -320,8 +312,8 @@ def revoke(username: str) -> None:
     who = owner if owner == name else f"{owner} (found by {name!r})"
     click.echo(f"{who}: every sign-in made until now has ended (sessions and remember-me "
                f"cookies){account}")  # fmt: skip
-    if unchecked is not None:
-        said = DirectoryDidNotAnswer(unchecked).message  # an outage, or a refusal of the portal
+    if target.unchecked is not None:
+        said = DirectoryDidNotAnswer(target.unchecked).message  # an outage, or a refusal
         click.echo(f"note: {name!r} could not be checked, so it was taken as a user name (if "
                    f"it is another name of someone's, an e-mail address, run this again once "
                    f"the directory answers): {said}", err=True)  # fmt: skip

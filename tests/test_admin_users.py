@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from portal import accounts
-from tests.conftest import AuthActions, csrf_token_in
+from tests.conftest import PASSWORDS, AuthActions, csrf_token_in
 
 
 def admin(app):
@@ -288,3 +288,67 @@ def test_admin_pages_with_no_admin_groups_say_none_are_set(slapd):
     body = answer.get_data(as_text=True)
     assert "none are set (ACCESS_ADMIN_GROUPS is empty)" in body
     assert "(members of )" not in body
+
+
+BY_UID_OR_MAIL = {
+    "LDAP_USER_FILTER": "(&(objectClass=inetOrgPerson)(|(uid={username})(mail={login})))",
+    "LDAP_LOGIN_DOMAINS": [],
+    "LDAP_DISABLED_FILTER": "(description=disabled)",
+}
+
+
+def test_signing_out_everywhere_by_an_email_address_signs_out_its_owner(own_slapd, build_app):
+    """/admin/users/bob@example.org/revoke, typed by hand (the user filter also matches mail):
+    the question is asked of bob's account, and the button ends bob's sign-ins, the one made
+    by his address too (it marked the address, said every sign-in of it had ended, and bob
+    stayed signed in)."""
+    from tests.test_sessions import is_signed_in, signed_in
+
+    app = build_app(own_slapd, **BY_UID_OR_MAIL)
+    bob = signed_in(app, "bob", remember=True)
+    by_mail = app.test_client()
+    assert AuthActions(by_mail).login("bob@example.org", PASSWORDS["bob"]).status_code == 302
+    erin = admin(app)
+    asked = erin.get("/admin/users/bob@example.org/revoke")
+    assert asked.status_code == 302 and asked.headers["Location"] == "/admin/users/bob/revoke"
+    form = erin.get("/admin/users/bob/revoke").get_data(as_text=True)
+    done = erin.post("/admin/users/bob@example.org/revoke",
+                     data={"csrf_token": csrf_token_in(form)})  # fmt: skip
+    assert done.status_code == 302 and done.headers["Location"] == "/admin/users/bob"
+    assert not is_signed_in(bob) and not is_signed_in(by_mail)
+    said = erin.get("/admin/users/bob").get_data(as_text=True)
+    assert "Every sign-in of bob has ended" in said
+
+
+def test_an_address_kept_on_two_entries_signs_nobody_out(own_slapd, build_app):
+    """Off-boarding: bob is disabled and his address is kept on alice's entry too. Signing the
+    address out everywhere is refused (409, the page says why) and alice stays signed in."""
+    from tests.test_sessions import BOB, is_signed_in, signed_in
+
+    app = build_app(own_slapd, **BY_UID_OR_MAIL)
+    alice = signed_in(app, "alice")
+    own_slapd.modify(f"dn: {BOB}\nchangetype: modify\nadd: description\ndescription: disabled\n")
+    own_slapd.modify("dn: uid=alice,ou=people,dc=example,dc=org\nchangetype: modify\n"
+                     "add: mail\nmail: bob@example.org\n")  # fmt: skip
+    erin = admin(app)
+    asked = erin.get("/admin/users/bob@example.org/revoke")
+    assert asked.status_code == 409
+    assert "finds more than one account" in asked.get_data(as_text=True)
+    form = erin.get("/admin/users/erin/revoke").get_data(as_text=True)
+    done = erin.post("/admin/users/bob@example.org/revoke",
+                     data={"csrf_token": csrf_token_in(form)})  # fmt: skip
+    assert done.status_code == 409 and is_signed_in(alice)
+    german = erin.get("/admin/users/bob@example.org/revoke", headers={"Accept-Language": "de"})
+    assert "findet mehr als ein Konto" in german.get_data(as_text=True)
+
+
+def test_signing_out_a_name_the_directory_does_not_know_says_so(app, audit_lines):
+    """A typo: nobody the directory knows is signed out, and the page says so instead of "every
+    sign-in has ended" (the person meant would stay signed in, the admin thinking otherwise)."""
+    erin = admin(app)
+    form = erin.get("/admin/users/bob/revoke").get_data(as_text=True)
+    done = erin.post("/admin/users/bbo/revoke", data={"csrf_token": csrf_token_in(form)})
+    assert done.status_code == 302 and done.headers["Location"] == "/admin/status#look-up"
+    page = erin.get("/admin/status").get_data(as_text=True)
+    assert "The directory has no account bbo" in page and "has ended" not in page
+    assert [line["target"] for line in audit_lines("admin.revoke")] == ["bbo"]

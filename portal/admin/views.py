@@ -264,14 +264,21 @@ def flush_user(username: str):
 @admin_required
 def confirm_revoke(username: str):
     """Ask first: "Sign NAME out everywhere?", with the button that does it (a POST)."""
-    return render_template("admin/revoke.html", name=_canonical_or_404(username))
+    name = _canonical_or_404(username)
+    target = _revocation_target(name)
+    if target.owner != name:
+        # Another of the person's names (an e-mail address): ask about the account itself, or
+        # the button would mark the address and leave its owner signed in.
+        return redirect(url_for("admin.confirm_revoke", username=target.owner))
+    return render_template("admin/revoke.html", name=name)
 
 
 @bp.post("/users/<path:username>/revoke")
 @admin_required
 def revoke_user(username: str):
-    """End every session and remember-me cookie of a person (CSRF-checked)."""
-    name = _canonical_or_404(username)
+    """End every sign-in of a person, found by any of their names (CSRF-checked)."""
+    target = _revocation_target(_canonical_or_404(username))
+    name = target.owner
     if not accounts.revoke_all(name):
         # The mark is held by this process and written to the shared store once it answers:
         # the admin must know the other servers do not refuse those sign-ins yet.
@@ -284,12 +291,33 @@ def revoke_user(username: str):
         ))  # fmt: skip
         return redirect(url_for("admin.user", username=name))
     audit.record("admin.revoke", user=current_user.username, target=name)
+    if target.state == accounts.NO_SUCH_PERSON:
+        # Most often a typo, and the person meant is still signed in; a person just removed
+        # from the directory has had their sign-ins ended all the same.
+        flash(gettext(
+            "The directory has no account %(name)s, so no sign-in of anyone it knows was "
+            "ended. Look the person up to find their user name.", name=name
+        ))  # fmt: skip
+        return redirect(url_for("admin.status") + "#look-up")
     flash(gettext(
         'Every sign-in of %(name)s has ended, on every device, "keep me signed in" included. '
         "They can sign in again with their password unless the directory says otherwise.",
         name=name,
     ))  # fmt: skip
     return redirect(url_for("admin.user", username=name))
+
+
+def _revocation_target(name: str) -> accounts.RevocationTarget:
+    # A name that finds several accounts (an address kept on two entries) is nobody's: refused
+    # before anything is marked, so neither person is signed out by mistake.
+    target = accounts.revocation_target(name)
+    if target.state == accounts.SEVERAL_ACCOUNTS:
+        abort(409, gettext(
+            "%(name)s finds more than one account in the directory (an address kept on two "
+            "entries?), so nobody was signed out: sign each out by their user name.",
+            name=name[:100],
+        ))  # fmt: skip
+    return target
 
 
 def _canonical_or_404(typed: str) -> str:
