@@ -35,13 +35,14 @@ def ppolicy():
     server.cleanup()
 
 
-def change(client, current: str, new: str, confirm: str | None = None, username: str | None = None):
+def change(client, current: str, new: str, confirm: str | None = None, username: str | None = None,
+           headers: dict | None = None):  # fmt: skip
     form = client.get("/password").get_data(as_text=True)
     data = {"csrf_token": csrf_token_in(form), "current": current, "new": new,
             "confirm": new if confirm is None else confirm}  # fmt: skip
     if username is not None:
         data["username"] = username
-    return client.post("/password", data=data)
+    return client.post("/password", data=data, headers=headers)
 
 
 def signed_in_client(app, username: str, password: str):
@@ -167,6 +168,35 @@ def test_an_expired_password_is_changed_on_its_last_grace_login(ppolicy):
     answer = change(client, "grace-secret", "grace-new-long-secret", username="grace")
     assert answer.status_code == 302 and answer.headers["Location"] == "/"
     assert client.get("/").status_code == 200
+
+
+def test_a_refused_new_password_says_how_many_grace_logins_are_left(ppolicy):
+    """grace's expired password has 2 grace logins. A too-short new password uses one (the
+    change binds with the old password): the page says one is left (here in German), and a
+    new password the policy accepts then succeeds on it. (It said the policy refusal alone,
+    and a person who had signed in first tried again and failed as "expired".)"""
+    app, _ = ppolicy
+    client = app.test_client()
+    german = change(client, "grace-secret", "short", username="grace",
+                    headers={"Accept-Language": "de"})  # fmt: skip
+    page = german.get_data(as_text=True)
+    assert german.status_code == 400 and "zu kurz" in page
+    assert "Sie haben damit noch 1 Anmeldung nach Ablauf" in page
+    answer = change(client, "grace-secret", "grace-new-long-secret", username="grace")
+    assert answer.status_code == 302 and answer.headers["Location"] == "/"
+
+
+def test_a_refused_new_password_on_the_last_grace_login_sends_to_the_service_desk(ppolicy):
+    """grace signs in (one grace login left), then types a too-short new password: that bind
+    used the last, so the page says so and names the service desk."""
+    app, _ = ppolicy
+    client = app.test_client()
+    assert AuthActions(client).login("grace", "grace-secret").status_code == 403
+    short = change(client, "grace-secret", "short", username="grace")
+    page = short.get_data(as_text=True)
+    assert short.status_code == 400 and "too short" in page
+    assert "that was its last grace sign-in" in page and "service desk" in page
+    assert "left with it" not in page
 
 
 def test_self_service_can_be_turned_off(slapd):

@@ -24,7 +24,7 @@ from ..signin import audit, throttle
 from ..signin.sessions import used_by_its_client
 from ..web.errors import RETRY_AFTER_SECONDS
 from . import bp
-from .views import MISSING, PAUSED, sign_in, wait_until
+from .views import MISSING, PAUSED, sign_in, wait_until, with_grace_logins_left
 
 #: What each refusal of the directory means to the person (never its own diagnostic).
 REFUSALS = {
@@ -105,7 +105,9 @@ def change_password():
             throttle.give_back(attempt)  # the current password was right: not a guess
             status, field = (403, "") if reason == reasons.REFUSED_BY_PORTAL else (400, "new")
         audit.record("password.change_failed", user=username, reason=reason)
-        return _form(username, signed_in, REFUSALS[reason], status, field=field)
+        message = with_grace_logins_left(REFUSALS[reason], getattr(refusal, "grace_logins_left",
+                                                                   None))  # fmt: skip
+        return _form(username, signed_in, message, status, field=field)
     except DirectoryError as error:
         throttle.give_back(attempt)
         audit.record("password.change_failed", user=username, reason=type(error).__name__)

@@ -182,6 +182,20 @@ def _throttled_page(form: LoginForm, wait: int):
     return _page(form, message, 429, {"Retry-After": str(wait)})
 
 
+def with_grace_logins_left(message, left: int | None):
+    """`message`, followed by how many grace sign-ins an expired password has left (as is
+    when the directory did not say; the service desk when none is left)."""
+    if left is None:
+        return message
+    if left == 0:
+        return " ".join([str(message), str(NO_GRACE_LEFT)])
+    return " ".join([str(message), ngettext(
+        "You have %(num)d grace sign-in left with it: changing it uses it, so choose a new "
+        "password the policy accepts.",
+        "You have %(num)d grace sign-ins left with it: changing it uses one, as does each "
+        "new password the policy refuses.", left)])  # fmt: skip
+
+
 def _check_password(form: LoginForm, next_url: str | None):
     typed = form.username.data
     try:
@@ -198,12 +212,7 @@ def _check_password(form: LoginForm, next_url: str | None):
             # Every bind on an expired password uses a grace login, the change's too: with
             # none left it would fail however it is made. Said now, not after another try.
             return _page(form, NO_GRACE_LEFT, 403)
-        message = MUST_CHANGE if left is None else " ".join([str(MUST_CHANGE), ngettext(
-            "You have %(num)d grace sign-in left with it: changing it uses it, so choose a new "
-            "password the policy accepts.",
-            "You have %(num)d grace sign-ins left with it: changing it uses one, as does each "
-            "new password the policy refuses.", left)])  # fmt: skip
-        return _page(form, message, 403, must_change=True)
+        return _page(form, with_grace_logins_left(MUST_CHANGE, left), 403, must_change=True)
     except DirectoryError as error:
         metrics.login("directory_error")  # metrics
         quiet.warning(f"login {type(error).__name__}", "login could not be checked: %s: %s",

@@ -46,11 +46,16 @@ _AD_POLICY = re.compile(r"\b0000052D\b", re.IGNORECASE)
 
 
 class PasswordRefused(DirectoryError):
-    """The directory refused the new password (or the current one was wrong): see `reason`."""
+    """The directory refused the new password (or the current one was wrong): see `reason`.
 
-    def __init__(self, reason: str):
+    `grace_logins_left` is what remains of an expired password's grace logins after the
+    change's own bind (ppolicy's graceAuthNsRemaining), or None when the directory did not say.
+    """
+
+    def __init__(self, reason: str, grace_logins_left: int | None = None):
         super().__init__(reason)
         self.reason = reason
+        self.grace_logins_left = grace_logins_left
 
 
 def check_new(password: object, max_length: int) -> str:
@@ -83,6 +88,9 @@ def change(servers, settings: DirectorySettings, dn: str, current: str, new: str
     policy_control = [(account_state.PPOLICY_CONTROL, False, None)]
     connection, bound = open_connection(servers, settings, dn, current, writable=True,
                                         controls=policy_control)  # fmt: skip
+    # Each bind on an expired password uses a grace login, this one too: the person must
+    # know how many a refused new password leaves them (read before other operations).
+    grace = account_state.grace_logins_left(dict(connection.result or {})) if bound else None
     try:
         if not bound:
             state = account_state.from_bind(dict(connection.result or {}))
@@ -121,7 +129,7 @@ def change(servers, settings: DirectorySettings, dn: str, current: str, new: str
         discard(connection)
     refusal = refusal_of(result, active_directory)
     if refusal is not None:
-        raise PasswordRefused(refusal)
+        raise PasswordRefused(refusal, grace)
 
 
 def unicode_pwd_change(current: str, new: str) -> dict:
