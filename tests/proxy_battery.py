@@ -264,3 +264,41 @@ def test_an_address_too_long_to_carry_leads_to_the_sign_in_without_it(stack, bro
     answer = sign_in(stack, browser, "alice")
     assert answer.headers["Location"].endswith("/")
     assert seen_by_app(get(browser, original), stack)["path"].startswith("/app/d/abc?")
+
+
+KIM = "uid=kim,ou=people,dc=example,dc=org"
+KIMS_GROUPS = [f"cn=kim-project-team-with-a-long-name-{n:03d},ou=groups,dc=example,dc=org"
+               for n in range(450)]  # fmt: skip
+
+
+@pytest.fixture
+def person_in_450_groups(slapd):
+    """kim, in staff and 450 groups of long names (Active Directory accounts have as many):
+    27 KB of Remote-Groups. Added for the test and removed after it."""
+    slapd.add(f"dn: {KIM}\nobjectClass: inetOrgPerson\nuid: kim\ncn: Kim\nsn: Kim\n"
+              "userPassword: kim-long-secret\n\n"
+              + "\n".join(f"dn: {dn}\nobjectClass: groupOfNames\nmember: {KIM}\n"
+                          for dn in KIMS_GROUPS))  # fmt: skip
+    slapd.modify(f"dn: cn=staff,ou=groups,dc=example,dc=org\nchangetype: modify\n"
+                 f"add: member\nmember: {KIM}\n")  # fmt: skip
+    try:
+        yield "kim", "kim-long-secret"
+    finally:
+        slapd.modify(f"dn: cn=staff,ou=groups,dc=example,dc=org\nchangetype: modify\n"
+                     f"delete: member\nmember: {KIM}\n")  # fmt: skip
+        for dn in [*KIMS_GROUPS, KIM]:
+            slapd.delete(dn)
+
+
+def test_a_person_in_hundreds_of_groups_gets_a_403_not_a_500(stack, person_in_450_groups):
+    """kim's identity headers outgrow what the proxy keeps of an answer's headers (nginx
+    answered 500 on every app, "upstream sent too big header") and what apps' servers take:
+    the portal closes the apps to kim with a 403 and logs what to set."""
+    username, password = person_in_450_groups
+    browser = requests.Session()
+    token, _ = login_form(browser, stack.url("/login"))
+    data = {"csrf_token": token, "username": username, "password": password}
+    signed = browser.post(stack.url("/login"), data=data, allow_redirects=False, timeout=10)
+    assert signed.status_code == 302, signed.text[:500]
+    assert get(browser, stack.url("/")).status_code == 200  # the portal itself stays open
+    assert get(browser, stack.url("/app/x")).status_code == 403, stack.diagnostics()

@@ -24,9 +24,11 @@ from tests.proxies import (
     sign_in,
 )
 from tests.proxy_battery import (  # noqa: F401 - the shared proxy tests, run on this stack
+    person_in_450_groups,
     test_a_body_too_long_for_the_app_cannot_smuggle_a_request_past_the_sign_in,
     test_a_host_the_portal_refuses_never_reaches_the_app,
     test_a_long_address_goes_through_the_sign_in_and_back,
+    test_a_person_in_hundreds_of_groups_gets_a_403_not_a_500,
     test_a_portal_cookie_name_held_many_times_never_lets_the_sign_in_through,
     test_a_script_name_header_never_opens_the_metrics,
     test_a_signed_in_person_still_gets_the_app,

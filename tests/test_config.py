@@ -53,6 +53,9 @@ def settings(**changes):
         ("SESSION_COOKIE_SECURE", "False"),
         ("SECRET_KEY_FALLBACKS", "an-old-key"),
         ("SECRET_KEY_FALLBACKS", ["an-old-key", ""]),
+        ("SSO_FORWARDED_GROUPS", "app-*"),
+        ("SSO_IDENTITY_HEADERS_MAX_BYTES", -1),
+        ("SSO_IDENTITY_HEADERS_MAX_BYTES", "8000"),
     ],
 )
 def test_bad_setting_stops_start_up_naming_the_key(key, value):

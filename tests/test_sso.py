@@ -748,3 +748,39 @@ def test_the_access_check_of_an_address_with_a_fragment_judges_what_a_browser_se
     rules = RuleSet(RULES, "allow")
     assert judge_url(["finance"], rules, "https://wiki.example.org/finance/q3#top").allowed
     assert not judge_url(["staff"], rules, "https://wiki.example.org/finance/q3#top").allowed
+
+
+@pytest.mark.parametrize("answer", ["fast path", "flask"])
+def test_the_groups_forwarded_to_the_apps_can_be_chosen(slapd, answer):
+    """SSO_FORWARDED_GROUPS lists names or patterns, without regard to case: Remote-Groups
+    then names only alice's groups that match, while the rules and ?group= still judge all of
+    them (by the fast path and by Flask alike)."""
+    app = make_app(slapd, SSO_FORWARDED_GROUPS=["STAFF", "eng*", "finance"])
+    client = signed_in(app, "alice")
+    target = app.wsgi_app if answer == "fast path" else flask_only(app)
+    url = {"X-Original-URL": "http://h.example/x", "X-Original-Method": "GET"}
+    status, headers, _ = call(target, request_of(client, "/auth/verify", **url))
+    assert status == "200 OK" and dict(headers)["Remote-Groups"] == "engineering,staff"
+    only = make_app(slapd, SSO_FORWARDED_GROUPS=["staff"])
+    client = signed_in(only, "alice")
+    target = only.wsgi_app if answer == "fast path" else flask_only(only)
+    asked = request_of(client, "/auth/verify?group=engineering", **url)
+    status, headers, _ = call(target, asked)
+    assert status == "200 OK" and dict(headers)["Remote-Groups"] == "staff"
+
+
+@pytest.mark.parametrize("answer", ["fast path", "flask"])
+def test_an_identity_too_large_for_the_proxy_closes_the_apps_with_a_403(slapd, audit_lines, answer):
+    """alice's four identity values take 52 bytes: with SSO_IDENTITY_HEADERS_MAX_BYTES 51 the
+    apps get a 403 (audited), not headers past what the proxy and the apps take (nginx gave
+    a 500 on every app); 52 lets them through, as does 0 (no bound)."""
+    url = {"X-Original-URL": "http://h.example/x", "X-Original-Method": "GET"}
+    for bound, status in [(51, "403"), (52, "200"), (0, "200")]:
+        app = make_app(slapd, SSO_IDENTITY_HEADERS_MAX_BYTES=bound)
+        client = signed_in(app, "alice")
+        target = app.wsgi_app if answer == "fast path" else flask_only(app)
+        assert call(target, request_of(client, "/auth/verify", **url))[0].startswith(status)
+    refused = [line for line in audit_lines("access.denied") if line["user"] == "alice"]
+    assert [line["reason"] for line in refused] == [
+        "identity headers over SSO_IDENTITY_HEADERS_MAX_BYTES"
+    ]

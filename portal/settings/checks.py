@@ -383,6 +383,17 @@ def _check_access(config) -> None:
         "SSO_PORTAL_URL",
         "empty or an address such as https://portal.corp.example",
     )
+    require(
+        is_str_list(config.get("SSO_FORWARDED_GROUPS"), allow_empty=True),
+        "SSO_FORWARDED_GROUPS",
+        'a list of group names or patterns such as ["app-*"]',
+    )
+    bound = config.get("SSO_IDENTITY_HEADERS_MAX_BYTES")
+    require(
+        isinstance(bound, int) and not isinstance(bound, bool) and bound >= 0,
+        "SSO_IDENTITY_HEADERS_MAX_BYTES",
+        "a number of bytes such as 8000 (0: no bound)",
+    )
     domains = config.get("SSO_ALLOWED_DOMAINS")
     require(is_str_list(domains, allow_empty=True) and all("/" not in d for d in domains),
              "SSO_ALLOWED_DOMAINS", 'host names such as ["wiki.corp.example"]')  # fmt: skip

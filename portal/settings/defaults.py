@@ -189,6 +189,15 @@ SSO_PORTAL_URL = ""
 #: X-Original-Method) or "forwarded" (Traefik, Caddy: X-Forwarded-Proto/-Host/-Uri/-Method).
 #: Only that family is read, so a client cannot slip in the other one.
 SSO_REQUEST_HEADERS = "original"
+#: The groups Remote-Groups lists for the apps: names or patterns such as "app-*", without
+#: regard to case; empty lists every group of the person. With hundreds of groups (common in
+#: Active Directory), list the ones the apps read.
+SSO_FORWARDED_GROUPS: list[str] = []
+#: The most bytes the four Remote-* values may take together: a person whose identity is
+#: larger gets 403 from /auth/verify (logged, with what to set), not a 500 from the proxy.
+#: Keep it below the proxy's buffer for an answer's headers (the shipped nginx keeps 16 KB)
+#: and the apps' servers' limit for one header field (often 8 KB); 0 removes the bound.
+SSO_IDENTITY_HEADERS_MAX_BYTES = 8000
 
 # --- Login throttling and audit --------------------------------------------------------------
 #: Failed logins allowed per account, from any address (Flask-Limiter syntax). The browsers

@@ -6,6 +6,7 @@ read a question and write an answer exactly alike.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import re
 from dataclasses import dataclass
@@ -87,15 +88,52 @@ def _parts(header, family: str) -> tuple[str, str, str, str]:
     return header("X-Original-Method") or "", scheme, host, slash + target
 
 
+def identity_settings(config) -> tuple[tuple[str, ...], int]:
+    """What identity_of needs of the settings (read once: the fast path keeps it)."""
+    return tuple(config["SSO_FORWARDED_GROUPS"]), config["SSO_IDENTITY_HEADERS_MAX_BYTES"]
+
+
+def identity_of(user, settings: tuple[tuple[str, ...], int]) -> tuple | None:
+    """The Remote-* headers of a signed-in User, or None when they would be larger than
+    SSO_IDENTITY_HEADERS_MAX_BYTES (the apps are then closed to the person)."""
+    return identity_headers(user.username, user.display_name, user.email, user.groups, *settings)
+
+
 @lru_cache(maxsize=4096)
-def identity_headers(username: str, name: str, email: str, groups: tuple[str, ...]) -> tuple:
-    """The Remote-* headers of a person, cleaned for a header (computed once per person)."""
-    return (
+def identity_headers(username: str, name: str, email: str, groups: tuple[str, ...],
+                     forwarded: tuple[str, ...] = (),
+                     max_bytes: int = 0) -> tuple | None:  # fmt: skip
+    """The Remote-* headers of a person, cleaned for a header (computed once per person).
+
+    Remote-Groups lists the groups matching a pattern of `forwarded` (all when it is empty).
+    None when the four values take more than `max_bytes` (0: no bound): past the proxy's
+    buffer for an answer's headers (nginx: 16 KB) the person got a 500 on every app, and
+    apps' servers refuse a header field of more than about 8 KB. Closed, not cut short: an
+    app may read a group as a refusal, which a shortened list would leave out.
+    """
+    headers = (
         ("Remote-User", header_value(username)),
-        ("Remote-Groups", header_value(",".join(_listable(groups)))),
+        ("Remote-Groups", header_value(",".join(_listable(_forwarded(groups, forwarded))))),
         ("Remote-Name", header_value(name)),
         ("Remote-Email", header_value(email)),
     )
+    size = sum(len(value) for _, value in headers)  # latin-1 text: a character is a byte
+    if max_bytes and size > max_bytes:
+        log.warning("the apps are closed to %s: their identity headers would take %d bytes, "
+                    "more than SSO_IDENTITY_HEADERS_MAX_BYTES (%d); list the groups the apps "
+                    "read in SSO_FORWARDED_GROUPS (Remote-Groups: %d bytes, %d groups)",
+                    username, size, max_bytes, len(headers[1][1]), len(groups))  # fmt: skip
+        return None
+    return headers
+
+
+def _forwarded(groups: tuple[str, ...], patterns: tuple[str, ...]) -> tuple[str, ...]:
+    # Names or shell-style patterns ("app-*"), matched without regard to case, as group
+    # names are everywhere else in the portal.
+    if not patterns:
+        return groups
+    wanted = re.compile("|".join(fnmatch.translate(pattern.casefold()) for pattern in patterns))
+    return tuple(group for group in groups if wanted.fullmatch(group.casefold()))
 
 
 def header_value(text: str) -> str:

@@ -33,7 +33,7 @@ from werkzeug.sansio.http import parse_cookie
 from .. import accounts
 from ..main.views import STORABLE
 from ..signin.sessions import fingerprint
-from ..sso.questions import identity_headers, read_original
+from ..sso.questions import identity_of, identity_settings, read_original
 from . import headers
 from .request_guard import MARK
 
@@ -54,6 +54,7 @@ class FastPath:
         self.protection = config["SESSION_PROTECTION"] in ("basic", "strong")
         self.family = config["SSO_REQUEST_HEADERS"]
         self.fixed = list(headers.security_headers(config).items())
+        self.identity = identity_settings(config)
         self.hsts = ("Strict-Transport-Security", f"max-age={config['HSTS_MAX_AGE']}")
         self.pages: dict[tuple, tuple[str, list, bytes]] = {}
         self._lock = threading.Lock()
@@ -129,11 +130,14 @@ class FastPath:
             return None
         if _first(query, "fresh") == "1" and not fresh:
             return None
+        identity = identity_of(user, self.identity)
+        if identity is None:
+            return None
         answer = [
             ("Content-Type", "text/html; charset=utf-8"),
             ("Content-Length", "0"),
             ("Cache-Control", "no-store"),
-            *identity_headers(user.username, user.display_name, user.email, user.groups),
+            *identity,
             *self.fixed,
         ]
         if environ.get("wsgi.url_scheme") in ("https", "wss"):  # as request.is_secure
