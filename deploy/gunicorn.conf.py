@@ -11,8 +11,9 @@ throttle counts in Redis (`portal.settings.check_processes`). One worker with th
 neither.
 
 With PROMETHEUS_MULTIPROC_DIR naming a folder only gunicorn writes to, each worker writes its
-counters there and every GET /metrics adds up all workers'. Only hooks live here, so the command
-line (or GUNICORN_CMD_ARGS, WEB_CONCURRENCY) keeps choosing bind, workers and the rest.
+counters there and every GET /metrics adds up all workers'. Only hooks and one limit live here, so
+the command line (or GUNICORN_CMD_ARGS, WEB_CONCURRENCY) keeps choosing bind, workers and the
+rest.
 """
 
 from __future__ import annotations
@@ -21,6 +22,13 @@ import os
 from pathlib import Path
 
 from prometheus_client import multiprocess
+
+# The question a proxy asks before each request to an app carries the whole address
+# (X-Original-URL: nginx's 8 KB request line, with scheme and host) and a client's repeated
+# Cookie and X-Forwarded-For headers joined into one field (nginx takes 32 KB of request
+# headers): past gunicorn's 8,190 bytes a field it answered 431, which nginx's auth_request
+# makes a 500 on every app.
+limit_request_field_size = 40960
 
 
 def on_starting(server):

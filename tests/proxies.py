@@ -227,7 +227,8 @@ def running_stack(environment: dict[str, str], work: Path,
         app = SampleApp()
         cleanup.callback(app.cleanup)
         app.start()
-        portal = Gunicorn(work, environment)
+        # With the shipped configuration: its limits are part of what the proxy relies on.
+        portal = Gunicorn(work, environment, config=ROOT / "deploy" / "gunicorn.conf.py")
         cleanup.callback(portal.stop)
         portal.start()
         proxy = make_proxy(portal.port, app.port)

@@ -119,9 +119,11 @@ class Gunicorn:
         environment: dict[str, str],
         workers: int = 2,
         app_spec: str = "portal:create_app()",
+        config: Path | None = None,
     ):
         self.work = work
         self.app_spec = app_spec
+        self.config = config  # a gunicorn configuration file, such as the shipped one
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.access_log = work / "access.log"
@@ -137,6 +139,8 @@ class Gunicorn:
         command = [str(binary), "--bind", f"127.0.0.1:{self.port}"]
         command += ["--workers", str(self.workers), "--worker-class", "sync"]
         command += ["--graceful-timeout", "5", "--timeout", "30"]
+        if self.config is not None:
+            command += ["--config", str(self.config)]
         command += ["--access-logfile", str(self.access_log)]
         command += ["--access-logformat", "%(p)s %(r)s %(s)s"]
         if gunicorn.version_info >= (25, 1):

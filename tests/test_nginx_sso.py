@@ -49,6 +49,7 @@ from tests.proxy_battery import (  # noqa: F401 - the shared proxy tests, run on
     test_headers_naming_another_method_path_or_host_never_reach_the_app,
     test_other_escapes_never_reach_the_app,
     test_scheme_headers_a_client_sends_never_break_the_portals_pages,
+    test_what_the_proxy_takes_gets_an_answer_never_a_500,
 )
 from tests.servers import portal_environment, require_binary
 
