@@ -51,6 +51,16 @@ def pre_fork(server, worker):
     _check_workers(server, server.num_workers)
 
 
+def post_worker_init(worker):
+    """In each worker: gunicorn's own lines on standard output and error (an access log of
+    "-") are written by the portal's log thread, as the portal's are, so a log reader that
+    stops reading costs lines (counted), never the requests (portal/logwriter.py)."""
+    from portal.logwriter import queue_console_handlers
+
+    queue_console_handlers(worker.log.access_log)
+    queue_console_handlers(worker.log.error_log)
+
+
 def worker_exit(server, worker):
     """A worker stops (graceful restart, scale-down, shutdown): its directory watcher lets the
     lease go, so another process takes over at once instead of when the lease runs out."""

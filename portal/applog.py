@@ -10,10 +10,11 @@ gunicorn's --log-config or a deployer's dictConfig, or pytest's capture) keeps i
 from __future__ import annotations
 
 import logging
-import sys
 
 from flask import Flask
 from flask.logging import default_handler
+
+from .logwriter import QueuedStderrHandler
 
 #: The audit lines' logger (portal.signin.audit's), kept out of these lines.
 AUDIT_LOGGER = "portal.audit"
@@ -44,7 +45,7 @@ def init_app(app: Flask) -> None:
     portal.removeHandler(default_handler)
     if logging.getLogger().handlers or portal.handlers:
         return
-    handler = logging.StreamHandler(sys.stderr)
+    handler = QueuedStderrHandler()  # written by a thread of its own: see logwriter.py
     handler.setFormatter(OneLineFormatter(LINE_FORMAT))
     # The audit lines are a stream of their own, even when routed so they propagate up here.
     handler.addFilter(lambda record: not record.name.startswith(AUDIT_LOGGER))

@@ -127,6 +127,22 @@ def watch_lag(seconds: float) -> None:
     WATCH_LAG.set(seconds)
 
 
+LOG_LINES_LOST = Counter(
+    "portal_log_lines_lost",
+    "Log and audit lines this process could not write to standard error: stalled (its reader "
+    "stopped taking lines and the lines waiting filled their queue) or unwritable (the write "
+    "failed: a full disk, a closed stream).",
+    ["reason"],
+)
+for _reason in ("stalled", "unwritable"):
+    LOG_LINES_LOST.labels(_reason)
+
+
+def log_line_lost(reason: str) -> None:
+    """Count one log or audit line that could not be written ("stalled" or "unwritable")."""
+    LOG_LINES_LOST.labels(reason).inc()
+
+
 def breaker_open(server: str, is_open: bool) -> None:
     """Note that a server's circuit breaker opened or closed."""
     LDAP_SERVER_OPEN.labels(server).set(1 if is_open else 0)

@@ -124,6 +124,10 @@ class Gunicorn:
         self.work = work
         self.app_spec = app_spec
         self.config = config  # a gunicorn configuration file, such as the shipped one
+        #: A file descriptor for gunicorn's standard output and error instead of `output`.
+        self.output_fd: int | None = None
+        #: Where the access log goes: `access_log` (read by access_lines), or "-" (output).
+        self.access_log_target: str | None = None
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.access_log = work / "access.log"
@@ -141,7 +145,7 @@ class Gunicorn:
         command += ["--graceful-timeout", "5", "--timeout", "30"]
         if self.config is not None:
             command += ["--config", str(self.config)]
-        command += ["--access-logfile", str(self.access_log)]
+        command += ["--access-logfile", self.access_log_target or str(self.access_log)]
         command += ["--access-logformat", "%(p)s %(r)s %(s)s"]
         if gunicorn.version_info >= (25, 1):
             command += ["--no-control-socket"]  # else it would create ~/.gunicorn/gunicorn.ctl
@@ -151,7 +155,7 @@ class Gunicorn:
                 command,
                 cwd=ROOT,
                 env=self.environment,
-                stdout=output,
+                stdout=output if self.output_fd is None else self.output_fd,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )

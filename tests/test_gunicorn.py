@@ -11,8 +11,8 @@ import time
 import pytest
 import requests
 
-from tests.conftest import csrf_token_in
-from tests.servers import Gunicorn, portal_environment
+from tests.conftest import PASSWORDS, csrf_token_in
+from tests.servers import ROOT, Gunicorn, portal_environment
 
 pytestmark = pytest.mark.slow
 
@@ -113,3 +113,51 @@ def test_no_text_a_client_sends_can_forge_a_log_line():
     assert "\n" not in line and "\r" not in line and "\u2028" not in line and "\x1b" not in line
     assert line.endswith(r"answering 503 for /pages/x\n2026-12-01 21:50:00,000 WARNING [1] "
                          r"portal.auth.views: admin signed in\u2028\r\x1b[2J")  # fmt: skip
+
+
+def _sign_in(base_url: str, username: str = "alice") -> int:
+    with requests.Session() as browser:
+        token = csrf_token_in(browser.get(base_url + "/login", timeout=10).text)
+        form = {"csrf_token": token, "username": username, "password": PASSWORDS[username]}
+        return browser.post(base_url + "/login", data=form, allow_redirects=False,
+                            timeout=10).status_code  # fmt: skip
+
+
+def test_a_log_reader_that_stops_reading_never_stops_the_portal(slapd, tmp_path):
+    """gunicorn (with the shipped configuration, its access log on standard output) writes to
+    a pipe whose reader stopped (a stuck log shipper), its buffer shrunk to one page: 60
+    sign-ins write far more audit and access lines than it holds, and each still answers
+    (each request wrote its own lines and waited with them: the first past the buffer held its
+    worker, and nothing answered again, not even /healthz). When the reader comes back, every
+    line held meanwhile is there."""
+    import fcntl
+    import threading
+
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, 1031, 4096)  # F_SETPIPE_SZ: one page
+    server = Gunicorn(tmp_path, portal_environment(slapd.url), workers=1,
+                      config=ROOT / "deploy" / "gunicorn.conf.py")  # fmt: skip
+    server.output_fd = write_end
+    server.access_log_target = "-"  # gunicorn's own access lines go to the stalled pipe too
+    try:
+        server.start()
+        for _ in range(60):
+            assert _sign_in(server.base_url) == 302
+        assert requests.get(server.base_url + "/healthz", timeout=10).status_code == 200
+        received = bytearray()
+        reader = threading.Thread(target=lambda: _read_until(read_end, received, 60))
+        reader.start()
+        reader.join(30)
+        assert received.count(b'"event":"login.success"') >= 60, received[-2000:]
+    finally:
+        os.close(write_end)
+        server.stop()
+        os.close(read_end)
+
+
+def _read_until(fd: int, into: bytearray, successes: int) -> None:
+    while into.count(b'"event":"login.success"') < successes:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return
+        into += chunk

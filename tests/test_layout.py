@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "portal"
 #: layer; the directory layer (and everything it uses) never sees a request or a session.
 LAYERS = [
     {"portal.settings", "portal.quietlog", "portal.applog", "portal.recent", "portal.models",
-     "portal.metrics"},
+     "portal.metrics", "portal.logwriter"},
     {"portal.directory", "portal.cache"},
     {"portal.signin", "portal.extensions"},
     {"portal.access"},
@@ -22,7 +22,8 @@ LAYERS = [
      "portal.cli", "portal.watcher"},
 ]  # fmt: skip
 #: Modules that answer no request, so must not touch flask's request, session or flask_login.
-NO_REQUESTS = ("portal.directory", "portal.settings", "portal.metrics", "portal.cache")
+NO_REQUESTS = ("portal.directory", "portal.settings", "portal.metrics", "portal.cache",
+               "portal.logwriter")  # fmt: skip
 #: The one import against the order: the settings checks read Redis URLs as the clients will.
 ALLOWED_UPWARDS = {("portal.settings", "portal.cache.redis_clients")}
 

@@ -23,6 +23,7 @@ from ..access import admin_diagnostics, admin_required
 from ..directory import DirectoryUnavailable, InvalidInput
 from ..directory.errors import ServiceBindRefused
 from ..health.probes import count_person_entries, probe_cache
+from ..logwriter import lines_lost
 from ..recent import RECENT
 from ..signin import audit
 from ..watcher import STALE_INTERVALS, read_shared_state, watcher_of
@@ -50,9 +51,10 @@ def status():
     cache_age = round(time.time() - cached["fetched_at"]) if cached else None
     servers = directory.check_health()
     cache_ok = probe_cache()
+    lost = lines_lost()
     return render_template(
         "admin/status.html",
-        summary=status_summary(servers, cache_ok),
+        summary=status_summary(servers, cache_ok, sum(lost.values())),
         servers=servers,
         cache_type=current_app.config["CACHE_TYPE"],
         cache_ok=cache_ok,
@@ -72,6 +74,7 @@ def status():
         logins=RECENT.login_outcomes(),
         login_outcomes=LOGIN_OUTCOMES,
         cache_hits=RECENT.cache_hits(),
+        log_lines_lost=lost,
         when=_when,
     )
 
@@ -101,10 +104,13 @@ class Summary(NamedTuple):
     line: str
 
 
-def status_summary(servers, cache_ok: bool) -> Summary:
+def status_summary(servers, cache_ok: bool, log_lines_lost: int = 0) -> Summary:
     """ "All good", or what fails, e.g. "Directory: 1 of 2 servers failing"."""
     failing = sum(not server.ok for server in servers)
     problems = []
+    if log_lines_lost:
+        problems.append(ngettext("Log: %(num)d line lost", "Log: %(num)d lines lost",
+                                 log_lines_lost))  # fmt: skip
     if failing:
         problems.append(ngettext("Directory: %(failing)d of %(num)d server failing",
                                  "Directory: %(failing)d of %(num)d servers failing",
