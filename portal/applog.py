@@ -14,7 +14,7 @@ import logging
 from flask import Flask
 from flask.logging import default_handler
 
-from .logwriter import QueuedStderrHandler
+from .logwriter import QueuedStreamHandler
 
 #: The audit lines' logger (portal.signin.audit's), kept out of these lines.
 AUDIT_LOGGER = "portal.audit"
@@ -45,7 +45,7 @@ def init_app(app: Flask) -> None:
     portal.removeHandler(default_handler)
     if logging.getLogger().handlers or portal.handlers:
         return
-    handler = QueuedStderrHandler()  # written by a thread of its own: see logwriter.py
+    handler = QueuedStreamHandler()  # written by a thread of its own: see logwriter.py
     handler.setFormatter(OneLineFormatter(LINE_FORMAT))
     # The audit lines are a stream of their own, even when routed so they propagate up here.
     handler.addFilter(lambda record: not record.name.startswith(AUDIT_LOGGER))

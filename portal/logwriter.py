@@ -18,6 +18,7 @@ import queue
 import sys
 import threading
 import time
+from typing import TextIO
 
 from . import metrics
 
@@ -32,15 +33,14 @@ class Writer:
 
     def __init__(self, size: int = QUEUE_LINES) -> None:
         self.size = size
-        self.lines: queue.Queue[tuple[str, str]] = queue.Queue(size)
+        self.lines: queue.Queue[tuple[TextIO, str]] = queue.Queue(size)
         self.lost = {"stalled": 0, "unwritable": 0}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pid = 0
 
-    def put(self, line: str, stream: str = "stderr") -> None:
-        """Queue a line for writing to sys.stderr (or sys.stdout: `stream` names it), or count
-        it lost when the queue is full."""
+    def put(self, line: str, stream: TextIO) -> None:
+        """Queue a line for writing to `stream`, or count it lost when the queue is full."""
         self._ensure_thread()
         try:
             self.lines.put_nowait((stream, line))
@@ -70,10 +70,8 @@ class Writer:
 
     def _run(self) -> None:
         while True:
-            name, line = self.lines.get()
+            stream, line = self.lines.get()
             try:
-                # Looked up each time: it may be replaced (tests, daemons).
-                stream = sys.stdout if name == "stdout" else sys.stderr
                 stream.write(line + "\n")
                 stream.flush()
             except (OSError, ValueError):  # a full disk, a closed stream
@@ -90,13 +88,14 @@ _writer = Writer()
 atexit.register(lambda: _writer.drain(EXIT_WAIT_SECONDS))
 
 
-class QueuedStderrHandler(logging.Handler):
-    """A logging handler that formats a record and leaves the writing to the writer thread
-    (standard error, or standard output with `stream="stdout"`)."""
+class QueuedStreamHandler(logging.Handler):
+    """A logging handler that formats a record and leaves the writing of it to `stream` (as
+    logging.StreamHandler: standard error when it was created, unless given) to the writer
+    thread."""
 
-    def __init__(self, level: int = logging.NOTSET, stream: str = "stderr") -> None:
+    def __init__(self, stream: TextIO | None = None, level: int = logging.NOTSET) -> None:
         super().__init__(level)
-        self.stream_name = stream
+        self.stream = sys.stderr if stream is None else stream
 
     def emit(self, record: logging.LogRecord) -> None:
         """Format the record here (its arguments are this moment's) and queue the line."""
@@ -106,7 +105,7 @@ class QueuedStderrHandler(logging.Handler):
             # Said through the writer too: logging's own report would write to standard
             # error from this thread, the very write that may block.
             line = f"--- a log line of {record.name} could not be formatted: {record.msg!r}"
-        _writer.put(line, self.stream_name)
+        _writer.put(line, self.stream)
 
 
 def queue_console_handlers(logger: logging.Logger) -> None:
@@ -119,8 +118,7 @@ def queue_console_handlers(logger: logging.Logger) -> None:
             continue  # files and the rest are left as they are
         if handler.stream not in (sys.stdout, sys.stderr):
             continue
-        stream = "stdout" if handler.stream is sys.stdout else "stderr"
-        queued = QueuedStderrHandler(handler.level, stream)
+        queued = QueuedStreamHandler(handler.stream, handler.level)
         queued.setFormatter(handler.formatter)
         for log_filter in handler.filters:
             queued.addFilter(log_filter)

@@ -58,27 +58,31 @@ def test_status_page_shows_directory_cache_and_session(client, auth, slapd):
 
 
 def test_status_page_says_when_log_lines_were_lost(client, auth, monkeypatch):
-    """Standard error is /dev/full (a full disk): the audit line of erin's sign-in cannot be
-    written, and the status page says so, in its summary too (nothing said the audit trail
+    """The audit lines' destination is /dev/full (a full disk): the line of erin's sign-in
+    cannot be written, and the status page says so, in its summary too (nothing said the audit trail
     had gaps: the portal answered on, and logging's own error went to the same full disk)."""
     import contextlib
     import sys
 
     from portal import logwriter
+    from portal.signin.audit import LOGGER_NAME
 
     before = logwriter.lines_lost()["unwritable"]
     # The count is the process's: put back after the test, or every later status page of
     # this test run would report these lines.
     monkeypatch.setitem(logwriter._writer.lost, "unwritable", before)
-    saved, full = sys.stderr, open("/dev/full", "w")  # noqa: SIM115 - closed below
-    sys.stderr = full
-    try:
-        auth.login("erin")  # its audit line goes to the full disk
-        assert logwriter.drain(10)
-    finally:
-        sys.stderr = saved
-        with contextlib.suppress(OSError):  # its last flush fails too
-            full.close()
+    [handler] = [
+        handler
+        for handler in logging.getLogger(LOGGER_NAME).handlers
+        if isinstance(handler, logwriter.QueuedStreamHandler)
+    ]  # audit.init_app's
+    full = open("/dev/full", "w")  # noqa: SIM115 - closed below
+    monkeypatch.setattr(handler, "stream", full)
+    auth.login("erin")  # its audit line goes to the full disk
+    assert logwriter.drain(10)
+    monkeypatch.setattr(handler, "stream", sys.stderr)
+    with contextlib.suppress(OSError):  # its last flush fails too
+        full.close()
     lost = logwriter.lines_lost()["unwritable"]
     assert lost > before
     body = client.get("/admin/status").get_data(as_text=True)

@@ -6,25 +6,23 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 
 from portal import logwriter
 
 
-def test_a_stalled_destination_drops_and_counts_lines_past_the_queue(monkeypatch):
+def test_a_stalled_destination_drops_and_counts_lines_past_the_queue():
     """The reader of standard error stops: the writer waits on its write, three lines wait in
     a queue of three, and the fourth and fifth are dropped and counted at once (the caller
     returns); once the reader reads again, the queued lines are written."""
     read_end, write_end = os.pipe()
     stalled = os.fdopen(write_end, "w")
-    monkeypatch.setattr(sys, "stderr", stalled)
     writer = logwriter.Writer(size=3)
     big = "x" * 70_000  # more than a pipe holds: the write blocks until read
-    writer.put(big)
+    writer.put(big, stalled)
     while writer.lines.qsize():  # the writer took it and is blocked writing it
         pass
     for number in range(5):
-        writer.put(f"line {number}")
+        writer.put(f"line {number}", stalled)
     assert writer.lost == {"stalled": 2, "unwritable": 0}
     received = b""
     while b"line 2\n" not in received:
@@ -35,15 +33,14 @@ def test_a_stalled_destination_drops_and_counts_lines_past_the_queue(monkeypatch
     os.close(read_end)
 
 
-def test_a_full_disk_counts_the_lines_it_refused(monkeypatch):
+def test_a_full_disk_counts_the_lines_it_refused():
     """Standard error is /dev/full (every write fails with "no space left"): each line is
     counted as unwritable (Python's logging printed its error to the same full stream, and
     nothing said the audit trail was being lost)."""
     full = open("/dev/full", "w")  # noqa: SIM115 - closed below, its last flush failing too
-    monkeypatch.setattr(sys, "stderr", full)
     writer = logwriter.Writer()
     for number in range(3):
-        writer.put(f"audit line {number}")
+        writer.put(f"audit line {number}", full)
     assert writer.drain(10)
     assert writer.lost == {"stalled": 0, "unwritable": 3}
     with contextlib.suppress(OSError):

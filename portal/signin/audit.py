@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from flask import has_request_context, request
 
-from ..logwriter import QueuedStderrHandler
+from ..logwriter import QueuedStreamHandler
 
 LOGGER_NAME = "portal.audit"
 _logger = logging.getLogger(LOGGER_NAME)
@@ -37,7 +37,7 @@ class JsonLineFormatter(logging.Formatter):
 def init_app(app) -> None:
     """Send audit lines to standard error, one JSON object per line, unless already routed."""
     if not _logger.handlers:
-        handler = QueuedStderrHandler()  # a stalled reader must not hold the requests
+        handler = QueuedStreamHandler()  # a stalled reader must not hold the requests
         handler.setFormatter(JsonLineFormatter())
         _logger.addHandler(handler)
         _logger.setLevel(logging.INFO)
