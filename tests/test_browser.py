@@ -286,6 +286,45 @@ def test_admin_status_during_an_outage_in_german(own_slapd, visitor_at):
         app.extensions["portal.directory"].close()
 
 
+def test_three_hundred_groups_scroll_down_not_sideways(own_slapd, visitor_at):
+    """frank in 300 more groups: his home page's list (folded) opens into a list that scrolls
+    down, every group within its width, at a desktop's width and a phone's, and a keyboard
+    can reach it to scroll; so for the admin look-up. (Laid out in columns under a height
+    limit, it spilled sideways: 15 of 302 groups visible, no scroll bar, the wheel did
+    nothing.)"""
+    frank = "uid=frank,ou=people,dc=example,dc=org"
+    own_slapd.add(
+        "\n".join(
+            f"dn: cn=project-team-{n:03d},ou=groups,dc=example,dc=org\n"
+            f"objectClass: groupOfNames\nmember: {frank}\n"
+            for n in range(300)
+        )
+    )
+    with served(make_app(own_slapd, **LOOK)) as running:
+        visitor = visitor_at(running.url)
+        visitor.sign_in("frank")
+        visitor.page.click("details summary")
+        lists = {"home": visitor.page.locator("ul.groups")}
+        erin = visitor_at(running.url)
+        erin.sign_in("erin")
+        erin.open("/admin/users/frank")
+        lists["look-up"] = erin.page.locator("ul.groups")
+        for name, groups in lists.items():
+            box = groups.evaluate(
+                "list => ({scrollWidth: list.scrollWidth, clientWidth: list.clientWidth,"
+                " scrollHeight: list.scrollHeight, clientHeight: list.clientHeight,"
+                " outside: [...list.children].filter(item => item.getBoundingClientRect().right"
+                " > list.getBoundingClientRect().right + 1).length, count: list.children.length,"
+                " tabIndex: list.tabIndex})"
+            )
+            assert box["count"] >= 300, (name, box)
+            assert box["scrollWidth"] <= box["clientWidth"] and box["outside"] == 0, (name, box)
+            assert box["scrollHeight"] > box["clientHeight"], (name, box)  # it scrolls down
+            assert box["tabIndex"] == 0, (name, box)
+        visitor.check("many-groups")
+        erin.check("many-groups-look-up")
+
+
 def test_directory_down(own_slapd, visitor_at):
     """Signing in while the directory is down: the page says so and who to ask."""
     with served(make_app(own_slapd, **LOOK)) as running:
