@@ -54,6 +54,11 @@ def settings(**changes):
         ("SECRET_KEY_FALLBACKS", "an-old-key"),
         ("SECRET_KEY_FALLBACKS", ["an-old-key", ""]),
         ("SSO_FORWARDED_GROUPS", "app-*"),
+        # A wildcard in a path (paths are prefixes: it would never match), or anywhere in a
+        # host but as its first label ("*corp.example" would match evilcorp.example).
+        ("ACCESS_RULES", [{"paths": ["/app/wiki/*"], "policy": "deny"}]),
+        ("ACCESS_RULES", [{"hosts": ["*corp.example"], "policy": "deny"}]),
+        ("ACCESS_RULES", [{"hosts": ["wiki.*.example"], "policy": "deny"}]),
         ("SSO_IDENTITY_HEADERS_MAX_BYTES", -1),
         ("SSO_IDENTITY_HEADERS_MAX_BYTES", "8000"),
     ],

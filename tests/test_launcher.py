@@ -136,9 +136,42 @@ def test_an_app_whose_groups_hide_a_door_the_rules_open_is_warned_of(slapd, capl
 
 
 def test_the_shipped_settings_warn_of_no_unguarded_app(slapd, caplog):
-    """The demo's Budgets tile is guarded by rules as its groups say."""
+    """The demo's Budgets tile is guarded by rules as its groups say, and no rule of its
+    stands behind another that always decides first."""
     make_app(slapd).extensions["portal.directory"].close()
     assert not [r for r in caplog.records if "do not guard it" in r.getMessage()]
+    assert not [r for r in caplog.records if "never decides" in r.getMessage()]
+
+
+def test_a_rule_an_earlier_rule_always_decides_first_is_named(app, slapd, caplog):
+    """An allow of "/" before a deny of "/app/wiki" leaves the wiki open (tried as a new
+    administrator would: start-up and `portal check` said nothing, and only access-check
+    showed rule 1 deciding): both name the rule that never decides and the one before it.
+    The specific rule first, or a first rule of one group only, is not named."""
+    wiki_denied = {"paths": ["/app/wiki"], "policy": "deny"}
+    for rules, named in (
+        ([{"paths": ["/"], "policy": "allow"}, wiki_denied], "rule 1: allow paths=/"),
+        ([{"paths": ["/app"], "methods": ["GET"], "policy": "allow"},
+          {"paths": ["/app/wiki"], "methods": ["GET"], "policy": "deny"}], "rule 1: allow"),
+        ([wiki_denied, {"paths": ["/"], "policy": "allow"}], ""),
+        ([{"paths": ["/"], "groups": ["staff"], "policy": "allow"}, wiki_denied], ""),
+        ([{"paths": ["/"], "methods": ["GET"], "policy": "allow"}, wiki_denied], ""),
+        ([{"hosts": ["*.corp.example"], "policy": "allow"},
+          {"hosts": ["wiki.corp.example"], **wiki_denied}], "hosts=*.corp.example"),
+        ([{"hosts": ["wiki.corp.example"], "policy": "allow"},
+          {"hosts": ["*.corp.example"], **wiki_denied}], ""),
+    ):  # fmt: skip
+        caplog.clear()
+        made = make_app(slapd, ACCESS_RULES=rules)
+        made.extensions["portal.directory"].close()
+        said = [r.getMessage() for r in caplog.records if "never decides" in r.getMessage()]
+        if not named:
+            assert said == [], (rules, said)
+            continue
+        assert len(said) == 1 and "ACCESS_RULES[2] never decides anything" in said[0], said
+        assert named in said[0], said
+        checked = made.test_cli_runner().invoke(args=["check"]).output
+        assert "ACCESS_RULES[2] never decides anything" in checked, checked
 
 
 @pytest.mark.parametrize(

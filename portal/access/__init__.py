@@ -33,9 +33,13 @@ def init_app(app: Flask) -> None:
 
 
 def unguarded_apps(app: Flask) -> list[str]:
-    """Warnings for the apps whose tiles hide from people the rules let open them."""
+    """Warnings for the apps whose tiles hide from people the rules let open them, and for
+    rules an earlier rule always decides first."""
     portal_host = urlsplit(app.config["SSO_PORTAL_URL"]).hostname
-    return apps.unguarded(app.extensions[_APPS], app.extensions[_RULES], portal_host)
+    return [
+        *rules.shadowed(app.config["ACCESS_RULES"]),
+        *apps.unguarded(app.extensions[_APPS], app.extensions[_RULES], portal_host),
+    ]
 
 
 def rule_set() -> rules.RuleSet:

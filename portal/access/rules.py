@@ -248,6 +248,24 @@ def describe(rule: Mapping) -> str:
     return f"{rule['policy']} " + (" ".join(parts) or "everything")
 
 
+def shadowed(rules: Sequence[Mapping]) -> list[str]:
+    """Warnings for rules an earlier rule always decides first: every request such a rule
+    would match, the earlier one matches too, so it never decides anything (an allow of "/"
+    before a deny of "/app/wiki" leaves the wiki open)."""
+    compiled = [_Rule(number, rule) for number, rule in enumerate(rules, 1)]
+    warnings = []
+    for later in compiled:
+        for earlier in compiled[: later.decision.rule - 1]:
+            if earlier.includes(later):
+                warnings.append(
+                    f"ACCESS_RULES[{later.decision.rule}] never decides anything: "
+                    f"{earlier.decision.reason} matches every request it would (put the more "
+                    "specific rule first)"
+                )
+                break
+    return warnings
+
+
 class _Rule:
     # One rule with its lists turned into the sets and tuples matching needs.
     __slots__ = ("decision", "groups", "hosts", "lowered", "methods", "prefixes")
@@ -267,6 +285,19 @@ class _Rule:
             methods.add("HEAD")  # a HEAD is a GET without the body
         self.methods = frozenset(methods)
         self.groups = frozenset(group.casefold() for group in rule.get("groups") or ())
+
+    def includes(self, other: _Rule) -> bool:
+        # Whether this rule matches every request `other` matches (each of its lists covers
+        # the other's: none at all is everything).
+        hosts = not self.hosts or (
+            bool(other.hosts) and all(self.covers(host) for host in other.hosts)
+        )
+        paths = not self.prefixes or (
+            bool(other.prefixes) and all(self.matches_path(prefix) for prefix in other.prefixes)
+        )
+        methods = not self.methods or (bool(other.methods) and other.methods <= self.methods)
+        groups = not self.groups or (bool(other.groups) and other.groups <= self.groups)
+        return hosts and paths and methods and groups
 
     def covers(self, host: str) -> bool:
         return not self.hosts or any(fnmatch.fnmatchcase(host, p) for p in self.hosts)

@@ -216,10 +216,19 @@ def check_rules(rules) -> None:
             plain = path.isascii() and path.isprintable() and not set(path) & set(" %?#;\\")
             require(plain and path.startswith("/"), f"{where}.paths",
                      f"{path!r} must be a plain path starting with /")  # fmt: skip
+            # A path is a prefix, never a pattern: "/app/wiki/*" would match only a path
+            # with a "*" in it, so the rule would never apply.
+            require("*" not in path, f"{where}.paths", f"{path!r}: paths are prefixes, with no "
+                    f"wildcards: {path.split('*')[0].rstrip('/') or '/'!r} covers everything "
+                    "under it")  # fmt: skip
         for host in rule.get("hosts", []):
             require(re.fullmatch(r"[A-Za-z0-9*.-]+", host) or _is_ipv6(host.strip("[]")),
                     f"{where}.hosts", f"{host!r}: a host name or address only (no scheme, "
                     "port or path)")  # fmt: skip
+            # "*" only as the first label: "*corp.example" would also match evilcorp.example.
+            require("*" not in host.removeprefix("*."), f"{where}.hosts",
+                    f"{host!r}: the only wildcard is a first label \"*.\", as in "
+                    "\"*.corp.example\" (its subdomains)")  # fmt: skip
 
 
 def _is_ipv6(text: str) -> bool:
