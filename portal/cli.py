@@ -470,6 +470,7 @@ def _check_named_groups(report: _Report, connection, settings, notes: list[str])
     # nothing, and one that several have is granted by each of them.
     named, problems = _named_groups(current_app.config), 0
     base = settings.group_base
+    allowed_found = []  # the ACCESS_ALLOWED_GROUPS that are one group, or more
     for group, where in named.items():
         step = f"group {group} ({', '.join(where)})"
         attribute = settings.group_name_attr
@@ -485,6 +486,8 @@ def _check_named_groups(report: _Report, connection, settings, notes: list[str])
         # but grants nothing, and denies nothing.
         dns = [entry["dn"] for entry in found
                if known_name(entry, settings).casefold() == group.casefold()]  # fmt: skip
+        if dns and "ACCESS_ALLOWED_GROUPS" in where:
+            allowed_found.append(group)
         if not dns and found:
             known = "; ".join(f"{entry['dn']} as {known_name(entry, settings)!r}"
                               for entry in found)  # fmt: skip
@@ -503,7 +506,11 @@ def _check_named_groups(report: _Report, connection, settings, notes: list[str])
             continue
         problems += 1
     step = "groups the settings name"
-    if problems:
+    if not allowed_found:
+        # Nobody can sign in: a pipeline's check must not pass it.
+        report.failed(step, f"none of ACCESS_ALLOWED_GROUPS is a group under {base}, so "
+                            "nobody can sign in (above)")  # fmt: skip
+    elif problems:
         report.info(step, f"warning: {problems} of {len(named)} are not one group each (above)")
     else:
         report.ok(step, f"{len(named)} of {len(named)} are one group each")
@@ -553,7 +560,33 @@ def _count_people(connection: ldap3.Connection, settings, base: str) -> str:
     count = _count(connection, settings, base, search_filter)
     if count == "0":
         raise LookupError(f"no entry matches {search_filter}")
+    # The name a sign-in gives the person is read from LDAP_ATTR_USERNAME: a person without
+    # exactly one value cannot sign in (as if the password were wrong), so look at a few.
+    attribute = settings.attr_username
+    sample = run_search(connection, settings, base, search_filter, [attribute],
+                        size_limit=PEOPLE_SAMPLE, truncation_ok=True)  # fmt: skip
+    unnamed = [entry["dn"] for entry in sample
+               if _value_count(entry.get("attributes", {}).get(attribute)) != 1]  # fmt: skip
+    if sample and len(unnamed) == len(sample):
+        raise LookupError(f"{count} matching {search_filter}, but none of the first "
+                          f"{len(sample)} has one {attribute} value, so nobody can sign in: "
+                          "check LDAP_ATTR_USERNAME")  # fmt: skip
+    if unnamed:
+        return (f"{count} matching {search_filter}; warning: {len(unnamed)} of the first "
+                f"{len(sample)} have no single {attribute} value and cannot sign in "
+                f"(such as {unnamed[0]})")  # fmt: skip
     return f"{count} matching {search_filter}"
+
+
+#: People whose LDAP_ATTR_USERNAME `check` reads under each user base.
+PEOPLE_SAMPLE = 50
+
+
+def _value_count(value) -> int:
+    # ldap3 gives a list of values, or one value for an attribute its schema says is single.
+    if isinstance(value, list | tuple):
+        return len(value)
+    return 0 if value in (None, "", b"") else 1
 
 
 def _count_groups(connection: ldap3.Connection, settings, base: str) -> str:

@@ -618,3 +618,37 @@ def test_the_json_hint_is_for_values_from_the_environment_not_for_misspelled_nam
     listed = _from_environment("setting SECRET_KEY_FALLBACKS: a list of earlier keys",
                                {"PORTAL_SECRET_KEY_FALLBACKS": "old-key"})  # fmt: skip
     assert "a list as '[\"a\"]'" in listed
+
+
+def test_check_fails_when_no_allowed_group_exists(slapd):
+    """ACCESS_ALLOWED_GROUPS = ["stuff"] (a typo of staff): nobody can sign in, so check
+    fails with exit status 1 (it warned of the group and said "check: ok", exit 0, which a
+    deployment pipeline passed)."""
+    app = make_app(slapd, ACCESS_ALLOWED_GROUPS=["stuff"])
+    result = run(app, "check")
+    assert result.exit_code == 1, result.output
+    assert (f"groups the settings name: FAILED: none of ACCESS_ALLOWED_GROUPS is a group under "
+            f"{GROUPS}, so nobody can sign in (above)") in result.output  # fmt: skip
+    assert "check: ok" not in result.output
+    app.extensions["portal.directory"].close()
+
+
+def test_check_reads_the_username_attribute_of_the_people(own_slapd):
+    """LDAP_ATTR_USERNAME misspelled ("uidd"): the people are found, but none has a name to
+    sign in by, so check fails naming the setting (every step said ok, and every sign-in then
+    failed as a wrong password). One person with two values is a warning, exit status 0."""
+    misspelled = make_app(own_slapd, LDAP_ATTR_USERNAME="uidd")
+    result = run(misspelled, "check")
+    assert result.exit_code == 1, result.output
+    assert (f"people under {PEOPLE}: FAILED: 6 matching (&(objectClass=inetOrgPerson)(uid=*)), "
+            "but none of the first 6 has one uidd value, so nobody can sign in: check "
+            "LDAP_ATTR_USERNAME") in result.output  # fmt: skip
+    misspelled.extensions["portal.directory"].close()
+    own_slapd.modify(f"dn: uid=bob,{PEOPLE}\nchangetype: modify\nadd: uid\nuid: robert\n")
+    app = make_app(own_slapd)
+    result = run(app, "check")
+    assert result.exit_code == 0, result.output
+    assert (f"people under {PEOPLE}: ok (6 matching (&(objectClass=inetOrgPerson)(uid=*)); "
+            f"warning: 1 of the first 6 have no single uid value and cannot sign in (such as "
+            f"uid=bob,{PEOPLE}))") in result.output  # fmt: skip
+    app.extensions["portal.directory"].close()
