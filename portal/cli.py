@@ -329,6 +329,14 @@ def watch() -> None:
     """
     from .watcher import Watcher
 
+    if not accounts.marks().shared:
+        # Its re-reads and sign-outs would go to this process's own memory, which no server
+        # reads: a watcher that watches for nobody.
+        raise click.ClickException(
+            f"CACHE_TYPE is {current_app.config['CACHE_TYPE']}: the running servers do not share "
+            "it, so a watcher here would keep what it reads to itself (let the servers watch, "
+            "WATCH_INTERVAL > 0, or use RedisCache)"
+        )
     watcher = Watcher(current_app._get_current_object())
     if not watcher.interval:
         watcher.interval = current_app.config["WATCH_INTERVAL"] or 2
@@ -670,7 +678,11 @@ def _whois_lines(found: explain.Explanation, host: str) -> Iterator[str]:
     if not found.exists:
         yield f"{name}: no such person"
     elif not found.found:
-        yield f"{name}: in the directory, but cannot sign in: the account is {found.unusable}"
+        # A state ("disabled", "locked"...) reads after "the account is"; the other reason
+        # ("its entry cannot be used (see the log)") is a sentence of its own.
+        reason = found.unusable
+        said = reason if reason.startswith("its ") else f"the account is {reason}"
+        yield f"{name}: in the directory, but cannot sign in: {said}"
     else:
         person = found.standing
         yield f"{name}: {found.display_name}" + (f" <{found.email}>" if found.email else "")

@@ -206,7 +206,7 @@ def test_the_portal_command_lists_its_commands_and_says_a_refused_setting_in_one
 # --- whois ---------------------------------------------------------------------------------------
 
 
-def test_the_portal_command_says_each_settings_warning_once(slapd):
+def test_the_portal_command_says_each_settings_warning_once(slapd, redis_server):
     """`portal check` lists a settings warning (an app its rules do not guard) as a check line,
     and no log line says it again; `whois` says none; `watch`, which serves, logs it at start
     (it had stopped logging it with `check`'s change)."""
@@ -229,7 +229,10 @@ def test_the_portal_command_says_each_settings_warning_once(slapd):
     status, explained = portal("whois", "alice")
     assert status == 0, explained
     assert "do not guard it" not in explained, explained
-    # `portal watch` serves for as long as it runs: it logs them at start, as a server does.
+    # `portal watch` serves for as long as it runs: it logs them at start, as a server does
+    # (beside servers sharing Redis: with SimpleCache it refuses to start).
+    env.update(PORTAL_CACHE_TYPE="RedisCache", PORTAL_CACHE_REDIS_URL=redis_server.url,
+               PORTAL_CACHE_KEY_PREFIX="watch-warnings-test:")  # fmt: skip
     watcher = subprocess.Popen([command, "watch"], cwd=ROOT, env=env, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
     try:
@@ -651,4 +654,30 @@ def test_check_reads_the_username_attribute_of_the_people(own_slapd):
     assert (f"people under {PEOPLE}: ok (6 matching (&(objectClass=inetOrgPerson)(uid=*)); "
             f"warning: 1 of the first 6 have no single uid value and cannot sign in (such as "
             f"uid=bob,{PEOPLE}))") in result.output  # fmt: skip
+    app.extensions["portal.directory"].close()
+
+
+def test_watch_refuses_a_cache_the_servers_do_not_share(slapd):
+    """With SimpleCache (the demo's) a watcher beside the servers would re-read people into
+    its own memory, which no server reads: `portal watch` refuses, naming CACHE_TYPE, exit
+    status 1 (it said "watching the directory every 2 s" and watched for nobody)."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PORTAL_")}
+    env.update(PORTAL_ENV="development", PORTAL_LDAP_URLS=json.dumps([slapd.url]))
+    command = str(Path(sys.executable).parent / "portal")
+    done = subprocess.run([command, "watch"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "CACHE_TYPE is SimpleCache: the running servers do not share it" in done.stderr
+    assert "watching" not in done.stdout
+
+
+def test_whois_of_an_entry_that_cannot_be_used_reads_as_a_sentence(own_slapd):
+    """A person whose entry has no LDAP_ATTR_USERNAME value to sign in by: whois says its
+    entry cannot be used (it said "the account is its entry cannot be used")."""
+    app = make_app(own_slapd, LDAP_ATTR_USERNAME="uidd")
+    result = run(app, "whois", "alice")
+    assert "alice: in the directory, but cannot sign in: its entry cannot be used (see the " in (
+        result.output
+    )
+    assert "the account is its" not in result.output
     app.extensions["portal.directory"].close()
