@@ -33,6 +33,7 @@ from werkzeug.exceptions import HTTPException
 
 from . import accounts, directory, settings
 from .access import explain, find_page, rule_set, unguarded_apps
+from .cache import redis_clients
 from .directory import DirectoryError, DirectoryUnavailable, InvalidInput
 from .directory.connections import CREDENTIALS_REFUSED, discard, open_connection
 from .directory.errors import ServiceBindRefused
@@ -42,7 +43,7 @@ from .directory.search import run_search
 from .extensions import cache
 from .health import probes
 from .health.probes import cache_problem, probe_cache, redis_client
-from .signin import audit
+from .signin import audit, throttle
 from .sso.questions import read_original, why_unusable
 
 #: Entries `check` counts at most per base (a sample: it says "at least" beyond).
@@ -195,7 +196,14 @@ def check() -> None:
         report.ok(f"cache ({cache_type})")
         _check_eviction_policy(report)
     else:
-        report.failed(f"cache ({cache_type})", f"did not answer a write and read back ({problem})")
+        report.failed(f"cache ({cache_type})", problem)
+    if (where := settings.throttle_storage_url(current_app.config)) != "memory://":
+        # Every sign-in counts there first: a storage that cannot count pauses them all (503).
+        step = f"failed-login counts ({redis_clients.location(where)})"
+        if problem := throttle.storage_problem():
+            report.failed(step, f"cannot be counted, so every sign-in is paused: {problem}")
+        else:
+            report.ok(step)
     if report.failures:
         click.echo(f"check: FAILED ({report.failures} failed)")
         raise SystemExit(1)
@@ -296,7 +304,12 @@ def revoke(username: str) -> None:
     target = accounts.revocation_target(name)
     owner, state = target.owner, target.state
     if not accounts.revoke_all(owner):
-        raise click.ClickException("the cache did not answer: nothing revoked")
+        # Down, full (noeviction answers OOM) or refusing the command: it did answer, maybe.
+        raise click.ClickException(
+            "the cache did not store the revocation (it is down, full, or refuses the command: "
+            "`portal check` says which), so no sign-in was ended: run this again once it takes "
+            "writes"
+        )
     audit.record("admin.revoke", user="(command line)", target=owner)
     if state == accounts.NO_SUCH_PERSON:
         click.echo(f"warning: the directory has no account {name!r}, so no sign-in of "
@@ -369,9 +382,20 @@ def _check_eviction_policy(report) -> None:
     if policy.startswith("allkeys"):
         report.failed("redis maxmemory-policy", f"{policy} may evict revocation marks: use "
                       "noeviction (or a volatile-* policy)")  # fmt: skip
+    elif policy.startswith("volatile") and _counts_in_cache_redis(current_app.config):
+        # The counts expire with their window, so a volatile-* policy may evict them: a full
+        # Redis would then give every account its failed logins afresh.
+        report.info("redis maxmemory-policy", f"warning: {policy} may evict the failed-login "
+                    "counts kept here (they expire), and guessing starts afresh: use "
+                    "noeviction, or keep the counts in a Redis of their own with noeviction "
+                    "(THROTTLE_STORAGE_URL)")  # fmt: skip
     else:
         report.ok(f"redis maxmemory-policy ({policy})")
     _check_persistence(report, client)
+
+
+def _counts_in_cache_redis(config) -> bool:
+    return settings.throttle_storage_url(config) == config.get("CACHE_REDIS_URL")
 
 
 def _check_persistence(report, client) -> None:

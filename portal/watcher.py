@@ -27,6 +27,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field, fields
 
 from flask import Flask, current_app
+from redis.exceptions import ResponseError
 
 from . import accounts, directory, metrics
 from .directory.groups import dn_key
@@ -293,6 +294,12 @@ class Watcher:
             if client.eval(_RENEW, 1, key, self.identity, seconds):
                 return True
             return bool(client.set(key, self.identity, nx=True, ex=seconds))
+        except ResponseError as error:  # it answered, refusing: its ACL, most often
+            quiet.warning("watch lease", "directory watcher: Redis refuses to keep its lease "
+                          "(%s: a user without EVAL or SET, or a full Redis); paused, so a "
+                          "change in the directory ends a sign-in only within USER_CACHE_TTL "
+                          "until Redis takes it", error)  # fmt: skip
+            return False
         except Exception as error:  # noqa: BLE001 - Redis down: nobody can be elected
             quiet.warning("watch lease", "directory watcher cannot reach Redis: %s; paused, so a "
                           "change in the directory ends a sign-in only within "

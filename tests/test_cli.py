@@ -476,23 +476,30 @@ def test_whois_with_nullcache_says_it_keeps_nothing(slapd):
 
 
 @pytest.mark.parametrize(
-    ("policy", "verdict"),
-    [("noeviction", "ok"), ("volatile-lru", "ok"), ("allkeys-lru", "FAILED")],
-)
+    ("policy", "counts", "verdict"),
+    [("noeviction", "", "ok"), ("volatile-lru", "memory://", "ok"),
+     ("volatile-lru", "", "warning: volatile-lru may evict the failed-login counts"),
+     ("allkeys-lru", "", "FAILED")],
+    ids=["noeviction", "volatile, counts elsewhere", "volatile, counts here", "allkeys"],
+)  # fmt: skip
 def test_check_names_a_redis_eviction_policy_that_could_drop_revocations(
-    slapd, build_app, own_redis, policy, verdict
+    slapd, build_app, own_redis, policy, counts, verdict
 ):
-    """allkeys-* may evict the marks that end signed-out sessions: `check` fails on it."""
+    """allkeys-* may evict the marks that end signed-out sessions: `check` fails on it. A
+    volatile-* policy keeps them, but evicts the failed-login counts (they expire), which a
+    full Redis then starts afresh (guessing and lockouts with them): a warning while they live
+    there (it said ok)."""
     import redis
 
     client = redis.Redis.from_url(own_redis.url)
     client.config_set("maxmemory-policy", policy)
     client.close()
-    app = build_app(slapd, CACHE_TYPE="RedisCache", CACHE_REDIS_URL=own_redis.url)
+    app = build_app(slapd, CACHE_TYPE="RedisCache", CACHE_REDIS_URL=own_redis.url,
+                    THROTTLE_STORAGE_URL=counts)  # fmt: skip
     result = app.test_cli_runner().invoke(args=["check"])
     [line] = [line for line in result.output.splitlines() if "maxmemory-policy" in line]
     assert verdict in line and policy in line
-    assert (result.exit_code == 0) == (verdict == "ok")
+    assert (result.exit_code == 0) == (verdict != "FAILED")
 
 
 @pytest.mark.parametrize(
@@ -681,3 +688,64 @@ def test_whois_of_an_entry_that_cannot_be_used_reads_as_a_sentence(own_slapd):
     )
     assert "the account is its" not in result.output
     app.extensions["portal.directory"].close()
+
+
+@pytest.mark.parametrize(
+    "refused, named",
+    [("-@scripting", "'eval'"), ("-hset", "'hset'"), ("-multi", "MULTI"), ("-hmget", "'hmget'")],
+    ids=["no scripts", "no HSET", "no MULTI", "no HMGET"],
+)
+def test_check_and_readyz_name_a_command_the_redis_user_may_not_run(
+    slapd, own_redis, refused, named
+):
+    """The portal's Redis user may GET and SET but not run scripts (every sign-in failed:
+    the throttle counts by script), hashes or transactions (sign-outs reached no other
+    server): check fails naming the refused command and what the ACL must allow, and
+    /readyz answers 503 (both said all was well)."""
+    own_redis.client().execute_command("ACL", "SETUSER", "portal", "on", ">portal-secret",
+                                       "~*", "&*", "+@all", refused)  # fmt: skip
+    url = f"redis://portal:portal-secret@127.0.0.1:{own_redis.port}/0"
+    app = make_app(slapd, CACHE_TYPE="RedisCache", CACHE_REDIS_URL=url,
+                   CACHE_KEY_PREFIX="acl-test:")  # fmt: skip
+    result = run(app, "check")
+    assert result.exit_code == 1, result.output
+    [line] = [line for line in result.output.splitlines() if line.startswith("cache (")]
+    assert line.startswith("cache (RedisCache): FAILED: Redis refuses a command the portal "
+                           "sends to its user ("), line  # fmt: skip
+    assert named in line and "its ACL must allow GET SET DEL HMGET" in line, line
+    assert app.test_client().get("/readyz").status_code == 503
+    app.extensions["portal.directory"].close()
+
+
+def test_check_says_when_failed_logins_cannot_be_counted(slapd, own_redis):
+    """THROTTLE_STORAGE_URL names a Redis whose user may not run scripts (the counts are
+    kept by script): every sign-in is paused with a 503, and check says so (it never looked
+    at that storage)."""
+    own_redis.client().execute_command("ACL", "SETUSER", "counts", "on", ">counts-secret",
+                                       "~*", "&*", "+@all", "-@scripting")  # fmt: skip
+    url = f"redis://counts:counts-secret@127.0.0.1:{own_redis.port}/0"
+    app = make_app(slapd, THROTTLE_STORAGE_URL=url)
+    result = run(app, "check")
+    assert result.exit_code == 1, result.output
+    assert (f"failed-login counts (redis://127.0.0.1:{own_redis.port}/0): FAILED: cannot be "
+            "counted, so every sign-in is paused: NoPermissionError: this user has no "
+            "permissions to run the 'evalsha' command") in result.output  # fmt: skip
+    app.extensions["portal.directory"].close()
+
+
+def test_revoke_with_a_full_redis_says_it_stored_nothing(slapd, build_app, own_redis):
+    """Redis at its maxmemory with noeviction answers every write "OOM": `portal revoke bob`
+    exits 1 saying the revocation was not stored and why that may be (it said the cache did
+    not answer, while Redis answered: an on-call engineer looked for an outage)."""
+    client = own_redis.client()
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", "1")
+    try:
+        app = build_app(slapd, CACHE_TYPE="RedisCache", CACHE_REDIS_URL=own_redis.url,
+                        THROTTLE_STORAGE_URL="memory://")  # fmt: skip
+        result = app.test_cli_runner().invoke(args=["revoke", "bob"])
+    finally:
+        client.config_set("maxmemory", "0")
+    assert result.exit_code == 1, result.output
+    assert ("the cache did not store the revocation (it is down, full, or refuses the command"
+            in result.output), result.output  # fmt: skip

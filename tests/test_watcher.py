@@ -982,3 +982,25 @@ def test_a_suspension_lifted_does_not_bring_back_the_sign_ins_it_ended(
     assert not is_signed_in(alice) and not is_signed_in(copy)
     assert is_signed_in(signed_in_at(app, "alice"))
     app.extensions["portal.directory"].close()
+
+
+def test_a_redis_user_without_scripts_pauses_the_watcher_and_says_so(own_slapd, own_redis,
+                                                                     caplog):  # fmt: skip
+    """The portal's Redis user may not run scripts: the watcher cannot hold its lease, does
+    not poll, and its log line says Redis refused it and that changes then end sign-ins only
+    within USER_CACHE_TTL (it said Redis could not be reached and named
+    CACHE_FALLBACK_SECONDS, while Redis answered and the cache served on)."""
+    own_redis.client().execute_command("ACL", "SETUSER", "portal", "on", ">portal-secret",
+                                       "~*", "&*", "+@all", "-@scripting")  # fmt: skip
+    url = f"redis://portal:portal-secret@127.0.0.1:{own_redis.port}/0"
+    app = make_app(own_slapd, CACHE_TYPE="RedisCache", CACHE_REDIS_URL=url,
+                   THROTTLE_STORAGE_URL="memory://", WATCH_INTERVAL=INTERVAL)  # fmt: skip
+    watcher = app.extensions["portal.watcher"]
+    with app.app_context():
+        watcher.tick()
+    assert watcher.state.last_poll == 0  # no lease, no poll
+    [said] = [r.getMessage() for r in caplog.records if "directory watcher" in r.getMessage()]
+    assert "Redis refuses to keep its lease" in said and "'eval'" in said, said
+    assert "within USER_CACHE_TTL" in said and "cannot reach" not in said, said
+    watcher.stop()
+    app.extensions["portal.directory"].close()

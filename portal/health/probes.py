@@ -20,15 +20,53 @@ def probe_cache() -> bool:
 
 
 def cache_problem() -> str:
-    """Why the cache does not answer a throwaway key's write and read back ("" when it does)."""
+    """Why the cache does not answer a throwaway key's write and read back, or (Redis) does
+    not let the portal run every kind of command it uses ("" when it does)."""
     key, value = "probe:" + secrets.token_hex(4), secrets.token_hex(8)
     try:
         cache.set(key, value, timeout=5)
         answered = cache.get(key) == value
         cache.delete(key)
     except Exception as error:  # noqa: BLE001 - any backend failure means "not ready"
+        return f"did not answer a write and read back ({type(error).__name__}: {error})"
+    if not answered:
+        return "did not answer a write and read back (what was written did not read back)"
+    client = redis_client()
+    return "" if client is None else redis_command_problem(client)
+
+
+#: The commands the portal sends Redis: the cache (GET, SET, DEL), the sign-out marks (HMGET,
+#: HGETALL, HSET, HDEL in a WATCH/MULTI/EXEC transaction, SCAN), the watcher's lease (EVAL),
+#: the throttle counts (EVALSHA, SCRIPT, INCRBY, EXPIRE, TTL).
+REDIS_COMMANDS = ("GET SET DEL HMGET HGETALL HSET HDEL WATCH MULTI EXEC SCAN EVAL EVALSHA SCRIPT "
+                  "INCRBY EXPIRE TTL")  # fmt: skip
+
+
+def redis_command_problem(client) -> str:
+    """Why Redis refuses a kind of command the portal sends ("" when it runs them all): a
+    user whose ACL lacks scripting or hashes passed the SET/GET probe while every sign-in
+    failed, or sign-outs reached no other server."""
+    from redis.exceptions import ResponseError  # NOPERM, or EXEC after a MULTI refused
+
+    key = f"{current_app.config['CACHE_KEY_PREFIX']}probe:{secrets.token_hex(4)}"
+    try:
+        with client.pipeline(transaction=True) as pipe:
+            pipe.watch(key)
+            pipe.hgetall(key)
+            pipe.multi()
+            pipe.hset(key, mapping={"probe": "1"})
+            pipe.hdel(key, "probe")
+            pipe.execute()
+        client.hmget(key, "probe")
+        client.eval("return 1", 0)
+        next(iter(client.scan_iter(match=_glob_escape(key), count=10)), None)
+        client.delete(key)
+    except ResponseError as error:
+        return (f"Redis refuses a command the portal sends to its user ({error}): its ACL must "
+                f"allow {REDIS_COMMANDS}")  # fmt: skip
+    except Exception as error:  # noqa: BLE001 - any backend failure means "not ready"
         return f"{type(error).__name__}: {error}"
-    return "" if answered else "what was written did not read back"
+    return ""
 
 
 def person_entry_keys() -> Iterator[str]:

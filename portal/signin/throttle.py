@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import secrets
 import time
 from dataclasses import dataclass, field
 
@@ -91,6 +92,20 @@ def init_app(app: Flask) -> None:
         Breaker("throttle storage", cap=STORAGE_BACKOFF_CAP, initial=CLOSED),
         redis_clients.location(url),
     )
+
+
+def storage_problem() -> str:
+    """Why the failed-login counts cannot be kept ("" when a count on a throwaway key is
+    made and cleared), tried as a sign-in counts (in Redis, by its scripts)."""
+    throttle: _Throttle = current_app.extensions[_LIMITER]
+    item = parse_many("1000 per second")[0]
+    identifiers = (throttle.prefix, "probe:" + secrets.token_hex(4))
+    try:
+        throttle.limiter.hit(item, *identifiers)
+        throttle.limiter.clear(item, *identifiers)
+    except Exception as error:  # noqa: BLE001 - every storage raises its own errors
+        return f"{type(error).__name__}: {error}"
+    return ""
 
 
 def begin_attempt(username: str | None = None, signed_in: bool = False) -> Attempt | None:
