@@ -33,6 +33,7 @@ from werkzeug.exceptions import HTTPException
 
 from . import accounts, directory, settings
 from .access import explain, find_page, rule_set, unguarded_apps
+from .accounts import CLOCK_SKEW_SECONDS
 from .cache import redis_clients
 from .directory import DirectoryError, DirectoryUnavailable, InvalidInput
 from .directory.connections import CREDENTIALS_REFUSED, discard, open_connection
@@ -43,7 +44,7 @@ from .directory.search import run_search
 from .extensions import cache
 from .health import probes
 from .health.probes import cache_problem, probe_cache, redis_client
-from .signin import audit, throttle
+from .signin import audit, logins, throttle
 from .sso.questions import read_original, why_unusable
 
 #: Entries `check` counts at most per base (a sample: it says "at least" beyond).
@@ -392,6 +393,30 @@ def _check_eviction_policy(report) -> None:
     else:
         report.ok(f"redis maxmemory-policy ({policy})")
     _check_persistence(report, client)
+    _check_clock(report, client)
+
+
+def _check_clock(report, client) -> None:
+    # Sign-ins carry the time of the host that made them and sign-out marks the time of the
+    # host that wrote them: a host whose clock runs ahead makes sign-ins a sign out everywhere
+    # elsewhere misses, and writes marks that end others' new sign-ins until their clocks
+    # catch up. Redis's clock is the one every instance shares.
+    try:
+        before = logins.now_ms()
+        seconds, microseconds = client.time()
+        after = logins.now_ms()
+    except Exception as error:  # noqa: BLE001 - a check reports whatever it hits
+        report.info("clock", f"cannot be compared with Redis's ({error})")
+        return
+    offset = ((before + after) / 2 - (seconds * 1000 + microseconds / 1000)) / 1000
+    if abs(offset) > CLOCK_SKEW_SECONDS:
+        side = "ahead of" if offset > 0 else "behind"
+        report.info("clock", f"warning: this host's clock is {abs(offset):.0f} s {side} "
+                    "Redis's: sign-ins and sign-out marks carry each host's time, so a sign out "
+                    "everywhere can miss sign-ins made on a host ahead, and a host ahead ends "
+                    "others' new sign-ins; keep every host's clock in step (NTP)")  # fmt: skip
+    else:
+        report.ok(f"clock ({offset:+.1f} s from Redis's)")
 
 
 def _counts_in_cache_redis(config) -> bool:

@@ -749,3 +749,25 @@ def test_revoke_with_a_full_redis_says_it_stored_nothing(slapd, build_app, own_r
     assert result.exit_code == 1, result.output
     assert ("the cache did not store the revocation (it is down, full, or refuses the command"
             in result.output), result.output  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "offset, says",
+    [(0, "s from Redis's): ok"), (-0.5, "s from Redis's): ok"),
+     (120, "clock: warning: this host's clock is 120 s ahead of Redis's"),
+     (-90, "clock: warning: this host's clock is 90 s behind Redis's")],
+)  # fmt: skip
+def test_check_compares_the_hosts_clock_with_redis(slapd, build_app, own_redis, monkeypatch,
+                                                   offset, says):  # fmt: skip
+    """Sign-ins and sign-out marks carry each host's time: a host 120 s ahead makes sign-ins a
+    sign out everywhere elsewhere misses and ends others' new ones. check compares the clock
+    sign-ins are made by with Redis's, which every instance shares, and warns past 5 s (the
+    clock moved here, as a host's would be off)."""
+    import time as real_time
+
+    monkeypatch.setattr("portal.signin.logins._clock", lambda: real_time.time() + offset)
+    app = build_app(slapd, CACHE_TYPE="RedisCache", CACHE_REDIS_URL=own_redis.url)
+    result = app.test_cli_runner().invoke(args=["check"])
+    [line] = [line for line in result.output.splitlines() if line.startswith("clock")]
+    assert says in line, line
+    assert result.exit_code == 0, result.output
