@@ -132,10 +132,17 @@ def test_a_wrong_current_password_counts_as_a_failed_login(ppolicy, audit_lines)
 
 
 def test_mismatch_and_csrf(ppolicy):
+    """Two different new passwords: refused, the second field marked, and the cursor in the
+    current password, the first of the three emptied fields (it was in the last, and the
+    person had to go back up to type them all again); a forged form is refused."""
     app, _ = ppolicy
     alice = signed_in_client(app, "alice", "alice-secret")
     answer = change(alice, "alice-secret", "a-much-longer-secret", confirm="something-else")
-    assert answer.status_code == 400 and "not the same" in answer.get_data(as_text=True)
+    page = answer.get_data(as_text=True)
+    assert answer.status_code == 400 and "not the same" in page
+    fields = dict(re.findall(r'<input id="(current|new|confirm)"([^>]*)>', page))
+    assert [name for name, attributes in fields.items() if "autofocus" in attributes] == ["current"]
+    assert 'aria-invalid="true"' in fields["confirm"] and "aria-invalid" not in fields["new"]
     forged = alice.post("/password", data={"current": "alice-secret", "new": "x" * 12,
                                            "confirm": "x" * 12})  # fmt: skip
     assert forged.status_code == 400
