@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from pathlib import Path
 
 import click
 from flask.cli import FlaskGroup, NoAppException
@@ -52,12 +53,24 @@ def _app_or_refusal():
     except ConfigError as error:
         # Not a traceback: the setting to fix is all an operator needs.
         message = str(error)
-        # Not an invitation to turn a production host into a development one.
-        demo = "" if "production" in message else "; PORTAL_ENV=development for the demo"
+        # Not an invitation to turn a production host into a development one, nor a repeat
+        # of what is set already.
+        demo = ("" if "production" in message or os.environ.get("PORTAL_ENV") == "development"
+                else "; PORTAL_ENV=development for the demo")  # fmt: skip
         raise SettingRefused(
-            f"{message}{_from_environment(message)} (the settings: PORTAL_SETTINGS, else "
-            f"./settings.toml, and PORTAL_* variables{demo})"
+            f"{message}{_from_environment(message)} ({_where_settings_come_from()}{demo})"
         ) from None
+
+
+def _where_settings_come_from(environ=os.environ) -> str:
+    # Run from another folder, no settings file is read, and the first setting only the file
+    # gave (SECRET_KEY, most often) is what the error names: say that no file was read.
+    if environ.get("PORTAL_SETTINGS") or (Path.cwd() / "settings.toml").exists():
+        return "the settings: PORTAL_SETTINGS, else ./settings.toml, and PORTAL_* variables"
+    return (
+        f"no settings file was read: there is no settings.toml in {Path.cwd()} and "
+        "PORTAL_SETTINGS is not set, so only the defaults and PORTAL_* variables count"
+    )
 
 
 def _from_environment(message: str, environ=os.environ) -> str:

@@ -26,7 +26,12 @@ def main() -> int:
     # Also SIGINT: a shell script that starts `make run &` passes SIGINT on as "ignored".
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
-    port = int(os.environ.get("PORTAL_DEV_PORT", "5000"))
+    typed = os.environ.get("PORTAL_DEV_PORT", "5000")
+    if not typed.isdigit() or not 0 < int(typed) < 65536:
+        print(f"PORTAL_DEV_PORT={typed} is no port: give a number such as 5001 "
+              "(PORTAL_DEV_PORT=5001 make run)", file=sys.stderr, flush=True)  # fmt: skip
+        return 2
+    port = int(typed)
     if not _port_free(port):
         # Said before anything starts: Werkzeug would say it after the banner and a traceback.
         print(f"Port {port} is in use by another program: start on another one, e.g. "

@@ -198,6 +198,8 @@ def test_the_portal_command_lists_its_commands_and_says_a_refused_setting_in_one
     assert ("setting LDAP_BIND_PASSWORD: a string; it comes from PORTAL_LDAP_BIND_PASSWORD, "
             "whose value is read as JSON") in digits.stderr  # fmt: skip
     assert """a text in quotes as PORTAL_LDAP_BIND_PASSWORD='"..."'""" in digits.stderr
+    # PORTAL_ENV=development is set already: not suggested again.
+    assert "PORTAL_ENV=development for the demo" not in digits.stderr
     checked = portal("check", PORTAL_ENV="development", PORTAL_LDAP_URLS=json.dumps([slapd.url]))
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "check: ok" in checked.stdout
@@ -771,3 +773,17 @@ def test_check_compares_the_hosts_clock_with_redis(slapd, build_app, own_redis, 
     [line] = [line for line in result.output.splitlines() if line.startswith("clock")]
     assert says in line, line
     assert result.exit_code == 0, result.output
+
+
+def test_run_from_a_folder_without_settings_says_no_file_was_read(tmp_path):
+    """`portal check` run from another folder (tried as a new administrator would): no
+    settings file is read, so the first setting only the file gave is refused; the error
+    says no file was read and where it looked (it named SECRET_KEY alone, and the
+    administrator went looking for a key)."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PORTAL_")}
+    command = str(Path(sys.executable).parent / "portal")
+    done = subprocess.run([command, "check"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert (f"no settings file was read: there is no settings.toml in {tmp_path} and "
+            "PORTAL_SETTINGS is not set") in done.stderr, done.stderr  # fmt: skip

@@ -237,6 +237,21 @@ def test_a_port_in_use_is_said_before_anything_starts(tmp_path):
     assert "Demo directory at" not in result.stdout
 
 
+@pytest.mark.parametrize("typed", ["abc", "70000"])
+def test_a_port_that_is_no_port_is_said_in_one_line(typed):
+    """PORTAL_DEV_PORT=abc: one line naming it, exit status 2, no directory started (a
+    traceback ended in "invalid literal for int()")."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("PORTAL_")}
+    environment["PORTAL_DEV_PORT"] = typed
+    result = subprocess.run([sys.executable, "-m", "portal.devserver"], cwd=ROOT,
+                            env=environment, capture_output=True, text=True,
+                            timeout=60)  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr == (f"PORTAL_DEV_PORT={typed} is no port: give a number such as 5001 "
+                             "(PORTAL_DEV_PORT=5001 make run)\n")  # fmt: skip
+    assert "Demo directory at" not in result.stdout
+
+
 def test_the_dev_server_stops_when_its_directory_dies(devserver):
     """slapd killed with SIGKILL: the dev server says so and stops (exit status 1), cleaning
     up, instead of serving on with every sign-in answering 503 and nothing said."""
