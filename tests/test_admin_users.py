@@ -86,6 +86,10 @@ def test_user_page_and_whois_show_the_nesting_path_of_each_group(slapd, build_ap
     page = admin(app).get("/admin/users/alice").get_data(as_text=True)
     assert "research via engineering" in page
     assert "staff via" not in page
+    assert '("a via b": a member of b, which is in a)' in page
+    # Without nesting there is nothing to explain: the legend is not shown.
+    flat = admin(app).get("/admin/users/bob").get_data(as_text=True)
+    assert "via" not in flat
     result = app.test_cli_runner().invoke(args=["whois", "alice"])
     assert "groups: engineering, research via engineering, staff" in result.output
 
@@ -352,3 +356,14 @@ def test_signing_out_a_name_the_directory_does_not_know_says_so(app, audit_lines
     page = erin.get("/admin/status").get_data(as_text=True)
     assert "The directory has no account bbo" in page and "has ended" not in page
     assert [line["target"] for line in audit_lines("admin.revoke")] == ["bbo"]
+
+
+def test_the_sign_out_card_says_whether_the_person_can_sign_in_again(app):
+    """dave is in the denied group suspended: signing him out everywhere does not let him
+    sign in again with his password (the card said it did); alice can."""
+    client = admin(app)
+    dave = client.get("/admin/users/dave").get_data(as_text=True)
+    assert "They cannot sign in again while the portal refuses them (above)." in dave
+    assert "They can sign in again with their password." not in dave
+    alice = client.get("/admin/users/alice").get_data(as_text=True)
+    assert "They can sign in again with their password." in alice
