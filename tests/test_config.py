@@ -352,3 +352,28 @@ def test_the_app_itself_refuses_several_processes_announced_by_web_concurrency(m
     assert str(raised.value).startswith("setting CACHE_TYPE:")
     monkeypatch.setenv("WEB_CONCURRENCY", "1")
     create_app(production).extensions["portal.directory"].close()
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [("PASSWORD_RESET_URL", "http://pw.example.org/reset"),
+     ("PASSWORD_CHANGE_URL", "http://pw.example.org/change"),
+     ("HELP_URL", "http://help.example.org/"),
+     ("FOOTER_LINKS", [{"title": "Help", "url": "http://help.example.org/"}])],
+)  # fmt: skip
+def test_production_links_for_passwords_and_help_are_https(key, value):
+    """Where people type passwords or look for help: an http:// address is refused in
+    production, as the docs and the message always said (it was taken), and taken while the
+    portal is tried out in development."""
+    from tests.conftest import demo_settings
+
+    production = demo_settings() | {
+        "ENV": "production", "SECRET_KEY": PRODUCTION_KEY, "LDAP_BIND_PASSWORD": "reader-password",
+        "SESSION_COOKIE_SECURE": True,
+    }  # fmt: skip
+    with pytest.raises(ConfigError, match=key):
+        create_app(production | {key: value})
+    assert create_app(production | {key: value.replace("http", "https")} if isinstance(value, str)
+                      else production | {key: [{"title": "Help",
+                                               "url": "https://help.example.org/"}]})  # fmt: skip
+    assert create_app(settings(**{key: value}))  # development

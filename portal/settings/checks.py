@@ -300,10 +300,13 @@ def _check_people(config) -> None:
         require(not placeholders("LDAP_DISABLED_FILTER", disabled), "LDAP_DISABLED_FILTER",
                  "takes no placeholders")  # fmt: skip
         parse_filter("LDAP_DISABLED_FILTER", disabled)
+    # Where people type passwords or look for help: https, as the portal itself (a plain
+    # http:// address is taken while trying the portal out in development).
+    secure = config["ENV"] != "development"
     for key in ("PASSWORD_CHANGE_URL", "PASSWORD_RESET_URL", "HELP_URL"):
         url = config.get(key)
         fix = f"{url!r}: an https:// address or a path on this site (no \\, spaces or //)"
-        require(url == "" or is_site_url(url), key, fix)
+        require(url == "" or is_site_url(url, https_only=secure), key, fix)
     for key in ("HELP_TEXT", "HELP_LINK_TEXT"):
         require(isinstance(config.get(key), str), key, "text")
 
@@ -343,7 +346,8 @@ def _check_brand(config) -> None:
     require(isinstance(links, list), "FOOTER_LINKS", "a list of tables with title and url")
     for number, link in enumerate(links, 1):
         require(isinstance(link, dict) and set(link) == {"title", "url"} and is_text(link["title"])
-                and is_site_url(link["url"]), f"FOOTER_LINKS[{number}]",
+                and is_site_url(link["url"], https_only=config["ENV"] != "development"),
+                f"FOOTER_LINKS[{number}]",
                 "a table with a title and an https:// url (or a path on this site)")  # fmt: skip
 
 

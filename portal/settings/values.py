@@ -89,7 +89,7 @@ def check_apps(apps) -> None:
         require(is_text(app.get("title")), where + ".title", "the name people know the app by")
         url = app.get("url")
         require(is_site_url(url), where + ".url",
-                 f"{url!r}: an https:// address, or a path on the portal's host such as "
+                 f"{url!r}: an http(s):// address, or a path on the portal's host such as "
                  '"/app/wiki/"')  # fmt: skip
         path = urlsplit(url).path or "/"
         require(is_canonical_path(path), where + ".url",
@@ -123,11 +123,13 @@ _CANONICAL_PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,=:@/-]*")
 _DOT_SEGMENT = re.compile(r"(^|/)\.{1,2}(/|$)|//")
 
 
-def is_site_url(url) -> bool:
-    """An http(s) address or a path on this site that every browser reads as the same place."""
+def is_site_url(url, https_only: bool = False) -> bool:
+    """An http(s) address (https only, with `https_only`) or a path on this site that every
+    browser reads as the same place."""
     return (
         isinstance(url, str)
         and "\\" not in url
+        and not (https_only and url.lower().startswith("http://"))
         and bool(_WEB_URL.fullmatch(url) or _SITE_PATH.fullmatch(url))
     )
 
