@@ -26,10 +26,33 @@ _HELP = """The portal's operator commands, with the settings the portal itself w
 
 def main() -> None:
     """Run the command line's arguments as a `portal` command."""
-    group = FlaskGroup(name="portal", create_app=_app_or_refusal, help=_HELP)
+    group = FlaskGroup(name="portal", create_app=_app_or_refusal, help=_HELP,
+                       add_version_option=False)  # fmt: skip
+    # Flask's own options name another app (-A), a .env file or debug mode: none is the
+    # portal's (its settings come from PORTAL_SETTINGS and PORTAL_*), and --version said
+    # Flask's version, not the portal's.
+    group.params = [param for param in group.params if param.name not in _FLASK_OPTIONS]
+    group.params.append(click.Option(["--version"], is_flag=True, expose_value=False,
+                                     is_eager=True, callback=_print_version,
+                                     help="Show the portal's version."))  # fmt: skip
     for command in commands:
         group.add_command(command)
     group.main(prog_name="portal")
+
+
+_FLASK_OPTIONS = ("env_file", "app", "debug")
+
+
+def _print_version(context: click.Context, _param, value: bool) -> None:
+    if not value or context.resilient_parsing:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        click.echo(f"portal {version('portal')}")
+    except PackageNotFoundError:
+        click.echo("portal (version unknown: not installed as a package)")
+    context.exit()
 
 
 class SettingRefused(NoAppException):

@@ -186,6 +186,11 @@ def test_the_portal_command_lists_its_commands_and_says_a_refused_setting_in_one
     assert listed.returncode == 0
     for name in ("check", "whois", "flush", "revoke", "access-check", "watch"):
         assert f"  {name} " in listed.stdout, name
+    # Flask's options (another app, a .env file, debug mode) are not the portal's, and its
+    # version is the portal's, not Python's, Flask's and Werkzeug's.
+    assert "--env-file" not in listed.stdout and "--app" not in listed.stdout, listed.stdout
+    versioned = portal("--version")
+    assert versioned.returncode == 0 and versioned.stdout == "portal 0.1.0\n", versioned
     refused = portal("check")
     assert refused.returncode == 2
     assert refused.stderr.startswith("Error: setting SECRET_KEY: the dev-only value is refused")
