@@ -792,3 +792,21 @@ def test_run_from_a_folder_without_settings_says_no_file_was_read(tmp_path):
     assert done.returncode == 2, done.stdout + done.stderr
     assert (f"no settings file was read: there is no settings.toml in {tmp_path} and "
             "PORTAL_SETTINGS is not set") in done.stderr, done.stderr  # fmt: skip
+
+
+def test_the_status_page_says_redis_refuses_a_command(slapd, own_redis):
+    """The portal's Redis user may not write hashes (sign-outs then reach no other server),
+    yet signing in works: the status page's summary and cache section say Redis refuses a
+    command and which (its summary said the cache was not answering)."""
+    own_redis.client().execute_command("ACL", "SETUSER", "portal", "on", ">portal-secret",
+                                       "~*", "&*", "+@all", "-hset")  # fmt: skip
+    url = f"redis://portal:portal-secret@127.0.0.1:{own_redis.port}/0"
+    app = make_app(slapd, CACHE_TYPE="RedisCache", CACHE_REDIS_URL=url,
+                   CACHE_KEY_PREFIX="acl-status-test:")  # fmt: skip
+    erin = app.test_client()
+    assert AuthActions(erin).login("erin").status_code == 302
+    status = erin.get("/admin/status").get_data(as_text=True)
+    assert "Cache: refuses a command the portal needs" in status
+    assert "Redis refuses a command the portal sends to its user (" in status
+    assert "&#39;hset&#39;" in status
+    app.extensions["portal.directory"].close()

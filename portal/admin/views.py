@@ -22,7 +22,7 @@ from .. import accounts, directory
 from ..access import admin_diagnostics, admin_required
 from ..directory import DirectoryUnavailable, InvalidInput
 from ..directory.errors import ServiceBindRefused
-from ..health.probes import count_person_entries, probe_cache
+from ..health.probes import REDIS_REFUSES, cache_problem, count_person_entries
 from ..logwriter import lines_lost
 from ..recent import RECENT
 from ..signin import audit
@@ -50,14 +50,16 @@ def status():
     cached = accounts.cached_attributes(current_user.username)
     cache_age = round(time.time() - cached["fetched_at"]) if cached else None
     servers = directory.check_health()
-    cache_ok = probe_cache()
+    cache_failure = cache_problem()  # "" when it answers and runs every command
+    cache_ok = not cache_failure
     lost = lines_lost()
     return render_template(
         "admin/status.html",
-        summary=status_summary(servers, cache_ok, sum(lost.values())),
+        summary=status_summary(servers, cache_failure, sum(lost.values())),
         servers=servers,
         cache_type=current_app.config["CACHE_TYPE"],
         cache_ok=cache_ok,
+        cache_failure=cache_failure,
         cache_entries=count_person_entries(),
         cache_age=cache_age,
         user=current_user,
@@ -104,8 +106,9 @@ class Summary(NamedTuple):
     line: str
 
 
-def status_summary(servers, cache_ok: bool, log_lines_lost: int = 0) -> Summary:
-    """ "All good", or what fails, e.g. "Directory: 1 of 2 servers failing"."""
+def status_summary(servers, cache_failure: str, log_lines_lost: int = 0) -> Summary:
+    """ "All good", or what fails, e.g. "Directory: 1 of 2 servers failing" (`cache_failure`:
+    why the cache failed its probe, "" when it passed)."""
     failing = sum(not server.ok for server in servers)
     problems = []
     if log_lines_lost:
@@ -115,8 +118,10 @@ def status_summary(servers, cache_ok: bool, log_lines_lost: int = 0) -> Summary:
         problems.append(ngettext("Directory: %(failing)d of %(num)d server failing",
                                  "Directory: %(failing)d of %(num)d servers failing",
                                  len(servers), failing=failing))  # fmt: skip
-    if not cache_ok:
-        problems.append(gettext("Cache: not answering"))
+    if cache_failure:
+        refused = cache_failure.startswith(REDIS_REFUSES)
+        problems.append(gettext("Cache: refuses a command the portal needs") if refused
+                        else gettext("Cache: not answering"))  # fmt: skip
     if not problems:
         return Summary(True, gettext("All good: every directory server (%(count)d) and the cache "
                                      "answer", count=len(servers)))  # fmt: skip

@@ -42,6 +42,10 @@ REDIS_COMMANDS = ("GET SET DEL HMGET HGETALL HSET HDEL WATCH MULTI EXEC SCAN EVA
                   "INCRBY EXPIRE TTL")  # fmt: skip
 
 
+#: How redis_command_problem's answer begins when Redis refused a command.
+REDIS_REFUSES = "Redis refuses a command the portal sends"
+
+
 def redis_command_problem(client) -> str:
     """Why Redis refuses a kind of command the portal sends ("" when it runs them all): a
     user whose ACL lacks scripting or hashes passed the SET/GET probe while every sign-in
@@ -62,7 +66,7 @@ def redis_command_problem(client) -> str:
         next(iter(client.scan_iter(match=_glob_escape(key), count=10)), None)
         client.delete(key)
     except ResponseError as error:
-        return (f"Redis refuses a command the portal sends to its user ({error}): its ACL must "
+        return (f"{REDIS_REFUSES} to its user ({error}): its ACL must "
                 f"allow {REDIS_COMMANDS}")  # fmt: skip
     except Exception as error:  # noqa: BLE001 - any backend failure means "not ready"
         return f"{type(error).__name__}: {error}"
