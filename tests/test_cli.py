@@ -29,6 +29,14 @@ def run(app, *args: str):
     return app.test_cli_runner().invoke(args=list(args))
 
 
+def restricted_redis_url(server, user: str, *rules: str) -> str:
+    """A URL of `server` for a new Redis user with ACL `rules` beyond every command and key
+    (such as "-@scripting"): a portal given it meets that ACL as a managed Redis sets it."""
+    server.client().execute_command("ACL", "SETUSER", user, "on", f">{user}-secret", "~*", "&*",
+                                    "+@all", *rules)  # fmt: skip
+    return f"redis://{user}:{user}-secret@127.0.0.1:{server.port}/0"
+
+
 def sign_in(app, *names: str) -> None:
     """Sign people in through the login form, which fills their cache entries."""
     for name in names:
@@ -709,9 +717,7 @@ def test_check_and_readyz_name_a_command_the_redis_user_may_not_run(
     the throttle counts by script), hashes or transactions (sign-outs reached no other
     server): check fails naming the refused command and what the ACL must allow, and
     /readyz answers 503 (both said all was well)."""
-    own_redis.client().execute_command("ACL", "SETUSER", "portal", "on", ">portal-secret",
-                                       "~*", "&*", "+@all", refused)  # fmt: skip
-    url = f"redis://portal:portal-secret@127.0.0.1:{own_redis.port}/0"
+    url = restricted_redis_url(own_redis, "portal", refused)
     app = make_app(slapd, CACHE_TYPE="RedisCache", CACHE_REDIS_URL=url,
                    CACHE_KEY_PREFIX="acl-test:")  # fmt: skip
     result = run(app, "check")
@@ -728,9 +734,7 @@ def test_check_says_when_failed_logins_cannot_be_counted(slapd, own_redis):
     """THROTTLE_STORAGE_URL names a Redis whose user may not run scripts (the counts are
     kept by script): every sign-in is paused with a 503, and check says so (it never looked
     at that storage)."""
-    own_redis.client().execute_command("ACL", "SETUSER", "counts", "on", ">counts-secret",
-                                       "~*", "&*", "+@all", "-@scripting")  # fmt: skip
-    url = f"redis://counts:counts-secret@127.0.0.1:{own_redis.port}/0"
+    url = restricted_redis_url(own_redis, "counts", "-@scripting")
     app = make_app(slapd, THROTTLE_STORAGE_URL=url)
     result = run(app, "check")
     assert result.exit_code == 1, result.output
@@ -798,9 +802,7 @@ def test_the_status_page_says_redis_refuses_a_command(slapd, own_redis):
     """The portal's Redis user may not write hashes (sign-outs then reach no other server),
     yet signing in works: the status page's summary and cache section say Redis refuses a
     command and which (its summary said the cache was not answering)."""
-    own_redis.client().execute_command("ACL", "SETUSER", "portal", "on", ">portal-secret",
-                                       "~*", "&*", "+@all", "-hset")  # fmt: skip
-    url = f"redis://portal:portal-secret@127.0.0.1:{own_redis.port}/0"
+    url = restricted_redis_url(own_redis, "portal", "-hset")
     app = make_app(slapd, CACHE_TYPE="RedisCache", CACHE_REDIS_URL=url,
                    CACHE_KEY_PREFIX="acl-status-test:")  # fmt: skip
     erin = app.test_client()

@@ -18,6 +18,7 @@ from portal import accounts
 from portal.watcher import WatchState, read_shared_state
 from tests.conftest import AuthActions, eventually, make_app
 from tests.servers import Gunicorn, portal_environment
+from tests.test_cli import restricted_redis_url
 
 INTERVAL = 1
 #: Only for a wait that must not hang; what is checked is the count of polls, not the time.
@@ -990,9 +991,7 @@ def test_a_redis_user_without_scripts_pauses_the_watcher_and_says_so(own_slapd, 
     not poll, and its log line says Redis refused it and that changes then end sign-ins only
     within USER_CACHE_TTL (it said Redis could not be reached and named
     CACHE_FALLBACK_SECONDS, while Redis answered and the cache served on)."""
-    own_redis.client().execute_command("ACL", "SETUSER", "portal", "on", ">portal-secret",
-                                       "~*", "&*", "+@all", "-@scripting")  # fmt: skip
-    url = f"redis://portal:portal-secret@127.0.0.1:{own_redis.port}/0"
+    url = restricted_redis_url(own_redis, "portal", "-@scripting")
     app = make_app(own_slapd, CACHE_TYPE="RedisCache", CACHE_REDIS_URL=url,
                    THROTTLE_STORAGE_URL="memory://", WATCH_INTERVAL=INTERVAL)  # fmt: skip
     watcher = app.extensions["portal.watcher"]
