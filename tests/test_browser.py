@@ -325,6 +325,22 @@ def test_three_hundred_groups_scroll_down_not_sideways(own_slapd, visitor_at):
         erin.check("many-groups-look-up")
 
 
+def test_the_look_up_tables_fit_the_screen(portal, visitor_at):
+    """erin looks up alice, and carol in German: every table of the page fits its card, at a
+    desktop's width and a phone's (on a phone the "Why" column ran past the card's edge,
+    cut mid-word, behind a scroll nothing showed)."""
+    for name, locale in (("alice", "en-GB"), ("carol", "de-DE")):
+        erin = visitor_at(portal.url, locale=locale)
+        erin.sign_in("erin")
+        erin.open(f"/admin/users/{name}")
+        hidden = erin.page.evaluate(
+            "() => [...document.querySelectorAll('.scroll')].map(region => region.scrollWidth"
+            " - region.clientWidth)"
+        )
+        assert hidden and all(width <= 0 for width in hidden), (name, hidden)
+        erin.check(f"look-up-{name}")
+
+
 def test_directory_down(own_slapd, visitor_at):
     """Signing in while the directory is down: the page says so and who to ask."""
     with served(make_app(own_slapd, **LOOK)) as running:
