@@ -195,7 +195,7 @@ def check() -> None:
         report.info("cache (NullCache)", "none: every request reads the directory")
     elif not (problem := cache_problem()):
         report.ok(f"cache ({cache_type})")
-        _check_eviction_policy(report)
+        _check_redis(report)
     else:
         report.failed(f"cache ({cache_type})", problem)
     if (where := settings.throttle_storage_url(current_app.config)) != "memory://":
@@ -368,21 +368,28 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def _check_eviction_policy(report) -> None:
-    # Revocation marks have no TTL, so noeviction and volatile-* policies keep them; an
-    # allkeys-* policy may drop one under memory pressure, and a signed-out cookie would work.
+def _check_redis(report) -> None:
+    # Its eviction policy and persistence (read with CONFIG, which managed Redis services often
+    # refuse), and its clock (TIME: every instance's shared reference).
     client = redis_client()
     if client is None:
         return
+    _check_eviction_policy(report, client)
+    _check_clock(report, client)
+
+
+def _check_eviction_policy(report, client) -> None:
+    # Revocation marks have no TTL, so noeviction and volatile-* policies keep them; an
+    # allkeys-* policy may drop one under memory pressure, and a signed-out cookie would work.
     try:
         policy = client.config_get("maxmemory-policy").get("maxmemory-policy", "")
     except Exception as error:  # noqa: BLE001 - managed Redis often refuses CONFIG
         report.info("redis maxmemory-policy", f"cannot be read ({error}): make sure it is "
-                    "noeviction or volatile-*")  # fmt: skip
+                    "noeviction")  # fmt: skip
         return
     if policy.startswith("allkeys"):
         report.failed("redis maxmemory-policy", f"{policy} may evict revocation marks: use "
-                      "noeviction (or a volatile-* policy)")  # fmt: skip
+                      "noeviction")  # fmt: skip
     elif policy.startswith("volatile") and _counts_in_cache_redis(current_app.config):
         # The counts expire with their window, so a volatile-* policy may evict them: a full
         # Redis would then give every account its failed logins afresh.
@@ -393,7 +400,6 @@ def _check_eviction_policy(report) -> None:
     else:
         report.ok(f"redis maxmemory-policy ({policy})")
     _check_persistence(report, client)
-    _check_clock(report, client)
 
 
 def _check_clock(report, client) -> None:
@@ -420,7 +426,15 @@ def _check_clock(report, client) -> None:
 
 
 def _counts_in_cache_redis(config) -> bool:
-    return settings.throttle_storage_url(config) == config.get("CACHE_REDIS_URL")
+    # The policy is the server's, whatever the database: the same host and port (or the same
+    # Sentinel hosts) is the same Redis.
+    counts = settings.throttle_storage_url(config)
+    return counts != "memory://" and _server_of(counts) == _server_of(config["CACHE_REDIS_URL"])
+
+
+def _server_of(url: str) -> str:
+    # "redis://127.0.0.1:6379/1" -> "127.0.0.1:6379": scheme, credentials and database left out.
+    return redis_clients.location(url).partition("://")[2].partition("/")[0]
 
 
 def _check_persistence(report, client) -> None:

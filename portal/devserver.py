@@ -27,7 +27,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     typed = os.environ.get("PORTAL_DEV_PORT", "5000")
-    if not typed.isdigit() or not 0 < int(typed) < 65536:
+    if not (typed.isascii() and typed.isdigit()) or not 0 < int(typed) < 65536:
         print(f"PORTAL_DEV_PORT={typed} is no port: give a number such as 5001 "
               "(PORTAL_DEV_PORT=5001 make run)", file=sys.stderr, flush=True)  # fmt: skip
         return 2

@@ -56,11 +56,12 @@ class Writer:
 
     def _ensure_thread(self) -> None:
         # Started on the first line, and again in a forked child (threads do not survive a
-        # fork: a worker forked from a master that had logged must write its own lines).
-        if self._pid == os.getpid():
+        # fork: a worker forked from a master that had logged must write its own lines), or
+        # should it ever have ended.
+        if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
             return
         with self._lock:
-            if self._pid != os.getpid():
+            if self._pid != os.getpid() or self._thread is None or not self._thread.is_alive():
                 if self._pid:  # a child: the parent's queue and counts are not this process's
                     self.lines = queue.Queue(self.size)
                     self.lost = {"stalled": 0, "unwritable": 0}
@@ -74,18 +75,21 @@ class Writer:
             try:
                 stream.write(line + "\n")
                 stream.flush()
-            except (OSError, ValueError):  # a full disk, a closed stream
+            except Exception:  # noqa: BLE001 - a full disk, a closed stream: never the end
                 self._count("unwritable")
             finally:
                 self.lines.task_done()
 
     def _count(self, reason: str) -> None:
-        self.lost[reason] += 1
+        with self._lock:  # request threads count drops at once
+            self.lost[reason] += 1
         metrics.log_line_lost(reason)
 
 
 _writer = Writer()
 atexit.register(lambda: _writer.drain(EXIT_WAIT_SECONDS))
+# A lock another thread held at the fork would never be let go in the child.
+os.register_at_fork(after_in_child=lambda: setattr(_writer, "_lock", threading.Lock()))
 
 
 class QueuedStreamHandler(logging.Handler):

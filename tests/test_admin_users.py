@@ -367,3 +367,26 @@ def test_the_sign_out_card_says_whether_the_person_can_sign_in_again(app):
     assert "They can sign in again with their password." not in dave
     alice = client.get("/admin/users/alice").get_data(as_text=True)
     assert "They can sign in again with their password." in alice
+
+
+def test_signing_out_an_address_while_the_directory_is_down_ends_nothing_and_says_so(
+    own_slapd, build_app
+):
+    """The directory stops answering: whose address bob@example.org is cannot be told, so
+    the revoke is refused with a 503 saying so, and nobody's sign-ins are said to have ended
+    (the address was marked, "Every sign-in of bob@example.org has ended" flashed, and bob
+    stayed signed in)."""
+    from tests.test_sessions import signed_in
+
+    app = build_app(own_slapd, **BY_UID_OR_MAIL)
+    by_mail = app.test_client()
+    assert AuthActions(by_mail).login("bob@example.org", PASSWORDS["bob"]).status_code == 302
+    bob = signed_in(app, "bob")
+    erin = admin(app)
+    form = erin.get("/admin/users/bob/revoke").get_data(as_text=True)
+    own_slapd.stop()
+    answer = erin.post("/admin/users/bob@example.org/revoke",
+                       data={"csrf_token": csrf_token_in(form)})  # fmt: skip
+    assert answer.status_code == 503
+    assert "whose address bob@example.org is cannot be told" in answer.get_data(as_text=True)
+    assert erin.get("/").status_code == 200 and bob.get("/").status_code == 200

@@ -707,9 +707,10 @@ def test_whois_of_an_entry_that_cannot_be_used_reads_as_a_sentence(own_slapd):
 
 @pytest.mark.parametrize(
     "refused, named",
-    [("-@scripting", "'eval'"), ("-hset", "'hset'"), ("-multi", "MULTI"), ("-hmget", "'hmget'")],
+    [("-@scripting", "'evalsha'"), ("-hset", "'hset'"), ("-multi", "MULTI"),
+     ("-hmget", "'hmget'")],
     ids=["no scripts", "no HSET", "no MULTI", "no HMGET"],
-)
+)  # fmt: skip
 def test_check_and_readyz_name_a_command_the_redis_user_may_not_run(
     slapd, own_redis, refused, named
 ):
@@ -722,10 +723,16 @@ def test_check_and_readyz_name_a_command_the_redis_user_may_not_run(
                    CACHE_KEY_PREFIX="acl-test:")  # fmt: skip
     result = run(app, "check")
     assert result.exit_code == 1, result.output
-    [line] = [line for line in result.output.splitlines() if line.startswith("cache (")]
-    assert line.startswith("cache (RedisCache): FAILED: Redis refuses a command the portal "
-                           "sends to its user ("), line  # fmt: skip
-    assert named in line and "its ACL must allow GET SET DEL HMGET" in line, line
+    if refused == "-@scripting":
+        # Only the failed-login counts, kept in this Redis, are counted by script here.
+        [line] = [line for line in result.output.splitlines() if "failed-login counts" in line]
+        assert ": FAILED: cannot be counted, so every sign-in is paused" in line, line
+        assert named in line, line
+    else:
+        [line] = [line for line in result.output.splitlines() if line.startswith("cache (")]
+        assert line.startswith("cache (RedisCache): FAILED: Redis refuses a command the "
+                               "portal sends to its user ("), line  # fmt: skip
+        assert named in line and "its ACL must allow GET SET DEL HMGET" in line, line
     assert app.test_client().get("/readyz").status_code == 503
     app.extensions["portal.directory"].close()
 
@@ -811,4 +818,65 @@ def test_the_status_page_says_redis_refuses_a_command(slapd, own_redis):
     assert "Cache: refuses a command the portal needs" in status
     assert "Redis refuses a command the portal sends to its user (" in status
     assert "&#39;hset&#39;" in status
+    app.extensions["portal.directory"].close()
+
+
+def test_the_redis_probe_reads_one_scan_page_however_many_keys(slapd, own_redis):
+    """20,000 keys in Redis: one probe (/readyz) sends one SCAN (it walked the keyspace ten
+    keys a round trip looking for its own key, gone by then: 2,000 calls, seconds on a
+    network, and load balancers marked every instance unready)."""
+    client = own_redis.client()
+    with client.pipeline(transaction=False) as pipe:
+        for number in range(20_000):
+            pipe.set(f"portal:user:filler-{number}", "x")
+        pipe.execute()
+    app = make_app(slapd, CACHE_TYPE="RedisCache", CACHE_REDIS_URL=own_redis.url)
+
+    def scans() -> int:
+        return client.info("commandstats").get("cmdstat_scan", {}).get("calls", 0)
+
+    before = scans()
+    assert app.test_client().get("/readyz").status_code == 200
+    assert scans() - before == 1
+    app.extensions["portal.directory"].close()
+
+
+@pytest.mark.parametrize("watching, ready", [(0, 200), (5, 503)], ids=["no watcher", "watcher"])
+def test_readyz_asks_for_scripts_only_where_the_portal_runs_them(slapd, own_redis, watching,
+                                                                ready):  # fmt: skip
+    """A Redis user without scripts, the failed-login counts in memory: without a watcher
+    here the portal sends Redis no script and works, so /readyz stays 200 (it answered 503
+    and took the instance out of the load balancer); with a watcher, whose lease is a
+    script, it is 503."""
+    url = restricted_redis_url(own_redis, "portal", "-@scripting")
+    app = make_app(slapd, CACHE_TYPE="RedisCache", CACHE_REDIS_URL=url,
+                   THROTTLE_STORAGE_URL="memory://", WATCH_INTERVAL=watching)  # fmt: skip
+    try:
+        assert app.test_client().get("/readyz").status_code == ready
+    finally:
+        watcher = app.extensions.get("portal.watcher")
+        if watcher is not None:
+            watcher.stop()
+        app.extensions["portal.directory"].close()
+
+
+def test_readyz_follows_the_failed_login_counts(slapd, own_redis):
+    """The counts in a Redis whose user may not run scripts: every sign-in is paused, and
+    /readyz says so (503, naming the check)."""
+    url = restricted_redis_url(own_redis, "counts", "-@scripting")
+    app = make_app(slapd, THROTTLE_STORAGE_URL=url)
+    answer = app.test_client().get("/readyz")
+    assert answer.status_code == 503 and answer.get_json()["failed"] == ["failed-login counts"]
+    app.extensions["portal.directory"].close()
+
+
+def test_check_compares_the_clock_where_config_is_refused(slapd, own_redis):
+    """A managed Redis refuses CONFIG: check cannot read its eviction policy, but still
+    compares the clock (it skipped that too)."""
+    url = restricted_redis_url(own_redis, "managed", "-config")
+    app = make_app(slapd, CACHE_TYPE="RedisCache", CACHE_REDIS_URL=url)
+    lines = run(app, "check").output.splitlines()
+    assert any(line.startswith("redis maxmemory-policy: cannot be read") for line in lines)
+    assert any(line.startswith("clock (") and line.endswith("from Redis's): ok")
+               for line in lines), lines  # fmt: skip
     app.extensions["portal.directory"].close()

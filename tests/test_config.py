@@ -59,6 +59,7 @@ def settings(**changes):
         ("ACCESS_RULES", [{"paths": ["/app/wiki/*"], "policy": "deny"}]),
         ("ACCESS_RULES", [{"hosts": ["*corp.example"], "policy": "deny"}]),
         ("ACCESS_RULES", [{"hosts": ["wiki.*.example"], "policy": "deny"}]),
+        ("ACCESS_RULES", [{"hosts": ["*."], "policy": "deny"}]),
         ("SSO_IDENTITY_HEADERS_MAX_BYTES", -1),
         ("SSO_IDENTITY_HEADERS_MAX_BYTES", "8000"),
     ],

@@ -237,7 +237,7 @@ def test_a_port_in_use_is_said_before_anything_starts(tmp_path):
     assert "Demo directory at" not in result.stdout
 
 
-@pytest.mark.parametrize("typed", ["abc", "70000"])
+@pytest.mark.parametrize("typed", ["abc", "70000", "\u00b2"])
 def test_a_port_that_is_no_port_is_said_in_one_line(typed):
     """PORTAL_DEV_PORT=abc: one line naming it, exit status 2, no directory started (a
     traceback ended in "invalid literal for int()")."""

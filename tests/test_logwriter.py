@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 
 from portal import logwriter
 
@@ -14,13 +15,16 @@ def test_a_stalled_destination_drops_and_counts_lines_past_the_queue():
     """The reader of standard error stops: the writer waits on its write, three lines wait in
     a queue of three, and the fourth and fifth are dropped and counted at once (the caller
     returns); once the reader reads again, the queued lines are written."""
+    import fcntl
+
     read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, 1031, 4096)  # F_SETPIPE_SZ: one page (64 KiB on some kernels)
     stalled = os.fdopen(write_end, "w")
     writer = logwriter.Writer(size=3)
-    big = "x" * 70_000  # more than a pipe holds: the write blocks until read
+    big = "x" * 70_000  # more than the pipe holds: the write blocks until read
     writer.put(big, stalled)
-    while writer.lines.qsize():  # the writer took it and is blocked writing it
-        pass
+    while writer.lines.qsize():  # readiness poll: the writer took it, blocked writing it
+        time.sleep(0.001)
     for number in range(5):
         writer.put(f"line {number}", stalled)
     assert writer.lost == {"stalled": 2, "unwritable": 0}

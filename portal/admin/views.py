@@ -279,7 +279,9 @@ def confirm_revoke(username: str):
     target = _revocation_target(name)
     if target.owner != name:
         # Another of the person's names (an e-mail address): ask about the account itself, or
-        # the button would mark the address and leave its owner signed in.
+        # the button would mark the address and leave its owner signed in. (An owner's name
+        # always reads as itself typed: the directory layer refuses an entry whose name
+        # would name another.)
         return redirect(url_for("admin.confirm_revoke", username=target.owner))
     return render_template("admin/revoke.html", name=name)
 
@@ -322,6 +324,14 @@ def _revocation_target(name: str) -> accounts.RevocationTarget:
     # A name that finds several accounts (an address kept on two entries) is nobody's: refused
     # before anything is marked, so neither person is signed out by mistake.
     target = accounts.revocation_target(name)
+    if target.unchecked is not None and "@" in name:
+        # The directory cannot say whose address this is: marking the address would say the
+        # sign-ins ended while its owner stays signed in.
+        abort(503, gettext(
+            "The company directory is not answering, so whose address %(name)s is cannot be "
+            "told, and nobody was signed out. Please try again in a minute, or sign the person "
+            "out by their user name.", name=name[:100],
+        ))  # fmt: skip
     if target.state == accounts.SEVERAL_ACCOUNTS:
         abort(409, gettext(
             "%(name)s finds more than one account in the directory (an address kept on two "

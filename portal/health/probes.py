@@ -40,16 +40,16 @@ def cache_problem() -> str:
 #: the throttle counts (EVALSHA, SCRIPT, INCRBY, EXPIRE, TTL).
 REDIS_COMMANDS = ("GET SET DEL HMGET HGETALL HSET HDEL WATCH MULTI EXEC SCAN EVAL EVALSHA SCRIPT "
                   "INCRBY EXPIRE TTL")  # fmt: skip
-
-
 #: How redis_command_problem's answer begins when Redis refused a command.
 REDIS_REFUSES = "Redis refuses a command the portal sends"
 
 
 def redis_command_problem(client) -> str:
-    """Why Redis refuses a kind of command the portal sends ("" when it runs them all): a
-    user whose ACL lacks scripting or hashes passed the SET/GET probe while every sign-in
-    failed, or sign-outs reached no other server."""
+    """Why Redis refuses a kind of command this portal sends it ("" when it runs them all):
+    a user whose ACL lacks hashes or transactions passed the SET/GET probe while sign-outs
+    reached no other server, one without scripts while the watcher could not hold its lease.
+    Scripts are tried only when this process runs a watcher (the failed-login counts' own
+    probe, throttle.storage_problem, tries theirs)."""
     from redis.exceptions import ResponseError  # NOPERM, or EXEC after a MULTI refused
 
     key = f"{current_app.config['CACHE_KEY_PREFIX']}probe:{secrets.token_hex(4)}"
@@ -62,12 +62,14 @@ def redis_command_problem(client) -> str:
             pipe.hdel(key, "probe")
             pipe.execute()
         client.hmget(key, "probe")
-        client.eval("return 1", 0)
-        next(iter(client.scan_iter(match=_glob_escape(key), count=10)), None)
+        # One page, whatever it finds: scan_iter would walk the whole keyspace for a key
+        # that is gone (the probe's hash emptied is deleted).
+        client.scan(cursor=0, match=_glob_escape(key), count=1)
+        if current_app.config["WATCH_INTERVAL"]:
+            client.eval("return 1", 0)
         client.delete(key)
     except ResponseError as error:
-        return (f"{REDIS_REFUSES} to its user ({error}): its ACL must "
-                f"allow {REDIS_COMMANDS}")  # fmt: skip
+        return f"{REDIS_REFUSES} to its user ({error}): its ACL must allow {REDIS_COMMANDS}"
     except Exception as error:  # noqa: BLE001 - any backend failure means "not ready"
         return f"{type(error).__name__}: {error}"
     return ""

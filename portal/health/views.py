@@ -1,11 +1,13 @@
-"""/healthz says the process runs; /readyz says the directory and the cache answer."""
+"""/healthz says the process runs; /readyz says the directory and the cache answer (and the
+failed-login counts' storage, when it is a Redis)."""
 
 import threading
 import time
 
 from flask import current_app, jsonify
 
-from .. import directory
+from .. import directory, settings
+from ..signin import throttle
 from . import bp
 from .probes import probe_cache
 
@@ -42,6 +44,9 @@ def _probe() -> tuple[dict, int]:
         "directory": directory.some_server_answers(),
         "cache": probe_cache(),
     }
+    if settings.throttle_storage_url(current_app.config) != "memory://":
+        # Every sign-in counts there first: a storage that cannot count pauses them all.
+        checks["failed-login counts"] = not throttle.storage_problem()
     ready = all(checks.values())
     body = {
         "status": "ready" if ready else "not ready",

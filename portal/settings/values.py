@@ -228,7 +228,8 @@ def check_rules(rules) -> None:
                     f"{where}.hosts", f"{host!r}: a host name or address only (no scheme, "
                     "port or path)")  # fmt: skip
             # "*" only as the first label: "*corp.example" would also match evilcorp.example.
-            require("*" not in host.removeprefix("*."), f"{where}.hosts",
+            require("*" not in host.removeprefix("*.") and host.strip("*.") != "",
+                    f"{where}.hosts",
                     f"{host!r}: the only wildcard is a first label \"*.\", as in "
                     "\"*.corp.example\" (its subdomains)")  # fmt: skip
 
