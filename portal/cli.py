@@ -287,8 +287,14 @@ def flush(username: str | None, everyone: bool) -> None:
 def revoke(username: str) -> None:
     """End every session and "keep me signed in" cookie of USERNAME, on every device.
 
-    Needs the cache the running servers share (RedisCache): with SimpleCache each server process
-    keeps its own revocations, which this command cannot reach.
+    USERNAME may be another name the user filter finds the person by (an e-mail address): its
+    owner is signed out, and named. Needs the cache the running servers share (RedisCache):
+    with SimpleCache each server process keeps its own revocations, which this command cannot
+    reach.
+
+    Exit status 0 when the sign-ins ended (a disabled or locked account's too); 1 when nothing
+    could be ended for the person meant: no such account (a typo?), a name several accounts
+    share, a cache that did not store it, or SimpleCache.
     """
     name = _canonical(username)
     if not accounts.marks().shared:

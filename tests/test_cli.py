@@ -880,3 +880,13 @@ def test_check_compares_the_clock_where_config_is_refused(slapd, own_redis):
     assert any(line.startswith("clock (") and line.endswith("from Redis's): ok")
                for line in lines), lines  # fmt: skip
     app.extensions["portal.directory"].close()
+
+
+def test_revoke_help_says_which_names_it_takes_and_what_its_exit_status_means(app):
+    """An administrator scripting off-boarding reads `portal revoke --help`: it says an
+    e-mail address signs out its owner, and what exit status 0 and 1 mean (it said neither)."""
+    result = run(app, "revoke", "--help")
+    assert result.exit_code == 0
+    said = " ".join(result.output.split())
+    assert "(an e-mail address): its owner is signed out" in said
+    assert "Exit status 0 when the sign-ins ended" in said and "1 when nothing could be" in said
