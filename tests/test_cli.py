@@ -638,7 +638,8 @@ def test_the_json_hint_is_for_values_from_the_environment_not_for_misspelled_nam
                              "WATCH_INTERVAL?)", environ) == ""  # fmt: skip
     assert _from_environment("setting LDAP_URLS: a list", environ) == ""
     # A value read as the text it is needs no quotes: the hint would lead the wrong way.
-    assert _from_environment("setting ENV: production or development", {"PORTAL_ENV": "dev"}) == ""
+    assert _from_environment("setting ENV: 'dev' is not one of production or development",
+                             {"PORTAL_ENV": "dev"}) == ""  # fmt: skip
     # A text where a list belongs is a matter of JSON.
     listed = _from_environment("setting SECRET_KEY_FALLBACKS: a list of earlier keys",
                                {"PORTAL_SECRET_KEY_FALLBACKS": "old-key"})  # fmt: skip

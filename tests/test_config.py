@@ -212,7 +212,9 @@ def test_production_refuses_a_published_key_among_the_fallbacks(settings, named)
             "random characters, e.g. the output of python3 -c",
         ),  # fmt: skip
         ("LDAP_CA_FILE", "/no/such/ca.pem", "no such file"),
-        ("ENV", "staging", "production or development"),
+        ("ENV", "staging", "'staging' is not one of production or development"),
+        ("ACCESS_DEFAULT_POLICY", "Deny", "'Deny' is not one of allow or deny"),
+        ("LDAP_BIND_DN", "reader", "'reader' is not a DN (such as cn=reader,dc=corp,dc=example)"),
     ],
 )
 def test_mistakes_in_directory_settings_stop_start_up(key, value, says):

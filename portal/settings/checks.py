@@ -145,7 +145,9 @@ def check_settings(config, known: set[str]) -> list[str]:
     """Raise ConfigError for the first wrong setting; return warnings worth logging."""
     _check_unknown_keys(config, known)
     for key, choices in _CHOICES.items():
-        require(config.get(key) in choices, key, " or ".join(choices))
+        # The value given, beside the ones allowed: "Deny" is easier to see named.
+        require(config.get(key) in choices, key,
+                f"{config.get(key)!r} is not one of {' or '.join(choices)}")  # fmt: skip
     for key in _BOOLEANS:
         require(isinstance(config.get(key), bool), key, "true or false")
     for key in _POSITIVE_INTS:
@@ -274,7 +276,11 @@ def _check_service_account(config) -> None:
         else:
             require(value.strip(), key, "set a value (or LDAP_ANONYMOUS_SEARCH = true)")
     if not anonymous:
-        require(is_dn(config["LDAP_BIND_DN"]), "LDAP_BIND_DN", "a DN")
+        require(
+            is_dn(config["LDAP_BIND_DN"]),
+            "LDAP_BIND_DN",
+            f"{config['LDAP_BIND_DN']!r} is not a DN (such as cn=reader,dc=corp,dc=example)",
+        )
 
 
 def _check_people(config) -> None:
