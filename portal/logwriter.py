@@ -29,7 +29,7 @@ EXIT_WAIT_SECONDS = 5.0
 
 
 class Writer:
-    """The queue of formatted lines and the thread that writes them to standard error."""
+    """The queue of formatted lines and the thread that writes each to its stream."""
 
     def __init__(self, size: int = QUEUE_LINES) -> None:
         self.size = size
@@ -62,7 +62,9 @@ class Writer:
             return
         with self._lock:
             if self._pid != os.getpid() or self._thread is None or not self._thread.is_alive():
-                if self._pid:  # a child: the parent's queue and counts are not this process's
+                if self._pid and self._pid != os.getpid():
+                    # A child: the parent's queue and counts are not this process's (a thread
+                    # that ended here leaves its queue to the next one, lines and counts kept).
                     self.lines = queue.Queue(self.size)
                     self.lost = {"stalled": 0, "unwritable": 0}
                 self._thread = threading.Thread(target=self._run, name="portal-log", daemon=True)

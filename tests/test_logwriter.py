@@ -8,6 +8,8 @@ import contextlib
 import os
 import time
 
+import pytest
+
 from portal import logwriter
 
 
@@ -49,3 +51,28 @@ def test_a_full_disk_counts_the_lines_it_refused():
     assert writer.lost == {"stalled": 0, "unwritable": 3}
     with contextlib.suppress(OSError):
         full.close()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_writer_thread_that_ended_is_replaced_with_its_lines_and_counts_kept():
+    """A stream whose write ends the writer thread (SystemExit, which no except clause of
+    the writer takes): the next line starts another thread, which writes the lines still
+    queued and keeps the counts (the restart emptied the queue and the counts, as after a
+    fork)."""
+    import io
+
+    class Ending(io.StringIO):
+        def write(self, text):
+            raise SystemExit
+
+    writer = logwriter.Writer()
+    writer.put("ends the thread", Ending())
+    while writer._thread.is_alive():  # readiness poll: the thread took the line and ended
+        time.sleep(0.001)
+    writer.lost["unwritable"] = 1  # as if a line had been refused before
+    kept = io.StringIO()
+    writer.lines.put_nowait((kept, "queued while no thread ran"))
+    writer.put("written by the next thread", kept)
+    assert writer.drain(10)
+    assert kept.getvalue() == "queued while no thread ran\nwritten by the next thread\n"
+    assert writer.lost["unwritable"] == 1
