@@ -27,7 +27,7 @@ from functools import partial
 from flask import Flask, current_app, request
 
 from . import directory, metrics
-from .access import STALE, compiled_apps, rule_set
+from .access import STALE, compiled_apps, configured_pages, rule_set
 from .access.explain import NO_SUCH_PERSON, Explanation, explain_user
 from .cache import redis_clients
 from .cache.guard import CacheGuard
@@ -122,7 +122,7 @@ def explain_person(typed: str, host: str) -> Explanation:
         attrs["username"] if attrs else name,
         attrs,
         policy(),
-        config["PAGES"],
+        configured_pages(),
         rules=rule_set(),
         host=host,
         cached=cached_attributes(name),

@@ -42,14 +42,21 @@ RULES = [
     {"paths": ["/app/engineering"], "policy": "deny"},
 ]
 APPS = [
-    {"title": "Company wiki", "url": "/app/wiki/", "icon": "book.svg", "category": "Everyday",
-     "description": "Policies, how-tos and who is who."},
-    {"title": "Expenses", "url": "/app/expenses/", "icon": "receipt.svg", "category": "Everyday",
-     "description": "Claim travel and purchases."},
-    {"title": "Runbooks", "url": "/app/engineering/runbooks/", "category": "Engineering",
-     "description": "What to do when something breaks."},
+    {"title": "Company wiki", "url": "/app/wiki/", "icon": "book.svg",
+     "category": {"en": "Everyday", "de": "Alltag"},
+     "description": {"en": "Policies, how-tos and who is who.",
+                     "de": "Richtlinien, Anleitungen und wer wer ist."}},
+    {"title": {"en": "Expenses", "de": "Spesen"}, "url": "/app/expenses/", "icon": "receipt.svg",
+     "category": {"en": "Everyday", "de": "Alltag"},
+     "description": {"en": "Claim travel and purchases.", "de": "Reisen und Einkäufe abrechnen."}},
+    {"title": "Runbooks", "url": "/app/engineering/runbooks/",
+     "category": {"en": "Engineering", "de": "Technik"},
+     "description": {"en": "What to do when something breaks.",
+                     "de": "Was zu tun ist, wenn etwas ausfällt."}},
     {"title": "Dashboards", "url": "/app/engineering/dashboards/", "icon": "chart.svg",
-     "category": "Engineering", "description": "Service health and on-call graphs."},
+     "category": {"en": "Engineering", "de": "Technik"},
+     "description": {"en": "Service health and on-call graphs.",
+                     "de": "Zustand der Dienste und Bereitschaftsgrafiken."}},
     {"title": "Budgets", "url": "/app/finance/", "category": "Finance", "groups": ["finance"],
      "description": "Quarterly budgets and forecasts."},
 ]  # fmt: skip
@@ -59,7 +66,10 @@ LOOK = {
     "HELP_TEXT": "The service desk answers on extension 4357, weekdays 8:00 to 18:00.",
     "HELP_URL": "https://help.example.org/",
     "PASSWORD_RESET_URL": "https://help.example.org/reset",
-    "FOOTER_TEXT": "Example Ltd · for employees only",
+    "FOOTER_TEXT": {
+        "en": "Example Ltd · for employees only",
+        "de": "Example GmbH · nur für Mitarbeitende",
+    },
     "THROTTLE_ACCOUNT_LIMIT": "3 per minute",
 }
 
@@ -359,8 +369,13 @@ def test_a_german_browser_gets_the_portal_in_german(portal, visitor_at):
     assert visitor.page.get_attribute("html", "lang") == "de"
     assert visitor.page.locator("h1").inner_text() == "Anmelden"
     visitor.check("login-de")
+    assert "Example GmbH" in visitor.page.locator("footer").inner_text()
     visitor.sign_in("alice")
     assert visitor.page.locator("#account").inner_text() == "Ihr Konto"
+    # The texts settings give in German too: the tiles, their category, the pages.
+    assert "Spesen" in visitor.page.locator(".launcher").first.inner_text()
+    assert visitor.page.locator(".launcher h2").first.text_content() == "Alltag"
+    assert "Mitarbeiterhandbuch" in visitor.page.locator("main").inner_text()
     visitor.check("home-de")
 
 

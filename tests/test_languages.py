@@ -191,3 +191,143 @@ def test_the_command_line_speaks_english_whatever_language_comes_first(slapd):
         assert 'lang="de"' in app.test_client().get("/login").get_data(as_text=True)
     finally:
         app.extensions["portal.directory"].close()
+
+
+#: Settings whose own texts are given in English and German (settings/texts.py).
+BILINGUAL = {
+    "PORTAL_NAME": {"en": "Acme intranet", "de": "Acme-Intranet"},
+    "HELP_TEXT": {"en": "Call extension 4357.", "de": "Rufen Sie Durchwahl 4357 an."},
+    "HELP_URL": "https://help.example.org/",
+    "HELP_LINK_TEXT": {"en": "Service desk", "de": "Zum Service-Desk"},
+    "FOOTER_TEXT": {"en": "Acme Ltd", "de": "Acme GmbH"},
+    "FOOTER_LINKS": [{"title": {"en": "Privacy", "de": "Datenschutz"},
+                      "url": "https://acme.example/privacy"}],
+    "APPS": [
+        {"title": {"en": "Expenses", "de": "Spesen"}, "url": "/app/expenses/",
+         "description": {"en": "Claim travel.", "de": "Reisekosten abrechnen."},
+         "category": {"en": "Everyday", "de": "Alltag"}},
+        # Given in English only, or with an empty German text: German readers see the English.
+        {"title": "Wiki", "url": "/app/wiki/", "description": {"en": "Who is who.", "de": ""},
+         "category": {"en": "Everyday", "de": "Alltag"}},
+    ],
+    "PAGES": [
+        {"slug": "handbook", "title": {"en": "Handbook", "de": "Handbuch"}, "groups": ["staff"],
+         "body": {"en": "Holidays.\n\nExpenses.", "de": "Urlaub.\n\nSpesen."}},
+        {"slug": "finance", "title": {"en": "Finance reports", "de": "Finanzberichte"},
+         "groups": ["finance"], "body": "Figures."},
+    ],
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def bilingual_app(slapd):
+    app = make_app(slapd, **BILINGUAL)
+    yield app
+    app.extensions["portal.directory"].close()
+
+
+def test_texts_set_in_settings_are_shown_in_the_readers_language(bilingual_app):
+    """Portal name, footer, app tiles, categories and pages in German for a German browser,
+    in English for the others (French is not among LANGUAGES: the first of them)."""
+    for headers, wanted, unwanted in (
+        (GERMAN, ["Acme-Intranet", "Acme GmbH", "Datenschutz", "Spesen",
+                  "Reisekosten abrechnen.", "Alltag", "Handbuch"],
+         ["Acme intranet", "Acme Ltd", "Privacy", "Expenses", "Claim travel.", "Everyday"]),
+        ({"Accept-Language": "fr"}, ["Acme intranet", "Acme Ltd", "Privacy", "Expenses",
+                                     "Claim travel.", "Everyday", "Handbook"],
+         ["Acme-Intranet", "Acme GmbH", "Datenschutz", "Spesen", "Alltag", "Handbuch"]),
+    ):  # fmt: skip
+        client = bilingual_app.test_client()
+        client.environ_base["HTTP_ACCEPT_LANGUAGE"] = headers["Accept-Language"]
+        assert AuthActions(client).login("alice").status_code == 302
+        shown = visible_text(client.get("/").get_data(as_text=True))
+        assert [text for text in wanted if text not in shown] == [], headers
+        assert [text for text in unwanted if text in shown] == [], headers
+        # Where a language has no text (or an empty one), the first language's is shown.
+        assert "Wiki" in shown and "Who is who." in shown
+        # The tile's letter, shown where an app has no icon, is its title's in that language.
+        initial = "S" if headers is GERMAN else "E"
+        assert f'<span class="icon initial" aria-hidden="true">{initial}</span>' in (
+            client.get("/").get_data(as_text=True)
+        )
+
+
+def test_a_page_its_refusal_and_the_help_are_in_the_readers_language(bilingual_app):
+    client = german(bilingual_app)
+    assert AuthActions(client).login("alice").status_code == 302
+    page = client.get("/pages/handbook").get_data(as_text=True)
+    assert "<title>Handbuch · Acme-Intranet</title>" in page
+    assert "<h1>Handbuch</h1>" in page and "<p>Urlaub.</p><p>Spesen.</p>" in page
+    refused = client.get("/pages/finance")
+    assert refused.status_code == 403
+    assert "Finanzberichte" in refused.get_data(as_text=True)
+    assert "Finance reports" not in refused.get_data(as_text=True)
+    wrong = AuthActions(german(bilingual_app)).login("alice", "wrong").get_data(as_text=True)
+    assert "Rufen Sie Durchwahl 4357 an." in wrong and "Zum Service-Desk" in wrong
+    english = AuthActions(bilingual_app.test_client()).login("alice", "wrong")
+    assert "Call extension 4357." in english.get_data(as_text=True)
+
+
+def test_the_look_up_names_pages_and_apps_in_the_readers_language(bilingual_app):
+    """The administrator's look-up in German; the command line in the first language."""
+    client = german(bilingual_app)
+    assert AuthActions(client).login("erin").status_code == 302
+    shown = visible_text(client.get("/admin/users/alice").get_data(as_text=True))
+    assert "Handbuch" in shown and "Spesen" in shown and "Finanzberichte" in shown
+    assert "Handbook" not in shown and "Expenses" not in shown
+    check = bilingual_app.test_cli_runner().invoke(args=["whois", "alice"])
+    assert "Handbook" in check.output and "Expenses" in check.output, check.output
+    assert "{" not in check.output and "Spesen" not in check.output
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("HELP_TEXT", {"en": "x", "fr": "y"}, r"HELP_TEXT: fr: the portal has no such language"),
+        ("HELP_TEXT", {"de": "nur Deutsch"}, r"HELP_TEXT: the en text is missing"),
+        ("HELP_TEXT", {}, r"HELP_TEXT: text, or a table of it per language such as "
+                          r'\{ en = "\.\.\.", de = "\.\.\." \}'),
+        ("HELP_TEXT", {"en": "x", "de": 4}, r"HELP_TEXT: de: text"),
+        ("PORTAL_NAME", {"en": " ", "de": "Acme"}, r"PORTAL_NAME: the en text is missing"),
+        ("FOOTER_TEXT", 5, r"FOOTER_TEXT: text, or a table"),
+        ("FOOTER_LINKS", [{"title": {"de": "Datenschutz"}, "url": "/privacy"}],
+         r"FOOTER_LINKS\[1\]\.title: the en text is missing"),
+        ("APPS", [{"title": {"en": "Wiki", "DE": "Wiki"}, "url": "/app/wiki/"}],
+         r"APPS\[1\]\.title: DE: the portal has no such language"),
+        ("APPS", [{"title": "Wiki", "url": "/app/wiki/", "category": ["Everyday"]}],
+         r"APPS\[1\]\.category: text, or a table"),
+        ("PAGES", [{"slug": "x", "title": {"en": ""}, "groups": ["staff"], "body": "b"}],
+         r"PAGES\[1\]\.title: the en text is missing"),
+        ("PAGES", [{"slug": "x", "title": "X", "groups": ["staff"], "body": {"de": "b"}}],
+         r"PAGES\[1\]\.body: the en text is missing"),
+    ],
+)  # fmt: skip
+def test_a_text_per_language_that_cannot_be_shown_is_refused(key, value, message):
+    with pytest.raises(ConfigError, match=message):
+        create_app(demo_settings() | {"ENV": "development", key: value})
+
+
+def test_the_first_of_languages_is_the_one_every_table_needs(slapd):
+    """With German first, a table needs German; English readers get English where given."""
+    with pytest.raises(ConfigError, match="HELP_TEXT: the de text is missing"):
+        create_app(demo_settings() | {"ENV": "development", "LANGUAGES": ["de", "en"],
+                                      "HELP_TEXT": {"en": "Call us."}})  # fmt: skip
+    app = make_app(slapd, LANGUAGES=["de", "en"], PORTAL_NAME={"de": "Intranet", "en": "Ours"})
+    try:
+        client = app.test_client()
+        assert "<title>Anmelden · Intranet</title>" in client.get("/login").get_data(as_text=True)
+        english = client.get("/login", headers={"Accept-Language": "en"}).get_data(as_text=True)
+        assert "· Ours</title>" in english
+    finally:
+        app.extensions["portal.directory"].close()
+
+
+def test_a_text_per_language_can_come_from_the_environment(monkeypatch):
+    """PORTAL_HELP_TEXT as JSON, like every other setting."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.delenv("PORTAL_SETTINGS", raising=False)
+    monkeypatch.setenv("PORTAL_ENV", "development")
+    monkeypatch.setenv("PORTAL_PORTAL_NAME", '{"en": "Acme intranet", "de": "Acme-Intranet"}')
+    app = create_app()
+    page = german(app).get("/login").get_data(as_text=True)
+    assert "· Acme-Intranet</title>" in page

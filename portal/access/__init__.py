@@ -10,10 +10,12 @@ from flask_babel import gettext
 from flask_login import current_user, login_fresh
 
 from ..extensions import login_manager
+from ..settings.texts import Text
 from . import apps, rules
 
 _RULES = "portal.rules"
 _APPS = "portal.apps"
+_PAGES = "portal.pages"
 #: WSGI environ key: this request's person comes from a cache entry past its freshness (the
 #: directory did not answer, see accounts.py); pages say so, and the admin pages that act on
 #: people refuse it.
@@ -29,7 +31,15 @@ def init_app(app: Flask) -> None:
     app.extensions[_RULES] = ruleset
     # Icons are looked for where the static view looks (portal.web.brand: BRAND_DIR first).
     folders = app.extensions.get("portal.static_folders") or [app.static_folder]
-    app.extensions[_APPS] = apps.compile_apps(config["APPS"], ruleset, folders)
+    languages = config["LANGUAGES"]
+    app.extensions[_APPS] = apps.compile_apps(config["APPS"], ruleset, folders, languages)
+    app.extensions[_PAGES] = [_compile_page(page, languages) for page in config["PAGES"]]
+
+
+def _compile_page(page: dict, languages: list[str]) -> dict:
+    # Title and body as Texts in each language given (a template page has no body).
+    texts = {key: Text.of(page[key], languages) for key in ("title", "body") if key in page}
+    return page | texts
 
 
 def unguarded_apps(app: Flask) -> list[str]:
@@ -122,8 +132,8 @@ def _admin_only(view, serve_stale: bool):
 
 
 def configured_pages() -> list[dict]:
-    """Return the PAGES declared in settings."""
-    return current_app.config["PAGES"]
+    """Return the PAGES declared in settings (title and body as Texts, see settings.texts)."""
+    return current_app.extensions[_PAGES]
 
 
 def find_page(slug: str) -> dict | None:
@@ -136,7 +146,7 @@ def compiled_apps() -> tuple[apps.App, ...]:
     return current_app.extensions[_APPS]
 
 
-def apps_for(user) -> list[tuple[str, list[apps.App]]]:
+def apps_for(user) -> list[tuple[Text, list[apps.App]]]:
     """The APPS this person may open, by category (see portal.access.apps)."""
     return apps.apps_for(compiled_apps(), rule_set(), user.groups, request.host,
                          user.in_any_group)  # fmt: skip

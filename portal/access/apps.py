@@ -16,40 +16,38 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..settings import ConfigError
+from ..settings.texts import Text
 from .rules import RuleSet
 
 
 @dataclass(frozen=True)
 class App:
-    """One tile of the launcher."""
+    """One tile of the launcher (its texts in each language settings give them in)."""
 
-    title: str
+    title: Text
     url: str
-    description: str
+    description: Text
     icon: str
-    category: str
+    category: Text
     groups: tuple[str, ...]
     host: str | None  # None: a path on the portal's own host
     path: str
 
-    @property
-    def initial(self) -> str:
-        """The letter shown in place of an icon."""
-        return self.title.strip()[0].upper()
 
-
-def compile_apps(apps: list[dict], rules: RuleSet, static_folders) -> tuple[App, ...]:
+def compile_apps(apps: list[dict], rules: RuleSet, static_folders,
+                 languages: list[str]) -> tuple[App, ...]:  # fmt: skip
     """APPS as tiles, checked against the rules and the icon files (in any of the static
     folders); raise ConfigError."""
     compiled = []
     for number, app in enumerate(apps, 1):
         parts = urlsplit(app["url"])
         tile = App(
-            title=app["title"].strip(),
+            title=Text.of(app["title"], languages),
             url=app["url"],
-            description=app.get("description", "").strip(),
+            description=Text.of(app.get("description", ""), languages),
             icon=app.get("icon", ""),
-            category=app.get("category", "").strip(),  # "": the page says "Apps"
+            # An empty category: the page says "Apps".
+            category=Text.of(app.get("category", ""), languages),
             groups=tuple(app.get("groups", ())),
             host=parts.netloc or None,
             path=parts.path or "/",
@@ -100,9 +98,9 @@ def unguarded(apps: tuple[App, ...], rules: RuleSet, portal_host: str | None) ->
 
 
 def apps_for(apps: tuple[App, ...], rules: RuleSet, groups, portal_host: str,
-             in_any_group) -> list[tuple[str, list[App]]]:  # fmt: skip
+             in_any_group) -> list[tuple[Text, list[App]]]:  # fmt: skip
     """The apps this person may open, grouped by category in the order settings give them."""
-    by_category: dict[str, list[App]] = {}
+    by_category: dict[Text, list[App]] = {}
     for app in apps:
         if app.groups and not in_any_group(app.groups):
             continue

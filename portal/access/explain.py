@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from flask_babel import gettext
 
 from ..models import AccessPolicy
+from ..settings.texts import Text
 from . import rules as access_rules
 from .apps import App
 
@@ -46,7 +47,7 @@ class PageAccess:
     """Whether a person may open one configured page, and why."""
 
     slug: str
-    title: str
+    title: Text
     #: The page's own `groups` setting, and which of them the person is in.
     groups: tuple[str, ...]
     granted_by: tuple[str, ...]
@@ -58,7 +59,7 @@ class PageAccess:
 class AppAccess:
     """Whether a person's home page shows one of the APPS, and why."""
 
-    title: str
+    title: Text
     url: str
     shown: bool
     reason: str

@@ -8,6 +8,7 @@ from flask_babel import get_locale, ngettext
 from flask_login import current_user, login_required
 
 from ..access import apps_for, find_page, pages_for
+from ..web.i18n import localized
 from . import bp
 
 #: WSGI environ key: this response may be given again to the same session (portal.web.fastpath).
@@ -55,7 +56,7 @@ def refusal_for(page: dict) -> str:
         "“%(title)s” is open to members of the groups %(groups)s, and your account is in none "
         "of them. If you need this page, ask for access to one of them.",
         len(groups),
-        title=page["title"],
+        title=localized(page["title"]),
         groups=format_list(groups, style="or", locale=get_locale() or "en"),
     )
 

@@ -29,6 +29,7 @@ from .values import (
     parse_filter,
     placeholders,
     require,
+    require_text,
 )
 
 __all__ = ["ConfigError", "check_settings"]
@@ -176,6 +177,7 @@ def check_settings(config, known: set[str]) -> list[str]:
         "LOGIN_FAILURE_FLOOR_MS",
         "milliseconds, 0 or more",
     )
+    _check_languages(config)  # first: the texts below may be given per language
     _check_throttling(config)
     warnings = _check_servers(config)
     _check_service_account(config)
@@ -183,8 +185,8 @@ def check_settings(config, known: set[str]) -> list[str]:
     _check_groups(config)
     _check_access(config)
     _check_metrics(config)
-    check_pages(config.get("PAGES"))
-    check_apps(config.get("APPS"))
+    check_pages(config.get("PAGES"), config["LANGUAGES"])
+    check_apps(config.get("APPS"), config["LANGUAGES"])
     _check_brand(config)
     if config["CACHE_TYPE"] == "RedisCache":
         url = config.get("CACHE_REDIS_URL", "")
@@ -314,15 +316,13 @@ def _check_people(config) -> None:
         fix = f"{url!r}: an https:// address or a path on this site (no \\, spaces or //)"
         require(url == "" or is_site_url(url, https_only=secure), key, fix)
     for key in ("HELP_TEXT", "HELP_LINK_TEXT"):
-        require(isinstance(config.get(key), str), key, "text")
+        require_text(config.get(key), key, config["LANGUAGES"], "text")
 
 
 def _check_brand(config) -> None:
-    require(
-        is_text(config.get("PORTAL_NAME")),
-        "PORTAL_NAME",
-        'the portal\'s name, e.g. "Acme intranet"',
-    )
+    languages = config["LANGUAGES"]
+    require_text(config.get("PORTAL_NAME"), "PORTAL_NAME", languages,
+                 'the portal\'s name, e.g. "Acme intranet"', required=True)  # fmt: skip
     brand_dir = config.get("BRAND_DIR")
     is_folder = isinstance(brand_dir, str) and (not brand_dir or Path(brand_dir).is_dir())
     require(is_folder, "BRAND_DIR",
@@ -340,21 +340,25 @@ def _check_brand(config) -> None:
         require(ratio >= 4.5, "ACCENT_COLOUR",
                  f"{colour} is too light for the white text on buttons (contrast {ratio:.1f}:1, "
                  "at least 4.5:1 is needed to be readable): choose a darker shade")  # fmt: skip
-    require(isinstance(config.get("FOOTER_TEXT"), str), "FOOTER_TEXT", "text")
+    require_text(config.get("FOOTER_TEXT"), "FOOTER_TEXT", languages, "text")
+    links = config.get("FOOTER_LINKS")
+    require(isinstance(links, list), "FOOTER_LINKS", "a list of tables with title and url")
+    for number, link in enumerate(links, 1):
+        where = f"FOOTER_LINKS[{number}]"
+        require(isinstance(link, dict) and set(link) == {"title", "url"}
+                and is_site_url(link["url"], https_only=config["ENV"] != "development"), where,
+                "a table with a title and an https:// url (or a path on this site)")  # fmt: skip
+        require_text(link["title"], where + ".title", languages, "the link's text", required=True)
+
+
+def _check_languages(config) -> None:
     languages = config.get("LANGUAGES")
-    require(is_str_list(languages), "LANGUAGES", 'a list such as ["en", "de"]')
+    require(is_str_list(languages) and languages, "LANGUAGES", 'a list such as ["en", "de"]')
     known = available_languages()
     unknown = [language for language in languages if language not in known]
     available = ", ".join(sorted(known))
     require(not unknown, "LANGUAGES",
             f"no translation for {', '.join(unknown)} (available: {available})")  # fmt: skip
-    links = config.get("FOOTER_LINKS")
-    require(isinstance(links, list), "FOOTER_LINKS", "a list of tables with title and url")
-    for number, link in enumerate(links, 1):
-        require(isinstance(link, dict) and set(link) == {"title", "url"} and is_text(link["title"])
-                and is_site_url(link["url"], https_only=config["ENV"] != "development"),
-                f"FOOTER_LINKS[{number}]",
-                "a table with a title and an https:// url (or a path on this site)")  # fmt: skip
 
 
 def _check_groups(config) -> None:

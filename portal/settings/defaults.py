@@ -111,6 +111,10 @@ FOOTER_LINKS: list[dict[str, str]] = []
 
 #: The languages pages are shown in, chosen from the browser's Accept-Language; the first is
 #: used when the browser asks for none of them. Available: "en", "de".
+#: Every text below a person reads (PORTAL_NAME, FOOTER_TEXT, a footer link's title, HELP_TEXT,
+#: HELP_LINK_TEXT, a page's title and body, an app's title, description and category) may be
+#: one text, or a table with one per language: { en = "Expenses", de = "Spesen" }. A table
+#: needs the first language's text, shown to whoever asks for a language it has none for.
 LANGUAGES = ["en", "de"]
 
 # --- Help -----------------------------------------------------------------------------------

@@ -12,6 +12,8 @@ from ldap3.core.exceptions import LDAPException
 from ldap3.operation.search import parse_filter as ldap3_parse_filter
 from ldap3.utils.dn import parse_dn
 
+from .texts import text_problem
+
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 _RULE_KEYS = {"hosts", "paths", "methods", "groups", "policy"}
 _PAGE_KEYS = {"slug", "title", "groups", "body", "template"}
@@ -50,8 +52,9 @@ def parse_filter(key: str, text: str) -> None:
         raise ConfigError(f"setting {key}: not a valid LDAP filter ({error})") from error
 
 
-def check_pages(pages) -> None:
-    """Check PAGES: tables with a unique slug, a title, groups, and a body or template."""
+def check_pages(pages, languages: list[str]) -> None:
+    """Check PAGES: tables with a unique slug, a title, groups, and a body or template (title
+    and body may be given per language, see texts.py)."""
     require(isinstance(pages, list), "PAGES", "a list of tables ([[PAGES]] in TOML)")
     seen = set()
     for number, page in enumerate(pages, 1):
@@ -66,27 +69,30 @@ def check_pages(pages) -> None:
         )
         require(page["slug"] not in seen, where + ".slug", f"{page['slug']!r} is used twice")
         seen.add(page["slug"])
-        require(isinstance(page.get("title"), str) and page["title"], where + ".title", "a title")
+        require_text(page.get("title"), where + ".title", languages, "a title", required=True)
         require(
             is_str_list(page.get("groups")) and page["groups"],
             where + ".groups",
             "a list of the groups that may open the page",
         )
-        has_body = isinstance(page.get("body"), str)
         has_template = isinstance(page.get("template"), str)
-        require(has_body != has_template, where, "give exactly one of body or template")
+        require(("body" in page) != has_template, where, "give exactly one of body or template")
+        if "body" in page:
+            require_text(page["body"], where + ".body", languages, "text")
 
 
-def check_apps(apps) -> None:
+def check_apps(apps, languages: list[str]) -> None:
     """Check APPS: tables with a title and an http(s) or portal-relative url, and optionally a
-    description, an icon file name, a category and groups."""
+    description, an icon file name, a category and groups (title, description and category
+    may be given per language, see texts.py)."""
     require(isinstance(apps, list), "APPS", "a list of tables ([[APPS]] in TOML)")
     for number, app in enumerate(apps, 1):
         where = f"APPS[{number}]"
         require(isinstance(app, dict), where, "a table with title and url")
         require(set(app) <= _APP_KEYS, where, f"unknown key {sorted(set(app) - _APP_KEYS)} "
                 f"(known: {', '.join(sorted(_APP_KEYS))})")  # fmt: skip
-        require(is_text(app.get("title")), where + ".title", "the name people know the app by")
+        require_text(app.get("title"), where + ".title", languages,
+                     "the name people know the app by", required=True)  # fmt: skip
         url = app.get("url")
         require(is_site_url(url), where + ".url",
                  f"{url!r}: an http(s):// address, or a path on the portal's host such as "
@@ -96,7 +102,7 @@ def check_apps(apps) -> None:
                 f"{url!r}: write the path as browsers send it (no %-escapes, dot segments, "
                 "\";\", spaces or characters such as | and { })")  # fmt: skip
         for key in ("description", "category"):
-            require(isinstance(app.get(key, ""), str), f"{where}.{key}", "text")
+            require_text(app.get(key, ""), f"{where}.{key}", languages, "text")
         icon = app.get("icon", "")
         require(icon == "" or (isinstance(icon, str) and _ICON.match(icon)), where + ".icon",
                  f"{icon!r}: a file name in static/icons/, such as wiki.svg")  # fmt: skip
@@ -158,6 +164,13 @@ def require(ok, key: str, fix: str) -> None:
     """Raise ConfigError for key with the fix when ok is false."""
     if not ok:
         raise ConfigError(f"setting {key}: {fix}".rstrip(": "))
+
+
+def require_text(value, key: str, languages: list[str], wanted: str,
+                 required: bool = False) -> None:  # fmt: skip
+    """Raise ConfigError for key unless value is a text or a table of texts per language."""
+    problem = text_problem(value, languages, available_languages(), wanted, required)
+    require(problem is None, key, problem or "")
 
 
 def is_int(value) -> bool:

@@ -1,11 +1,13 @@
 """Languages: every page in the language the browser asks for (Accept-Language), among
-LANGUAGES; English when it asks for none of them. Catalogs live in portal/translations/."""
+LANGUAGES; English when it asks for none of them. Catalogs live in portal/translations/; the
+texts settings give per language (settings/texts.py) are shown through `localized`."""
 
 from __future__ import annotations
 
 from flask import Flask, current_app, has_request_context, request
 from flask_babel import Babel, get_locale
 
+from ..settings.texts import Text
 from ..settings.values import TRANSLATIONS
 
 
@@ -13,6 +15,14 @@ def init_app(app: Flask) -> None:
     """Choose each request's language from Accept-Language among LANGUAGES."""
     Babel(app, locale_selector=select_language, default_translation_directories=str(TRANSLATIONS))
     app.jinja_env.globals["get_locale"] = get_locale  # <html lang="...">
+    app.jinja_env.filters["localized"] = localized
+
+
+def localized(value) -> str:
+    """A text from settings (a string, a table per language, or a Text) in this request's
+    language, else in the first of LANGUAGES."""
+    languages = current_app.config["LANGUAGES"]
+    return Text.of(value, languages).in_language(str(get_locale() or languages[0]))
 
 
 def select_language() -> str:
