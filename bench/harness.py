@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -104,6 +105,12 @@ class Server:
         path = self.work / "gunicorn.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
+    def pids(self) -> list[int]:
+        """gunicorn's master and its workers."""
+        found = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True,
+                               text=True).stdout.split()  # fmt: skip
+        return [self.process.pid, *map(int, found)]
+
     def _ready(self) -> bool:
         try:
             requests.get(self.base_url + self.ready_path, timeout=2)
@@ -130,6 +137,24 @@ def wrk(url: str, settings: Settings, headers: dict[str, str] | None = None,
     if errors and int(errors.group(1)):
         raise RuntimeError(f"{url}: {errors.group(1)} answers were errors\n{result.stdout}")
     return float(_RATE.search(result.stdout).group(1))
+
+
+def processor_seconds(pids: list[int]) -> float:
+    """User and system processor time these processes have used so far, in seconds (Linux)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone: its time is lost to the count, which then reads low
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def children_seconds() -> float:
+    """Processor time of the child processes this one has waited for (wrk among them)."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
 
 
 def interleaved(comparison: Comparison, settings: Settings, baseline, subject) -> Comparison:

@@ -9,6 +9,10 @@
   settings sending those three operations behind the same two requests (bench/login_floor.py),
   and how far that app itself stands from the raw sequence.
 
+Each sign-in's processor time is counted too, by process (the server's, slapd's, wrk's): on
+a machine whose cores are all busy, that is what decides the rates, and it shows where a
+sign-in's time goes.
+
 Also the failed-login timing: an unknown name against a known one with a wrong password.
 """
 
@@ -20,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import ldap3
@@ -28,7 +33,18 @@ from portal import create_app
 from portal.testing.slapd import Slapd
 from tests.conftest import csrf_token_in, demo_settings
 
-from .harness import ROOT, WORKERS, Comparison, Server, Settings, interleaved, settle, wrk
+from .harness import (
+    ROOT,
+    WORKERS,
+    Comparison,
+    Server,
+    Settings,
+    children_seconds,
+    interleaved,
+    processor_seconds,
+    settle,
+    wrk,
+)
 from .hotpath import portal_env
 
 SERVICE_DN = "cn=portal-reader,ou=services,dc=example,dc=org"
@@ -51,8 +67,24 @@ BASELINE_PACKAGES = [
 ]
 
 
-def measure(slapd: Slapd, settings: Settings) -> list[Comparison]:
-    """The portal's sign-ins against flask-ldap3-login's and against the raw sequence."""
+@dataclass
+class ProcessorTime:
+    """One subject's processor time over its rounds, by process, and the sign-ins it made."""
+
+    subject: str
+    server: float = 0.0  # seconds: gunicorn's processes, or the raw sequence's two
+    slapd: float = 0.0
+    load: float = 0.0  # wrk
+    logins: float = 0.0
+
+    def per_login_ms(self, part: str) -> float:
+        """Milliseconds of one part ("server", "slapd", "load") per sign-in."""
+        return getattr(self, part) / self.logins * 1000 if self.logins else 0.0
+
+
+def measure(slapd: Slapd, settings: Settings) -> tuple[list[Comparison], list[ProcessorTime]]:
+    """The portal's sign-ins against flask-ldap3-login's and against the raw sequence, and
+    the processor time per sign-in of the portal, the bare Flask app and the raw sequence."""
     # One wrk thread per connection: the script follows one browser per connection.
     connections = settings.connections
     env = portal_env(slapd, PORTAL_THROTTLE_ACCOUNT_LIMIT='"1000000 per minute"')
@@ -61,8 +93,17 @@ def measure(slapd: Slapd, settings: Settings) -> list[Comparison]:
                       BENCH_LDAP_PORT=str(slapd.port), BENCH_LDAP_PASSWORD=SERVICE_PASSWORD,
                       PYTHONPATH=str(ROOT))  # fmt: skip
 
-    def logins(server: Server) -> float:
-        return wrk(server.base_url + "/login", settings, script=SCRIPT, threads=connections) / 2
+    def logins(server: Server, counted: ProcessorTime | None = None) -> float:
+        if counted is None:
+            return wrk(server.base_url + "/login", settings, script=SCRIPT, threads=connections) / 2
+        pids = server.pids()
+        before = processor_seconds(pids), processor_seconds([slapd.process.pid]), children_seconds()
+        rate = logins(server)
+        counted.server += processor_seconds(pids) - before[0]
+        counted.slapd += processor_seconds([slapd.process.pid]) - before[1]
+        counted.load += children_seconds() - before[2]
+        counted.logins += rate * settings.seconds
+        return rate
 
     bare_env = dict(env, BENCH_LDAP_URL=slapd.url, PYTHONPATH=str(ROOT))
     with (
@@ -90,9 +131,12 @@ def measure(slapd: Slapd, settings: Settings) -> list[Comparison]:
                                 "3 ldap3 operations, no HTTP", unit="logins/s")  # fmt: skip
         if not settings.smoke:
             logins(bare)  # warm its connections
+        times = [ProcessorTime("portal"), ProcessorTime("bare Flask app, same 3 operations"),
+                 ProcessorTime("3 ldap3 operations, no HTTP")]  # fmt: skip
         # One round: the raw sequence, the bare app, the portal; each rate serves two lines.
         for _ in range(settings.rounds):
-            raw, least, portal = raw_sequence(slapd, settings), logins(bare), logins(ours)
+            raw = raw_sequence(slapd, settings, times[2])
+            least, portal = logins(bare, times[1]), logins(ours, times[0])
             floor.baseline_rates.append(raw)
             floor.subject_rates.append(portal)
             versus_bare.baseline_rates.append(least)
@@ -100,7 +144,7 @@ def measure(slapd: Slapd, settings: Settings) -> list[Comparison]:
             bare_floor.baseline_rates.append(raw)
             bare_floor.subject_rates.append(least)
     settle()
-    return [versus_theirs, floor, versus_bare, bare_floor]
+    return [versus_theirs, floor, versus_bare, bare_floor], times
 
 
 def baseline_python(settings: Settings) -> str:
@@ -117,19 +161,24 @@ def baseline_python(settings: Settings) -> str:
     return str(python)
 
 
-def raw_sequence(slapd: Slapd, settings: Settings) -> float:
-    """Sign-ins per second as three bare ldap3 operations, from as many processes as workers."""
+def raw_sequence(slapd: Slapd, settings: Settings, counted: ProcessorTime) -> float:
+    """Sign-ins per second as three bare ldap3 operations, from as many processes as workers
+    (their processor time and slapd's added to `counted`)."""
     with multiprocessing.get_context("spawn").Pool(WORKERS) as pool:
-        counts = pool.starmap(_sequence_loop, [(slapd.url, settings.seconds)] * WORKERS)
-    return sum(counts) / settings.seconds
+        before = processor_seconds([slapd.process.pid])
+        done = pool.starmap(_sequence_loop, [(slapd.url, settings.seconds)] * WORKERS)
+        counted.slapd += processor_seconds([slapd.process.pid]) - before
+    counted.server += sum(used for _, used in done)
+    counted.logins += sum(count for count, _ in done)
+    return sum(count for count, _ in done) / settings.seconds
 
 
-def _sequence_loop(url: str, seconds: float) -> int:
+def _sequence_loop(url: str, seconds: float) -> tuple[int, float]:
     # Connections opened once, as a pool keeps them: what is left is the three operations.
     server = ldap3.Server(url, get_info=ldap3.NONE)
     service = ldap3.Connection(server, SERVICE_DN, SERVICE_PASSWORD, auto_bind=True)
     person = ldap3.Connection(server, ALICE_DN, "alice-secret")
-    done, deadline = 0, time.monotonic() + seconds
+    done, deadline, started = 0, time.monotonic() + seconds, time.process_time()
     while time.monotonic() < deadline:
         service.search("ou=people,dc=example,dc=org", "(&(objectClass=inetOrgPerson)(uid=alice))",
                        attributes=["uid", "displayName", "mail"])  # fmt: skip
@@ -137,7 +186,7 @@ def _sequence_loop(url: str, seconds: float) -> int:
             raise RuntimeError("the raw bind failed")
         service.search("ou=groups,dc=example,dc=org", GROUP_FILTER, attributes=["cn"])
         done += 1
-    return done
+    return done, time.process_time() - started
 
 
 FAILURE_SAMPLES = 15

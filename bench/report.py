@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from pathlib import Path
@@ -61,6 +62,29 @@ def table(comparisons: list[Comparison], scale: dict, memory: dict, timing: list
         f"watcher off (USER_CACHE_TTL {revocation['ttl']} s) | {on:.1f} s | "
         + (f"{off:.1f} s | {on / off:.2f}× | " if off else "— | — | ")
         + f"≤ {bound} s | {_verdict(on <= bound)} |"
+    )
+    return "\n".join(lines)
+
+
+def processor_time(times: list, floor: Comparison) -> str:
+    """Processor time per sign-in by process (bench.logins.ProcessorTime), and what the rate
+    of the P2 target against the raw sequence would leave of it with every core busy."""
+    lines = [
+        "| processor time per sign-in | server processes | slapd | wrk | in all |",
+        "|---|---|---|---|---|",
+    ]
+    for item in times:
+        server, slapd, load = (item.per_login_ms(part) for part in ("server", "slapd", "load"))
+        wrk_time = f"{load:.2f} ms" if load else "—"
+        lines.append(f"| {item.subject} | {server:.2f} ms | {slapd:.2f} ms | {wrk_time} | "
+                     f"{server + slapd + load:.2f} ms |")  # fmt: skip
+    cores = os.cpu_count() or 1
+    raw = statistics.median(floor.baseline_rates)
+    allowed = cores / (floor.target * raw) * 1000
+    lines.append(
+        f"\nOn {cores} cores kept busy, {floor.target}× the raw sequence's {raw:,.0f} sign-ins/s "
+        f"would leave {allowed:.2f} ms of processor time per sign-in in all, wrk and slapd "
+        "included."
     )
     return "\n".join(lines)
 
@@ -133,6 +157,10 @@ under gunicorn with 2 workers and 4 threads each. {verdict}
   levels of nesting against a 1,000-person one, timed call by call in turn (a call on the large
   tree, then one on the small), so the machine's drift weighs on both; the operations per call
   are counted.
+- **Processor time per sign-in**: user and system time over the P2 rounds, read from /proc
+  for gunicorn's processes (the raw sequence's own two processes) and slapd, and for wrk from
+  the children this run waited for, divided by the sign-ins made: with both cores busy, the
+  sum is what sets the rate.
 - **Memory**: resident size of a worker after caching 10,000 people.
 - **Revocation delay**: from an ldapmodify removing alice from engineering to her engineering
   page being refused (bench/revocation.py), with the directory watcher on, and off (then the

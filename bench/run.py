@@ -38,12 +38,15 @@ def main(argv: list[str] | None = None) -> int:
         with RedisServer() as redis:
             comparisons += hotpath.measure(slapd, settings, redis.url)
         comparisons += proxy.measure(slapd, settings)
-        comparisons += logins.measure(slapd, settings)
+        sign_ins, processor_times = logins.measure(slapd, settings)
+        comparisons += sign_ins
         timing = logins.failure_timing(slapd, settings)
     scaled = scale.measure(settings)
     used = memory.measure(settings)
     revoked = revocation.measure(settings)
     body = report.table(comparisons, scaled, used, timing, revoked)
+    floor = next(item for item in sign_ins if item.target is not None)
+    body += "\n\n" + report.processor_time(processor_times, floor)
     missed = [] if settings.smoke else report.missed(comparisons, scaled, timing, revoked)
     print(body)
     options.output.mkdir(parents=True, exist_ok=True)
