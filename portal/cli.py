@@ -771,11 +771,13 @@ def _whois_lines(found: explain.Explanation, host: str) -> Iterator[str]:
         width = max((len(page.slug) for page in found.pages), default=0)
         for page in found.pages:
             state = "open  " if page.open else "closed"
-            yield f"  {state} {page.slug:<{width}}  {page.title}: {page.reason}"
+            title = page.title.in_language("en")  # the command line's own language
+            yield f"  {state} {page.slug:<{width}}  {title}: {page.reason}"
         if found.apps:
             yield "apps on the home page:"
         for app in found.apps:
-            yield f"  {'shown ' if app.shown else 'hidden'} {app.title} ({app.url}): {app.reason}"
+            shown, title = "shown " if app.shown else "hidden", app.title.in_language("en")
+            yield f"  {shown} {title} ({app.url}): {app.reason}"
     yield _cache_line(found)
 
 

@@ -283,7 +283,8 @@ def test_the_look_up_names_pages_and_apps_in_the_readers_language(bilingual_app)
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("HELP_TEXT", {"en": "x", "fr": "y"}, r"HELP_TEXT: fr: the portal has no such language"),
+        ("HELP_TEXT", {"en": "x", "fr": "y"}, r"HELP_TEXT: 'fr': the portal has no such language"),
+        ("HELP_TEXT", {"en": "x", "": "y"}, r"HELP_TEXT: '': the portal has no such language"),
         ("HELP_TEXT", {"de": "nur Deutsch"}, r"HELP_TEXT: the en text is missing"),
         ("HELP_TEXT", {}, r"HELP_TEXT: text, or a table of it per language such as "
                           r'\{ en = "\.\.\.", de = "\.\.\." \}'),
@@ -293,7 +294,7 @@ def test_the_look_up_names_pages_and_apps_in_the_readers_language(bilingual_app)
         ("FOOTER_LINKS", [{"title": {"de": "Datenschutz"}, "url": "/privacy"}],
          r"FOOTER_LINKS\[1\]\.title: the en text is missing"),
         ("APPS", [{"title": {"en": "Wiki", "DE": "Wiki"}, "url": "/app/wiki/"}],
-         r"APPS\[1\]\.title: DE: the portal has no such language"),
+         r"APPS\[1\]\.title: 'DE': the portal has no such language"),
         ("APPS", [{"title": "Wiki", "url": "/app/wiki/", "category": ["Everyday"]}],
          r"APPS\[1\]\.category: text, or a table"),
         ("PAGES", [{"slug": "x", "title": {"en": ""}, "groups": ["staff"], "body": "b"}],
@@ -331,3 +332,86 @@ def test_a_text_per_language_can_come_from_the_environment(monkeypatch):
     app = create_app()
     page = german(app).get("/login").get_data(as_text=True)
     assert "· Acme-Intranet</title>" in page
+
+
+def test_apps_share_a_heading_when_their_categories_read_the_same(slapd):
+    """Categories are grouped as the reader reads them: a category given as one text and one
+    given per language that read alike share a heading (apps translated one at a time)."""
+    from tests.test_launcher import tiles
+
+    apps = [
+        {"title": "Wiki", "url": "/app/wiki/", "category": "Everyday"},
+        {"title": "Expenses", "url": "/app/expenses/",
+         "category": {"en": "Everyday", "de": "Alltag"}},
+        {"title": "Budgets", "url": "/app/budgets/", "category": {"en": "Tools", "de": "Alltag"}},
+    ]  # fmt: skip
+    app = make_app(slapd, APPS=apps)
+    try:
+        for client, wanted in (
+            (app.test_client(), {"Everyday": ["Wiki", "Expenses"], "Tools": ["Budgets"]}),
+            (german(app), {"Everyday": ["Wiki"], "Alltag": ["Expenses", "Budgets"]}),
+        ):
+            assert AuthActions(client).login("alice").status_code == 302
+            assert tiles(client.get("/").get_data(as_text=True)) == wanted
+    finally:
+        app.extensions["portal.directory"].close()
+
+
+def test_the_command_line_names_pages_and_apps_in_english_when_german_comes_first(slapd):
+    """With German first, pages default to German; `portal whois` keeps to English, titles
+    included (German titles came out inside its English lines)."""
+    app = make_app(slapd, LANGUAGES=["de", "en"], **BILINGUAL)
+    try:
+        whois = app.test_cli_runner().invoke(args=["whois", "alice"]).output
+        assert "Handbook: member of staff" in whois and "Expenses (/app/expenses/)" in whois
+        assert "Handbuch" not in whois and "Spesen" not in whois
+        client = app.test_client()
+        assert AuthActions(client).login("alice").status_code == 302
+        assert "<h1>Handbuch</h1>" in client.get("/pages/handbook").get_data(as_text=True)
+    finally:
+        app.extensions["portal.directory"].close()
+
+
+def test_brand_templates_written_for_plain_texts_keep_working(slapd, tmp_path):
+    """A BRAND_DIR's copy of page.html and home.html from before texts per language (page.body
+    split, app.initial, {{ page.title }}): the first language's text, never a 500."""
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "page.html").write_text(
+        '{% extends "base.html" %}{% block content %}<h1>{{ page.title }}</h1>'
+        '{% for paragraph in page.body.split("\\n\\n") %}<p>{{ paragraph }}</p>{% endfor %}'
+        "{% endblock %}"
+    )
+    (templates / "home.html").write_text(
+        '{% extends "base.html" %}{% block content %}{% for category, tiles in apps %}'
+        "<h2>{{ category }}</h2>{% for app in tiles %}<i>{{ app.initial }}</i>"
+        "<b>{{ app.title }}</b>{% endfor %}{% endfor %}{% endblock %}"
+    )
+    app = make_app(slapd, BRAND_DIR=str(tmp_path), **BILINGUAL)
+    try:
+        client = app.test_client()
+        assert AuthActions(client).login("alice").status_code == 302
+        page = client.get("/pages/handbook")
+        assert page.status_code == 200
+        assert "<h1>Handbook</h1><p>Holidays.</p><p>Expenses.</p>" in page.get_data(as_text=True)
+        home = client.get("/").get_data(as_text=True)
+        assert "<i>E</i><b>Expenses</b>" in home and "<h2>Everyday</h2>" in home
+    finally:
+        app.extensions["portal.directory"].close()
+
+
+def test_one_part_of_a_text_set_by_a_nested_variable_is_refused_in_plain_words(
+    monkeypatch, tmp_path
+):
+    """PORTAL_HELP_TEXT__de=... (Flask's nested form) where HELP_TEXT is one text was a
+    TypeError traceback at start-up."""
+    monkeypatch.chdir(tmp_path)  # no settings file: HELP_TEXT is the default, one text
+    monkeypatch.delenv("PORTAL_SETTINGS", raising=False)
+    monkeypatch.setenv("PORTAL_ENV", "development")
+    monkeypatch.setenv("PORTAL_HELP_TEXT__de", "Hilfe")
+    with pytest.raises(
+        ConfigError,
+        match=r"PORTAL_HELP_TEXT__de: sets one part of a setting "
+        r"that is no table .*give the whole value as JSON",
+    ):
+        create_app()

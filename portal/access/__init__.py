@@ -6,7 +6,7 @@ from functools import wraps
 from urllib.parse import urlsplit
 
 from flask import Flask, abort, current_app, request
-from flask_babel import gettext
+from flask_babel import get_locale, gettext
 from flask_login import current_user, login_fresh
 
 from ..extensions import login_manager
@@ -146,10 +146,11 @@ def compiled_apps() -> tuple[apps.App, ...]:
     return current_app.extensions[_APPS]
 
 
-def apps_for(user) -> list[tuple[Text, list[apps.App]]]:
-    """The APPS this person may open, by category (see portal.access.apps)."""
+def apps_for(user) -> list[tuple[str, list[apps.App]]]:
+    """The APPS this person may open, by category in this request's language (see
+    portal.access.apps)."""
     return apps.apps_for(compiled_apps(), rule_set(), user.groups, request.host,
-                         user.in_any_group)  # fmt: skip
+                         user.in_any_group, str(get_locale()))  # fmt: skip
 
 
 def pages_for(user) -> list[dict]:

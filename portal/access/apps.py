@@ -33,6 +33,12 @@ class App:
     host: str | None  # None: a path on the portal's own host
     path: str
 
+    @property
+    def initial(self) -> str:
+        """The letter shown in place of an icon, of the first language's title (the home
+        page shows its reader's own: templates of a BRAND_DIR may still read this)."""
+        return self.title[0].upper()
+
 
 def compile_apps(apps: list[dict], rules: RuleSet, static_folders,
                  languages: list[str]) -> tuple[App, ...]:  # fmt: skip
@@ -88,7 +94,8 @@ def unguarded(apps: tuple[App, ...], rules: RuleSet, portal_host: str | None) ->
             if rules.decide(groups, host, app.path).allowed:
                 who = f"members of {groups[0]}" if groups else "anyone signed in"
                 warnings.append(
-                    f"APPS[{number}] ({app.title}): its tile is shown to members of "
+                    f"APPS[{number}] ({app.title.in_language('en')}): its tile is shown to "
+                    "members of "
                     f"{', '.join(app.groups)} only, but ACCESS_RULES let {who} open {app.url}: "
                     "an app's groups do not guard it; add a rule for its url with those groups "
                     "(or guard it at the proxy with ?group=)"
@@ -97,14 +104,16 @@ def unguarded(apps: tuple[App, ...], rules: RuleSet, portal_host: str | None) ->
     return warnings
 
 
-def apps_for(apps: tuple[App, ...], rules: RuleSet, groups, portal_host: str,
-             in_any_group) -> list[tuple[Text, list[App]]]:  # fmt: skip
-    """The apps this person may open, grouped by category in the order settings give them."""
-    by_category: dict[Text, list[App]] = {}
+def apps_for(apps: tuple[App, ...], rules: RuleSet, groups, portal_host: str, in_any_group,
+             language: str) -> list[tuple[str, list[App]]]:  # fmt: skip
+    """The apps this person may open, grouped by category in the order settings give them:
+    by the category's name in the reader's language (two apps whose categories read the same
+    share one heading, however each was given)."""
+    by_category: dict[str, list[App]] = {}
     for app in apps:
         if app.groups and not in_any_group(app.groups):
             continue
         if not rules.decide(groups, app.host or portal_host, app.path).allowed:
             continue
-        by_category.setdefault(app.category, []).append(app)
+        by_category.setdefault(app.category.in_language(language), []).append(app)
     return list(by_category.items())

@@ -75,7 +75,16 @@ def load() -> Config:
     config = Config(Path.cwd())
     config.from_mapping(defaults())
     config.from_mapping(load_settings_file())
-    config.from_prefixed_env("PORTAL")
+    try:
+        config.from_prefixed_env("PORTAL")
+    except (TypeError, KeyError) as error:
+        # PORTAL_KEY__PART sets one key inside a table: Flask fails where KEY is no table.
+        nested = sorted(name for name in os.environ if name.startswith("PORTAL_") and "__" in name)
+        raise ConfigError(
+            f"{', '.join(nested) or 'PORTAL_*'}: sets one part of a setting that is no table "
+            f"({error}); give the whole value as JSON instead, e.g. "
+            'PORTAL_HELP_TEXT=\'{"en": "...", "de": "..."}\''
+        ) from error
     for key in config:
         if not key.isupper():  # kept by from_prefixed_env, dropped by create_app's from_mapping
             raise ConfigError(f"PORTAL_{key}: {_IN_CAPITALS} (PORTAL_{key.upper()})")

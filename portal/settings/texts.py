@@ -5,17 +5,24 @@ the one of the first of LANGUAGES, which every table must therefore hold."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
+class Text(str):
+    """A text from settings: the string of the first of LANGUAGES (so templates written for
+    plain strings, a BRAND_DIR's among them, keep working), with every language it was given
+    in."""
 
-@dataclass(frozen=True)
-class Text:
-    """A text from settings in the languages it was given in, the first of LANGUAGES first."""
+    versions: tuple[tuple[str, str], ...]  # (language, text), the first language's first
 
-    versions: tuple[tuple[str, str], ...]  # (language, text); a plain string's language is ""
+    def __new__(cls, versions: tuple[tuple[str, str], ...]) -> Text:
+        text = super().__new__(cls, versions[0][1])
+        text.versions = versions
+        return text
+
+    def __getnewargs__(self) -> tuple:  # copies and pickles rebuild it from its versions
+        return (self.versions,)
 
     @classmethod
-    def of(cls, value: str | dict | Text, languages: list[str]) -> Text:
+    def of(cls, value: str | dict, languages: list[str]) -> Text:
         """The Text of a checked setting's value (a string, or a table of languages)."""
         if isinstance(value, Text):
             return value
@@ -36,13 +43,6 @@ class Text:
                 return text
         return self.versions[0][1]
 
-    def __str__(self) -> str:
-        """The first language's text: what the command line and the logs name."""
-        return self.versions[0][1]
-
-    def __bool__(self) -> bool:
-        return bool(self.versions[0][1])
-
 
 def text_problem(value, languages: list[str], known: set[str], wanted: str = "text",
                  required: bool = False) -> str | None:  # fmt: skip
@@ -55,7 +55,7 @@ def text_problem(value, languages: list[str], known: set[str], wanted: str = "te
         other = (languages[1:] or ["de"])[0]
         example = f'{{ {languages[0]} = "...", {other} = "..." }}'
         return f"{wanted}, or a table of it per language such as {example}"
-    unknown = [str(language) for language in value if language not in known]
+    unknown = [repr(language) for language in value if language not in known]
     if unknown:
         return (f"{', '.join(unknown)}: the portal has no such language, so the text would "
                 f"never be shown (it has: {', '.join(sorted(known))})")  # fmt: skip
