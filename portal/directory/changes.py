@@ -9,6 +9,16 @@ the entries themselves, never this machine's clock. Windows overlap by WINDOW_OV
 stamp is not handled twice (with whole-second modifyTimestamp, entries of the newest second
 are looked at once more, as they may have changed twice within it).
 
+Replication can deliver a change much later than WINDOW_OVERLAP, with the stamp of the moment
+it was made: a link between two OpenLDAP providers that stalled, then caught up, or a failover
+to a replica that lags. On OpenLDAP each poll therefore also reads the contextCSN of the
+databases holding the bases: how far the server has got with the changes of each provider (its
+server ID). When a provider's value moved since the last poll, everything of it that arrived
+meanwhile is newer than its value then, so the window reaches back to that value; a provider
+never seen before makes the window reach back to the start. Where no contextCSN can be read
+(no replication, or other directories: their modifyTimestamp travels with the change too), the
+overlap is the only margin.
+
 A changed person entry affects that person. A changed group affects the members who joined or
 left it (so someone just removed is found), and for a nested group that joined or left every
 person below it: the feed keeps each group's members from the last time it was read. Groups are
@@ -45,6 +55,8 @@ USN_OVERLAP = 1000
 _MEMBER_ATTRIBUTES = ("member", "uniqueMember", "memberUid")
 _GROUP_CLASSES = {"groupofnames", "groupofuniquenames", "posixgroup", "group"}
 _TIME_FORMAT = "%Y%m%d%H%M%SZ"
+#: A CSN older than any entry's: a window from it takes in the whole tree.
+_FIRST_CSN = "19700101000000.000000Z#000000#000#000000"
 
 Search = Callable[[str, str, list[str]], list]
 
@@ -90,6 +102,9 @@ class ChangeFeed:
         self.extra_overlap = 0.0  # seconds a long start() adds to the first window
         self.polls = 0
         self._unnamed: set[str] = set()  # member DNs of this poll whose entry is gone
+        self.contexts: list[str] = []  # the databases holding the bases (OpenLDAP, replicated)
+        #: (database, server ID) -> the newest CSN of that provider the server had, last poll.
+        self.progress: dict[tuple[str, str], str] = {}
 
     def start(self) -> None:
         """Read every group's members and the newest stamp (once, paged); what is already
@@ -97,6 +112,11 @@ class ChangeFeed:
         began = self.clock()
         if not self.by_usn and not self._read(self.settings.group_base, "(entryCSN=*)"):
             self.stamp_attribute = "modifyTimestamp"  # not OpenLDAP
+        if self.stamp_attribute == "entryCSN":
+            self.contexts = self._contexts()
+            self.progress = self._progress()  # before the tree: what arrives later is newer
+            if not self.progress:  # no replication (syncprov keeps contextCSN): no more reads
+                self.contexts = []
         read = self._changed_entries("(objectClass=*)")
         self.members = {dn_key(entry["dn"]): self._members_of(entry)
                         for entry in read if self._is_group(entry)}  # fmt: skip
@@ -128,6 +148,8 @@ class ChangeFeed:
         found = Poll()
         self._unnamed = set()
         window = self._window_start(self.since, self.extra_overlap)
+        progress = self._progress()  # read first: a change arriving later is in a later poll
+        window = min([window, *self._late(progress)])
         changed = self._changed_entries(f"({self.stamp_attribute}>={window})")
         members, handled, newest = dict(self.members), dict(self.handled), self.since
         coarse = self.stamp_attribute == "modifyTimestamp"
@@ -167,7 +189,41 @@ class ChangeFeed:
         self.handled = {key: stamp for key, stamp in handled.items()
                         if self._order(stamp.rstrip("+")) >= floor}  # fmt: skip
         self.members, self.since, self.resumed, self.extra_overlap = members, newest, False, 0.0
+        self.progress = progress
         return found
+
+    def _contexts(self) -> list[str]:
+        # The naming contexts (databases) the bases lie in: each keeps its own contextCSN.
+        try:
+            root = self.read_base("", ["namingContexts"])
+        except DirectoryError:
+            return []
+        contexts = values(root[0]["attributes"], "namingContexts") if root else []
+        bases = [dn_key(base) for base in [self.settings.group_base, *self.settings.user_bases]]
+        return [context for context in contexts
+                if any(base[len(base) - len(dn_key(context)):] == dn_key(context)
+                       for base in bases)]  # fmt: skip
+
+    def _progress(self) -> dict[tuple[str, str], str]:
+        found = {}
+        for context in self.contexts:
+            entries = self.read_base(context, ["contextCSN"])
+            for csn in values(entries[0]["attributes"], "contextCSN") if entries else []:
+                parts = csn.split("#")
+                if len(parts) == 4:  # time#count#server ID#modifier
+                    found[(context, parts[2])] = csn
+        return found
+
+    def _late(self, progress: dict[tuple[str, str], str]) -> list[str]:
+        # Where the window must reach back to for changes replicated since the last poll.
+        late = []
+        for key, csn in progress.items():
+            before = self.progress.get(key)
+            if before is None:
+                late.append(_FIRST_CSN)  # a provider not seen before: anything may be new
+            elif csn > before:
+                late.append(before)
+        return late
 
     def _changed_entries(self, query: str) -> list:
         # Group base first, then the user bases, each entry once: with one base inside the

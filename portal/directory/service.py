@@ -152,8 +152,8 @@ class Directory:
     def change_feed(self) -> ChangeFeed:
         """A feed of the people directory changes affect (see changes.py)."""
 
-        def read_base(dn: str) -> list:
-            attributes = [self.settings.attr_username]
+        def read_base(dn: str, attributes: list[str] | None = None) -> list:
+            attributes = attributes or [self.settings.attr_username]
             return self._search(dn, "(objectClass=*)", attributes, scope=ldap3.BASE)
 
         return ChangeFeed(self.settings, self._group_search, read_base)
