@@ -81,9 +81,13 @@ def test_a_change_replicated_late_ends_access_by_the_next_poll(tmp_path, monkeyp
             assert carol_at - disabled_at > changes.WINDOW_OVERLAP  # the case under test
             eventually(lambda: watcher.feed.since >= entry_csn(pair.a, carol), timeout=20)
             assert alice.get("/").status_code == 200  # a has not heard of it yet
+            changes_before = watcher.state.changes
             pair.relay.resume()
             eventually(lambda: has_description(pair.a, ALICE, "disabled"), timeout=20)
             by_the_polls_after(lambda: watcher.state, lambda: alice.get("/").status_code == 302)
+            # Reaching back takes in only what came late, even for a provider never seen
+            # before (the whole tree is read, not handled as changed): alice's entry.
+            assert watcher.state.changes - changes_before == 1
         finally:
             watcher = app.extensions.get("portal.watcher")
             if watcher is not None:

@@ -15,7 +15,9 @@ to a replica that lags. On OpenLDAP each poll therefore also reads the contextCS
 databases holding the bases: how far the server has got with the changes of each provider (its
 server ID). When a provider's value moved since the last poll, everything of it that arrived
 meanwhile is newer than its value then, so the window reaches back to that value; a provider
-never seen before makes the window reach back to the start. Where no contextCSN can be read
+never seen before makes the window reach back to the start (the whole tree read once). Of
+what lies before the usual window, only entries stamped by such a provider after that value
+count as changed. Where no contextCSN can be read
 (no replication, or other directories: their modifyTimestamp travels with the change too), the
 overlap is the only margin.
 
@@ -59,6 +61,15 @@ _TIME_FORMAT = "%Y%m%d%H%M%SZ"
 _FIRST_CSN = "19700101000000.000000Z#000000#000#000000"
 
 Search = Callable[[str, str, list[str]], list]
+
+
+def _newer(stamp: str, usual: str, late: dict[str, str]) -> bool:
+    """Whether an entryCSN is inside the usual window, or of a provider in `late` and newer
+    than what had come of it by the last poll."""
+    if stamp >= usual:
+        return True
+    parts = stamp.split("#")
+    return len(parts) == 4 and parts[2] in late and stamp > late[parts[2]]
 
 
 @dataclass
@@ -147,10 +158,13 @@ class ChangeFeed:
             raise DirectoryError(f"no entry shows {self.stamp_attribute}")
         found = Poll()
         self._unnamed = set()
-        window = self._window_start(self.since, self.extra_overlap)
+        usual = self._window_start(self.since, self.extra_overlap)
         progress = self._progress()  # read first: a change arriving later is in a later poll
-        window = min([window, *self._late(progress)])
+        late = self._late(progress)
+        window = min([usual, *late.values()])
         changed = self._changed_entries(f"({self.stamp_attribute}>={window})")
+        if late:  # before the usual window, only what the late providers' changes brought
+            changed = [entry for entry in changed if _newer(self._stamp(entry), usual, late)]
         members, handled, newest = dict(self.members), dict(self.handled), self.since
         coarse = self.stamp_attribute == "modifyTimestamp"
         for entry in changed:
@@ -214,15 +228,16 @@ class ChangeFeed:
                     found[(context, parts[2])] = csn
         return found
 
-    def _late(self, progress: dict[tuple[str, str], str]) -> list[str]:
-        # Where the window must reach back to for changes replicated since the last poll.
-        late = []
-        for key, csn in progress.items():
-            before = self.progress.get(key)
+    def _late(self, progress: dict[tuple[str, str], str]) -> dict[str, str]:
+        # Server ID -> the CSN its changes replicated since the last poll are all newer than.
+        late: dict[str, str] = {}
+        for (context, server_id), csn in progress.items():
+            before = self.progress.get((context, server_id))
             if before is None:
-                late.append(_FIRST_CSN)  # a provider not seen before: anything may be new
-            elif csn > before:
-                late.append(before)
+                before = _FIRST_CSN  # a provider not seen before: anything of it may be new
+            elif csn <= before:
+                continue
+            late[server_id] = min(before, late.get(server_id, before))
         return late
 
     def _changed_entries(self, query: str) -> list:
