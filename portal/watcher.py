@@ -110,6 +110,10 @@ class Watcher:
         #: watching got that far only, so a process taking over (which cannot know what this
         #: one owes) finds those changes again. (A second read owed alone does not hold it.)
         self._owed_since: str | None = None
+        #: With OpenLDAP replication: the feed's view of each provider's progress that goes
+        #: with the `since` published (see directory/changes.py), for a process taking over.
+        self._progress: dict[tuple[str, str], str] = {}
+        self._owed_progress: dict[tuple[str, str], str] = {}
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -173,9 +177,9 @@ class Watcher:
                 taken_over = self.shared_state().since
                 if taken_over:
                     # Another watcher got this far: follow on from there, not from now.
-                    feed.resume(taken_over)
+                    feed.resume(taken_over, self._shared_progress())
                 self.feed = feed  # only once started: a failed start is tried again in full
-            before = self.feed.since
+            before, progress_before = self.feed.since, dict(self.feed.progress)
             found = self.feed.poll()
         except Exception as error:  # noqa: BLE001 - an outage: the TTL still holds; try again
             self.state.error = f"{type(error).__name__}: {error}"
@@ -196,6 +200,8 @@ class Watcher:
             self._owed_since = None
         elif self._owed_since is None:
             self._owed_since = before or self.feed.since
+            self._owed_progress = progress_before
+        self._progress = self._owed_progress if self._owed_since else dict(self.feed.progress)
         self.state = WatchState(
             last_poll=time.time(),
             began=began,
@@ -320,7 +326,20 @@ class Watcher:
                 # new holder's progress.
                 client.eval(_PUBLISH, 2, self._key("lease"), self._key("state"), self.identity,
                             self.state.published(), self._state_seconds())  # fmt: skip
+                if self._progress:  # a key of its own: releases before it read the state
+                    progress = json.dumps([[*key, csn] for key, csn in self._progress.items()])
+                    client.eval(_PUBLISH, 2, self._key("lease"), self._key("progress"),
+                                self.identity, progress, self._state_seconds())  # fmt: skip
         metrics.watch_lag(time.time() - self.state.last_poll if self.state.last_poll else 0.0)
+
+    def _shared_progress(self) -> dict[tuple[str, str], str] | None:
+        # What the last watcher published of the providers' progress (None: nothing).
+        client = self._redis()
+        with suppress(Exception):  # unreadable: start from now, as before replication was
+            raw = client.get(self._key("progress")) if client is not None else None
+            if raw:
+                return {(context, server_id): csn for context, server_id, csn in json.loads(raw)}
+        return None
 
     def shared_state(self) -> WatchState:
         """The deployment's watcher state: from Redis, else this process's own."""

@@ -13,10 +13,14 @@ import pytest
 from portal.directory import changes
 from tests.conftest import AuthActions, eventually, make_app
 from tests.replication import ProviderPair
-from tests.test_watcher import ALICE, by_the_polls_after
+from tests.test_watcher import ALICE, by_the_polls_after, published
 
 pytestmark = pytest.mark.slow
 
+#: Seconds a change must lie behind the newest stamp seen to be outside the watcher's window:
+#: the overlap (1 s in these tests), the time a start() took (added once) and the second the
+#: window's start is rounded down to.
+PAST_THE_WINDOW = 3
 DISABLE = f"dn: {ALICE}\nchangetype: modify\nadd: description\ndescription: disabled\n"
 
 
@@ -73,12 +77,12 @@ def test_a_change_replicated_late_ends_access_by_the_next_poll(tmp_path, monkeyp
             pair.relay.pause()
             pair.b.modify(DISABLE)
             disabled_at = moment(entry_csn(pair.b, ALICE))
-            # Polls a second apart: once two have ended, the clock is past the overlap.
+            # Polls a second apart: once these have ended, the clock is past the window.
             polls = watcher.state.polls
-            eventually(lambda: watcher.state.polls >= polls + 2, timeout=20)
+            eventually(lambda: watcher.state.polls >= polls + PAST_THE_WINDOW + 1, timeout=20)
             pair.a.modify(describe(carol, "written on a"))
             carol_at = moment(entry_csn(pair.a, carol))
-            assert carol_at - disabled_at > changes.WINDOW_OVERLAP  # the case under test
+            assert carol_at - disabled_at > PAST_THE_WINDOW  # the case under test
             eventually(lambda: watcher.feed.since >= entry_csn(pair.a, carol), timeout=20)
             assert alice.get("/").status_code == 200  # a has not heard of it yet
             changes_before = watcher.state.changes
@@ -93,3 +97,147 @@ def test_a_change_replicated_late_ends_access_by_the_next_poll(tmp_path, monkeyp
             if watcher is not None:
                 watcher.stop()
             app.extensions["portal.directory"].close()
+
+
+def stall_and_disable(pair, tick, feed) -> None:
+    """Hold b's changes from a, disable alice on b, then move the window past that moment with
+    a newer change on a that `tick()` polls (the case under test, checked)."""
+    carol = "uid=carol,ou=people,dc=example,dc=org"
+    pair.relay.pause()
+    pair.b.modify(DISABLE)
+    disabled_at = moment(entry_csn(pair.b, ALICE))
+
+    def moved_on() -> bool:
+        pair.a.modify(describe(carol, f"written on a {len(feed().since)}"))
+        tick()
+        return moment(feed().since) - disabled_at > PAST_THE_WINDOW
+
+    eventually(moved_on, timeout=20)
+
+
+def test_a_watcher_taking_over_reaches_back_as_far_as_the_last_one_had_got(
+    tmp_path, monkeypatch, own_redis
+):
+    """The lease holder polls past the stalled change, then dies; the link lets go; the
+    watcher taking over (from the holder's `since`) must reach back as far as the holder's
+    view of b's progress, published beside it: its own view from start() already holds it."""
+    from portal.watcher import Watcher
+
+    monkeypatch.setattr(changes, "WINDOW_OVERLAP", 1)
+    with ProviderPair(tmp_path) as pair:
+        eventually(lambda: entry_csn(pair.b, ALICE))
+        bob = "uid=bob,ou=people,dc=example,dc=org"
+        pair.b.modify(describe(bob, "written on b"))
+        eventually(lambda: has_description(pair.a, bob, "written on b"))
+        settings = {"CACHE_TYPE": "RedisCache", "CACHE_REDIS_URL": own_redis.url,
+                    "WATCH_INTERVAL": 0, "USER_CACHE_TTL": 300,
+                    "LDAP_DISABLED_FILTER": "(description=disabled)"}  # fmt: skip
+        holder_app, other_app = make_app(pair.a, **settings), make_app(pair.a, **settings)
+        try:
+            holder, other = Watcher(holder_app), Watcher(other_app)
+            holder.interval = other.interval = 1
+            alice = other_app.test_client()
+            assert AuthActions(alice).login("alice").status_code == 302
+            with holder_app.app_context():
+                holder.tick()
+                stall_and_disable(pair, holder.tick, lambda: holder.feed)
+                holder.tick()  # nobody owed a read: the state published says it got that far
+                holder.tick()
+            disabled_at = moment(entry_csn(pair.b, ALICE))
+            assert moment(published(own_redis.url).since) - disabled_at > PAST_THE_WINDOW
+            own_redis.client().delete("portal:watch:lease")  # the holder died
+            pair.relay.resume()
+            eventually(lambda: has_description(pair.a, ALICE, "disabled"), timeout=20)
+            with other_app.app_context():
+                other.tick()
+                other.tick()  # the second read of each person found
+            assert alice.get("/").status_code == 302
+        finally:
+            for application in (holder_app, other_app):
+                application.extensions["portal.directory"].close()
+
+
+def test_a_poll_reads_one_server_however_the_pool_lends_connections(tmp_path):
+    """The portal reads a and b (LDAP_URLS), and its pool lends connections to both in turn
+    (requests borrowing some meanwhile, after a failover). A poll's reads must all go to one
+    server: b's progress read beside a's search was stored as seen, and the late change
+    never looked for once a had it. Counted by each slapd."""
+    from portal.directory import connections
+
+    with ProviderPair(tmp_path) as pair:
+        eventually(lambda: entry_csn(pair.b, ALICE))
+        app = make_app(pair.a, LDAP_URLS=[pair.a.url, pair.b.url], WATCH_INTERVAL=0)
+        directory = app.extensions["portal.directory"]
+        to_b = ldap3.Server(pair.b.url, get_info=ldap3.NONE)
+        original, lent = connections.ServicePool._take, []
+
+        def take(pool):
+            # Injected: every other connection lent goes to b, as a pool holding both would.
+            lent.append(pool)
+            if len(lent) % 2:
+                return original(pool)
+            config = app.config
+            return ldap3.Connection(to_b, config["LDAP_BIND_DN"], config["LDAP_BIND_PASSWORD"],
+                                    auto_bind=True)  # fmt: skip
+
+        try:
+            with app.app_context():
+                feed = directory.change_feed()
+                feed.start()
+                connections.ServicePool._take = take
+                for _ in range(4):
+                    before = pair.a.counters()["search"], pair.b.counters()["search"]
+                    feed.poll()
+                    searched = (pair.a.counters()["search"] - before[0],
+                                pair.b.counters()["search"] - before[1])  # fmt: skip
+                    assert sorted(count > 0 for count in searched) == [False, True], searched
+        finally:
+            connections.ServicePool._take = original
+            directory.close()
+
+
+def test_a_refused_or_failed_progress_read_neither_stops_nor_silently_blinds_the_watcher(
+    tmp_path, caplog
+):
+    """Injected: an ACL hiding the suffix's contextCSN (result 50) stopped every poll; a busy
+    answer to the root entry's read at start turned the reach-back off for good, silently."""
+    from portal.directory.errors import DirectoryError, DirectoryUnavailable
+
+    with ProviderPair(tmp_path) as pair:
+        eventually(lambda: entry_csn(pair.b, ALICE))
+        app = make_app(pair.a, WATCH_INTERVAL=0)
+        directory = app.extensions["portal.directory"]
+        try:
+            with app.app_context():
+                refusing = directory.change_feed()
+                reads = refusing.read_base
+
+                def hidden(dn, attributes=None):
+                    if attributes == ["contextCSN"]:
+                        raise DirectoryError("search under dc=example,dc=org refused with "
+                                             "result code 50")  # fmt: skip
+                    return reads(dn, attributes)
+
+                refusing.read_base = hidden
+                refusing.start()
+                pair.a.modify(describe(ALICE, "a change"))
+                assert "alice" in refusing.poll().people  # it still watches
+                assert "contextCSN of dc=example,dc=org cannot be read" in caplog.text
+
+                busy = directory.change_feed()
+                answers = iter([DirectoryUnavailable("busy (51)")])
+
+                def once_busy(dn, attributes=None):
+                    if dn == "":
+                        failure = next(answers, None)
+                        if failure is not None:
+                            raise failure
+                    return busy_reads(dn, attributes)
+
+                busy_reads, busy.read_base = busy.read_base, once_busy
+                with pytest.raises(DirectoryUnavailable):
+                    busy.start()  # tried again in full at the next interval
+                busy.start()
+                assert busy.contexts == ["dc=example,dc=org"] and busy.progress
+        finally:
+            directory.close()

@@ -17,7 +17,8 @@ server ID). When a provider's value moved since the last poll, everything of it 
 meanwhile is newer than its value then, so the window reaches back to that value; a provider
 never seen before makes the window reach back to the start (the whole tree read once). Of
 what lies before the usual window, only entries stamped by such a provider after that value
-count as changed. Where no contextCSN can be read
+count as changed. A poll reads one server, on one connection (replicas differ: one's
+progress beside another's entries would be taken as seen). Where no contextCSN can be read
 (no replication, or other directories: their modifyTimestamp travels with the change too), the
 overlap is the only margin.
 
@@ -40,10 +41,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from .errors import DirectoryError
+from .errors import DirectoryError, DirectoryUnavailable
 from .groups import dn_key, known_name, rdn_value
 from .mapping import first_value, values
 from .queries import fold_name
@@ -57,6 +59,7 @@ USN_OVERLAP = 1000
 _MEMBER_ATTRIBUTES = ("member", "uniqueMember", "memberUid")
 _GROUP_CLASSES = {"groupofnames", "groupofuniquenames", "posixgroup", "group"}
 _TIME_FORMAT = "%Y%m%d%H%M%SZ"
+_NO_REACH_BACK = "changes replicated late are found only by the listing or at USER_CACHE_TTL"
 #: A CSN older than any entry's: a window from it takes in the whole tree.
 _FIRST_CSN = "19700101000000.000000Z#000000#000#000000"
 
@@ -93,13 +96,16 @@ class ChangeFeed:
     #: Polls between two listings of the groups, which find groups deleted or moved away.
     LISTING_POLLS = 15
 
-    def __init__(self, settings, search: Search, read_base: Callable[[str], list],
+    def __init__(self, settings, search: Search, read_base: Callable[..., list],
+                 one_server: Callable[..., AbstractContextManager] | None = None,
                  clock: Callable[[], float] = time.monotonic):  # fmt: skip
-        """search(base, filter, attributes) is a paged subtree search; read_base(dn) a base
-        search of one entry with the username attribute."""
+        """search(base, filter, attributes) is a paged subtree search; read_base(dn,
+        attributes=None) a base search of one entry (the username attribute by default);
+        inside one_server(fresh=False) both go to one server (a new connection if fresh)."""
         self.settings = settings
         self.search = search
         self.read_base = read_base
+        self.one_server = one_server or (lambda fresh=False: nullcontext())
         self.clock = clock
         self.by_usn = settings.account_state == "ad"
         # OpenLDAP's entryCSN changes with every write (microseconds); modifyTimestamp, the
@@ -120,6 +126,21 @@ class ChangeFeed:
     def start(self) -> None:
         """Read every group's members and the newest stamp (once, paged); what is already
         there counts as handled. Raises DirectoryError when no entry shows a stamp."""
+        self._on_one_server(self._start)
+
+    def _on_one_server(self, work: Callable):
+        # The whole of it as one server sees it; a pooled connection found dead is tried once
+        # more on a new one, as a single search would be (nothing is kept from a failed try).
+        for fresh in (False, True):
+            try:
+                with self.one_server(fresh=fresh):
+                    return work()
+            except DirectoryUnavailable as error:
+                if fresh or error.__cause__ is None:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start(self) -> None:
         began = self.clock()
         if not self.by_usn and not self._read(self.settings.group_base, "(entryCSN=*)"):
             self.stamp_attribute = "modifyTimestamp"  # not OpenLDAP
@@ -143,23 +164,31 @@ class ChangeFeed:
         self.handled = {self._key(entry): self._stamp(entry) for entry in read
                         if self._order(self._stamp(entry)) >= floor}  # fmt: skip
 
-    def resume(self, since: str) -> None:
-        """Take over from another watcher that had got as far as `since`: read the groups now,
-        then look at everything changed since then (see Poll.groups)."""
+    def resume(self, since: str, progress: dict[tuple[str, str], str] | None = None) -> None:
+        """Take over from another watcher that had got as far as `since` (and, replicated,
+        `progress`): read the groups now, then look at everything changed since then (see
+        Poll.groups)."""
         self.start()
         self.since, self.handled, self.resumed = since, {}, True
+        if progress and self.contexts:
+            self.progress = dict(progress)  # its replication as far as it had got
 
     def poll(self) -> Poll:
         """The people affected by what changed since the last poll. Nothing is kept from a
         poll that fails half-way: the next one looks again."""
         if not self.started:
             self.start()
+        return self._on_one_server(self._poll)
+
+    def _poll(self) -> Poll:
         if self.since is None:
             raise DirectoryError(f"no entry shows {self.stamp_attribute}")
         found = Poll()
         self._unnamed = set()
         usual = self._window_start(self.since, self.extra_overlap)
         progress = self._progress()  # read first: a change arriving later is in a later poll
+        if self.progress and not progress:
+            progress = self.progress  # unreadable this once: as far as it was, no reach-back
         late = self._late(progress)
         window = min([usual, *late.values()])
         changed = self._changed_entries(f"({self.stamp_attribute}>={window})")
@@ -210,7 +239,10 @@ class ChangeFeed:
         # The naming contexts (databases) the bases lie in: each keeps its own contextCSN.
         try:
             root = self.read_base("", ["namingContexts"])
-        except DirectoryError:
+        except DirectoryUnavailable:
+            raise  # an outage: start() fails and is tried again in full
+        except DirectoryError as error:
+            log.warning("the directory's root entry cannot be read (%s): %s", error, _NO_REACH_BACK)
             return []
         contexts = values(root[0]["attributes"], "namingContexts") if root else []
         bases = [dn_key(base) for base in [self.settings.group_base, *self.settings.user_bases]]
@@ -220,8 +252,16 @@ class ChangeFeed:
 
     def _progress(self) -> dict[tuple[str, str], str]:
         found = {}
-        for context in self.contexts:
-            entries = self.read_base(context, ["contextCSN"])
+        for context in list(self.contexts):
+            try:
+                entries = self.read_base(context, ["contextCSN"])
+            except DirectoryUnavailable:
+                raise
+            except DirectoryError as error:  # the ACL hides it: watch without it
+                log.warning("contextCSN of %s cannot be read (%s): %s", context, error,
+                            _NO_REACH_BACK)  # fmt: skip
+                self.contexts.remove(context)
+                continue
             for csn in values(entries[0]["attributes"], "contextCSN") if entries else []:
                 parts = csn.split("#")
                 if len(parts) == 4:  # time#count#server ID#modifier

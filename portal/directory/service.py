@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
@@ -47,6 +48,7 @@ class Directory:
         # As many logins at once as there are connections to check passwords on, and a few
         # more that wait for one.
         self.deadline = Deadline(settings.login_deadline, settings.pool_size * 2)
+        self._pinned = threading.local()  # this thread's one connection, in one_server()
 
     def authenticate(self, username: object, password: object) -> dict | None:
         """Return the user's attributes if the password is right and the account usable.
@@ -156,7 +158,25 @@ class Directory:
             attributes = attributes or [self.settings.attr_username]
             return self._search(dn, "(objectClass=*)", attributes, scope=ldap3.BASE)
 
-        return ChangeFeed(self.settings, self._group_search, read_base)
+        return ChangeFeed(self.settings, self._group_search, read_base, self.one_server)
+
+    @contextmanager
+    def one_server(self, fresh: bool = False) -> Iterator[None]:
+        """Send every search this thread makes inside to one service connection, so to one
+        server: what a poll of the changes reads must be one server's view (two replicas
+        differ). A new connection if `fresh`. Raises DirectoryUnavailable when it fails."""
+        try:
+            with self.pool.connection(fresh=fresh) as connection:
+                self._pinned.connection = connection
+                try:
+                    yield
+                finally:
+                    self._pinned.connection = None
+        except DirectoryError:
+            raise
+        except Exception as error:  # noqa: BLE001 - socket, protocol and decoding errors
+            self.pool.clear()
+            raise DirectoryUnavailable("directory search failed") from error
 
     def check_health(self) -> list[ServerHealth]:
         """Probe every server at once (fresh service bind and base search), in LDAP_URLS order.
@@ -357,6 +377,9 @@ class Directory:
         return self._search(base, search_filter, attributes, paged=True)
 
     def _search(self, base: str, search_filter: str, attributes: list[str], **options) -> list:
+        pinned = getattr(self._pinned, "connection", None)
+        if pinned is not None:  # inside one_server(), which retries and reports failures
+            return run_search(pinned, self.settings, base, search_filter, attributes, **options)
         # A pooled connection may be dead (server restarted, idle connection cut): then its
         # idle siblings are too, so they are dropped and the search retried once on a new one.
         for fresh in (False, True):
