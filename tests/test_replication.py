@@ -5,6 +5,7 @@ arrival, not at the cache TTL."""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 
 import ldap3
@@ -168,7 +169,7 @@ def test_a_poll_reads_one_server_however_the_pool_lends_connections(tmp_path):
         eventually(lambda: entry_csn(pair.b, ALICE))
         app = make_app(pair.a, LDAP_URLS=[pair.a.url, pair.b.url], WATCH_INTERVAL=0)
         directory = app.extensions["portal.directory"]
-        to_b = ldap3.Server(pair.b.url, get_info=ldap3.NONE)
+        to_b = directory.servers[1]  # b, as the portal knows it
         original, lent = connections.ServicePool._take, []
 
         def take(pool):
@@ -203,6 +204,7 @@ def test_a_refused_or_failed_progress_read_neither_stops_nor_silently_blinds_the
     answer to the root entry's read at start turned the reach-back off for good, silently."""
     from portal.directory.errors import DirectoryError, DirectoryUnavailable
 
+    caplog.set_level(logging.INFO, logger="portal.directory.changes")
     with ProviderPair(tmp_path) as pair:
         eventually(lambda: entry_csn(pair.b, ALICE))
         app = make_app(pair.a, WATCH_INTERVAL=0)
@@ -218,11 +220,18 @@ def test_a_refused_or_failed_progress_read_neither_stops_nor_silently_blinds_the
                                              "result code 50")  # fmt: skip
                     return reads(dn, attributes)
 
-                refusing.read_base = hidden
                 refusing.start()
+                known = dict(refusing.progress)
+                refusing.read_base = hidden
                 pair.a.modify(describe(ALICE, "a change"))
                 assert "alice" in refusing.poll().people  # it still watches
                 assert "contextCSN of dc=example,dc=org cannot be read" in caplog.text
+                # What was known of it is kept, and it is asked again (a refusal of the moment
+                # did not blind the feed for the life of the process).
+                assert refusing.progress == known and refusing.contexts
+                refusing.read_base = reads
+                refusing.poll()
+                assert "contextCSN of dc=example,dc=org can be read again" in caplog.text
 
                 busy = directory.change_feed()
                 answers = iter([DirectoryUnavailable("busy (51)")])
@@ -241,3 +250,27 @@ def test_a_refused_or_failed_progress_read_neither_stops_nor_silently_blinds_the
                 assert busy.contexts == ["dc=example,dc=org"] and busy.progress
         finally:
             directory.close()
+
+
+def test_an_error_of_the_poll_itself_is_not_taken_for_an_outage(slapd, monkeypatch):
+    """Inside one_server() every error was read as the directory's: a bug in a poll showed as
+    "directory search failed", ran twice and emptied the connection pool each interval."""
+    app = make_app(slapd, WATCH_INTERVAL=0)
+    directory = app.extensions["portal.directory"]
+    try:
+        with app.app_context():
+            feed = directory.change_feed()
+            feed.start()
+            calls = []
+
+            def broken(entry):
+                calls.append(entry)
+                raise KeyError("a bug")
+
+            monkeypatch.setattr(feed, "_is_group", broken)
+            slapd.modify(describe(ALICE, f"changed {len(feed.since)}"))
+            with pytest.raises(KeyError, match="a bug"):
+                feed.poll()
+            assert len(calls) == 1 and directory.pool._idle  # once; the pool kept
+    finally:
+        directory.close()

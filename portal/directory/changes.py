@@ -122,6 +122,7 @@ class ChangeFeed:
         self.contexts: list[str] = []  # the databases holding the bases (OpenLDAP, replicated)
         #: (database, server ID) -> the newest CSN of that provider the server had, last poll.
         self.progress: dict[tuple[str, str], str] = {}
+        self._unreadable: set[str] = set()  # contexts whose contextCSN was refused (logged once)
 
     def start(self) -> None:
         """Read every group's members and the newest stamp (once, paged); what is already
@@ -176,9 +177,13 @@ class ChangeFeed:
     def poll(self) -> Poll:
         """The people affected by what changed since the last poll. Nothing is kept from a
         poll that fails half-way: the next one looks again."""
-        if not self.started:
-            self.start()
-        return self._on_one_server(self._poll)
+
+        def start_and_poll() -> Poll:  # a first poll's start too, on the same server
+            if not self.started:
+                self._start()
+            return self._poll()
+
+        return self._on_one_server(start_and_poll)
 
     def _poll(self) -> Poll:
         if self.since is None:
@@ -251,17 +256,24 @@ class ChangeFeed:
                        for base in bases)]  # fmt: skip
 
     def _progress(self) -> dict[tuple[str, str], str]:
+        # A context whose read is refused (the ACL hides it) keeps what was known of it, and
+        # is asked again next poll: nothing about the feed changes with a refusal.
         found = {}
-        for context in list(self.contexts):
+        for context in self.contexts:
             try:
                 entries = self.read_base(context, ["contextCSN"])
             except DirectoryUnavailable:
                 raise
-            except DirectoryError as error:  # the ACL hides it: watch without it
-                log.warning("contextCSN of %s cannot be read (%s): %s", context, error,
-                            _NO_REACH_BACK)  # fmt: skip
-                self.contexts.remove(context)
+            except DirectoryError as error:
+                if context not in self._unreadable:
+                    log.warning("contextCSN of %s cannot be read (%s): %s", context, error,
+                                _NO_REACH_BACK)  # fmt: skip
+                self._unreadable.add(context)
+                found |= {key: csn for key, csn in self.progress.items() if key[0] == context}
                 continue
+            if context in self._unreadable:
+                self._unreadable.discard(context)
+                log.info("contextCSN of %s can be read again", context)
             for csn in values(entries[0]["attributes"], "contextCSN") if entries else []:
                 parts = csn.split("#")
                 if len(parts) == 4:  # time#count#server ID#modifier

@@ -164,19 +164,31 @@ class Directory:
     def one_server(self, fresh: bool = False) -> Iterator[None]:
         """Send every search this thread makes inside to one service connection, so to one
         server: what a poll of the changes reads must be one server's view (two replicas
-        differ). A new connection if `fresh`. Raises DirectoryUnavailable when it fails."""
+        differ). A new connection if `fresh`. Raises DirectoryUnavailable when a search fails
+        (the caller's own errors pass as they are). Inside another, the outer one holds."""
+        if getattr(self._pinned, "connection", None) is not None:
+            yield  # already pinned: no second connection (with one, it would wait for itself)
+            return
+        self._pinned.failed, self._pinned.fresh = None, fresh
+        own_error = None
         try:
             with self.pool.connection(fresh=fresh) as connection:
                 self._pinned.connection = connection
                 try:
                     yield
+                except Exception as error:
+                    if isinstance(error, DirectoryError) or error is self._pinned.failed:
+                        raise
+                    own_error = error  # not the directory's: its connection goes back
                 finally:
                     self._pinned.connection = None
         except DirectoryError:
             raise
-        except Exception as error:  # noqa: BLE001 - socket, protocol and decoding errors
+        except Exception as error:  # noqa: BLE001 - a search's socket or protocol error
             self.pool.clear()
             raise DirectoryUnavailable("directory search failed") from error
+        if own_error is not None:
+            raise own_error  # a poll's own error shows as it is
 
     def check_health(self) -> list[ServerHealth]:
         """Probe every server at once (fresh service bind and base search), in LDAP_URLS order.
@@ -378,8 +390,18 @@ class Directory:
 
     def _search(self, base: str, search_filter: str, attributes: list[str], **options) -> list:
         pinned = getattr(self._pinned, "connection", None)
-        if pinned is not None:  # inside one_server(), which retries and reports failures
-            return run_search(pinned, self.settings, base, search_filter, attributes, **options)
+        if pinned is not None:  # inside one_server(), which reports failures
+            try:
+                return run_search(pinned, self.settings, base, search_filter, attributes,
+                                  **options)  # fmt: skip
+            except DirectoryError:
+                raise
+            except Exception as error:  # noqa: BLE001 - socket, protocol and decoding errors
+                self._pinned.failed = error
+                if self._pinned.fresh:  # as below: a kept connection may just have been cut
+                    quiet.warning("search failed", "directory search under %s failed: %r",
+                                  base, error)  # fmt: skip
+                raise
         # A pooled connection may be dead (server restarted, idle connection cut): then its
         # idle siblings are too, so they are dropped and the search retried once on a new one.
         for fresh in (False, True):
