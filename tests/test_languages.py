@@ -329,6 +329,7 @@ def test_a_text_per_language_can_come_from_the_environment(monkeypatch):
     monkeypatch.delenv("PORTAL_SETTINGS", raising=False)
     monkeypatch.setenv("PORTAL_ENV", "development")
     monkeypatch.setenv("PORTAL_PORTAL_NAME", '{"en": "Acme intranet", "de": "Acme-Intranet"}')
+    monkeypatch.setenv("PORTAL_WATCH_INTERVAL", "0")  # no directory at the settings' address
     app = create_app()
     page = german(app).get("/login").get_data(as_text=True)
     assert "· Acme-Intranet</title>" in page
