@@ -333,13 +333,14 @@ class Watcher:
         metrics.watch_lag(time.time() - self.state.last_poll if self.state.last_poll else 0.0)
 
     def _shared_progress(self) -> dict[tuple[str, str], str] | None:
-        # What the last watcher published of the providers' progress (None: nothing).
-        client = self._redis()
-        with suppress(Exception):  # unreadable: start from now, as before replication was
-            raw = client.get(self._key("progress")) if client is not None else None
-            if raw:
-                return {(context, server_id): csn for context, server_id, csn in json.loads(raw)}
-        return None
+        # What the last watcher published of the providers' progress (None: nothing; then a
+        # taking over starts from now, as before replication was followed).
+        return read_shared_progress(self.app)
+
+    @property
+    def progress(self) -> dict[tuple[str, str], str]:
+        """This process's view of the providers' progress, as last published."""
+        return self._progress
 
     def shared_state(self) -> WatchState:
         """The deployment's watcher state: from Redis, else this process's own."""
@@ -358,6 +359,29 @@ def read_shared_state(app: Flask) -> WatchState | None:
         if raw:
             return WatchState.from_published(raw)
     return None
+
+
+def read_shared_progress(app: Flask) -> dict[tuple[str, str], str] | None:
+    """The providers' progress the deployment's watcher last published in Redis beside its
+    state (see directory/changes.py); None without Redis, replication or a poll."""
+    if app.config["CACHE_TYPE"] != "RedisCache":
+        return None
+    client = getattr(accounts.app_state(app).backend, "client", None)
+    key = f"{app.config.get('CACHE_KEY_PREFIX') or ''}watch:progress"
+    with suppress(Exception):  # unreadable: unknown
+        raw = client.get(key)
+        if raw:
+            return {(context, server_id): csn for context, server_id, csn in json.loads(raw)}
+    return None
+
+
+def followed_providers(app: Flask, watcher: Watcher | None) -> list[str]:
+    """The server IDs of the OpenLDAP providers whose replication the deployment's watcher
+    follows (their contextCSN): as published in Redis, else this process's; [] without."""
+    progress = read_shared_progress(app)
+    if progress is None and watcher is not None:
+        progress = watcher.progress
+    return sorted({server_id for _, server_id in progress or {}})
 
 
 def cached_people_in(groups: set[str], dns: set[str] = frozenset()) -> set[str]:

@@ -46,6 +46,13 @@ def has_description(server, dn: str, text: str) -> bool:
         connection.unbind()
 
 
+def status_page(app) -> str:
+    """/admin/status as an administrator sees it."""
+    erin = app.test_client()
+    assert AuthActions(erin).login("erin").status_code == 302
+    return erin.get("/admin/status").get_data(as_text=True)
+
+
 def moment(csn: str) -> float:
     return datetime.strptime(csn[:22], "%Y%m%d%H%M%S.%fZ").replace(tzinfo=UTC).timestamp()
 
@@ -93,6 +100,7 @@ def test_a_change_replicated_late_ends_access_by_the_next_poll(tmp_path, monkeyp
             # Reaching back takes in only what came late, even for a provider never seen
             # before (the whole tree is read, not handled as changed): alice's entry.
             assert watcher.state.changes - changes_before == 1
+            assert "providers 001, 002 (contextCSN)" in status_page(app)
         finally:
             watcher = app.extensions.get("portal.watcher")
             if watcher is not None:
@@ -153,6 +161,8 @@ def test_a_watcher_taking_over_reaches_back_as_far_as_the_last_one_had_got(
                 other.tick()
                 other.tick()  # the second read of each person found
             assert alice.get("/").status_code == 302
+            # Any instance's status page says whose replication is followed (from Redis).
+            assert "providers 001, 002 (contextCSN)" in status_page(holder_app)
         finally:
             for application in (holder_app, other_app):
                 application.extensions["portal.directory"].close()

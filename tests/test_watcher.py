@@ -584,6 +584,7 @@ def test_the_status_page_and_metrics_show_the_watcher(watched, own_slapd):
     page = erin.get("/admin/status").get_data(as_text=True)
     assert "<h2>Directory watcher</h2>" in page and "(this process)" in page
     assert re.search(r'<dd class="ok">✓ \d+ s ago \(every 1 s\)</dd>', page)
+    assert "Replication followed" not in page  # no syncprov: none (tests/test_replication.py)
     found = scrape(watched)
     assert found.value("portal_watch_flushes_total") >= 1
     assert found.value("portal_watch_lag_seconds") < 5

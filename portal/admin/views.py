@@ -26,7 +26,7 @@ from ..health.probes import REDIS_REFUSES, cache_problem, count_person_entries
 from ..logwriter import lines_lost
 from ..recent import RECENT
 from ..signin import audit
-from ..watcher import STALE_INTERVALS, read_shared_state, watcher_of
+from ..watcher import STALE_INTERVALS, followed_providers, read_shared_state, watcher_of
 from . import bp
 
 # Settings whose values are never shown, only whether they are set.
@@ -96,6 +96,7 @@ def _watch_summary() -> dict | None:
         "interval": interval,
         "here": watcher is not None and state.holder == watcher.identity,
         "stale": age is None or age > STALE_INTERVALS * interval,
+        "providers": followed_providers(current_app, watcher),
     }
 
 
