@@ -350,28 +350,25 @@ class Watcher:
 def read_shared_state(app: Flask) -> WatchState | None:
     """What the deployment's watcher (in any process, a sidecar too) last published in Redis;
     None without Redis or before its first poll."""
-    if app.config["CACHE_TYPE"] != "RedisCache":
-        return None
-    client = getattr(accounts.app_state(app).backend, "client", None)
-    key = f"{app.config.get('CACHE_KEY_PREFIX') or ''}watch:state"
-    with suppress(Exception):  # unreadable: unknown
-        raw = client.get(key)
-        if raw:
-            return WatchState.from_published(raw)
-    return None
+    return _read_published(app, "state", WatchState.from_published)
 
 
 def read_shared_progress(app: Flask) -> dict[tuple[str, str], str] | None:
     """The providers' progress the deployment's watcher last published in Redis beside its
     state (see directory/changes.py); None without Redis, replication or a poll."""
+    return _read_published(app, "progress", lambda raw: {
+        (context, server_id): csn for context, server_id, csn in json.loads(raw)})  # fmt: skip
+
+
+def _read_published(app: Flask, name: str, parse):
     if app.config["CACHE_TYPE"] != "RedisCache":
         return None
     client = getattr(accounts.app_state(app).backend, "client", None)
-    key = f"{app.config.get('CACHE_KEY_PREFIX') or ''}watch:progress"
+    key = f"{app.config.get('CACHE_KEY_PREFIX') or ''}watch:{name}"
     with suppress(Exception):  # unreadable: unknown
         raw = client.get(key)
         if raw:
-            return {(context, server_id): csn for context, server_id, csn in json.loads(raw)}
+            return parse(raw)
     return None
 
 
