@@ -13,11 +13,11 @@ import tomllib
 import uuid
 from pathlib import Path
 
-import ldap3
 import pytest
 from ldap3.strategy.base import BaseStrategy
 
 from portal import create_app, quietlog
+from portal.directory.wire import LeanConnection
 from portal.testing.slapd import Slapd
 from tests.servers import require_binary
 
@@ -280,7 +280,7 @@ def ldap_spy(monkeypatch):
     """Wrap ldap3.Connection's open, bind and search so a test can count them."""
     spy = LdapSpy()
     # Connection.open is the strategy's open, looked up when a Connection is created.
-    targets = [(BaseStrategy, "open"), (ldap3.Connection, "bind"), (ldap3.Connection, "search")]
+    targets = [(BaseStrategy, "open"), (LeanConnection, "bind"), (LeanConnection, "search")]
     for owner, name in targets:
         original = getattr(owner, name)
 

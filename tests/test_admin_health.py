@@ -322,12 +322,12 @@ def test_status_page_shows_a_bind_refused_for_an_outage_as_the_servers_last_erro
 ):
     """A password bind answered "unavailable" (52) is a 503 for the person and, on the status
     page, the server's last error (injected: slapd cannot be made to answer 52 on demand)."""
-    import ldap3
+    from portal.directory.wire import LeanConnection
 
     app = build_app(slapd)
     erin = app.test_client()
     AuthActions(erin).login("erin")
-    real_bind = ldap3.Connection.bind
+    real_bind = LeanConnection.bind
 
     def unavailable(self, *args, **kwargs):
         if self.user and "uid=alice" in self.user:
@@ -335,7 +335,7 @@ def test_status_page_shows_a_bind_refused_for_an_outage_as_the_servers_last_erro
             return False
         return real_bind(self, *args, **kwargs)
 
-    monkeypatch.setattr(ldap3.Connection, "bind", unavailable)
+    monkeypatch.setattr(LeanConnection, "bind", unavailable)
     assert AuthActions(app.test_client()).login("alice").status_code == 503
     body = erin.get("/admin/status").get_data(as_text=True)
     assert re.search(

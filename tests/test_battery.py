@@ -17,10 +17,10 @@ import tomllib
 from contextlib import suppress
 from urllib.parse import quote
 
-import ldap3
 import pytest
 from werkzeug.datastructures import MultiDict
 
+from portal.directory.wire import LeanConnection
 from portal.extensions import cache
 from portal.settings import ConfigError
 from portal.testing import trees
@@ -386,7 +386,7 @@ def directory_words(monkeypatch):
     diagnostic messages, referral URLs."""
     words: set[str] = set()
     for name in ("bind", "search"):
-        original = getattr(ldap3.Connection, name)
+        original = getattr(LeanConnection, name)
 
         def record(self, *args, _original=original, **kwargs):
             try:
@@ -399,7 +399,7 @@ def directory_words(monkeypatch):
                         word for word in said + list(result.get("referrals") or ()) if word
                     )
 
-        monkeypatch.setattr(ldap3.Connection, name, record)
+        monkeypatch.setattr(LeanConnection, name, record)
     return words
 
 
@@ -416,7 +416,7 @@ def test_active_directory_bind_diagnostics_never_reach_a_response(
 ):
     """AD's "data NNN" explanations of a refused bind are acted on, never shown."""
     message = AD_DIAGNOSTIC.format(code)
-    original = ldap3.Connection.bind
+    original = LeanConnection.bind
 
     def bind_like_active_directory(self, *args, **kwargs):
         bound = original(self, *args, **kwargs)
@@ -424,7 +424,7 @@ def test_active_directory_bind_diagnostics_never_reach_a_response(
             self.result = dict(self.result, message=message)
         return bound
 
-    monkeypatch.setattr(ldap3.Connection, "bind", bind_like_active_directory)
+    monkeypatch.setattr(LeanConnection, "bind", bind_like_active_directory)
     app = build_app(slapd, **UNTHROTTLED)
     erin = app.test_client()
     assert AuthActions(erin).login("erin").status_code == 302
@@ -477,7 +477,7 @@ def test_a_refused_search_on_a_page_view_never_shows_the_directorys_words(
     app = build_app(slapd)
     client = app.test_client()
     assert AuthActions(client).login("bob").status_code == 302
-    original = ldap3.Connection.search
+    original = LeanConnection.search
 
     def search_like_active_directory(self, search_base, *args, **kwargs):
         found = original(self, search_base, *args, **kwargs)
@@ -489,7 +489,7 @@ def test_a_refused_search_on_a_page_view_never_shows_the_directorys_words(
             return False
         return found
 
-    monkeypatch.setattr(ldap3.Connection, "search", search_like_active_directory)
+    monkeypatch.setattr(LeanConnection, "search", search_like_active_directory)
     clock.advance(app.config["USER_CACHE_TTL"] + 1)
     response = client.get("/", headers={"Accept": accept})
     assert response.status_code == 503
@@ -603,20 +603,20 @@ def test_directory_dying_during_the_password_bind_is_a_503_never_wrong_password(
     """ldap3 raises when the connection breaks in a bind: that is an outage, not a refusal."""
     app = build_app(own_slapd)
     assert AuthActions(app.test_client()).login("bob").status_code == 302  # pools now warm
-    original = ldap3.Connection.bind
+    original = LeanConnection.bind
 
     def bind_while_the_directory_dies(self, *args, **kwargs):
         if self.user == ALICE_DN:
             own_slapd.stop()
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(ldap3.Connection, "bind", bind_while_the_directory_dies)
+    monkeypatch.setattr(LeanConnection, "bind", bind_while_the_directory_dies)
     client = app.test_client()
     response = AuthActions(client).login("alice", password)
     assert response.status_code == 503
     assert response.headers["Retry-After"]
     assert "Wrong username or password" not in response.get_data(as_text=True)
-    monkeypatch.setattr(ldap3.Connection, "bind", original)
+    monkeypatch.setattr(LeanConnection, "bind", original)
     own_slapd.start()
     assert who(client) is None
     # Recovers without a restart, once the failed server's back-off has passed.
@@ -743,14 +743,14 @@ def test_deleted_or_disabled_account_loses_access_within_the_ttl_through_remembe
 
 def stop_on_search(monkeypatch, server, starts: str) -> None:
     """Stop `server` just before the portal sends a search whose filter starts with `starts`."""
-    original = ldap3.Connection.search
+    original = LeanConnection.search
 
     def search(self, search_base, search_filter, *args, **kwargs):
         if search_filter.startswith(starts):
             server.stop()
         return original(self, search_base, search_filter, *args, **kwargs)
 
-    monkeypatch.setattr(ldap3.Connection, "search", search)
+    monkeypatch.setattr(LeanConnection, "search", search)
 
 
 def test_a_failing_nested_group_search_never_admits_a_member_of_a_denied_group(
@@ -762,11 +762,11 @@ def test_a_failing_nested_group_search_never_admits_a_member_of_a_denied_group(
     assert AuthActions(app.test_client()).login("alice").status_code == 403, "research denies"
     assert AuthActions(app.test_client()).login("bob").status_code == 302
     assert people_in_cache(app) == ["bob"]
-    original = ldap3.Connection.search
+    original = LeanConnection.search
     stop_on_search(monkeypatch, own_slapd, "(|(|(member=")
     client = app.test_client()
     assert AuthActions(client).login("alice").status_code == 503
-    monkeypatch.setattr(ldap3.Connection, "search", original)
+    monkeypatch.setattr(LeanConnection, "search", original)
     own_slapd.start()
     assert who(client) is None
     assert people_in_cache(app) == ["bob"]
@@ -782,11 +782,11 @@ def test_a_failing_group_search_on_refresh_is_a_503_and_caches_nothing(
     assert AuthActions(client).login("alice").status_code == 302
     assert people_in_cache(app) == ["alice"]
     clock.advance(61)
-    original = ldap3.Connection.search
+    original = LeanConnection.search
     stop_on_search(monkeypatch, own_slapd, "(|(&(objectClass=groupOfNames)")
     assert client.get("/").status_code == 503
     assert people_in_cache(app) == []
-    monkeypatch.setattr(ldap3.Connection, "search", original)
+    monkeypatch.setattr(LeanConnection, "search", original)
     own_slapd.start()
     eventually(lambda: client.get("/").status_code == 200)
     assert who(client) == ("alice", GROUPS["alice"])

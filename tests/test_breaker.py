@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from portal.directory.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
+from portal.directory.wire import LeanConnection
 from portal.quietlog import QuietLog
 from tests.conftest import AuthActions, make_app
 from tests.servers import listener
@@ -324,11 +325,10 @@ def test_a_server_answering_busy_to_the_bind_is_passed_over_for_the_next(
     state, not a refusal of anyone's password, so the next server in LDAP_URLS is asked and
     the busy one's breaker opens (every sign-in went back to it and got a 503). Fault
     injected: slapd is never busy on demand; both URLs reach the same real slapd."""
-    import ldap3
 
     from portal.directory.connections import breaker_of
 
-    real_bind = ldap3.Connection.bind
+    real_bind = LeanConnection.bind
 
     def busy_first(connection, *args, **kwargs):
         if connection.server.host == "127.0.0.1":
@@ -336,7 +336,7 @@ def test_a_server_answering_busy_to_the_bind_is_passed_over_for_the_next(
             return False
         return real_bind(connection, *args, **kwargs)
 
-    monkeypatch.setattr(ldap3.Connection, "bind", busy_first)
+    monkeypatch.setattr(LeanConnection, "bind", busy_first)
     app = make_app(None, LDAP_URLS=[slapd.url, slapd.url.replace("127.0.0.1", "localhost")],
                    **FAST)  # fmt: skip
     try:
@@ -352,11 +352,10 @@ def test_a_server_answering_busy_to_the_service_bind_is_reported_as_answering(sl
     """The status page's probe and `portal check` of a server answering the service bind with
     busy (51) say so in its words: it answered, the bind failed. They said no directory server
     answered, which sends an operator to the network. Fault injected, as above."""
-    import ldap3
 
     from portal.directory import health
 
-    real_bind = ldap3.Connection.bind
+    real_bind = LeanConnection.bind
 
     def busy_service(connection, *args, **kwargs):
         if (connection.user or "").startswith("cn=portal-reader"):
@@ -364,7 +363,7 @@ def test_a_server_answering_busy_to_the_service_bind_is_reported_as_answering(sl
             return False
         return real_bind(connection, *args, **kwargs)
 
-    monkeypatch.setattr(ldap3.Connection, "bind", busy_service)
+    monkeypatch.setattr(LeanConnection, "bind", busy_service)
     app = make_app(slapd)
     try:
         directory = app.extensions["portal.directory"]

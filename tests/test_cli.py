@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from portal import accounts
+from portal.directory.wire import LeanConnection
 from portal.testing.slapd import free_port
 from portal.testing.tls import make_ca, make_server_certificate
 from tests.conftest import ROOT, SERVICE_DN, AuthActions, make_app, start_slapd
@@ -366,7 +367,6 @@ def test_a_busy_server_refusing_the_service_bind_is_not_called_a_settings_mistak
 ):
     """A bind refused as busy (51) is the server's state: whois says the directory did not
     answer, and names no setting to fix (fault injected: slapd is never busy on demand)."""
-    import ldap3
 
     app = make_app(slapd)
 
@@ -374,7 +374,7 @@ def test_a_busy_server_refusing_the_service_bind_is_not_called_a_settings_mistak
         connection.result = {"result": 51, "description": "busy", "message": "server is busy"}
         return False
 
-    monkeypatch.setattr(ldap3.Connection, "bind", busy)
+    monkeypatch.setattr(LeanConnection, "bind", busy)
     result = run(app, "whois", "alice")
     assert result.exit_code == 3
     assert "Error: the directory did not answer: " in result.output

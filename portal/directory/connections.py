@@ -23,6 +23,7 @@ from .breaker import Breaker
 from .errors import DirectoryUnavailable, ServerUnavailable, ServiceBindRefused
 from .search import SERVER_DOWN_CODES
 from .settings import DirectorySettings
+from .wire import LeanConnection
 
 log = logging.getLogger(__name__)
 quiet = QuietLog(log)
@@ -109,7 +110,7 @@ def connect(servers: list[ldap3.Server], settings: DirectorySettings,
                 elif not attempt:
                     failures.append(f"{label(server)}: skipped for now (it failed a moment ago)")
                 continue
-            connection = ldap3.Connection(
+            connection = LeanConnection(
                 server,
                 client_strategy=ldap3.SYNC,
                 auto_referrals=False,
