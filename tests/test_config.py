@@ -197,6 +197,9 @@ def test_production_refuses_a_published_key_among_the_fallbacks(settings, named)
         ("LDAP_USER_FILTER", "(&(uid={username})(x={y}))", "unknown placeholder"),
         ("LDAP_USER_FILTER", "(&(uid={username})", "not a valid LDAP filter"),
         ("LDAP_USER_FILTER", "uid={username}", "not a valid LDAP filter"),
+        # Parsed, but a substring match without a substring: refused at every sign-in.
+        ("LDAP_USER_FILTER", "(&(uid={username})(mail=**))", "cannot be sent"),
+        ("LDAP_DISABLED_FILTER", "(nsAccountLock = *)", "cannot be sent"),
         ("LDAP_USER_FILTER", "(uid={username)", "brace"),
         ("LDAP_USER_BASE", "people", "not a DN"),
         ("LDAP_GROUP_BASE", "ou=groups,,dc=x", "not a DN"),

@@ -30,7 +30,7 @@ from ldap3.protocol.sasl.sasl import validate_simple_password
 from ldap3.strategy.sync import SyncStrategy
 from ldap3.utils.conv import to_unicode
 from ldap3.utils.dn import safe_dn
-from ldap3.utils.log import BASIC, log_enabled
+from ldap3.utils.log import ERROR, log_enabled
 
 _SCOPES = {ldap3.BASE: 0, 0: 0, ldap3.LEVEL: 1, 1: 1, ldap3.SUBTREE: 2, 2: 2}
 _DEREFS = {ldap3.DEREF_NEVER: 0, 0: 0, ldap3.DEREF_SEARCH: 1, 1: 1,
@@ -75,8 +75,13 @@ def _boolean(value: bool) -> bytes:
     return bytes((_BOOLEAN, 1, 0xFF if value else 0x00))  # ldap3 sends TRUE as 0xFF
 
 
+class NotPlain(ValueError):
+    """A filter this module does not write (ldap3's own path then sends it, or refuses it)."""
+
+
 def encode_filter(node) -> bytes:
-    """The BER bytes of one node of a filter as ldap3's parse_filter returns it."""
+    """The BER bytes of one node of a filter as ldap3's parse_filter returns it; NotPlain for
+    one it does not write."""
     tag = node.tag
     if tag in _SET_OPERATORS:
         return _tlv(_SET_OPERATORS[tag], b"".join(encode_filter(each) for each in node.elements))
@@ -96,6 +101,8 @@ def encode_filter(node) -> bytes:
             parts.append(_tlv(0x81, prepare_filter_for_sending(middle)))
         if assertion.get("final"):
             parts.append(_tlv(0x82, prepare_filter_for_sending(assertion["final"])))
+        if not parts:  # "(cn=**)": ldap3's encoder refuses it (SIZE 1..MAX), so must we
+            raise NotPlain("a substring filter without a substring")
         substrings = _tlv(_SEQUENCE, b"".join(parts))
         return _tlv(_SUBSTRINGS, _text(assertion["attr"]) + substrings)
     if tag == ldap3_search.MATCH_EXTENSIBLE:
@@ -108,7 +115,7 @@ def encode_filter(node) -> bytes:
         if assertion["dnAttributes"]:  # DEFAULT FALSE: sent only when true
             parts.append(bytes((0x84, 1, 0xFF)))
         return _tlv(_EXTENSIBLE, b"".join(parts))
-    raise ValueError(f"unknown filter node tag {tag}")
+    raise NotPlain(f"unknown filter node tag {tag}")
 
 
 def encode_controls(controls) -> bytes:
@@ -159,11 +166,14 @@ def bind_request(version: int, name: str, password: bytes) -> bytes:
 
 
 def _plain_controls(controls) -> bool:
-    # Only (OID string, bool, bytes or None) triples: anything else is ldap3's to build.
-    return all(
+    # Only a list or tuple of (OID string, bool, bytes or None) triples: anything else (a
+    # generator, which checking would use up; pyasn1 controls) is ldap3's to build.
+    if controls is None:
+        return True
+    return isinstance(controls, list | tuple) and all(
         isinstance(control, tuple | list) and len(control) == 3 and isinstance(control[0], str)
         and isinstance(control[1], bool) and isinstance(control[2], bytes | type(None))
-        for control in controls or ()
+        for control in controls
     )  # fmt: skip
 
 
@@ -178,7 +188,8 @@ class LeanConnection(ldap3.Connection):
             and not self.sasl_in_progress
             and self.sasl_mechanism is None
             and self.server.schema is None
-            and not log_enabled(BASIC)
+            and not self.auto_referrals  # a referral is followed from ldap3's kept request
+            and not log_enabled(ERROR)  # with ldap3's log on, its lines are all written
             and _plain_controls(controls)
         )
 
@@ -193,43 +204,48 @@ class LeanConnection(ldap3.Connection):
             and not get_operational_attributes
             and isinstance(search_base, str)
             and isinstance(search_filter, str)
-            and search_scope in _SCOPES
-            and dereference_aliases in _DEREFS
+            and _known(search_scope, _SCOPES)
+            and _known(dereference_aliases, _DEREFS)
             and _in_range(size_limit)
             and _in_range(time_limit)
             and isinstance(attributes, list | tuple | type(None))
             and all(isinstance(name, str) for name in attributes or ())
-            and (paged_size is None or (type(paged_size) is int and _in_range(paged_size)))
+            and (paged_size is None or _in_range(paged_size))
             and isinstance(paged_cookie, bytes | type(None))
         )
-        if not plain:
-            return super().search(search_base, search_filter, search_scope, dereference_aliases,
-                                  attributes, size_limit, time_limit, types_only,
-                                  get_operational_attributes, controls, paged_size,
-                                  paged_criticality, paged_cookie, auto_escape)  # fmt: skip
-        if self.check_names and search_base:
-            search_base = safe_dn(search_base)
-        with self.connection_lock:
-            names = list(attributes) if attributes else [ldap3.NO_ATTRIBUTES]
+        base = safe_dn(search_base) if plain and self.check_names and search_base else search_base
+        if plain:
             escape = self.auto_escape if auto_escape is None else auto_escape
             tree = ldap3_search.parse_filter(
                 search_filter, None, escape, self.auto_encode, self.server.custom_validator,
                 self.check_names,
             )  # fmt: skip
+            try:
+                filter_bytes = encode_filter(tree.elements[0])
+            except NotPlain:
+                plain = False
+        if not plain:
+            return super().search(search_base, search_filter, search_scope, dereference_aliases,
+                                  attributes, size_limit, time_limit, types_only,
+                                  get_operational_attributes, controls, paged_size,
+                                  paged_criticality, paged_cookie, auto_escape)  # fmt: skip
+        with self.connection_lock:
+            names = list(attributes) if attributes else [ldap3.NO_ATTRIBUTES]
             operation = search_request(
-                search_base, _SCOPES[search_scope], _DEREFS[dereference_aliases], size_limit,
-                time_limit, bool(types_only), encode_filter(tree.elements[0]), names,
+                base, _SCOPES[search_scope], _DEREFS[dereference_aliases], size_limit,
+                time_limit, bool(types_only), filter_bytes, names,
             )  # fmt: skip
             controls = list(controls or ())
             if paged_size is not None:
                 value = paged_results_value(paged_size, paged_cookie)
                 controls.append((_PAGED_RESULTS, bool(paged_criticality), value))
             # What ldap3 keeps of the request (its auto-range follow-up searches read it).
-            request = {"base": search_base, "scope": _SCOPES[search_scope],
+            request = {"base": base, "scope": _SCOPES[search_scope],
                        "dereferenceAlias": _DEREFS[dereference_aliases],
                        "sizeLimit": size_limit, "timeLimit": time_limit,
                        "typesOnly": bool(types_only), "filter": search_filter,
-                       "attributes": names}  # fmt: skip
+                       "attributes": names, "type": "searchRequest",
+                       "controls": controls}  # fmt: skip
             response = self.post_send_search(self._send(operation, controls, request))
             self._entries = []
             found = self.result["type"] == "searchResDone" and len(response) > 0
@@ -261,7 +277,9 @@ class LeanConnection(ldap3.Connection):
             name = to_unicode(self.user) if self.auto_encode else self.user
             operation = bind_request(self.version, name, validate_simple_password(self.password))
             # Unlike ldap3's, the request kept on the connection never holds the password.
-            request = {"version": self.version, "name": name, "authentication": {"simple": "*"}}
+            hidden = {"simple": "*", "sasl": None}
+            request = {"version": self.version, "name": name, "type": "bindRequest",
+                       "authentication": hidden, "controls": controls}  # fmt: skip
             self.post_send_single_response(self._send(operation, controls, request))
             result = self.result
             self.bound = bool(result) and result["result"] == RESULT_SUCCESS
@@ -286,11 +304,15 @@ class LeanConnection(ldap3.Connection):
             self.socket.sendall(message)
         except OSError as error:
             self.last_error = "socket sending error" + str(error)
-            raise communication_exception_factory(LDAPSocketSendError, type(error)(str(error)))(
-                self.last_error
-            ) from error
+            # Raised as ldap3 raises it (its cause is not set there either).
+            failure = communication_exception_factory(LDAPSocketSendError, type(error)(str(error)))
+            raise failure(self.last_error)  # noqa: B904
         return message_id
 
 
 def _in_range(value) -> bool:
     return type(value) is int and 0 <= value <= _MAX_INT
+
+
+def _known(value, names: dict) -> bool:
+    return isinstance(value, str | int) and value in names

@@ -9,8 +9,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ldap3.core.exceptions import LDAPException
+from ldap3.operation.search import compile_filter
 from ldap3.operation.search import parse_filter as ldap3_parse_filter
+from ldap3.utils.asn1 import encode
 from ldap3.utils.dn import parse_dn
+from pyasn1.error import PyAsn1Error
 
 from .texts import text_problem
 
@@ -45,11 +48,20 @@ def placeholders(key: str, template: str) -> set[str]:
 
 
 def parse_filter(key: str, text: str) -> None:
-    """Raise ConfigError unless text parses as an LDAP filter."""
+    """Raise ConfigError unless text parses as an LDAP filter that can be sent."""
     try:
-        ldap3_parse_filter(text, None, True, True, None, False)
+        tree = ldap3_parse_filter(text, None, True, True, None, False)
     except (LDAPException, ValueError) as error:
         raise ConfigError(f"setting {key}: not a valid LDAP filter ({error})") from error
+    try:
+        # Parsed, but not every parsed filter can be sent: "(cn=**)" or "(cn= *)" is a
+        # substring match without a substring, refused at every sign-in (a 503 each time).
+        encode(compile_filter(tree.elements[0]))
+    except PyAsn1Error as error:
+        raise ConfigError(
+            f"setting {key}: an LDAP filter that cannot be sent ({error}); a presence test is "
+            "written (attribute=*), with nothing between the = and the *"
+        ) from error
 
 
 def check_pages(pages, languages: list[str]) -> None:
