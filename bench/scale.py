@@ -18,9 +18,8 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-import ldap3
-
 from portal import create_app
+from portal.directory.wire import LeanConnection
 from portal.testing.slapd import FIXTURES, Slapd, ssha
 from tests.conftest import demo_settings
 
@@ -167,7 +166,7 @@ def _group_dn(level: int, number: int) -> str:
 
 
 class _OperationCounter:
-    """Counts the searches and binds ldap3 sends while active."""
+    """Counts the searches and binds the portal's connections send while active."""
 
     def __init__(self):
         self.count = 0
@@ -175,19 +174,19 @@ class _OperationCounter:
 
     def __enter__(self):
         for name in ("search", "bind"):
-            original = getattr(ldap3.Connection, name)
+            original = getattr(LeanConnection, name)
 
             def counted(connection, *args, _original=original, **kwargs):
                 self.count += 1
                 return _original(connection, *args, **kwargs)
 
             self._saved.append((name, original))
-            setattr(ldap3.Connection, name, counted)
+            setattr(LeanConnection, name, counted)
         return self
 
     def __exit__(self, *exc):
         for name, original in self._saved:
-            setattr(ldap3.Connection, name, original)
+            setattr(LeanConnection, name, original)
 
     def reset(self) -> int:
         counted, self.count = self.count, 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -34,6 +35,11 @@ def test_the_benchmark_harness_runs_every_measurement(tmp_path, slapd):
                  "| Memory |", "Failed login, floor 250 ms", "| portal |",
                  "| 3 ldap3 operations, no HTTP |", "of processor time per sign-in"):  # fmt: skip
         assert line in document, line
+    # The directory operations of each P3 call are counted, on both trees.
+    counts = re.findall(
+        r"\| P3 scale, [^|]+(?:\|[^|]*){3}\(([0-9]+) ops\) \| [^|]*\(([0-9]+) ops\)", document
+    )
+    assert len(counts) == 2 and all(int(count) > 0 for pair in counts for count in pair), counts
     assert (tmp_path / "benchmarks.png").stat().st_size > 10_000
 
 

@@ -198,8 +198,13 @@ def test_production_refuses_a_published_key_among_the_fallbacks(settings, named)
         ("LDAP_USER_FILTER", "(&(uid={username})", "not a valid LDAP filter"),
         ("LDAP_USER_FILTER", "uid={username}", "not a valid LDAP filter"),
         # Parsed, but a substring match without a substring: refused at every sign-in.
-        ("LDAP_USER_FILTER", "(&(uid={username})(mail=**))", "cannot be sent"),
-        ("LDAP_DISABLED_FILTER", "(nsAccountLock = *)", "cannot be sent"),
+        ("LDAP_USER_FILTER", "(&(uid={username})(mail=**))", "(mail=**) or (mail= *) in the"),
+        ("LDAP_DISABLED_FILTER", "(nsAccountLock = *)", "is written (nsAccountLock=*)"),
+        (
+            "LDAP_USER_FILTER",
+            "(&(uid={username})" + "(!" * 60 + "(a=b)" + ")" * 60 + ")",
+            "nested more than 50 levels deep",
+        ),
         ("LDAP_USER_FILTER", "(uid={username)", "brace"),
         ("LDAP_USER_BASE", "people", "not a DN"),
         ("LDAP_GROUP_BASE", "ou=groups,,dc=x", "not a DN"),

@@ -157,7 +157,7 @@ def search_request(
     selection = _tlv(_SEQUENCE, b"".join(_text(name) for name in attributes))
     return _tlv(_SEARCH_REQUEST, _text(base) + _integer(scope, _ENUMERATED)
                 + _integer(deref, _ENUMERATED) + _integer(size_limit) + _integer(time_limit)
-                + _boolean(types_only) + filter_bytes + selection)  # fmt: skip
+                + _boolean(bool(types_only)) + filter_bytes + selection)  # fmt: skip
 
 
 def bind_request(version: int, name: str, password: bytes) -> bytes:
@@ -172,6 +172,7 @@ def _plain_controls(controls) -> bool:
         return True
     return isinstance(controls, list | tuple) and all(
         isinstance(control, tuple | list) and len(control) == 3 and isinstance(control[0], str)
+        and control[0].isascii()  # ldap3 writes an OID as Latin-1, this module as UTF-8
         and isinstance(control[1], bool) and isinstance(control[2], bytes | type(None))
         for control in controls
     )  # fmt: skip
@@ -211,6 +212,7 @@ class LeanConnection(ldap3.Connection):
             and isinstance(attributes, list | tuple | type(None))
             and all(isinstance(name, str) for name in attributes or ())
             and (paged_size is None or _in_range(paged_size))
+            and isinstance(paged_criticality, bool)
             and isinstance(paged_cookie, bytes | type(None))
         )
         base = safe_dn(search_base) if plain and self.check_names and search_base else search_base
@@ -220,9 +222,13 @@ class LeanConnection(ldap3.Connection):
                 search_filter, None, escape, self.auto_encode, self.server.custom_validator,
                 self.check_names,
             )  # fmt: skip
+            names = list(attributes) if attributes else [ldap3.NO_ATTRIBUTES]
             try:
-                filter_bytes = encode_filter(tree.elements[0])
-            except NotPlain:
+                operation = search_request(
+                    base, _SCOPES[search_scope], _DEREFS[dereference_aliases], size_limit,
+                    time_limit, types_only, encode_filter(tree.elements[0]), names,
+                )  # fmt: skip
+            except (NotPlain, UnicodeEncodeError):  # ldap3 raises its own error for the latter
                 plain = False
         if not plain:
             return super().search(search_base, search_filter, search_scope, dereference_aliases,
@@ -230,16 +236,11 @@ class LeanConnection(ldap3.Connection):
                                   get_operational_attributes, controls, paged_size,
                                   paged_criticality, paged_cookie, auto_escape)  # fmt: skip
         with self.connection_lock:
-            names = list(attributes) if attributes else [ldap3.NO_ATTRIBUTES]
-            operation = search_request(
-                base, _SCOPES[search_scope], _DEREFS[dereference_aliases], size_limit,
-                time_limit, bool(types_only), filter_bytes, names,
-            )  # fmt: skip
-            controls = list(controls or ())
             if paged_size is not None:
                 value = paged_results_value(paged_size, paged_cookie)
-                controls.append((_PAGED_RESULTS, bool(paged_criticality), value))
-            # What ldap3 keeps of the request (its auto-range follow-up searches read it).
+                controls = [*(controls or ()), (_PAGED_RESULTS, paged_criticality, value)]
+            # What ldap3 keeps of the request (its auto-range follow-up searches read it); the
+            # filter as it was given, where ldap3 keeps its own rewriting of it.
             request = {"base": base, "scope": _SCOPES[search_scope],
                        "dereferenceAlias": _DEREFS[dereference_aliases],
                        "sizeLimit": size_limit, "timeLimit": time_limit,
@@ -275,7 +276,12 @@ class LeanConnection(ldap3.Connection):
             if not self.password:
                 raise LDAPPasswordIsMandatoryError("password is mandatory in simple bind")
             name = to_unicode(self.user) if self.auto_encode else self.user
-            operation = bind_request(self.version, name, validate_simple_password(self.password))
+            try:
+                operation = bind_request(
+                    self.version, name, validate_simple_password(self.password)
+                )
+            except UnicodeEncodeError:  # a name that is no UTF-8: ldap3 raises its own error
+                return super().bind(read_server_info, controls)
             # Unlike ldap3's, the request kept on the connection never holds the password.
             hidden = {"simple": "*", "sasl": None}
             request = {"version": self.version, "name": name, "type": "bindRequest",

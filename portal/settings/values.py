@@ -9,13 +9,15 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ldap3.core.exceptions import LDAPException
-from ldap3.operation.search import compile_filter
+from ldap3.operation.search import MATCH_SUBSTRING
 from ldap3.operation.search import parse_filter as ldap3_parse_filter
-from ldap3.utils.asn1 import encode
 from ldap3.utils.dn import parse_dn
-from pyasn1.error import PyAsn1Error
 
 from .texts import text_problem
+
+#: How deep an LDAP filter setting may nest: deeper ones are no directory's need, and ldap3's
+#: encoder gives up (a RecursionError) not far beyond.
+MAX_FILTER_DEPTH = 50
 
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 _RULE_KEYS = {"hosts", "paths", "methods", "groups", "policy"}
@@ -53,15 +55,25 @@ def parse_filter(key: str, text: str) -> None:
         tree = ldap3_parse_filter(text, None, True, True, None, False)
     except (LDAPException, ValueError) as error:
         raise ConfigError(f"setting {key}: not a valid LDAP filter ({error})") from error
-    try:
-        # Parsed, but not every parsed filter can be sent: "(cn=**)" or "(cn= *)" is a
-        # substring match without a substring, refused at every sign-in (a 503 each time).
-        encode(compile_filter(tree.elements[0]))
-    except PyAsn1Error as error:
-        raise ConfigError(
-            f"setting {key}: an LDAP filter that cannot be sent ({error}); a presence test is "
-            "written (attribute=*), with nothing between the = and the *"
-        ) from error
+    # Parsed, but not every parsed filter can be sent, and each refusal would come at every
+    # sign-in (a 503 each time): say so now.
+    nodes = [(tree.elements[0], 1)]
+    while nodes:
+        node, depth = nodes.pop()
+        if depth > MAX_FILTER_DEPTH:
+            raise ConfigError(f"setting {key}: an LDAP filter nested more than "
+                              f"{MAX_FILTER_DEPTH} levels deep")  # fmt: skip
+        nodes += [(inner, depth + 1) for inner in node.elements]
+        assertion = node.assertion or {}
+        if node.tag == MATCH_SUBSTRING and not any(
+            assertion.get(part) for part in ("initial", "any", "final")
+        ):
+            attribute = assertion.get("attr", "")
+            raise ConfigError(
+                f"setting {key}: ({attribute}=**) or ({attribute}= *) in the LDAP filter is a "
+                f"substring match without a substring, which cannot be sent; a presence test "
+                f"is written ({attribute}=*)"
+            )
 
 
 def check_pages(pages, languages: list[str]) -> None:
