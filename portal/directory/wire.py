@@ -9,8 +9,11 @@ rest to ldap3: the filter is parsed and checked by ldap3's own parser (so escapi
 errors for a malformed filter stay ldap3's), the password goes through ldap3's SASLprep, the
 answer is read and decoded by ldap3. The bytes are ldap3's own, byte for byte
 (tests/test_wire.py compares them for every filter shape and option). Whatever else a call asks
-for (a schema check, ldap3's protocol log, a lazy, pooled or asynchronous strategy, SASL, usage
-counters, controls given as pyasn1 objects) takes ldap3's path unchanged.
+for takes ldap3's path unchanged, which then writes it or refuses it its own way: a schema
+check, ldap3's log at any level, a lazy, pooled, safe or asynchronous strategy, SASL, usage
+counters, referral following, controls given as pyasn1 objects or a generator, a control OID
+that is not ASCII, an anonymous bind or a password given as bytes, a name that is not UTF-8,
+a filter this module does not write (`NotPlain`: a substring match without a substring).
 """
 
 from __future__ import annotations
