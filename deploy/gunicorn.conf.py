@@ -35,15 +35,21 @@ def on_starting(server):
     """Before any worker starts: check the worker model; create the metrics folder, and empty
     it of a previous run's values."""
 
-    _check_workers(server, server.cfg.workers)
     folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if folder:
+        # First: the check imports the portal, whose metrics open their files in the folder.
+        path = Path(folder)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            for stale in path.glob("*.db"):  # prometheus_client's files only
+                stale.unlink()
+        except OSError as error:
+            server.log.error("portal: PROMETHEUS_MULTIPROC_DIR: %s: %s (the folder must be "
+                             "writable by gunicorn's user)", folder, error.strerror)  # fmt: skip
+            raise SystemExit(1) from None
+    _check_workers(server, server.cfg.workers)
     if not folder:
         server.log.warning("PROMETHEUS_MULTIPROC_DIR is not set: /metrics shows one worker only")
-        return
-    path = Path(folder)
-    path.mkdir(parents=True, exist_ok=True)
-    for stale in path.glob("*.db"):  # prometheus_client's files only
-        stale.unlink()
 
 
 def pre_fork(server, worker):

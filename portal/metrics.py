@@ -7,6 +7,7 @@ prometheus_client, so the directory layer records into them without touching the
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +15,15 @@ from contextlib import contextmanager
 from prometheus_client import Counter, Gauge, Histogram
 
 from .recent import RECENT  # the status page's in-process record
+
+_MULTIPROC_FOLDER = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _MULTIPROC_FOLDER and not os.path.isdir(_MULTIPROC_FOLDER):
+    # prometheus_client opens a file there for each metric made below: without the folder every
+    # process (a worker, each `portal` command) ended in a FileNotFoundError traceback.
+    raise SystemExit(
+        f"PROMETHEUS_MULTIPROC_DIR: no such folder {_MULTIPROC_FOLDER} (create it empty before "
+        "starting; the shipped deploy/gunicorn.conf.py does)"
+    )
 
 LOGIN_OUTCOMES = (
     "success",

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from portal import create_app
-from portal.settings import ConfigError, validate
+from portal.settings import ConfigError, load_settings_file, validate
 from tests.conftest import ROOT, demo_settings
 
 #: A key as `secrets.token_hex(24)` makes one (production refuses obviously weak ones).
@@ -141,6 +146,45 @@ def test_missing_settings_file_named_by_environment_is_an_error(monkeypatch, tmp
     monkeypatch.setenv("PORTAL_SETTINGS", str(tmp_path / "missing.toml"))
     with pytest.raises(ConfigError, match="PORTAL_SETTINGS"):
         create_app()
+
+
+@pytest.mark.parametrize(
+    ("make", "said"),
+    [
+        (lambda path: path.mkdir(), "a folder, not a settings file"),
+        (lambda path: path.write_bytes(b'PORTAL_NAME = "Caf\xe9"\n'), "not UTF-8 text (byte 18)"),
+    ],
+    ids=["a folder", "Latin-1 text"],
+)
+def test_a_settings_file_that_cannot_be_read_is_said_in_one_line(tmp_path, make, said):
+    """`portal check` with PORTAL_SETTINGS naming a folder or a file that is no UTF-8 says so
+    in one line (exit 2), no traceback; as gunicorn's start-up check does, through ConfigError."""
+    named = tmp_path / "settings.toml"
+    make(named)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PORTAL_")}
+    done = subprocess.run([str(Path(sys.executable).parent / "portal"), "check"], cwd=ROOT,
+                          env=dict(env, PORTAL_SETTINGS=str(named)), capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2, done
+    assert done.stderr.startswith(f"Error: {named}: {said}"), done.stderr
+    assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stdout, done
+
+
+def test_a_settings_file_the_portal_may_not_read_names_the_permission(tmp_path, monkeypatch):
+    """A settings file its user may not read (injected: the suite may run as root, who reads
+    anything) is a ConfigError naming the file and the reason, not a PermissionError."""
+    named = tmp_path / "settings.toml"
+    named.write_text("USER_CACHE_TTL = 7\n")
+
+    def refused(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_text", refused)
+    with pytest.raises(ConfigError) as raised:
+        load_settings_file({"PORTAL_SETTINGS": str(named)})
+    assert str(raised.value) == (
+        f"{named}: cannot be read (Permission denied); the portal's user must be able to read it"
+    )
 
 
 def test_production_is_the_default_and_refuses_dev_secrets_and_plain_http(monkeypatch):

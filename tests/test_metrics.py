@@ -316,6 +316,43 @@ def test_multiprocess_folder_that_does_not_exist_stops_start_up(slapd, tmp_path,
         make_app(slapd)
 
 
+def test_a_command_with_a_missing_multiprocess_folder_says_so_in_one_line(tmp_path):
+    """Any `portal` command in an environment whose PROMETHEUS_MULTIPROC_DIR names no folder
+    (yet) ends with one line naming it, not prometheus_client's FileNotFoundError traceback."""
+    missing = tmp_path / "run" / "metrics"
+    environment = dict(
+        portal_environment("ldap://127.0.0.1:1"), PROMETHEUS_MULTIPROC_DIR=str(missing)
+    )
+    done = subprocess.run([sys.executable, "-m", "portal", "--version"], cwd=ROOT,
+                          env=environment, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 1, done
+    assert done.stderr == (
+        f"PROMETHEUS_MULTIPROC_DIR: no such folder {missing} (create it empty "
+        "before starting; the shipped deploy/gunicorn.conf.py does)\n"
+    ), done
+    assert not missing.exists()
+
+
+@pytest.mark.slow
+def test_the_shipped_gunicorn_config_makes_a_missing_multiprocess_folder(slapd, tmp_path):
+    """gunicorn with deploy/gunicorn.conf.py and PROMETHEUS_MULTIPROC_DIR naming a folder not
+    made yet (as /run is after a reboot) makes it before the portal opens its files there:
+    the workers serve and /metrics adds them up (the start-up check imported the portal first,
+    and gunicorn died in a FileNotFoundError traceback)."""
+    folder = tmp_path / "run" / "portal-metrics"
+    environment = dict(portal_environment(slapd.url), PROMETHEUS_MULTIPROC_DIR=str(folder))
+    server = Gunicorn(tmp_path, environment, workers=2, config=ROOT / "deploy" / "gunicorn.conf.py")
+    server.start()
+    try:
+        assert login_with_a_new_connection(server.base_url, "alice") == 302
+        scraped = requests.get(server.base_url + "/metrics", timeout=10)
+        assert scraped.status_code == 200
+        assert Scrape(scraped.text).value("portal_logins_total", outcome="success") == 1
+        assert list(folder.glob("*.db"))
+    finally:
+        server.stop()
+
+
 def login_with_a_new_connection(base_url: str, username: str) -> int:
     """One login as a new browser (new connections, new cookies): the POST's status."""
     with requests.Session() as browser:

@@ -60,7 +60,19 @@ def load_settings_file(environ=os.environ) -> dict[str, Any]:
             raise ConfigError(f"PORTAL_SETTINGS: no such file {path}")
         return {}
     try:
-        settings = tomllib.loads(path.read_text())
+        text = path.read_text(encoding="utf-8")  # TOML is UTF-8, whatever the locale says
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: a folder, not a settings file") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {error.start}); save it as UTF-8"
+        ) from None
+    except OSError as error:
+        raise ConfigError(
+            f"{path}: cannot be read ({error.strerror}); the portal's user must be able to read it"
+        ) from None
+    try:
+        settings = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML ({error})") from error
     for key in settings:
