@@ -64,6 +64,28 @@ def test_a_german_browser_gets_german_pages_and_others_english(german_content_ap
     assert "<h1>Sign in</h1>" in nothing
 
 
+@pytest.mark.parametrize(
+    ("header", "shown"),
+    [
+        ("en-GB,de;q=0.5", "en"),  # werkzeug's best_match: de, the one whole-tag match
+        ("en-US;q=0.9,de;q=0.8", "en"),
+        ("de-AT,en;q=0.9", "de"),  # best_match: en
+        ("de-CH", "de"),
+        ("fr-CA,de-DE;q=0.7,en;q=0.3", "de"),
+        ("de;q=0,en-AU", "en"),
+        ("fr,*;q=0.5", "en"),
+        ("DE_de", "de"),
+    ],
+)
+def test_the_language_the_browser_wants_most_wins_by_its_language_alone(
+    german_content_app, header, shown
+):
+    """A regional tag is its language: a British browser that also reads some German gets
+    English, an Austrian one that also reads English gets German, in the browser's order."""
+    page = german_content_app.test_client().get("/login", headers={"Accept-Language": header})
+    assert f'<html lang="{shown}">' in page.get_data(as_text=True)
+
+
 def test_languages_limits_the_choice(slapd):
     app = make_app(slapd, LANGUAGES=["en"])
     body = app.test_client().get("/login", headers=GERMAN).get_data(as_text=True)

@@ -32,4 +32,33 @@ def select_language() -> str:
     languages = current_app.config["LANGUAGES"]
     if not has_request_context():
         return "en"
-    return request.accept_languages.best_match(languages) or languages[0]
+    return preferred_language(request.accept_languages, languages) or languages[0]
+
+
+def preferred_language(accepted, languages: list[str]) -> str | None:
+    """The first of LANGUAGES that the browser's most wanted language asks for, by its whole
+    tag or by its language alone ("en-GB" is English), else None.
+
+    werkzeug's best_match takes a whole-tag match anywhere over a regional one earlier: "en-GB,
+    de;q=0.5" was German for a British browser, "de-AT, en;q=0.9" English for an Austrian one.
+    `accepted` is werkzeug's parsed header: most wanted first, in the browser's order.
+    """
+    whole = {_tag(language): language for language in languages}
+    alone: dict[str, str] = {}
+    for language in languages:
+        alone.setdefault(_tag(language).split("-")[0], language)
+    for value, quality in accepted:
+        wanted = _tag(value)
+        if quality <= 0:
+            continue  # "q=0": not this one
+        if wanted == "*":
+            return languages[0]
+        found = whole.get(wanted) or alone.get(wanted.split("-")[0])
+        if found:
+            return found
+    return None
+
+
+def _tag(language: str) -> str:
+    # "pt_BR", "pt-br" and "PT-BR" are one language tag.
+    return language.replace("_", "-").lower()
