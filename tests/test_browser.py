@@ -335,6 +335,60 @@ def test_three_hundred_groups_scroll_down_not_sideways(own_slapd, visitor_at):
         erin.check("many-groups-look-up")
 
 
+NARROWEST = {"width": 320, "height": 640}  # WCAG's reflow width (a 1280 px screen at 400%)
+
+
+def test_a_long_mail_address_stays_inside_its_card_on_the_narrowest_screen(own_slapd, chromium):
+    """bob with a long mail address, at 320 px: the address wraps inside the card of facts
+    (it ran 97 px past the screen, and alice's short one 32 px past the card's padding)."""
+    own_slapd.modify(
+        "dn: uid=bob,ou=people,dc=example,dc=org\nchangetype: modify\n"
+        "replace: mail\nmail: robert.bobson-smithers@engineering.example.org\n"
+    )
+    with served(make_app(own_slapd, **LOOK)) as running:
+        visitor = Visitor(chromium, running.url, NARROWEST)
+        try:
+            visitor.sign_in("bob")
+            assert "robert.bobson-smithers@" in visitor.page.locator(".facts").inner_text()
+            spill = visitor.page.evaluate(
+                "() => [...document.querySelectorAll('.facts dd')].map(item => {"
+                " const card = item.closest('.card'), style = getComputedStyle(card);"
+                " return item.getBoundingClientRect().right - (card.getBoundingClientRect().right"
+                " - parseFloat(style.paddingRight) - parseFloat(style.borderRightWidth)); })"
+            )
+            assert spill and max(spill) <= 0.5, spill
+            visitor.check("home-long-mail")
+        finally:
+            visitor.close()
+
+
+def _contrast(first: str, second: str) -> float:
+    # WCAG's contrast ratio of two computed CSS colours ("rgb(r, g, b)").
+    def luminance(colour: str) -> float:
+        channels = [int(part) / 255 for part in colour[colour.index("(") + 1 : -1].split(",")[:3]]
+        linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    lighter, darker = sorted((luminance(first), luminance(second)), reverse=True)
+    return (lighter + 0.05) / (darker + 0.05)
+
+
+def test_the_edges_of_text_fields_can_be_seen(portal, visitor_at):
+    """Every text field's border stands out from the card behind it by at least 3:1 (WCAG
+    1.4.11, non-text contrast; it was 1.35:1), on the sign-in and password change pages."""
+    visitor = visitor_at(portal.url)
+    for path in ("/login", "/password"):
+        visitor.open(path)
+        fields = visitor.page.evaluate(
+            "() => [...document.querySelectorAll('input[type=text], input[type=password]')]"
+            ".map(field => [field.id, getComputedStyle(field).borderTopColor,"
+            " getComputedStyle(field.closest('.card') || document.body).backgroundColor])"
+        )
+        assert fields, path
+        for name, border, behind in fields:
+            assert _contrast(border, behind) >= 3, (path, name, border, behind)
+
+
 def test_the_look_up_tables_fit_the_screen(portal, visitor_at):
     """erin looks up alice, and carol in German: every table of the page fits its card, at a
     desktop's width and a phone's (on a phone the "Why" column ran past the card's edge,
