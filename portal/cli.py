@@ -38,7 +38,7 @@ from .cache import redis_clients
 from .directory import DirectoryError, DirectoryUnavailable, InvalidInput
 from .directory.connections import CREDENTIALS_REFUSED, discard, open_connection
 from .directory.errors import ServiceBindRefused
-from .directory.groups import dn_key, known_name
+from .directory.groups import dn_key, known_name, resolve_groups
 from .directory.queries import fill_filter
 from .directory.search import run_search
 from .extensions import cache
@@ -174,9 +174,10 @@ def check() -> None:
     Per server: connect (and StartTLS when set), whether TLS is in use, the service bind, a base
     search of each LDAP_USER_BASE and of LDAP_GROUP_BASE, the number of people LDAP_USER_FILTER
     matches with "*" in place of {username} and {login}, and the number of entries with an
-    LDAP_GROUP_NAME_ATTR under LDAP_GROUP_BASE (each counted up to 1000), and a warning for
-    each group name the settings use that no group or several have. None of it is cached
-    or pooled: every server gets its own fresh connection.
+    LDAP_GROUP_NAME_ATTR under LDAP_GROUP_BASE (each counted up to 1000), a warning for
+    each group name the settings use that no group or several have, and for each allowed
+    group whether a sign-in's group look-up finds a few of the members its entry lists in it.
+    None of it is cached or pooled: every server gets its own fresh connection.
     """
     report = _Report()
     try:
@@ -564,7 +565,7 @@ def _check_named_groups(report: _Report, connection, settings, notes: list[str])
         dns = [entry["dn"] for entry in found
                if known_name(entry, settings).casefold() == group.casefold()]  # fmt: skip
         if dns and "ACCESS_ALLOWED_GROUPS" in where:
-            allowed_found.append(group)
+            allowed_found.append((group, dns))
         if not dns and found:
             known = "; ".join(f"{entry['dn']} as {known_name(entry, settings)!r}"
                               for entry in found)  # fmt: skip
@@ -591,6 +592,69 @@ def _check_named_groups(report: _Report, connection, settings, notes: list[str])
         report.info(step, f"warning: {problems} of {len(named)} are not one group each (above)")
     else:
         report.ok(step, f"{len(named)} of {len(named)} are one group each")
+    for group, dns in allowed_found:
+        report.step(f"members of {group}",
+                    functools.partial(_members_get_their_group, connection, settings, group, dns),
+                    notes)  # fmt: skip
+
+
+#: Members of each allowed group whose groups `check` reads as a sign-in would.
+MEMBERS_TRIED = 3
+#: Attributes by which a group entry lists its members: DNs, or user names (posixGroup).
+MEMBER_DN_ATTRIBUTES, MEMBER_NAME_ATTRIBUTES = ("member", "uniqueMember"), ("memberUid",)
+
+
+def _members_get_their_group(connection, settings, group: str, dns: list[str]) -> str:
+    # The names an allowed group's entry lists and their group look-up can disagree (a filter
+    # with {username} where the entry lists DNs, memberOf without the overlay that writes it):
+    # then nobody in it can sign in, although the group exists. A few of its members' groups
+    # are read the way a sign-in reads them.
+    members = _listed_members(connection, settings, dns)
+    if not members:
+        return "not tried: the group's entry lists no member, uniqueMember or memberUid"
+    found_for = []
+    for entry in members:
+        search = functools.partial(_paged_search, connection, settings)
+        names = resolve_groups(entry, settings, search)
+        if any(name.casefold() == group.casefold() for name in names):
+            found_for.append(entry)
+    if found_for:
+        return f"{len(found_for)} of {len(members)} members tried are in it by a sign-in's look-up"
+    raise LookupError(
+        f"none of {len(members)} members {dns[0]} lists (such as {entry['dn']}) is in "
+        f"{group!r} by the group look-up a sign-in makes (groups found for the last: "
+        f"{', '.join(names) or 'none'}), so nobody in it can sign in: check LDAP_GROUP_FILTER "
+        "and LDAP_GROUP_MEMBERSHIP (memberOf values need the directory's memberof overlay)"
+    )
+
+
+def _listed_members(connection, settings, dns: list[str]) -> list:
+    # Up to MEMBERS_TRIED people the group's entry lists, read with what a group look-up uses.
+    wanted = [settings.attr_username, settings.attr_member_of]
+    lists = [*MEMBER_DN_ATTRIBUTES, *MEMBER_NAME_ATTRIBUTES]
+    listed = run_search(connection, settings, dns[0], "(objectClass=*)", lists, scope=ldap3.BASE)
+    attributes = listed[0].get("attributes", {}) if listed else {}
+    members = []
+    for attribute in lists:
+        for value in attributes.get(attribute) or []:
+            if len(members) >= MEMBERS_TRIED:
+                return members
+            if attribute in MEMBER_DN_ATTRIBUTES:
+                found = run_search(connection, settings, value, "(objectClass=*)", wanted,
+                                   scope=ldap3.BASE)  # fmt: skip
+            else:
+                people = fill_filter(settings.user_filter, username=value, login=value)
+                found = [entry for base in settings.user_bases
+                         for entry in run_search(connection, settings, base, people, wanted,
+                                                 size_limit=2, truncation_ok=True)]  # fmt: skip
+            # A nested group or an entry that names nobody is no person to sign in.
+            members += [entry for entry in found[:1]
+                        if entry.get("attributes", {}).get(settings.attr_username)]  # fmt: skip
+    return members
+
+
+def _paged_search(connection, settings, base: str, search_filter: str, attributes: list[str]):
+    return run_search(connection, settings, base, search_filter, attributes, paged=True)
 
 
 def _connect(report: _Report, server, settings, notes: list[str]) -> ldap3.Connection | None:

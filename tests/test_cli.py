@@ -67,6 +67,7 @@ def test_check_passes_against_the_demo_directory(app, slapd):
         f"{server} group base {GROUPS}: ok",
         f"{server} groups under {GROUPS}: ok (6 entries with a cn)",
         f"{server} groups the settings name: ok (5 of 5 are one group each)",
+        f"{server} members of staff: ok (3 of 3 members tried are in it by a sign-in's look-up)",
         "cache (SimpleCache): ok",
         "check: ok",
     ]:
@@ -556,13 +557,14 @@ def test_whois_under_a_default_deny_judges_pages_as_the_portal_does(slapd):
     assert any(line.startswith("  closed engineering") and "rule 2" in line for line in lines)
 
 
-def checked_group_lines(app) -> list[str]:
-    """The group lines of a `check` that passes (exit 0), each without its server prefix."""
+def checked_group_lines(app, passes: bool = True) -> list[str]:
+    """The group lines of a `check` that passes (exit 0; else fails, exit 1), each without its
+    server prefix."""
     try:
         result = run(app, "check")
     finally:
         app.extensions["portal.directory"].close()
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == (0 if passes else 1), result.output
     return [line.split(" ", 1)[1] for line in result.output.splitlines() if " group" in line]
 
 
@@ -619,11 +621,61 @@ def test_check_in_memberof_mode_names_a_group_as_its_memberof_values_do(own_slap
     )
     app = make_app(own_slapd, LDAP_GROUP_MEMBERSHIP="memberof",
                    ACCESS_DENIED_GROUPS=["suspended", "Team A"])  # fmt: skip
-    lines = checked_group_lines(app)
+    # The test directory runs no memberof overlay: nobody has a memberOf value, so nobody could
+    # sign in in this mode, and check fails on that (below).
+    lines = checked_group_lines(app, passes=False)
     assert (
         "group Team A (ACCESS_DENIED_GROUPS): warning: a group's cn value, not the name the "
         f"portal knows it by (ou=team-a,{GROUPS} as 'team-a'): use that name"
     ) in lines
+    assert any(line.startswith("members of staff: FAILED: none of 3 members") for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("settings", "group", "dn"),
+    [
+        (
+            {"LDAP_GROUP_FILTER": "(&(objectClass=groupOfNames)(member={username}))"},
+            "staff",
+            f"cn=staff,{GROUPS}",
+        ),
+        # erin's posixGroup lists her by memberUid; this filter reads groupOfNames only.
+        (
+            {
+                "LDAP_GROUP_FILTER": "(&(objectClass=groupOfNames)(member={user_dn}))",
+                "ACCESS_ALLOWED_GROUPS": ["portal-admins"],
+            },
+            "portal-admins",
+            f"cn=portal-admins,{GROUPS}",
+        ),
+        ({"LDAP_GROUP_MEMBERSHIP": "memberof"}, "staff", f"cn=staff,{GROUPS}"),
+    ],
+    ids=["username-for-a-dn", "memberuid-unread", "memberof-without-the-overlay"],
+)
+def test_check_fails_when_an_allowed_groups_members_are_not_found_in_it(
+    own_slapd, settings, group, dn
+):
+    """The allowed group exists and lists its members, but the group look-up a sign-in makes
+    finds none of them in it: nobody can sign in, so check fails naming the group, one of its
+    members and the settings to look at (it said "check: ok")."""
+    app = make_app(own_slapd, **settings)
+    try:
+        result = run(app, "check")
+    finally:
+        app.extensions["portal.directory"].close()
+    assert result.exit_code == 1, result.output
+    [line] = [line for line in result.output.splitlines() if " members of " in line]
+    assert f"members of {group}: FAILED: none of " in line, line
+    assert f" members {dn} lists (such as uid=" in line and "check LDAP_GROUP_FILTER" in line, line
+    # The same settings with the look-up right: the same group passes.
+    if "LDAP_GROUP_FILTER" in settings and group == "portal-admins":
+        right = make_app(own_slapd, ACCESS_ALLOWED_GROUPS=["portal-admins"])
+        try:
+            passed = run(right, "check")
+        finally:
+            right.extensions["portal.directory"].close()
+        assert ("members of portal-admins: ok (1 of 1 members tried are in it by a sign-in's "
+                "look-up)") in passed.output, passed.output  # fmt: skip
 
 
 def test_the_json_hint_is_for_values_from_the_environment_not_for_misspelled_names():
