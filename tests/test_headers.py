@@ -186,6 +186,20 @@ def test_static_files_carry_the_headers_and_stay_cacheable(client, auth):
     assert_security_headers(again, stored=True)
 
 
+def test_the_static_routes_error_pages_are_not_stored(client, auth):
+    """A missing file under /static/ for a signed-in person is the portal's 404 page, with her
+    name and her sign-out token on it: no-store like every page (it had no Cache-Control, and
+    a 404 may be kept by a cache by default); so for a method the route refuses."""
+    auth.login("alice")
+    missing = client.get("/static/no-such-file.css")
+    assert missing.status_code == 404
+    assert "Alice" in missing.get_data(as_text=True)
+    assert_security_headers(missing)
+    refused = client.post("/static/portal.css")
+    assert refused.status_code in (400, 405)
+    assert_security_headers(refused)
+
+
 def test_a_view_cannot_weaken_the_headers_but_keeps_its_own_no_store(client):
     """Headers a view sets are replaced when weaker; its own no-store (with more) stays."""
     weak = client.get("/test/weak-headers")

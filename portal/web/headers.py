@@ -3,7 +3,7 @@
 Content-Security-Policy, X-Content-Type-Options, X-Frame-Options and Referrer-Policy are the
 same for every response (assigned, so a view that sets its own cannot weaken them);
 Strict-Transport-Security goes only on answers to requests that came over TLS; everything but
-the static files is marked ``Cache-Control: no-store``.
+the static files themselves is marked ``Cache-Control: no-store``.
 """
 
 from __future__ import annotations
@@ -46,7 +46,11 @@ def init_app(app: Flask) -> None:
             headers["Strict-Transport-Security"] = hsts
         # Pages show who is signed in and what they may open: no shared or browser cache may
         # keep them. A view's own no-store (with more directives) stays; anything weaker goes.
-        if request.endpoint != "static" and not _NO_STORE.search(headers.get("Cache-Control", "")):
+        # Only a static file itself may be kept: the static route's 404 page names whoever is
+        # signed in and holds their sign-out token, and a 404 may be cached by default.
+        if (request.endpoint != "static" or response.status_code >= 400) and not _NO_STORE.search(
+            headers.get("Cache-Control", "")
+        ):
             headers["Cache-Control"] = "no-store"
         return response
 
