@@ -651,6 +651,41 @@ def test_signing_in_without_remember_me_drops_the_previous_persons_remember_cook
     assert not is_signed_in(browser)
 
 
+def sign_in_over(client, username: str):
+    """POST the sign-in form in a browser someone is signed in in, with the token its pages
+    carry (a fresh sign-in's GET /login leads home; a remembered one's asks again)."""
+    token = csrf_token_in(client.get("/").get_data(as_text=True))
+    form = {"csrf_token": token, "username": username, "password": f"{username}-secret"}
+    return client.post("/login", data=form)
+
+
+def test_signing_in_over_someone_ends_their_sign_in_as_signing_out_would(app, audit_lines):
+    """alice (kept signed in) leaves a shared computer signed in; bob signs in on it: her
+    session and remember-me cookie, copied before, no longer sign anyone in (they kept
+    working for 12 hours and 14 days), the audit says why, and bob is signed in."""
+    shared = signed_in(app, "alice", remember=True)
+    thief = app.test_client()
+    copy_cookies(shared, thief)
+    kept = remember_only(app, shared)
+    assert is_signed_in(thief) and is_signed_in(kept)
+    assert sign_in_over(shared, "bob").status_code == 302
+    assert not is_signed_in(thief) and not is_signed_in(kept)
+    assert is_signed_in(shared)
+    assert [line["reason"] for line in audit_lines("logout") if line["user"] == "alice"] == [
+        "signed in over"
+    ]
+
+
+def test_signing_in_again_as_oneself_keeps_one_working_sign_in(app):
+    """alice asked for her password again (an admin page wants a fresh sign-in): the new
+    login works and the one it replaced is over, so a copy taken before is no sign-in."""
+    browser = signed_in(app, "alice")
+    copy = app.test_client()
+    copy_cookies(browser, copy)
+    assert sign_in_over(browser, "alice").status_code == 302
+    assert is_signed_in(browser) and not is_signed_in(copy)
+
+
 def test_keep_me_signed_in_survives_a_secret_key_rotation(slapd):
     """A remember-me cookie signed with the old key (now a fallback) still signs in, and comes
     back signed with the new key; a cookie signed with an unknown key does not."""

@@ -244,7 +244,12 @@ def sign_in(user, attrs: dict, remember: bool) -> None:
     """Start a login for a person whose password was just checked: a new session, the
     sign-out token, the cache entry, the audit line."""
     # A new session for the new identity: nothing from before the login survives it, not
-    # even a remember-me cookie of whoever used this browser before.
+    # even a remember-me cookie of whoever used this browser before. Their sign-in ends as a
+    # sign-out would end it: else copies of those cookies kept working for their lifetime.
+    for replaced in _this_browsers_logins()[0]:
+        stored = accounts.end_login(replaced.id)
+        reason = "signed in over" if stored else "signed in over; cache down"
+        audit.record("logout", user=replaced.username, reason=reason)
     session.clear()
     login_user(accounts.start_login(user, remember), remember=remember)
     if not remember and _remember_cookie_name() in request.cookies:
@@ -286,11 +291,8 @@ def logout():
     checked the form's token.
     """
     ended, everywhere = True, False
-    # The session's login, and the one a remember-me cookie names (it may be an older one).
-    remembered = remembered_login_id(request.cookies.get(_remember_cookie_name()))
-    moved = bool(session.get("_user_id")) and not session_is_this_clients()
-    ids = {None if moved else session.get("_user_id"), remembered}
-    for login in filter(None, map(logins.parse, ids)):
+    found, moved = _this_browsers_logins()
+    for login in found:
         # Only a login that still works signs its person out everywhere: a copy of a cookie
         # that was signed out, expired or revoked (a lost phone's, a former owner's of the
         # name) only clears its own browser, or it could end its person's sign-ins at will.
@@ -321,6 +323,15 @@ def logout():
         samesite=config["REMEMBER_COOKIE_SAMESITE"],
     )
     return response
+
+
+def _this_browsers_logins() -> tuple[list, bool]:
+    # The session's login, and the one a remember-me cookie names (it may be an older one);
+    # with whether the session moved (then its login is not this browser's to end).
+    remembered = remembered_login_id(request.cookies.get(_remember_cookie_name()))
+    moved = bool(session.get("_user_id")) and not session_is_this_clients()
+    ids = {None if moved else session.get("_user_id"), remembered}
+    return list(filter(None, map(logins.parse, ids))), moved
 
 
 def session_is_this_clients() -> bool:
