@@ -686,6 +686,33 @@ def test_signing_in_again_as_oneself_keeps_one_working_sign_in(app):
     assert is_signed_in(browser) and not is_signed_in(copy)
 
 
+@pytest.mark.parametrize("remember", [False, True], ids=["session", "kept signed in"])
+def test_signing_out_in_a_second_tab_says_signed_out_not_bad_request(app, remember):
+    """Two tabs, one sign-in: signed out in one, "Sign out" in the other (its form's token
+    belongs to the session that ended) leads to the signed-out page, not a 400 "Bad request"
+    that left a person on a shared computer wondering whether it worked."""
+    browser = signed_in(app, "alice", remember=remember)
+    other_tab = csrf_token_in(browser.get("/").get_data(as_text=True))
+    assert AuthActions(browser).logout().status_code == 302
+    again = browser.post("/logout", data={"csrf_token": other_tab})
+    assert again.status_code == 302
+    assert again.headers["Location"].endswith("/login?signed_out=1")
+    assert "You are signed out." in browser.get(again.headers["Location"]).get_data(as_text=True)
+    assert not is_signed_in(browser)
+
+
+def test_a_sign_out_form_without_its_token_still_cannot_sign_anyone_out(app):
+    """Someone signed in (by session, or by a remember-me cookie alone): a sign-out without the
+    right token is still the 400 page, and they stay signed in (another site cannot sign
+    them out)."""
+    session_only = signed_in(app, "alice")
+    kept = remember_only(app, signed_in(app, "bob", remember=True))
+    for browser in (session_only, kept):
+        refused = browser.post("/logout", data={"csrf_token": "forged"})
+        assert refused.status_code == 400
+        assert is_signed_in(browser)
+
+
 def test_keep_me_signed_in_survives_a_secret_key_rotation(slapd):
     """A remember-me cookie signed with the old key (now a fallback) still signs in, and comes
     back signed with the new key; a cookie signed with an unknown key does not."""

@@ -79,6 +79,11 @@ def expired_form(error: CSRFError):
     """A sign-in form whose token no longer holds (open too long, its cookie gone): the form
     again, to sign in afresh, rather than a page that leads nowhere; other forms, and a form
     sent from another site, get the portal's 400 page."""
+    if request.endpoint == "auth.logout" and not _anyone_signed_in_here():
+        # Signed out already (in another tab, or the session ended): a sign-out form's token
+        # belongs to a session that is gone. Nothing to protect, and the person must learn
+        # they are signed out, not read "Bad request" and wonder on a shared computer.
+        return redirect(url_for("auth.login", signed_out="1"))
     if request.endpoint != "auth.login" or not _sent_from_this_site():
         # The form again would write a new session: another site posting here could replace
         # a signed-in visitor's session cookie (a sign-out) and fill in a name of its choosing.
@@ -88,6 +93,11 @@ def expired_form(error: CSRFError):
     form.username.data = request.form.get("username", "")[:256]
     form.next.data = _return_address(request.form.get("next")) or ""
     return _page(form, EXPIRED, 400)
+
+
+def _anyone_signed_in_here() -> bool:
+    # Read from the cookies alone: current_user would sign in from a remember-me cookie.
+    return bool(session.get("_user_id") or request.cookies.get(_remember_cookie_name()))
 
 
 def _sent_from_this_site() -> bool:
