@@ -88,8 +88,12 @@ def _app_or_refusal():
 def _where_settings_come_from(environ=os.environ) -> str:
     # Run from another folder, no settings file is read, and the first setting only the file
     # gave (SECRET_KEY, most often) is what the error names: say that no file was read.
-    if environ.get("PORTAL_SETTINGS") or (Path.cwd() / "settings.toml").exists():
-        return "the settings: PORTAL_SETTINGS, else ./settings.toml, and PORTAL_* variables"
+    if environ.get("PORTAL_SETTINGS"):
+        return (
+            f"the settings: {environ['PORTAL_SETTINGS']} (PORTAL_SETTINGS) and PORTAL_* variables"
+        )
+    if (Path.cwd() / "settings.toml").exists():
+        return f"the settings: {Path.cwd() / 'settings.toml'} and PORTAL_* variables"
     return (
         f"no settings file was read: there is no settings.toml in {Path.cwd()} and "
         "PORTAL_SETTINGS is not set, so only the defaults and PORTAL_* variables count"
@@ -102,6 +106,11 @@ def _from_environment(message: str, environ=os.environ) -> str:
     variable = f"PORTAL_{key.group(1)}" if key else ""
     if not variable or variable not in environ or "unknown setting" in message:
         return ""  # a misspelled name is not a matter of quoting
+    if not environ[variable].strip():
+        # An environment file's "PORTAL_SECRET_KEY=" line: empty, yet it wins over the file.
+        return (f"; it comes from {variable}, which is set but empty (as a line "
+                f"\"{variable}=\" in an environment file sets it) and wins over the settings "
+                "file: remove it, or give it the value")  # fmt: skip
     if isinstance(_as_json(environ[variable]), str) and "a list" not in message:
         return ""  # read as the text it is (PORTAL_ENV=dev): quoting would change nothing
     return (f"; it comes from {variable}, whose value is read as JSON: a number as 5, true "

@@ -698,6 +698,23 @@ def test_the_json_hint_is_for_values_from_the_environment_not_for_misspelled_nam
     assert "a list as '[\"a\"]'" in listed
 
 
+def test_an_empty_variable_that_wins_over_the_settings_file_is_named(tmp_path):
+    """A systemd environment file's "PORTAL_SECRET_KEY=" line is an empty variable, and it
+    wins over the key in the settings file: `portal check` says so, and names the settings
+    file it read (it said only "set a text", which the file did)."""
+    named = tmp_path / "portal.toml"
+    named.write_text((ROOT / "settings.toml").read_text())
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PORTAL_")}
+    env.update(PORTAL_SETTINGS=str(named), PORTAL_ENV="development", PORTAL_SECRET_KEY="")
+    done = subprocess.run([str(Path(sys.executable).parent / "portal"), "check"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2, done
+    assert ('it comes from PORTAL_SECRET_KEY, which is set but empty (as a line '
+            '"PORTAL_SECRET_KEY=" in an environment file sets it) and wins over the settings '
+            "file: remove it, or give it the value") in done.stderr, done.stderr  # fmt: skip
+    assert f"(the settings: {named} (PORTAL_SETTINGS) and PORTAL_* variables)" in done.stderr
+
+
 def test_check_fails_when_no_allowed_group_exists(slapd):
     """ACCESS_ALLOWED_GROUPS = ["stuff"] (a typo of staff): nobody can sign in, so check
     fails with exit status 1 (it warned of the group and said "check: ok", exit 0, which a
