@@ -86,6 +86,18 @@ def test_the_language_the_browser_wants_most_wins_by_its_language_alone(
     assert f'<html lang="{shown}">' in page.get_data(as_text=True)
 
 
+def test_the_default_portal_name_is_said_in_german_too(slapd):
+    """Left unset, the portal's name in the title and header is German on German pages (every
+    German page said "Intranet portal"), and English for an English browser."""
+    app = make_app(slapd)
+    client = app.test_client()
+    german = client.get("/login", headers=GERMAN).get_data(as_text=True)
+    assert "<title>Anmelden · Intranetportal</title>" in german
+    english = client.get("/login", headers={"Accept-Language": "en"}).get_data(as_text=True)
+    assert "<title>Sign in · Intranet portal</title>" in english
+    app.extensions["portal.directory"].close()
+
+
 def test_languages_limits_the_choice(slapd):
     app = make_app(slapd, LANGUAGES=["en"])
     body = app.test_client().get("/login", headers=GERMAN).get_data(as_text=True)
