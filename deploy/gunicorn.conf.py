@@ -29,6 +29,9 @@ from prometheus_client import multiprocess
 # headers): past gunicorn's 8,190 bytes a field it answered 431, which nginx's auth_request
 # makes a 500 on every app.
 limit_request_field_size = 40960
+# nginx passes request lines of up to 8 KB (an app's deep link in `next`): past gunicorn's
+# default 4,094 bytes gunicorn answered its own bare 414 page, without the portal's headers.
+limit_request_line = 8190  # gunicorn's largest
 
 
 def on_starting(server):

@@ -161,3 +161,24 @@ def _read_until(fd: int, into: bytearray, successes: int) -> None:
         if not chunk:
             return
         into += chunk
+
+
+def test_the_shipped_config_takes_every_request_line_nginx_passes(slapd, tmp_path):
+    """nginx passes request lines of up to 8 KB (large_client_header_buffers 4 8k): with the
+    shipped config a 6,000-byte address reaches the portal, which answers with its own page and
+    headers; gunicorn's default (4,094 bytes) answered its own bare 414 page, without the
+    portal's security headers."""
+    import http.client
+
+    server = Gunicorn(tmp_path, portal_environment(slapd.url), workers=1,
+                      config=ROOT / "deploy" / "gunicorn.conf.py").start()  # fmt: skip
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=15)
+        connection.request("GET", "/login?next=/" + "a" * 6000)
+        answer = connection.getresponse()
+        body = answer.read().decode()
+        assert answer.status == 200, (answer.status, body[:200])
+        assert answer.getheader("Content-Security-Policy") and "<h1>Sign in</h1>" in body
+        connection.close()
+    finally:
+        server.stop()
