@@ -126,9 +126,16 @@ def test_a_wrong_current_password_counts_as_a_failed_login(ppolicy, audit_lines)
     """401 with the field marked; the throttle counts it: after the account's limit, 429."""
     app, _ = ppolicy
     alice = signed_in_client(app, "alice", "alice-secret")
-    answers = [change(alice, f"wrong-{n}", "a-much-longer-secret").status_code for n in range(6)]
-    assert answers[0] == 401 and answers[-1] == 429
+    answers = [change(alice, f"wrong-{n}", "a-much-longer-secret") for n in range(6)]
+    assert answers[0].status_code == 401 and answers[-1].status_code == 429
     assert audit_lines("password.change_failed")[0]["reason"] == passwords.WRONG_CURRENT
+    # The page says how long to wait, as the sign-in page does (it said "a few minutes"), and
+    # that sign-ins count too: the wait is the one Retry-After gives, in minutes.
+    wait = int(answers[-1].headers["Retry-After"])
+    minutes = max(1, -(-wait // 60))
+    said = answers[-1].get_data(as_text=True)
+    assert "Too many wrong passwords for this account (sign-ins count too)." in said
+    assert f"Please wait {minutes} minute{'s' if minutes > 1 else ''} and try again." in said
 
 
 def test_mismatch_and_csrf(ppolicy):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 
 from flask import abort, current_app, flash, redirect, render_template, request, session, url_for
-from flask_babel import gettext
+from flask_babel import gettext, ngettext
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
@@ -87,7 +87,16 @@ def change_password():
                      headers={"Retry-After": str(RETRY_AFTER_SECONDS)})  # fmt: skip
     if not attempt.allowed:
         audit.record("password.change_failed", user=username, reason="throttled")
-        message = gettext("Too many attempts. Please wait a few minutes and try again.")
+        # Said as the sign-in says it, with the wait: the count is the account's, and sign-ins
+        # with a wrong password use it up too (a change refused at once reads as a mystery).
+        minutes = max(1, -(-attempt.retry_after // 60))
+        message = ngettext(
+            "Too many wrong passwords for this account (sign-ins count too). Please wait "
+            "%(num)d minute and try again.",
+            "Too many wrong passwords for this account (sign-ins count too). Please wait "
+            "%(num)d minutes and try again.",
+            minutes,
+        )
         return _form(username, signed_in, message, 429,
                      headers={"Retry-After": str(attempt.retry_after)})  # fmt: skip
     started = time.monotonic()
