@@ -533,3 +533,42 @@ def test_a_sign_in_form_another_site_sends_writes_no_session(app, sent_from):
     own = {"Origin": "http://localhost", "Sec-Fetch-Site": "same-origin"}
     same_site = stranger.post("/login", data={"username": "victim", "password": "x"}, headers=own)
     assert CSRF_REFUSED in same_site.get_data(as_text=True), "from the portal: the form again"
+
+
+def _field_attributes(page: str, field: str) -> str:
+    # The attributes of one <input id="..."> of a page, as sent.
+    [tag] = re.findall(rf'<input id="{field}"[^>]*>', page)
+    return tag
+
+
+def test_every_sign_in_message_describes_the_field_the_cursor_goes_to(slapd):
+    """Refused (carol), throttled and expired: the message is tied to the field that gets the
+    cursor (username, autofocus), without marking it wrong, so a screen reader says it there
+    (only a wrong password and a missing field were tied to theirs)."""
+    app = make_app(slapd, THROTTLE_ACCOUNT_LIMIT="2 per minute")
+    carol = AuthActions(app.test_client())
+    pages = {"refused": carol.login("carol")}
+    bob = AuthActions(app.test_client())
+    for _ in range(2):
+        assert bob.login("bob", "wrong").status_code == 401
+    pages["throttled"] = bob.login("bob", "wrong")
+    expired = app.test_client()
+    pages["expired"] = expired.post("/login", data={"csrf_token": "stale", "username": "erin",
+                                                    "password": "x"})  # fmt: skip
+    for name, response in pages.items():
+        page = response.get_data(as_text=True)
+        assert response.status_code in (400, 403, 429), (name, response.status_code)
+        assert 'id="login-error" role="alert"' in page, name
+        username = _field_attributes(page, "username")
+        assert "autofocus" in username and 'aria-describedby="login-error"' in username, name
+        assert "aria-invalid" not in username, name
+        assert "aria-describedby" not in _field_attributes(page, "password"), name
+    plain = app.test_client().get("/login").get_data(as_text=True)
+    assert "aria-describedby" not in _field_attributes(plain, "username")
+    # A wrong password: the password field, marked wrong, is the one described.
+    wrong = AuthActions(app.test_client()).login("alice", "wrong").get_data(as_text=True)
+    assert 'aria-invalid="true" aria-describedby="login-error"' in _field_attributes(
+        wrong, "password"
+    )
+    assert "aria-describedby" not in _field_attributes(wrong, "username")
+    app.extensions["portal.directory"].close()

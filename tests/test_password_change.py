@@ -136,6 +136,10 @@ def test_a_wrong_current_password_counts_as_a_failed_login(ppolicy, audit_lines)
     said = answers[-1].get_data(as_text=True)
     assert "Too many wrong passwords for this account (sign-ins count too)." in said
     assert f"Please wait {minutes} minute{'s' if minutes > 1 else ''} and try again." in said
+    # The cursor's field (the current password) is described by the message, not marked wrong.
+    [current] = re.findall(r'<input id="current"[^>]*>', said)
+    assert "autofocus" in current and 'aria-describedby="password-error"' in current, current
+    assert "aria-invalid" not in current, current
 
 
 def test_mismatch_and_csrf(ppolicy):
