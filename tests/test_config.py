@@ -187,6 +187,34 @@ def test_a_settings_file_the_portal_may_not_read_names_the_permission(tmp_path, 
     )
 
 
+@pytest.mark.parametrize("key", ["LDAP_CA_FILE", "CACHE_REDIS_CA_FILE"])
+@pytest.mark.parametrize(
+    "content",
+    [b"-----BEGIN PRIVATE KEY-----\nMIIEvQ==\n-----END PRIVATE KEY-----\n", b"not a certificate\n"],
+    ids=["a private key", "text"],
+)
+def test_a_ca_file_that_holds_no_certificate_stops_start_up(tmp_path, key, content):
+    """A key or any other file given as the CA certificate is refused at start-up, naming the
+    file (it was accepted, and every connection failed: NO_CERTIFICATE_OR_CRL_FOUND)."""
+    named = tmp_path / "ca.pem"
+    named.write_bytes(content)
+    with pytest.raises(ConfigError) as raised:
+        create_app(settings(**{key: str(named)}))
+    said = str(raised.value)
+    assert said.startswith(f"setting {key}: {named} holds no CA certificate"), said
+    assert "give the PEM file of the CA that signed the server's certificate" in said
+
+
+def test_a_ca_file_with_a_certificate_is_taken(tmp_path):
+    """The test CA's own certificate (PEM) passes the check."""
+    from portal.testing.tls import make_ca
+
+    certificate, _ = make_ca(tmp_path)
+    app = create_app(settings(LDAP_CA_FILE=str(certificate)))
+    assert app.config["LDAP_CA_FILE"] == str(certificate)
+    app.extensions["portal.directory"].close()
+
+
 def test_production_is_the_default_and_refuses_dev_secrets_and_plain_http(monkeypatch):
     """Without PORTAL_ENV the portal is in production: dev-only values and insecure cookies fail."""
     monkeypatch.chdir(ROOT)

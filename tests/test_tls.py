@@ -95,3 +95,58 @@ def test_start_tls_refused_by_the_server_sends_no_password(slapd, ldap_spy):
     app = make_app(slapd, LDAP_START_TLS=True)
     assert AuthActions(app.test_client()).login("alice").status_code == 503
     assert ldap_spy.count("bind") == 0
+
+
+@pytest.fixture(scope="module")
+def two_tls_slapds(certificates):
+    """One slapd with the good certificate (plain and ldaps ports), one with another host's."""
+    good = start_slapd(tls_files=(certificates["good"].cert_file, certificates["good"].key_file))
+    other = start_slapd(tls_files=(certificates["wrong-host"].cert_file,
+                                   certificates["wrong-host"].key_file))  # fmt: skip
+    yield good, other
+    good.cleanup()
+    other.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("case", "hint"),
+    [
+        ("no CA", "the server's certificate is not signed by a CA this machine trusts; set "
+                  "LDAP_CA_FILE to the CA certificate that signed it"),
+        ("StartTLS, no CA", "set LDAP_CA_FILE to the CA certificate that signed it"),
+        ("another CA", "the server's certificate is not signed by the CA in LDAP_CA_FILE"),
+        ("another host", "the certificate is not for 127.0.0.1; name the server in LDAP_URLS "
+                         "as its certificate does"),
+        ("ldaps:// to the plain port", "a plain LDAP port? ldaps:// speaks TLS from the first "
+                                       "byte (usually port 636); for a plain port use ldap:// "
+                                       "with LDAP_START_TLS"),
+        ("ldap:// to the TLS port", "is an ldaps:// port (usually 636), write ldaps:// in "
+                                    "LDAP_URLS"),
+    ],
+)  # fmt: skip
+def test_check_says_what_to_fix_when_tls_fails(two_tls_slapds, certificates, case, hint):
+    """The usual TLS mistakes get the fix beside the TLS library's words in `portal check` (and
+    the log); a host-name mismatch names the certificate's hosts, not its every field."""
+    good, other = two_tls_slapds
+    ca, self_signed = certificates["good"].ca_file, certificates["self-signed"].ca_file
+    plain, secure = good.url.rsplit(":", 1)[1], good.ldaps_url.rsplit(":", 1)[1]
+    settings = {
+        "no CA": {"LDAP_URLS": [good.ldaps_url]},
+        "StartTLS, no CA": {"LDAP_URLS": [good.url], "LDAP_START_TLS": True},
+        "another CA": {"LDAP_URLS": [good.ldaps_url], "LDAP_CA_FILE": str(self_signed)},
+        "another host": {"LDAP_URLS": [other.ldaps_url], "LDAP_CA_FILE": str(ca)},
+        "ldaps:// to the plain port": {"LDAP_URLS": [f"ldaps://127.0.0.1:{plain}"],
+                                       "LDAP_CA_FILE": str(ca)},
+        "ldap:// to the TLS port": {"LDAP_URLS": [f"ldap://127.0.0.1:{secure}"]},
+    }[case]  # fmt: skip
+    app = make_app(None, **settings)
+    try:
+        result = app.test_cli_runner().invoke(args=["check"])
+    finally:
+        app.extensions["portal.directory"].close()
+    assert result.exit_code == 1, result.output
+    [failed] = [line for line in result.output.splitlines() if " connect: FAILED: " in line]
+    assert hint in failed, failed
+    assert "'subject'" not in failed and "serialNumber" not in failed, failed
+    if case == "another host":
+        assert "certificate for ldap.elsewhere.example doesn't match" in failed, failed

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import ssl
 import threading
 from collections.abc import Iterator
@@ -130,10 +131,11 @@ def connect(servers: list[ldap3.Server], settings: DirectorySettings,
                 if settings.start_tls and not connection.start_tls(read_server_info=False):
                     raise ConnectionError(f"StartTLS refused: {connection.result}")
             except Exception as error:  # noqa: BLE001 - socket, TLS and decoding errors alike
-                reasons[label(server)] = f"{type(error).__name__}: {error}"
+                reasons[label(server)] = f"{type(error).__name__}: {_shortened(error)}"
                 if str(error) == "invalid server address":
                     # ldap3's words when the name resolves to no address at all.
                     reasons[label(server)] += f" ({server.host} resolves to no address)"
+                reasons[label(server)] += _tls_hint(server, settings, str(error))
                 failures.append(f"{label(server)}: {reasons[label(server)]}")
                 if not probe:  # a probe reports its own findings
                     metrics.ldap_error("connect", connection, reasons[label(server)])
@@ -185,6 +187,7 @@ def open_connection(
             bound = connection.bind(read_server_info=False, controls=controls)
         except Exception as error:  # noqa: BLE001 - the server failed mid-bind
             reasons[label(server)] = f"the bind failed: {type(error).__name__}: {error}"
+            reasons[label(server)] += _tls_hint(server, settings, str(error))
             failures.append(f"{label(server)}: {reasons[label(server)]}")
             if not probe:  # a hung server: it accepted the connection, then never answered
                 metrics.ldap_error("bind", connection, reasons[label(server)])
@@ -212,6 +215,48 @@ def open_connection(
         return connection, bound
     said = "no directory server answered the bind: " + "; ".join(failures)
     raise DirectoryUnavailable(said, reasons)
+
+
+#: ldap3's host-name check says the whole certificate, as a Python dict, before "doesn't match".
+_CERTIFICATE_DUMP = re.compile(r"certificate \{.*\} doesn't match", re.DOTALL)
+_CERTIFICATE_NAME = re.compile(r"\('(?:DNS|IP Address)', '([^']+)'\)")
+
+
+def _shortened(error: BaseException) -> str:
+    # A host-name mismatch said every field of the certificate: the names it is for say enough.
+    said = str(error)
+    dump = _CERTIFICATE_DUMP.search(said)
+    if dump is None:
+        return said
+    names = ", ".join(_CERTIFICATE_NAME.findall(dump.group(0))) or "no name"
+    return said[: dump.start()] + f"certificate for {names} doesn't match" + said[dump.end() :]
+
+
+def _tls_hint(server: ldap3.Server, settings: DirectorySettings, said: str) -> str:
+    # What an administrator most often got wrong when a TLS connection fails in these words.
+    if "CERTIFICATE_VERIFY_FAILED" in said or "certificate verify failed" in said:
+        if "mismatch" in said or "doesn't match" in said:
+            return (f": the certificate is not for {server.host}; name the server in LDAP_URLS "
+                    "as its certificate does")  # fmt: skip
+        if not settings.ca_file:
+            return (": the server's certificate is not signed by a CA this machine trusts; set "
+                    "LDAP_CA_FILE to the CA certificate that signed it")  # fmt: skip
+        return ": the server's certificate is not signed by the CA in LDAP_CA_FILE"
+    if "doesn't match" in said:
+        return (f": the certificate is not for {server.host}; name the server in LDAP_URLS as "
+                "its certificate does")  # fmt: skip
+    if server.ssl and any(words in said for words in _PLAIN_PORT_WORDS):
+        return (f": is {server.port} a plain LDAP port? ldaps:// speaks TLS from the first byte "
+                "(usually port 636); for a plain port use ldap:// with LDAP_START_TLS")  # fmt: skip
+    if not server.ssl and "session terminated by server" in said:
+        return (f": if {server.port} is an ldaps:// port (usually 636), write ldaps:// in "
+                "LDAP_URLS")  # fmt: skip
+    return ""
+
+
+#: What a TLS handshake with a server that does not speak TLS ends with.
+_PLAIN_PORT_WORDS = ("WRONG_VERSION_NUMBER", "UNEXPECTED_EOF", "record layer failure",
+                     "EOF occurred in violation of protocol")  # fmt: skip
 
 
 def _server_failed_now(error: BaseException, reused: bool) -> bool:

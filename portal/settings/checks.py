@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
+import ssl
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -196,11 +197,7 @@ def check_settings(config, known: set[str]) -> list[str]:
             "a redis://, rediss:// or redis+sentinel:// URL when CACHE_TYPE is RedisCache",
         )
         _check_redis_url("CACHE_REDIS_URL", url)
-    ca_file = config.get("CACHE_REDIS_CA_FILE")
-    require(isinstance(ca_file, str), "CACHE_REDIS_CA_FILE", "a file path or empty")
-    require(
-        not ca_file or Path(ca_file).is_file(), "CACHE_REDIS_CA_FILE", f"no such file {ca_file}"
-    )
+    _check_ca_file(config, "CACHE_REDIS_CA_FILE")
     if config["ENV"] != "development":
         _check_production(config)
     return warnings
@@ -262,10 +259,25 @@ def _check_servers(config) -> list[str]:
                 "true, or (on a trusted network only) LDAP_ALLOW_CLEARTEXT = true",
             )
             warnings.append(f"LDAP_ALLOW_CLEARTEXT: passwords cross the network in clear to {url}")
-    ca_file = config.get("LDAP_CA_FILE")
-    require(isinstance(ca_file, str), "LDAP_CA_FILE", "a file path or empty")
-    require(not ca_file or Path(ca_file).is_file(), "LDAP_CA_FILE", f"no such file {ca_file}")
+    _check_ca_file(config, "LDAP_CA_FILE")
     return warnings
+
+
+def _check_ca_file(config, key: str) -> None:
+    # A file that is no CA certificate (a key, a certificate request, DER bytes) failed only
+    # at the first connection, in the TLS library's words.
+    ca_file = config.get(key)
+    require(isinstance(ca_file, str), key, "a file path or empty")
+    if not ca_file:
+        return
+    require(Path(ca_file).is_file(), key, f"no such file {ca_file}")
+    try:
+        ssl.create_default_context(cafile=ca_file)
+    except (ssl.SSLError, OSError, ValueError) as error:
+        reason = getattr(error, "reason", None) or getattr(error, "strerror", None) or str(error)
+        raise ConfigError(f"setting {key}: {ca_file} holds no CA certificate the TLS library "
+                          f"can read ({reason}): give the PEM file of the CA that signed the "
+                          "server's certificate") from None  # fmt: skip
 
 
 def _check_service_account(config) -> None:
