@@ -355,8 +355,65 @@ def test_keys_flask_and_its_extensions_read_are_not_taken_for_typos():
 
 def test_another_extensions_key_is_not_taken_for_a_typo():
     """Outside the portal's prefixes only a key a letter or two off a known one is refused:
-    a key of some other extension, like none of the portal's, passes."""
-    app = create_app(settings(SQLALCHEMY_DATABASE_URI="sqlite://", LOG_LEVEL="debug"))
+    a key of some other extension, like none of the portal's, passes, with a warning that it
+    does nothing (REDIS_URL and TIMEOUT passed in silence; the portal's are CACHE_REDIS_URL
+    and LDAP_OPERATION_TIMEOUT)."""
+    app = create_app(settings(SQLALCHEMY_DATABASE_URI="sqlite://", REDIS_URL="redis://x",
+                              TIMEOUT=5))  # fmt: skip
+    try:
+        said = validate(app.config)
+    finally:
+        app.extensions["portal.directory"].close()
+    for key in ("SQLALCHEMY_DATABASE_URI", "REDIS_URL", "TIMEOUT"):
+        warned = (f"{key}: no setting of the portal, Flask or its extensions has this name, so "
+                  "it does nothing (the portal's: portal/settings/defaults.py)")  # fmt: skip
+        assert warned in said, said
+
+
+@pytest.mark.parametrize("cache", ["SimpleCache", "NullCache"])
+def test_production_without_redis_warns_that_a_restart_forgets_sign_outs(cache):
+    """With the cache in the process, a restart lets every signed-out or revoked login work
+    again (SECURITY.md's known limit): production says so at start-up and in `portal check`;
+    with RedisCache, and in development, nothing is said."""
+    from tests.conftest import demo_settings
+
+    production = demo_settings() | {
+        "ENV": "production", "SECRET_KEY": PRODUCTION_KEY, "LDAP_BIND_PASSWORD": "reader-password",
+        "SESSION_COOKIE_SECURE": True,
+    }  # fmt: skip
+    redis = {"CACHE_TYPE": "RedisCache", "CACHE_REDIS_URL": "redis://127.0.0.1:1/0"}
+    warned = {}
+    for name, changes in (("in process", production | {"CACHE_TYPE": cache}),
+                          ("redis", production | redis), ("development", settings())):  # fmt: skip
+        app = create_app(changes)
+        try:
+            warned[name] = [w for w in validate(app.config) if w.startswith("CACHE_TYPE")]
+        finally:
+            app.extensions["portal.directory"].close()
+    [said] = warned["in process"]
+    assert said.startswith(f"CACHE_TYPE {cache}: sign-outs and revocations are kept in this "
+                           "process only, so a restart lets every login ended"), said  # fmt: skip
+    assert warned["redis"] == [] and warned["development"] == []
+
+
+def test_a_variable_for_the_portals_name_without_its_second_prefix_is_refused(monkeypatch):
+    """PORTAL_NAME in the environment sets NAME, not PORTAL_NAME: it was ignored in silence and
+    the pages kept the default name; now refused, naming the variable that sets it."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.delenv("PORTAL_SETTINGS", raising=False)
+    monkeypatch.setenv("PORTAL_ENV", "development")
+    monkeypatch.setenv("PORTAL_NAME", "Acme")
+    monkeypatch.setenv("PORTAL_DEV_PORT", "5001")  # the portal's own variable: no setting
+    with pytest.raises(ConfigError) as raised:
+        create_app()
+    assert str(raised.value) == (
+        "setting NAME: unknown setting (as a variable, PORTAL_NAME sets NAME; the setting "
+        "PORTAL_NAME is PORTAL_PORTAL_NAME)"
+    )
+    monkeypatch.delenv("PORTAL_NAME")
+    monkeypatch.setenv("PORTAL_PORTAL_NAME", "Acme")
+    app = create_app()
+    assert app.config["PORTAL_NAME"] == "Acme"
     app.extensions["portal.directory"].close()
 
 

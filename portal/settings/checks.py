@@ -114,6 +114,8 @@ _OWN_PREFIXES = (
     "ACCENT_",
     "LANGUAGE",
 )
+#: PORTAL_* variables that are the portal's own but no setting (Flask reads every PORTAL_* one).
+_OWN_VARIABLES = frozenset({"SETTINGS", "DEV_PORT"})
 #: How alike (difflib's ratio) an unknown key outside those prefixes and a known one must be
 #: for the unknown one to be refused as a typo of it.
 TYPO_LIKENESS = 0.9
@@ -145,7 +147,7 @@ _BEARER_TOKEN = re.compile(r"^[A-Za-z0-9._~+/-]+=*$")
 
 def check_settings(config, known: set[str]) -> list[str]:
     """Raise ConfigError for the first wrong setting; return warnings worth logging."""
-    _check_unknown_keys(config, known)
+    unused = _check_unknown_keys(config, known)
     for key, choices in _CHOICES.items():
         # The value given, beside the ones allowed: "Deny" is easier to see named.
         require(config.get(key) in choices, key,
@@ -200,6 +202,18 @@ def check_settings(config, known: set[str]) -> list[str]:
     _check_ca_file(config, "CACHE_REDIS_CA_FILE")
     if config["ENV"] != "development":
         _check_production(config)
+        if config["CACHE_TYPE"] != "RedisCache":
+            # SECURITY.md's known limit, said where an administrator sees it.
+            warnings.append(
+                f"CACHE_TYPE {config['CACHE_TYPE']}: sign-outs and revocations are kept in this "
+                "process only, so a restart lets every login ended since it started work again "
+                'until it expires; CACHE_TYPE = "RedisCache" (with appendonly) keeps them'
+            )
+    for key in unused:
+        warnings.append(
+            f"{key}: no setting of the portal, Flask or its extensions has this name, so it "
+            "does nothing (the portal's: portal/settings/defaults.py)"
+        )
     return warnings
 
 
@@ -476,11 +490,19 @@ def _check_production(config) -> None:
     )
 
 
-def _check_unknown_keys(config, known: set[str]) -> None:
+def _check_unknown_keys(config, known: set[str]) -> list[str]:
+    # Refuses a key that is surely a typo; returns the other unknown keys, which do nothing.
     every = known | _LIBRARY_KEYS
+    unused = []
     for key in config:
-        if key in every:
+        if key in every or key in _OWN_VARIABLES:
             continue
+        if f"PORTAL_{key}" in known:
+            # PORTAL_NAME in the environment sets NAME: the variable needs the prefix twice.
+            raise ConfigError(
+                f"setting {key}: unknown setting (as a variable, PORTAL_{key} sets {key}; the "
+                f"setting PORTAL_{key} is PORTAL_PORTAL_{key})"
+            )
         if key.startswith(_OWN_PREFIXES):
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"did you mean {close[0]}?" if close else "see portal/settings/defaults.py"
@@ -490,6 +512,8 @@ def _check_unknown_keys(config, known: set[str]) -> None:
         close = difflib.get_close_matches(key, every, n=1, cutoff=TYPO_LIKENESS)
         if close:
             raise ConfigError(f"setting {key}: unknown setting (did you mean {close[0]}?)")
+        unused.append(key)
+    return unused
 
 
 def _check_filter(config, key: str) -> None:
