@@ -8,6 +8,7 @@ prometheus_client, so the directory layer records into them without touching the
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,14 +17,18 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from .recent import RECENT  # the status page's in-process record
 
+#: The exit status of a process that cannot start: gunicorn's "worker failed to boot", on
+#: which its master stops (with any other it starts the worker again, and again).
+CANNOT_START = 3
+
 _MULTIPROC_FOLDER = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 if _MULTIPROC_FOLDER and not os.path.isdir(_MULTIPROC_FOLDER):
     # prometheus_client opens a file there for each metric made below: without the folder every
     # process (a worker, each `portal` command) ended in a FileNotFoundError traceback.
-    raise SystemExit(
-        f"PROMETHEUS_MULTIPROC_DIR: no such folder {_MULTIPROC_FOLDER} (create it empty before "
-        "starting; the shipped deploy/gunicorn.conf.py does)"
-    )
+    said = (f"PROMETHEUS_MULTIPROC_DIR: no such folder {_MULTIPROC_FOLDER} (create it empty "
+            "before starting; the shipped deploy/gunicorn.conf.py does)")  # fmt: skip
+    print(said, file=sys.stderr)
+    raise SystemExit(CANNOT_START)
 
 LOGIN_OUTCOMES = (
     "success",

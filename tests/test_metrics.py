@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import requests
@@ -325,12 +326,37 @@ def test_a_command_with_a_missing_multiprocess_folder_says_so_in_one_line(tmp_pa
     )
     done = subprocess.run([sys.executable, "-m", "portal", "--version"], cwd=ROOT,
                           env=environment, capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert done.returncode == 1, done
+    assert done.returncode == 3, done
     assert done.stderr == (
         f"PROMETHEUS_MULTIPROC_DIR: no such folder {missing} (create it empty "
         "before starting; the shipped deploy/gunicorn.conf.py does)\n"
     ), done
     assert not missing.exists()
+
+
+@pytest.mark.slow
+def test_gunicorn_without_the_shipped_config_stops_on_a_missing_multiprocess_folder(tmp_path):
+    """Plain gunicorn (no --config) with PROMETHEUS_MULTIPROC_DIR naming no folder: its workers
+    cannot start, and the master stops ("Worker failed to boot") after a worker said why,
+    instead of starting them again and again (a service that looks up, serving nothing)."""
+    missing = tmp_path / "run" / "metrics"
+    environment = dict(
+        portal_environment("ldap://127.0.0.1:1"), PROMETHEUS_MULTIPROC_DIR=str(missing)
+    )
+    output = tmp_path / "gunicorn.out"
+    command = [str(Path(sys.executable).with_name("gunicorn")), "--bind",
+               f"127.0.0.1:{free_port()}", "--workers", "2", "portal:create_app()"]  # fmt: skip
+    with open(output, "wb") as written:
+        server = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=written,
+                                  stderr=subprocess.STDOUT)  # fmt: skip
+        try:
+            status = server.wait(timeout=60)
+        finally:
+            server.kill()
+    said = output.read_text()
+    assert status != 0, said
+    assert "Worker failed to boot" in said, said
+    assert 1 <= said.count(f"PROMETHEUS_MULTIPROC_DIR: no such folder {missing}") <= 2, said
 
 
 @pytest.mark.slow
