@@ -529,3 +529,14 @@ def test_a_refused_service_account_on_an_ad_change_names_the_settings_to_fix(
     assert sent == [dn, settings.bind_dn], "no modify may follow a refused bind"
     assert "LDAP_BIND_DN and LDAP_BIND_PASSWORD" in str(refused.value)
     assert any("LDAP_BIND_PASSWORD" in record.getMessage() for record in caplog.records)
+
+
+def test_a_password_change_writes_no_second_sign_out(ppolicy, audit_lines):
+    """A change ends every login of the person first; the sign-in that follows finds the old
+    one ended and says nothing more of it (it wrote a "logout" line for a login already
+    over)."""
+    app, _ = ppolicy
+    alice = signed_in_client(app, "alice", "alice-secret")
+    assert change(alice, "alice-secret", "a-much-longer-secret").status_code == 302
+    assert alice.get("/").status_code == 200
+    assert audit_lines("logout") == []

@@ -672,18 +672,26 @@ def test_signing_in_over_someone_ends_their_sign_in_as_signing_out_would(app, au
     assert not is_signed_in(thief) and not is_signed_in(kept)
     assert is_signed_in(shared)
     assert [line["reason"] for line in audit_lines("logout") if line["user"] == "alice"] == [
-        "signed in over"
+        "another person signed in here"
     ]
 
 
-def test_signing_in_again_as_oneself_keeps_one_working_sign_in(app):
-    """alice asked for her password again (an admin page wants a fresh sign-in): the new
-    login works and the one it replaced is over, so a copy taken before is no sign-in."""
-    browser = signed_in(app, "alice")
-    copy = app.test_client()
-    copy_cookies(browser, copy)
-    assert sign_in_over(browser, "alice").status_code == 302
-    assert is_signed_in(browser) and not is_signed_in(copy)
+def test_entering_the_password_again_keeps_one_working_sign_in(app, audit_lines):
+    """erin, kept signed in, opens an admin page: it asks for her password again (the form
+    comes with her name filled in); the new login works and opens the page, and the one it
+    replaced is over, so a copy of the old remember-me cookie is no sign-in; the audit says
+    she signed in again, not that someone else did."""
+    erin = remember_only(app, signed_in(app, "erin", remember=True))
+    old_copy = remember_only(app, erin)
+    assert erin.get("/admin/status").status_code == 302
+    asked = erin.get("/login?next=/admin/status").get_data(as_text=True)
+    assert 'value="erin"' in asked and "Enter your password again" in asked
+    form = {"csrf_token": csrf_token_in(asked), "username": "erin", "password": "erin-secret",
+            "next": "/admin/status"}  # fmt: skip
+    assert erin.post("/login", data=form).status_code == 302
+    assert erin.get("/admin/status").status_code == 200
+    assert not is_signed_in(old_copy)
+    assert [line["reason"] for line in audit_lines("logout")] == ["signed in again in this browser"]
 
 
 @pytest.mark.parametrize("remember", [False, True], ids=["session", "kept signed in"])
@@ -699,6 +707,16 @@ def test_signing_out_in_a_second_tab_says_signed_out_not_bad_request(app, rememb
     assert again.headers["Location"].endswith("/login?signed_out=1")
     assert "You are signed out." in browser.get(again.headers["Location"]).get_data(as_text=True)
     assert not is_signed_in(browser)
+
+
+def test_another_sites_sign_out_form_does_not_say_signed_out(app):
+    """Another site's POST to /logout comes without the portal's (SameSite) cookies: it gets
+    the 400 page, not "You are signed out", which a person still kept signed in would read
+    beside the request for their password."""
+    browser = app.test_client()
+    for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Origin": "https://evil.example"}):
+        refused = browser.post("/logout", data={"csrf_token": "theirs"}, headers=headers)
+        assert refused.status_code == 400, headers
 
 
 def test_a_sign_out_form_without_its_token_still_cannot_sign_anyone_out(app):

@@ -79,10 +79,16 @@ def expired_form(error: CSRFError):
     """A sign-in form whose token no longer holds (open too long, its cookie gone): the form
     again, to sign in afresh, rather than a page that leads nowhere; other forms, and a form
     sent from another site, get the portal's 400 page."""
-    if request.endpoint == "auth.logout" and not _anyone_signed_in_here():
+    if (
+        request.endpoint == "auth.logout"
+        and _sent_from_this_site()
+        and not _anyone_signed_in_here()
+    ):
         # Signed out already (in another tab, or the session ended): a sign-out form's token
         # belongs to a session that is gone. Nothing to protect, and the person must learn
-        # they are signed out, not read "Bad request" and wonder on a shared computer.
+        # they are signed out, not read "Bad request" and wonder on a shared computer. Only a
+        # form of this site: another site's POST comes without the (SameSite) cookies, and a
+        # person still kept signed in would read "You are signed out".
         return redirect(url_for("auth.login", signed_out="1"))
     if request.endpoint != "auth.login" or not _sent_from_this_site():
         # The form again would write a new session: another site posting here could replace
@@ -257,9 +263,13 @@ def sign_in(user, attrs: dict, remember: bool) -> None:
     # even a remember-me cookie of whoever used this browser before. Their sign-in ends as a
     # sign-out would end it: else copies of those cookies kept working for their lifetime.
     for replaced in _this_browsers_logins()[0]:
+        if not accounts.login_lives(replaced.id):
+            continue  # ended already (a password change ends every login first)
         stored = accounts.end_login(replaced.id)
-        reason = "signed in over" if stored else "signed in over; cache down"
-        audit.record("logout", user=replaced.username, reason=reason)
+        again = replaced.username == user.username
+        reason = "signed in again in this browser" if again else "another person signed in here"
+        audit.record("logout", user=replaced.username,
+                     reason=reason if stored else f"{reason}; cache down")  # fmt: skip
     session.clear()
     login_user(accounts.start_login(user, remember), remember=remember)
     if not remember and _remember_cookie_name() in request.cookies:
