@@ -29,6 +29,7 @@ import click
 import ldap3
 from flask import current_app
 from flask.cli import with_appcontext
+from ldap3.core.exceptions import LDAPException
 from werkzeug.exceptions import HTTPException
 
 from . import accounts, directory, settings
@@ -593,64 +594,88 @@ def _check_named_groups(report: _Report, connection, settings, notes: list[str])
     else:
         report.ok(step, f"{len(named)} of {len(named)} are one group each")
     for group, dns in allowed_found:
-        report.step(f"members of {group}",
-                    functools.partial(_members_get_their_group, connection, settings, group, dns),
-                    notes)  # fmt: skip
+        _check_members(report, connection, settings, group, dns[0], notes)
 
 
-#: Members of each allowed group whose groups `check` reads as a sign-in would.
-MEMBERS_TRIED = 3
+#: Members of each allowed group whose groups `check` reads as a sign-in would, and how many
+#: of the values its entry lists are read to find them (a group may list thousands).
+MEMBERS_TRIED, MEMBER_VALUES_READ = 3, 20
 #: Attributes by which a group entry lists its members: DNs, or user names (posixGroup).
 MEMBER_DN_ATTRIBUTES, MEMBER_NAME_ATTRIBUTES = ("member", "uniqueMember"), ("memberUid",)
 
 
-def _members_get_their_group(connection, settings, group: str, dns: list[str]) -> str:
-    # The names an allowed group's entry lists and their group look-up can disagree (a filter
+def _check_members(report: _Report, connection, settings, group: str, dn: str,
+                   notes: list[str]) -> None:  # fmt: skip
+    # The names an allowed group's entry lists and the group look-up can disagree (a filter
     # with {username} where the entry lists DNs, memberOf without the overlay that writes it):
-    # then nobody in it can sign in, although the group exists. A few of its members' groups
-    # are read the way a sign-in reads them.
-    members = _listed_members(connection, settings, dns)
-    if not members:
-        return "not tried: the group's entry lists no member, uniqueMember or memberUid"
-    found_for = []
-    for entry in members:
+    # then nobody in it can sign in, although the group exists. A few of the people it lists
+    # have their groups read the way a sign-in reads them.
+    step = f"members of {group}"
+    notes.clear()
+    try:
+        members = _listed_people(connection, settings, dn)
+        if not members:
+            said = (f"warning: not tried: none of the members {dn} lists (the first "
+                    f"{MEMBER_VALUES_READ} read) is a person under LDAP_USER_BASE: members "
+                    "through nested or primary groups are not checked")  # fmt: skip
+            report.info(step, said)
+            return
         search = functools.partial(_paged_search, connection, settings)
-        names = resolve_groups(entry, settings, search)
-        if any(name.casefold() == group.casefold() for name in names):
-            found_for.append(entry)
-    if found_for:
-        return f"{len(found_for)} of {len(members)} members tried are in it by a sign-in's look-up"
-    raise LookupError(
-        f"none of {len(members)} members {dns[0]} lists (such as {entry['dn']}) is in "
-        f"{group!r} by the group look-up a sign-in makes (groups found for the last: "
-        f"{', '.join(names) or 'none'}), so nobody in it can sign in: check LDAP_GROUP_FILTER "
-        "and LDAP_GROUP_MEMBERSHIP (memberOf values need the directory's memberof overlay)"
-    )
+        found = [(entry, resolve_groups(entry, settings, search)) for entry in members]
+    except Exception as error:  # noqa: BLE001 - a check reports whatever it hits
+        report.failed(step, _reason(error, notes))
+        return
+    within = [entry for entry, names in found
+              if any(name.casefold() == group.casefold() for name in names)]  # fmt: skip
+    if within:
+        report.ok(step, f"{len(within)} of {len(found)} members tried are in it by a sign-in's "
+                        "look-up")  # fmt: skip
+        return
+    entry, names = found[-1]
+    report.failed(step, f"none of {len(found)} members {dn} lists (such as {entry['dn']}) is in "
+                        f"{group!r} by the group look-up a sign-in makes (groups found for the "
+                        f"last: {', '.join(names) or 'none'}), so nobody in it can sign in: check "
+                        "LDAP_GROUP_FILTER and LDAP_GROUP_MEMBERSHIP (memberOf values need the "
+                        "directory's memberof overlay)")  # fmt: skip
 
 
-def _listed_members(connection, settings, dns: list[str]) -> list:
-    # Up to MEMBERS_TRIED people the group's entry lists, read with what a group look-up uses.
+def _listed_people(connection, settings, dn: str) -> list:
+    # Up to MEMBERS_TRIED people under the user bases the group's entry lists, read with what a
+    # group look-up uses; a listed entry that is gone, a referral (a member from another
+    # domain) or no person is passed over, as a sign-in never meets it.
     wanted = [settings.attr_username, settings.attr_member_of]
     lists = [*MEMBER_DN_ATTRIBUTES, *MEMBER_NAME_ATTRIBUTES]
-    listed = run_search(connection, settings, dns[0], "(objectClass=*)", lists, scope=ldap3.BASE)
+    listed = run_search(connection, settings, dn, "(objectClass=*)", lists, scope=ldap3.BASE)
     attributes = listed[0].get("attributes", {}) if listed else {}
-    members = []
-    for attribute in lists:
-        for value in attributes.get(attribute) or []:
-            if len(members) >= MEMBERS_TRIED:
-                return members
-            if attribute in MEMBER_DN_ATTRIBUTES:
-                found = run_search(connection, settings, value, "(objectClass=*)", wanted,
-                                   scope=ldap3.BASE)  # fmt: skip
-            else:
-                people = fill_filter(settings.user_filter, username=value, login=value)
-                found = [entry for base in settings.user_bases
-                         for entry in run_search(connection, settings, base, people, wanted,
-                                                 size_limit=2, truncation_ok=True)]  # fmt: skip
-            # A nested group or an entry that names nobody is no person to sign in.
-            members += [entry for entry in found[:1]
-                        if entry.get("attributes", {}).get(settings.attr_username)]  # fmt: skip
-    return members
+    values = [(name, value) for name in lists for value in attributes.get(name) or []]
+    bases = [dn_key(base) for base in settings.user_bases]
+    people = []
+    for attribute, value in values[:MEMBER_VALUES_READ]:
+        try:
+            found = _member_entries(connection, settings, attribute, value, wanted)
+        except DirectoryUnavailable:
+            raise  # the server, not this member: the step fails
+        except (DirectoryError, LDAPException):
+            continue
+        for entry in found[:1]:
+            key = dn_key(entry["dn"])
+            under = any(key[-len(base) :] == base and len(key) > len(base) for base in bases)
+            if under and entry.get("attributes", {}).get(settings.attr_username):
+                people.append(entry)
+        if len(people) >= MEMBERS_TRIED:
+            break
+    return people
+
+
+def _member_entries(connection, settings, attribute: str, value: str, wanted: list[str]):
+    # A member DN is read itself; a memberUid is a user name, found as a sign-in finds it.
+    if attribute in MEMBER_DN_ATTRIBUTES:
+        return run_search(connection, settings, value, "(objectClass=*)", wanted,
+                          scope=ldap3.BASE)  # fmt: skip
+    people = fill_filter(settings.user_filter, username=value, login=value)
+    return [entry for base in settings.user_bases
+            for entry in run_search(connection, settings, base, people, wanted, size_limit=2,
+                                    truncation_ok=True)]  # fmt: skip
 
 
 def _paged_search(connection, settings, base: str, search_filter: str, attributes: list[str]):

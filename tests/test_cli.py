@@ -565,7 +565,8 @@ def checked_group_lines(app, passes: bool = True) -> list[str]:
     finally:
         app.extensions["portal.directory"].close()
     assert result.exit_code == (0 if passes else 1), result.output
-    return [line.split(" ", 1)[1] for line in result.output.splitlines() if " group" in line]
+    return [line.split(" ", 1)[1] for line in result.output.splitlines()
+            if " group" in line or " members of " in line]  # fmt: skip
 
 
 def test_check_names_groups_the_settings_use_that_no_group_or_several_have(own_slapd):
@@ -676,6 +677,32 @@ def test_check_fails_when_an_allowed_groups_members_are_not_found_in_it(
             right.extensions["portal.directory"].close()
         assert ("members of portal-admins: ok (1 of 1 members tried are in it by a sign-in's "
                 "look-up)") in passed.output, passed.output  # fmt: skip
+
+
+def test_check_passes_over_members_no_sign_in_meets(own_slapd):
+    """An allowed group listing an entry that is gone, the service account and a named entry
+    outside the user base (no sign-in finds either), and then alice: those are passed over,
+    and alice is found in the group as her sign-in finds her."""
+    outside = "uid=zed,ou=services,dc=example,dc=org"
+    own_slapd.add(f"dn: {outside}\nobjectClass: inetOrgPerson\nuid: zed\ncn: Zed\nsn: Zed\n\n"
+                  f"dn: cn=contractors,{GROUPS}\nobjectClass: groupOfNames\ncn: contractors\n"
+                  f"member: uid=ghost,{PEOPLE}\nmember: {SERVICE_DN}\nmember: {outside}\n"
+                  f"member: uid=alice,{PEOPLE}\n")  # fmt: skip
+    lines = checked_group_lines(make_app(own_slapd, ACCESS_ALLOWED_GROUPS=["contractors"]))
+    assert ("members of contractors: ok (1 of 1 members tried are in it by a sign-in's "
+            "look-up)") in lines, lines  # fmt: skip
+
+
+def test_check_warns_when_an_allowed_group_lists_only_groups(own_slapd):
+    """An allowed group whose members are groups: its people are not tried (nested groups are
+    not followed by this step), and check says so as a warning, not as ok (it said "ok (not
+    tried: ...)", and that the entry listed no member)."""
+    own_slapd.add(f"dn: cn=everyone,{GROUPS}\nobjectClass: groupOfNames\ncn: everyone\n"
+                  f"member: cn=staff,{GROUPS}\n")  # fmt: skip
+    lines = checked_group_lines(make_app(own_slapd, ACCESS_ALLOWED_GROUPS=["everyone", "staff"]))
+    assert (f"members of everyone: warning: not tried: none of the members cn=everyone,{GROUPS} "
+            "lists (the first 20 read) is a person under LDAP_USER_BASE: members through "
+            "nested or primary groups are not checked") in lines, lines  # fmt: skip
 
 
 def test_the_json_hint_is_for_values_from_the_environment_not_for_misspelled_names():
