@@ -88,8 +88,10 @@ def test_the_language_the_browser_wants_most_wins_by_its_language_alone(
 
 def test_the_default_portal_name_is_said_in_german_too(slapd):
     """Left unset, the portal's name in the title and header is German on German pages (every
-    German page said "Intranet portal"), and English for an English browser."""
+    German page said "Intranet portal"), and English for an English browser; the setting stays
+    a plain text, so a brand template that shows config.PORTAL_NAME as it is shows a name."""
     app = make_app(slapd)
+    assert app.config["PORTAL_NAME"] == "Intranet portal"
     client = app.test_client()
     german = client.get("/login", headers=GERMAN).get_data(as_text=True)
     assert "<title>Anmelden · Intranetportal</title>" in german

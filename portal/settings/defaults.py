@@ -94,8 +94,8 @@ PASSWORD_SELF_SERVICE = True
 WATCH_INTERVAL = 2
 
 # --- Look -----------------------------------------------------------------------------------
-#: The portal's name, in every page's title and header (one text, or one per language).
-PORTAL_NAME: str | dict[str, str] = {"en": "Intranet portal", "de": "Intranetportal"}
+#: The portal's name, in every page's title and header (left as it is, said in each language).
+PORTAL_NAME = "Intranet portal"
 #: A folder whose templates/ and static/ come before the package's: put a template or a file
 #: of the same name there to replace it (logo, portal.css, app icons) without editing the package.
 BRAND_DIR = ""

@@ -6,9 +6,14 @@ from __future__ import annotations
 
 from flask import Flask, current_app, has_request_context, request
 from flask_babel import Babel, get_locale
+from flask_babel import lazy_gettext as _l
 
+from ..settings.defaults import PORTAL_NAME as SHIPPED_NAME
 from ..settings.texts import Text
 from ..settings.values import TRANSLATIONS
+
+#: PORTAL_NAME's default, for the catalog (the same words as SHIPPED_NAME).
+_SHIPPED_NAME = _l("Intranet portal")
 
 
 def init_app(app: Flask) -> None:
@@ -20,7 +25,11 @@ def init_app(app: Flask) -> None:
 
 def localized(value) -> str:
     """A text from settings (a string, a table per language, or a Text) in this request's
-    language, else in the first of LANGUAGES."""
+    language, else in the first of LANGUAGES; the portal's name left as shipped is said in the
+    reader's language by the catalog."""
+    if value == SHIPPED_NAME:
+        # A plain text, so brand templates that show config.PORTAL_NAME as it is keep working.
+        return str(_SHIPPED_NAME)
     languages = current_app.config["LANGUAGES"]
     return Text.of(value, languages).in_language(str(get_locale() or languages[0]))
 
