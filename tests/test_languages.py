@@ -75,6 +75,8 @@ def test_a_german_browser_gets_german_pages_and_others_english(german_content_ap
         ("de;q=0,en-AU", "en"),
         ("fr,*;q=0.5", "en"),
         ("DE_de", "de"),
+        ("en;q=0, *", "de"),  # anything but English
+        ("*;q=1, de;q=0.1", "en"),  # anything, German least
     ],
 )
 def test_the_language_the_browser_wants_most_wins_by_its_language_alone(
@@ -98,6 +100,19 @@ def test_the_default_portal_name_is_said_in_german_too(slapd):
     english = client.get("/login", headers={"Accept-Language": "en"}).get_data(as_text=True)
     assert "<title>Sign in · Intranet portal</title>" in english
     app.extensions["portal.directory"].close()
+
+
+def test_a_regional_browser_gets_the_language_before_another_region():
+    """With "pt" and "pt_BR" both offered, a "pt-PT" browser gets "pt", not Brazil's; an
+    exact "pt-BR" gets Brazil's."""
+    from werkzeug.datastructures import LanguageAccept
+    from werkzeug.http import parse_accept_header
+
+    from portal.web.i18n import preferred_language
+
+    offered = ["en", "pt_BR", "pt"]
+    for header, chosen in (("pt-PT", "pt"), ("pt-BR", "pt_BR"), ("pt-br, en", "pt_BR")):
+        assert preferred_language(parse_accept_header(header, LanguageAccept), offered) == chosen
 
 
 def test_languages_limits_the_choice(slapd):

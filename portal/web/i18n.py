@@ -50,20 +50,23 @@ def preferred_language(accepted, languages: list[str]) -> str | None:
 
     werkzeug's best_match takes a whole-tag match anywhere over a regional one earlier: "en-GB,
     de;q=0.5" was German for a British browser, "de-AT, en;q=0.9" English for an Austrian one.
-    `accepted` is werkzeug's parsed header: most wanted first, in the browser's order.
+    `accepted` is werkzeug's parsed header; most wanted is the highest quality, the browser's
+    order among equals. "*" is the first of LANGUAGES the header does not refuse (q=0).
     """
+    refused = {_tag(value) for value, quality in accepted if quality <= 0}
     whole = {_tag(language): language for language in languages}
     alone: dict[str, str] = {}
-    for language in languages:
-        alone.setdefault(_tag(language).split("-")[0], language)
-    for value, quality in accepted:
+    for language in sorted(languages, key=lambda item: "-" in _tag(item)):
+        alone.setdefault(_tag(language).split("-")[0], language)  # "pt" before "pt-BR"
+    for value, quality in sorted(accepted, key=lambda item: -item[1]):
         wanted = _tag(value)
         if quality <= 0:
             continue  # "q=0": not this one
         if wanted == "*":
-            return languages[0]
+            left = [language for language in languages if _tag(language) not in refused]
+            return left[0] if left else None
         found = whole.get(wanted) or alone.get(wanted.split("-")[0])
-        if found:
+        if found and _tag(found) not in refused:
             return found
     return None
 
