@@ -18,7 +18,7 @@ from flask.cli import FlaskGroup, NoAppException
 
 from . import create_app
 from .cli import commands
-from .settings import ConfigError
+from .settings import ConfigError, load_settings_file
 
 _HELP = """The portal's operator commands, with the settings the portal itself would read
 (PORTAL_SETTINGS, else ./settings.toml, and PORTAL_* variables). `portal check` first."""
@@ -108,13 +108,23 @@ def _from_environment(message: str, environ=os.environ) -> str:
         return ""  # a misspelled name is not a matter of quoting
     if not environ[variable].strip():
         # An environment file's "PORTAL_SECRET_KEY=" line: empty, yet it wins over the file.
-        return (f"; it comes from {variable}, which is set but empty (as a line "
-                f"\"{variable}=\" in an environment file sets it) and wins over the settings "
-                "file: remove it, or give it the value")  # fmt: skip
+        said = (f"; it comes from {variable}, which is set but empty (as a line "
+                f"\"{variable}=\" in an environment file sets it)")  # fmt: skip
+        if key.group(1) in _settings_file_keys(environ):
+            return said + " and wins over the settings file's value: remove it, or give it one"
+        return said + ": give it the value"
     if isinstance(_as_json(environ[variable]), str) and "a list" not in message:
         return ""  # read as the text it is (PORTAL_ENV=dev): quoting would change nothing
     return (f"; it comes from {variable}, whose value is read as JSON: a number as 5, true "
             f"or false, a list as '[\"a\"]', a text in quotes as {variable}='\"...\"'")  # fmt: skip
+
+
+def _settings_file_keys(environ) -> set[str]:
+    # The keys the settings file gives (none when it cannot be read: that is said apart).
+    try:
+        return set(load_settings_file(environ))
+    except ConfigError:
+        return set()
 
 
 def _as_json(value: str):

@@ -738,8 +738,16 @@ def test_an_empty_variable_that_wins_over_the_settings_file_is_named(tmp_path):
     assert done.returncode == 2, done
     assert ('it comes from PORTAL_SECRET_KEY, which is set but empty (as a line '
             '"PORTAL_SECRET_KEY=" in an environment file sets it) and wins over the settings '
-            "file: remove it, or give it the value") in done.stderr, done.stderr  # fmt: skip
+            "file's value: remove it, or give it one") in done.stderr, done.stderr  # fmt: skip
     assert f"(the settings: {named} (PORTAL_SETTINGS) and PORTAL_* variables)" in done.stderr
+    # No settings file gives the key: removing the variable would not help.
+    alone = subprocess.run([str(Path(sys.executable).parent / "portal"), "check"], cwd=tmp_path,
+                           env={k: v for k, v in env.items() if k != "PORTAL_SETTINGS"},
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert alone.returncode == 2, alone
+    assert ('"PORTAL_SECRET_KEY=" in an environment file sets it): give it the value'
+            in alone.stderr), alone.stderr  # fmt: skip
+    assert "wins over" not in alone.stderr
 
 
 def test_check_fails_when_no_allowed_group_exists(slapd):

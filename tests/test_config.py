@@ -170,6 +170,16 @@ def test_a_settings_file_that_cannot_be_read_is_said_in_one_line(tmp_path, make,
     assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stdout, done
 
 
+def test_a_settings_file_saved_with_a_byte_order_mark_is_read(tmp_path):
+    """Some editors start a UTF-8 file with a BOM: the settings are read as written (it was
+    "not valid TOML (Invalid statement (at line 1, column 1))")."""
+    named = tmp_path / "settings.toml"
+    named.write_bytes('\ufeffUSER_CACHE_TTL = 7\nPORTAL_NAME = "Café"\n'.encode())
+    assert load_settings_file({"PORTAL_SETTINGS": str(named)}) == {
+        "USER_CACHE_TTL": 7, "PORTAL_NAME": "Café"
+    }  # fmt: skip
+
+
 def test_a_settings_file_the_portal_may_not_read_names_the_permission(tmp_path, monkeypatch):
     """A settings file its user may not read (injected: the suite may run as root, who reads
     anything) is a ConfigError naming the file and the reason, not a PermissionError."""

@@ -89,13 +89,12 @@ def change_password():
         audit.record("password.change_failed", user=username, reason="throttled")
         # Said as the sign-in says it, with the wait: the count is the account's, and sign-ins
         # with a wrong password use it up too (a change refused at once reads as a mystery).
-        minutes = max(1, -(-attempt.retry_after // 60))
         message = ngettext(
             "Too many wrong passwords for this account (sign-ins count too). Please wait "
             "%(num)d minute and try again.",
             "Too many wrong passwords for this account (sign-ins count too). Please wait "
             "%(num)d minutes and try again.",
-            minutes,
+            attempt.minutes_to_wait,
         )
         return _form(username, signed_in, message, 429,
                      headers={"Retry-After": str(attempt.retry_after)})  # fmt: skip

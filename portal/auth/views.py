@@ -175,7 +175,7 @@ def login():
             user=form.username.data,
             reason=f"too many failed logins for this {attempt.exceeded}",
         )
-        return _throttled_page(form, attempt.retry_after)
+        return _throttled_page(form, attempt)
     started = _monotonic()
     response = _check_password(form, next_url)
     if response[1] in (401, 403):
@@ -187,15 +187,14 @@ def login():
     return response
 
 
-def _throttled_page(form: LoginForm, wait: int):
+def _throttled_page(form: LoginForm, attempt: throttle.Attempt):
     # The form again, saying when to try (429 with Retry-After); the directory was not asked.
-    minutes = max(1, -(-wait // 60))
     message = ngettext(
         "Too many failed sign-ins. Please wait %(num)d minute and try again.",
         "Too many failed sign-ins. Please wait %(num)d minutes and try again.",
-        minutes,
+        attempt.minutes_to_wait,
     )
-    return _page(form, message, 429, {"Retry-After": str(wait)})
+    return _page(form, message, 429, {"Retry-After": str(attempt.retry_after)})
 
 
 def with_grace_logins_left(message, left: int | None):

@@ -55,12 +55,13 @@ def load_settings_file(environ=os.environ) -> dict[str, Any]:
     """Read the TOML settings file (PORTAL_SETTINGS, else ./settings.toml) if there is one."""
     named = environ.get("PORTAL_SETTINGS")
     path = Path(named) if named else Path.cwd() / "settings.toml"
-    if not path.exists():
-        if named:
-            raise ConfigError(f"PORTAL_SETTINGS: no such file {path}")
-        return {}
     try:
-        text = path.read_text(encoding="utf-8")  # TOML is UTF-8, whatever the locale says
+        # TOML is UTF-8, whatever the locale says; a BOM (some editors write one) is no part of it.
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        if named:
+            raise ConfigError(f"PORTAL_SETTINGS: no such file {path}") from None
+        return {}
     except IsADirectoryError:
         raise ConfigError(f"{path}: a folder, not a settings file") from None
     except UnicodeDecodeError as error:

@@ -57,6 +57,11 @@ class Attempt:
     retry_after: int = 0
     _counted: list[tuple[RateLimitItem, tuple[str, ...]]] = field(default_factory=list)
 
+    @property
+    def minutes_to_wait(self) -> int:
+        """retry_after in whole minutes, rounded up (at least 1), as the pages say it."""
+        return max(1, -(-self.retry_after // 60))
+
 
 @dataclass(frozen=True)
 class _Throttle:
