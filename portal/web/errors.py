@@ -32,7 +32,7 @@ _MESSAGES = {
     503: (
         _l("Directory unavailable"),
         _l("The company directory is not answering right now, so the portal cannot check who you "
-           "are. Please try again in a minute."),
+           "are."),
     ),
 }  # fmt: skip
 
