@@ -715,7 +715,9 @@ def _connect(report: _Report, server, settings, notes: list[str]) -> ldap3.Conne
 
 def _read(connection: ldap3.Connection, settings, base: str) -> str:
     if not run_search(connection, settings, base, "(objectClass=*)", ["1.1"], scope=ldap3.BASE):
-        raise LookupError("no such entry, or the service account may not read it")
+        who = ("the service account" if settings.bind_dn
+               else "an anonymous search (LDAP_ANONYMOUS_SEARCH)")  # fmt: skip
+        raise LookupError(f"no such entry, or {who} may not read it")
     return ""
 
 
@@ -777,6 +779,9 @@ def _reason(error: Exception, notes: list[str]) -> str:
     said = str(error) or type(error).__name__
     if any(note.startswith(said) for note in notes):
         return "; ".join(notes)
+    if said.startswith("no such entry"):
+        # The search layer's "does not exist in the directory, or ..." says it once more.
+        notes = [note for note in notes if "does not exist in the directory" not in note]
     return "; ".join([said, *notes])
 
 
@@ -797,9 +802,13 @@ def _directory_warnings() -> Iterator[list[str]]:
     handler = Collect(logging.WARNING)
     logger = logging.getLogger("portal.directory")
     logger.addHandler(handler)
+    # Said in the check's own lines: on the console as well, each came again (seven times for
+    # a group base it could not read).
+    propagated, logger.propagate = logger.propagate, False
     try:
         yield notes
     finally:
+        logger.propagate = propagated
         logger.removeHandler(handler)
 
 

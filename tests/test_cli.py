@@ -705,6 +705,24 @@ def test_check_warns_when_an_allowed_group_lists_only_groups(own_slapd):
             "nested or primary groups are not checked") in lines, lines  # fmt: skip
 
 
+def test_check_names_who_may_not_read_a_base_and_says_it_once(slapd):
+    """Anonymous searches on a directory that lets anonymous users read nothing: each base's
+    line says an anonymous search may not read it (it blamed a missing entry and a service
+    account there is none of), and nothing is said again on the console (seven log lines
+    repeated what the lines said)."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PORTAL_")}
+    env.update(PORTAL_ENV="development", PORTAL_LDAP_URLS=json.dumps([slapd.url]),
+               PORTAL_LDAP_ANONYMOUS_SEARCH="true", PORTAL_LDAP_BIND_DN='""',
+               PORTAL_LDAP_BIND_PASSWORD='""')  # fmt: skip
+    done = subprocess.run([str(Path(sys.executable).parent / "portal"), "check"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 1, done
+    said = "FAILED: no such entry, or an anonymous search (LDAP_ANONYMOUS_SEARCH) may not read it"
+    assert f"{slapd.url} user base {PEOPLE}: {said}\n" in done.stdout, done.stdout
+    assert f"{slapd.url} group base {GROUPS}: {said}\n" in done.stdout, done.stdout
+    assert "WARNING" not in done.stderr, done.stderr
+
+
 def test_the_json_hint_is_for_values_from_the_environment_not_for_misspelled_names():
     """A wrong value from a PORTAL_* variable gets the JSON hint; a misspelled name, whose
     quoting is not the matter, and a value from the settings file do not."""

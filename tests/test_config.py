@@ -406,6 +406,20 @@ def test_production_without_redis_warns_that_a_restart_forgets_sign_outs(cache):
     assert warned["redis"] == [] and warned["development"] == []
 
 
+def test_no_key_the_portal_or_its_libraries_set_is_called_unused(monkeypatch):
+    """The shipped settings file, as the portal and Flask-WTF fill in the rest (WTF_CSRF_*,
+    WTF_I18N_ENABLED): no warning that a key does nothing (every start warned of nine)."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.delenv("PORTAL_SETTINGS", raising=False)
+    monkeypatch.setenv("PORTAL_ENV", "development")
+    app = create_app()
+    try:
+        said = validate(app.config)
+    finally:
+        app.extensions["portal.directory"].close()
+    assert not [warning for warning in said if "does nothing" in warning], said
+
+
 def test_a_variable_for_the_portals_name_without_its_second_prefix_is_refused(monkeypatch):
     """PORTAL_NAME in the environment sets NAME, not PORTAL_NAME: it was ignored in silence and
     the pages kept the default name; now refused, naming the variable that sets it."""

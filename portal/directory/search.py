@@ -73,7 +73,9 @@ def _entries(connection: ldap3.Connection, base: str, truncation_ok: bool) -> li
         raise DirectoryError(f"search under {base} exceeded the server's size limit")
     if code in (_SUCCESS, _SIZE_LIMIT, _NO_SUCH_OBJECT):
         if code == _NO_SUCH_OBJECT:
-            log.warning("search base %s does not exist in the directory", base)
+            # Servers answer so for an entry this account may not see, too (slapd's ACLs).
+            log.warning("search base %s does not exist in the directory, or this account may "
+                        "not read it", base)  # fmt: skip
         return mapping.entries_of(connection.response)
     if code in SERVER_DOWN_CODES or code is None:
         raise ServerUnavailable(f"search answered result code {code}")

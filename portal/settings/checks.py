@@ -137,6 +137,21 @@ _LIBRARY_KEYS = frozenset(Flask.default_config) | {
     "REMEMBER_COOKIE_HTTPONLY",
     "REMEMBER_COOKIE_SAMESITE",
     "REMEMBER_COOKIE_REFRESH_EACH_REQUEST",
+    # Flask-WTF's (the portal sets some of them) and Flask-Babel's.
+    "WTF_CSRF_ENABLED",
+    "WTF_CSRF_CHECK_DEFAULT",
+    "WTF_CSRF_SECRET_KEY",
+    "WTF_CSRF_METHODS",
+    "WTF_CSRF_FIELD_NAME",
+    "WTF_CSRF_HEADERS",
+    "WTF_CSRF_TIME_LIMIT",
+    "WTF_CSRF_SSL_STRICT",
+    "WTF_CSRF_META_NAME",
+    "WTF_I18N_ENABLED",
+    "BABEL_DEFAULT_LOCALE",
+    "BABEL_DEFAULT_TIMEZONE",
+    "BABEL_TRANSLATION_DIRECTORIES",
+    "BABEL_DOMAIN",
 }
 #: What a secret key must be, and the one command that makes one.
 _RANDOM_KEY = ("at least 32 random characters, e.g. the output of "
