@@ -29,7 +29,7 @@ import click
 import ldap3
 from flask import current_app
 from flask.cli import with_appcontext
-from ldap3.core.exceptions import LDAPException
+from ldap3.core.exceptions import LDAPInvalidDnError
 from werkzeug.exceptions import HTTPException
 
 from . import accounts, directory, settings
@@ -653,9 +653,11 @@ def _listed_people(connection, settings, dn: str) -> list:
     for attribute, value in values[:MEMBER_VALUES_READ]:
         try:
             found = _member_entries(connection, settings, attribute, value, wanted)
-        except DirectoryUnavailable:
-            raise  # the server, not this member: the step fails
-        except (DirectoryError, LDAPException):
+        except LDAPInvalidDnError:
+            continue  # a value no DN: no sign-in meets it
+        except DirectoryError:
+            if (connection.result or {}).get("result") not in _MEMBER_PASSED_OVER:
+                raise  # the server, or an access refused: the step fails and says why
             continue
         for entry in found[:1]:
             key = dn_key(entry["dn"])
@@ -665,6 +667,10 @@ def _listed_people(connection, settings, dn: str) -> list:
         if len(people) >= MEMBERS_TRIED:
             break
     return people
+
+
+#: A member DN answered with a referral (a member from another domain) or as no DN.
+_MEMBER_PASSED_OVER = (10, 34)
 
 
 def _member_entries(connection, settings, attribute: str, value: str, wanted: list[str]):

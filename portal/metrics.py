@@ -17,9 +17,10 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from .recent import RECENT  # the status page's in-process record
 
-#: The exit status of a process that cannot start: gunicorn's "worker failed to boot", on
-#: which its master stops (with any other it starts the worker again, and again).
-CANNOT_START = 3
+#: The exit status of a process that cannot start: gunicorn's "app failed to load", on which
+#: its master stops (with most others it starts the worker again, and again; 3 would be that
+#: for werkzeug's reloader).
+CANNOT_START = 4
 
 _MULTIPROC_FOLDER = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 if _MULTIPROC_FOLDER and not os.path.isdir(_MULTIPROC_FOLDER):

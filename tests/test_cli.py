@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 import redis
+from ldap3.core.exceptions import LDAPSocketReceiveError
 
 from portal import accounts
+from portal.directory import DirectoryError
 from portal.directory.wire import LeanConnection
 from portal.testing.slapd import free_port
 from portal.testing.tls import make_ca, make_server_certificate
@@ -691,6 +693,27 @@ def test_check_passes_over_members_no_sign_in_meets(own_slapd):
     lines = checked_group_lines(make_app(own_slapd, ACCESS_ALLOWED_GROUPS=["contractors"]))
     assert ("members of contractors: ok (1 of 1 members tried are in it by a sign-in's "
             "look-up)") in lines, lines  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [lambda: LDAPSocketReceiveError("error receiving data: timed out"),
+     lambda: DirectoryError("search under uid=alice refused with result code 50")],
+    ids=["the server stops answering", "access refused"],
+)  # fmt: skip
+def test_check_fails_when_members_cannot_be_read(app, monkeypatch, failure):
+    """The server stops answering, or refuses access, while the members are read (injected):
+    the step fails saying so (it passed them over and said "not tried", exit 0)."""
+    from portal import cli
+
+    def refused(*args, **kwargs):
+        raise failure()
+
+    monkeypatch.setattr(cli, "_member_entries", refused)
+    result = run(app, "check")
+    assert result.exit_code == 1, result.output
+    [line] = [line for line in result.output.splitlines() if " members of staff: " in line]
+    assert " members of staff: FAILED: " in line, line
 
 
 def test_check_warns_when_an_allowed_group_lists_only_groups(own_slapd):

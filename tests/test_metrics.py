@@ -326,7 +326,7 @@ def test_a_command_with_a_missing_multiprocess_folder_says_so_in_one_line(tmp_pa
     )
     done = subprocess.run([sys.executable, "-m", "portal", "--version"], cwd=ROOT,
                           env=environment, capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert done.returncode == 3, done
+    assert done.returncode == 4, done
     assert done.stderr == (
         f"PROMETHEUS_MULTIPROC_DIR: no such folder {missing} (create it empty "
         "before starting; the shipped deploy/gunicorn.conf.py does)\n"
@@ -337,7 +337,7 @@ def test_a_command_with_a_missing_multiprocess_folder_says_so_in_one_line(tmp_pa
 @pytest.mark.slow
 def test_gunicorn_without_the_shipped_config_stops_on_a_missing_multiprocess_folder(tmp_path):
     """Plain gunicorn (no --config) with PROMETHEUS_MULTIPROC_DIR naming no folder: its workers
-    cannot start, and the master stops ("Worker failed to boot") after a worker said why,
+    cannot start, and the master stops ("App failed to load") after a worker said why,
     instead of starting them again and again (a service that looks up, serving nothing)."""
     missing = tmp_path / "run" / "metrics"
     environment = dict(
@@ -355,7 +355,7 @@ def test_gunicorn_without_the_shipped_config_stops_on_a_missing_multiprocess_fol
             server.kill()
     said = output.read_text()
     assert status != 0, said
-    assert "Worker failed to boot" in said, said
+    assert "App failed to load" in said, said
     assert 1 <= said.count(f"PROMETHEUS_MULTIPROC_DIR: no such folder {missing}") <= 2, said
 
 
