@@ -420,6 +420,38 @@ def test_no_key_the_portal_or_its_libraries_set_is_called_unused(monkeypatch):
     assert not [warning for warning in said if "does nothing" in warning], said
 
 
+def test_other_softwares_portal_variables_and_flask_logins_keys_are_not_warned_of(monkeypatch):
+    """A container platform gives a service named "portal" PORTAL_SERVICE_HOST, PORTAL_PORT and
+    more: not the administrator's settings, so no warning on every start (eight were); nor for
+    Flask-Login's USE_SESSION_FOR_NEXT, which acts."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.delenv("PORTAL_SETTINGS", raising=False)
+    monkeypatch.setenv("PORTAL_ENV", "development")
+    for name, value in {"PORTAL_SERVICE_HOST": "10.0.0.7", "PORTAL_SERVICE_PORT": "8000",
+                        "PORTAL_PORT": "tcp://10.0.0.7:8000",
+                        "PORTAL_PORT_8000_TCP_ADDR": "10.0.0.7"}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("PORTAL_USE_SESSION_FOR_NEXT", "true")
+    app = create_app()
+    try:
+        said = validate(app.config)
+    finally:
+        app.extensions["portal.directory"].close()
+    assert not [warning for warning in said if "does nothing" in warning], said
+
+
+def test_the_portals_name_without_its_prefix_in_the_settings_file_is_a_typo(monkeypatch, tmp_path):
+    """LOGO = "x.svg" in the file: refused as a typo of PORTAL_LOGO (the variable's wording is
+    for variables)."""
+    written = tmp_path / "settings.toml"
+    written.write_text('LOGO = "x.svg"\n' + (ROOT / "settings.toml").read_text())
+    monkeypatch.setenv("PORTAL_SETTINGS", str(written))
+    monkeypatch.setenv("PORTAL_ENV", "development")
+    with pytest.raises(ConfigError) as raised:
+        create_app()
+    assert str(raised.value) == "setting LOGO: unknown setting (did you mean PORTAL_LOGO?)"
+
+
 def test_a_variable_for_the_portals_name_without_its_second_prefix_is_refused(monkeypatch):
     """PORTAL_NAME in the environment sets NAME, not PORTAL_NAME: it was ignored in silence and
     the pages kept the default name; now refused, naming the variable that sets it."""

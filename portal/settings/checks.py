@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import os
 import re
 import ssl
 from pathlib import Path
@@ -137,7 +138,9 @@ _LIBRARY_KEYS = frozenset(Flask.default_config) | {
     "REMEMBER_COOKIE_HTTPONLY",
     "REMEMBER_COOKIE_SAMESITE",
     "REMEMBER_COOKIE_REFRESH_EACH_REQUEST",
-    # Flask-WTF's (the portal sets some of them) and Flask-Babel's.
+    # Flask-Login's, Flask-WTF's (the portal sets some of them) and Flask-Babel's.
+    "USE_SESSION_FOR_NEXT",
+    "FORCE_HOST_FOR_REDIRECTS",
     "WTF_CSRF_ENABLED",
     "WTF_CSRF_CHECK_DEFAULT",
     "WTF_CSRF_SECRET_KEY",
@@ -506,18 +509,21 @@ def _check_production(config) -> None:
 
 
 def _check_unknown_keys(config, known: set[str]) -> list[str]:
-    # Refuses a key that is surely a typo; returns the other unknown keys, which do nothing.
+    # Refuses a key that is surely a typo; returns the other unknown keys of the settings file,
+    # which do nothing (PORTAL_* variables of other software, such as the PORTAL_SERVICE_HOST
+    # and PORTAL_PORT a container platform sets for a service named "portal", are left alone).
     every = known | _LIBRARY_KEYS
+    from_environment = {name[len("PORTAL_") :] for name in os.environ if name.startswith("PORTAL_")}
     unused = []
     for key in config:
         if key in every or key in _OWN_VARIABLES:
             continue
         if f"PORTAL_{key}" in known:
             # PORTAL_NAME in the environment sets NAME: the variable needs the prefix twice.
-            raise ConfigError(
-                f"setting {key}: unknown setting (as a variable, PORTAL_{key} sets {key}; the "
-                f"setting PORTAL_{key} is PORTAL_PORTAL_{key})"
-            )
+            where = (f"as a variable, PORTAL_{key} sets {key}; the setting PORTAL_{key} is "
+                     f"PORTAL_PORTAL_{key}" if key in from_environment
+                     else f"did you mean PORTAL_{key}?")  # fmt: skip
+            raise ConfigError(f"setting {key}: unknown setting ({where})")
         if key.startswith(_OWN_PREFIXES):
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"did you mean {close[0]}?" if close else "see portal/settings/defaults.py"
@@ -527,7 +533,8 @@ def _check_unknown_keys(config, known: set[str]) -> list[str]:
         close = difflib.get_close_matches(key, every, n=1, cutoff=TYPO_LIKENESS)
         if close:
             raise ConfigError(f"setting {key}: unknown setting (did you mean {close[0]}?)")
-        unused.append(key)
+        if key not in from_environment:
+            unused.append(key)
     return unused
 
 
