@@ -150,3 +150,49 @@ def test_check_says_what_to_fix_when_tls_fails(two_tls_slapds, certificates, cas
     assert "'subject'" not in failed and "serialNumber" not in failed, failed
     if case == "another host":
         assert "certificate for ldap.elsewhere.example doesn't match" in failed, failed
+
+
+@pytest.mark.parametrize(
+    ("url", "said", "hint"),
+    [
+        ("ldaps://ldap.corp.example:636", "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify "
+         "failed: certificate has expired (_ssl.c:1006)", ": the server's certificate has "
+         "expired (or this machine's clock is wrong)"),
+        ("ldaps://ldap.corp.example:636", "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify "
+         "failed: certificate is not yet valid (_ssl.c:1006)", ": the server's certificate is "
+         "not valid yet (or this machine's clock is wrong)"),
+        ("ldaps://ldap.corp.example:636", "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify "
+         "failed: unsupported certificate purpose (_ssl.c:1006)", ""),
+        # A server that accepts and closes at once on its usual port: no port mix-up to hint.
+        ("ldaps://ldap.corp.example:636", "[SSL: UNEXPECTED_EOF_WHILE_READING] EOF occurred in "
+         "violation of protocol (_ssl.c:1006)", ""),
+        ("ldap://ldap.corp.example:389", "session terminated by server", ""),
+        ("ldap://ldap.corp.example:10389", "Connection refused", ""),
+    ],
+)  # fmt: skip
+def test_a_tls_hint_only_for_the_mistake_its_words_name(url, said, hint):
+    """The TLS library's words for an expired or not yet valid certificate name the clock, not
+    the CA (every certificate failure read "not signed by the CA"); other failures, and the
+    usual ports, get no hint that would lead the wrong way."""
+    import ldap3
+
+    from portal.directory.connections import _tls_hint
+
+    app = make_app(None, LDAP_URLS=["ldaps://ldap.corp.example"])  # no LDAP_CA_FILE
+    settings = app.extensions["portal.directory"].settings
+    app.extensions["portal.directory"].close()
+    assert _tls_hint(ldap3.Server(url), settings, said) == hint
+
+
+def test_a_certificate_without_alternative_names_is_named_by_its_common_name():
+    """ldap3's host-name check says the whole certificate as a Python dict: shortened to the
+    names it is for, its common name when it has no subjectAltName (it said "no name")."""
+    from portal.directory.connections import _shortened
+
+    dump = ("socket ssl wrapping error: certificate {'subject': ((('commonName', "
+            "'ldap.corp.example'),),), 'issuer': ((('commonName', 'Corp CA'),),), 'version': 3, "
+            "'serialNumber': '01'} doesn't match any name in ['10.0.0.5'] ")  # fmt: skip
+    assert _shortened(Exception(dump)) == (
+        "socket ssl wrapping error: certificate for ldap.corp.example doesn't match any name in "
+        "['10.0.0.5']"
+    )

@@ -220,35 +220,55 @@ def open_connection(
 #: ldap3's host-name check says the whole certificate, as a Python dict, before "doesn't match".
 _CERTIFICATE_DUMP = re.compile(r"certificate \{.*\} doesn't match", re.DOTALL)
 _CERTIFICATE_NAME = re.compile(r"\('(?:DNS|IP Address)', '([^']+)'\)")
+_CERTIFICATE_COMMON_NAME = re.compile(r"\('commonName', '([^']+)'\)")
 
 
 def _shortened(error: BaseException) -> str:
-    # A host-name mismatch said every field of the certificate: the names it is for say enough.
+    # A host-name mismatch said every field of the certificate: the names it is for say enough
+    # (its subject's common name when it has no subjectAltName, as some internal CAs issue).
     said = str(error)
     dump = _CERTIFICATE_DUMP.search(said)
     if dump is None:
         return said
-    names = ", ".join(_CERTIFICATE_NAME.findall(dump.group(0))) or "no name"
-    return said[: dump.start()] + f"certificate for {names} doesn't match" + said[dump.end() :]
+    names = (
+        _CERTIFICATE_NAME.findall(dump.group(0))
+        or _CERTIFICATE_COMMON_NAME.findall(dump.group(0))[:1]
+    )
+    shortened = f"certificate for {', '.join(names) or 'no name'} doesn't match"
+    return (said[: dump.start()] + shortened + said[dump.end() :]).rstrip(" :")
+
+
+#: What the TLS library says of a server certificate, and what to do about it.
+_CERTIFICATE_HINTS = (
+    ("unable to get local issuer certificate", "untrusted"),
+    ("self-signed certificate", "untrusted"),
+    ("self signed certificate", "untrusted"),
+    ("certificate has expired", ": the server's certificate has expired (or this machine's "
+                                "clock is wrong)"),
+    ("certificate is not yet valid", ": the server's certificate is not valid yet (or this "
+                                     "machine's clock is wrong)"),
+)  # fmt: skip
+_LDAPS_PORT, _LDAP_PORT = 636, 389
 
 
 def _tls_hint(server: ldap3.Server, settings: DirectorySettings, said: str) -> str:
-    # What an administrator most often got wrong when a TLS connection fails in these words.
-    if "CERTIFICATE_VERIFY_FAILED" in said or "certificate verify failed" in said:
-        if "mismatch" in said or "doesn't match" in said:
-            return (f": the certificate is not for {server.host}; name the server in LDAP_URLS "
-                    "as its certificate does")  # fmt: skip
-        if not settings.ca_file:
-            return (": the server's certificate is not signed by a CA this machine trusts; set "
-                    "LDAP_CA_FILE to the CA certificate that signed it")  # fmt: skip
-        return ": the server's certificate is not signed by the CA in LDAP_CA_FILE"
-    if "doesn't match" in said:
+    # What an administrator most often got wrong when a TLS connection fails in these words;
+    # nothing for words that name no such mistake.
+    if "mismatch" in said or "doesn't match" in said:
         return (f": the certificate is not for {server.host}; name the server in LDAP_URLS as "
                 "its certificate does")  # fmt: skip
-    if server.ssl and any(words in said for words in _PLAIN_PORT_WORDS):
+    for words, hint in _CERTIFICATE_HINTS:
+        if words in said:
+            if hint != "untrusted":
+                return hint
+            if not settings.ca_file:
+                return (": the server's certificate is not signed by a CA this machine trusts; "
+                        "set LDAP_CA_FILE to the CA certificate that signed it")  # fmt: skip
+            return ": the server's certificate is not signed by the CA in LDAP_CA_FILE"
+    if server.ssl and server.port != _LDAPS_PORT and any(w in said for w in _PLAIN_PORT_WORDS):
         return (f": is {server.port} a plain LDAP port? ldaps:// speaks TLS from the first byte "
                 "(usually port 636); for a plain port use ldap:// with LDAP_START_TLS")  # fmt: skip
-    if not server.ssl and "session terminated by server" in said:
+    if not server.ssl and server.port != _LDAP_PORT and "session terminated by server" in said:
         return (f": if {server.port} is an ldaps:// port (usually 636), write ldaps:// in "
                 "LDAP_URLS")  # fmt: skip
     return ""
