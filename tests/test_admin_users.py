@@ -180,6 +180,7 @@ def test_a_look_up_while_the_directory_is_down_names_who_cannot_be_read(own_slap
     page = answer.get_data(as_text=True)
     assert answer.status_code == 503
     assert "bob cannot be looked up right now" in page and "who you are" not in page
+    assert page.count("in a minute") == 1, page  # said once, by the page (it was twice)
     german = erin.get("/admin/users/bob", headers={"Accept-Language": "de"})
     assert "kann bob gerade nicht nachgeschlagen werden" in german.get_data(as_text=True)
     app.extensions["portal.directory"].close()

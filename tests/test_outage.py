@@ -24,6 +24,7 @@ def assert_directory_unavailable(response):
     body = response.get_data(as_text=True)
     assert response.status_code == 503
     assert response.headers["Retry-After"]
+    assert "not answering" in body
     assert "try again" in body or "Reload this page in a minute" in body
     assert "Wrong username or password" not in body
 

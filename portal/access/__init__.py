@@ -123,7 +123,7 @@ def _admin_only(view, serve_stale: bool):
         if request.environ.get(STALE) and not serve_stale:
             # An administrator acts on what the directory says now, never on a memory of it.
             abort(503, gettext("The company directory is not answering, and the admin pages "
-                               "need it. Please try again in a minute."))  # fmt: skip
+                               "need it."))  # fmt: skip
         if not login_fresh():
             return login_manager.needs_refresh()
         return view(*args, **kwargs)

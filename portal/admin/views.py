@@ -253,8 +253,7 @@ def user(username: str):
         # The page said the portal could not check who the administrator is: it is this
         # person it could not read. (Any other refusal gets the 503 page and its log line.)
         abort(503, gettext("The company directory is not answering, so %(name)s cannot be "
-                           "looked up right now. Please try again in a minute.",
-                           name=username[:100]))  # fmt: skip
+                           "looked up right now.", name=username[:100]))  # fmt: skip
     return render_template("admin/user.html", found=found, states=ACCOUNT_STATES), (
         200 if found.exists else 404
     )
