@@ -100,6 +100,13 @@ def test_the_default_portal_name_is_said_in_german_too(slapd):
     english = client.get("/login", headers={"Accept-Language": "en"}).get_data(as_text=True)
     assert "<title>Sign in · Intranet portal</title>" in english
     app.extensions["portal.directory"].close()
+    # Only the portal's name: an app of that title is shown as set, in German too.
+    titled = make_app(slapd, APPS=[{"title": "Intranet portal", "url": "/app/wiki/"}])
+    browser = titled.test_client()
+    AuthActions(browser).login("alice")
+    home = browser.get("/", headers=GERMAN).get_data(as_text=True)
+    assert '<span class="title">Intranet portal</span>' in home
+    titled.extensions["portal.directory"].close()
 
 
 def test_a_regional_browser_gets_the_language_before_another_region():

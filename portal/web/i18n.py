@@ -21,15 +21,19 @@ def init_app(app: Flask) -> None:
     Babel(app, locale_selector=select_language, default_translation_directories=str(TRANSLATIONS))
     app.jinja_env.globals["get_locale"] = get_locale  # <html lang="...">
     app.jinja_env.filters["localized"] = localized
+    app.jinja_env.globals["portal_name"] = portal_name
+
+
+def portal_name() -> str:
+    """PORTAL_NAME in this request's language; left as shipped, in the catalog's words for it
+    (the setting stays a plain text, so brand templates that show it as it is keep working)."""
+    value = current_app.config["PORTAL_NAME"]
+    return str(_SHIPPED_NAME) if value == SHIPPED_NAME else localized(value)
 
 
 def localized(value) -> str:
     """A text from settings (a string, a table per language, or a Text) in this request's
-    language, else in the first of LANGUAGES; the portal's name left as shipped is said in the
-    reader's language by the catalog."""
-    if value == SHIPPED_NAME:
-        # A plain text, so brand templates that show config.PORTAL_NAME as it is keep working.
-        return str(_SHIPPED_NAME)
+    language, else in the first of LANGUAGES."""
     languages = current_app.config["LANGUAGES"]
     return Text.of(value, languages).in_language(str(get_locale() or languages[0]))
 
