@@ -406,50 +406,38 @@ def test_production_without_redis_warns_that_a_restart_forgets_sign_outs(cache):
     assert warned["redis"] == [] and warned["development"] == []
 
 
-def test_no_key_the_portal_or_its_libraries_set_is_called_unused(monkeypatch):
+#: PORTAL_* variables a container platform sets for a service named "portal".
+PLATFORM_VARIABLES = {
+    "PORTAL_SERVICE_HOST": "10.0.0.7",
+    "PORTAL_SERVICE_PORT": "8000",
+    "PORTAL_PORT": "tcp://10.0.0.7:8000",
+    "PORTAL_PORT_8000_TCP_ADDR": "10.0.0.7",
+}
+
+
+@pytest.mark.parametrize(
+    "variables",
+    [{}, PLATFORM_VARIABLES | {"PORTAL_USE_SESSION_FOR_NEXT": "true"}],
+    ids=["the shipped settings", "a platform's variables and Flask-Login's keys"],
+)
+def test_no_key_the_portal_its_libraries_or_its_platform_set_is_called_unused(
+    monkeypatch, variables
+):
     """The shipped settings file, as the portal and Flask-WTF fill in the rest (WTF_CSRF_*,
-    WTF_I18N_ENABLED): no warning that a key does nothing (every start warned of nine)."""
+    WTF_I18N_ENABLED: every start warned of nine); a container platform's PORTAL_SERVICE_HOST,
+    PORTAL_PORT and more (not the administrator's settings: eight more); Flask-Login's
+    USE_SESSION_FOR_NEXT, which acts: no warning that a key does nothing."""
     monkeypatch.chdir(ROOT)
     monkeypatch.delenv("PORTAL_SETTINGS", raising=False)
     monkeypatch.setenv("PORTAL_ENV", "development")
-    app = create_app()
-    try:
-        said = validate(app.config)
-    finally:
-        app.extensions["portal.directory"].close()
-    assert not [warning for warning in said if "does nothing" in warning], said
-
-
-def test_other_softwares_portal_variables_and_flask_logins_keys_are_not_warned_of(monkeypatch):
-    """A container platform gives a service named "portal" PORTAL_SERVICE_HOST, PORTAL_PORT and
-    more: not the administrator's settings, so no warning on every start (eight were); nor for
-    Flask-Login's USE_SESSION_FOR_NEXT, which acts."""
-    monkeypatch.chdir(ROOT)
-    monkeypatch.delenv("PORTAL_SETTINGS", raising=False)
-    monkeypatch.setenv("PORTAL_ENV", "development")
-    for name, value in {"PORTAL_SERVICE_HOST": "10.0.0.7", "PORTAL_SERVICE_PORT": "8000",
-                        "PORTAL_PORT": "tcp://10.0.0.7:8000",
-                        "PORTAL_PORT_8000_TCP_ADDR": "10.0.0.7"}.items():  # fmt: skip
+    for name, value in variables.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setenv("PORTAL_USE_SESSION_FOR_NEXT", "true")
     app = create_app()
     try:
         said = validate(app.config)
     finally:
         app.extensions["portal.directory"].close()
     assert not [warning for warning in said if "does nothing" in warning], said
-
-
-def test_the_portals_name_without_its_prefix_in_the_settings_file_is_a_typo(monkeypatch, tmp_path):
-    """LOGO = "x.svg" in the file: refused as a typo of PORTAL_LOGO (the variable's wording is
-    for variables)."""
-    written = tmp_path / "settings.toml"
-    written.write_text('LOGO = "x.svg"\n' + (ROOT / "settings.toml").read_text())
-    monkeypatch.setenv("PORTAL_SETTINGS", str(written))
-    monkeypatch.setenv("PORTAL_ENV", "development")
-    with pytest.raises(ConfigError) as raised:
-        create_app()
-    assert str(raised.value) == "setting LOGO: unknown setting (did you mean PORTAL_LOGO?)"
 
 
 def test_a_variable_for_the_portals_name_without_its_second_prefix_is_refused(monkeypatch):
@@ -473,19 +461,31 @@ def test_a_variable_for_the_portals_name_without_its_second_prefix_is_refused(mo
     app.extensions["portal.directory"].close()
 
 
-def test_a_setting_in_lower_case_is_refused_naming_it(monkeypatch, tmp_path):
-    """Flask keeps only upper-case keys: `ldap_connect_timeout = 2` in the file was dropped
-    without a word, and `portal check` said ok."""
+@pytest.mark.parametrize(
+    ("line", "said"),
+    [
+        # Flask keeps only upper-case keys: dropped without a word, and `portal check` said ok.
+        ("ldap_connect_timeout = 2", "setting ldap_connect_timeout: setting names are written "
+         "in capitals"),
+        # The portal's name without its prefix: a typo of PORTAL_LOGO (the variable's wording,
+        # "PORTAL_LOGO sets LOGO", is for variables).
+        ('LOGO = "x.svg"', "setting LOGO: unknown setting (did you mean PORTAL_LOGO?)"),
+    ],
+    ids=["lower case", "the name without its prefix"],
+)  # fmt: skip
+def test_a_line_of_the_settings_file_no_setting_reads_is_refused_naming_it(
+    monkeypatch, tmp_path, line, said
+):
+    """A settings file's line that would do nothing stops start-up, naming the key and the fix."""
     written = tmp_path / "settings.toml"
-    written.write_text("ldap_connect_timeout = 2\n" + (ROOT / "settings.toml").read_text())
+    written.write_text(line + "\n" + (ROOT / "settings.toml").read_text())
     monkeypatch.setenv("PORTAL_SETTINGS", str(written))
     monkeypatch.setenv("PORTAL_ENV", "development")
     with pytest.raises(ConfigError) as raised:
         create_app()
-    assert "setting ldap_connect_timeout: setting names are written in capitals" in str(
-        raised.value
-    )
-    assert "(LDAP_CONNECT_TIMEOUT)" in str(raised.value)
+    assert said in str(raised.value), raised.value
+    if line.startswith("ldap_"):
+        assert "(LDAP_CONNECT_TIMEOUT)" in str(raised.value)
 
 
 def test_a_setting_in_lower_case_from_the_environment_is_refused(monkeypatch):
