@@ -225,3 +225,55 @@ def _sign_out_everywhere(base: str, cookie: str) -> None:
     answer = requests.post(base + "/logout", data={"csrf_token": token, "everywhere": "1"},
                            headers=headers, allow_redirects=False, timeout=10)  # fmt: skip
     assert answer.status_code == 302, answer.text[:300]
+
+
+UNIT = ROOT / "deploy" / "portal.service"
+
+
+def _unit_lines(key: str) -> list[str]:
+    # The values of one key of deploy/portal.service (a key may come more than once).
+    return [line.split("=", 1)[1] for line in UNIT.read_text().splitlines()
+            if line.startswith(f"{key}=")]  # fmt: skip
+
+
+def test_the_systemd_unit_passes_systemds_own_check(tmp_path):
+    """deploy/portal.service, pointed at this checkout instead of /opt/portal, passes
+    `systemd-analyze verify` (directives, the gunicorn it runs); it keeps the settings and
+    secrets outside the package and makes the metrics folder at each start."""
+    from tests.servers import require_binary
+
+    analyze = require_binary("systemd-analyze", "apt-get install systemd")
+    here = tmp_path / "portal.service"
+    here.write_text(UNIT.read_text().replace("/opt/portal", str(ROOT)))
+    done = subprocess.run([analyze, "verify", str(here)], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _unit_lines("RuntimeDirectory") == ["portal-metrics"]
+    environment = dict(line.split("=", 1) for line in _unit_lines("Environment"))
+    assert environment["PROMETHEUS_MULTIPROC_DIR"] == "/run/portal-metrics"
+    assert environment["PORTAL_SETTINGS"].startswith("/etc/")
+    assert _unit_lines("EnvironmentFile") == ["/etc/portal/secrets.env"]
+
+
+def test_the_systemd_units_command_serves_the_portal(slapd, tmp_path):
+    """The unit's ExecStart, run as it is written (this checkout for /opt/portal, a free port
+    for 8000, the metrics folder not made yet as after a reboot): gunicorn with the shipped
+    config serves the sign-in page."""
+    from tests.servers import portal_environment
+
+    [command] = _unit_lines("ExecStart")
+    port = free_port()
+    here = command.replace("/opt/portal", str(ROOT))
+    words = here.replace("127.0.0.1:8000", f"127.0.0.1:{port}").split()
+    folder = tmp_path / "run" / "portal-metrics"
+    environment = dict(portal_environment(slapd.url), PROMETHEUS_MULTIPROC_DIR=str(folder))
+    output = tmp_path / "gunicorn.out"
+    with open(output, "wb") as written:
+        server = subprocess.Popen(words, cwd=ROOT, env=environment, stdout=written,
+                                  stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        wait_until(lambda: answers_login(f"http://127.0.0.1:{port}"), server, 30, "gunicorn",
+                   output.read_text)  # fmt: skip
+        assert folder.is_dir()
+    finally:
+        stop_process(server)
