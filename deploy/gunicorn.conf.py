@@ -88,7 +88,7 @@ def child_exit(server, worker):
 
 
 def _check_workers(server, workers: int) -> None:
-    from portal.settings import ConfigError, check_processes, load, validate
+    from portal.settings import ConfigError, check_processes, environment_hint, load, validate
 
     try:
         config = load()
@@ -97,5 +97,5 @@ def _check_workers(server, workers: int) -> None:
         validate(config)
         check_processes(config, workers)
     except ConfigError as error:
-        server.log.error("portal: %s", error)
+        server.log.error("portal: %s%s", error, environment_hint(str(error)))
         raise SystemExit(1) from None

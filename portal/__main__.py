@@ -8,9 +8,7 @@ them at start-up).
 
 from __future__ import annotations
 
-import json
 import os
-import re
 from pathlib import Path
 
 import click
@@ -18,7 +16,7 @@ from flask.cli import FlaskGroup, NoAppException
 
 from . import create_app
 from .cli import commands
-from .settings import ConfigError, load_settings_file
+from .settings import ConfigError, environment_hint
 
 _HELP = """The portal's operator commands, with the settings the portal itself would read
 (PORTAL_SETTINGS, else ./settings.toml, and PORTAL_* variables). `portal check` first."""
@@ -79,9 +77,10 @@ def _app_or_refusal():
         # Not an invitation to turn a production host into a development one, nor a repeat
         # of what is set already.
         demo = ("" if "production" in message or os.environ.get("PORTAL_ENV") == "development"
+                or not message.startswith("setting ")  # a file, a folder: no setting refused
                 else "; PORTAL_ENV=development for the demo")  # fmt: skip
         raise SettingRefused(
-            f"{message}{_from_environment(message)} ({_where_settings_come_from()}{demo})"
+            f"{message}{environment_hint(message)} ({_where_settings_come_from()}{demo})"
         ) from None
 
 
@@ -98,41 +97,6 @@ def _where_settings_come_from(environ=os.environ) -> str:
         f"no settings file was read: there is no settings.toml in {Path.cwd()} and "
         "PORTAL_SETTINGS is not set, so only the defaults and PORTAL_* variables count"
     )
-
-
-def _from_environment(message: str, environ=os.environ) -> str:
-    # Flask reads PORTAL_* values as JSON: PORTAL_LDAP_BIND_PASSWORD=12345 is a number.
-    key = re.match(r"setting (\w+)", message)
-    variable = f"PORTAL_{key.group(1)}" if key else ""
-    if not variable or variable not in environ or "unknown setting" in message:
-        return ""  # a misspelled name is not a matter of quoting
-    if not environ[variable].strip():
-        # An environment file's "PORTAL_SECRET_KEY=" line: empty, yet it wins over the file.
-        said = (f"; it comes from {variable}, which is set but empty (as a line "
-                f"\"{variable}=\" in an environment file sets it)")  # fmt: skip
-        if key.group(1) in _settings_file_keys(environ):
-            return said + " and wins over the settings file's value: remove it, or give it one"
-        return said + ": give it the value"
-    if isinstance(_as_json(environ[variable]), str) and "a list" not in message:
-        return ""  # read as the text it is (PORTAL_ENV=dev): quoting would change nothing
-    return (f"; it comes from {variable}, whose value is read as JSON: a number as 5, true "
-            f"or false, a list as '[\"a\"]', a text in quotes as {variable}='\"...\"'")  # fmt: skip
-
-
-def _settings_file_keys(environ) -> set[str]:
-    # The keys the settings file gives (none when it cannot be read: that is said apart).
-    try:
-        return set(load_settings_file(environ))
-    except ConfigError:
-        return set()
-
-
-def _as_json(value: str):
-    # As Flask reads a PORTAL_* variable: JSON when it parses, else the text itself.
-    try:
-        return json.loads(value)
-    except ValueError:
-        return value
 
 
 if __name__ == "__main__":

@@ -749,7 +749,7 @@ def test_check_names_who_may_not_read_a_base_and_says_it_once(slapd):
 def test_the_json_hint_is_for_values_from_the_environment_not_for_misspelled_names():
     """A wrong value from a PORTAL_* variable gets the JSON hint; a misspelled name, whose
     quoting is not the matter, and a value from the settings file do not."""
-    from portal.__main__ import _from_environment
+    from portal.settings import environment_hint as _from_environment
 
     environ = {"PORTAL_LDAP_BIND_PASSWORD": "12345", "PORTAL_WATCH_INTERVALL": "0"}
     hint = _from_environment("setting LDAP_BIND_PASSWORD: a string", environ)

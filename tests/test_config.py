@@ -168,6 +168,7 @@ def test_a_settings_file_that_cannot_be_read_is_said_in_one_line(tmp_path, make,
     assert done.returncode == 2, done
     assert done.stderr.startswith(f"Error: {named}: {said}"), done.stderr
     assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stdout, done
+    assert "PORTAL_ENV=development" not in done.stderr  # a file's problem: no demo to suggest
 
 
 def test_a_settings_file_saved_with_a_byte_order_mark_is_read(tmp_path):

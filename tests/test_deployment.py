@@ -166,6 +166,28 @@ def test_several_workers_with_per_process_state_refuse_to_start(own_slapd, tmp_p
 
 
 @pytest.mark.slow
+def test_gunicorn_names_an_empty_secret_variable_that_wins_over_the_settings_file(
+    own_slapd, tmp_path
+):
+    """A service's environment file with an empty "PORTAL_SECRET_KEY=" line, and a settings
+    file that has the key: gunicorn's start-up line says the variable is set but empty and
+    wins (only `portal check` said so; gunicorn said "set a text ...", which the file did)."""
+    command, image_env = dockerfile()
+    folder = image_folder(tmp_path)
+    with open(folder / "settings.toml", "a") as settings_file:
+        settings_file.write(f'\nSECRET_KEY = "{secrets.token_urlsafe(48)}"\n')
+    environment = {**production_environment(own_slapd), **image_env, "PORTAL_SECRET_KEY": ""}
+    finished = subprocess.run(
+        gunicorn_command(command, free_port()), cwd=folder, env=environment,
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert finished.returncode != 0
+    said = finished.stderr
+    assert "it comes from PORTAL_SECRET_KEY, which is set but empty" in said, said[-2000:]
+    assert "wins over the settings file's value" in said, said[-2000:]
+
+
+@pytest.mark.slow
 def test_the_image_serves_one_worker_with_threads_and_sign_out_everywhere_holds(
     own_slapd, tmp_path
 ):

@@ -10,7 +10,9 @@ environment variables whose values are parsed as JSON. A bad or missing setting 
 from __future__ import annotations
 
 import copy
+import json
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -147,3 +149,39 @@ def check_processes(config, processes: int) -> None:
             f"{processes} worker processes would let {processes} times the guesses through: "
             "leave it empty (the cache's Redis) or give a redis:// URL"
         )
+
+
+def environment_hint(message: str, environ=os.environ) -> str:
+    """What to add to a refused setting's message when a PORTAL_* variable gave its value: that
+    it was read as JSON (PORTAL_LDAP_BIND_PASSWORD=12345 is a number), or set but empty."""
+    key = re.match(r"setting (\w+)", message)
+    variable = f"PORTAL_{key.group(1)}" if key else ""
+    if not variable or variable not in environ or "unknown setting" in message:
+        return ""  # a misspelled name is not a matter of quoting
+    if not environ[variable].strip():
+        # An environment file's "PORTAL_SECRET_KEY=" line: empty, yet it wins over the file.
+        said = (f"; it comes from {variable}, which is set but empty (as a line "
+                f"\"{variable}=\" in an environment file sets it)")  # fmt: skip
+        if key.group(1) in _settings_file_keys(environ):
+            return said + " and wins over the settings file's value: remove it, or give it one"
+        return said + ": give it the value"
+    if isinstance(_as_json(environ[variable]), str) and "a list" not in message:
+        return ""  # read as the text it is (PORTAL_ENV=dev): quoting would change nothing
+    return (f"; it comes from {variable}, whose value is read as JSON: a number as 5, true "
+            f"or false, a list as '[\"a\"]', a text in quotes as {variable}='\"...\"'")  # fmt: skip
+
+
+def _settings_file_keys(environ) -> set[str]:
+    # The keys the settings file gives (none when it cannot be read: that is said apart).
+    try:
+        return set(load_settings_file(environ))
+    except ConfigError:
+        return set()
+
+
+def _as_json(value: str):
+    # As Flask reads a PORTAL_* variable: JSON when it parses, else the text itself.
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
