@@ -362,6 +362,20 @@ def test_a_long_mail_address_stays_inside_its_card_on_the_narrowest_screen(own_s
             visitor.close()
 
 
+def test_long_german_words_stay_on_the_narrowest_screen(portal, chromium):
+    """German compounds in headings ("Mitarbeiterhandbuch", "Verzeichnisbeobachter") at 320 px:
+    they break inside the card instead of widening the page (414 and 342 px wide)."""
+    for name, path in (("alice", "/pages/handbook"), ("erin", "/admin/status")):
+        visitor = Visitor(chromium, portal.url, NARROWEST, locale="de-DE")
+        try:
+            visitor.sign_in(name)
+            visitor.open(path)
+            assert visitor.page.get_attribute("html", "lang") == "de"
+            visitor.check(f"german-{name}")
+        finally:
+            visitor.close()
+
+
 def _contrast(first: str, second: str) -> float:
     # WCAG's contrast ratio of two computed CSS colours ("rgb(r, g, b)").
     def luminance(colour: str) -> float:
