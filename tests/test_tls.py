@@ -49,6 +49,11 @@ def test_ldaps_without_the_ca_is_refused(tls_slapd, caplog):
     response = AuthActions(app.test_client()).login("alice")
     assert response.status_code == 503
     assert "certificate verify failed" in caplog.text
+    # The server's failure line says what to fix too (only `portal check` did).
+    failed = [r.getMessage() for r in caplog.records
+              if r.getMessage().startswith("directory server ")]  # fmt: skip
+    assert failed and all("set LDAP_CA_FILE to the CA certificate that signed it" in line
+                          for line in failed), failed  # fmt: skip
 
 
 @pytest.mark.parametrize("tls_slapd", ["self-signed"], indirect=True)

@@ -72,9 +72,10 @@ def breaker_of(server: ldap3.Server) -> Breaker:
     return server.portal_breaker
 
 
-def server_failed(server: ldap3.Server, error: BaseException) -> None:
-    """Note a server's failure: its breaker opens (logged once a minute per server)."""
-    reason = f"{type(error).__name__}: {error}"
+def server_failed(server: ldap3.Server, error: BaseException, reason: str = "") -> None:
+    """Note a server's failure: its breaker opens (logged once a minute per server), with
+    `reason` when given (the error, shortened, with what to fix), else the error's words."""
+    reason = reason or f"{type(error).__name__}: {error}"
     backoff = breaker_of(server).failed(reason)
     metrics.breaker_open(label(server), True)
     quiet.warning(f"failed {label(server)}", "directory server %s failed (%s); left alone "
@@ -139,7 +140,7 @@ def connect(servers: list[ldap3.Server], settings: DirectorySettings,
                 failures.append(f"{label(server)}: {reasons[label(server)]}")
                 if not probe:  # a probe reports its own findings
                     metrics.ldap_error("connect", connection, reasons[label(server)])
-                    server_failed(server, error)
+                    server_failed(server, error, reasons[label(server)])
                 discard(connection)
                 continue
             return connection
@@ -191,7 +192,9 @@ def open_connection(
             failures.append(f"{label(server)}: {reasons[label(server)]}")
             if not probe:  # a hung server: it accepted the connection, then never answered
                 metrics.ldap_error("bind", connection, reasons[label(server)])
-                server_failed(server, error)
+                server_failed(
+                    server, error, reasons[label(server)].removeprefix("the bind failed: ")
+                )
             discard(connection)
             continue
         finally:
