@@ -550,6 +550,7 @@ def _check_named_groups(report: _Report, connection, settings, notes: list[str])
     named, problems = _named_groups(current_app.config), 0
     base = settings.group_base
     allowed_found = []  # the ACCESS_ALLOWED_GROUPS that are one group, or more
+    admin_found = []  # and the other ACCESS_ADMIN_GROUPS
     for group, where in named.items():
         step = f"group {group} ({', '.join(where)})"
         attribute = settings.group_name_attr
@@ -567,6 +568,8 @@ def _check_named_groups(report: _Report, connection, settings, notes: list[str])
                if known_name(entry, settings).casefold() == group.casefold()]  # fmt: skip
         if dns and "ACCESS_ALLOWED_GROUPS" in where:
             allowed_found.append((group, dns))
+        elif dns and "ACCESS_ADMIN_GROUPS" in where:
+            admin_found.append((group, dns))
         if not dns and found:
             known = "; ".join(f"{entry['dn']} as {known_name(entry, settings)!r}"
                               for entry in found)  # fmt: skip
@@ -595,6 +598,10 @@ def _check_named_groups(report: _Report, connection, settings, notes: list[str])
         report.ok(step, f"{len(named)} of {len(named)} are one group each")
     for group, dns in allowed_found:
         _check_members(report, connection, settings, group, dns[0], notes)
+    for group, dns in admin_found:
+        # Nobody in it could open the admin pages: a warning, since people can still sign in.
+        _check_members(report, connection, settings, group, dns[0], notes,
+                       consequence="open the admin pages")  # fmt: skip
 
 
 #: Members of each allowed group whose groups `check` reads as a sign-in would, and how many
@@ -605,7 +612,7 @@ MEMBER_DN_ATTRIBUTES, MEMBER_NAME_ATTRIBUTES = ("member", "uniqueMember"), ("mem
 
 
 def _check_members(report: _Report, connection, settings, group: str, dn: str,
-                   notes: list[str]) -> None:  # fmt: skip
+                   notes: list[str], consequence: str = "") -> None:  # fmt: skip
     # The names an allowed group's entry lists and the group look-up can disagree (a filter
     # with {username} where the entry lists DNs, memberOf without the overlay that writes it):
     # then nobody in it can sign in, although the group exists. A few of the people it lists
@@ -632,11 +639,15 @@ def _check_members(report: _Report, connection, settings, group: str, dn: str,
                         "look-up")  # fmt: skip
         return
     entry, names = found[-1]
-    report.failed(step, f"none of {len(found)} members {dn} lists (such as {entry['dn']}) is in "
-                        f"{group!r} by the group look-up a sign-in makes (groups found for the "
-                        f"last: {', '.join(names) or 'none'}), so nobody in it can sign in: check "
-                        "LDAP_GROUP_FILTER and LDAP_GROUP_MEMBERSHIP (memberOf values need the "
-                        "directory's memberof overlay)")  # fmt: skip
+    said = (f"none of {len(found)} members {dn} lists (such as {entry['dn']}) is in {group!r} "
+            f"by the group look-up a sign-in makes (groups found for the last: "
+            f"{', '.join(names) or 'none'}), so nobody in it can {consequence or 'sign in'}: "
+            "check LDAP_GROUP_FILTER and LDAP_GROUP_MEMBERSHIP (memberOf values need the "
+            "directory's memberof overlay)")  # fmt: skip
+    if consequence:
+        report.info(step, f"warning: {said}")
+    else:
+        report.failed(step, said)
 
 
 def _listed_people(connection, settings, dn: str) -> list:

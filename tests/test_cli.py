@@ -70,6 +70,8 @@ def test_check_passes_against_the_demo_directory(app, slapd):
         f"{server} groups under {GROUPS}: ok (6 entries with a cn)",
         f"{server} groups the settings name: ok (5 of 5 are one group each)",
         f"{server} members of staff: ok (3 of 3 members tried are in it by a sign-in's look-up)",
+        f"{server} members of portal-admins: ok (1 of 1 members tried are in it by a sign-in's "
+        "look-up)",
         "cache (SimpleCache): ok",
         "check: ok",
     ]:
@@ -667,7 +669,7 @@ def test_check_fails_when_an_allowed_groups_members_are_not_found_in_it(
     finally:
         app.extensions["portal.directory"].close()
     assert result.exit_code == 1, result.output
-    [line] = [line for line in result.output.splitlines() if " members of " in line]
+    [line] = [line for line in result.output.splitlines() if f" members of {group}: " in line]
     assert f"members of {group}: FAILED: none of " in line, line
     assert f" members {dn} lists (such as uid=" in line and "check LDAP_GROUP_FILTER" in line, line
     # The same settings with the look-up right: the same group passes.
@@ -714,6 +716,19 @@ def test_check_fails_when_members_cannot_be_read(app, monkeypatch, failure):
     assert result.exit_code == 1, result.output
     [line] = [line for line in result.output.splitlines() if " members of staff: " in line]
     assert " members of staff: FAILED: " in line, line
+
+
+def test_check_warns_when_no_administrator_could_open_the_admin_pages(app):
+    """A filter that reads groupOfNames only, while portal-admins is a posixGroup listing erin
+    by memberUid: people can still sign in (staff), so check passes, but says that nobody in
+    portal-admins could open the admin pages (it said nothing, and whois said "no")."""
+    group_names_only = "(&(objectClass=groupOfNames)(member={user_dn}))"
+    narrow = make_app(None, LDAP_URLS=app.config["LDAP_URLS"], LDAP_GROUP_FILTER=group_names_only)
+    lines = checked_group_lines(narrow)
+    [said] = [line for line in lines if line.startswith("members of portal-admins: ")]
+    assert said.startswith("members of portal-admins: warning: none of 1 members "
+                           f"cn=portal-admins,{GROUPS} lists"), said  # fmt: skip
+    assert "so nobody in it can open the admin pages" in said, said
 
 
 def test_check_warns_when_an_allowed_group_lists_only_groups(own_slapd):
