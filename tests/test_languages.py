@@ -347,6 +347,7 @@ def test_the_look_up_names_pages_and_apps_in_the_readers_language(bilingual_app)
         ("HELP_TEXT", {}, r"HELP_TEXT: text, or a table of it per language such as "
                           r'\{ en = "\.\.\.", de = "\.\.\." \}'),
         ("HELP_TEXT", {"en": "x", "de": 4}, r"HELP_TEXT: de: text"),
+        ("PASSWORD_RULES", ["at least 12"], r"PASSWORD_RULES: text, or a table"),
         ("PORTAL_NAME", {"en": " ", "de": "Acme"}, r"PORTAL_NAME: the en text is missing"),
         ("FOOTER_TEXT", 5, r"FOOTER_TEXT: text, or a table"),
         ("FOOTER_LINKS", [{"title": {"de": "Datenschutz"}, "url": "/privacy"}],

@@ -92,6 +92,40 @@ def test_each_policy_refusal_is_said_in_plain_words(ppolicy, audit_lines, first,
     assert 'id="new"' in body and 'aria-invalid="true"' in body.split('id="new"')[1].split(">")[0]
 
 
+RULES = {
+    "en": "At least 10 characters, and not one of your last 3 passwords.",
+    "de": "Mindestens 10 Zeichen und keines Ihrer letzten 3 Passwörter.",
+}
+
+
+def test_the_password_rules_are_shown_where_the_new_password_is_typed(ppolicy):
+    """PASSWORD_RULES on /password, in the page's language, read at the new password's field
+    by a screen reader, and still there after the directory refused a new password."""
+    _, server = ppolicy
+    app = example_app("ppolicy", server, PASSWORD_CHANGE_URL="", PASSWORD_RULES=RULES,
+                      LDAP_PASSWORD_POLICY_DN=POLICY_DN)  # fmt: skip
+    alice = signed_in_client(app, "alice", "alice-secret")
+
+    def rules_and_new_field(page: str) -> tuple[str, str]:
+        [rules] = re.findall(r'<p class="hint" id="password-rules">([^<]*)</p>', page)
+        [field] = re.findall(r'<input id="new"[^>]*>', page)
+        return rules, field
+
+    rules, field = rules_and_new_field(alice.get("/password").get_data(as_text=True))
+    assert rules == RULES["en"] and 'aria-describedby="password-rules"' in field, field
+    german = alice.get("/password", headers={"Accept-Language": "de"}).get_data(as_text=True)
+    assert rules_and_new_field(german)[0] == RULES["de"]
+    refused = change(alice, "alice-secret", "short")
+    assert refused.status_code == 400
+    rules, field = rules_and_new_field(refused.get_data(as_text=True))
+    assert rules == RULES["en"] and 'aria-invalid="true"' in field
+    assert 'aria-describedby="password-error password-rules"' in field, field
+    # Without the setting, the page says only that the directory's policy decides.
+    plain, _ = rules_and_new_field(ppolicy[0].test_client().get("/password").get_data(as_text=True))
+    assert plain == "The company directory checks the new password against its policy."
+    app.extensions["portal.directory"].close()
+
+
 @pytest.mark.parametrize(
     "new",
     ["\ufb01ne-Password-1", "Pass\u00a0word-2026", "\uff30assword-2026", "Pass\u00adword-2026"],

@@ -359,7 +359,7 @@ def _check_people(config) -> None:
         url = config.get(key)
         fix = f"{url!r}: an https:// address or a path on this site (no \\, spaces or //)"
         require(url == "" or is_site_url(url, https_only=secure), key, fix)
-    for key in ("HELP_TEXT", "HELP_LINK_TEXT"):
+    for key in ("HELP_TEXT", "HELP_LINK_TEXT", "PASSWORD_RULES"):
         require_text(config.get(key), key, config["LANGUAGES"], "text")
 
 

@@ -85,6 +85,10 @@ PASSWORD_RESET_URL = ""
 #: The portal's own change-password page (/password): the directory's policy decides. False
 #: hides it (PASSWORD_CHANGE_URL, if set, is offered instead).
 PASSWORD_SELF_SERVICE = True
+#: The password policy in people's words, shown on /password where the new one is typed, e.g.
+#: "At least 12 characters, not one of your last 5 passwords." (empty: a line saying the
+#: directory checks it against its policy). The directory still decides.
+PASSWORD_RULES = ""
 
 # --- Directory watcher ------------------------------------------------------------------------
 #: Seconds between two polls of the directory for changed people and groups; the people they
@@ -112,8 +116,9 @@ FOOTER_LINKS: list[dict[str, str]] = []
 #: The languages pages are shown in, chosen from the browser's Accept-Language; the first is
 #: used when the browser asks for none of them. Available: "en", "de".
 #: Every text below a person reads (PORTAL_NAME, FOOTER_TEXT, a footer link's title, HELP_TEXT,
-#: HELP_LINK_TEXT, a page's title and body, an app's title, description and category) may be
-#: one text, or a table with one per language: { en = "Expenses", de = "Spesen" }. A table
+#: HELP_LINK_TEXT, PASSWORD_RULES, a page's title and body, an app's title, description and
+#: category) may be one text, or a table with one per language: { en = "Expenses", de =
+#: "Spesen" }. A table
 #: needs the first language's text, shown to whoever asks for a language it has none for.
 LANGUAGES = ["en", "de"]
 
