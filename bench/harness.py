@@ -114,8 +114,8 @@ class Server:
     def _ready(self) -> bool:
         try:
             requests.get(self.base_url + self.ready_path, timeout=2)
-        except requests.ConnectionError:
-            return False
+        except (requests.ConnectionError, requests.Timeout):
+            return False  # not up yet, or too busy to answer in time: asked again
         return True
 
 

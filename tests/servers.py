@@ -48,7 +48,8 @@ def answers_login(base_url: str) -> bool:
     """Tell whether a portal at base_url serves its login page right now."""
     try:
         return requests.get(base_url + "/login", timeout=2).status_code == 200
-    except requests.ConnectionError:
+    except (requests.ConnectionError, requests.Timeout):
+        # Not up yet, or too busy to answer in time (a loaded machine): asked again.
         return False
 
 
