@@ -108,7 +108,8 @@ def _wrap_wsgi(app: Flask) -> None:
     from .web.fastpath import FastPath
     from .web.request_guard import RequestGuard
 
-    app.wsgi_app = RequestGuard(FastPath(app, app.wsgi_app), app.config["APPLICATION_ROOT"] or "")
+    app.wsgi_app = RequestGuard(FastPath(app, app.wsgi_app), app.config["APPLICATION_ROOT"] or "",
+                                _several_processes_refused(app.config))  # fmt: skip
     if app.config["TRUSTED_PROXY_HOPS"]:
         from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -116,6 +117,17 @@ def _wrap_wsgi(app: Flask) -> None:
         # written by the client.
         hops = app.config["TRUSTED_PROXY_HOPS"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
+
+
+def _several_processes_refused(config) -> str:
+    # Why these settings cannot be served by several processes ("" when they can): the server
+    # itself says at each request whether it runs several (gunicorn without the shipped
+    # configuration's check, or another server), and the request guard then answers 503.
+    try:
+        settings.check_processes(config, 2, how_many="several")
+    except settings.ConfigError as refused:
+        return f"this server runs several processes: {refused}"
+    return ""
 
 
 def _derive_settings(app: Flask) -> None:

@@ -53,6 +53,15 @@ def answers_login(base_url: str) -> bool:
         return False
 
 
+def answers_at_all(base_url: str) -> bool:
+    """Tell whether a portal at base_url answers GET /login at all, whatever the status."""
+    try:
+        requests.get(base_url + "/login", timeout=2)
+    except (requests.ConnectionError, requests.Timeout):
+        return False
+    return True
+
+
 @dataclass
 class Listener:
     """A loopback TCP listener standing in for a server: its ldap:// URL and what it accepted."""
@@ -137,8 +146,8 @@ class Gunicorn:
         self.workers = workers
         self.process: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 30.0) -> Gunicorn:
-        """Start gunicorn and wait until a worker answers GET /login."""
+    def start(self, timeout: float = 30.0, ready=answers_login) -> Gunicorn:
+        """Start gunicorn and wait until `ready(base_url)`: a worker answers GET /login."""
         binary = Path(sys.executable).with_name("gunicorn")
         assert binary.exists(), f"gunicorn is not installed next to {sys.executable}"
         command = [str(binary), "--bind", f"127.0.0.1:{self.port}"]
@@ -162,7 +171,7 @@ class Gunicorn:
             )
         try:
             wait_until(
-                lambda: answers_login(self.base_url), self.process, timeout, "gunicorn",
+                lambda: ready(self.base_url), self.process, timeout, "gunicorn",
                 self.output_text,
             )  # fmt: skip
         except BaseException:

@@ -166,6 +166,36 @@ def test_several_workers_with_per_process_state_refuse_to_start(own_slapd, tmp_p
 
 
 @pytest.mark.slow
+def test_several_workers_without_the_shipped_config_answer_503_while_sign_outs_are_per_process(
+    own_slapd, tmp_path
+):
+    """Plain `gunicorn --workers 2` (no --config, so no worker-count check) in production with
+    SimpleCache: a sign-out would hold in one worker only (a copied cookie worked on the other
+    11 times in 12), so every request, forward auth's too, is the 503 page and the log says
+    why; one worker serves."""
+    from tests.servers import Gunicorn, answers_at_all
+
+    environment = production_environment(own_slapd, PORTAL_WATCH_INTERVAL="0")
+    server = Gunicorn(tmp_path / "two", environment, workers=2)
+    (tmp_path / "two").mkdir()
+    server.start(ready=answers_at_all)
+    try:
+        for path in ("/login", "/", "/auth/verify", "/healthz"):
+            answer = requests.get(server.base_url + path, timeout=10)
+            assert answer.status_code == 503, (path, answer.status_code)
+        assert "Not set up" in requests.get(server.base_url + "/login", timeout=10).text
+    finally:
+        server.stop()
+    said = server.output_text()
+    assert "answering 503: this server runs several processes: setting CACHE_TYPE:" in said, said
+    assert "several worker processes would each keep their own" in said, said
+    one = Gunicorn(tmp_path / "one", environment, workers=1)
+    (tmp_path / "one").mkdir()
+    one.start()  # GET /login answers 200
+    one.stop()
+
+
+@pytest.mark.slow
 def test_gunicorn_names_an_empty_secret_variable_that_wins_over_the_settings_file(
     own_slapd, tmp_path
 ):

@@ -126,27 +126,29 @@ def validate(config) -> list[str]:
     return check_settings(config, known_keys())
 
 
-def check_processes(config, processes: int) -> None:
+def check_processes(config, processes: int, how_many: str = "") -> None:
     """Refuse to serve from several processes with state that each would keep for itself.
 
     In production, with more than one worker process, sign-out, revocation marks and the user
     cache must be shared (CACHE_TYPE = "RedisCache") and so must the throttle counts
     (THROTTLE_STORAGE_URL not memory://): otherwise a copied cookie still works on the worker
     that never heard of the sign-out, and N workers let N times the guesses through.
+    `how_many` says the count in words when it is not known ("several").
     """
     if processes <= 1 or config["ENV"] == "development":
         return
+    how_many = how_many or str(processes)
     if config["CACHE_TYPE"] != "RedisCache":
         raise ConfigError(
             f"setting CACHE_TYPE: {config['CACHE_TYPE']} keeps sign-outs and revocations in each "
-            f"process, and {processes} worker processes would each keep their own: set "
+            f"process, and {how_many} worker processes would each keep their own: set "
             'CACHE_TYPE = "RedisCache" (with CACHE_REDIS_URL), or serve with one worker and '
             "threads (gunicorn --workers 1 --threads 8)"
         )
     if throttle_storage_url(config).startswith("memory://"):
         raise ConfigError(
             f"setting THROTTLE_STORAGE_URL: memory:// counts failed logins in each process, so "
-            f"{processes} worker processes would let {processes} times the guesses through: "
+            f"{how_many} worker processes would let {how_many} times the guesses through: "
             "leave it empty (the cache's Redis) or give a redis:// URL"
         )
 

@@ -44,10 +44,10 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(DirectoryError, _directory_error)
 
 
-def render_error(status: int, detail: str | None = None):
+def render_error(status: int, detail: str | None = None, title: str | None = None):
     """Answer with a status, as JSON or as the friendly error page."""
-    title, message = _MESSAGES.get(status, (_l("Error"), _l("Something went wrong.")))
-    title, message = str(title), str(detail or message)
+    usual_title, message = _MESSAGES.get(status, (_l("Error"), _l("Something went wrong.")))
+    title, message = str(title or usual_title), str(detail or message)
     if _wants_json():
         response = jsonify(error=title, message=message, status=status)
     else:

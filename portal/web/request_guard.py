@@ -9,6 +9,11 @@ request with a harmless Host and a mark, and `refuse_marked_request` (the first
 ``before_request`` function) answers it with the ordinary 400 page: every security header, the
 portal's look, no 500. A body that cannot be read (broken chunked encoding) is a 400 too, and
 so is a request under another prefix (SCRIPT_NAME) than the portal was started with.
+
+A server that says it runs the app in several processes (WSGI's ``wsgi.multiprocess``: gunicorn
+with more than one worker, started without the shipped configuration that refuses them) while
+sign-outs live in each process gets 503 for every request: a sign-out would hold in one worker
+only, so nobody is served until the settings or the server are fixed (the log says which).
 """
 
 from __future__ import annotations
@@ -20,11 +25,15 @@ import re
 from urllib.parse import urlsplit
 
 from flask import abort, request
+from flask_babel import gettext
 from werkzeug.exceptions import BadRequest, HTTPException
 
 from ..quietlog import QuietLog
+from .errors import render_error
 
 MARK = "portal.refused_request"
+#: The status a marked request is answered with, when not 400.
+MARK_STATUS = "portal.refused_status"
 quiet = QuietLog(logging.getLogger(__name__))
 # Letters, digits, "-", and "_" (container and service names have them; browsers accept them).
 _LABEL = r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)"
@@ -39,9 +48,11 @@ class RequestGuard:
     """WSGI middleware: marks requests with an unusable Host, two differing hosts or another
     prefix than the portal's, and reads request bodies so that a broken one is a 400."""
 
-    def __init__(self, wsgi_app, prefix: str = ""):
-        """`prefix`: where the portal is mounted (APPLICATION_ROOT), if anywhere."""
+    def __init__(self, wsgi_app, prefix: str = "", several_processes_refused: str = ""):
+        """`prefix`: where the portal is mounted (APPLICATION_ROOT), if anywhere;
+        `several_processes_refused`: why these settings cannot serve from several processes."""
         self.wsgi_app = wsgi_app
+        self.several_processes_refused = several_processes_refused
         # The prefixes a request may carry in SCRIPT_NAME: the one gunicorn was started with
         # (it reads the SCRIPT_NAME environment variable), or the configured mount.
         self.prefixes = {os.environ.get("SCRIPT_NAME", ""), prefix.rstrip("/")}
@@ -51,6 +62,8 @@ class RequestGuard:
         reason = refusal(environ, self.prefixes)
         if reason:
             environ = dict(environ, HTTP_HOST=_PLACEHOLDER_HOST, **{MARK: reason})
+        if self.several_processes_refused and environ.get("wsgi.multiprocess"):
+            environ = dict(environ, **{MARK: self.several_processes_refused, MARK_STATUS: 503})
         if "HTTP_TRANSFER_ENCODING" in environ or environ.get("CONTENT_LENGTH"):
             environ["wsgi.input"] = BodyReader(environ["wsgi.input"])
         return self.wsgi_app(environ, start_response)
@@ -152,11 +165,18 @@ def host_name(value: str) -> str:
 
 
 def refuse_marked_request():
-    """before_request: answer a request the guard marked with the ordinary 400 page."""
+    """before_request: answer a request the guard marked with the ordinary 400 page (or the
+    503 page of a server the settings cannot be served by)."""
     reason = request.environ.get(MARK)
-    if reason:
-        quiet.warning(f"refused {reason}", "answering 400: %s", reason)  # why, once a minute
-        abort(400)
+    if not reason:
+        return None
+    status = request.environ.get(MARK_STATUS, 400)
+    quiet.warning(f"refused {reason}", "answering %d: %s", status, reason)  # why, once a minute
+    if status == 503:
+        return render_error(503, gettext("The portal is not set up to be served this way, so "
+                                         "it cannot check who you are. Its administrators can "
+                                         "see why in its log."), title=gettext("Not set up"))  # fmt: skip
+    abort(400)
 
 
 def _authority(value: str, scheme: str | None) -> tuple[str, str]:
