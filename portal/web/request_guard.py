@@ -173,9 +173,11 @@ def refuse_marked_request():
     status = request.environ.get(MARK_STATUS, 400)
     quiet.warning(f"refused {reason}", "answering %d: %s", status, reason)  # why, once a minute
     if status == 503:
-        return render_error(503, gettext("The portal is not set up to be served this way, so "
-                                         "it cannot check who you are. Its administrators can "
-                                         "see why in its log."), title=gettext("Not set up"))  # fmt: skip
+        message = gettext(
+            "The portal is not set up to be served this way, so it cannot "
+            "check who you are. Its administrators can see why in its log."
+        )
+        return render_error(503, message, title=gettext("Not set up"))
     abort(400)
 
 
