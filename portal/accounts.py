@@ -130,6 +130,7 @@ def explain_person(typed: str, host: str) -> Explanation:
         now=time.time(),
         nesting=nesting,
         apps=compiled_apps(),
+        prefix=(config.get("APPLICATION_ROOT") or "/").rstrip("/"),
     )
     if attrs is None:
         reason = directory.unusable_reason(name)

@@ -228,3 +228,58 @@ def test_three_hundred_groups_stay_readable(slapd, monkeypatch):
     listed = re.findall(r"<li>(team-\d+|staff)</li>", body)
     assert listed == sorted(listed) and len(listed) == 300
     app.extensions["portal.directory"].close()
+
+
+OWN_PAGE_APPS = [
+    {"title": "Handbook", "url": "/pages/handbook", "category": "Portal"},
+    {"title": "Finance page", "url": "/pages/finance", "category": "Portal"},
+    {"title": "Status", "url": "/admin/status", "category": "Portal"},
+    {"title": "Gone page", "url": "/pages/no-such-page", "category": "Portal"},
+    {"title": "Wiki", "url": "/app/wiki/", "category": "Portal"},
+]
+#: Finance may not read the handbook (a rule on the page's address, not its groups).
+HANDBOOK_CLOSED_TO_FINANCE = [{"paths": ["/pages/handbook"], "groups": ["finance"],
+                               "policy": "deny"}]  # fmt: skip
+
+
+def pages_listed(body: str) -> list[str]:
+    """The titles the home page lists under "Pages"."""
+    section = re.search(r"<h2>Pages</h2>(.*?)</section>", body, re.S)
+    return re.findall(r'<li><a href="[^"]*">(.*?)</a></li>', section.group(1)) if section else []
+
+
+def test_tiles_and_pages_of_the_portal_itself_show_only_to_whom_they_open(slapd):
+    """Tiles for the portal's own pages (a page's groups, the admin pages, a slug that names no
+    page) and the home page's list of pages follow what opening them does, ACCESS_RULES
+    included: a tile or link is shown exactly when its address answers 200 for that person,
+    and `portal whois` says the same (bob was shown the finance page and the admin status
+    page, frank the handbook a rule closes to finance: each opened to a 403)."""
+    app = make_app(slapd, APPS=OWN_PAGE_APPS, ACCESS_RULES=HANDBOOK_CLOSED_TO_FINANCE)
+    try:
+        for username in ("alice", "bob", "erin", "frank"):
+            client = app.test_client()
+            assert AuthActions(client).login(username).status_code == 302
+            body = client.get("/").get_data(as_text=True)
+            shown = set(tiles(body).get("Portal", []))
+            for tile in OWN_PAGE_APPS[:-1]:  # the portal's own addresses (not the wiki's)
+                opens = client.get(tile["url"]).status_code == 200
+                assert (tile["title"] in shown) == opens, (username, tile["url"])
+            assert "Wiki" in shown
+            listed = pages_listed(body)
+            for page in demo_settings()["PAGES"]:
+                opens = client.get(f"/pages/{page['slug']}").status_code == 200
+                assert (page["title"]["en"] in listed) == opens, (username, page["slug"])
+            whois = app.test_cli_runner().invoke(args=["whois", username]).output
+            for tile in OWN_PAGE_APPS:
+                [line] = [line for line in whois.splitlines() if f"({tile['url']})" in line]
+                assert line.split()[0] == ("shown" if tile["title"] in shown else "hidden"), line
+        # Who sees what, spelled out: the finance page for frank only, status for erin only,
+        # the handbook for everyone but frank (finance), the gone page for nobody.
+        assert "Finance page" not in tiles(home_of(app, "bob"))["Portal"]
+        assert tiles(home_of(app, "frank"))["Portal"] == ["Finance page", "Wiki"]
+        assert tiles(home_of(app, "erin"))["Portal"] == ["Handbook", "Status", "Wiki"]
+        assert "Employee handbook" not in pages_listed(home_of(app, "frank"))
+        why = app.test_cli_runner().invoke(args=["whois", "bob"]).output
+        assert "no page of PAGES has the slug no-such-page" in why, why
+    finally:
+        app.extensions["portal.directory"].close()

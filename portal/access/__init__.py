@@ -149,10 +149,31 @@ def compiled_apps() -> tuple[apps.App, ...]:
 def apps_for(user) -> list[tuple[str, list[apps.App]]]:
     """The APPS this person may open, by category in this request's language (see
     portal.access.apps)."""
+
+    def opens_own_page(page: tuple[str, str]) -> bool:
+        kind, slug = page
+        if kind == "admin":
+            return user.is_admin
+        found = find_page(slug)
+        return found is not None and may_open_page(user, found)
+
     return apps.apps_for(compiled_apps(), rule_set(), user.groups, request.host,
-                         user.in_any_group, str(get_locale()))  # fmt: skip
+                         user.in_any_group, str(get_locale()), request.script_root,
+                         opens_own_page)  # fmt: skip
+
+
+def may_open_page(user, page: dict) -> bool:
+    """Whether this person may open a configured page: in one of its groups, and not refused
+    by ACCESS_RULES (as `enforce_access_rules` judges the page's address)."""
+    if not user.in_any_group(page["groups"]):
+        return False
+    ruleset = rule_set()
+    if not ruleset.judges:
+        return True
+    path = f"{request.script_root}/pages/{page['slug']}"
+    return ruleset.decide_portal_page(user.groups, request.host, path).allowed
 
 
 def pages_for(user) -> list[dict]:
     """Return the configured pages this user may open, in settings order."""
-    return [page for page in configured_pages() if user.in_any_group(page["groups"])]
+    return [page for page in configured_pages() if may_open_page(user, page)]

@@ -2,7 +2,9 @@
 
 An app is shown to a person exactly when ACCESS_RULES let them GET its url (for a path on the
 portal's own host, judged on the host the page was asked for) and, if the app names groups,
-they are in one of them: the launcher never shows a door the proxy will shut. An app's groups
+they are in one of them: the launcher never shows a door the proxy will shut. A tile for one
+of the portal's own guarded pages (a page of PAGES, the admin pages) is shown only to people
+that page lets in, for the same reason. An app's groups
 only narrow who sees its tile; when the rules let others open it, start-up and `portal check`
 warn (`unguarded`), since its owner may believe the groups guard it. With
 ACCESS_DEFAULT_POLICY = "deny", an app no allow rule covers would be shown to nobody: the
@@ -11,13 +13,19 @@ portal refuses to start with it, naming it.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from ..settings import ConfigError
 from ..settings.texts import Text
-from .rules import RuleSet
+from .rules import RuleSet, normal_host
+
+# The portal's own pages with guards of their own, as the routes read them (main.page, admin).
+_OWN_PAGE = re.compile(r"/pages/([^/]+)")
+_ADMIN_PAGES = re.compile(r"/admin(?:/.*)?")
 
 
 @dataclass(frozen=True)
@@ -104,16 +112,39 @@ def unguarded(apps: tuple[App, ...], rules: RuleSet, portal_host: str | None) ->
     return warnings
 
 
+def own_page(app: App, portal_host: str | None, prefix: str = "") -> tuple[str, str] | None:
+    """Which of the portal's own guarded pages a tile opens: ("page", its slug), ("admin", ""),
+    or None (an app, or a page of the portal anyone signed in may open). `prefix`: where the
+    portal is mounted on its host (APPLICATION_ROOT), if anywhere."""
+    if app.host is not None and (portal_host is None
+                                 or normal_host(app.host) != normal_host(portal_host)):  # fmt: skip
+        return None
+    path = app.path
+    if prefix:
+        if not path.startswith(prefix + "/"):
+            return None
+        path = path[len(prefix) :]
+    if match := _OWN_PAGE.fullmatch(path):
+        return ("page", unquote(match[1]))
+    return ("admin", "") if _ADMIN_PAGES.fullmatch(path) else None
+
+
 def apps_for(apps: tuple[App, ...], rules: RuleSet, groups, portal_host: str, in_any_group,
-             language: str) -> list[tuple[str, list[App]]]:  # fmt: skip
+             language: str, prefix: str = "",
+             opens_own_page: Callable[[tuple[str, str]], bool] | None = None,
+             ) -> list[tuple[str, list[App]]]:  # fmt: skip
     """The apps this person may open, grouped by category in the order settings give them:
     by the category's name in the reader's language (two apps whose categories read the same
-    share one heading, however each was given)."""
+    share one heading, however each was given). `opens_own_page` tells whether the person
+    may open one of the portal's own guarded pages (`own_page`)."""
     by_category: dict[str, list[App]] = {}
     for app in apps:
         if app.groups and not in_any_group(app.groups):
             continue
         if not rules.decide(groups, app.host or portal_host, app.path).allowed:
+            continue
+        page = own_page(app, portal_host, prefix) if opens_own_page else None
+        if page is not None and not opens_own_page(page):
             continue
         by_category.setdefault(app.category.in_language(language), []).append(app)
     return list(by_category.items())

@@ -21,7 +21,7 @@ from flask_babel import gettext
 from ..models import AccessPolicy
 from ..settings.texts import Text
 from . import rules as access_rules
-from .apps import App
+from .apps import App, own_page
 
 
 @dataclass(frozen=True)
@@ -128,6 +128,7 @@ def explain_user(
     now: float = 0.0,
     nesting: Mapping[str, str] | None = None,
     apps: Sequence[App] = (),
+    prefix: str = "",
 ) -> Explanation:
     """Explain a person from their directory attrs (None: no usable account) and cache entry.
 
@@ -135,7 +136,8 @@ def explain_user(
     allow), `host` the portal's host name those rules are judged for; `cached` is
     `accounts.cached_attributes()` (with its `fetched_at`), `ttl` USER_CACHE_TTL and `now` the
     current time.time(); `nesting` maps each nested group to the group it was reached through;
-    `apps` the compiled APPS, judged as the home page judges them.
+    `apps` the compiled APPS, judged as the home page judges them; `prefix` where the portal
+    is mounted on its host (APPLICATION_ROOT).
     """
     cache = cache_state(cached, attrs, ttl, now)
     if attrs is None:
@@ -152,7 +154,7 @@ def explain_user(
         group_paths=tuple(nesting_path(group, nesting or {}) for group in groups),
         standing=person,
         pages=tuple(page_access(groups, person, pages, rules, host)),
-        apps=tuple(app_access(groups, person, apps, rules, host)),
+        apps=tuple(app_access(groups, person, apps, rules, host, pages, prefix)),
         cache=cache,
     )
 
@@ -225,15 +227,19 @@ def app_access(
     apps: Sequence[App],
     rules: access_rules.RuleSet | None = None,
     host: str = "localhost",
+    pages: Sequence[Mapping] = (),
+    prefix: str = "",
 ) -> list[AppAccess]:
     """Whether the home page shows each app to these groups, as `apps.apps_for` decides: the
-    tile's own groups, then ACCESS_RULES for its address."""
+    tile's own groups, then ACCESS_RULES for its address, then (a tile for one of the
+    portal's own guarded pages) whether that page lets them in."""
     groups = tuple(groups)
     found = []
     for app in apps:
         granted = _members(groups, {name.casefold() for name in app.groups})
         by_groups = _by_groups(granted, app.groups)  # "" for a tile shown to everyone
         decision = rules.decide(groups, app.host or host, app.path) if rules is not None else None
+        refused_by_page = _own_page_refusal(app, groups, person, rules, host, pages, prefix)
         if not person.active:
             shown, reason = False, gettext("cannot sign in")
         elif app.groups and not granted:
@@ -242,6 +248,8 @@ def app_access(
             shown, rule = False, decision.reason
             reason = (gettext("%(groups)s, but %(rule)s", groups=by_groups, rule=rule)
                       if by_groups else gettext("closed by %(rule)s", rule=rule))  # fmt: skip
+        elif refused_by_page:
+            shown, reason = False, refused_by_page
         elif decision is not None and decision.rule:
             # Opened by a rule, not by the default policy: the rule is the reason it shows.
             shown, rule = True, decision.reason
@@ -251,6 +259,26 @@ def app_access(
             shown, reason = True, by_groups or gettext("shown to everyone signed in")
         found.append(AppAccess(app.title, app.url, shown, reason))
     return found
+
+
+def _own_page_refusal(app: App, groups: tuple[str, ...], person: Standing,
+                      rules: access_rules.RuleSet | None, host: str, pages: Sequence[Mapping],
+                      prefix: str) -> str:  # fmt: skip
+    # Why a tile for one of the portal's own guarded pages is hidden from this person ("" when
+    # it is not such a tile, or the page lets them in).
+    target = own_page(app, host, prefix)
+    if target is None:
+        return ""
+    kind, slug = target
+    if kind == "admin":
+        return "" if person.admin else gettext("the admin pages are for ACCESS_ADMIN_GROUPS")
+    page = next((page for page in pages if page["slug"] == slug), None)
+    if page is None:
+        return gettext("no page of PAGES has the slug %(slug)s", slug=slug)
+    opened = page_access(groups, person, [page], rules, host)[0]
+    if opened.open:
+        return ""
+    return gettext("the page %(slug)s is closed: %(reason)s", slug=slug, reason=opened.reason)
 
 
 def cache_state(
