@@ -114,7 +114,7 @@ def explain_person(typed: str, host: str) -> Explanation:
 
     Raises InvalidInput for a name that cannot be one, DirectoryError when the directory fails.
     """
-    name = directory.canonical_username(typed)
+    name = directory.owner_name(typed)
     nesting: dict[str, str] = {}
     attrs = directory.lookup(name, nesting)
     config = current_app.config
@@ -359,14 +359,16 @@ class RevocationTarget:
     unchecked: DirectoryError | None = None
 
 
-def revocation_target(name: str) -> RevocationTarget:
-    """Resolve a canonical name typed by an administrator to the account a revocation ends.
+def revocation_target(typed: str) -> RevocationTarget:
+    """Resolve a name typed by an administrator to the account a revocation ends, as a sign-in
+    finds it (a user principal name, an e-mail address: its owner).
 
     Among every account, disabled ones too: a disabled person's address kept on a colleague's
     entry finds two entries, which is nobody's (revoking the active one revoked the colleague).
     """
+    name = directory.canonical_username(typed)
     try:
-        found = directory.identity(name, any_state=True)
+        found = directory.identity(typed, any_state=True)
         owner = found or name
         state = "" if directory.lookup(owner) is not None else directory.unusable_reason(owner)
     except DirectoryError as error:

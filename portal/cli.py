@@ -310,7 +310,7 @@ def revoke(username: str) -> None:
     # (the directory may be down, the person already gone), but is most often a typo, and the
     # person meant is still signed in: said instead of the success line, with exit status 1.
     # A disabled or locked account is off-boarding as it should be: its sign-ins ended.
-    target = accounts.revocation_target(name)
+    target = accounts.revocation_target(username)
     owner, state = target.owner, target.state
     if not accounts.revoke_all(owner):
         # Down, full (noeviction answers OOM) or refusing the command: it did answer, maybe.
@@ -331,7 +331,7 @@ def revoke(username: str) -> None:
                    "each by its user name", err=True)  # fmt: skip
         raise SystemExit(1)
     account = f" (the account: {state})" if state else ""
-    who = owner if owner == name else f"{owner} (found by {name!r})"
+    who = owner if owner == name else f"{owner} (found by {username.strip()!r})"
     click.echo(f"{who}: every sign-in made until now has ended (sessions and remember-me "
                f"cookies){account}")  # fmt: skip
     if target.unchecked is not None:
@@ -833,9 +833,10 @@ def _directory_warnings() -> Iterator[list[str]]:
 
 
 def _lookup(username: str) -> dict | None:
-    """directory.lookup for a typed name (domain forms accepted); ClickException on failure."""
+    """directory.lookup for a typed name (domain forms and other names a sign-in finds the
+    person by accepted); ClickException on failure."""
     try:
-        return directory.lookup(_canonical(username))
+        return directory.lookup(directory.owner_name(username))
     except InvalidInput as error:
         raise click.ClickException(f"{username!r} is not a usable name: {error}") from error
     except DirectoryError as error:

@@ -377,3 +377,43 @@ def test_upn_bind_signs_in_the_account_the_server_says_is_bound(ad_server):
         entry = directory._bound_entry(BoundAs("u:CORP\\asmith"), "someone-else")
         assert entry["dn"].lower().startswith("cn=alice smith,")
         assert directory._bound_entry(BoundAs(""), "asmith") is None
+
+
+@pytest.mark.parametrize("typed", ["asmith", "alice.smith@corp.example", "CORP\\asmith"])
+def test_admin_tools_find_a_person_by_each_name_they_sign_in_with(ad_app, typed):
+    """asmith signs in as alice.smith@corp.example (her user principal name, unlike
+    <sAMAccountName>@<domain>): whois, access-check and the admin pages' "explain a person"
+    find her by it too (they looked for "alice.smith" and said there is no such person)."""
+    client = ad_app.test_client()
+    assert AuthActions(client).login(typed, "asmith-secret").status_code == 302
+    assert session_username(client) == "asmith"
+    runner = ad_app.test_cli_runner()
+    whois = runner.invoke(args=["whois", typed])
+    assert whois.exit_code == 0 and "asmith" in whois.output, whois.output
+    assert "no such person" not in whois.output
+    check = runner.invoke(args=["access-check", typed, "/"])
+    assert check.exit_code == 0 and "no such person" not in check.output, check.output
+    with ad_app.app_context():
+        assert accounts.explain_person(typed, "localhost").username == "asmith"
+
+
+def test_revoke_by_a_user_principal_name_ends_its_owners_sign_ins(ad_server, redis_server):
+    """`portal revoke alice.smith@corp.example` ends asmith's sign-ins and names her (it looked
+    for "alice.smith", found nobody, and asmith stayed signed in)."""
+    shared = {"CACHE_TYPE": "RedisCache", "CACHE_REDIS_URL": redis_server.url,
+              "CACHE_KEY_PREFIX": "revoke-upn-test:"}  # fmt: skip
+    server, command_line = example_app("ad", ad_server, **shared), example_app("ad", ad_server,
+                                                                               **shared)  # fmt: skip
+    try:
+        client = server.test_client()
+        assert AuthActions(client).login("asmith", "asmith-secret").status_code == 302
+        result = command_line.test_cli_runner().invoke(args=["revoke", "alice.smith@corp.example"])
+        assert result.exit_code == 0, result.output
+        assert (
+            "asmith (found by 'alice.smith@corp.example'): every sign-in made until now has ended"
+            in (result.output)
+        )
+        assert client.get("/").status_code == 302  # to the sign-in page
+    finally:
+        for app in (server, command_line):
+            app.extensions["portal.directory"].close()

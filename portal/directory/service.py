@@ -143,12 +143,16 @@ class Directory:
     def identity(self, username: object, any_state: bool = False) -> str | None:
         """The name the portal knows the person by whom this name finds (an e-mail address
         the filter also matches finds its owner), or None; with `any_state`, a disabled
-        account's too (LDAP_DISABLED_FILTER left out of the search)."""
-        name, _ = login_forms(username, self.settings.username_max_length)
+        account's too (LDAP_DISABLED_FILTER left out of the search). A name with a domain
+        of LDAP_LOGIN_DOMAINS is looked for as a sign-in looks for it (a user principal name
+        the filter matches as {login})."""
+        name, login = login_forms(
+            username, self.settings.username_max_length, self.settings.login_domains
+        )
         # Every account at once, disabled ones too: a disabled person's address kept on
         # another's entry must be the two entries it is (refused), not the active one alone.
         every = any_state and self.settings.disabled_filter
-        entry = self._find_user(name, name, self.settings.plain_user_filter if every else "")
+        entry = self._find_user(name, login, self.settings.plain_user_filter if every else "")
         return None if entry is None else self._identity(entry)
 
     def change_feed(self) -> ChangeFeed:
