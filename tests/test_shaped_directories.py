@@ -402,8 +402,8 @@ def test_revoke_by_a_user_principal_name_ends_its_owners_sign_ins(ad_server, red
     for "alice.smith", found nobody, and asmith stayed signed in)."""
     shared = {"CACHE_TYPE": "RedisCache", "CACHE_REDIS_URL": redis_server.url,
               "CACHE_KEY_PREFIX": "revoke-upn-test:"}  # fmt: skip
-    server, command_line = example_app("ad", ad_server, **shared), example_app("ad", ad_server,
-                                                                               **shared)  # fmt: skip
+    server = example_app("ad", ad_server, **shared)
+    command_line = example_app("ad", ad_server, **shared)
     try:
         client = server.test_client()
         assert AuthActions(client).login("asmith", "asmith-secret").status_code == 302
