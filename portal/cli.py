@@ -632,11 +632,21 @@ def _check_members(report: _Report, connection, settings, group: str, dn: str,
     except Exception as error:  # noqa: BLE001 - a check reports whatever it hits
         report.failed(step, _reason(error, notes))
         return
-    within = [entry for entry, names in found
+    within = [(entry, names) for entry, names in found
               if any(name.casefold() == group.casefold() for name in names)]  # fmt: skip
-    if within:
+    # An admin group's members must be let in to open the admin pages at all.
+    usable = [entry for entry, names in within
+              if not consequence or explain.standing(names, accounts.policy()).active]  # fmt: skip
+    if usable:
         report.ok(step, f"{len(within)} of {len(found)} members tried are in it by a sign-in's "
                         "look-up")  # fmt: skip
+        return
+    if within:
+        entry, names = within[-1]
+        report.info(step, f"warning: none of {len(within)} members tried may sign in (such as "
+                          f"{entry['dn']}, in {', '.join(names)}: "
+                          f"{explain.standing(names, accounts.policy()).reason}), so nobody in it "
+                          f"can {consequence}: add them to an ACCESS_ALLOWED_GROUPS group")  # fmt: skip
         return
     entry, names = found[-1]
     said = (f"none of {len(found)} members {dn} lists (such as {entry['dn']}) is in {group!r} "

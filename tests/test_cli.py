@@ -1051,3 +1051,17 @@ def test_revoke_help_says_which_names_it_takes_and_what_its_exit_status_means(ap
     said = " ".join(result.output.split())
     assert "(an e-mail address): its owner is signed out" in said
     assert "Exit status 0 when the sign-ins ended" in said and "1 when nothing could be" in said
+
+
+def test_check_warns_when_no_administrator_may_sign_in(app):
+    """ACCESS_ADMIN_GROUPS = finance while only engineering may sign in: frank is found in
+    finance, but may not sign in, so nobody could open the admin pages (check said ok)."""
+    apart = make_app(None, LDAP_URLS=app.config["LDAP_URLS"], ACCESS_ADMIN_GROUPS=["finance"],
+                     ACCESS_ALLOWED_GROUPS=["engineering"])  # fmt: skip
+    lines = checked_group_lines(apart)
+    [said] = [line for line in lines if line.startswith("members of finance: ")]
+    assert said.startswith("members of finance: warning: none of 1 members tried may sign in "
+                           "(such as uid=frank,ou=people,dc=example,dc=org, in "), said  # fmt: skip
+    assert "so nobody in it can open the admin pages" in said, said
+    [allowed] = [line for line in lines if line.startswith("members of engineering: ")]
+    assert allowed.startswith("members of engineering: ok"), allowed
