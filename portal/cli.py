@@ -643,10 +643,10 @@ def _check_members(report: _Report, connection, settings, group: str, dn: str,
         return
     if within:
         entry, names = within[-1]
+        why = explain.standing(names, accounts.policy()).reason
         report.info(step, f"warning: none of {len(within)} members tried may sign in (such as "
-                          f"{entry['dn']}, in {', '.join(names)}: "
-                          f"{explain.standing(names, accounts.policy()).reason}), so nobody in it "
-                          f"can {consequence}: add them to an ACCESS_ALLOWED_GROUPS group")  # fmt: skip
+                          f"{entry['dn']}, in {', '.join(names)}: {why}), so nobody in it can "
+                          f"{consequence}: add them to an ACCESS_ALLOWED_GROUPS group")  # fmt: skip
         return
     entry, names = found[-1]
     said = (f"none of {len(found)} members {dn} lists (such as {entry['dn']}) is in {group!r} "
