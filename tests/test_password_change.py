@@ -469,6 +469,27 @@ def test_a_sign_in_on_the_way_to_an_app_says_the_password_expires_soon(ppolicy):
     assert "Your password expires in 2 days." in page
 
 
+def test_a_password_expiring_today_is_said_once_and_as_today(ppolicy):
+    """Under a day left: "today", once. Signing in on the way to the home page (what `/`
+    sends a visitor to) gave the home page's own notice and a flashed "in 0 days" beside it;
+    on the way to another page the flashed notice says "today" too."""
+    app, server = ppolicy
+    alice = signed_in_client(app, "alice", "alice-secret")
+    assert change(alice, "alice-secret", "a-much-longer-secret").status_code == 302
+    server.modify(f"dn: {POLICY_DN}\nchangetype: modify\nreplace: pwdMaxAge\n"
+                  "pwdMaxAge: 72000\n")  # fmt: skip
+    home_bound = app.test_client()
+    assert (
+        AuthActions(home_bound).login("alice", "a-much-longer-secret", next="/").status_code == 302
+    )
+    home = home_bound.get("/").get_data(as_text=True)
+    assert home.count("Your password expires today.") == 1 and "0 days" not in home, home
+    page_bound = app.test_client()
+    AuthActions(page_bound).login("alice", "a-much-longer-secret", next="/pages/handbook")
+    page = page_bound.get("/pages/handbook").get_data(as_text=True)
+    assert "Your password expires today." in page and "0 days" not in page
+
+
 @pytest.mark.parametrize("name", ["dave", "carol"])
 def test_people_the_portal_refuses_cannot_change_their_password_through_it(own_slapd, name):
     """dave (suspended) and carol (in no allowed group) name themselves on the change form with

@@ -18,7 +18,7 @@ from flask import (
     session,
     url_for,
 )
-from flask_babel import get_locale, ngettext
+from flask_babel import get_locale, gettext, ngettext
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_fresh, login_user
 from flask_wtf.csrf import CSRFError, generate_csrf
@@ -248,10 +248,11 @@ def _check_password(form: LoginForm, next_url: str | None):
         return _page(form, SUSPENDED if suspended else REFUSED, 403)
     sign_in(user, attrs, bool(form.remember.data))
     days = password_warning(user)
-    if days is not None and next_url:
-        # The app the person came from will not say it: the next portal page will.
+    if days is not None and next_url and urlsplit(next_url).path != url_for("main.home"):
+        # The app the person came from will not say it (the home page says it itself).
         flash(ngettext("Your password expires in %(num)d day.",
-                       "Your password expires in %(num)d days.", days))  # fmt: skip
+                       "Your password expires in %(num)d days.", days)
+              if days else gettext("Your password expires today."))  # fmt: skip
     return redirect(next_url or url_for("main.home")), 302
 
 
