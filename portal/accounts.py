@@ -529,7 +529,7 @@ def _read_directory(username: str) -> dict | None:
     # The person as the directory has them now; None when gone or not usable. An outage
     # raises: nothing is stored then.
     try:
-        return directory.lookup(username)
+        return directory.lookup(username, for_sign_ins=True)
     except InvalidInput:
         return None
 

@@ -877,6 +877,9 @@ def _whois_lines(found: explain.Explanation, host: str) -> Iterator[str]:
         # ("its entry cannot be used (see the log)") is a sentence of its own.
         reason = found.unusable
         said = reason if reason.startswith("its ") else f"the account is {reason}"
+        if reason == "must change password":
+            said = ("its password must be changed first (with the right password, the sign-in "
+                    "page says so and offers the change)")  # fmt: skip
         yield f"{name}: in the directory, but cannot sign in: {said}"
     else:
         person = found.standing

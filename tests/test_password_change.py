@@ -595,3 +595,23 @@ def test_a_password_change_writes_no_second_sign_out(ppolicy, audit_lines):
     assert change(alice, "alice-secret", "a-much-longer-secret").status_code == 302
     assert alice.get("/").status_code == 200
     assert audit_lines("logout") == []
+
+
+def test_admin_tools_say_a_must_change_account_is_told_so_at_sign_in(ppolicy):
+    """`reset` must change a reset password: whois says so in words ("the account is must
+    change password" before), and the admin page no longer claims sign-ins tell nobody (with
+    the right password the sign-in page says so)."""
+    _, server = ppolicy
+    app = example_app("ppolicy", server, PASSWORD_CHANGE_URL="", ACCESS_ADMIN_GROUPS=["staff"],
+                      LDAP_PASSWORD_POLICY_DN=POLICY_DN)  # fmt: skip
+    whois = app.test_cli_runner().invoke(args=["whois", "reset"]).output
+    assert "reset: in the directory, but cannot sign in: its password must be changed first" in (
+        whois
+    ), whois
+    admin = signed_in_client(app, "alice", "alice-secret")
+    page = admin.get("/admin/users/reset").get_data(as_text=True)
+    assert "the sign-in page tells them to change it first" in page, page
+    assert "Sign-ins tell nobody this" not in page
+    said = AuthActions(app.test_client()).login("reset", "reset-secret")
+    assert "Your password has expired or was reset" in said.get_data(as_text=True)
+    app.extensions["portal.directory"].close()

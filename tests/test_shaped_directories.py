@@ -7,6 +7,7 @@ and plain-HTTP cookies are changed for the test.
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import time
 from types import SimpleNamespace
@@ -417,3 +418,17 @@ def test_revoke_by_a_user_principal_name_ends_its_owners_sign_ins(ad_server, red
     finally:
         for app in (server, command_line):
             app.extensions["portal.directory"].close()
+
+
+def test_an_administrators_look_up_of_a_locked_account_logs_no_sign_out(ad_app, caplog):
+    """whois of dave (locked) says his state, and the log does not claim he "is no longer
+    signed in" (it read as if whois had just signed him out); a sign-in's re-read still says
+    it."""
+    caplog.set_level(logging.INFO)
+    whois = ad_app.test_cli_runner().invoke(args=["whois", "dave"])
+    assert "cannot sign in: the account is locked" in whois.output, whois.output
+    assert not [r for r in caplog.records if "no longer signed in" in r.getMessage()]
+    with ad_app.app_context():
+        assert accounts._read_directory("dave") is None
+    assert [r for r in caplog.records if "dave is no longer signed in: account locked" in
+            r.getMessage()]  # fmt: skip

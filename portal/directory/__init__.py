@@ -64,12 +64,14 @@ def authenticate(username: object, password: object) -> dict | None:
     return found.deadline.run(found.authenticate, username, password)
 
 
-def lookup(username: str, nesting: dict[str, str] | None = None) -> dict | None:
+def lookup(username: str, nesting: dict[str, str] | None = None,
+           for_sign_ins: bool = False) -> dict | None:  # fmt: skip
     """Read a person's current attrs by canonical username; None if they no longer exist.
 
-    Pass a dict as `nesting` to learn, for each nested group, the group it was reached through.
+    Pass a dict as `nesting` to learn, for each nested group, the group it was reached through;
+    `for_sign_ins` when the answer decides the person's sign-ins (an unusable state is logged).
     """
-    return get_directory().lookup(username, nesting)
+    return get_directory().lookup(username, nesting, for_sign_ins)
 
 
 def check_new_password(password: object) -> None:

@@ -70,10 +70,13 @@ class Directory:
             return None
         return self._attributes(entry)
 
-    def lookup(self, username: object, nesting: dict[str, str] | None = None) -> dict | None:
+    def lookup(self, username: object, nesting: dict[str, str] | None = None,
+               for_sign_ins: bool = False) -> dict | None:  # fmt: skip
         """Return the current attributes of a usable account by canonical username, else None.
 
         A dict `nesting` is filled with each nested group's name -> the group it came through.
+        `for_sign_ins`: the answer decides the person's sign-ins, so an account's state that
+        ends them is logged (an administrator's look-up ends nothing, and says nothing).
         """
         name, _ = login_forms(username, self.settings.username_max_length)
         entry = self._find_user(name, name)
@@ -81,7 +84,8 @@ class Directory:
             return None
         state = account_state.from_entry(self.settings, entry["attributes"])
         if state is not State.OK:
-            log.info("%s is no longer signed in: account %s", name, state.value)
+            if for_sign_ins:
+                log.info("%s is no longer signed in: account %s", name, state.value)
             return None
         attrs = self._attributes(entry, nesting)
         # The filter may match on another attribute than the one that names people: only the
