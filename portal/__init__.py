@@ -52,8 +52,10 @@ def create_app(test_config: dict | None = None, *, log_warnings: bool = True) ->
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     from flask_babel import lazy_gettext
+    from flask_babel.speaklater import LazyString
 
-    login_manager.login_message = lazy_gettext("Please sign in to open that page.")
+    # Empty (so not flashed) for the home page: nobody asked for a page in particular there.
+    login_manager.login_message = LazyString(_sign_in_prompt)
     login_manager.refresh_view = "auth.login"
     login_manager.needs_refresh_message = lazy_gettext(
         "Please enter your password again to open that page."
@@ -117,6 +119,16 @@ def _wrap_wsgi(app: Flask) -> None:
         # written by the client.
         hops = app.config["TRUSTED_PROXY_HOPS"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
+
+
+def _sign_in_prompt() -> str:
+    # What the sign-in page says to a visitor sent there from a page that needs a sign-in.
+    from flask import request
+    from flask_babel import gettext
+
+    if request.endpoint == "main.home":
+        return ""
+    return gettext("Please sign in to open that page.")
 
 
 def _several_processes_refused(config) -> str:

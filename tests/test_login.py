@@ -572,3 +572,16 @@ def test_every_sign_in_message_describes_the_field_the_cursor_goes_to(slapd):
     )
     assert "aria-describedby" not in _field_attributes(wrong, "username")
     app.extensions["portal.directory"].close()
+
+
+def test_the_sign_in_page_says_why_only_when_a_page_was_asked_for(client):
+    """A visitor sent from the home page (the portal's address itself) is not told "Please
+    sign in to open that page": they asked for no page; one sent from a page is, in German
+    too."""
+    home = client.get("/", follow_redirects=True).get_data(as_text=True)
+    assert 'name="csrf_token"' in home and "Please sign in to open that page." not in home
+    page = client.get("/pages/handbook", follow_redirects=True).get_data(as_text=True)
+    assert "Please sign in to open that page." in page
+    german = client.get("/pages/handbook", headers={"Accept-Language": "de"},
+                        follow_redirects=True).get_data(as_text=True)  # fmt: skip
+    assert "Bitte melden Sie sich an" in german, german
