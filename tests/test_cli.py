@@ -775,6 +775,9 @@ def test_the_json_hint_is_for_values_from_the_environment_not_for_misspelled_nam
     # A value read as the text it is needs no quotes: the hint would lead the wrong way.
     assert _from_environment("setting ENV: 'dev' is not one of production or development",
                              {"PORTAL_ENV": "dev"}) == ""  # fmt: skip
+    # A number out of range was read as the number it is: quoting is not the fix.
+    assert _from_environment("setting USER_CACHE_TTL: a whole number above 0",
+                             {"PORTAL_USER_CACHE_TTL": "-1"}) == ""  # fmt: skip
     # A text where a list belongs is a matter of JSON.
     listed = _from_environment("setting SECRET_KEY_FALLBACKS: a list of earlier keys",
                                {"PORTAL_SECRET_KEY_FALLBACKS": "old-key"})  # fmt: skip

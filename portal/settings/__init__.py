@@ -167,8 +167,11 @@ def environment_hint(message: str, environ=os.environ) -> str:
         if key.group(1) in _settings_file_keys(environ):
             return said + " and wins over the settings file's value: remove it, or give it one"
         return said + ": give it the value"
-    if isinstance(_as_json(environ[variable]), str) and "a list" not in message:
+    read = _as_json(environ[variable])
+    if isinstance(read, str) and "a list" not in message:
         return ""  # read as the text it is (PORTAL_ENV=dev): quoting would change nothing
+    if isinstance(read, int | float) and not isinstance(read, bool) and "number" in message:
+        return ""  # a number out of range (PORTAL_USER_CACHE_TTL=-1): quoting is not the fix
     return (f"; it comes from {variable}, whose value is read as JSON: a number as 5, true "
             f"or false, a list as '[\"a\"]', a text in quotes as {variable}='\"...\"'")  # fmt: skip
 
