@@ -71,12 +71,18 @@ def post_worker_init(worker):
 
 
 def worker_exit(server, worker):
-    """A worker stops (graceful restart, scale-down, shutdown): its directory watcher lets the
-    lease go, so another process takes over at once instead of when the lease runs out."""
+    """A worker stops (graceful restart, scale-down, shutdown): the sign-outs it still keeps
+    for Redis are written (a reload during a Redis outage dropped them), and its directory
+    watcher lets the lease go, so another process takes over at once instead of when the lease
+    runs out."""
+    from portal.accounts import write_waiting_marks
     from portal.watcher import watcher_of
 
     app = getattr(worker, "wsgi", None)
-    watcher = watcher_of(app) if app is not None and hasattr(app, "extensions") else None
+    if app is None or not hasattr(app, "extensions"):
+        return
+    write_waiting_marks(app)
+    watcher = watcher_of(app)
     if watcher is not None:
         watcher.stop()
 

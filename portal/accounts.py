@@ -567,6 +567,12 @@ def _either(shared: Marks, local: Marks) -> Marks:
     return Marks(max(befores) if befores else None, shared.ended or local.ended)
 
 
+def write_waiting_marks(app: Flask) -> list[str]:
+    """Write the sign-outs and revocations this process still keeps for the shared cache (it
+    ends); what still cannot be written is logged and returned."""
+    return app.extensions[_STATE].guard.flush()
+
+
 def _mark(kind: str, *args) -> bool:
     # A sign-out or revocation: in the marks store; if that fails, kept in this process and
     # written to the store once it answers (False: other processes do not know it yet).

@@ -4,11 +4,13 @@ outage, sign-outs that survive it. Real slapd and redis-server, stopped, frozen 
 from __future__ import annotations
 
 import signal
+import time
 
 import pytest
 import redis
 
-from tests.conftest import AuthActions, make_app, session_username
+from portal import accounts
+from tests.conftest import ROOT, AuthActions, make_app, session_username
 from tests.test_metrics import scrape
 from tests.test_sessions import copy_cookies, is_signed_in, signed_in
 
@@ -118,6 +120,74 @@ def test_a_sign_out_while_redis_is_down_holds_here_and_reaches_redis_after(
     for application in (here, elsewhere):
         application.extensions["portal.directory"].close()
 
+
+def _signed_out_while_redis_is_down(slapd, own_redis):
+    # bob signs out on `here` while Redis is stopped; a copy of his cookie waits at `elsewhere`.
+    settings = {"CACHE_TYPE": "RedisCache", "CACHE_REDIS_URL": own_redis.url,
+                "THROTTLE_STORAGE_URL": "memory://"}  # fmt: skip
+    here, elsewhere = make_app(slapd, **settings), make_app(slapd, **settings)
+    bob = signed_in(here, "bob")
+    thief = elsewhere.test_client()
+    thief.environ_base["REMOTE_ADDR"] = "10.0.0.1"
+    copy_cookies(bob, thief)
+    own_redis.stop()
+    assert AuthActions(bob).logout().headers["Location"].endswith("signed_out=incomplete")
+    return here, elsewhere, thief
+
+
+def _marked_in_redis(url: str) -> bool:
+    client = redis.Redis.from_url(url)
+    try:
+        return bool(client.exists("portal:marks:bob"))
+    finally:
+        client.close()
+
+
+def test_a_kept_sign_out_reaches_redis_without_a_request_to_the_process_keeping_it(
+    slapd, own_redis, frozen_breakers
+):
+    """The sign-out kept while Redis was down is written once Redis answers although the
+    process keeping it serves no request (it waited for that process's next signed-in request:
+    the other instance let the copied cookie in for as long)."""
+    here, elsewhere, thief = _signed_out_while_redis_is_down(slapd, own_redis)
+    own_redis.start()
+    frozen_breakers.now += 2  # past the back-off
+    deadline = time.monotonic() + 20
+    while not _marked_in_redis(own_redis.url) and time.monotonic() < deadline:
+        time.sleep(0.05)  # waiting for the process's own retry, bounded; no timing asserted
+    assert _marked_in_redis(own_redis.url)
+    assert not is_signed_in(thief)
+    with here.app_context():
+        assert accounts.app_state(here).guard.waiting == []
+    for application in (here, elsewhere):
+        application.extensions["portal.directory"].close()
+
+
+def test_a_process_ending_writes_its_kept_sign_outs_or_logs_each(
+    slapd, own_redis, frozen_breakers, caplog
+):
+    """A worker ends (a reload) holding a sign-out Redis did not take: gunicorn's worker_exit
+    writes it (the reload dropped it, and the copied cookie worked everywhere from then on);
+    what still cannot be written is logged, naming the person."""
+    import runpy
+    from types import SimpleNamespace
+
+    hooks = runpy.run_path(str(ROOT / "deploy" / "gunicorn.conf.py"))
+    here, elsewhere, thief = _signed_out_while_redis_is_down(slapd, own_redis)
+    with here.app_context():
+        assert accounts.app_state(here).guard.waiting == ["a sign-out of bob"]
+    assert accounts.write_waiting_marks(here) == ["a sign-out of bob"]  # Redis is still down
+    said = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any(line.startswith("a sign-out of bob could not be written to ") for line in said)
+    own_redis.start()  # its breaker stays open (frozen): only the exit's write reaches it
+    hooks["worker_exit"](None, SimpleNamespace(wsgi=here))
+    assert _marked_in_redis(own_redis.url)
+    assert not is_signed_in(thief)
+    for application in (here, elsewhere):
+        application.extensions["portal.directory"].close()
+
+
+ALICE_DN = "uid=alice,ou=people,dc=example,dc=org"
 
 ALICE_DN = "uid=alice,ou=people,dc=example,dc=org"
 

@@ -13,8 +13,11 @@ that failure cheap and honest:
   kept in this process (at most FALLBACK_PEOPLE, for CACHE_FALLBACK_SECONDS), so the directory
   sees one read per person per process per interval, not one per request;
 - **local marks**: a sign-out or revocation Redis could not store is kept in this process (it
-  ends those sign-ins here at once) and written to Redis when it answers again; until then the
-  other processes do not know of it, and the sign-out page says so.
+  ends those sign-ins here at once) and written to Redis as soon as it answers again, by a
+  thread of this process that tries every second while any is waiting (a process that serves
+  no signed-in request meanwhile must not keep it to itself), and once more when the process
+  ends (`flush`: a reload must not drop it; what still cannot be written is logged, person by
+  person). Until then the other processes do not know of it, and the sign-out page says so.
 
 With SimpleCache the cache cannot fail: calls go straight through.
 """
@@ -59,10 +62,13 @@ class CacheGuard:
         self.where = where
         self.local_entries = _LocalEntries(FALLBACK_PEOPLE, fallback_seconds)
         self.local_marks = local_marks
-        self._pending: list[Callable[[], object]] = []
+        # (what it is, for the log: "a sign-out of bob"; the write itself), oldest first.
+        self._pending: list[tuple[str, Callable[[], object]]] = []
         self._lock = threading.Lock()
         self._last_warning = float("-inf")
         self._next_replay = float("-inf")
+        self._replayer: threading.Thread | None = None
+        self._stop = threading.Event()
 
     def call(self, operation: str, function, *args) -> tuple[bool, object]:
         """(True, result) when the backend answered; (False, None) when it failed or is left
@@ -89,29 +95,73 @@ class CacheGuard:
     def keep_mark(self, kind: str, marks, *args) -> None:
         """A mark the shared store could not take: kept here, and written there later."""
         getattr(self.local_marks, kind)(*args)
-        self.replay_later(partial(getattr(marks, kind), *args))
+        what = {"end": "a sign-out", "revoke": "a revocation of every sign-in"}.get(kind, kind)
+        self.replay_later(partial(getattr(marks, kind), *args), f"{what} of {args[0]}")
 
-    def replay_later(self, write: Callable[[], object]) -> None:
+    def replay_later(self, write: Callable[[], object], what: str = "a cache entry") -> None:
         """A write the shared store could not take, made again (in order) once it answers."""
         with self._lock:
-            self._pending.append(write)
+            self._pending.append((what, write))
+            if self._replayer is None or not self._replayer.is_alive():
+                self._replayer = threading.Thread(target=self._replay_while_waiting,
+                                                  name="portal-replay", daemon=True)  # fmt: skip
+                self._replayer.start()
+
+    @property
+    def waiting(self) -> list[str]:
+        """What waits to be written to the shared store ("a sign-out of bob"...), oldest first."""
+        with self._lock:
+            return [what for what, _ in self._pending]
+
+    def flush(self) -> list[str]:
+        """Write what waits now (this process ends); log each write that still fails, and
+        return what they were."""
+        self._stop.set()
+        self._replay()
+        lost = self.waiting
+        for what in lost:
+            log.error("%s could not be written to %s before this process ended: copies of "
+                      "those sign-ins keep working in other processes until they expire (run "
+                      "`portal revoke` for the person once it answers)",
+                      what, self.where)  # fmt: skip
+        return lost
+
+    def _replay_while_waiting(self) -> None:
+        # Whatever requests this process serves, what waits is written within a second of the
+        # shared store answering again; the thread ends when nothing waits.
+        while not self._stop.wait(_REPLAY_INTERVAL):
+            with self._lock:
+                if not self._pending:
+                    self._replayer = None
+                    return
+            admitted = self.breaker is None or self.breaker.admit()
+            if (
+                admitted
+                and self._replay()
+                and self.breaker is not None
+                and self.breaker.succeeded()
+            ):
+                log.warning("the user cache answers again")
 
     def local_read(self, username: str, sid: str):
         """The marks this process keeps for itself (written while the shared store failed)."""
         return self.local_marks.read(username, sid)
 
-    def _replay(self) -> None:
-        # Redis answers again: the marks it missed go to it now (the oldest first).
+    def _replay(self) -> bool:
+        # Redis answers again: the marks it missed go to it now (the oldest first). False when
+        # one still failed (it and the rest wait on).
         with self._lock:
             pending, self._pending = self._pending, []
-        for number, write in enumerate(pending):
+        for number, (_, write) in enumerate(pending):
             try:
-                write()
+                if write() is False:  # a marks store that answered without taking it
+                    raise RuntimeError("the write was not taken")
             except Exception as error:  # noqa: BLE001 - still failing: keep the rest for later
                 with self._lock:
                     self._pending = pending[number:] + self._pending
                 self._failed("replaying sign-outs", error)
-                return
+                return False
+        return True
 
     def _failed(self, operation: str, error: Exception) -> None:
         if self.breaker is not None and isinstance(error, _OUTAGES):
