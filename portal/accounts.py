@@ -549,14 +549,18 @@ def _longest_login_ms(config) -> int:
 
 def _entry_and_marks(state: _State, username: str, sid: str) -> tuple[object, Marks]:
     # With Redis, one round trip (a pipeline) for the person's data and both marks, plus the
-    # marks this process kept while Redis failed. With the shared cache down its marks cannot
-    # be read: the login stands (the documented trade-off), and the data comes from this
-    # process's copies or the directory.
+    # marks this process made itself. With the shared cache down its marks cannot be read:
+    # the sign-in is judged by the marks this process read before (SECURITY.md, Known limits),
+    # and the data comes from this process's copies or the directory.
     store, guard = state.marks, state.guard
     key = cache_key(username)
     if isinstance(store, RedisMarks):
         answered, found = guard.call("read", store.read_with_entry, key, username, sid)
-        raw, marks = found if answered else (guard.local_entries.get(username), Marks())
+        if answered:
+            raw, marks = found
+            guard.saw_marks(username, sid, marks)
+        else:
+            raw, marks = guard.local_entries.get(username), guard.marks_seen(username, sid, Marks())
         return raw, _either(marks, guard.local_read(username, sid))
     answered, raw = guard.call("get", state.backend.get, key)
     return raw, store.read(username, sid)
@@ -579,6 +583,9 @@ def _mark(kind: str, *args) -> bool:
     state = _state()
     stored, result = state.guard.call("revocation", getattr(state.marks, kind), *args)
     if stored and result:
+        if state.marks is not state.guard.local_marks and state.marks.shared:
+            # Known here too, whatever becomes of Redis: an outage must not undo it here.
+            getattr(state.guard.local_marks, kind)(*args)
         return True
     state.guard.keep_mark(kind, state.marks, *args)
     return False

@@ -187,6 +187,36 @@ def test_a_process_ending_writes_its_kept_sign_outs_or_logs_each(
         application.extensions["portal.directory"].close()
 
 
+def test_sign_outs_made_before_a_redis_outage_still_hold_through_it(
+    slapd, own_redis, frozen_breakers
+):
+    """bob signs out on A and alice signs out everywhere on A, Redis up; B refuses a copy of
+    bob's cookie. Then Redis stops: the copies stay refused where the sign-out was made or read
+    (with Redis unreadable no mark counted, and every copy was let in again)."""
+    settings = {"CACHE_TYPE": "RedisCache", "CACHE_REDIS_URL": own_redis.url,
+                "THROTTLE_STORAGE_URL": "memory://"}  # fmt: skip
+    here, elsewhere = make_app(slapd, **settings), make_app(slapd, **settings)
+
+    def copy_of(person, app):
+        copy = app.test_client()
+        copy.environ_base["REMOTE_ADDR"] = "10.0.0.1"
+        copy_cookies(person, copy)
+        return copy
+
+    bob, alice = signed_in(here, "bob"), signed_in(here, "alice")
+    bob_here, bob_elsewhere, alice_here = (copy_of(bob, here), copy_of(bob, elsewhere),
+                                           copy_of(alice, here))  # fmt: skip
+    assert AuthActions(bob).logout().status_code == 302
+    with here.test_request_context():
+        assert accounts.revoke_all("alice")
+    assert not is_signed_in(bob_elsewhere), "read from Redis"
+    own_redis.stop()
+    assert not is_signed_in(bob_elsewhere), "read before the outage"
+    assert not is_signed_in(bob_here) and not is_signed_in(alice_here), "made here"
+    for application in (here, elsewhere):
+        application.extensions["portal.directory"].close()
+
+
 ALICE_DN = "uid=alice,ou=people,dc=example,dc=org"
 
 ALICE_DN = "uid=alice,ou=people,dc=example,dc=org"

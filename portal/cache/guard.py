@@ -12,6 +12,11 @@ that failure cheap and honest:
 - **local entries**: while Redis cannot be used, people's entries read from the directory are
   kept in this process (at most FALLBACK_PEOPLE, for CACHE_FALLBACK_SECONDS), so the directory
   sees one read per person per process per interval, not one per request;
+- **marks known here**: while Redis cannot be read, a sign-in is judged by the marks this
+  process knows: every sign-out and revocation it made (stored in Redis or not) and those it
+  read from Redis since it started (a mark is never taken back, so an old copy is never
+  wrong, only maybe incomplete: a sign-out made through another process that this one never
+  read waits for Redis);
 - **local marks**: a sign-out or revocation Redis could not store is kept in this process (it
   ends those sign-ins here at once) and written to Redis as soon as it answers again, by a
   thread of this process that tries every second while any is waiting (a process that serves
@@ -39,6 +44,8 @@ log = logging.getLogger(__name__)
 
 #: People whose entries each process keeps while Redis fails.
 FALLBACK_PEOPLE = 2000
+#: Sign-ins whose marks read from Redis each process remembers for an outage.
+MARKS_REMEMBERED = 4 * FALLBACK_PEOPLE
 #: Longest back-off of the Redis breaker: while it is open the marks other processes wrote are
 #: not read, so it is kept short (a hung Redis then costs a CACHE_REDIS_TIMEOUT per 5 s).
 REDIS_BACKOFF_CAP = 5.0
@@ -69,6 +76,9 @@ class CacheGuard:
         self._next_replay = float("-inf")
         self._replayer: threading.Thread | None = None
         self._stop = threading.Event()
+        # (username, sid) -> Marks, and (username, None) -> the person's before time: what
+        # Redis said of sign-ins with marks (most have none: nothing kept for them).
+        self._read_marks: OrderedDict[tuple[str, str | None], object] = OrderedDict()
 
     def call(self, operation: str, function, *args) -> tuple[bool, object]:
         """(True, result) when the backend answered; (False, None) when it failed or is left
@@ -144,8 +154,32 @@ class CacheGuard:
                 log.warning("the user cache answers again")
 
     def local_read(self, username: str, sid: str):
-        """The marks this process keeps for itself (written while the shared store failed)."""
+        """The marks this process keeps for itself (those it made)."""
         return self.local_marks.read(username, sid)
+
+    def saw_marks(self, username: str, sid: str, marks) -> None:
+        """Remember marks the shared store answered for a sign-in, for when it cannot be read."""
+        if marks.before is None and not marks.ended:
+            return  # the common case: nothing to remember, nothing spent
+        with self._lock:
+            for key, value in (((username, sid), marks), ((username, None), marks.before)):
+                if value is not None:
+                    self._read_marks[key] = value
+                    self._read_marks.move_to_end(key)
+            while len(self._read_marks) > MARKS_REMEMBERED:
+                self._read_marks.popitem(last=False)
+
+    def marks_seen(self, username: str, sid: str, empty):
+        """The marks last read for this sign-in (its person's before time, if only that was
+        seen); `empty` (no marks) when none were."""
+        with self._lock:
+            seen = self._read_marks.get((username, sid))
+            before = self._read_marks.get((username, None))
+        if seen is None:
+            return empty if before is None else type(empty)(before=before)
+        if before is not None and (seen.before is None or seen.before < before):
+            return type(empty)(before=before, ended=seen.ended)
+        return seen
 
     def _replay(self) -> bool:
         # Redis answers again: the marks it missed go to it now (the oldest first). False when
