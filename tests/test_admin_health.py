@@ -178,6 +178,42 @@ def test_readyz_answers_as_soon_as_one_server_does(slapd):
         app.extensions["portal.directory"].close()
 
 
+def test_while_one_readiness_probe_waits_for_a_hung_directory_the_others_answer_at_once(
+    slapd, readiness_clock
+):
+    """The directory hangs mid-probe: the probing request waits its operation timeout, and
+    probes meanwhile get the last answer (or 503 "checking" before the first) instead of
+    each waiting too (eight probes a second held every worker thread, so forward auth for
+    signed-in people stalled for seconds)."""
+    with listener(lambda connection: None) as hung:
+        app = make_app(slapd, LDAP_URLS=[hung.url], LDAP_OPERATION_TIMEOUT=30,
+                       LDAP_CONNECT_TIMEOUT=30, HEALTH_CACHE_SECONDS=5)  # fmt: skip
+        client = app.test_client()
+        with ThreadPoolExecutor(1) as asking:
+            first = asking.submit(client.get, "/readyz")
+            eventually(lambda: hung.connections >= 1)  # the probe waits on the hung server
+            meanwhile = client.get("/readyz")
+            assert meanwhile.status_code == 503 and meanwhile.get_json()["status"] == "checking"
+            assert not first.done()
+            hang_up(hung)  # the probe ends: the server went away
+            assert first.result(timeout=60).status_code == 503
+        readiness_clock(5)  # due again: this probe waits, and the others get the last answer
+        with ThreadPoolExecutor(1) as asking:
+            again = asking.submit(client.get, "/readyz")
+            eventually(lambda: hung.connections >= 2)
+            last = client.get("/readyz")
+            assert last.status_code == 503 and last.get_json()["failed"] == ["directory"]
+            hang_up(hung)
+            again.result(timeout=60)
+        app.extensions["portal.directory"].close()
+
+
+def hang_up(server) -> None:
+    """Close what a hung listener accepted: whoever waits on it sees the server go away."""
+    for connection in server.accepted:
+        connection.close()
+
+
 def test_a_probe_of_one_dead_server_never_logs_the_whole_directory_down(slapd, caplog):
     """The first server is gone, the second answers: the health probes say which one failed
     on the status page, and the log must not read "no directory server answered"."""

@@ -13,7 +13,8 @@ from .probes import probe_cache
 
 #: The clock /readyz's reuse window is judged by (a function, so tests can move it).
 clock = time.monotonic
-_lock = threading.Lock()
+#: Held by the one request probing: the others answer at once (see readyz).
+_probing = threading.Lock()
 
 
 @bp.route("/healthz")
@@ -26,14 +27,24 @@ def healthz():
 def readyz():
     """200 when a service bind + search worked on some server and the cache answered, else 503.
 
-    The answer is reused for HEALTH_CACHE_SECONDS, however often load balancers ask.
+    The answer is reused for HEALTH_CACHE_SECONDS, however often load balancers ask. One
+    request probes at a time; while it does, the others get the last answer at once (503
+    "checking" before the first): with the directory hung a probe takes an operation timeout,
+    and probes waiting for it held the worker threads every app's forward auth needs.
     """
     window = current_app.config["HEALTH_CACHE_SECONDS"]
-    with _lock:
-        when, body, status = current_app.extensions.get("portal.readiness", (None, None, 0))
-        if when is None or clock() - when >= window:
-            body, status = _probe()
-            current_app.extensions["portal.readiness"] = (clock(), body, status)
+    when, body, status = current_app.extensions.get("portal.readiness", (None, None, 0))
+    if when is not None and clock() - when < window:
+        return jsonify(body), status
+    if not _probing.acquire(blocking=False):
+        if when is None:
+            return jsonify(status="checking", checks={}, failed=[]), 503
+        return jsonify(body), status
+    try:
+        body, status = _probe()
+        current_app.extensions["portal.readiness"] = (clock(), body, status)
+    finally:
+        _probing.release()
     return jsonify(body), status
 
 
