@@ -22,13 +22,32 @@ from .recent import RECENT  # the status page's in-process record
 #: for werkzeug's reloader).
 CANNOT_START = 4
 
+#: Free space a process needs in PROMETHEUS_MULTIPROC_DIR: prometheus_client maps three files
+#: of 64 KiB per process there and doubles them as they fill (about 200 KiB in all).
+SPACE_NEEDED = 1 << 20
+
+
+def folder_problem(folder: str) -> str:
+    """Why PROMETHEUS_MULTIPROC_DIR cannot hold this process's metrics ("" when it can)."""
+    if not os.path.isdir(folder):
+        # prometheus_client opens a file there for each metric made below: without the folder
+        # every process (a worker, each `portal` command) ended in a FileNotFoundError traceback.
+        return (f"PROMETHEUS_MULTIPROC_DIR: no such folder {folder} (create it empty before "
+                "starting; the shipped deploy/gunicorn.conf.py does)")  # fmt: skip
+    found = os.statvfs(folder)
+    free = found.f_bavail * found.f_frsize
+    if free < SPACE_NEEDED:
+        # Its files are mapped into memory: writing past a full disk kills the process with
+        # SIGBUS, at its first request, and gunicorn starts another that dies the same way.
+        return (f"PROMETHEUS_MULTIPROC_DIR: {folder} has {free // 1024} KiB free, and each "
+                f"process needs {SPACE_NEEDED // 1024} KiB for its metrics files: free some, or "
+                "give the folder more room")  # fmt: skip
+    return ""
+
+
 _MULTIPROC_FOLDER = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-if _MULTIPROC_FOLDER and not os.path.isdir(_MULTIPROC_FOLDER):
-    # prometheus_client opens a file there for each metric made below: without the folder every
-    # process (a worker, each `portal` command) ended in a FileNotFoundError traceback.
-    said = (f"PROMETHEUS_MULTIPROC_DIR: no such folder {_MULTIPROC_FOLDER} (create it empty "
-            "before starting; the shipped deploy/gunicorn.conf.py does)")  # fmt: skip
-    print(said, file=sys.stderr)
+if _MULTIPROC_FOLDER and (_problem := folder_problem(_MULTIPROC_FOLDER)):
+    print(_problem, file=sys.stderr)
     raise SystemExit(CANNOT_START)
 
 LOGIN_OUTCOMES = (

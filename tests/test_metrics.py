@@ -334,6 +334,42 @@ def test_a_command_with_a_missing_multiprocess_folder_says_so_in_one_line(tmp_pa
     assert not missing.exists()
 
 
+def test_a_process_refuses_to_start_on_a_full_multiprocess_folder(tmp_path):
+    """A metrics folder with 300 KiB left (a full /run): the process says so in one line and
+    exits 4, on which gunicorn's master stops, where each worker died of SIGBUS at its first
+    request and gunicorn started another forever. (The full disk is injected: statvfs of the
+    folder says 300 KiB free.)"""
+    folder = tmp_path / "metrics"
+    folder.mkdir()
+    inject = (
+        "import os, runpy, sys\n"
+        "real = os.statvfs\n"
+        f"def statvfs(path):\n"
+        f"    found = real(path)\n"
+        f"    if str(path) != {str(folder)!r}:\n"
+        "        return found\n"
+        "    return os.statvfs_result((4096, 4096, 1000, 75, 75, *found[5:]))\n"
+        "os.statvfs = statvfs\n"
+        "sys.argv = ['portal', '--version']\n"
+        "runpy.run_module('portal', run_name='__main__')\n"
+    )
+    environment = dict(
+        portal_environment("ldap://127.0.0.1:1"), PROMETHEUS_MULTIPROC_DIR=str(folder)
+    )
+    done = subprocess.run([sys.executable, "-c", inject], cwd=ROOT, env=environment,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 4, done
+    assert done.stderr == (
+        f"PROMETHEUS_MULTIPROC_DIR: {folder} has 300 KiB free, and each process needs 1024 KiB "
+        "for its metrics files: free some, or give the folder more room\n"
+    ), done
+    assert list(folder.iterdir()) == []
+    # With room (the real statvfs), the same process starts.
+    plain = subprocess.run([sys.executable, "-m", "portal", "--version"], cwd=ROOT,
+                           env=environment, capture_output=True, timeout=120)  # fmt: skip
+    assert plain.returncode == 0, plain
+
+
 @pytest.mark.slow
 def test_gunicorn_without_the_shipped_config_stops_on_a_missing_multiprocess_folder(tmp_path):
     """Plain gunicorn (no --config) with PROMETHEUS_MULTIPROC_DIR naming no folder: its workers
