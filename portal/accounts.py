@@ -36,6 +36,7 @@ from .extensions import cache, login_manager
 from .models import AccessPolicy, User
 from .signin import logins
 from .signin.revocations import Marks, MemoryMarks, RedisMarks
+from .signin.sessions import CLOCK_SKEW_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,7 @@ _REFRESH_LOCKS = tuple(threading.Lock() for _ in range(64))
 _clock = time.time
 #: How far in the future an entry's fetched_at may be (another instance's clock running a
 #: little ahead) before it counts as unusable: else a clock far ahead would keep an entry
-#: fresh for longer than USER_CACHE_TTL everywhere.
-CLOCK_SKEW_SECONDS = 5.0
+#: fresh for longer than USER_CACHE_TTL everywhere. (Sessions allow the same.)
 
 
 @dataclass

@@ -5,6 +5,9 @@ no client-written header, and ProxyFix only for configured hops. Real slapd thro
 
 from __future__ import annotations
 
+import time
+from types import SimpleNamespace
+
 import pytest
 
 from portal import accounts
@@ -795,3 +798,25 @@ def test_a_copied_cookie_stays_ended_when_its_account_is_enabled_again(own_slapd
     assert not is_signed_in(copy), "the copied cookie works again"
     assert not is_signed_in(alice)
     assert is_signed_in(signed_in(app, "alice"))
+
+
+@pytest.mark.parametrize(("ahead", "accepted"), [(3, True), (30, False)])
+def test_a_session_signed_by_an_instance_a_little_ahead_is_taken(slapd, build_app, monkeypatch,
+                                                                 ahead, accepted):  # fmt: skip
+    """Another instance's clock runs 3 s ahead: the sessions it signs are taken here (they were
+    refused as signed in the future, and its every fresh sign-in bounced to the sign-in page
+    here until this clock caught up); 30 s ahead is too far."""
+    import itsdangerous.timed
+
+    fast, here = build_app(slapd), build_app(slapd)
+    real = time.time
+    ahead_clock = SimpleNamespace(time=lambda: real() + ahead)
+    monkeypatch.setattr(itsdangerous.timed, "time", ahead_clock)  # the whole instance ahead
+    monkeypatch.setattr("portal.signin.sessions.time", ahead_clock)
+    monkeypatch.setattr("portal.signin.logins._clock", ahead_clock.time)
+    monkeypatch.setattr("portal.accounts._clock", ahead_clock.time)
+    browser = signed_in(fast, "alice")
+    monkeypatch.undo()
+    there = here.test_client()
+    copy_cookies(browser, there)
+    assert is_signed_in(there) is accepted

@@ -21,6 +21,10 @@ from itsdangerous import BadSignature
 
 #: Distinct session cookies whose verified content each process keeps.
 MEMO_SIZE = 4096
+#: How far in the future a session may have been signed: by another instance whose clock runs a
+#: little ahead (its fresh sign-ins were refused here, each sent back to the sign-in page,
+#: until this clock caught up). The same allowance as the cache entries' (accounts.py).
+CLOCK_SKEW_SECONDS = 5.0
 
 
 def client_fingerprint() -> str:
@@ -99,7 +103,8 @@ class PortalSessionInterface(SecureCookieSessionInterface):
         known = memo.get(value)
         if known is None:
             try:
-                data, signed = serializer.loads(value, max_age=int(max_age), return_timestamp=True)
+                # The age is judged below: itsdangerous refuses any signature from the future.
+                data, signed = serializer.loads(value, return_timestamp=True)
             except BadSignature:
                 return None
             nested = any(isinstance(item, (list, dict)) for item in data.values())
@@ -109,6 +114,7 @@ class PortalSessionInterface(SecureCookieSessionInterface):
                     memo.clear()  # bounded: the cookies in use are verified again, once
                 memo[value] = known
         data, signed_at, nested = known
-        if time.time() - signed_at > max_age:
-            return None  # expired since it was first verified
+        age = time.time() - signed_at
+        if age > max_age or age < -CLOCK_SKEW_SECONDS:
+            return None  # expired (since it was first verified), or from too far ahead
         return data, nested
