@@ -317,6 +317,23 @@ def test_active_directory_refuses_to_change_over_clear_text(slapd):
     app.extensions["portal.directory"].close()
 
 
+def test_settings_warn_that_active_directory_over_clear_text_refuses_every_change(ad_server):
+    """The AD example over plain ldap:// (a trial on this machine): start-up and `portal check`
+    warn that /password will refuse every change (people typed three passwords to learn it,
+    and the audit said only "changes not allowed"); with it turned off, no warning."""
+    from portal.settings import validate
+
+    app = example_app("ad", ad_server)
+    said = [line for line in validate(app.config) if line.startswith("PASSWORD_SELF_SERVICE:")]
+    assert said and "refuses every change" in said[0], said
+    check = app.test_cli_runner().invoke(args=["check"]).output
+    assert "PASSWORD_SELF_SERVICE: Active Directory changes passwords only over LDAPS" in check
+    quiet = example_app("ad", ad_server, PASSWORD_SELF_SERVICE=False)
+    assert not [line for line in validate(quiet.config) if "PASSWORD_SELF_SERVICE" in line]
+    for built in (app, quiet):
+        built.extensions["portal.directory"].close()
+
+
 @pytest.fixture
 def own_ad_server():
     """An AD-shaped directory of the test's own (it changes entries)."""

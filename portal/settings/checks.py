@@ -291,6 +291,17 @@ def _check_servers(config) -> list[str]:
                 "true, or (on a trusted network only) LDAP_ALLOW_CLEARTEXT = true",
             )
             warnings.append(f"LDAP_ALLOW_CLEARTEXT: passwords cross the network in clear to {url}")
+    encrypted = config["LDAP_START_TLS"] or all(url.lower().startswith("ldaps://") for url in urls)
+    if (
+        config.get("LDAP_ACCOUNT_STATE") == "ad"
+        and config.get("PASSWORD_SELF_SERVICE")
+        and (not encrypted)
+    ):
+        # Else people type three passwords into /password only to be refused.
+        warnings.append("PASSWORD_SELF_SERVICE: Active Directory changes passwords only over "
+                        "LDAPS or StartTLS, which LDAP_URLS and LDAP_START_TLS do not give, so "
+                        "/password refuses every change: use TLS, or set PASSWORD_SELF_SERVICE "
+                        "= false (PASSWORD_CHANGE_URL is offered instead)")  # fmt: skip
     _check_ca_file(config, "LDAP_CA_FILE")
     return warnings
 
