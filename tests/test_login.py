@@ -407,6 +407,20 @@ def test_logout_needs_post_with_csrf(client, auth):
     assert client.get("/").status_code == 200
 
 
+def test_the_sign_out_page_with_nobody_signed_in_says_so_instead_of_asking(client, auth):
+    """GET /logout in a browser where nobody is signed in (a bookmark, a second tab after the
+    first signed out) lands on "You are signed out." (it asked "Sign out?" of nobody); a
+    browser holding only a remember-me cookie is still asked."""
+    answer = client.get("/logout?everywhere=1")
+    assert answer.status_code == 302 and answer.headers["Location"] == "/login?signed_out=1"
+    assert "You are signed out." in client.get(answer.headers["Location"]).get_data(as_text=True)
+    auth.login("alice", remember=True)
+    remembered = client.get_cookie("remember_token")
+    client.delete_cookie("session")
+    assert remembered is not None and client.get_cookie("session") is None
+    assert "<h1>Sign out?</h1>" in client.get("/logout").get_data(as_text=True)
+
+
 def test_sign_out_everywhere_asks_first_then_says_what_it_did(client, auth):
     """The home page's link leads to a confirmation; its button ends every sign-in, and the
     login page then says so."""

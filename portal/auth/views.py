@@ -299,6 +299,9 @@ def confirm_logout():
     """A "Sign out?" page with the button (a link or a typed address cannot sign anyone out:
     sign-out is a CSRF-checked POST); with `everywhere=1`, the sign-out of every device."""
     everywhere = request.args.get("everywhere") == "1"
+    if not session.get("_user_id") and not request.cookies.get(_remember_cookie_name()):
+        # Nobody is signed in in this browser (a bookmark, a second tab): nothing to ask.
+        return redirect(url_for("auth.login", signed_out="1"))
     return render_template("logout.html", everywhere=everywhere)
 
 
