@@ -61,7 +61,7 @@ def test_a_change_takes_the_new_password_and_ends_other_sign_ins(ppolicy, audit_
     answer = change(alice, "alice-secret", "a-much-longer-secret")
     assert answer.status_code == 302 and answer.headers["Location"] == "/"
     home = alice.get("/").get_data(as_text=True)
-    assert "Your password has been changed. Your other sign-ins have ended." in home
+    assert "Your password has been changed. Any other sign-ins of yours have ended." in home
     assert not is_signed_in(other_device)
     assert AuthActions(app.test_client()).login("alice", "alice-secret").status_code == 401
     assert AuthActions(app.test_client()).login("alice", "a-much-longer-secret").status_code == 302

@@ -136,7 +136,7 @@ def change_password():
         flash(gettext("Your password has been changed. Please sign in with the new one."))
         return redirect(url_for("auth.login"))
     sign_in(accounts.build_user(attrs), attrs, remember=False)
-    flash(gettext("Your password has been changed. Your other sign-ins have ended."))
+    flash(gettext("Your password has been changed. Any other sign-ins of yours have ended."))
     return redirect(url_for("main.home"))
 
 
