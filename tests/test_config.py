@@ -305,6 +305,11 @@ def test_production_refuses_a_published_key_among_the_fallbacks(settings, named)
         ("LDAP_CA_FILE", "/no/such/ca.pem", "no such file"),
         ("ENV", "staging", "'staging' is not one of production or development"),
         ("ACCESS_DEFAULT_POLICY", "Deny", "'Deny' is not one of allow or deny"),
+        (
+            "ACCESS_RULES",
+            [{"paths": ["/app/x"], "policy": "Allow"}],
+            """ACCESS_RULES[1].policy: 'Allow': "allow" or "deny", in lower case""",
+        ),
         ("LDAP_BIND_DN", "reader", "'reader' is not a DN (such as cn=reader,dc=corp,dc=example)"),
     ],
 )

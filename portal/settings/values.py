@@ -245,7 +245,8 @@ def check_rules(rules) -> None:
         require(isinstance(rule, dict), where, "a table")
         require(set(rule) <= _RULE_KEYS, where, f"unknown key {sorted(set(rule) - _RULE_KEYS)} "
                 f"(known: {', '.join(sorted(_RULE_KEYS))})")  # fmt: skip
-        require(rule.get("policy") in ("allow", "deny"), where + ".policy", "allow or deny")
+        require(rule.get("policy") in ("allow", "deny"), where + ".policy",
+                f'{rule.get("policy")!r}: "allow" or "deny", in lower case')  # fmt: skip
         for key in ("hosts", "paths", "methods", "groups"):
             require(is_str_list(rule.get(key, []), allow_empty=True), f"{where}.{key}",
                      "a list of strings")  # fmt: skip
