@@ -1068,3 +1068,11 @@ def test_check_warns_when_no_administrator_may_sign_in(app):
     assert "so nobody in it can open the admin pages" in said, said
     [allowed] = [line for line in lines if line.startswith("members of engineering: ")]
     assert allowed.startswith("members of engineering: ok"), allowed
+
+
+def test_access_check_says_an_address_refused_before_any_rule_in_words(app):
+    """`access-check bob /app//finance/` said "DENIED by refused: ambiguous path ..."."""
+    done = app.test_cli_runner().invoke(args=["access-check", "bob", "https://localhost/app//x/"])
+    assert done.exit_code == 1, done.output
+    assert ("DENIED by the address itself, before any rule (ambiguous path '/app//x/')"
+            in done.output), done.output  # fmt: skip

@@ -155,7 +155,8 @@ class RuleSet:
     def _decide(self, groups, host: str, path: str, method: str, decoded: bool) -> Decision:
         host = normal_host(host)
         if not (_HOST.match(host) or _ipv6(host)):
-            return Decision(False, 0, f"refused: unusable host name {host!r}")
+            return Decision(False, 0, f"the address itself, before any rule (an unusable host "
+                                      f"name {host!r})")  # fmt: skip
         rules, paths_matter = self._for_host(host)
         if not paths_matter:
             path = "/"  # no rule for this host looks at paths: how it is spelled cannot matter
@@ -163,7 +164,7 @@ class RuleSet:
             try:
                 path = app_path(path, self.kept_escapes)
             except PathRefused as refusal:
-                return Decision(False, 0, f"refused: {refusal}")
+                return Decision(False, 0, f"the address itself, before any rule ({refusal})")
         member_of = {group.casefold() for group in groups}
         method = method.upper()
         decision = self._first_match(rules, member_of, path, method, folded=False)
