@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field, replace
 from functools import partial
 
-from flask import Flask, current_app, request
+from flask import Flask, current_app, has_request_context, request
 
 from . import directory, metrics
 from .access import STALE, compiled_apps, configured_pages, rule_set
@@ -54,10 +54,10 @@ DECODED_CHARACTERS = 16 * 1024 * 1024
 # Striped locks: bounded however many people sign in; a collision only serialises two refreshes.
 _REFRESH_LOCKS = tuple(threading.Lock() for _ in range(64))
 # The wall clock entries' freshness is judged by, looked up on each call so tests can move it.
+# An entry's fetched_at may lie up to CLOCK_SKEW_SECONDS in its future (another instance's
+# clock running a little ahead), no further: else a clock far ahead would keep an entry fresh
+# for longer than USER_CACHE_TTL everywhere.
 _clock = time.time
-#: How far in the future an entry's fetched_at may be (another instance's clock running a
-#: little ahead) before it counts as unusable: else a clock far ahead would keep an entry
-#: fresh for longer than USER_CACHE_TTL everywhere. (Sessions allow the same.)
 
 
 @dataclass
@@ -130,7 +130,7 @@ def explain_person(typed: str, host: str) -> Explanation:
         now=time.time(),
         nesting=nesting,
         apps=compiled_apps(),
-        prefix=(config.get("APPLICATION_ROOT") or "/").rstrip("/"),
+        prefix=_mount_prefix(config),
     )
     if attrs is None:
         reason = directory.unusable_reason(name)
@@ -141,6 +141,14 @@ def explain_person(typed: str, host: str) -> Explanation:
             return explain_person(owner, host)
         explained = replace(explained, unusable=reason or NO_SUCH_PERSON)
     return explained
+
+
+def _mount_prefix(config) -> str:
+    # Where the portal is mounted, as the rules judge its pages' addresses: the request's own
+    # (gunicorn's SCRIPT_NAME, or a proxy's), else APPLICATION_ROOT (a command).
+    if has_request_context():
+        return request.script_root
+    return (config.get("APPLICATION_ROOT") or "/").rstrip("/")
 
 
 def policy() -> AccessPolicy:
@@ -558,7 +566,7 @@ def _entry_and_marks(state: _State, username: str, sid: str) -> tuple[object, Ma
         answered, found = guard.call("read", store.read_with_entry, key, username, sid)
         if answered:
             raw, marks = found
-            guard.saw_marks(username, sid, marks)
+            guard.saw_marks(username, sid, marks, store.start)
         else:
             raw, marks = guard.local_entries.get(username), guard.marks_seen(username, sid, Marks())
         return raw, _either(marks, guard.local_read(username, sid))

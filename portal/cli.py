@@ -148,7 +148,7 @@ def _as_portal_page(url: str, method: str, groups, person) -> tuple[bool, str] |
         page = find_page(values["slug"])
         if page is None:
             return False, "no such page in PAGES (the portal answers 404)"
-        found = explain.page_access(groups, person, [page], rule_set(), host)[0]
+        found = explain.page_access(groups, person, [page], rule_set(), host, root)[0]
         return found.open, f"the page's groups: {found.reason}"
     if endpoint.startswith(("main.", "admin.")):
         admin_page = endpoint.startswith("admin.")

@@ -123,6 +123,18 @@ def fresh_quiet_logs():
     quietlog.forget_all()
 
 
+@pytest.fixture(autouse=True)
+def no_replays_left_over():
+    """After each test, the portals it built stop retrying their kept sign-outs in the
+    background (else they would go on against a Redis the test stopped, or another test's on
+    the same port)."""
+    yield
+    from portal.cache.guard import CacheGuard
+
+    for guard in list(CacheGuard.live):
+        guard.stop()
+
+
 @pytest.fixture(scope="session")
 def slapd():
     """One read-only demo directory for the whole session: tests must not change it."""

@@ -217,6 +217,14 @@ def test_an_identity_that_names_another_entry_signs_nobody_in(own_slapd, caplog)
         assert AuthActions(mallory).login("m3@example.org", "mallory-secret").status_code == 401
     assert "which names another entry" in caplog.text
     assert session_username(mallory) is None
+    # The administrator's tools resolve the address as the sign-in does: to nobody, not erin.
+    runner = app.test_cli_runner()
+    whois = runner.invoke(args=["whois", "m3@example.org"]).output
+    assert "erin" not in whois, whois
+    with app.app_context():
+        from portal import accounts
+
+        assert accounts.revocation_target("m3@example.org").owner != "erin"
 
 
 def test_an_identity_other_than_the_typed_name_still_signs_in(own_slapd, ldap_spy):

@@ -4,6 +4,7 @@ outage, sign-outs that survive it. Real slapd and redis-server, stopped, frozen 
 from __future__ import annotations
 
 import signal
+import threading
 import time
 
 import pytest
@@ -217,7 +218,94 @@ def test_sign_outs_made_before_a_redis_outage_still_hold_through_it(
         application.extensions["portal.directory"].close()
 
 
-ALICE_DN = "uid=alice,ou=people,dc=example,dc=org"
+def test_an_error_redis_answers_a_replay_with_leaves_it_read_again(
+    slapd, own_redis, frozen_breakers
+):
+    """Redis comes back full (noeviction): the kept sign-out's replay is refused with an out of
+    memory error. That is Redis answering: reads go on at once (the replay held the breaker's
+    one probe, never reported it, and every read was refused for 30 s), the sign-out waits,
+    and it is written once Redis takes writes."""
+    here, elsewhere, thief = _signed_out_while_redis_is_down(slapd, own_redis)
+    own_redis.start()
+    client = redis.Redis.from_url(own_redis.url)
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", 1)  # every write refused: OOM
+    guard = accounts.app_state(here).guard
+    frozen_breakers.now += 2  # past the back-off: the replay thread probes with its write
+
+    def refused_writes() -> int:
+        return int(client.info("errorstats").get("errorstat_OOM", {}).get("count", 0))
+
+    deadline = time.monotonic() + 20
+    while not refused_writes() and time.monotonic() < deadline:
+        time.sleep(0.05)  # waiting for the thread's try, bounded; no timing asserted
+    assert refused_writes(), "the replay thread tried its write"
+    # Refused reads now would be the breaker's probe left taken (the frozen clock never gives
+    # it up); the poll only covers the moment between Redis's answer and the thread reading it.
+    deadline = time.monotonic() + 10
+    while guard.call("ping", client.ping) != (True, True) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert guard.call("ping", client.ping) == (True, True)
+    assert guard.waiting == ["a sign-out of bob"]
+    client.config_set("maxmemory", 0)
+    deadline = time.monotonic() + 20
+    while guard.waiting and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _marked_in_redis(own_redis.url) and not is_signed_in(thief)
+    client.close()
+    for application in (here, elsewhere):
+        application.extensions["portal.directory"].close()
+
+
+def test_a_process_ending_mid_replay_still_names_the_sign_out_it_holds(caplog):
+    """The replay thread is writing a kept sign-out (Redis hung) when the process ends: the
+    end finds it still waiting and logs it by name (it had been taken off the list for the
+    write, so the end found nothing and said nothing). The hung write is injected."""
+    from portal.cache.guard import CacheGuard
+    from portal.signin.revocations import MemoryMarks
+
+    guard = CacheGuard(True, 60, MemoryMarks())
+    writing, release = threading.Event(), threading.Event()
+
+    def hung_write():
+        writing.set()
+        release.wait(30)
+
+    guard.replay_later(hung_write, "a sign-out of bob", ends_sign_ins=True)
+    assert writing.wait(20), "the replay thread tries the write"
+    assert guard.flush(wait=0.2) == ["a sign-out of bob"]
+    said = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any(line.startswith("a sign-out of bob could not be written") for line in said)
+    release.set()
+
+
+def test_the_marks_remembered_for_an_outage_are_sign_outs_not_every_sign_in(
+    slapd, own_redis, frozen_breakers, monkeypatch
+):
+    """Only sign-ins with marks are remembered: bob's sign-out, read on B, still counts there
+    through an outage after three other people browsed (each sign-in read was remembered, for
+    everyone has the marks' start as a before time, and pushed bob's out)."""
+    from portal.cache import guard as cache_guard
+
+    monkeypatch.setattr(cache_guard, "MARKS_REMEMBERED", 4)
+    settings = {"CACHE_TYPE": "RedisCache", "CACHE_REDIS_URL": own_redis.url,
+                "THROTTLE_STORAGE_URL": "memory://"}  # fmt: skip
+    here, elsewhere = make_app(slapd, **settings), make_app(slapd, **settings)
+    bob = signed_in(here, "bob")
+    copy = elsewhere.test_client()
+    copy.environ_base["REMOTE_ADDR"] = "10.0.0.1"
+    copy_cookies(bob, copy)
+    assert AuthActions(bob).logout().status_code == 302
+    assert not is_signed_in(copy)  # read on B: remembered there
+    for name in ("alice", "erin", "frank"):
+        person = signed_in(elsewhere, name)
+        for _ in range(3):
+            assert is_signed_in(person)
+    own_redis.stop()
+    assert not is_signed_in(copy)
+    for application in (here, elsewhere):
+        application.extensions["portal.directory"].close()
+
 
 ALICE_DN = "uid=alice,ou=people,dc=example,dc=org"
 

@@ -508,6 +508,15 @@ def test_a_password_expiring_today_is_said_once_and_as_today(ppolicy):
     AuthActions(page_bound).login("alice", "a-much-longer-secret", next="/pages/handbook")
     page = page_bound.get("/pages/handbook").get_data(as_text=True)
     assert "Your password expires today." in page and "0 days" not in page
+    # On the way to an app's own front page (its path is "/" too): said on the next portal page.
+    to_app = example_app("ppolicy", server, PASSWORD_CHANGE_URL="", SSO_ALLOWED_DOMAINS=[
+        "example.org"], LDAP_PASSWORD_POLICY_DN=POLICY_DN)  # fmt: skip
+    app_bound = to_app.test_client()
+    went = AuthActions(app_bound).login("alice", "a-much-longer-secret",
+                                        next="https://wiki.example.org/")  # fmt: skip
+    assert went.headers["Location"] == "https://wiki.example.org/"
+    assert "Your password expires today." in app_bound.get("/pages/handbook").get_data(as_text=True)
+    to_app.extensions["portal.directory"].close()
 
 
 @pytest.mark.parametrize("name", ["dave", "carol"])

@@ -17,7 +17,7 @@ import pytest
 from portal import accounts
 from portal.testing import trees
 from portal.testing.slapd import find_binary
-from tests.conftest import ROOT, AuthActions, make_app, session_username, start_slapd
+from tests.conftest import ROOT, AuthActions, csrf_token_in, make_app, session_username, start_slapd
 
 EXAMPLES = ROOT / "examples"
 MUST_CHANGE = "must be changed before you can sign in"
@@ -432,3 +432,26 @@ def test_an_administrators_look_up_of_a_locked_account_logs_no_sign_out(ad_app, 
         assert accounts._read_directory("dave") is None
     assert [r for r in caplog.records if "dave is no longer signed in: account locked" in
             r.getMessage()]  # fmt: skip
+
+
+def test_admin_pages_revoke_by_a_user_principal_name_revokes_its_owner(ad_server, redis_server):
+    """An administrator opens /admin/users/alice.smith@corp.example/revoke by hand: asked about
+    asmith, and the POST ends asmith's sign-ins (it looked for "alice.smith": nobody)."""
+    shared = {"CACHE_TYPE": "RedisCache", "CACHE_REDIS_URL": redis_server.url,
+              "CACHE_KEY_PREFIX": "admin-revoke-upn-test:",
+              "ACCESS_ADMIN_GROUPS": ["Staff"]}  # fmt: skip
+    app = example_app("ad", ad_server, **shared)
+    try:
+        asmith, admin = app.test_client(), app.test_client()
+        assert AuthActions(asmith).login("asmith", "asmith-secret").status_code == 302
+        assert AuthActions(admin).login("frank", "frank-secret").status_code == 302
+        asked = admin.get("/admin/users/alice.smith@corp.example/revoke")
+        assert asked.status_code == 302 and asked.headers["Location"].endswith(
+            "/admin/users/asmith/revoke"), asked.headers.get("Location")  # fmt: skip
+        token = csrf_token_in(admin.get("/admin/users/asmith/revoke").get_data(as_text=True))
+        done = admin.post("/admin/users/alice.smith@corp.example/revoke",
+                          data={"csrf_token": token})  # fmt: skip
+        assert done.status_code == 302 and done.headers["Location"].endswith("/admin/users/asmith")
+        assert asmith.get("/").status_code == 302  # signed out
+    finally:
+        app.extensions["portal.directory"].close()

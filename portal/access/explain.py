@@ -153,7 +153,7 @@ def explain_user(
         groups=groups,
         group_paths=tuple(nesting_path(group, nesting or {}) for group in groups),
         standing=person,
-        pages=tuple(page_access(groups, person, pages, rules, host)),
+        pages=tuple(page_access(groups, person, pages, rules, host, prefix)),
         apps=tuple(app_access(groups, person, apps, rules, host, pages, prefix)),
         cache=cache,
     )
@@ -197,8 +197,10 @@ def page_access(
     pages: Sequence[Mapping],
     rules: access_rules.RuleSet | None = None,
     host: str = "localhost",
+    prefix: str = "",
 ) -> list[PageAccess]:
-    """Whether each configured page opens for these groups, in settings order, with the reason."""
+    """Whether each configured page opens for these groups, in settings order, with the reason
+    (`prefix`: where the portal is mounted, as the rules see its pages' addresses)."""
     groups = tuple(groups)
     judged = rules is not None and rules.judges  # as enforce_access_rules skips otherwise
     found = []
@@ -212,7 +214,9 @@ def page_access(
             opens, reason = False, by_groups
         else:
             decision = (
-                rules.decide_portal_page(groups, host, f"/pages/{page['slug']}") if judged else None
+                rules.decide_portal_page(groups, host, f"{prefix}/pages/{page['slug']}")
+                if judged
+                else None
             )
             opens = decision is None or decision.allowed
             reason = by_groups if opens else gettext("%(groups)s, but %(rule)s", groups=by_groups,
@@ -275,7 +279,7 @@ def _own_page_refusal(app: App, groups: tuple[str, ...], person: Standing,
     page = next((page for page in pages if page["slug"] == slug), None)
     if page is None:
         return gettext("no page of PAGES has the slug %(slug)s", slug=slug)
-    opened = page_access(groups, person, [page], rules, host)[0]
+    opened = page_access(groups, person, [page], rules, host, prefix)[0]
     if opened.open:
         return ""
     return gettext("the page %(slug)s is closed: %(reason)s", slug=slug, reason=opened.reason)

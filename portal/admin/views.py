@@ -276,7 +276,7 @@ def flush_user(username: str):
 def confirm_revoke(username: str):
     """Ask first: "Sign NAME out everywhere?", with the button that does it (a POST)."""
     name = _canonical_or_404(username)
-    target = _revocation_target(name)
+    target = _revocation_target(username)  # as typed: a sign-in's name forms find their owner
     if target.owner != name:
         # Another of the person's names (an e-mail address): ask about the account itself, or
         # the button would mark the address and leave its owner signed in. (An owner's name
@@ -290,7 +290,8 @@ def confirm_revoke(username: str):
 @admin_required
 def revoke_user(username: str):
     """End every sign-in of a person, found by any of their names (CSRF-checked)."""
-    target = _revocation_target(_canonical_or_404(username))
+    _canonical_or_404(username)
+    target = _revocation_target(username)
     name = target.owner
     if not accounts.revoke_all(name):
         # The mark is held by this process and written to the shared store once it answers:

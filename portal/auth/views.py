@@ -248,7 +248,7 @@ def _check_password(form: LoginForm, next_url: str | None):
         return _page(form, SUSPENDED if suspended else REFUSED, 403)
     sign_in(user, attrs, bool(form.remember.data))
     days = password_warning(user)
-    if days is not None and next_url and urlsplit(next_url).path != url_for("main.home"):
+    if days is not None and next_url and not _is_home_page(next_url):
         # The app the person came from will not say it (the home page says it itself).
         flash(ngettext("Your password expires in %(num)d day.",
                        "Your password expires in %(num)d days.", days)
@@ -452,6 +452,13 @@ def _empty_form(form: LoginForm) -> str:
     # whatever `next` holds is never read as a stand-in.
     page = page.replace(_TOKEN_MARK, generate_csrf())
     return page.replace(_NEXT_MARK, str(escape(form.next.data or "")))
+
+
+def _is_home_page(address: str) -> bool:
+    # A return address that is the portal's own home page: a path of this site (an app's
+    # https://wiki.corp.example/ has the path "/" too, and the home page is not where it goes).
+    parts = urlsplit(address)
+    return not parts.scheme and not parts.netloc and parts.path == url_for("main.home")
 
 
 def _host_of(address: str) -> str:

@@ -18,11 +18,12 @@ that failure cheap and honest:
   wrong, only maybe incomplete: a sign-out made through another process that this one never
   read waits for Redis);
 - **local marks**: a sign-out or revocation Redis could not store is kept in this process (it
-  ends those sign-ins here at once) and written to Redis as soon as it answers again, by a
-  thread of this process that tries every second while any is waiting (a process that serves
-  no signed-in request meanwhile must not keep it to itself), and once more when the process
-  ends (`flush`: a reload must not drop it; what still cannot be written is logged, person by
-  person). Until then the other processes do not know of it, and the sign-out page says so.
+  ends those sign-ins here at once) and written to Redis as soon as the breaker lets it be
+  tried again, by a thread of this process that looks every second while any is waiting (a
+  process that serves no signed-in request meanwhile must not keep it to itself), and once
+  more when the process ends (`flush`: a reload must not drop it; what still cannot be
+  written is logged, person by person). Each stays on the list until its write is done.
+  Until then the other processes do not know of it, and the sign-out page says so.
 
 With SimpleCache the cache cannot fail: calls go straight through.
 """
@@ -32,8 +33,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 
 import redis
@@ -61,6 +64,10 @@ _now = time.monotonic
 class CacheGuard:
     """Calls to one cache backend, with the breaker, local entries and local marks above."""
 
+    #: Every guard of this process, so that tests (and anything tearing apps down) can stop
+    #: their threads.
+    live: weakref.WeakSet = weakref.WeakSet()
+
     def __init__(self, shared: bool, fallback_seconds: float, local_marks,
                  cap: float = REDIS_BACKOFF_CAP, where: str = "redis"):  # fmt: skip
         """local_marks: an in-memory marks store (portal.signin.revocations.MemoryMarks) for the
@@ -69,16 +76,20 @@ class CacheGuard:
         self.where = where
         self.local_entries = _LocalEntries(FALLBACK_PEOPLE, fallback_seconds)
         self.local_marks = local_marks
-        # (what it is, for the log: "a sign-out of bob"; the write itself), oldest first.
-        self._pending: list[tuple[str, Callable[[], object]]] = []
+        # What waits for the shared store, oldest first: each leaves the list only once its
+        # write is done, so a process ending mid-replay still finds it (flush).
+        self._pending: list[_Write] = []
         self._lock = threading.Lock()
+        self._replaying = threading.Lock()  # one replay at a time
         self._last_warning = float("-inf")
         self._next_replay = float("-inf")
         self._replayer: threading.Thread | None = None
         self._stop = threading.Event()
-        # (username, sid) -> Marks, and (username, None) -> the person's before time: what
-        # Redis said of sign-ins with marks (most have none: nothing kept for them).
+        # (username, sid) -> whether Redis said that sign-in ended, and (username, None) -> the
+        # person's own before time: only sign-ins with marks are kept (most have none).
         self._read_marks: OrderedDict[tuple[str, str | None], object] = OrderedDict()
+        self._start_seen: int | None = None  # the marks' start (everyone's before time)
+        CacheGuard.live.add(self)
 
     def call(self, operation: str, function, *args) -> tuple[bool, object]:
         """(True, result) when the backend answered; (False, None) when it failed or is left
@@ -90,8 +101,7 @@ class CacheGuard:
         except Exception as error:  # noqa: BLE001
             self._failed(operation, error)
             return False, None
-        if self.breaker is not None and self.breaker.succeeded():
-            log.warning("the user cache answers again")
+        self._answered()
         if self._pending and _now() >= self._next_replay:
             self._next_replay = _now() + _REPLAY_INTERVAL
             self._replay()
@@ -106,12 +116,13 @@ class CacheGuard:
         """A mark the shared store could not take: kept here, and written there later."""
         getattr(self.local_marks, kind)(*args)
         what = {"end": "a sign-out", "revoke": "a revocation of every sign-in"}.get(kind, kind)
-        self.replay_later(partial(getattr(marks, kind), *args), f"{what} of {args[0]}")
+        self.replay_later(partial(getattr(marks, kind), *args), f"{what} of {args[0]}", True)
 
-    def replay_later(self, write: Callable[[], object], what: str = "a cache entry") -> None:
+    def replay_later(self, write: Callable[[], object], what: str = "a cache entry",
+                     ends_sign_ins: bool = False) -> None:  # fmt: skip
         """A write the shared store could not take, made again (in order) once it answers."""
         with self._lock:
-            self._pending.append((what, write))
+            self._pending.append(_Write(what, write, ends_sign_ins))
             if self._replayer is None or not self._replayer.is_alive():
                 self._replayer = threading.Thread(target=self._replay_while_waiting,
                                                   name="portal-replay", daemon=True)  # fmt: skip
@@ -121,48 +132,66 @@ class CacheGuard:
     def waiting(self) -> list[str]:
         """What waits to be written to the shared store ("a sign-out of bob"...), oldest first."""
         with self._lock:
-            return [what for what, _ in self._pending]
+            return [pending.what for pending in self._pending]
 
-    def flush(self) -> list[str]:
-        """Write what waits now (this process ends); log each write that still fails, and
-        return what they were."""
+    def flush(self, wait: float = 5.0) -> list[str]:
+        """Write what waits now (this process ends), after a replay under way (at most `wait`
+        seconds); log each write that still fails, and return what they were."""
+        self.stop(wait)
+        if self._replaying.acquire(timeout=wait):
+            try:
+                self._replay_now()
+            finally:
+                self._replaying.release()
+        with self._lock:
+            lost = list(self._pending)
+        for pending in lost:
+            if pending.ends_sign_ins:
+                log.error("%s could not be written to %s before this process ended: copies of "
+                          "those sign-ins keep working in other processes until they expire "
+                          "(run `portal revoke` for the person once it answers)",
+                          pending.what, self.where)  # fmt: skip
+            else:
+                log.error("%s could not be written to %s before this process ended",
+                          pending.what, self.where)  # fmt: skip
+        return [pending.what for pending in lost]
+
+    def stop(self, wait: float = 5.0) -> None:
+        """Stop retrying in the background (the app or the process ends)."""
         self._stop.set()
-        self._replay()
-        lost = self.waiting
-        for what in lost:
-            log.error("%s could not be written to %s before this process ended: copies of "
-                      "those sign-ins keep working in other processes until they expire (run "
-                      "`portal revoke` for the person once it answers)",
-                      what, self.where)  # fmt: skip
-        return lost
+        replayer = self._replayer
+        if replayer is not None and replayer is not threading.current_thread():
+            replayer.join(wait)
 
     def _replay_while_waiting(self) -> None:
-        # Whatever requests this process serves, what waits is written within a second of the
-        # shared store answering again; the thread ends when nothing waits.
+        # Whatever requests this process serves, what waits is written as soon as the breaker
+        # lets the shared store be tried again (its back-off: at most REDIS_BACKOFF_CAP); the
+        # thread ends when nothing waits.
         while not self._stop.wait(_REPLAY_INTERVAL):
             with self._lock:
                 if not self._pending:
                     self._replayer = None
                     return
-            admitted = self.breaker is None or self.breaker.admit()
-            if (
-                admitted
-                and self._replay()
-                and self.breaker is not None
-                and self.breaker.succeeded()
-            ):
-                log.warning("the user cache answers again")
+            if self.breaker is None or self.breaker.admit():
+                self._replay()
 
     def local_read(self, username: str, sid: str):
         """The marks this process keeps for itself (those it made)."""
         return self.local_marks.read(username, sid)
 
-    def saw_marks(self, username: str, sid: str, marks) -> None:
-        """Remember marks the shared store answered for a sign-in, for when it cannot be read."""
-        if marks.before is None and not marks.ended:
+    def saw_marks(self, username: str, sid: str, marks, start: int | None) -> None:
+        """Remember what the shared store said of a sign-in, for when it cannot be read:
+        whether it ended, the person's own before time, and `start`, the marks' start (a
+        before time `marks` carries for everyone, not this person's)."""
+        if start is not None and (self._start_seen is None or start > self._start_seen):
+            self._start_seen = start
+        own_before = marks.before if marks.before is not None and (
+            start is None or marks.before > start) else None  # fmt: skip
+        if own_before is None and not marks.ended:
             return  # the common case: nothing to remember, nothing spent
         with self._lock:
-            for key, value in (((username, sid), marks), ((username, None), marks.before)):
+            for key, value in (((username, sid), marks.ended or None),
+                               ((username, None), own_before)):  # fmt: skip
                 if value is not None:
                     self._read_marks[key] = value
                     self._read_marks.move_to_end(key)
@@ -170,42 +199,72 @@ class CacheGuard:
                 self._read_marks.popitem(last=False)
 
     def marks_seen(self, username: str, sid: str, empty):
-        """The marks last read for this sign-in (its person's before time, if only that was
-        seen); `empty` (no marks) when none were."""
+        """The marks last read for this sign-in, as `empty` (the marks store's "no marks")
+        holds them: ended, and the later of the person's before time and the marks' start."""
         with self._lock:
-            seen = self._read_marks.get((username, sid))
+            ended = bool(self._read_marks.get((username, sid)))
             before = self._read_marks.get((username, None))
-        if seen is None:
-            return empty if before is None else type(empty)(before=before)
-        if before is not None and (seen.before is None or seen.before < before):
-            return type(empty)(before=before, ended=seen.ended)
-        return seen
+        befores = [time for time in (before, self._start_seen) if time is not None]
+        if not befores and not ended:
+            return empty
+        return type(empty)(before=max(befores) if befores else None, ended=ended)
 
-    def _replay(self) -> bool:
-        # Redis answers again: the marks it missed go to it now (the oldest first). False when
-        # one still failed (it and the rest wait on).
-        with self._lock:
-            pending, self._pending = self._pending, []
-        for number, (_, write) in enumerate(pending):
+    def _replay(self) -> None:
+        # One replay at a time (the thread, a request, the process's end).
+        if self._replaying.acquire(blocking=False):
             try:
-                if write() is False:  # a marks store that answered without taking it
+                self._replay_now()
+            finally:
+                self._replaying.release()
+
+    def _replay_now(self) -> None:
+        # The shared store answers again: what it missed goes to it now, the oldest first; a
+        # write leaves the list once done, and one that fails stops the replay (it and the
+        # rest wait on).
+        while True:
+            with self._lock:
+                if not self._pending:
+                    return
+                pending = self._pending[0]
+            try:
+                if pending.write() is False:  # a marks store that answered without taking it
                     raise RuntimeError("the write was not taken")
-            except Exception as error:  # noqa: BLE001 - still failing: keep the rest for later
-                with self._lock:
-                    self._pending = pending[number:] + self._pending
+            except Exception as error:  # noqa: BLE001 - still failing: keep it for later
                 self._failed("replaying sign-outs", error)
-                return False
-        return True
+                return
+            self._answered()
+            with self._lock:
+                if self._pending and self._pending[0] is pending:
+                    self._pending.pop(0)
+
+    def _answered(self) -> None:
+        # The shared store answered (even with an error of its own): the breaker closes.
+        if self.breaker is not None and self.breaker.succeeded():
+            log.warning("the user cache answers again")
 
     def _failed(self, operation: str, error: Exception) -> None:
-        if self.breaker is not None and isinstance(error, _OUTAGES):
-            self.breaker.failed(f"{type(error).__name__}: {error}")
+        if self.breaker is not None:
+            if isinstance(error, _OUTAGES):
+                self.breaker.failed(f"{type(error).__name__}: {error}")
+            else:
+                # An error Redis answered with (out of memory, a read-only replica) proves it
+                # answers: a half-open breaker left probing would ignore it for a minute.
+                self._answered()
         # One line a minute is enough to tell the on-call engineer; every request would flood.
         now = time.monotonic()
         if now - self._last_warning >= _WARNING_INTERVAL:
             self._last_warning = now
             log.warning("user cache %s at %s failed (using this process's copies and the "
                         "directory instead): %s", operation, self.where, error)  # fmt: skip
+
+
+@dataclass(frozen=True, eq=False)
+class _Write:
+    # A write the shared store could not take: what it is ("a sign-out of bob"), the write,
+    # and whether it ends sign-ins (what the log says if it is lost).
+    what: str
+    write: Callable[[], object]
+    ends_sign_ins: bool = False
 
 
 class _LocalEntries:

@@ -156,8 +156,13 @@ class Directory:
         # Every account at once, disabled ones too: a disabled person's address kept on
         # another's entry must be the two entries it is (refused), not the active one alone.
         every = any_state and self.settings.disabled_filter
-        entry = self._find_user(name, login, self.settings.plain_user_filter if every else "")
-        return None if entry is None else self._identity(entry)
+        user_filter = self.settings.plain_user_filter if every else ""
+        entry = self._find_user(name, login, user_filter)
+        # As a sign-in: the name the entry gives must lead back to it, or a name typed for one
+        # entry would act on another's (an entry calling itself by someone else's uid).
+        if entry is None or not self._names_this_entry(entry, name, user_filter):
+            return None
+        return self._identity(entry)
 
     def change_feed(self) -> ChangeFeed:
         """A feed of the people directory changes affect (see changes.py)."""
@@ -357,7 +362,7 @@ class Directory:
                   entry["dn"], problem, attribute)  # fmt: skip
         return None
 
-    def _names_this_entry(self, entry: Mapping, typed: str) -> bool:
+    def _names_this_entry(self, entry: Mapping, typed: str, user_filter: str = "") -> bool:
         # The identity a login gets must lead back to this very entry, or signing in as one
         # entry could give someone else's name, groups and cache entry. When the name typed is
         # that identity, the search (or the bound DN) already proved it; otherwise (a UPN or an
@@ -367,7 +372,7 @@ class Directory:
             return False
         if identity == typed:
             return True
-        owner = self._find_user(identity, identity)
+        owner = self._find_user(identity, identity, user_filter)
         if owner is not None and owner["dn"].lower() == entry["dn"].lower():
             return True
         log.error("entry %s calls itself %r, which names another entry; refusing the login",

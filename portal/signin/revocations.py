@@ -198,6 +198,11 @@ class RedisMarks:
         raw_before, raw_ended = marks
         return self._kept_since(self._marks(username, raw_before, raw_ended, sid), raw_since)
 
+    @property
+    def start(self) -> int | None:
+        """The before time the marks' start gives every sign-in (see `since`), once read."""
+        return self._since[1] - 1 if self._since is not None else None
+
     def since(self, raw: object) -> int:
         """The time (ms) from which Redis has kept every mark, written now if it is missing
         or does not verify: every sign-in issued before it has ended."""
