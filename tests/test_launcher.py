@@ -283,3 +283,22 @@ def test_tiles_and_pages_of_the_portal_itself_show_only_to_whom_they_open(slapd)
         assert "no page of PAGES has the slug no-such-page" in why, why
     finally:
         app.extensions["portal.directory"].close()
+
+
+def test_whois_judges_pages_where_the_portal_is_mounted(slapd):
+    """Mounted under /portal, a rule closing /portal/pages/handbook to finance: the home page
+    hides it from frank and `portal whois frank` says it is closed (it judged /pages/handbook,
+    which no rule names, and called it open)."""
+    closed = [{"paths": ["/portal/pages/handbook"], "groups": ["finance"], "policy": "deny"}]
+    app = make_app(slapd, APPLICATION_ROOT="/portal", ACCESS_RULES=closed)
+    try:
+        client = app.test_client()
+        client.environ_base["SCRIPT_NAME"] = "/portal"
+        assert AuthActions(client).login("frank").status_code == 302
+        assert client.get("/pages/handbook").status_code == 403
+        assert "Employee handbook" not in pages_listed(client.get("/").get_data(as_text=True))
+        whois = app.test_cli_runner().invoke(args=["whois", "frank"]).output
+        [line] = [line for line in whois.splitlines() if "handbook" in line]
+        assert line.split()[0] == "closed", line
+    finally:
+        app.extensions["portal.directory"].close()
