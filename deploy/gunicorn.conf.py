@@ -55,9 +55,33 @@ def on_starting(server):
         server.log.warning("PROMETHEUS_MULTIPROC_DIR is not set: /metrics shows one worker only")
 
 
+def nworkers_changed(server, new_value, old_value):
+    """SIGTTIN asks for another worker: refused (the count stays, one line says why) when the
+    settings keep sign-outs in each process, instead of stopping the whole portal."""
+    if old_value is None or new_value <= old_value:
+        return
+    from portal.settings import ConfigError, check_processes, load
+
+    try:
+        check_processes(load(), new_value)
+    except ConfigError as error:
+        server.log.error("portal: not adding worker %d: %s", new_value, error)
+        server._num_workers = old_value  # the property's own store: no second notice
+
+
 def pre_fork(server, worker):
-    """Before each worker starts (also one added later with SIGTTIN): check the count again."""
+    """Before each worker starts (also one added later with SIGTTIN): check the count again,
+    and that the metrics folder has room for the worker's files (filled while running, every
+    new worker died of SIGBUS at its first request and gunicorn started another)."""
     _check_workers(server, server.num_workers)
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if folder:
+        from portal.metrics import folder_problem
+
+        problem = folder_problem(folder)
+        if problem:
+            server.log.error("portal: %s", problem)
+            raise SystemExit(1)
 
 
 def post_worker_init(worker):

@@ -7,8 +7,10 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -163,6 +165,79 @@ def test_several_workers_with_per_process_state_refuse_to_start(own_slapd, tmp_p
     assert finished.returncode != 0
     assert f"setting {named}" in finished.stderr, finished.stderr[-2000:]
     assert "Traceback" not in finished.stderr and "Booting worker" not in finished.stderr
+
+
+def _workers_of(master_pid: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(master_pid)], capture_output=True, text=True)
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def _eventually(condition, seconds: float = 30) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)  # polling for a process's doing, bounded; no timing asserted
+    return condition()
+
+
+@pytest.mark.slow
+def test_the_shipped_config_refuses_a_worker_added_by_sigttin_and_keeps_serving(
+    own_slapd, tmp_path
+):
+    """One worker with SimpleCache in production, and SIGTTIN asks for another: refused in one
+    line, one worker goes on serving (the check in pre_fork stopped the whole portal)."""
+    from tests.servers import Gunicorn
+
+    server = Gunicorn(tmp_path, production_environment(own_slapd, PORTAL_WATCH_INTERVAL="0"),
+                      workers=1, config=ROOT / "deploy" / "gunicorn.conf.py")  # fmt: skip
+    server.start()
+    try:
+        server.process.send_signal(signal.SIGTTIN)
+        assert _eventually(lambda: "not adding worker 2" in server.output_text()), (
+            server.output_text()
+        )
+        assert server.process.poll() is None and len(_workers_of(server.process.pid)) == 1
+        assert requests.get(server.base_url + "/login", timeout=10).status_code == 200
+    finally:
+        server.stop()
+    assert "setting CACHE_TYPE: SimpleCache keeps sign-outs" in server.output_text()
+
+
+@pytest.mark.slow
+def test_a_worker_is_not_started_on_a_full_metrics_folder(own_slapd, tmp_path):
+    """The metrics folder fills while the portal runs and a worker dies: gunicorn does not start
+    another into the full folder (each died of SIGBUS at its first request, a dozen a second);
+    it stops, saying why in one line. The full folder is injected: once the file FULL exists,
+    statvfs of the folder says 300 KiB free (a sitecustomize on gunicorn's path)."""
+    from tests.servers import Gunicorn
+
+    folder, injected = tmp_path / "metrics", tmp_path / "site"
+    injected.mkdir()
+    (injected / "sitecustomize.py").write_text(
+        "import os\n"
+        "real = os.statvfs\n"
+        "def statvfs(path):\n"
+        "    found = real(path)\n"
+        f"    if str(path) == {str(folder)!r} and os.path.exists({str(tmp_path / 'FULL')!r}):\n"
+        "        return os.statvfs_result((4096, 4096, 1000, 75, 75, *found[5:]))\n"
+        "    return found\n"
+        "os.statvfs = statvfs\n"
+    )
+    environment = production_environment(own_slapd, PORTAL_WATCH_INTERVAL="0")
+    environment.update(PROMETHEUS_MULTIPROC_DIR=str(folder), PYTHONPATH=str(injected))
+    server = Gunicorn(tmp_path, environment, workers=1, config=ROOT / "deploy" / "gunicorn.conf.py")
+    server.start()
+    try:
+        (tmp_path / "FULL").touch()
+        [worker] = _workers_of(server.process.pid)
+        os.kill(worker, signal.SIGKILL)
+        assert _eventually(lambda: server.process.poll() is not None), server.output_text()
+    finally:
+        server.stop()
+    said = server.output_text()
+    assert f"portal: PROMETHEUS_MULTIPROC_DIR: {folder} has 300 KiB free" in said, said
+    assert "SIGBUS" not in said
 
 
 @pytest.mark.slow
