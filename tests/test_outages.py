@@ -257,6 +257,26 @@ def test_an_error_redis_answers_a_replay_with_leaves_it_read_again(
         application.extensions["portal.directory"].close()
 
 
+def test_a_kept_sign_out_is_written_when_the_process_ends_whatever_serves_it(
+    slapd, own_redis, frozen_breakers, monkeypatch
+):
+    """Served without the shipped gunicorn config (no worker_exit), a process ending with a
+    kept sign-out still writes it: the guard registers that with the interpreter's exit (a
+    reload of plain `gunicorn -w 2` dropped it, silently). The registration is captured and
+    called, as the interpreter would call it."""
+    from portal.cache import guard as cache_guard
+
+    at_exit = []
+    monkeypatch.setattr(cache_guard.atexit, "register", at_exit.append)
+    here, elsewhere, thief = _signed_out_while_redis_is_down(slapd, own_redis)
+    own_redis.start()  # its breaker stays open (frozen): only the exit's write reaches it
+    assert len(at_exit) == 1
+    at_exit[0]()
+    assert _marked_in_redis(own_redis.url) and not is_signed_in(thief)
+    for application in (here, elsewhere):
+        application.extensions["portal.directory"].close()
+
+
 def test_a_process_ending_mid_replay_still_names_the_sign_out_it_holds(caplog):
     """The replay thread is writing a kept sign-out (Redis hung) when the process ends: the
     end finds it still waiting and logs it by name (it had been taken off the list for the
@@ -479,3 +499,26 @@ def test_an_admin_revocation_redis_refuses_is_held_here_and_says_so(slapd, own_r
     client.config_set("maxmemory", "0")
     client.close()
     app.extensions["portal.directory"].close()
+
+
+def test_each_kind_of_redis_failure_is_logged_within_the_minute(caplog):
+    """A Redis timeout is logged, and Redis refusing a write a moment later is logged too (one
+    line a minute for every kind together hid it). The failures are injected."""
+    from portal.cache.guard import CacheGuard
+    from portal.signin.revocations import MemoryMarks
+
+    guard = CacheGuard(True, 60, MemoryMarks())
+
+    def fails(error):
+        def call():
+            raise error
+
+        return call
+
+    guard.call("read", fails(redis.exceptions.TimeoutError("Timeout reading from socket")))
+    guard.breaker.succeeded()  # Redis answers again
+    guard.call("revocation", fails(redis.exceptions.OutOfMemoryError("OOM command not allowed")))
+    guard.call("read", fails(redis.exceptions.TimeoutError("Timeout reading from socket")))
+    said = [r.getMessage() for r in caplog.records if r.name == "portal.cache.guard"]
+    assert [line.split(" failed")[0] for line in said] == [
+        "user cache read at redis", "user cache revocation at redis"], said  # fmt: skip

@@ -30,7 +30,9 @@ With SimpleCache the cache cannot fail: calls go straight through.
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import threading
 import time
 import weakref
@@ -81,7 +83,6 @@ class CacheGuard:
         self._pending: list[_Write] = []
         self._lock = threading.Lock()
         self._replaying = threading.Lock()  # one replay at a time
-        self._last_warning = float("-inf")
         self._next_replay = float("-inf")
         self._replayer: threading.Thread | None = None
         self._stop = threading.Event()
@@ -89,6 +90,10 @@ class CacheGuard:
         # person's own before time: only sign-ins with marks are kept (most have none).
         self._read_marks: OrderedDict[tuple[str, str | None], object] = OrderedDict()
         self._start_seen: int | None = None  # the marks' start (everyone's before time)
+        self._flush_at_exit_in = 0  # the process that will flush at its end (fork: none yet)
+        # When each kind of failure was last logged: an outage's line must not keep another
+        # kind (Redis refusing writes) from the log for a minute.
+        self._last_warnings: dict[tuple[str, str], float] = {}
         CacheGuard.live.add(self)
 
     def call(self, operation: str, function, *args) -> tuple[bool, object]:
@@ -127,6 +132,15 @@ class CacheGuard:
                 self._replayer = threading.Thread(target=self._replay_while_waiting,
                                                   name="portal-replay", daemon=True)  # fmt: skip
                 self._replayer.start()
+            if self._flush_at_exit_in != os.getpid():
+                # Whatever server runs the portal (gunicorn without the shipped config's
+                # worker_exit, another one): what waits is written, or named, at the end.
+                self._flush_at_exit_in = os.getpid()
+                atexit.register(self._flush_at_exit)
+
+    def _flush_at_exit(self) -> None:
+        if self._pending:
+            self.flush()
 
     @property
     def waiting(self) -> list[str]:
@@ -155,6 +169,12 @@ class CacheGuard:
                 log.error("%s could not be written to %s before this process ended",
                           pending.what, self.where)  # fmt: skip
         return [pending.what for pending in lost]
+
+    def forget_waiting(self) -> None:
+        """Drop what waits, unwritten and unsaid: for an app torn down while its process goes
+        on (a test's), whose shared store is gone."""
+        with self._lock:
+            self._pending.clear()
 
     def stop(self, wait: float = 5.0) -> None:
         """Stop retrying in the background (the app or the process ends)."""
@@ -250,10 +270,11 @@ class CacheGuard:
                 # An error Redis answered with (out of memory, a read-only replica) proves it
                 # answers: a half-open breaker left probing would ignore it for a minute.
                 self._answered()
-        # One line a minute is enough to tell the on-call engineer; every request would flood.
-        now = time.monotonic()
-        if now - self._last_warning >= _WARNING_INTERVAL:
-            self._last_warning = now
+        # One line a minute per kind is enough to tell the on-call engineer; every request
+        # would flood.
+        now, kind = time.monotonic(), (operation, type(error).__name__)
+        if now - self._last_warnings.get(kind, float("-inf")) >= _WARNING_INTERVAL:
+            self._last_warnings[kind] = now
             log.warning("user cache %s at %s failed (using this process's copies and the "
                         "directory instead): %s", operation, self.where, error)  # fmt: skip
 
