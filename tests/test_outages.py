@@ -122,8 +122,8 @@ def test_a_sign_out_while_redis_is_down_holds_here_and_reaches_redis_after(
         application.extensions["portal.directory"].close()
 
 
-def _signed_out_while_redis_is_down(slapd, own_redis):
-    # bob signs out on `here` while Redis is stopped; a copy of his cookie waits at `elsewhere`.
+def _bob_and_a_copy_elsewhere(slapd, own_redis):
+    # Two instances sharing Redis: bob signed in on `here`, a copy of his cookie at `elsewhere`.
     settings = {"CACHE_TYPE": "RedisCache", "CACHE_REDIS_URL": own_redis.url,
                 "THROTTLE_STORAGE_URL": "memory://"}  # fmt: skip
     here, elsewhere = make_app(slapd, **settings), make_app(slapd, **settings)
@@ -131,6 +131,12 @@ def _signed_out_while_redis_is_down(slapd, own_redis):
     thief = elsewhere.test_client()
     thief.environ_base["REMOTE_ADDR"] = "10.0.0.1"
     copy_cookies(bob, thief)
+    return here, elsewhere, bob, thief
+
+
+def _signed_out_while_redis_is_down(slapd, own_redis):
+    # bob signs out on `here` while Redis is stopped; a copy of his cookie waits at `elsewhere`.
+    here, elsewhere, bob, thief = _bob_and_a_copy_elsewhere(slapd, own_redis)
     own_redis.stop()
     assert AuthActions(bob).logout().headers["Location"].endswith("signed_out=incomplete")
     return here, elsewhere, thief
@@ -308,13 +314,7 @@ def test_the_marks_remembered_for_an_outage_are_sign_outs_not_every_sign_in(
     from portal.cache import guard as cache_guard
 
     monkeypatch.setattr(cache_guard, "MARKS_REMEMBERED", 4)
-    settings = {"CACHE_TYPE": "RedisCache", "CACHE_REDIS_URL": own_redis.url,
-                "THROTTLE_STORAGE_URL": "memory://"}  # fmt: skip
-    here, elsewhere = make_app(slapd, **settings), make_app(slapd, **settings)
-    bob = signed_in(here, "bob")
-    copy = elsewhere.test_client()
-    copy.environ_base["REMOTE_ADDR"] = "10.0.0.1"
-    copy_cookies(bob, copy)
+    here, elsewhere, bob, copy = _bob_and_a_copy_elsewhere(slapd, own_redis)
     assert AuthActions(bob).logout().status_code == 302
     assert not is_signed_in(copy)  # read on B: remembered there
     for name in ("alice", "erin", "frank"):
