@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 
 
 def fold(names: Iterable[str]) -> frozenset[str]:
@@ -94,10 +95,14 @@ class User:
         }
 
     def password_days_left(self, now: float) -> int | None:
-        """Whole days until the password expires (0 on its last day), None if it never does."""
+        """Calendar days (in the portal's local time) from `now` to the day the password
+        expires: 0 when that is today, 1 tomorrow; None if it never expires."""
         if not self.password_expires:
             return None
-        return max(0, int((self.password_expires - now) // 86400))
+        # Whole 24-hour periods would call an expiry tomorrow morning "today" and a 90-day
+        # password just changed "89 days": people count the dates on a calendar.
+        days = date.fromtimestamp(self.password_expires) - date.fromtimestamp(now)
+        return max(0, days.days)
 
     def in_any_group(self, names: Iterable[str]) -> bool:
         """Tell whether the user belongs to at least one of the named groups."""

@@ -402,6 +402,18 @@ def frozen_breakers(monkeypatch):
 
 
 @pytest.fixture
+def local_midday(monkeypatch):
+    """The process's local time zone set so that it is about noon now: dates a few hours
+    either side of now fall on today's date, whenever the suite runs."""
+    offset = 12 - time.gmtime().tm_hour  # hours east of UTC, -11 to 12
+    monkeypatch.setenv("TZ", f"NOON{-offset:+d}")  # POSIX: the sign is west of UTC
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.fixture
 def clock(monkeypatch):
     """Move the in-process cache's and the sign-ins' clock forward instead of sleeping."""
 

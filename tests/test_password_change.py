@@ -354,7 +354,7 @@ def warning_on_home(app, username: str, password: str) -> str:
     return found.group(0) if found else ""
 
 
-def test_ppolicy_warns_at_n_days_and_not_at_n_plus_one(ppolicy):
+def test_ppolicy_warns_at_n_days_and_not_at_n_plus_one(ppolicy, local_midday):
     """alice changes her password (the directory stamps pwdChangedTime), then the policy's
     pwdMaxAge is set through the directory so that it expires in 14 days and some hours: the
     home page warns (PASSWORD_WARN_DAYS 14); at 15 days and some hours it does not."""
@@ -370,7 +370,7 @@ def test_ppolicy_warns_at_n_days_and_not_at_n_plus_one(ppolicy):
             assert 'href="/password"' in line
 
 
-def test_active_directory_warns_from_the_computed_expiry(own_ad_server):
+def test_active_directory_warns_from_the_computed_expiry(own_ad_server, local_midday):
     """AD computes msDS-UserPasswordExpiryTimeComputed (stored here, set through the
     directory): 3 days ahead warns, 30 days ahead does not, "never" does not."""
     import time
@@ -475,7 +475,22 @@ def test_a_new_password_that_cannot_be_sent_is_not_a_wrong_current_one(ppolicy, 
     assert AuthActions(app.test_client()).login("alice", "alice-secret").status_code == 302
 
 
-def test_a_sign_in_on_the_way_to_an_app_says_the_password_expires_soon(ppolicy):
+def test_days_left_are_counted_on_the_calendar(ppolicy, local_midday):
+    """Twenty hours left at noon is tomorrow morning, not "today"; a password just changed
+    under a 90-day policy expires in 90 days, not 89 (whole 24-hour periods said both)."""
+    app, server = ppolicy
+    app.config["PASSWORD_WARN_DAYS"] = 90
+    alice = signed_in_client(app, "alice", "alice-secret")
+    assert change(alice, "alice-secret", "a-much-longer-secret").status_code == 302
+    for max_age, said in ((20 * 3600, "Your password expires tomorrow."),
+                          (90 * DAY, "Your password expires in 90 days.")):  # fmt: skip
+        server.modify(f"dn: {POLICY_DN}\nchangetype: modify\nreplace: pwdMaxAge\n"
+                      f"pwdMaxAge: {max_age}\n")  # fmt: skip
+        line = warning_on_home(app, "alice", "a-much-longer-secret")
+        assert said in line, (max_age, line)
+
+
+def test_a_sign_in_on_the_way_to_an_app_says_the_password_expires_soon(ppolicy, local_midday):
     """Signing in with a next address: the warning is kept for the next portal page."""
     app, server = ppolicy
     alice = signed_in_client(app, "alice", "alice-secret")
@@ -489,15 +504,16 @@ def test_a_sign_in_on_the_way_to_an_app_says_the_password_expires_soon(ppolicy):
     assert "Your password expires in 2 days." in page
 
 
-def test_a_password_expiring_today_is_said_once_and_as_today(ppolicy):
-    """Under a day left: "today", once. Signing in on the way to the home page (what `/`
-    sends a visitor to) gave the home page's own notice and a flashed "in 0 days" beside it;
-    on the way to another page the flashed notice says "today" too."""
+def test_a_password_expiring_today_is_said_once_and_as_today(ppolicy, local_midday):
+    """Expiring this evening (six hours after about noon): "today", once. Signing in on the
+    way to the home page (what `/` sends a visitor to) gave the home page's own notice and a
+    flashed "in 0 days" beside it; on the way to another page the flashed notice says "today"
+    too."""
     app, server = ppolicy
     alice = signed_in_client(app, "alice", "alice-secret")
     assert change(alice, "alice-secret", "a-much-longer-secret").status_code == 302
     server.modify(f"dn: {POLICY_DN}\nchangetype: modify\nreplace: pwdMaxAge\n"
-                  "pwdMaxAge: 72000\n")  # fmt: skip
+                  "pwdMaxAge: 21600\n")  # fmt: skip
     home_bound = app.test_client()
     assert (
         AuthActions(home_bound).login("alice", "a-much-longer-secret", next="/").status_code == 302

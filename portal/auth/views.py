@@ -18,7 +18,7 @@ from flask import (
     session,
     url_for,
 )
-from flask_babel import get_locale, gettext, ngettext
+from flask_babel import get_locale, ngettext
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_fresh, login_user
 from flask_wtf.csrf import CSRFError, generate_csrf
@@ -27,7 +27,7 @@ from markupsafe import escape
 from .. import accounts, directory, metrics
 from ..directory import DirectoryError, InvalidInput, PasswordChangeRequired
 from ..extensions import login_manager
-from ..main.views import password_warning
+from ..main.views import expiry_notice, password_warning
 from ..quietlog import QuietLog
 from ..signin import audit, devices, logins, throttle
 from ..signin.cookies import remembered_login_id
@@ -247,12 +247,10 @@ def _check_password(form: LoginForm, next_url: str | None):
         audit.record("login.refused", user=user.username, reason=reason)
         return _page(form, SUSPENDED if suspended else REFUSED, 403)
     sign_in(user, attrs, bool(form.remember.data))
-    days = password_warning(user)
-    if days is not None and next_url and not _is_home_page(next_url):
+    notice = expiry_notice(password_warning(user))
+    if notice is not None and next_url and not _is_home_page(next_url):
         # The app the person came from will not say it (the home page says it itself).
-        flash(ngettext("Your password expires in %(num)d day.",
-                       "Your password expires in %(num)d days.", days)
-              if days else gettext("Your password expires today."))  # fmt: skip
+        flash(notice)
     return redirect(next_url or url_for("main.home")), 302
 
 

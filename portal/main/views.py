@@ -4,7 +4,7 @@ import time
 
 from babel.lists import format_list
 from flask import abort, current_app, render_template, request, session
-from flask_babel import get_locale, ngettext
+from flask_babel import get_locale, gettext, ngettext
 from flask_login import current_user, login_required
 
 from ..access import apps_for, find_page, pages_for
@@ -20,9 +20,9 @@ _STORABLE_VIEWS = frozenset({"main.home", "main.page"})
 @login_required
 def home():
     """The apps and pages this person may open, then their account: name, e-mail, groups."""
+    notice = expiry_notice(password_warning(current_user))
     return render_template("home.html", user=current_user, apps=apps_for(current_user),
-                           pages=pages_for(current_user),
-                           password_days=password_warning(current_user))  # fmt: skip
+                           pages=pages_for(current_user), password_notice=notice)  # fmt: skip
 
 
 def password_warning(user) -> int | None:
@@ -30,6 +30,18 @@ def password_warning(user) -> int | None:
     days = user.password_days_left(time.time())
     warn = current_app.config["PASSWORD_WARN_DAYS"]
     return days if days is not None and warn and days <= warn else None
+
+
+def expiry_notice(days: int | None) -> str | None:
+    """The sentence that warns of a password expiring in `days` calendar days (None: none)."""
+    if days is None:
+        return None
+    if days == 0:
+        return gettext("Your password expires today.")
+    if days == 1:
+        return gettext("Your password expires tomorrow.")
+    return ngettext("Your password expires in %(num)d day.",
+                    "Your password expires in %(num)d days.", days)  # fmt: skip
 
 
 @bp.route("/pages/<slug>")
