@@ -114,9 +114,8 @@ def explain_person(typed: str, host: str) -> Explanation:
 
     Raises InvalidInput for a name that cannot be one, DirectoryError when the directory fails.
     """
-    name = directory.owner_name(typed)
     nesting: dict[str, str] = {}
-    attrs = directory.lookup(name, nesting)
+    name, attrs, several = person_for(typed, nesting)
     config = current_app.config
     explained = explain_user(
         attrs["username"] if attrs else name,
@@ -132,6 +131,8 @@ def explain_person(typed: str, host: str) -> Explanation:
         apps=compiled_apps(),
         prefix=_mount_prefix(config),
     )
+    if several:
+        return replace(explained, username=str(typed).strip(), unusable=SEVERAL_ACCOUNTS)
     if attrs is None:
         reason = directory.unusable_reason(name)
         owner = directory.identity(name) if reason == "" else None
@@ -141,6 +142,25 @@ def explain_person(typed: str, host: str) -> Explanation:
             return explain_person(owner, host)
         explained = replace(explained, unusable=reason or NO_SUCH_PERSON)
     return explained
+
+
+def person_for(typed: str, nesting: dict[str, str] | None = None) -> tuple[str, dict | None, bool]:
+    """Read afresh the person a sign-in with this name finds: (the portal's name for them,
+    their attributes or None when the account is not usable, whether the name finds several
+    entries: a sign-in with it is then refused, and it is nobody's).
+
+    Raises InvalidInput for a name that cannot be one, DirectoryError when the directory fails.
+    """
+    # As a sign-in finds it first (a disabled entry sharing an address is left out there),
+    # then among every account, so that a disabled person is described as disabled.
+    owner = directory.identity(typed) or directory.identity(typed, any_state=True)
+    name = owner or directory.canonical_username(typed)
+    attrs = directory.lookup(name, nesting)
+    if owner is None and attrs is not None:
+        # The name alone finds a usable entry, yet as typed it names none: it finds that one
+        # and another (a user principal name that is someone else's <name>@<domain>).
+        return name, None, True
+    return name, attrs, False
 
 
 def _mount_prefix(config) -> str:

@@ -844,13 +844,16 @@ def _directory_warnings() -> Iterator[list[str]]:
 
 def _lookup(username: str) -> dict | None:
     """directory.lookup for a typed name (domain forms and other names a sign-in finds the
-    person by accepted); ClickException on failure."""
+    person by accepted); ClickException on failure, or for a name several entries share."""
     try:
-        return directory.lookup(directory.owner_name(username))
+        _, attrs, several = accounts.person_for(username)
     except InvalidInput as error:
         raise click.ClickException(f"{username!r} is not a usable name: {error}") from error
     except DirectoryError as error:
         raise DirectoryDidNotAnswer(error) from error
+    if several:
+        raise click.ClickException(f"{username.strip()!r} {SEVERAL_ENTRIES}")
+    return attrs
 
 
 def _canonical(username: str) -> str:
@@ -868,9 +871,17 @@ def _portal_host() -> str:
     )
 
 
+#: What the commands say of a name several directory entries share (after the name).
+SEVERAL_ENTRIES = ("finds more than one entry in the directory (one's user principal name is "
+                   "another's user name with a domain?), so a sign-in with it is refused: "
+                   "look each up by a name of its own")  # fmt: skip
+
+
 def _whois_lines(found: explain.Explanation, host: str) -> Iterator[str]:
     name = found.username
-    if not found.exists:
+    if found.unusable == accounts.SEVERAL_ACCOUNTS:
+        yield f"{name!r} {SEVERAL_ENTRIES}"
+    elif not found.exists:
         yield f"{name}: no such person"
     elif not found.found:
         # A state ("disabled", "locked"...) reads after "the account is"; the other reason

@@ -398,6 +398,53 @@ def test_admin_tools_find_a_person_by_each_name_they_sign_in_with(ad_app, typed)
         assert accounts.explain_person(typed, "localhost").username == "asmith"
 
 
+SHARED_NAME_ENTRY = """dn: CN=Alice Smithers,OU=Users,DC=corp,DC=example
+objectClass: top
+objectClass: person
+objectClass: organizationalPerson
+objectClass: user
+cn: Alice Smithers
+sn: Smithers
+displayName: Alice Smithers
+sAMAccountName: alice.smith
+userPrincipalName: alice.smithers@corp.example
+userAccountControl: 512
+memberOf: CN=Staff,OU=Groups,DC=corp,DC=example
+userPassword: smithers-secret
+"""
+
+
+def test_admin_tools_say_a_name_two_entries_share_signs_nobody_in():
+    """alice.smith@corp.example is asmith's user principal name and, as <name>@<domain>, the
+    sign-in name of another entry whose sAMAccountName is alice.smith: a sign-in with it is
+    refused. whois, access-check and the admin pages said so of nobody: they described the
+    entry the bare name finds as able to sign in (exit 0, ALLOWED)."""
+    server = start_slapd(**trees.ad_options())
+    try:
+        server.add(SHARED_NAME_ENTRY)
+        app = example_app("ad", server, ACCESS_ADMIN_GROUPS=["Staff"])
+        typed = "alice.smith@corp.example"
+        assert AuthActions(app.test_client()).login(typed, "asmith-secret").status_code == 401
+        assert AuthActions(app.test_client()).login(typed, "smithers-secret").status_code == 401
+        runner = app.test_cli_runner()
+        whois = runner.invoke(args=["whois", typed])
+        assert whois.exit_code == 1, whois.output
+        assert "finds more than one entry" in whois.output, whois.output
+        check = runner.invoke(args=["access-check", typed, "/"])
+        assert check.exit_code == 1 and "ALLOWED" not in check.output, check.output
+        assert "finds more than one entry" in check.output, check.output
+        admin = app.test_client()
+        assert AuthActions(admin).login("frank", "frank-secret").status_code == 302
+        page = admin.get(f"/admin/users/{typed}").get_data(as_text=True)
+        assert "finds more than one entry" in page, page
+        # Each by a name of its own is described as ever.
+        assert runner.invoke(args=["whois", "asmith"]).exit_code == 0
+        assert runner.invoke(args=["whois", "alice.smithers@corp.example"]).exit_code == 0
+        app.extensions["portal.directory"].close()
+    finally:
+        server.cleanup()
+
+
 def test_revoke_by_a_user_principal_name_ends_its_owners_sign_ins(ad_server, redis_server):
     """`portal revoke alice.smith@corp.example` ends asmith's sign-ins and names her (it looked
     for "alice.smith", found nobody, and asmith stayed signed in)."""

@@ -254,7 +254,9 @@ def user(username: str):
         # person it could not read. (Any other refusal gets the 503 page and its log line.)
         abort(503, gettext("The company directory is not answering, so %(name)s cannot be "
                            "looked up right now.", name=username[:100]))  # fmt: skip
-    return render_template("admin/user.html", found=found, states=ACCOUNT_STATES), (
+    return render_template(
+        "admin/user.html", found=found, states=ACCOUNT_STATES, several=accounts.SEVERAL_ACCOUNTS
+    ), (  # fmt: skip
         200 if found.exists else 404
     )
 

@@ -111,13 +111,6 @@ def identity(username: str, any_state: bool = False) -> str | None:
     return get_directory().identity(username, any_state)
 
 
-def owner_name(typed: object) -> str:
-    """The portal's name for the person a sign-in with this name would find (an e-mail
-    address, a user principal name; a disabled account's too), else the name as sessions key
-    it: what an administrator's tools look a typed name up by."""
-    return identity(typed, any_state=True) or canonical_username(typed)
-
-
 def canonical_username(typed: object) -> str:
     """The name as sessions and the cache key it: trimmed, lower-cased, without a known domain."""
     settings = get_directory().settings
