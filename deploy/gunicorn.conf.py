@@ -1,5 +1,6 @@
 """gunicorn hooks for the portal: a start-up check of the worker model, Prometheus metrics with
-several workers, and a directory watcher that lets its lease go when its worker stops.
+several workers, a directory watcher that lets its lease go when its worker stops, and each
+worker's thread count for the sign-ins (at most half of them wait on a directory that hangs).
 
     PROMETHEUS_MULTIPROC_DIR=/run/portal-metrics \\
         gunicorn --config deploy/gunicorn.conf.py --workers 2 'portal:create_app()'
@@ -87,11 +88,16 @@ def pre_fork(server, worker):
 def post_worker_init(worker):
     """In each worker: gunicorn's own lines on standard output and error (an access log of
     "-") are written by the portal's log thread, as the portal's are, so a log reader that
-    stops reading costs lines (counted), never the requests (portal/logwriter.py)."""
+    stops reading costs lines (counted), never the requests (portal/logwriter.py). The
+    sign-ins learn the worker's thread count: while the directory is slow to answer, at most
+    half of them wait on it, and the others keep serving people already signed in
+    (portal/directory/deadline.py)."""
+    from portal.directory.deadline import set_request_threads
     from portal.logwriter import queue_console_handlers
 
     queue_console_handlers(worker.log.access_log)
     queue_console_handlers(worker.log.error_log)
+    set_request_threads(worker.cfg.threads)
 
 
 def worker_exit(server, worker):

@@ -102,6 +102,12 @@ LDAP_SERVER_OPEN = Gauge(
     # livemax: a worker that exits while a server is failing must not pin the value at 1.
     multiprocess_mode="livemax",
 )
+LOGINS_WAITING = Gauge(
+    "portal_logins_waiting",
+    "Sign-ins and password changes waiting on the directory now; while it is slow to answer, "
+    "at most half of a worker's threads wait and the rest are told to try again.",
+    multiprocess_mode="livesum",
+)
 LDAP_ERRORS = Counter(
     "portal_ldap_errors",
     "LDAP searches and binds that failed (no answer, a broken connection, an outage result "

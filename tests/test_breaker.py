@@ -411,3 +411,30 @@ def test_while_a_failed_server_is_probed_other_sign_ins_do_not_wait_for_it(clock
             probe.join()
             meanwhile.join()
             app.extensions["portal.directory"].close()
+
+
+def test_a_burst_of_sign_ins_on_a_healthy_directory_waits_its_turn_and_is_never_refused(
+    slapd, monkeypatch
+):
+    """Four request threads (as the shipped gunicorn config tells the portal): two sign-ins
+    wait on the directory at once, and 40 sign-ins four at a time all get in: the others
+    wait for their turn, which a healthy directory gives within milliseconds."""
+    from portal.directory import deadline
+
+    monkeypatch.setattr(deadline, "_request_threads", 4)
+    assert deadline.waiting_limit() == 2
+    app = make_app(slapd, **FAST)
+    most = []
+    real_admit = deadline.Deadline._admit
+
+    def counted(self):
+        began = real_admit(self)
+        most.append(len(self._waiting))
+        return began
+
+    monkeypatch.setattr(deadline.Deadline, "_admit", counted)
+    try:
+        assert logins(app, 40, threads=4) == [302] * 40
+        assert max(most) <= 2, most
+    finally:
+        app.extensions["portal.directory"].close()

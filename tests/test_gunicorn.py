@@ -11,7 +11,7 @@ import time
 import pytest
 import requests
 
-from tests.conftest import PASSWORDS, csrf_token_in
+from tests.conftest import PASSWORDS, csrf_token_in, eventually
 from tests.servers import ROOT, Gunicorn, portal_environment
 
 pytestmark = pytest.mark.slow
@@ -181,4 +181,73 @@ def test_the_shipped_config_takes_every_request_line_nginx_passes(slapd, tmp_pat
         assert answer.getheader("Content-Security-Policy") and "<h1>Sign in</h1>" in body
         connection.close()
     finally:
+        server.stop()
+
+
+def _login_form(base_url: str) -> tuple[str, bytes]:
+    # A sign-in form's session cookie and the POST body for bob, to be sent later as bytes.
+    browser = requests.Session()
+    token = csrf_token_in(browser.get(base_url + "/login", timeout=10).text)
+    cookie = "; ".join(f"{name}={value}" for name, value in browser.cookies.items())
+    body = f"csrf_token={token}&username=bob&password={PASSWORDS['bob']}".encode()
+    return cookie, body
+
+
+def _send_sign_in(port: int, form: tuple[str, bytes], timeout: float):
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    cookie, body = form
+    connection.request("POST", "/login", body=body, headers={
+        "Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    return connection
+
+
+def _waiting_sign_ins(base_url: str) -> float:
+    text = requests.get(base_url + "/metrics", timeout=10).text
+    found = re.search(r"^portal_logins_waiting(?:\{[^}]*\})? ([0-9.e+-]+)$", text, re.M)
+    return float(found[1]) if found else 0.0
+
+
+def test_a_hung_directory_holds_half_the_threads_and_signed_in_people_go_on(own_slapd, tmp_path):
+    """The directory hangs (SIGSTOP) under a worker of four threads (the shipped config):
+    sign-ins waited out the deadline on every thread, and alice, signed in already, waited
+    with them for a page that needs no directory (3.8 s, six sign-ins). Now two sign-ins
+    wait, the next are told at once to try again (503), and alice's page is served while the
+    two still wait."""
+    import select
+
+    environment = portal_environment(own_slapd.url) | {
+        # Far longer than the test: a sign-in held by the hung directory stays held.
+        "PORTAL_LDAP_OPERATION_TIMEOUT": "60", "PORTAL_LDAP_LOGIN_DEADLINE": "90",
+        "GUNICORN_CMD_ARGS": "--threads 4"}  # fmt: skip
+    server = Gunicorn(tmp_path, environment, workers=1,
+                      config=ROOT / "deploy" / "gunicorn.conf.py").start()  # fmt: skip
+    held = []
+    try:
+        alice = requests.Session()
+        token = csrf_token_in(alice.get(server.base_url + "/login", timeout=10).text)
+        form = {"csrf_token": token, "username": "alice", "password": PASSWORDS["alice"]}
+        assert alice.post(server.base_url + "/login", data=form, allow_redirects=False,
+                          timeout=10).status_code == 302  # fmt: skip
+        assert alice.get(server.base_url + "/pages/handbook", timeout=10).status_code == 200
+        forms = [_login_form(server.base_url) for _ in range(4)]
+        own_slapd.process.send_signal(signal.SIGSTOP)
+        try:
+            held = [_send_sign_in(server.port, forms[n], timeout=60) for n in range(2)]
+            eventually(lambda: _waiting_sign_ins(server.base_url) == 2, timeout=20)
+            for form in forms[2:]:
+                turned = _send_sign_in(server.port, form, timeout=20).getresponse()
+                assert turned.status == 503, turned.status
+                assert turned.getheader("Retry-After")
+            page = alice.get(server.base_url + "/pages/handbook", timeout=20)
+            assert page.status_code == 200
+            waiting = [connection.sock for connection in held]
+            assert select.select(waiting, [], [], 0)[0] == [], "a held sign-in was answered"
+            assert _waiting_sign_ins(server.base_url) == 2
+        finally:
+            own_slapd.process.send_signal(signal.SIGCONT)
+    finally:
+        for connection in held:
+            connection.close()
         server.stop()

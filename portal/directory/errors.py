@@ -16,6 +16,11 @@ class DirectoryUnavailable(DirectoryError):
         self.reasons = reasons or {}
 
 
+class DirectoryBusy(DirectoryUnavailable):
+    """A sign-in not sent at all: as many as may wait on a directory that is slow to answer
+    are waiting already (see deadline.py)."""
+
+
 class ServerUnavailable(DirectoryUnavailable):
     """The server a connection was on said it cannot serve now (busy, unavailable) or sent no
     answer at all: that server's breaker opens. Other DirectoryUnavailable errors (a pool with
