@@ -660,3 +660,28 @@ def test_admin_tools_say_a_must_change_account_is_told_so_at_sign_in(ppolicy):
     said = AuthActions(app.test_client()).login("reset", "reset-secret")
     assert "Your password has expired or was reset" in said.get_data(as_text=True)
     app.extensions["portal.directory"].close()
+
+
+def test_the_home_page_after_a_sign_in_bound_for_an_app_says_the_expiry_once(
+    ppolicy, local_midday
+):
+    """Signed in on the way to an app, the warning is kept for the next portal page; when
+    that is the home page, it said so twice (its own notice and the kept one)."""
+    app, server = ppolicy
+    alice = signed_in_client(app, "alice", "alice-secret")
+    assert change(alice, "alice-secret", "a-much-longer-secret").status_code == 302
+    server.modify(f"dn: {POLICY_DN}\nchangetype: modify\nreplace: pwdMaxAge\n"
+                  f"pwdMaxAge: {2 * DAY + 3600}\n")  # fmt: skip
+    to_app = example_app("ppolicy", server, PASSWORD_CHANGE_URL="", SSO_ALLOWED_DOMAINS=[
+        "example.org"], LDAP_PASSWORD_POLICY_DN=POLICY_DN)  # fmt: skip
+    try:
+        browser = to_app.test_client()
+        went = AuthActions(browser).login("alice", "a-much-longer-secret",
+                                          next="https://wiki.example.org/")  # fmt: skip
+        assert went.headers["Location"] == "https://wiki.example.org/"
+        home = browser.get("/").get_data(as_text=True)
+        assert home.count("Your password expires in 2 days.") == 1, home
+        # The kept one is gone with that visit: the next page says nothing of it.
+        assert "expires" not in browser.get("/pages/handbook").get_data(as_text=True)
+    finally:
+        to_app.extensions["portal.directory"].close()
