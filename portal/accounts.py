@@ -501,12 +501,28 @@ def _judged(user: User | None, stamp: str, login: logins.Login, source: str) -> 
         # The directory says the password changed since this sign-in: it ends (as Django's
         # session auth hash does); the person signs in again with the new password.
         metrics.user_load("revoked")  # metrics
+        _log_stamp_ended(login)
         return None
     if not user.is_active:
         metrics.user_load("none")  # metrics
         return None
     metrics.user_load(source)  # metrics
     return user.for_login(login.id)
+
+
+#: Login ids whose end by a changed password this process has logged (each once; bounded).
+_STAMP_ENDED: dict[str, None] = {}
+
+
+def _log_stamp_ended(login: logins.Login) -> None:
+    # Once per sign-in: its cookie is sent again with every request until the browser drops it.
+    if login.id in _STAMP_ENDED:
+        return
+    if len(_STAMP_ENDED) >= DECODED_SIZE:
+        _STAMP_ENDED.clear()
+    _STAMP_ENDED[login.id] = None
+    log.info("%s is no longer signed in: the directory says the password (or the entry) "
+             "changed since that sign-in", login.username)  # fmt: skip
 
 
 def _decoded(state: _State, raw: object, username: str,

@@ -72,6 +72,29 @@ def test_a_change_takes_the_new_password_and_ends_other_sign_ins(ppolicy, audit_
     )
 
 
+def test_a_sign_in_ended_by_a_password_changed_elsewhere_is_logged_once(ppolicy, caplog):
+    """alice changes her password elsewhere (another tool's password modify, as herself): her
+    sign-in here ends at the next read of her entry, and the log says why, once (it said
+    nothing; only a metric counted)."""
+    import logging
+
+    from portal import accounts
+
+    app, server = ppolicy
+    alice = signed_in_client(app, "alice", "alice-secret")
+    dn = "uid=alice,ou=people,dc=example,dc=org"
+    with ldap3.Connection(server.url, dn, "alice-secret", auto_bind=True) as herself:
+        assert herself.extend.standard.modify_password(dn, "alice-secret", "changed-elsewhere")
+    with app.app_context():
+        accounts.forget("alice")  # as the watcher, or the cache's lifetime, would
+    caplog.set_level(logging.INFO, logger="portal.accounts")
+    for _ in range(3):
+        assert not is_signed_in(alice)
+    said = [r.getMessage() for r in caplog.records if "no longer signed in" in r.getMessage()]
+    assert said == ["alice is no longer signed in: the directory says the password (or the "
+                    "entry) changed since that sign-in"], said  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "first, then, message",
     [(None, "short", "too short for the company's password policy"),
@@ -662,9 +685,7 @@ def test_admin_tools_say_a_must_change_account_is_told_so_at_sign_in(ppolicy):
     app.extensions["portal.directory"].close()
 
 
-def test_the_home_page_after_a_sign_in_bound_for_an_app_says_the_expiry_once(
-    ppolicy, local_midday
-):
+def test_the_home_page_after_a_sign_in_bound_for_an_app_says_the_expiry_once(ppolicy, local_midday):
     """Signed in on the way to an app, the warning is kept for the next portal page; when
     that is the home page, it said so twice (its own notice and the kept one)."""
     app, server = ppolicy
