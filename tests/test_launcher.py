@@ -302,3 +302,36 @@ def test_whois_judges_pages_where_the_portal_is_mounted(slapd):
         assert line.split()[0] == "closed", line
     finally:
         app.extensions["portal.directory"].close()
+
+
+def test_tiles_to_pages_the_portal_does_not_have_are_warned_of(slapd, caplog):
+    """A tile for /pages/finance/ or /ADMIN/status was shown to everyone and opened "Not
+    found"; one for a slug no page has was shown to nobody; neither was said at start-up or
+    by `portal check`. Now each is named; the portal's real pages and an app the proxy serves
+    on the portal's host (the wiki) are not."""
+    missing = [
+        {"title": "Finance, slash", "url": "/pages/finance/", "category": "Portal"},
+        {"title": "Status, capitals", "url": "/ADMIN/status", "category": "Portal"},
+    ]
+    app = make_app(slapd, APPS=OWN_PAGE_APPS + missing)
+    try:
+        checked = app.test_cli_runner().invoke(args=["check"]).output
+        erin = app.test_client()  # an administrator, in every group a page asks for
+        assert AuthActions(erin).login("erin").status_code == 302
+        for tile in missing:
+            assert erin.get(tile["url"]).status_code == 404, tile["url"]
+    finally:
+        app.extensions["portal.directory"].close()
+    said = [r.getMessage() for r in caplog.records if "APPS[" in r.getMessage()]
+    assert said == [
+        "settings: APPS[4] (Gone page): no page of PAGES has the slug 'no-such-page', so its "
+        "tile (/pages/no-such-page) is shown to nobody",
+        "settings: APPS[6] (Finance, slash): the portal has no page at '/pages/finance/', so its "
+        'tile opens "Not found" (the portal\'s pages are /pages/<slug>, its admin pages '
+        "/admin/status and /admin/users/<name>)",
+        "settings: APPS[7] (Status, capitals): the portal has no page at '/ADMIN/status', so its "
+        'tile opens "Not found" (the portal\'s pages are /pages/<slug>, its admin pages '
+        "/admin/status and /admin/users/<name>)",
+    ], said
+    for line in said:
+        assert f"settings: warning: {line.removeprefix('settings: ')}" in checked, checked

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from flask import Flask, abort, current_app, request
 from flask_babel import get_locale, gettext
 from flask_login import current_user, login_fresh
+from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from ..extensions import login_manager
 from ..settings.texts import Text
@@ -43,13 +44,49 @@ def _compile_page(page: dict, languages: list[str]) -> dict:
 
 
 def unguarded_apps(app: Flask) -> list[str]:
-    """Warnings for the apps whose tiles hide from people the rules let open them, and for
-    rules an earlier rule always decides first."""
+    """Warnings for the apps whose tiles hide from people the rules let open them, for tiles
+    that lead to a page of the portal's it does not have, and for rules an earlier rule
+    always decides first."""
     portal_host = urlsplit(app.config["SSO_PORTAL_URL"]).hostname
     return [
         *rules.shadowed(app.config["ACCESS_RULES"]),
         *apps.unguarded(app.extensions[_APPS], app.extensions[_RULES], portal_host),
+        *_tiles_to_missing_pages(app, portal_host),
     ]
+
+
+_OWN_ADDRESSES = (
+    "the portal's pages are /pages/<slug>, its admin pages /admin/status and /admin/users/<name>"
+)
+
+
+def _tiles_to_missing_pages(app: Flask, portal_host: str | None) -> list[str]:
+    # A tile for /pages/<a slug no page has> is hidden from everyone; one for /pages/finance/
+    # or /ADMIN/status is shown to everyone and opens "Not found". Other addresses on the
+    # portal's host may be apps the proxy serves there, which the portal cannot know of.
+    prefix = (app.config.get("APPLICATION_ROOT") or "/").rstrip("/")
+    slugs = {page["slug"] for page in app.extensions[_PAGES]}
+    routes = app.url_map.bind("localhost")
+    warnings = []
+    for number, tile in enumerate(app.extensions[_APPS], 1):
+        if tile.host is not None and (portal_host is None or rules.normal_host(tile.host)
+                                      != rules.normal_host(portal_host)):  # fmt: skip
+            continue
+        if prefix and not tile.path.startswith(prefix + "/"):
+            continue
+        path = tile.path[len(prefix) :]
+        name = f"APPS[{number}] ({tile.title.in_language('en')})"
+        own = apps.own_page(tile, portal_host, prefix)
+        if own is not None and own[0] == "page" and own[1] not in slugs:
+            warnings.append(f"{name}: no page of PAGES has the slug {own[1]!r}, so its tile "
+                            f"({tile.url}) is shown to nobody")  # fmt: skip
+        elif own is None and path.casefold().startswith(("/pages", "/admin")):
+            try:
+                routes.match(path)
+            except (NotFound, MethodNotAllowed):  # a redirect (a missing slash) still opens it
+                warnings.append(f"{name}: the portal has no page at {tile.url!r}, so its tile "
+                                f"opens \"Not found\" ({_OWN_ADDRESSES})")  # fmt: skip
+    return warnings
 
 
 def rule_set() -> rules.RuleSet:
