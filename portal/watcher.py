@@ -372,10 +372,11 @@ def _read_published(app: Flask, name: str, parse):
     return None
 
 
-def followed_providers(app: Flask, watcher: Watcher | None) -> list[str]:
+def followed_providers(app: Flask, watcher: Watcher | None, read_shared: bool = True) -> list[str]:
     """The server IDs of the OpenLDAP providers whose replication the deployment's watcher
-    follows (their contextCSN): as published in Redis, else this process's; [] without."""
-    progress = read_shared_progress(app)
+    follows (their contextCSN): as published in Redis (unless not `read_shared`), else this
+    process's; [] without."""
+    progress = read_shared_progress(app) if read_shared else None
     if progress is None and watcher is not None:
         progress = watcher.progress
     return sorted({server_id for _, server_id in progress or {}})

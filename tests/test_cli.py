@@ -1076,3 +1076,39 @@ def test_access_check_says_an_address_refused_before_any_rule_in_words(app):
     assert done.exit_code == 1, done.output
     assert ("DENIED by the address itself, before any rule (ambiguous path '/app//x/')"
             in done.output), done.output  # fmt: skip
+
+
+def test_the_status_page_asks_a_hung_redis_once_and_says_the_watcher_is_unknown(
+    slapd, own_redis, monkeypatch
+):
+    """Redis hangs (SIGSTOP): the status page asked it four more times after its probe failed
+    (your entry, the people cached, the watcher's state and progress), each waiting out the
+    timeout (4 s a page), and then said the watcher was off (WATCH_INTERVAL = 0). Now the probe
+    is the page's one question besides the sign-in's own, and the watcher is "unknown"."""
+    from redis.connection import Connection
+
+    app = make_app(slapd, CACHE_TYPE="RedisCache", CACHE_REDIS_URL=own_redis.url,
+                   CACHE_KEY_PREFIX="hung-status-test:")  # fmt: skip
+    erin = app.test_client()
+    assert AuthActions(erin).login("erin").status_code == 302
+    sent = []
+    real_send = Connection.send_packed_command
+
+    def counted(connection, command, *args, **kwargs):
+        sent.append(command)
+        return real_send(connection, command, *args, **kwargs)
+
+    monkeypatch.setattr(Connection, "send_packed_command", counted)
+    own_redis.process.send_signal(signal.SIGSTOP)
+    try:
+        erin.get("/healthz")  # a request of the guard's: its breaker opens on the timeout
+        status = erin.get("/admin/status")
+        page = status.get_data(as_text=True)
+        assert status.status_code == 200
+        assert "Off (WATCH_INTERVAL = 0)" not in page
+        assert "Unknown: the watcher publishes what it does in the cache" in page
+        assert "Cache: not answering" in page or "did not answer" in page, page
+        assert len(sent) <= 2, sent  # /healthz's read (its breaker then opens), the probe
+    finally:
+        own_redis.process.send_signal(signal.SIGCONT)
+        app.extensions["portal.directory"].close()

@@ -47,11 +47,13 @@ def index():
 @admin_diagnostics
 def status():
     """Whether each directory server and the cache answer, with a one-line summary on top."""
-    cached = accounts.cached_attributes(current_user.username)
-    cache_age = round(time.time() - cached["fetched_at"]) if cached else None
-    servers = directory.check_health()
     cache_failure = cache_problem()  # "" when it answers and runs every command
     cache_ok = not cache_failure
+    # A cache that failed its probe is not asked again for this page: each question would
+    # wait out its own timeout while Redis hangs (4 s for the page, where the probe takes 1).
+    cached = accounts.cached_attributes(current_user.username) if cache_ok else None
+    cache_age = round(time.time() - cached["fetched_at"]) if cached else None
+    servers = directory.check_health()
     lost = lines_lost()
     return render_template(
         "admin/status.html",
@@ -60,7 +62,7 @@ def status():
         cache_type=current_app.config["CACHE_TYPE"],
         cache_ok=cache_ok,
         cache_failure=cache_failure,
-        cache_entries=count_person_entries(),
+        cache_entries=count_person_entries() if cache_ok else None,
         cache_age=cache_age,
         user=current_user,
         password_session=login_fresh(),
@@ -72,7 +74,7 @@ def status():
         settings=settings_toml(current_app.config),
         activity=[RECENT.server(server.url) for server in servers],
         breakers=directory.breaker_states(),
-        watch=_watch_summary(),
+        watch=_watch_summary(read_shared=cache_ok),
         logins=RECENT.login_outcomes(),
         login_outcomes=LOGIN_OUTCOMES,
         cache_hits=RECENT.cache_hits(),
@@ -81,11 +83,17 @@ def status():
     )
 
 
-def _watch_summary() -> dict | None:
+def _watch_summary(read_shared: bool = True) -> dict | None:
     # What the status page says of the directory watcher: this process's, or one that runs
-    # elsewhere (a sidecar) and publishes in Redis; None when there is none.
+    # elsewhere (a sidecar) and publishes in Redis; None when there is none; UNKNOWN when
+    # what it published cannot be read (Redis does not answer): "off" would not be true.
     watcher = watcher_of(current_app)
-    state = watcher.shared_state() if watcher else read_shared_state(current_app)
+    if watcher is None and not read_shared and current_app.config["CACHE_TYPE"] == "RedisCache":
+        return UNKNOWN
+    if watcher is None:
+        state = read_shared_state(current_app)
+    else:
+        state = watcher.shared_state() if read_shared else watcher.state
     if state is None:
         return None
     interval = watcher.interval if watcher else state.interval or 2
@@ -96,8 +104,12 @@ def _watch_summary() -> dict | None:
         "interval": interval,
         "here": watcher is not None and state.holder == watcher.identity,
         "stale": age is None or age > STALE_INTERVALS * interval,
-        "providers": followed_providers(current_app, watcher),
+        "providers": followed_providers(current_app, watcher, read_shared),
     }
+
+
+#: The status page's watcher summary when the cache it publishes in does not answer.
+UNKNOWN = {"unknown": True}
 
 
 class Summary(NamedTuple):
