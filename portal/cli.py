@@ -168,8 +168,11 @@ def _as_portal_page(url: str, method: str, groups, person) -> tuple[bool, str] |
 
 
 @click.command("check")
+@click.option("--settings-only", is_flag=True,
+              help="Check the settings alone, asking no server (before a reload: exit 0 when "
+                   "they would start the portal, 2 naming the setting refused).")  # fmt: skip
 @with_appcontext
-def check() -> None:
+def check(settings_only: bool) -> None:
     """Check the settings, every directory server and the cache (exit 1 if anything failed).
 
     Per server: connect (and StartTLS when set), whether TLS is in use, the service bind, a base
@@ -189,6 +192,11 @@ def check() -> None:
         report.ok("settings")
         for warning in [*warnings, *unguarded_apps(current_app)]:
             click.echo(f"settings: warning: {warning}")
+    if settings_only:
+        if report.failures:
+            raise SystemExit(1)
+        click.echo("check: ok (the settings only: no server was asked)")
+        return
     found = directory.get_directory()
     for url, server in zip(found.settings.urls, found.servers, strict=True):
         _check_server(report.for_server(url), server, found.settings)

@@ -1112,3 +1112,17 @@ def test_the_status_page_asks_a_hung_redis_once_and_says_the_watcher_is_unknown(
     finally:
         own_redis.process.send_signal(signal.SIGCONT)
         app.extensions["portal.directory"].close()
+
+
+def test_check_of_the_settings_only_asks_no_server():
+    """`portal check --settings-only` (the shipped unit's reload runs it): the settings
+    alone, so a directory that does not answer does not stop a reload that fixes it."""
+    app = make_app(None, LDAP_URLS=[f"ldap://127.0.0.1:{free_port()}"])
+    try:
+        result = app.test_cli_runner().invoke(args=["check", "--settings-only"])
+    finally:
+        app.extensions["portal.directory"].close()
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == "settings: ok"
+    assert result.output.splitlines()[-1] == "check: ok (the settings only: no server was asked)"
+    assert "ldap://" not in result.output and "cache" not in result.output, result.output

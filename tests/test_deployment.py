@@ -404,3 +404,52 @@ def test_the_systemd_units_command_serves_the_portal(slapd, tmp_path):
         assert folder.is_dir()
     finally:
         stop_process(server)
+
+
+def test_the_units_reload_refuses_a_bad_setting_and_the_portal_goes_on(slapd, tmp_path):
+    """`systemctl reload` runs the unit's ExecReload lines in order, stopping at the first
+    that fails. A setting refused (a typo saved before the reload): the reload fails naming
+    it and the portal goes on serving (a bare HUP stopped gunicorn, and with it the portal:
+    its new workers refused to start). Once the setting is fixed, the reload goes through."""
+    from tests.servers import portal_environment
+
+    [command] = _unit_lines("ExecStart")
+    port = free_port()
+    words = (command.replace("/opt/portal", str(ROOT))
+             .replace("127.0.0.1:8000", f"127.0.0.1:{port}").split())  # fmt: skip
+    settings_file = tmp_path / "settings.toml"
+    good = (ROOT / "settings.toml").read_text()
+    settings_file.write_text(good)
+    environment = dict(portal_environment(slapd.url), PORTAL_SETTINGS=str(settings_file),
+                       PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"))  # fmt: skip
+    output = tmp_path / "gunicorn.out"
+    base_url = f"http://127.0.0.1:{port}"
+
+    def reload() -> subprocess.CompletedProcess:
+        done = None
+        for line in _unit_lines("ExecReload"):
+            here = line.replace("/opt/portal", str(ROOT)).replace("$MAINPID", str(server.pid))
+            done = subprocess.run(here.split(), cwd=ROOT, env=environment, capture_output=True,
+                                  text=True, timeout=60)  # fmt: skip
+            if done.returncode != 0:
+                break  # as systemd does
+        return done
+
+    with open(output, "wb") as written:
+        server = subprocess.Popen(words, cwd=ROOT, env=environment, stdout=written,
+                                  stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        wait_until(lambda: answers_login(base_url), server, 30, "gunicorn", output.read_text)
+        settings_file.write_text("LDAP_LOGIN_DEADLINE = -1\n" + good)
+        refused = reload()
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "setting LDAP_LOGIN_DEADLINE" in refused.stderr, refused.stderr
+        assert server.poll() is None and answers_login(base_url), output.read_text()
+        settings_file.write_text(good)
+        taken = reload()
+        assert taken.returncode == 0, taken.stdout + taken.stderr
+        wait_until(lambda: b"Handling signal: hup" in output.read_bytes(), server, 10,
+                   "gunicorn", output.read_text)  # fmt: skip
+        wait_until(lambda: answers_login(base_url), server, 30, "gunicorn", output.read_text)
+    finally:
+        stop_process(server)
