@@ -37,7 +37,8 @@ from .access import explain, find_page, rule_set, unguarded_apps
 from .accounts import CLOCK_SKEW_SECONDS
 from .cache import redis_clients
 from .directory import DirectoryError, DirectoryUnavailable, InvalidInput
-from .directory.connections import CREDENTIALS_REFUSED, discard, open_connection
+from .directory.account_state import EXPIRES_SOON
+from .directory.connections import CREDENTIALS_REFUSED, bind_as_service, discard
 from .directory.errors import ServiceBindRefused
 from .directory.groups import dn_key, known_name, resolve_groups
 from .directory.queries import fill_filter
@@ -718,13 +719,12 @@ def _paged_search(connection, settings, base: str, search_filter: str, attribute
 
 
 def _connect(report: _Report, server, settings, notes: list[str]) -> ldap3.Connection | None:
-    # open_connection connects (StartTLS included: a failed upgrade is a failed connect) and
+    # bind_as_service connects (StartTLS included: a failed upgrade is a failed connect) and
     # binds; its reasons for a failure go to the log, which _directory_warnings collects.
     started = time.perf_counter()
     who = settings.bind_dn or None
     try:
-        connection, bound = open_connection([server], settings, who, settings.bind_password,
-                                            probe=True)  # fmt: skip
+        connection, bound, problem = bind_as_service([server], settings, probe=True)
     except DirectoryError as error:
         report.failed("connect", _reason(error, notes))
         return None
@@ -740,11 +740,17 @@ def _connect(report: _Report, server, settings, notes: list[str]) -> ldap3.Conne
         result = connection.result or {}
         hint = ("; check LDAP_BIND_DN and LDAP_BIND_PASSWORD"
                 if result.get("result") in CREDENTIALS_REFUSED else "")  # fmt: skip
+        if problem:
+            hint = f": {problem}; set a new password in the directory and in LDAP_BIND_PASSWORD"
         report.failed(step, f"{result.get('description')} ({result.get('result')}) "
                             f"{result.get('message') or ''}".strip() + hint)  # fmt: skip
         discard(connection)
         return None
-    report.ok(step)
+    if problem and not problem.startswith(EXPIRES_SOON):
+        report.failed(step, f"bound, but {problem}: set a new password in the directory and "
+                            "in LDAP_BIND_PASSWORD before it stops the portal")  # fmt: skip
+    else:
+        report.ok(step, f"warning: {problem}" if problem else "")
     return connection
 
 

@@ -5,6 +5,7 @@ ended, throttling and CSRF; Active Directory's request against a stand-in connec
 from __future__ import annotations
 
 import re
+import subprocess
 
 import ldap3
 import pytest
@@ -706,3 +707,64 @@ def test_the_home_page_after_a_sign_in_bound_for_an_app_says_the_expiry_once(ppo
         assert "expires" not in browser.get("/pages/handbook").get_data(as_text=True)
     finally:
         to_app.extensions["portal.directory"].close()
+
+
+SERVICE_DN = "cn=portal-reader,ou=services,dc=example,dc=org"
+
+
+def _set_service_password_changed(server, when: str) -> None:
+    # pwdChangedTime is the directory's own: only the relax control lets an administrator set it.
+    ldif = (f"dn: {SERVICE_DN}\nchangetype: modify\nreplace: pwdChangedTime\n"
+            f"pwdChangedTime: {when}\n")  # fmt: skip
+    done = subprocess.run(["ldapmodify", "-x", "-H", server.url, "-D", server.root_dn, "-w",
+                           server.root_password, "-e", "relax"], input=ldif, text=True,
+                          capture_output=True, timeout=30)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
+def _service_bind_line(app) -> str:
+    output = app.test_cli_runner().invoke(args=["check"]).output
+    return next(line for line in output.splitlines() if "service bind" in line)
+
+
+def test_the_service_accounts_expired_password_is_said_before_it_stops_the_portal(caplog):
+    """The portal's own account's password expired (ppolicy, two grace logins): `portal
+    check` said "service bind: ok" while each check used one, then "invalidCredentials; check
+    LDAP_BIND_DN and LDAP_BIND_PASSWORD" of a password that was right. Now the check fails
+    naming the expiry and the grace logins left, the portal logs it at its first bind, and
+    the refusal after the last one says the password has expired."""
+    server = start_slapd(**trees.ppolicy_options())
+    try:
+        _set_service_password_changed(server, "20000101000000Z")
+        app = example_app("ppolicy", server, LDAP_PASSWORD_POLICY_DN=POLICY_DN)
+        first = _service_bind_line(app)
+        assert "FAILED" in first and "its password has expired" in first, first
+        assert "takes it 1 more time(s)" in first, first
+        # A sign-in's service connection takes the last one, and the log says so.
+        assert AuthActions(app.test_client()).login("alice", "alice-secret").status_code == 302
+        said = [r.getMessage() for r in caplog.records if "the service account" in r.getMessage()]
+        assert any("takes it 0 more time(s)" in line for line in said), said
+        last = _service_bind_line(app)
+        assert "FAILED" in last and "its password has expired" in last, last
+        assert "set a new password in the directory and in LDAP_BIND_PASSWORD" in last, last
+        app.extensions["portal.directory"].close()
+    finally:
+        server.cleanup()
+
+
+def test_the_service_accounts_password_expiring_soon_is_a_warning():
+    """Within the policy's pwdExpireWarning (7 days) of its expiry: the check's service bind
+    is ok, with a warning of the days left (it said nothing until the day it failed)."""
+    import time
+
+    server = start_slapd(**trees.ppolicy_options())
+    try:
+        changed = time.gmtime(time.time() - 87 * DAY - 3600)  # pwdMaxAge is 90 days
+        _set_service_password_changed(server, time.strftime("%Y%m%d%H%M%SZ", changed))
+        app = example_app("ppolicy", server, LDAP_PASSWORD_POLICY_DN=POLICY_DN)
+        line = _service_bind_line(app)
+        assert line.endswith("ok (warning: its password expires in 2 days (the directory's "
+                             "password policy))"), line  # fmt: skip
+        app.extensions["portal.directory"].close()
+    finally:
+        server.cleanup()

@@ -107,6 +107,47 @@ def _ppolicy_response(result: Mapping) -> tuple[int | None, str | None]:
         return None, None
 
 
+#: How service_password_problem's answer begins for an expiry still to come (not yet urgent).
+EXPIRES_SOON = "its password expires"
+
+
+def service_password_problem(result: Mapping) -> str:
+    """What the ppolicy response control of a bind says must be done about that account's
+    password ("" when it says nothing): for the portal's own service account, whose notice of
+    an expiry comes only in the answers to its binds."""
+    control = (result.get("controls") or {}).get(PPOLICY_CONTROL) or {}
+    try:
+        grace, error = decode_ppolicy_response(control.get("value") or b"")
+        seconds = time_before_expiration(control.get("value") or b"")
+    except (IndexError, ValueError):
+        return ""
+    if error == "expired":
+        return "its password has expired (the directory's password policy)"
+    if error == "reset":
+        return ("its password was set by an administrator and must be changed before the "
+                "directory lets it search (pwdReset)")  # fmt: skip
+    if grace is not None:
+        return (f"its password has expired: the directory takes it {grace} more time(s) "
+                "(grace logins; each new connection and probe uses one), then refuses "
+                "it")  # fmt: skip
+    if seconds is not None:
+        days = seconds // 86400
+        when = f"in {days} day{'s' if days != 1 else ''}" if days else "within a day"
+        return f"{EXPIRES_SOON} {when} (the directory's password policy)"
+    return ""
+
+
+def time_before_expiration(value: bytes) -> int | None:
+    """The seconds before a password expires that a PasswordPolicyResponseValue warns of
+    (timeBeforeExpiration), or None."""
+    for tag, content in _children(value, expect=0x30):
+        if tag == 0xA0:
+            for choice, number in _children(content):
+                if choice == 0x80:
+                    return int.from_bytes(number, "big")
+    return None
+
+
 def from_bind(result: Mapping) -> State:
     """The account state a bind answer reveals (OK when it reveals nothing).
 

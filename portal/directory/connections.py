@@ -20,6 +20,7 @@ from ldap3.core.exceptions import LDAPException, LDAPResponseTimeoutError, LDAPS
 
 from .. import metrics
 from ..quietlog import QuietLog
+from . import account_state
 from .breaker import Breaker
 from .errors import DirectoryUnavailable, ServerUnavailable, ServiceBindRefused
 from .search import SERVER_DOWN_CODES
@@ -301,6 +302,30 @@ def discard(connection: ldap3.Connection) -> None:
         connection.unbind()
 
 
+def bind_as_service(servers: list[ldap3.Server], settings: DirectorySettings,
+                    probe: bool = False, writable: bool = False,
+                    ) -> tuple[ldap3.Connection, bool, str]:  # fmt: skip
+    """Connect and bind as the portal's service account (LDAP_BIND_DN, or anonymously):
+    (connection, bound, what its password policy says must be done, "" for nothing).
+
+    With LDAP_ACCOUNT_STATE "ppolicy" the bind asks for the policy's word on the account: an
+    expiry coming, an expired password on grace logins, a reset. The directory says so only in
+    its answer to a bind, and the next thing it says is that nobody can sign in, so it is
+    logged (once a minute) the first time it is heard.
+    """
+    controls = ([(account_state.PPOLICY_CONTROL, False, None)]
+                if settings.account_state == "ppolicy" else None)  # fmt: skip
+    connection, bound = open_connection(servers, settings, settings.bind_dn or None,
+                                        settings.bind_password, probe=probe, writable=writable,
+                                        controls=controls)  # fmt: skip
+    problem = account_state.service_password_problem(connection.result or {})
+    if problem:
+        say = quiet.warning if problem.startswith(account_state.EXPIRES_SOON) else quiet.error
+        say(f"service password {problem}", "the service account %s: %s; set a new password in the "
+            "directory and in LDAP_BIND_PASSWORD", settings.bind_dn, problem)  # fmt: skip
+    return connection, bound, problem
+
+
 def service_bind_refusal(
     connection: ldap3.Connection, settings: DirectorySettings
 ) -> DirectoryUnavailable:
@@ -310,14 +335,17 @@ def service_bind_refusal(
     discard(connection)
     who = settings.bind_dn or "(anonymous)"
     refusal = f"{result.get('description') or 'refused'} ({result.get('result')})"
+    fix = "check LDAP_BIND_DN and LDAP_BIND_PASSWORD"
+    if problem := account_state.service_password_problem(result):
+        refusal += f": {problem}"
+        fix = "set a new password in the directory and in LDAP_BIND_PASSWORD"
     if result.get("result") not in CREDENTIALS_REFUSED:
         # Busy, unavailable, unwilling: the server's state, not the portal's settings.
         log.error("the directory refused the service account bind as %s: %s", who, refusal)
         return DirectoryUnavailable(f"service account bind refused: {refusal}")
-    log.error("the directory refused the service account bind as %s: %s; check "
-              "LDAP_BIND_DN and LDAP_BIND_PASSWORD", who, refusal)  # fmt: skip
-    return ServiceBindRefused(f"the service account bind as {who} was refused: {refusal}; "
-                              "check LDAP_BIND_DN and LDAP_BIND_PASSWORD")  # fmt: skip
+    log.error("the directory refused the service account bind as %s: %s; %s", who, refusal,
+              fix)  # fmt: skip
+    return ServiceBindRefused(f"the service account bind as {who} was refused: {refusal}; {fix}")
 
 
 class ServicePool:
@@ -372,9 +400,7 @@ class ServicePool:
 
     def _open(self) -> ldap3.Connection:
         # An empty LDAP_BIND_DN (LDAP_ANONYMOUS_SEARCH) binds anonymously.
-        connection, bound = open_connection(
-            self.servers, self.settings, self.settings.bind_dn or None, self.settings.bind_password
-        )
+        connection, bound, _ = bind_as_service(self.servers, self.settings)
         if not bound:
             raise service_bind_refusal(connection, self.settings)
         return connection

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import ldap3
 
-from .connections import discard, open_connection, server_answered
+from .connections import bind_as_service, discard, server_answered
 from .errors import DirectoryUnavailable
 from .settings import DirectorySettings
 
@@ -34,9 +34,7 @@ def probe(server: ldap3.Server, settings: DirectorySettings) -> ServerHealth:
     url = f"{server.host}:{server.port}"
     started = time.perf_counter()
     try:
-        connection, bound = open_connection(
-            [server], settings, settings.bind_dn or None, settings.bind_password, probe=True
-        )
+        connection, bound, problem = bind_as_service([server], settings, probe=True)
     except DirectoryUnavailable as error:
         # What went wrong, as the connection attempt saw it: refused, timed out, reset, TLS.
         return ServerHealth(url, False, False, False, None, error.reasons.get(url, "no answer"))
@@ -45,6 +43,8 @@ def probe(server: ldap3.Server, settings: DirectorySettings) -> ServerHealth:
             settings.user_bases[0], "(objectClass=*)", ldap3.BASE, attributes=["1.1"]
         )
         error = "" if searched else str((connection.result or {}).get("description", ""))
+        if problem:  # answering, for now: the status page says what is coming
+            error = "; ".join(filter(None, [error, f"service account: {problem}"]))
     except Exception as failure:  # noqa: BLE001 - report whatever the probe hit
         searched, error = False, str(failure)
     finally:
