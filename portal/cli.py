@@ -243,9 +243,71 @@ def whois(username: str, host: str | None) -> None:
         raise click.ClickException(f"{username!r} is not a usable name: {error}") from error
     except DirectoryError as error:
         raise DirectoryDidNotAnswer(error) from error
-    for line in _whois_lines(found, host):
+    lines = list(_whois_lines(found, host))
+    # The counts before the cache line, which stays the last (scripts read it).
+    at = len(lines) - 1 if lines and lines[-1].startswith("cache:") else len(lines)
+    lines[at:at] = _throttle_lines(username, found.username)
+    for line in lines:
         click.echo(line)
     raise SystemExit(0 if found.found else 1)
+
+
+def _throttle_lines(typed: str, name: str) -> list[str]:
+    # The failed sign-ins counted against the account now: a person refused with 429 (the
+    # right password after a few typos) is a service desk's everyday question.
+    if not throttle.counts_shared():
+        return ["failed sign-ins: counted in each server process's memory (no Redis), out of "
+                "this command's reach: the person's admin page shows its server's"]  # fmt: skip
+    try:
+        counts = throttle.account_counts(typed, name)
+    except Exception as error:  # noqa: BLE001 - every storage raises its own errors
+        return [f"failed sign-ins: not known (their storage did not answer: {error})"]
+    if not counts:
+        return ["failed sign-ins: none counted now"]
+    lines = []
+    for count in counts:
+        minutes = max(1, -(-count.reset_in // 60))
+        whose = " from their own browsers" if count.known_browsers else ""
+        state = (f"sign-ins{whose} REFUSED (429) for {minutes} more min"
+                 if count.full else f"counted for {minutes} more min")  # fmt: skip
+        lines.append(f"failed sign-ins: {count.used} of {count.allowed} ({count.limit}){whose}: "
+                     f"{state}; `portal unthrottle {name}` forgets them")  # fmt: skip
+    return lines
+
+
+@click.command("unthrottle")
+@click.argument("username")
+@with_appcontext
+def unthrottle(username: str) -> None:
+    """Forget the failed sign-ins counted against USERNAME, so that the next sign-in is judged
+    afresh (after someone mistyped their way into a 429): check who is asking first.
+
+    Exit status 1 when the counts live in each server process (no Redis) or did not answer.
+    """
+    if not throttle.counts_shared():
+        raise click.ClickException(
+            "the failed sign-ins are counted in each server process's memory (no Redis), out "
+            "of this command's reach: nothing was forgotten (restart the servers, or wait "
+            "the window out)"
+        )
+    name = _canonical(username)
+    try:
+        owner = directory.identity(username, any_state=True) or name
+    except DirectoryError:
+        owner = name  # the counts are kept by the name typed, whatever the directory says
+    try:
+        counted = sum(count.used for count in throttle.account_counts(username, owner))
+        throttle.clear_account(username, owner)
+    except Exception as error:  # noqa: BLE001 - every storage raises its own errors
+        raise click.ClickException(
+            f"the failed sign-ins' storage did not answer: {error}"
+        ) from None
+    audit.record("admin.unthrottle", user="(command line)", target=owner)
+    if counted:
+        click.echo(f"{owner}: {counted} failed sign-in(s) forgotten; the next sign-in is "
+                   "judged afresh")  # fmt: skip
+    else:
+        click.echo(f"{owner}: no failed sign-ins were counted")
 
 
 @click.command("flush")
@@ -477,7 +539,7 @@ def _check_persistence(report, client) -> None:
 
 
 #: Every command, for create_app to register.
-commands = (access_check, check, whois, flush, revoke, watch)
+commands = (access_check, check, whois, flush, revoke, unthrottle, watch)
 
 
 # --- check -------------------------------------------------------------------------------------

@@ -713,3 +713,51 @@ def test_a_right_password_that_must_be_changed_uses_up_no_attempt():
         app.extensions["portal.directory"].close()
     finally:
         server.cleanup()
+
+
+def test_the_service_desk_sees_and_forgets_a_throttled_account(
+    slapd, build_app, redis_server, audit_lines
+):
+    """Bob mistyped her way into a 429, in a new browser: `portal whois bob` said she may
+    use the portal and nothing of it, and only waiting the window out (or deleting a raw Redis
+    key) let her in. whois now names the count and when it ends, `portal unthrottle bob`
+    forgets it (audited), and her right password gets in at once."""
+    settings = {"CACHE_TYPE": "RedisCache", "CACHE_REDIS_URL": redis_server.url,
+                "CACHE_KEY_PREFIX": "unthrottle-test:",
+                "THROTTLE_ACCOUNT_LIMIT": "3 per 15 minutes"}  # fmt: skip
+    server, command_line = build_app(slapd, **settings), build_app(slapd, **settings)
+    runner = command_line.test_cli_runner()
+    assert "failed sign-ins: none counted now" in runner.invoke(args=["whois", "bob"]).output
+    for _ in range(3):
+        assert attempt(server, "bob").status_code == 401
+    assert attempt(server, "bob", PASSWORDS["bob"]).status_code == 429
+    whois = runner.invoke(args=["whois", "Bob"]).output
+    assert ("failed sign-ins: 3 of 3 (3 per 15 minutes): sign-ins REFUSED (429) for 15 more min; "
+            "`portal unthrottle bob` forgets them") in whois, whois  # fmt: skip
+    done = runner.invoke(args=["unthrottle", "bob"])
+    assert done.exit_code == 0 and "bob: 3 failed sign-in(s) forgotten" in done.output, done.output
+    assert [line["target"] for line in audit_lines("admin.unthrottle")] == ["bob"]
+    assert attempt(server, "bob", PASSWORDS["bob"]).status_code == 302
+    assert "none counted now" in runner.invoke(args=["whois", "bob"]).output
+
+
+def test_the_admin_page_shows_and_forgets_a_persons_failed_sign_ins(throttled_app):
+    """With the counts in the server's memory: the person's admin page says them and its
+    button (CSRF-checked) forgets them; the command line, out of reach, says so (exit 1)."""
+    for _ in range(3):
+        assert attempt(throttled_app, "bob").status_code == 401
+    assert attempt(throttled_app, "bob", PASSWORDS["bob"]).status_code == 429
+    erin = throttled_app.test_client()
+    erin.environ_base["REMOTE_ADDR"] = "10.9.9.9"
+    assert AuthActions(erin).login("erin").status_code == 302
+    page = erin.get("/admin/users/bob").get_data(as_text=True)
+    assert "3 of 3 (3 per 15 minutes):" in page and "sign-ins refused for 15 more min." in page
+    assert erin.post("/admin/users/bob/unthrottle").status_code == 400  # no CSRF token
+    assert attempt(throttled_app, "bob", PASSWORDS["bob"]).status_code == 429
+    token = csrf_token_in(page)
+    done = erin.post("/admin/users/bob/unthrottle", data={"csrf_token": token})
+    assert done.status_code == 302
+    assert "None counted now." in erin.get("/admin/users/bob").get_data(as_text=True)
+    assert attempt(throttled_app, "bob", PASSWORDS["bob"]).status_code == 302
+    refused = throttled_app.test_cli_runner().invoke(args=["unthrottle", "bob"])
+    assert refused.exit_code == 1 and "out of this command's reach" in refused.output

@@ -25,7 +25,7 @@ from ..directory.errors import ServiceBindRefused
 from ..health.probes import REDIS_REFUSES, cache_problem, count_person_entries
 from ..logwriter import lines_lost
 from ..recent import RECENT
-from ..signin import audit
+from ..signin import audit, throttle
 from ..watcher import STALE_INTERVALS, followed_providers, read_shared_state, watcher_of
 from . import bp
 
@@ -267,10 +267,39 @@ def user(username: str):
         abort(503, gettext("The company directory is not answering, so %(name)s cannot be "
                            "looked up right now.", name=username[:100]))  # fmt: skip
     return render_template(
-        "admin/user.html", found=found, states=ACCOUNT_STATES, several=accounts.SEVERAL_ACCOUNTS
+        "admin/user.html",
+        found=found,
+        states=ACCOUNT_STATES,
+        several=accounts.SEVERAL_ACCOUNTS,
+        failures=_failed_sign_ins(username, found.username),
     ), (  # fmt: skip
         200 if found.exists else 404
     )
+
+
+def _failed_sign_ins(typed: str, name: str) -> list[throttle.AccountCount] | None:
+    # What the failed sign-ins' counts hold for the person now; None when they did not answer.
+    try:
+        return throttle.account_counts(typed, name)
+    except Exception:  # noqa: BLE001 - every storage raises its own errors: "not known"
+        return None
+
+
+@bp.route("/users/<path:username>/unthrottle", methods=["POST"])
+@admin_required
+def unthrottle_user(username: str):
+    """Forget the failed sign-ins counted against a person (CSRF-checked): their next sign-in
+    is judged afresh, not refused for earlier mistakes."""
+    name = _canonical_or_404(username)
+    try:
+        throttle.clear_account(username, name)
+    except Exception:  # noqa: BLE001 - every storage raises its own errors
+        abort(503, gettext("The failed sign-ins' counts did not answer, so nothing was "
+                           "forgotten: try again in a minute."))  # fmt: skip
+    audit.record("admin.unthrottle", user=current_user.username, target=name)
+    flash(gettext("The failed sign-ins of %(name)s were forgotten: their next sign-in is "
+                  "judged afresh.", name=name))  # fmt: skip
+    return redirect(url_for("admin.user", username=name))
 
 
 @bp.route("/users/<path:username>/flush", methods=["POST"])

@@ -183,6 +183,65 @@ def give_back(attempt: Attempt) -> None:
     attempt._counted.clear()
 
 
+@dataclass(frozen=True)
+class AccountCount:
+    """Failed sign-ins counted against an account in one limit's present window."""
+
+    #: The limit, as THROTTLE_ACCOUNT_LIMIT gives it ("5 per 15 minutes").
+    limit: str
+    used: int
+    allowed: int
+    #: Seconds until the window ends and the count starts again.
+    reset_in: int
+    #: The count of the person's own known browsers (devices.py), not of strangers'.
+    known_browsers: bool
+
+    @property
+    def full(self) -> bool:
+        """Whether a sign-in counted here is refused (429) until the window ends."""
+        return self.used >= self.allowed
+
+
+def counts_shared() -> bool:
+    """Whether the counts live where every process sees them (Redis), not in each one's memory."""
+    return not isinstance(current_app.extensions[_LIMITER].limiter.storage, WindowCounts)
+
+
+def account_counts(*names: str) -> list[AccountCount]:
+    """The failed sign-ins counted against these names' accounts now, in every limit of
+    THROTTLE_ACCOUNT_LIMIT (strangers' and the known browsers' counts), leaving out the empty
+    ones. For an administrator's look-up: a sign-in never shows them."""
+    throttle: _Throttle = current_app.extensions[_LIMITER]
+    found = []
+    now = time.time()
+    for key, known in _account_keys(names):
+        for item in throttle.account_limits:
+            reset, remaining = throttle.limiter.get_window_stats(item, throttle.prefix, key)
+            used = item.amount - remaining
+            if used > 0:
+                unit = item.GRANULARITY.name + ("s" if item.multiples != 1 else "")
+                limit = f"{item.amount} per {item.multiples} {unit}"
+                left = max(0, int(reset - now))  # whole seconds (Redis keeps them)
+                found.append(AccountCount(limit, used, item.amount, left, known))
+    return found
+
+
+def clear_account(*names: str) -> None:
+    """Forget the failed sign-ins counted against these names' accounts (the service desk
+    has checked who is asking): the next sign-in is not refused for earlier ones."""
+    throttle: _Throttle = current_app.extensions[_LIMITER]
+    for key, _ in _account_keys(names):
+        for item in throttle.account_limits:
+            throttle.limiter.clear(item, throttle.prefix, key)
+
+
+def _account_keys(names) -> list[tuple[str, bool]]:
+    # Each name as a sign-in typing it is counted: by strangers, and by known browsers.
+    accounts = dict.fromkeys(account_key(name) for name in names)
+    return [(key, known) for account in accounts
+            for key, known in ((account, False), (f"known-{account}", True))]  # fmt: skip
+
+
 def client_address() -> str:
     """The client's address (the TCP peer, or what TRUSTED_PROXY_HOPS proxies report); an IPv6
     client is counted by its /64, which one person usually holds whole."""
