@@ -33,6 +33,10 @@ limit_request_field_size = 40960
 # nginx passes request lines of up to 8 KB (an app's deep link in `next`): past gunicorn's
 # default 4,094 bytes gunicorn answered its own bare 414 page, without the portal's headers.
 limit_request_line = 8190  # gunicorn's largest
+# gunicorn 25.1 and later open a control socket at ~/.gunicorn/gunicorn.ctl, which the portal
+# does not use: two instances on one host shared that path, and the shipped unit's
+# ProtectHome made it fail at every start with an error line. (Older gunicorn ignores this.)
+control_socket_disable = True
 
 
 def on_starting(server):

@@ -781,7 +781,7 @@ def test_the_json_hint_is_for_values_from_the_environment_not_for_misspelled_nam
     # A text where a list belongs is a matter of JSON.
     listed = _from_environment("setting SECRET_KEY_FALLBACKS: a list of earlier keys",
                                {"PORTAL_SECRET_KEY_FALLBACKS": "old-key"})  # fmt: skip
-    assert "a list as '[\"a\"]'" in listed
+    assert "give a list, as PORTAL_SECRET_KEY_FALLBACKS='[" in listed
 
 
 def test_an_empty_variable_that_wins_over_the_settings_file_is_named(tmp_path):
@@ -1126,3 +1126,15 @@ def test_check_of_the_settings_only_asks_no_server():
     assert result.output.splitlines()[0] == "settings: ok"
     assert result.output.splitlines()[-1] == "check: ok (the settings only: no server was asked)"
     assert "ldap://" not in result.output and "cache" not in result.output, result.output
+
+
+def test_a_list_given_as_text_in_the_environment_is_told_to_be_a_list():
+    """PORTAL_SECRET_KEY_FALLBACKS=old-key: the hint asked for a list, then suggested quoting
+    the text ('"..."'), which is the very mistake refused."""
+    from portal.settings import environment_hint
+
+    environ = {"PORTAL_SECRET_KEY_FALLBACKS": "old-key-1234"}
+    hint = environment_hint('setting SECRET_KEY_FALLBACKS: a list of earlier keys, such as '
+                            '["the-old-key"], or empty', environ)  # fmt: skip
+    assert hint == ("; it comes from PORTAL_SECRET_KEY_FALLBACKS, whose value is read as "
+                    "JSON: give a list, as PORTAL_SECRET_KEY_FALLBACKS='[\"...\"]'")  # fmt: skip

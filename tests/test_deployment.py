@@ -385,7 +385,8 @@ def test_the_systemd_unit_passes_systemds_own_check(tmp_path):
 def test_the_systemd_units_command_serves_the_portal(slapd, tmp_path):
     """The unit's ExecStart, run as it is written (this checkout for /opt/portal, a free port
     for 8000, the metrics folder not made yet as after a reboot): gunicorn with the shipped
-    config serves the sign-in page."""
+    config serves the sign-in page, and opens no control socket in the home folder (two
+    instances on a host shared it; under the unit's ProtectHome it failed at every start)."""
     from tests.servers import portal_environment
 
     [command] = _unit_lines("ExecStart")
@@ -393,7 +394,9 @@ def test_the_systemd_units_command_serves_the_portal(slapd, tmp_path):
     here = command.replace("/opt/portal", str(ROOT))
     words = here.replace("127.0.0.1:8000", f"127.0.0.1:{port}").split()
     folder = tmp_path / "run" / "portal-metrics"
-    environment = dict(portal_environment(slapd.url), PROMETHEUS_MULTIPROC_DIR=str(folder))
+    home = tmp_path / "home"  # gunicorn 25.1+ would make its control socket in ~/.gunicorn
+    environment = dict(portal_environment(slapd.url), PROMETHEUS_MULTIPROC_DIR=str(folder),
+                       HOME=str(home))  # fmt: skip
     output = tmp_path / "gunicorn.out"
     with open(output, "wb") as written:
         server = subprocess.Popen(words, cwd=ROOT, env=environment, stdout=written,
@@ -402,6 +405,8 @@ def test_the_systemd_units_command_serves_the_portal(slapd, tmp_path):
         wait_until(lambda: answers_login(f"http://127.0.0.1:{port}"), server, 30, "gunicorn",
                    output.read_text)  # fmt: skip
         assert folder.is_dir()
+        assert not (home / ".gunicorn").exists(), "the shipped config opened a control socket"
+        assert "Control server error" not in output.read_text()
     finally:
         stop_process(server)
 

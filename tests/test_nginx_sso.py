@@ -13,6 +13,7 @@ in the temporary folder, since a non-root nginx cannot write /var/lib/nginx or /
 from __future__ import annotations
 
 import json
+import os
 from functools import partial
 from urllib.parse import urljoin
 
@@ -361,3 +362,37 @@ def test_the_micro_cache_mixes_neither_people_nor_paths(stack, cached_nginx):
             ).status
             == 403
         )
+
+
+def test_the_https_lines_of_deploy_readme_start_on_this_nginx(tmp_path):
+    """The TLS lines deploy/README.md gives for the shipped file, pasted in place of its
+    `listen 80;` as it says: Debian 12's nginx (1.22) refused `http2 on;` (new in 1.25.1)
+    and would not start."""
+    import re
+    import subprocess
+
+    from portal.testing.slapd import free_port
+    from portal.testing.tls import make_server_certificate
+    from tests.proxies import NGINX_CONF, WRAPPER
+    from tests.servers import ROOT
+
+    binary = require_binary("nginx", "apt-get install nginx-light")
+    readme = (ROOT / "deploy" / "README.md").read_text()
+    section = readme.split("### Over HTTPS", 1)[1]
+    tls_lines = re.search(r"```nginx\n(.*?)```", section, re.S)[1]
+    certificate = make_server_certificate(tmp_path, None, "DNS:localhost")
+    tls_lines = (tls_lines.replace("/etc/ssl/intranet/fullchain.pem", str(certificate.cert_file))
+                 .replace("/etc/ssl/intranet/privkey.pem", str(certificate.key_file))
+                 .replace("listen 443 ", f"listen 127.0.0.1:{free_port()} "))  # fmt: skip
+    config = NGINX_CONF.read_text()
+    assert config.count("listen 80;") == 1
+    config = (config.replace("listen 80;", tls_lines)
+              .replace("server portal:8000;", f"server 127.0.0.1:{free_port()};")
+              .replace("server upstream:8080;", f"server 127.0.0.1:{free_port()};"))  # fmt: skip
+    (tmp_path / "portal.conf").write_text(config)
+    user = "user root;" if os.geteuid() == 0 else ""
+    (tmp_path / "nginx.conf").write_text(WRAPPER.format(work=tmp_path, user=user))
+    command = [binary, "-t", "-p", f"{tmp_path}/", "-c", str(tmp_path / "nginx.conf")]
+    command += ["-e", str(tmp_path / "error.log"), "-g", f"pid {tmp_path / 'nginx.pid'};"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr

@@ -172,6 +172,10 @@ def environment_hint(message: str, environ=os.environ) -> str:
         return ""  # read as the text it is (PORTAL_ENV=dev): quoting would change nothing
     if isinstance(read, int | float) and not isinstance(read, bool) and "number" in message:
         return ""  # a number out of range (PORTAL_USER_CACHE_TTL=-1): quoting is not the fix
+    if "a list" in message:
+        # Only the list is the fix: "a text in quotes" was the very mistake being refused.
+        return (f"; it comes from {variable}, whose value is read as JSON: give a list, as "
+                f"{variable}='[\"...\"]'")  # fmt: skip
     return (f"; it comes from {variable}, whose value is read as JSON: a number as 5, true "
             f"or false, a list as '[\"a\"]', a text in quotes as {variable}='\"...\"'")  # fmt: skip
 
