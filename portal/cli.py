@@ -1008,6 +1008,12 @@ def _cache_line(found: explain.Explanation) -> str:
         if not probes.probe_cache():
             # A Redis that is down or hung reads as empty: say so, not "no entry".
             return f"cache: {cache_type} did not answer; whether it holds an entry is not known"
+        if _kept_unverified(found.username):
+            # Read as a miss, as a forgery would be: this command is not the servers' twin.
+            return ("cache: an entry is kept, but not signed with this command's SECRET_KEY "
+                    "(nor a SECRET_KEY_FALLBACKS key): run the command with the servers' "
+                    "settings and secrets (the service's PORTAL_SETTINGS and environment "
+                    "file), or it reads their cache as empty")  # fmt: skip
         return "cache: no entry"
     line = f"cache: entry {entry.age_seconds} s old, expires in {entry.expires_in_seconds} s"
     if entry.matches_directory:
@@ -1016,6 +1022,20 @@ def _cache_line(found: explain.Explanation) -> str:
         f"{line}; it differs from the directory (cached groups: {', '.join(entry.groups)}) and "
         f"decides their requests until then, or until `portal flush {found.username}`"
     )
+
+
+def _kept_unverified(username: str) -> bool:
+    # Whether Redis holds an entry for the person that did not read back (its signature).
+    client = probes.redis_client()
+    if client is None:
+        return False
+    key = accounts.cache_key(username)
+    try:
+        # A kept "gone" entry verifies: only an entry that reads back as nothing is unverified.
+        prefix = current_app.config["CACHE_KEY_PREFIX"]
+        return cache.get(key) is None and bool(client.exists(prefix + key))
+    except Exception:  # noqa: BLE001 - unanswered: nothing to add to what was said
+        return False
 
 
 def _forget_everyone() -> int | None:

@@ -1138,3 +1138,22 @@ def test_a_list_given_as_text_in_the_environment_is_told_to_be_a_list():
                             '["the-old-key"], or empty', environ)  # fmt: skip
     assert hint == ("; it comes from PORTAL_SECRET_KEY_FALLBACKS, whose value is read as "
                     "JSON: give a list, as PORTAL_SECRET_KEY_FALLBACKS='[\"...\"]'")  # fmt: skip
+
+
+def test_whois_run_with_another_secret_key_says_so_rather_than_no_entry(slapd, redis_server):
+    """The command line with another SECRET_KEY than the servers' (the service's environment
+    file not read): whois said "cache: no entry" of alice, who had one, and only a log warning
+    hinted why. It now says the entry is kept but not signed with the command's key."""
+    shared = {"CACHE_TYPE": "RedisCache", "CACHE_REDIS_URL": redis_server.url,
+              "CACHE_KEY_PREFIX": f"other-key-test-{uuid.uuid4().hex[:8]}:"}  # fmt: skip
+    server = make_app(slapd, **shared)
+    sign_in(server, "alice")
+    twin = make_app(slapd, **shared)
+    assert run(twin, "whois", "alice").output.splitlines()[-1].startswith("cache: entry ")
+    stranger = make_app(slapd, **shared, SECRET_KEY="another-key-" + secrets.token_hex(16))
+    line = run(stranger, "whois", "alice").output.splitlines()[-1]
+    assert line.startswith("cache: an entry is kept, but not signed with this command's "
+                           "SECRET_KEY"), line  # fmt: skip
+    assert run(stranger, "whois", "bob").output.splitlines()[-1] == "cache: no entry"
+    for app in (server, twin, stranger):
+        app.extensions["portal.directory"].close()
