@@ -820,3 +820,30 @@ def test_a_session_signed_by_an_instance_a_little_ahead_is_taken(slapd, build_ap
     there = here.test_client()
     copy_cookies(browser, there)
     assert is_signed_in(there) is accepted
+
+
+def test_a_session_no_key_of_this_instance_verifies_is_logged_and_the_rounds_shown(slapd, caplog):
+    """A key rotation rolled out wrong (an instance with only the old key, where the session
+    was signed with the new one): the person was sent to the sign-in page and nothing was
+    logged anywhere. Now a warning names the keys to check, once a minute; the status page
+    says how many SECRET_KEY_FALLBACKS an instance has (never which)."""
+    import html
+    import logging
+
+    old, new = "old-secret-key-" + "a" * 32, "new-secret-key-" + "b" * 32
+    rotated = make_app(slapd, SECRET_KEY=new, SECRET_KEY_FALLBACKS=[old],
+                       ACCESS_ADMIN_GROUPS=["staff"])  # fmt: skip
+    browser = signed_in(rotated)
+    behind = make_app(slapd, SECRET_KEY=old)
+    stale = behind.test_client()
+    copy_cookies(browser, stale, names=("session",))
+    caplog.set_level(logging.WARNING, logger="portal.signin.sessions")
+    for _ in range(3):
+        assert not is_signed_in(stale)
+    said = [r.getMessage() for r in caplog.records if "session cookie" in r.getMessage()]
+    assert len(said) == 1 and "SECRET_KEY_FALLBACKS" in said[0], said
+    status = html.unescape(browser.get("/admin/status").get_data(as_text=True))
+    assert 'SECRET_KEY_FALLBACKS = "(1 set)"' in status, status
+    assert old not in status and new not in status
+    for application in (rotated, behind):
+        application.extensions["portal.directory"].close()

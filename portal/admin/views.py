@@ -166,9 +166,12 @@ def masked_settings(config) -> dict:
     from ..settings import known_keys
 
     shown = {}
-    for key in sorted(known_keys() | {"SECRET_KEY"}):
+    for key in sorted(known_keys() | {"SECRET_KEY", "SECRET_KEY_FALLBACKS"}):
         value = config.get(key)
-        if key in _SECRETS:
+        if key == "SECRET_KEY_FALLBACKS":
+            # Which round of a key rotation an instance is in: how many, never which.
+            value = f"({len(value or ())} set)"
+        elif key in _SECRETS:
             value = "(set)" if value else "(not set)"
         shown[key] = _masked(value) if key not in _SECRETS else value
     return shown

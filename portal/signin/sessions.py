@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import logging
 import threading
 import time
 
@@ -19,8 +20,12 @@ from flask import Flask, Request, request, session
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from itsdangerous import BadSignature
 
+from ..quietlog import QuietLog
+
 #: Distinct session cookies whose verified content each process keeps.
 MEMO_SIZE = 4096
+log = logging.getLogger(__name__)
+quiet = QuietLog(log)  # a cookie that does not verify comes with every request it is sent on
 #: How far in the future a session may have been signed: by another instance whose clock runs a
 #: little ahead (its fresh sign-ins were refused here, each sent back to the sign-in page,
 #: until this clock caught up). The same allowance as the cache entries' (accounts.py).
@@ -106,6 +111,13 @@ class PortalSessionInterface(SecureCookieSessionInterface):
                 # The age is judged below: itsdangerous refuses any signature from the future.
                 data, signed = serializer.loads(value, return_timestamp=True)
             except BadSignature:
+                # After a key change rolled out to some instances only, people are sent to the
+                # sign-in page with nothing said anywhere: this line is where to look.
+                quiet.warning("unverified session", "a session cookie that neither SECRET_KEY "
+                              "nor a SECRET_KEY_FALLBACKS key verifies was ignored (its holder "
+                              "is asked to sign in): after a key change, every instance needs "
+                              "the new key, and the old one in SECRET_KEY_FALLBACKS until the "
+                              "sessions it signed have ended")  # fmt: skip
                 return None
             nested = any(isinstance(item, (list, dict)) for item in data.values())
             known = (data, signed.timestamp(), nested)
