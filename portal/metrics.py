@@ -108,6 +108,20 @@ LOGINS_WAITING = Gauge(
     "at most half of a worker's threads wait and the rest are told to try again.",
     multiprocess_mode="livesum",
 )
+CACHE_DOWN = Gauge(
+    "portal_cache_down",
+    "1 while a worker leaves Redis alone after it failed (no answer, a timeout): requests use "
+    "that process's copies and the directory, and sign-outs wait in it; else 0; with several "
+    "workers, 1 when any live worker has it so.",
+    multiprocess_mode="livemax",
+)
+CACHE_WRITES_WAITING = Gauge(
+    "portal_cache_writes_waiting",
+    "Writes Redis could not take, waiting in the workers to be written once it answers: kind "
+    "sign-out (those sign-ins still work in the other processes until then) or entry.",
+    ["kind"],
+    multiprocess_mode="livesum",
+)
 LDAP_ERRORS = Counter(
     "portal_ldap_errors",
     "LDAP searches and binds that failed (no answer, a broken connection, an outage result "
@@ -126,6 +140,8 @@ _USER_LOADS = {source: USER_LOADS.labels(source) for source in USER_LOAD_SOURCES
 _CACHE_REQUESTS = {result: CACHE_REQUESTS.labels(result) for result in CACHE_RESULTS}
 for _operation in LDAP_FAILURES:
     LDAP_ERRORS.labels(_operation)
+for _kind in ("sign-out", "entry"):
+    CACHE_WRITES_WAITING.labels(_kind)
 
 
 def login(outcome: str) -> None:

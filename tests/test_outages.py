@@ -170,6 +170,29 @@ def test_a_kept_sign_out_reaches_redis_without_a_request_to_the_process_keeping_
         application.extensions["portal.directory"].close()
 
 
+def test_the_metrics_say_redis_is_left_alone_and_a_sign_out_waits(
+    slapd, own_redis, frozen_breakers
+):
+    """Redis down: /metrics said nothing of it (the on-call engineer's alert had only the
+    readiness probe). Now portal_cache_down is 1 and the waiting sign-out is counted, both
+    back to 0 once Redis answers and the sign-out is written."""
+    here, elsewhere, thief = _signed_out_while_redis_is_down(slapd, own_redis)
+    down = scrape(here)
+    assert down.value("portal_cache_down") == 1
+    assert down.value("portal_cache_writes_waiting", kind="sign-out") >= 1
+    own_redis.start()
+    frozen_breakers.now += 2  # past the back-off
+    deadline = time.monotonic() + 20
+    while not _marked_in_redis(own_redis.url) and time.monotonic() < deadline:
+        time.sleep(0.05)  # waiting for the process's own retry, bounded; no timing asserted
+    up = scrape(here)
+    assert up.value("portal_cache_down") == 0
+    assert up.value("portal_cache_writes_waiting", kind="sign-out") == (
+        down.value("portal_cache_writes_waiting", kind="sign-out") - 1)  # fmt: skip
+    for application in (here, elsewhere):
+        application.extensions["portal.directory"].close()
+
+
 def test_a_process_ending_writes_its_kept_sign_outs_or_logs_each(
     slapd, own_redis, frozen_breakers, caplog
 ):

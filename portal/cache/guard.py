@@ -43,6 +43,7 @@ from functools import partial
 
 import redis
 
+from .. import metrics
 from ..directory.breaker import CLOSED, Breaker
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,7 @@ class CacheGuard:
         """A write the shared store could not take, made again (in order) once it answers."""
         with self._lock:
             self._pending.append(_Write(what, write, ends_sign_ins))
+            _waiting_gauge(ends_sign_ins).inc()  # metrics
             if self._replayer is None or not self._replayer.is_alive():
                 self._replayer = threading.Thread(target=self._replay_while_waiting,
                                                   name="portal-replay", daemon=True)  # fmt: skip
@@ -174,6 +176,8 @@ class CacheGuard:
         """Drop what waits, unwritten and unsaid: for an app torn down while its process goes
         on (a test's), whose shared store is gone."""
         with self._lock:
+            for pending in self._pending:
+                _waiting_gauge(pending.ends_sign_ins).dec()  # metrics
             self._pending.clear()
 
     def stop(self, wait: float = 5.0) -> None:
@@ -256,16 +260,19 @@ class CacheGuard:
             with self._lock:
                 if self._pending and self._pending[0] is pending:
                     self._pending.pop(0)
+                    _waiting_gauge(pending.ends_sign_ins).dec()  # metrics
 
     def _answered(self) -> None:
         # The shared store answered (even with an error of its own): the breaker closes.
         if self.breaker is not None and self.breaker.succeeded():
+            metrics.CACHE_DOWN.set(0)  # metrics
             log.warning("the user cache answers again")
 
     def _failed(self, operation: str, error: Exception) -> None:
         if self.breaker is not None:
             if isinstance(error, _OUTAGES):
                 self.breaker.failed(f"{type(error).__name__}: {error}")
+                metrics.CACHE_DOWN.set(1)  # metrics
             else:
                 # An error Redis answered with (out of memory, a read-only replica) proves it
                 # answers: a half-open breaker left probing would ignore it for a minute.
@@ -277,6 +284,10 @@ class CacheGuard:
             self._last_warnings[kind] = now
             log.warning("user cache %s at %s failed (using this process's copies and the "
                         "directory instead): %s", operation, self.where, error)  # fmt: skip
+
+
+def _waiting_gauge(ends_sign_ins: bool):
+    return metrics.CACHE_WRITES_WAITING.labels("sign-out" if ends_sign_ins else "entry")
 
 
 @dataclass(frozen=True, eq=False)
