@@ -83,7 +83,7 @@ def test_compose_portal_environment_is_a_valid_configuration(monkeypatch):
     environment = compose()["services"]["portal"]["environment"]
     known = set(settings.defaults()) | {"SECRET_KEY"}
     for name, value in environment.items():
-        if name == "WEB_CONCURRENCY":  # gunicorn's worker count
+        if name in ("WEB_CONCURRENCY", "PROMETHEUS_MULTIPROC_DIR"):  # gunicorn's, metrics'
             continue
         assert name.startswith("PORTAL_")
         assert name.removeprefix("PORTAL_") in known, f"{name} is not a portal setting"
@@ -93,6 +93,14 @@ def test_compose_portal_environment_is_a_valid_configuration(monkeypatch):
     app = create_app()
     assert app.config["CACHE_TYPE"] == "RedisCache"
     assert app.config["LDAP_URLS"] == json.loads(environment["PORTAL_LDAP_URLS"])
+
+
+def test_compose_portal_with_several_workers_adds_up_their_metrics():
+    """Two workers and no PROMETHEUS_MULTIPROC_DIR: each scrape of /metrics showed whichever
+    worker answered (the shipped config warns of it at every start)."""
+    environment = compose()["services"]["portal"]["environment"]
+    assert int(environment["WEB_CONCURRENCY"]) > 1
+    assert environment["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/")  # the image's user may write
 
 
 def dockerfile() -> tuple[list[str], dict[str, str]]:
