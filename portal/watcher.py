@@ -105,6 +105,7 @@ class Watcher:
         #: Groups (names) and member DNs whose cached people are still to be looked up.
         self._owed_groups: set[str] = set()
         self._owed_dns: set[str] = set()
+        self._owed_present: set[tuple] | None = None  # a listing's DNs, until looked through
         #: While someone is still owed a first read (or groups a look through the cache):
         #: where the feed stood before the poll that found them. The state published says the
         #: watching got that far only, so a process taking over (which cannot know what this
@@ -190,6 +191,8 @@ class Watcher:
             self._owed[username] = READS_PER_CHANGE
         self._owed_groups |= found.groups
         self._owed_dns |= found.dns
+        if found.present is not None:
+            self._owed_present = found.present  # the newest listing: the one to look through
         error = self._look_up_owed_groups()
         done = self._read_owed_people()
         if done is None:
@@ -221,10 +224,10 @@ class Watcher:
     def _look_up_owed_groups(self) -> str:
         # The cached people of the groups and DNs a poll named; "" once done, else the error
         # (they are looked up again at the next poll).
-        if not (self._owed_groups or self._owed_dns):
+        if not (self._owed_groups or self._owed_dns or self._owed_present is not None):
             return ""
         try:
-            people = cached_people_in(self._owed_groups, self._owed_dns)
+            people = cached_people_in(self._owed_groups, self._owed_dns, self._owed_present)
         except Exception as error:  # noqa: BLE001 - the cache failed: kept for the next poll
             quiet.warning("watch scan", "directory watcher could not look through the cache "
                           "for the people of changed groups (tried again at the next poll): "
@@ -232,7 +235,7 @@ class Watcher:
             return f"{type(error).__name__}: {error}"
         for username in people:
             self._owed[username] = READS_PER_CHANGE
-        self._owed_groups, self._owed_dns = set(), set()
+        self._owed_groups, self._owed_dns, self._owed_present = set(), set(), None
         return ""
 
     def _read_owed_people(self) -> tuple[int, int] | None:
@@ -382,10 +385,13 @@ def followed_providers(app: Flask, watcher: Watcher | None, read_shared: bool = 
     return sorted({server_id for _, server_id in progress or {}})
 
 
-def cached_people_in(groups: set[str], dns: set[str] = frozenset()) -> set[str]:
-    """The people whose cached entry lists one of these groups or has one of these DNs (a
-    scan of the cache: only when a watcher takes over, for the members a group may have lost
-    or gained meanwhile, or when a group's member has no entry left to name them)."""
+def cached_people_in(groups: set[str], dns: set[str] = frozenset(),
+                     present: set[tuple] | None = None) -> set[str]:  # fmt: skip
+    """The people whose cached entry lists one of these groups or has one of these DNs, or
+    (with `present`, a listing's DNs) a DN not among them: a scan of the cache, when a watcher
+    takes over (for the members a group may have lost or gained meanwhile), when a group's
+    member has no entry left to name them, and at a listing (people deleted, renamed or moved
+    away)."""
     folded = {group.casefold() for group in groups}
     dn_keys = {dn_key(dn) for dn in dns} - {()}  # () is a DN that does not parse
     shared = current_app.config["CACHE_KEY_PREFIX"] + accounts.cache_key("")
@@ -398,7 +404,8 @@ def cached_people_in(groups: set[str], dns: set[str] = frozenset()) -> set[str]:
         if not attrs:
             continue
         in_group = bool(folded & {group.casefold() for group in attrs.get("groups", ())})
-        if in_group or (dn_keys and dn_key(attrs.get("dn") or "") in dn_keys):
+        own = dn_key(attrs.get("dn") or "")
+        if in_group or own in dn_keys or (present is not None and own not in present):
             found.add(name)
     return found
 

@@ -203,6 +203,40 @@ def test_a_person_deleted_under_refint_is_noticed_by_the_listing(monkeypatch):
             app.extensions["portal.directory"].close()
 
 
+GONE_WITHOUT_REFINT = {
+    "deleted": None,
+    "renamed": f"dn: {ALICE}\nchangetype: modrdn\nnewrdn: uid=alice-old\ndeleteoldrdn: 1\n",
+    "moved out of the user base": (f"dn: {ALICE}\nchangetype: moddn\nnewrdn: uid=alice\n"
+                                   "deleteoldrdn: 1\nnewsuperior: ou=former,dc=example,dc=org\n"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("leaving", list(GONE_WITHOUT_REFINT))
+def test_a_person_deleted_renamed_or_moved_away_is_found_by_the_listing(
+    watched, own_slapd, monkeypatch, leaving
+):
+    """Without the refint overlay alice's groups still list her old DN and keep their stamps,
+    and no search for changes shows an entry deleted or moved out of the base (a rename shows
+    only the new name, which nobody has cached): her sign-in lasted USER_CACHE_TTL (300 s),
+    on every instance and app. The listing reads every DN under the user base: hers is not
+    there, she is read again, and her sign-in ends."""
+    from portal.directory.changes import ChangeFeed
+
+    monkeypatch.setattr(ChangeFeed, "LISTING_POLLS", 2)
+    own_slapd.add("dn: ou=former,dc=example,dc=org\nobjectClass: organizationalUnit\n"
+                  "ou: former\n")  # fmt: skip
+    alice = signed_in(watched)
+    assert alice.get("/").status_code == 200
+    watcher = watched.extensions["portal.watcher"]
+    eventually(lambda: watcher.state.last_poll, timeout=5)
+    change = GONE_WITHOUT_REFINT[leaving]
+    if change is None:
+        own_slapd.delete(ALICE)
+    else:
+        own_slapd.modify(change)
+    by_the_polls_after(lambda: watcher.state, lambda: alice.get("/").status_code == 302, polls=2)
+
+
 def test_a_deleted_person_whose_dn_does_not_name_them_is_found_by_the_cache(watched, own_slapd):
     """gina's entry is cn=Gina Lee,...: once it is deleted, the DN her groups lose names nobody
     the directory can find; the DN her cache entry holds does, and her sign-in ends."""

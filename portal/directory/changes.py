@@ -30,10 +30,13 @@ polls the groups are listed with their members: a group deleted or moved away is
 a change to a group's members that left its stamp as it was (OpenLDAP's refint and memberof
 overlays rewrite the members of a person deleted, renamed or moved without a new entryCSN). A
 deleted person is found through the group that listed them (at the next poll where the group's
-stamp changed, else at the next listing), else only at the cache TTL; a member whose entry is gone
-and whose DN does not hold the username (cn=Gina Lee,...) is named by the DN the cache holds for
-them (Poll.dns). Active Directory's uSNChanged is per domain controller: after a failover to another
-controller its numbers are not comparable, and changes may then wait for the cache TTL.
+stamp changed, else at the next listing); a member whose entry is gone and whose DN does not hold
+the username (cn=Gina Lee,...) is named by the DN the cache holds for them (Poll.dns). A listing
+also reads the DN of every entry under the user bases (Poll.present): a person deleted, renamed or
+moved away whom no group's stamp told of (no refint overlay) is found there, if cached, and read
+again (it took the cache TTL). Active Directory's uSNChanged is per domain controller: after a
+failover to another controller its numbers are not comparable, and changes may then wait for
+the cache TTL.
 """
 
 from __future__ import annotations
@@ -88,6 +91,10 @@ class Poll:
     #: member DN of a changed group (who joined meanwhile is not known): the people cached
     #: with one of these DNs must be read again.
     dns: set[str] = field(default_factory=set)
+    #: At a listing: every DN under the user bases (as dn_key), so that a person cached with
+    #: another DN (deleted, renamed or moved away, which no search for changes shows and no
+    #: group's stamp may tell without the refint overlay) is read again; else None.
+    present: set[tuple] | None = None
 
 
 class ChangeFeed:
@@ -231,6 +238,7 @@ class ChangeFeed:
         self.polls += 1
         if self.polls % self.LISTING_POLLS == 0:
             found.people |= self._listing(members)
+            found.present = self._present()
         found.dns |= self._unnamed
         # Only stamps still inside the next window need remembering.
         floor = self._order(self._window_start(newest))
@@ -320,6 +328,14 @@ class ChangeFeed:
             elif members[key] != self._members_of(entry):
                 people |= self._group_changed(entry, members)
         return people
+
+    def _present(self) -> set[tuple]:
+        # Every entry under the user bases, by DN alone (no attribute): one paged search each.
+        present: set[tuple] = set()
+        for base in self.settings.user_bases:
+            present |= {dn_key(entry["dn"]) for entry in self.search(base, "(objectClass=*)",
+                                                                      ["1.1"])}  # fmt: skip
+        return present
 
     def _group_changed(self, entry, members: dict) -> set[str]:
         key = dn_key(entry["dn"])
