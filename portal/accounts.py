@@ -248,6 +248,12 @@ def read_cached(username: str) -> tuple[bool, dict | None]:
     return answered, None if attrs is None or attrs.get("gone") else attrs
 
 
+def held_entry(username: str) -> bool:
+    """Whether the cache holds an entry for this name (a "gone" one too): someone signed in
+    as it not long ago, whatever the directory says of the name now."""
+    return _cached_entry(username, fresh=False) is not None
+
+
 def _cached_entry(username: str, fresh: bool) -> dict | None:
     state = _state()
     answered, raw = state.guard.call("get", state.backend.get, cache_key(username))

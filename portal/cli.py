@@ -383,6 +383,8 @@ def revoke(username: str) -> None:
     # A disabled or locked account is off-boarding as it should be: its sign-ins ended.
     target = accounts.revocation_target(username)
     owner, state = target.owner, target.state
+    # Read before the revocation drops it: someone signed in under the name not long ago.
+    known_here = state == accounts.NO_SUCH_PERSON and accounts.held_entry(owner)
     if not accounts.revoke_all(owner):
         # Down, full (noeviction answers OOM) or refusing the command: it did answer, maybe.
         raise click.ClickException(
@@ -391,6 +393,13 @@ def revoke(username: str) -> None:
             "writes"
         )
     audit.record("admin.revoke", user="(command line)", target=owner)
+    if known_here:
+        # Off-boarding that deleted or renamed the entry first: the sign-ins made under the
+        # name did end (it said none had, exit status 1).
+        click.echo(f"{name}: every sign-in made until now under this name has ended; the "
+                   "directory has no account by it any more (deleted or renamed: a new name "
+                   "is another account to the portal, `portal whois` it)")  # fmt: skip
+        return
     if state == accounts.NO_SUCH_PERSON:
         click.echo(f"warning: the directory has no account {name!r}, so no sign-in of "
                    f"anyone it knows was ended (a typo? `portal whois {name}` says more): "

@@ -237,6 +237,25 @@ def test_revoke_command_reaches_servers_sharing_redis(slapd, build_app, redis_se
     assert is_signed_in(again)
 
 
+def test_revoke_command_after_the_entry_was_deleted_says_the_sign_ins_ended(
+    own_slapd, build_app, redis_server
+):
+    """Off-boarding that deletes the entry first, then `portal revoke bob`: his sign-ins end,
+    and the command said none had ("the directory has no account 'bob' ... a typo?", exit 1).
+    Now it says they ended (exit 0), the cache having held an entry for the name."""
+    settings = {"CACHE_TYPE": "RedisCache", "CACHE_REDIS_URL": redis_server.url,
+                "CACHE_KEY_PREFIX": "revoke-deleted-test:"}  # fmt: skip
+    server, command_line = build_app(own_slapd, **settings), build_app(own_slapd, **settings)
+    bob = signed_in(server, "bob", remember=True)
+    own_slapd.delete("uid=bob,ou=people,dc=example,dc=org")
+    result = command_line.test_cli_runner().invoke(args=["revoke", "bob"])
+    assert result.exit_code == 0, result.output
+    assert "bob: every sign-in made until now under this name has ended" in result.output
+    assert "warning" not in result.output
+    assert not is_signed_in(bob)
+    assert not is_signed_in(remember_only(server, bob))
+
+
 def test_revoke_command_on_a_disabled_account_says_its_sign_ins_ended(own_slapd, build_app,
                                                                       redis_server):  # fmt: skip
     """Off-boarding: bob's account is disabled in the directory, then `portal revoke bob`. His
