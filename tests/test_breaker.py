@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -14,7 +15,7 @@ import pytest
 from portal.directory.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
 from portal.directory.wire import LeanConnection
 from portal.quietlog import QuietLog
-from tests.conftest import AuthActions, make_app
+from tests.conftest import AuthActions, eventually, make_app
 from tests.servers import listener
 from tests.test_metrics import scrape
 
@@ -438,3 +439,46 @@ def test_a_burst_of_sign_ins_on_a_healthy_directory_waits_its_turn_and_is_never_
         assert max(most) <= 2, most
     finally:
         app.extensions["portal.directory"].close()
+
+
+def test_while_the_directory_is_slow_further_sign_ins_do_not_wait_for_a_turn(monkeypatch):
+    """Two sign-ins hang on the directory (half of four threads): once the oldest has waited
+    SLOT_SECONDS, a burst of further sign-ins is told at once to try again. Each waited a
+    quarter of a second for a turn first, and twenty at once held every free thread again
+    (a signed-in person's page took a second)."""
+    from portal.directory import deadline
+    from portal.directory.errors import DirectoryBusy
+
+    monkeypatch.setattr(deadline, "_request_threads", 4)
+    hung = threading.Event()
+    gate = deadline.Deadline(seconds=30, threads=8)
+    held = [threading.Thread(target=gate.run, args=(hung.wait,)) for _ in range(2)]
+    for thread in held:
+        thread.start()
+    try:
+        eventually(lambda: len(gate._waiting) == 2)
+        # The rule's own threshold, waited out: not a timing assertion.
+        time.sleep(max(0.0, deadline.SLOT_SECONDS - (time.monotonic() - gate._waiting[0])))
+        turns = []
+        real_wait = gate._turn.wait_for
+        monkeypatch.setattr(gate._turn, "wait_for", lambda *a: turns.append(1) or real_wait(*a))
+        refused = []
+
+        def one():
+            try:
+                gate.run(lambda: None)
+            except DirectoryBusy:
+                refused.append(1)
+
+        burst = [threading.Thread(target=one) for _ in range(20)]
+        for thread in burst:
+            thread.start()
+        for thread in burst:
+            thread.join(10)
+        assert len(refused) == 20 and turns == [], (len(refused), len(turns))
+    finally:
+        hung.set()
+        for thread in held:
+            thread.join(10)
+    assert gate._waiting == []
+    assert gate.run(lambda: "in") == "in"  # answering again: a turn at once

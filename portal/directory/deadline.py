@@ -12,8 +12,10 @@ wait out the deadline until all of the process's request threads did, so that pe
 signed in (pages and forward auth, which need no directory) waited too. So at most half of the
 request threads wait on the directory at once: the next sign-in waits up to SLOT_SECONDS for
 one of them to finish (a healthy directory answers in milliseconds) and is then told to try
-again (`DirectoryBusy`). The server says how many threads it serves with:
-deploy/gunicorn.conf.py calls `set_request_threads`; with no word of it, nothing is refused.
+again (`DirectoryBusy`); once the oldest has waited that long the directory is slow, and the
+next are told at once (a burst waiting for turns would hold the threads the cap keeps free).
+The server says how many threads it serves with: deploy/gunicorn.conf.py calls
+`set_request_threads`; with no word of it, nothing is refused.
 """
 
 from __future__ import annotations
@@ -82,8 +84,17 @@ class Deadline:
     def _admit(self) -> float:
         limit = waiting_limit()
         with self._turn:
-            if limit and not self._turn.wait_for(lambda: len(self._waiting) < limit,
-                                                 SLOT_SECONDS):  # fmt: skip
+            # A turn is waited for only while the directory answers as a healthy one does: once
+            # the oldest has waited SLOT_SECONDS it is slow or hung, and a burst of sign-ins
+            # waiting for turns would hold the threads the cap keeps free.
+            if (
+                limit
+                and len(self._waiting) >= limit
+                and (
+                    time.monotonic() - self._waiting[0] >= SLOT_SECONDS
+                    or not self._turn.wait_for(lambda: len(self._waiting) < limit, SLOT_SECONDS)
+                )
+            ):
                 oldest = time.monotonic() - self._waiting[0]
                 raise DirectoryBusy(
                     f"{len(self._waiting)} sign-ins already wait on the directory, the oldest "
