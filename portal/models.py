@@ -101,8 +101,11 @@ class User:
             return None
         # Whole 24-hour periods would call an expiry tomorrow morning "today" and a 90-day
         # password just changed "89 days": people count the dates on a calendar.
-        days = date.fromtimestamp(self.password_expires) - date.fromtimestamp(now)
-        return max(0, days.days)
+        try:
+            days = (date.fromtimestamp(self.password_expires) - date.fromtimestamp(now)).days
+        except (ValueError, OverflowError, OSError):  # past year 9999: "practically never"
+            days = int((self.password_expires - now) // 86400)
+        return max(0, days)
 
     def in_any_group(self, names: Iterable[str]) -> bool:
         """Tell whether the user belongs to at least one of the named groups."""

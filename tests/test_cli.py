@@ -1138,6 +1138,9 @@ def test_a_list_given_as_text_in_the_environment_is_told_to_be_a_list():
                             '["the-old-key"], or empty', environ)  # fmt: skip
     assert hint == ("; it comes from PORTAL_SECRET_KEY_FALLBACKS, whose value is read as "
                     "JSON: give a list, as PORTAL_SECRET_KEY_FALLBACKS='[\"...\"]'")  # fmt: skip
+    # Given as a list, with a wrong item: JSON is not the matter, so no hint about it.
+    listed = {"PORTAL_LDAP_LOGIN_DOMAINS": '["a", 5]'}
+    assert environment_hint("setting LDAP_LOGIN_DOMAINS: a list such as [...]", listed) == ""
 
 
 def test_whois_run_with_another_secret_key_says_so_rather_than_no_entry(slapd, redis_server):

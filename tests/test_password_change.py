@@ -768,3 +768,15 @@ def test_the_service_accounts_password_expiring_soon_is_a_warning():
         app.extensions["portal.directory"].close()
     finally:
         server.cleanup()
+
+
+def test_a_password_expiring_past_the_year_9999_is_no_error():
+    """LDAP_PASSWORD_MAX_AGE_DAYS of ten million ("practically never"): the expiry falls past
+    the year 9999, which dates cannot hold; the home page and every sign-in gave a 500."""
+    import time
+
+    from portal.models import User
+
+    user = User.from_attributes({"username": "alice", "dn": "uid=alice", "groups": [],
+                                 "password_expires": 865704067200.0}, None)  # fmt: skip
+    assert user.password_days_left(time.time()) > 9_000_000

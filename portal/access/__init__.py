@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import wraps
 from urllib.parse import urlsplit
 
@@ -55,6 +56,8 @@ def unguarded_apps(app: Flask) -> list[str]:
     ]
 
 
+#: The portal's own page addresses, in any case, whole path segments (not /adminer/).
+_OWN_PREFIXES = re.compile(r"(?i)/(pages|admin)(/|$)")
 _OWN_ADDRESSES = (
     "the portal's pages are /pages/<slug>, its admin pages /admin/status and /admin/users/<name>"
 )
@@ -80,7 +83,7 @@ def _tiles_to_missing_pages(app: Flask, portal_host: str | None) -> list[str]:
         if own is not None and own[0] == "page" and own[1] not in slugs:
             warnings.append(f"{name}: no page of PAGES has the slug {own[1]!r}, so its tile "
                             f"({tile.url}) is shown to nobody")  # fmt: skip
-        elif own is None and path.casefold().startswith(("/pages", "/admin")):
+        elif own is None and _OWN_PREFIXES.match(path):
             try:
                 routes.match(path)
             except (NotFound, MethodNotAllowed):  # a redirect (a missing slash) still opens it

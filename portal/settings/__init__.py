@@ -173,6 +173,8 @@ def environment_hint(message: str, environ=os.environ) -> str:
     if isinstance(read, int | float) and not isinstance(read, bool) and "number" in message:
         return ""  # a number out of range (PORTAL_USER_CACHE_TTL=-1): quoting is not the fix
     if "a list" in message:
+        if isinstance(read, list):
+            return ""  # read as the list it is: what is wrong is inside it, not the quoting
         # Only the list is the fix: "a text in quotes" was the very mistake being refused.
         return (f"; it comes from {variable}, whose value is read as JSON: give a list, as "
                 f"{variable}='[\"...\"]'")  # fmt: skip
