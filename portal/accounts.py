@@ -163,6 +163,16 @@ def person_for(typed: str, nesting: dict[str, str] | None = None) -> tuple[str, 
     return name, attrs, False
 
 
+def sign_in_names(typed: str) -> tuple[str, ...]:
+    """The names a person's failed sign-ins may be counted under (the throttle counts a name
+    as typed): this one, their user name and e-mail address, as far as the directory says."""
+    try:
+        name, attrs, _ = person_for(typed)
+    except DirectoryError:
+        return (typed,)
+    return tuple(dict.fromkeys(filter(None, (typed, name, (attrs or {}).get("email")))))
+
+
 def _mount_prefix(config) -> str:
     # Where the portal is mounted, as the rules judge its pages' addresses: the request's own
     # (gunicorn's SCRIPT_NAME, or a proxy's), else APPLICATION_ROOT (a command).

@@ -246,20 +246,20 @@ def whois(username: str, host: str | None) -> None:
     lines = list(_whois_lines(found, host))
     # The counts before the cache line, which stays the last (scripts read it).
     at = len(lines) - 1 if lines and lines[-1].startswith("cache:") else len(lines)
-    lines[at:at] = _throttle_lines(username, found.username)
+    lines[at:at] = _throttle_lines(found.username, username, found.email)
     for line in lines:
         click.echo(line)
     raise SystemExit(0 if found.found else 1)
 
 
-def _throttle_lines(typed: str, name: str) -> list[str]:
+def _throttle_lines(name: str, *others: str) -> list[str]:
     # The failed sign-ins counted against the account now: a person refused with 429 (the
     # right password after a few typos) is a service desk's everyday question.
     if not throttle.counts_shared():
         return ["failed sign-ins: counted in each server process's memory (no Redis), out of "
                 "this command's reach: the person's admin page shows its server's"]  # fmt: skip
     try:
-        counts = throttle.account_counts(typed, name)
+        counts = throttle.account_counts(name, *filter(None, others))
     except Exception as error:  # noqa: BLE001 - every storage raises its own errors
         return [f"failed sign-ins: not known (their storage did not answer: {error})"]
     if not counts:
@@ -295,9 +295,10 @@ def unthrottle(username: str) -> None:
         owner = directory.identity(username, any_state=True) or name
     except DirectoryError:
         owner = name  # the counts are kept by the name typed, whatever the directory says
+    names = (owner, *accounts.sign_in_names(username))  # the e-mail address is counted apart
     try:
-        counted = sum(count.used for count in throttle.account_counts(username, owner))
-        throttle.clear_account(username, owner)
+        counted = sum(count.used for count in throttle.account_counts(*names))
+        throttle.clear_account(*names)
     except Exception as error:  # noqa: BLE001 - every storage raises its own errors
         raise click.ClickException(
             f"the failed sign-ins' storage did not answer: {error}"

@@ -761,3 +761,25 @@ def test_the_admin_page_shows_and_forgets_a_persons_failed_sign_ins(throttled_ap
     assert attempt(throttled_app, "bob", PASSWORDS["bob"]).status_code == 302
     refused = throttled_app.test_cli_runner().invoke(args=["unthrottle", "bob"])
     assert refused.exit_code == 1 and "out of this command's reach" in refused.output
+
+
+def test_failed_sign_ins_typed_as_the_e_mail_address_are_shown_and_forgotten(slapd, build_app):
+    """bob signs in by his e-mail address (the user filter matches mail too), which the
+    throttle counts apart from "bob": his admin page and whois showed none counted, and the
+    button cleared "bob" and said it was done while bob@example.org stayed refused."""
+    by_uid_or_mail = "(&(objectClass=inetOrgPerson)(|(uid={username})(mail={login})))"
+    app = build_app(slapd, LDAP_USER_FILTER=by_uid_or_mail, LDAP_LOGIN_DOMAINS=[],
+                    THROTTLE_ACCOUNT_LIMIT="3 per 15 minutes")  # fmt: skip
+    for _ in range(3):
+        assert attempt(app, "bob@example.org").status_code == 401
+    assert attempt(app, "bob@example.org", PASSWORDS["bob"]).status_code == 429
+    erin = app.test_client()
+    erin.environ_base["REMOTE_ADDR"] = "10.9.9.9"
+    assert AuthActions(erin).login("erin").status_code == 302
+    for looked_up in ("bob", "bob@example.org"):
+        page = erin.get(f"/admin/users/{looked_up}").get_data(as_text=True)
+        assert "3 of 3 (3 per 15 minutes):" in page, looked_up
+    page = erin.get("/admin/users/bob").get_data(as_text=True)
+    done = erin.post("/admin/users/bob/unthrottle", data={"csrf_token": csrf_token_in(page)})
+    assert done.status_code == 302
+    assert attempt(app, "bob@example.org", PASSWORDS["bob"]).status_code == 302

@@ -274,16 +274,18 @@ def user(username: str):
         found=found,
         states=ACCOUNT_STATES,
         several=accounts.SEVERAL_ACCOUNTS,
-        failures=_failed_sign_ins(username, found.username),
+        failures=_failed_sign_ins(username, found.username, found.email),
+        typed=username,
     ), (  # fmt: skip
         200 if found.exists else 404
     )
 
 
-def _failed_sign_ins(typed: str, name: str) -> list[throttle.AccountCount] | None:
-    # What the failed sign-ins' counts hold for the person now; None when they did not answer.
+def _failed_sign_ins(*names: str) -> list[throttle.AccountCount] | None:
+    # What the failed sign-ins' counts hold for the person now, under each name a sign-in may
+    # have typed (the e-mail address is counted apart); None when they did not answer.
     try:
-        return throttle.account_counts(typed, name)
+        return throttle.account_counts(*filter(None, names))
     except Exception:  # noqa: BLE001 - every storage raises its own errors: "not known"
         return None
 
@@ -295,7 +297,8 @@ def unthrottle_user(username: str):
     is judged afresh, not refused for earlier mistakes."""
     name = _canonical_or_404(username)
     try:
-        throttle.clear_account(username, name)
+        # Every name the person's failed sign-ins may be counted under, as the page shows them.
+        throttle.clear_account(name, *accounts.sign_in_names(username))
     except Exception:  # noqa: BLE001 - every storage raises its own errors
         abort(503, gettext("The failed sign-ins' counts did not answer, so nothing was "
                            "forgotten: try again in a minute."))  # fmt: skip

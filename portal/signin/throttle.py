@@ -23,6 +23,8 @@ import ipaddress
 import logging
 import secrets
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from flask import Flask, current_app, request
@@ -214,25 +216,46 @@ def account_counts(*names: str) -> list[AccountCount]:
     throttle: _Throttle = current_app.extensions[_LIMITER]
     found = []
     now = time.time()
-    for key, known in _account_keys(names):
-        for item in throttle.account_limits:
-            reset, remaining = throttle.limiter.get_window_stats(item, throttle.prefix, key)
-            used = item.amount - remaining
-            if used > 0:
-                unit = item.GRANULARITY.name + ("s" if item.multiples != 1 else "")
-                limit = f"{item.amount} per {item.multiples} {unit}"
-                left = max(0, int(reset - now))  # whole seconds (Redis keeps them)
-                found.append(AccountCount(limit, used, item.amount, left, known))
+    with _storage(throttle):
+        for key, known in _account_keys(names):
+            for item in throttle.account_limits:
+                found += _count(throttle, item, key, known, now)
     return found
+
+
+def _count(throttle: _Throttle, item, key: str, known: bool, now: float) -> list[AccountCount]:
+    reset, remaining = throttle.limiter.get_window_stats(item, throttle.prefix, key)
+    used = item.amount - remaining
+    if used <= 0:
+        return []
+    unit = item.GRANULARITY.name + ("s" if item.multiples != 1 else "")
+    left = max(0, int(reset - now))  # whole seconds (Redis keeps them)
+    return [AccountCount(f"{item.amount} per {item.multiples} {unit}", used, item.amount, left,
+                         known)]  # fmt: skip
+
+
+@contextmanager
+def _storage(throttle: _Throttle) -> Iterator[None]:
+    # An administrator's look-up, under the sign-ins' breaker: a storage that failed a moment
+    # ago is not waited on again (each question would wait out its timeout).
+    if not throttle.breaker.admit():
+        raise RuntimeError(f"the storage at {throttle.where} failed a moment ago")
+    try:
+        yield
+    except Exception as error:
+        throttle.breaker.failed(f"{type(error).__name__}: {error}")
+        raise
+    throttle.breaker.succeeded()
 
 
 def clear_account(*names: str) -> None:
     """Forget the failed sign-ins counted against these names' accounts (the service desk
     has checked who is asking): the next sign-in is not refused for earlier ones."""
     throttle: _Throttle = current_app.extensions[_LIMITER]
-    for key, _ in _account_keys(names):
-        for item in throttle.account_limits:
-            throttle.limiter.clear(item, throttle.prefix, key)
+    with _storage(throttle):
+        for key, _ in _account_keys(names):
+            for item in throttle.account_limits:
+                throttle.limiter.clear(item, throttle.prefix, key)
 
 
 def _account_keys(names) -> list[tuple[str, bool]]:
