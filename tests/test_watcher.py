@@ -605,7 +605,8 @@ def _kill(pid: int) -> None:
 
 def test_the_status_page_and_metrics_show_the_watcher(watched, own_slapd):
     """Last poll, people re-read and the lag on /admin/status and /metrics; a watcher that
-    stopped is shown in red once three intervals have gone by."""
+    stopped is shown in red once three intervals have gone by, and the page's first line
+    says so (it said "All good", a dead watcher's sign-outs waiting for USER_CACHE_TTL)."""
     from tests.test_metrics import scrape
 
     erin = signed_in(watched, "erin")
@@ -626,6 +627,7 @@ def test_the_status_page_and_metrics_show_the_watcher(watched, own_slapd):
     watcher.state.last_poll -= 10  # as after ten seconds without a poll
     page = erin.get("/admin/status").get_data(as_text=True)
     assert re.search(r'<dd class="bad">✗ \d+ s ago', page)
+    assert re.search(r'<p class="summary bad" role="status">Watcher: no poll for 1\d s</p>', page)
 
 
 def test_a_stopped_watcher_is_not_started_again_by_the_next_request(watched):

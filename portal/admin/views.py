@@ -55,9 +55,10 @@ def status():
     cache_age = round(time.time() - cached["fetched_at"]) if cached else None
     servers = directory.check_health()
     lost = lines_lost()
+    watch = _watch_summary(read_shared=cache_ok)
     return render_template(
         "admin/status.html",
-        summary=status_summary(servers, cache_failure, sum(lost.values())),
+        summary=status_summary(servers, cache_failure, sum(lost.values()), watch),
         servers=servers,
         cache_type=current_app.config["CACHE_TYPE"],
         cache_ok=cache_ok,
@@ -74,7 +75,7 @@ def status():
         settings=settings_toml(current_app.config),
         activity=[RECENT.server(server.url) for server in servers],
         breakers=directory.breaker_states(),
-        watch=_watch_summary(read_shared=cache_ok),
+        watch=watch,
         logins=RECENT.login_outcomes(),
         login_outcomes=LOGIN_OUTCOMES,
         cache_hits=RECENT.cache_hits(),
@@ -119,11 +120,18 @@ class Summary(NamedTuple):
     line: str
 
 
-def status_summary(servers, cache_failure: str, log_lines_lost: int = 0) -> Summary:
+def status_summary(servers, cache_failure: str, log_lines_lost: int = 0,
+                   watch: dict | None = None) -> Summary:  # fmt: skip
     """ "All good", or what fails, e.g. "Directory: 1 of 2 servers failing" (`cache_failure`:
-    why the cache failed its probe, "" when it passed)."""
+    why the cache failed its probe, "" when it passed; `watch`: the watcher's summary)."""
     failing = sum(not server.ok for server in servers)
     problems = []
+    if watch is not None and not watch.get("unknown") and watch["stale"]:
+        # A watcher that died (a sidecar killed) leaves revocation to USER_CACHE_TTL, which
+        # nothing else on the page said above the fold.
+        problems.append(gettext("Watcher: no poll yet") if watch["age"] is None
+                        else gettext("Watcher: no poll for %(seconds)d s",
+                                     seconds=watch["age"]))  # fmt: skip
     if log_lines_lost:
         problems.append(ngettext("Log: %(num)d line lost", "Log: %(num)d lines lost",
                                  log_lines_lost))  # fmt: skip
