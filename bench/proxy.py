@@ -53,7 +53,7 @@ def measure(slapd: Slapd, settings: Settings) -> list[Comparison]:
             try:
                 # Sign in through nginx, as a browser would (the cookie is for its address).
                 cookie = sign_in(nginx.base_url, "alice", "alice-secret")
-                name = "P1 proxy" + (" (micro-cache 2 s)" if micro_cache else "")
+                name = "P1 proxy" + (" (micro-cache, at most 2 s)" if micro_cache else "")
                 # The target is for the shipped configuration with its optional micro-cache on;
                 # without it the figure is reported as it is.
                 comparison = Comparison(
