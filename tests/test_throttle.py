@@ -741,15 +741,22 @@ def test_the_service_desk_sees_and_forgets_a_throttled_account(
     assert "none counted now" in runner.invoke(args=["whois", "bob"]).output
 
 
+def _throttled_and_an_administrator(app, typed: str):
+    # bob mistypes his password three times as `typed` (the limit), then his right one is
+    # refused; erin, an administrator, signs in from elsewhere.
+    for _ in range(3):
+        assert attempt(app, typed).status_code == 401
+    assert attempt(app, typed, PASSWORDS["bob"]).status_code == 429
+    erin = app.test_client()
+    erin.environ_base["REMOTE_ADDR"] = "10.9.9.9"
+    assert AuthActions(erin).login("erin").status_code == 302
+    return erin
+
+
 def test_the_admin_page_shows_and_forgets_a_persons_failed_sign_ins(throttled_app):
     """With the counts in the server's memory: the person's admin page says them and its
     button (CSRF-checked) forgets them; the command line, out of reach, says so (exit 1)."""
-    for _ in range(3):
-        assert attempt(throttled_app, "bob").status_code == 401
-    assert attempt(throttled_app, "bob", PASSWORDS["bob"]).status_code == 429
-    erin = throttled_app.test_client()
-    erin.environ_base["REMOTE_ADDR"] = "10.9.9.9"
-    assert AuthActions(erin).login("erin").status_code == 302
+    erin = _throttled_and_an_administrator(throttled_app, "bob")
     page = erin.get("/admin/users/bob").get_data(as_text=True)
     assert "3 of 3 (3 per 15 minutes):" in page and "sign-ins refused for 15 more min." in page
     assert erin.post("/admin/users/bob/unthrottle").status_code == 400  # no CSRF token
@@ -770,12 +777,7 @@ def test_failed_sign_ins_typed_as_the_e_mail_address_are_shown_and_forgotten(sla
     by_uid_or_mail = "(&(objectClass=inetOrgPerson)(|(uid={username})(mail={login})))"
     app = build_app(slapd, LDAP_USER_FILTER=by_uid_or_mail, LDAP_LOGIN_DOMAINS=[],
                     THROTTLE_ACCOUNT_LIMIT="3 per 15 minutes")  # fmt: skip
-    for _ in range(3):
-        assert attempt(app, "bob@example.org").status_code == 401
-    assert attempt(app, "bob@example.org", PASSWORDS["bob"]).status_code == 429
-    erin = app.test_client()
-    erin.environ_base["REMOTE_ADDR"] = "10.9.9.9"
-    assert AuthActions(erin).login("erin").status_code == 302
+    erin = _throttled_and_an_administrator(app, "bob@example.org")
     for looked_up in ("bob", "bob@example.org"):
         page = erin.get(f"/admin/users/{looked_up}").get_data(as_text=True)
         assert "3 of 3 (3 per 15 minutes):" in page, looked_up
