@@ -237,6 +237,63 @@ def test_a_person_deleted_renamed_or_moved_away_is_found_by_the_listing(
     by_the_polls_after(lambda: watcher.state, lambda: alice.get("/").status_code == 302, polls=2)
 
 
+#: More people than stock slapd's size limit (500) lets one search return, paged or not.
+CROWD = 600
+SERVICE = "cn=portal-reader,ou=services,dc=example,dc=org"
+#: What an OpenLDAP administrator gives the portal's service account (README, the watcher).
+PAGE_THROUGH_ALL = f'limits dn.exact="{SERVICE}" size.prtotal=unlimited'
+
+
+def crowd_ldif() -> str:
+    """CROWD more people under the user base."""
+    return "".join(f"dn: uid=crowd{number},ou=people,dc=example,dc=org\n"
+                   f"objectClass: inetOrgPerson\nuid: crowd{number}\ncn: C{number}\nsn: C\n\n"
+                   for number in range(CROWD))  # fmt: skip
+
+
+def test_a_base_over_the_size_limit_names_the_fix_and_with_it_is_paged_through(
+    tmp_path, monkeypatch
+):
+    """Stock slapd counts a paged search's entries against its size limit (500): with 600
+    people the watcher never started (revocation waited for USER_CACHE_TTL) and said only
+    that a size limit was exceeded. Its error names the service account's limits line; with
+    that line, and pages of 2 people (over 300 pages a search: 200 were refused as runaway, a
+    base of 100,000 people at 500 a page), it polls, lists, and a removal ends access."""
+    from portal.directory.changes import ChangeFeed
+    from portal.testing.slapd import FIXTURES, Slapd
+
+    monkeypatch.setattr(ChangeFeed, "LISTING_POLLS", 2)
+    crowd = tmp_path / "crowd.ldif"
+    crowd.write_text(crowd_ldif())
+    trees = [*sorted(FIXTURES.glob("*.ldif")), crowd]
+    with Slapd(ldif_files=trees) as server:
+        app = make_app(server, WATCH_INTERVAL=INTERVAL, USER_CACHE_TTL=300, PAGES=PAGES)
+        try:
+            app.test_client().get("/login")  # the first request starts the watcher
+            watcher = app.extensions["portal.watcher"]
+            error = eventually(lambda: watcher.state.error, timeout=PATIENCE)
+            assert "size limit" in error and PAGE_THROUGH_ALL.removeprefix("limits ") in error
+        finally:
+            watcher.stop()
+            app.extensions["portal.directory"].close()
+    with Slapd(ldif_files=trees, extra_config=PAGE_THROUGH_ALL) as server:
+        app = make_app(server, WATCH_INTERVAL=INTERVAL, USER_CACHE_TTL=300, PAGES=PAGES,
+                       LDAP_PAGE_SIZE=2)  # fmt: skip
+        try:
+            alice = signed_in(app)
+            assert alice.get("/pages/engineering").status_code == 200
+            watcher = app.extensions["portal.watcher"]
+            eventually(lambda: watcher.state.polls >= 2, timeout=PATIENCE)
+            assert not watcher.state.error
+            server.modify(remove_member(ENGINEERING, ALICE))
+            by_the_polls_after(
+                lambda: watcher.state, lambda: alice.get("/pages/engineering").status_code == 403
+            )
+        finally:
+            watcher.stop()
+            app.extensions["portal.directory"].close()
+
+
 def test_a_deleted_person_whose_dn_does_not_name_them_is_found_by_the_cache(watched, own_slapd):
     """gina's entry is cn=Gina Lee,...: once it is deleted, the DN her groups lose names nobody
     the directory can find; the DN her cache entry holds does, and her sign-in ends."""

@@ -19,8 +19,9 @@ OUTAGE_CODES = frozenset({3, 11, 51, 52, 80})  # timeLimit, adminLimit, busy, un
 SERVER_DOWN_CODES = frozenset({51, 52})
 _SUCCESS, _SIZE_LIMIT, _NO_SUCH_OBJECT = 0, 4, 32
 _PAGED_RESULTS = "1.2.840.113556.1.4.319"
-#: Pages one search may take (LDAP_PAGE_SIZE each) before it is refused as runaway.
-MAX_PAGES = 200
+#: Pages one search may take (LDAP_PAGE_SIZE each) before it is refused as runaway: millions
+#: of entries, as the watcher reads a whole user base (200 refused a base of 100,000 people).
+MAX_PAGES = 10_000
 
 
 def run_search(
@@ -53,7 +54,7 @@ def run_search(
                 paged_size=settings.page_size if paged else None,
                 paged_cookie=cookie,
             )
-            entries += _entries(connection, base, truncation_ok)
+            entries += _entries(connection, settings, base, truncation_ok, paged)
         controls = (connection.result or {}).get("controls") or {}
         cookie = ((controls.get(_PAGED_RESULTS) or {}).get("value") or {}).get("cookie")
         if not paged or not cookie:
@@ -61,16 +62,27 @@ def run_search(
         if cookie in seen:
             break
         seen.add(cookie)
-    log.error("paged search under %s did not end; refusing to decide on part of it", base)
-    raise DirectoryError(f"paged search under {base} did not end")
+    log.error("paged search under %s did not end within %d pages of LDAP_PAGE_SIZE; refusing "
+              "to decide on part of it", base, MAX_PAGES)  # fmt: skip
+    raise DirectoryError(f"paged search under {base} did not end within {MAX_PAGES} pages")
 
 
-def _entries(connection: ldap3.Connection, base: str, truncation_ok: bool) -> list:
+#: What a paged search cut short needs: slapd counts a paged search's entries against the size
+#: limit (500 unless set), so a watcher reading a base of more people or groups is refused.
+_PAGED_LIMIT_FIX = (
+    " (the service account must be allowed to page through every entry of the base: on"
+    ' OpenLDAP, limits dn.exact="{}" size.prtotal=unlimited)'
+)
+
+
+def _entries(connection: ldap3.Connection, settings: DirectorySettings, base: str,
+             truncation_ok: bool, paged: bool) -> list:  # fmt: skip
     code = (connection.result or {}).get("result")
     if code == _SIZE_LIMIT and not truncation_ok:
         # A cut-short group list could drop a denied group: never decide on part of it.
-        log.error("search under %s was cut short by a size limit; refusing to decide", base)
-        raise DirectoryError(f"search under {base} exceeded the server's size limit")
+        fix = _PAGED_LIMIT_FIX.format(settings.bind_dn) if paged else ""
+        log.error("search under %s was cut short by a size limit; refusing to decide%s", base, fix)
+        raise DirectoryError(f"search under {base} exceeded the server's size limit{fix}")
     if code in (_SUCCESS, _SIZE_LIMIT, _NO_SUCH_OBJECT):
         if code == _NO_SUCH_OBJECT:
             # Servers answer so for an entry this account may not see, too (slapd's ACLs).
