@@ -603,9 +603,26 @@ def _check_server(report: _Report, server: ldap3.Server, settings) -> None:
                 if report.step(f"{kind} {base}", read, notes):
                     counted = functools.partial(count, connection, settings, base)
                     report.step(f"{what} under {base}", counted, notes)
+                    _check_paging(report, connection, settings, base, notes)
             _check_named_groups(report, connection, settings, notes)
         finally:
             discard(connection)
+
+
+def _check_paging(report: _Report, connection, settings, base: str, notes: list[str]) -> None:
+    # The watcher pages through whole bases (its first look, its listings), which a server's
+    # size limit can refuse where a sign-in's one-entry searches pass (stock slapd: 500).
+    step = f"watcher's paging under {base}"
+    notes.clear()
+    try:
+        entries = run_search(connection, settings, base, "(objectClass=*)", ["1.1"], paged=True)
+    except DirectoryError as error:
+        if current_app.config["WATCH_INTERVAL"]:
+            report.failed(step, _reason(error, notes))
+        else:  # these servers do not watch; a `portal watch` with these settings would
+            report.info(step, f"refused, which stops `portal watch`: {_reason(error, notes)}")
+        return
+    report.ok(step, f"{len(entries)} entries")
 
 
 def _named_groups(config) -> dict[str, list[str]]:

@@ -104,6 +104,19 @@ def eventually(check, timeout: float = 10.0):
         time.sleep(0.05)  # a readiness poll
 
 
+#: More people than stock slapd's size limit (500) lets one search return, paged or not.
+CROWD = 600
+#: What an OpenLDAP administrator gives the portal's service account (README, the watcher).
+PAGE_THROUGH_ALL = f'limits dn.exact="{SERVICE_DN}" size.prtotal=unlimited'
+
+
+def crowd_ldif() -> str:
+    """CROWD more people under the user base."""
+    return "".join(f"dn: uid=crowd{number},ou=people,dc=example,dc=org\n"
+                   f"objectClass: inetOrgPerson\nuid: crowd{number}\ncn: C{number}\nsn: C\n\n"
+                   for number in range(CROWD))  # fmt: skip
+
+
 def demo_settings() -> dict:
     """The shipped settings.toml, as the tests' starting point."""
     return tomllib.loads((ROOT / "settings.toml").read_text())

@@ -20,7 +20,15 @@ from portal.directory import DirectoryError
 from portal.directory.wire import LeanConnection
 from portal.testing.slapd import free_port
 from portal.testing.tls import make_ca, make_server_certificate
-from tests.conftest import ROOT, SERVICE_DN, AuthActions, make_app, start_slapd
+from tests.conftest import (
+    PAGE_THROUGH_ALL,
+    ROOT,
+    SERVICE_DN,
+    AuthActions,
+    crowd_ldif,
+    make_app,
+    start_slapd,
+)
 from tests.servers import require_binary
 
 PEOPLE = "ou=people,dc=example,dc=org"
@@ -78,6 +86,35 @@ def test_check_passes_against_the_demo_directory(app, slapd):
         assert line in result.output.splitlines()
     assert f"{server} connect: ok (" in result.output
     assert "FAILED" not in result.output
+
+
+def test_check_pages_through_the_bases_as_the_watcher_does(tmp_path):
+    """With 600 people, stock slapd refuses the watcher's paged reads of the user base (its
+    size limit, 500) while every sign-in works: check said ok and the watcher never started.
+    It now fails naming the limits line, says so without failing where these servers do not
+    watch (WATCH_INTERVAL = 0: a `portal watch` would), and passes once the line is given."""
+    from portal.testing.slapd import FIXTURES, Slapd
+
+    crowd = tmp_path / "crowd.ldif"
+    crowd.write_text(crowd_ldif())
+    trees = [*sorted(FIXTURES.glob("*.ldif")), crowd]
+    step = f"watcher's paging under {PEOPLE}: "
+    with Slapd(ldif_files=trees) as server:
+        for interval in (2, 0):
+            app = make_app(server, WATCH_INTERVAL=interval)
+            result = run(app, "check")
+            app.extensions["portal.directory"].close()
+            [line] = [line for line in result.output.splitlines() if line.startswith(
+                f"{server.url} {step}")]  # fmt: skip
+            assert "size limit" in line and PAGE_THROUGH_ALL.removeprefix("limits ") in line
+            assert ("FAILED" in line) == bool(interval)
+            assert (result.exit_code != 0) == bool(interval), result.output
+    with Slapd(ldif_files=trees, extra_config=PAGE_THROUGH_ALL) as server:
+        app = make_app(server, WATCH_INTERVAL=2)
+        result = run(app, "check")
+        app.extensions["portal.directory"].close()
+        assert f"{server.url} {step}ok (" in result.output
+        assert result.exit_code == 0, result.output
 
 
 def test_check_fails_naming_the_server_when_it_is_stopped(own_slapd):

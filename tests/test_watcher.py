@@ -16,7 +16,7 @@ import requests
 
 from portal import accounts
 from portal.watcher import WatchState, read_shared_state
-from tests.conftest import AuthActions, eventually, make_app
+from tests.conftest import PAGE_THROUGH_ALL, AuthActions, crowd_ldif, eventually, make_app
 from tests.servers import Gunicorn, portal_environment
 from tests.test_cli import restricted_redis_url
 
@@ -235,20 +235,6 @@ def test_a_person_deleted_renamed_or_moved_away_is_found_by_the_listing(
     else:
         own_slapd.modify(change)
     by_the_polls_after(lambda: watcher.state, lambda: alice.get("/").status_code == 302, polls=2)
-
-
-#: More people than stock slapd's size limit (500) lets one search return, paged or not.
-CROWD = 600
-SERVICE = "cn=portal-reader,ou=services,dc=example,dc=org"
-#: What an OpenLDAP administrator gives the portal's service account (README, the watcher).
-PAGE_THROUGH_ALL = f'limits dn.exact="{SERVICE}" size.prtotal=unlimited'
-
-
-def crowd_ldif() -> str:
-    """CROWD more people under the user base."""
-    return "".join(f"dn: uid=crowd{number},ou=people,dc=example,dc=org\n"
-                   f"objectClass: inetOrgPerson\nuid: crowd{number}\ncn: C{number}\nsn: C\n\n"
-                   for number in range(CROWD))  # fmt: skip
 
 
 def test_a_base_over_the_size_limit_names_the_fix_and_with_it_is_paged_through(
