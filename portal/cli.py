@@ -172,8 +172,12 @@ def _as_portal_page(url: str, method: str, groups, person) -> tuple[bool, str] |
 @click.option("--settings-only", is_flag=True,
               help="Check the settings alone, asking no server (before a reload: exit 0 when "
                    "they would start the portal, 2 naming the setting refused).")  # fmt: skip
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="With --settings-only: the worker processes the server runs (its gunicorn "
+                   "--workers; default WEB_CONCURRENCY, else 1), as some settings refuse "
+                   "several.")  # fmt: skip
 @with_appcontext
-def check(settings_only: bool) -> None:
+def check(settings_only: bool, workers: int | None) -> None:
     """Check the settings, every directory server and the cache (exit 1 if anything failed).
 
     Per server: connect (and StartTLS when set), whether TLS is in use, the service bind, a base
@@ -196,6 +200,13 @@ def check(settings_only: bool) -> None:
     if settings_only:
         if report.failures:
             raise SystemExit(1)
+        try:
+            # What the server's own start refuses with that many workers (SimpleCache, memory://
+            # counts): passed, the reload's HUP stopped gunicorn, and with it the portal.
+            settings.check_processes(current_app.config, workers or settings.serving_processes())
+        except settings.ConfigError as error:
+            click.echo(f"portal: {error}", err=True)
+            raise SystemExit(2) from None
         click.echo("check: ok (the settings only: no server was asked)")
         return
     found = directory.get_directory()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -1163,6 +1164,40 @@ def test_check_of_the_settings_only_asks_no_server():
     assert result.output.splitlines()[0] == "settings: ok"
     assert result.output.splitlines()[-1] == "check: ok (the settings only: no server was asked)"
     assert "ldap://" not in result.output and "cache" not in result.output, result.output
+
+
+def test_check_of_the_settings_only_refuses_what_several_workers_would():
+    """In production SimpleCache keeps sign-outs in each process, which gunicorn's start
+    refuses with several workers: `check --settings-only` passed it ("check: ok"), so the
+    unit's reload sent the HUP and gunicorn stopped, and the portal with it. Given the
+    server's worker count (or WEB_CONCURRENCY), it refuses it as the start would (exit 2)."""
+    app = make_app(None, ENV="production", SESSION_COOKIE_SECURE=True, CACHE_TYPE="SimpleCache",
+                   SECRET_KEY="9f2c4e71b03a8d56e1f7c2a94b0d3e68f15a7c29d4e80b36",
+                   LDAP_BIND_PASSWORD="reader-" + secrets.token_hex(8),
+                   LDAP_URLS=[f"ldaps://127.0.0.1:{free_port()}"])  # fmt: skip
+    try:
+        runner = app.test_cli_runner()
+        refused = runner.invoke(args=["check", "--settings-only", "--workers", "2"])
+        from_environment = runner.invoke(args=["check", "--settings-only"],
+                                         env={"WEB_CONCURRENCY": "3"})  # fmt: skip
+        one = runner.invoke(args=["check", "--settings-only", "--workers", "1"],
+                            env={"WEB_CONCURRENCY": "3"})  # fmt: skip
+    finally:
+        app.extensions["portal.directory"].close()
+    for result, count in ((refused, "2"), (from_environment, "3")):
+        assert result.exit_code == 2, result.output
+        assert "setting CACHE_TYPE: SimpleCache keeps sign-outs" in result.output
+        assert f"{count} worker processes" in result.output
+    assert one.exit_code == 0, one.output
+
+
+def test_the_units_reload_checks_the_worker_count_it_starts_with():
+    """The unit's reload checks the settings for as many workers as its ExecStart runs."""
+    from tests.test_deployment import _unit_lines
+
+    [start] = _unit_lines("ExecStart")
+    [check, _] = _unit_lines("ExecReload")
+    assert re.search(r"--workers (\d+)", check)[1] == re.search(r"--workers (\d+)", start)[1]
 
 
 def test_a_list_given_as_text_in_the_environment_is_told_to_be_a_list():
