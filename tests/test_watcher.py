@@ -727,6 +727,15 @@ def test_flask_watch_runs_the_watcher_as_a_sidecar(own_slapd, own_redis):
     finally:
         sidecar.terminate()
         output = sidecar.communicate(timeout=10)[0].decode(errors="replace")
+    try:
+        # This server's /metrics says how long ago the sidecar polled (it read 0, the gauge
+        # set only where a watcher runs, so an alert on a dead sidecar never fired).
+        from tests.test_metrics import scrape
+
+        last_poll = read_shared_state(app).last_poll
+        lag = scrape(app).value("portal_watch_lag_seconds")
+        assert 0 < lag <= time.time() - last_poll, lag
+    finally:
         app.extensions["portal.directory"].close()
     assert "watching the directory every 1 s" in output, output
     # SIGTERM, as a service manager stops it: the lease is let go, not left to run out.

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import os
+import time
 
 from flask import Flask, Response, current_app, request
 from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
@@ -83,6 +84,7 @@ def metrics_view() -> Response:
         return Response("forbidden\n", 403, {"Cache-Control": "no-store"}, mimetype="text/plain")
     # The Prometheus text format, or OpenMetrics for a scraper that asks for it. A version
     # that is no version ("version=x") makes prometheus_client raise: the text format then.
+    _note_a_watcher_elsewhere()
     try:
         encode, content_type = choose_encoder(request.headers.get("Accept", ""))
     except (TypeError, ValueError):
@@ -91,3 +93,17 @@ def metrics_view() -> Response:
         encode(exporter.registry()),
         headers={"Content-Type": content_type, "Cache-Control": "no-store"},
     )
+
+
+def _note_a_watcher_elsewhere() -> None:
+    # Where no watcher runs in these processes (a `portal watch` sidecar beside servers with
+    # WATCH_INTERVAL = 0), the lag is what the sidecar last published: it read 0 while the
+    # sidecar was dead, and an alert on it never fired.
+    from .. import metrics
+    from ..watcher import read_shared_state, watcher_of
+
+    if watcher_of(current_app) is not None:
+        return  # this process's own watcher keeps the gauge
+    state = read_shared_state(current_app)  # None without Redis, or before a first poll
+    if state is not None and state.last_poll:
+        metrics.watch_lag(time.time() - state.last_poll)
