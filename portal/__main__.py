@@ -74,11 +74,14 @@ def _app_or_refusal():
     except ConfigError as error:
         # Not a traceback: the setting to fix is all an operator needs.
         message = str(error)
-        # Not an invitation to turn a production host into a development one, nor a repeat
-        # of what is set already.
-        demo = ("" if "production" in message or os.environ.get("PORTAL_ENV") == "development"
-                or not message.startswith("setting ")  # a file, a folder: no setting refused
-                else "; PORTAL_ENV=development for the demo")  # fmt: skip
+        # Said only to a newcomer trying the repository (no PORTAL_ENV, no PORTAL_SETTINGS):
+        # not an invitation to turn a production host (which names its file or mode) into a
+        # development one, nor a repeat of what is set already.
+        newcomer = "PORTAL_ENV" not in os.environ and not os.environ.get("PORTAL_SETTINGS")
+        demo = ("; PORTAL_ENV=development for the demo"
+                if newcomer and "production" not in message
+                and message.startswith("setting ")  # a file, a folder: no setting refused
+                else "")  # fmt: skip
         raise SettingRefused(
             f"{message}{environment_hint(message)} ({_where_settings_come_from()}{demo})"
         ) from None

@@ -38,7 +38,12 @@ from .accounts import CLOCK_SKEW_SECONDS
 from .cache import redis_clients
 from .directory import DirectoryError, DirectoryUnavailable, InvalidInput
 from .directory.account_state import EXPIRES_SOON
-from .directory.connections import CREDENTIALS_REFUSED, bind_as_service, discard
+from .directory.connections import (
+    BIND_UNANSWERED,
+    CREDENTIALS_REFUSED,
+    bind_as_service,
+    discard,
+)
 from .directory.errors import ServiceBindRefused
 from .directory.groups import dn_key, known_name, resolve_groups
 from .directory.queries import fill_filter
@@ -826,7 +831,13 @@ def _connect(report: _Report, server, settings, notes: list[str]) -> ldap3.Conne
     try:
         connection, bound, problem = bind_as_service([server], settings, probe=True)
     except DirectoryError as error:
-        report.failed("connect", _reason(error, notes))
+        if not str(error).startswith(BIND_UNANSWERED):
+            report.failed("connect", _reason(error, notes))
+            return None
+        # The server took the connection (and any StartTLS) and then never answered the bind:
+        # a hung server, which "connect: FAILED" would send the operator to the network for.
+        report.ok("connect", "the connection was accepted")
+        report.failed(_bind_step(who), _reason(error, notes))
         return None
     report.ok("connect", f"{(time.perf_counter() - started) * 1000:.0f} ms")
     if server.ssl:
@@ -835,7 +846,7 @@ def _connect(report: _Report, server, settings, notes: list[str]) -> ldap3.Conne
         report.ok("tls", "StartTLS, certificate and host name verified")
     else:
         report.info("tls", "none (plain ldap://)")
-    step = f"service bind as {who}" if who else "service bind (anonymous)"
+    step = _bind_step(who)
     if not bound:
         result = connection.result or {}
         hint = ("; check LDAP_BIND_DN and LDAP_BIND_PASSWORD"
@@ -852,6 +863,10 @@ def _connect(report: _Report, server, settings, notes: list[str]) -> ldap3.Conne
     else:
         report.ok(step, f"warning: {problem}" if problem else "")
     return connection
+
+
+def _bind_step(who: str | None) -> str:
+    return f"service bind as {who}" if who else "service bind (anonymous)"
 
 
 def _read(connection: ldap3.Connection, settings, base: str) -> str:

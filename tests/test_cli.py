@@ -129,6 +129,23 @@ def test_check_fails_naming_the_server_when_it_is_stopped(own_slapd):
     assert "check: FAILED (1 failed)" in result.output
 
 
+def test_check_says_a_hung_server_failed_the_bind_not_the_connection(own_slapd):
+    """A server that takes the connection and never answers (SIGSTOPped: the kernel still
+    accepts) is a connect that worked and a service bind that FAILED with the timeout: not
+    "connect: FAILED", which sends the operator to the network."""
+    app = make_app(own_slapd, LDAP_OPERATION_TIMEOUT=1)
+    own_slapd.process.send_signal(signal.SIGSTOP)
+    try:
+        result = run(app, "check")
+    finally:
+        own_slapd.process.send_signal(signal.SIGCONT)
+        app.extensions["portal.directory"].close()
+    assert result.exit_code == 1, result.output
+    assert f"{own_slapd.url} connect: ok (the connection was accepted)" in result.output
+    bind_line = next(line for line in result.output.splitlines() if "service bind" in line)
+    assert "FAILED" in bind_line and "timed out" in bind_line, result.output
+
+
 def test_check_says_a_host_name_that_resolves_to_nothing(slapd):
     """ldap3 says "invalid server address" for a name with no address: check says so plainly."""
     url = "ldap://no-such-host.invalid:389"
@@ -257,6 +274,15 @@ def test_the_portal_command_lists_its_commands_and_says_a_refused_setting_in_one
     assert """a text in quotes as PORTAL_LDAP_BIND_PASSWORD='"..."'""" in digits.stderr
     # PORTAL_ENV=development is set already: not suggested again.
     assert "PORTAL_ENV=development for the demo" not in digits.stderr
+    # A newcomer in the repository (no PORTAL_ENV, no PORTAL_SETTINGS) is told of the demo; a
+    # production host, which names its mode (the image) or its file (the unit), is not.
+    hints = {}
+    for name, mode in (("newcomer", {}), ("image", {"PORTAL_ENV": "production"}),
+                       ("unit", {"PORTAL_SETTINGS": str(ROOT / "settings.toml")})):  # fmt: skip
+        run = portal("check", PORTAL_LDAP_BIND_PASSWORD="12345", **mode)
+        assert run.returncode == 2 and "setting LDAP_BIND_PASSWORD" in run.stderr, run.stderr
+        hints[name] = "PORTAL_ENV=development for the demo" in run.stderr
+    assert hints == {"newcomer": True, "image": False, "unit": False}, hints
     checked = portal("check", PORTAL_ENV="development", PORTAL_LDAP_URLS=json.dumps([slapd.url]))
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "check: ok" in checked.stdout

@@ -159,6 +159,11 @@ def connect(servers: list[ldap3.Server], settings: DirectorySettings,
     raise DirectoryUnavailable(said, reasons)
 
 
+#: How the error starts when every server took the connection and then failed the bind (a hung
+#: one): the connection itself was made.
+BIND_UNANSWERED = "no directory server answered the bind"
+
+
 def open_connection(
     servers: list[ldap3.Server],
     settings: DirectorySettings,
@@ -217,7 +222,7 @@ def open_connection(
         if not probe:
             server_answered(server)
         return connection, bound
-    said = "no directory server answered the bind: " + "; ".join(failures)
+    said = f"{BIND_UNANSWERED}: " + "; ".join(failures)
     raise DirectoryUnavailable(said, reasons)
 
 
