@@ -39,12 +39,11 @@ from .cache import redis_clients
 from .directory import DirectoryError, DirectoryUnavailable, InvalidInput
 from .directory.account_state import EXPIRES_SOON
 from .directory.connections import (
-    BIND_UNANSWERED,
     CREDENTIALS_REFUSED,
     bind_as_service,
     discard,
 )
-from .directory.errors import ServiceBindRefused
+from .directory.errors import BindUnanswered, ServiceBindRefused
 from .directory.groups import dn_key, known_name, resolve_groups
 from .directory.queries import fill_filter
 from .directory.search import run_search
@@ -830,14 +829,14 @@ def _connect(report: _Report, server, settings, notes: list[str]) -> ldap3.Conne
     who = settings.bind_dn or None
     try:
         connection, bound, problem = bind_as_service([server], settings, probe=True)
-    except DirectoryError as error:
-        if not str(error).startswith(BIND_UNANSWERED):
-            report.failed("connect", _reason(error, notes))
-            return None
-        # The server took the connection (and any StartTLS) and then never answered the bind:
-        # a hung server, which "connect: FAILED" would send the operator to the network for.
+    except BindUnanswered as error:
+        # The server took the connection (and any StartTLS) and then failed the bind (hung, or
+        # hung up): "connect: FAILED" would send the operator to the network.
         report.ok("connect", "the connection was accepted")
         report.failed(_bind_step(who), _reason(error, notes))
+        return None
+    except DirectoryError as error:
+        report.failed("connect", _reason(error, notes))
         return None
     report.ok("connect", f"{(time.perf_counter() - started) * 1000:.0f} ms")
     if server.ssl:

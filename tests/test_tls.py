@@ -154,6 +154,10 @@ def test_check_says_what_to_fix_when_tls_fails(two_tls_slapds, certificates, cas
     step = " service bind as " if case == "ldap:// to the TLS port" else " connect: "
     [failed] = [line for line in result.output.splitlines() if step in line and "FAILED: " in line]
     assert hint in failed, failed
+    if case == "ldap:// to the TLS port":
+        assert f"ldap://127.0.0.1:{secure} connect: ok (the connection was accepted)" in (
+            result.output
+        )
     assert "'subject'" not in failed and "serialNumber" not in failed, failed
     if case == "another host":
         assert "certificate for ldap.elsewhere.example doesn't match" in failed, failed

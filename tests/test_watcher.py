@@ -10,6 +10,7 @@ import re
 import signal
 import time
 from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import pytest
 import requests
@@ -465,31 +466,93 @@ def test_after_a_bulk_change_the_overlap_is_read_once_more_then_no_longer(
     assert "alice" in feed.poll().people
 
 
-def test_a_write_older_than_the_newest_stamp_is_found_until_the_overlap_settles(
-    feed_on_a_clock, own_slapd
-):
-    """A write still in flight when the newest stamp was seen commits later with an older
-    stamp: polls before the overlap has settled reach back for it."""
-    feed, now, _ = feed_on_a_clock
-    own_slapd.add(newcomers_ldif(1))
-    assert "newcomer0" in feed.poll().people
+def commit_late(feed) -> None:
+    """From now on the feed's searches also find `uid=late`, stamped 2 s before the newest
+    stamp it has seen: a write begun before that one, committed only now."""
     seen = datetime.strptime(feed.since[:14], "%Y%m%d%H%M%S").replace(tzinfo=UTC)
     older = datetime.fromtimestamp(seen.timestamp() - 2, UTC).strftime("%Y%m%d%H%M%S")
+    stamp = f"{older}.000000Z#000000#000#000000"
     late = {"dn": "uid=late,ou=people,dc=example,dc=org",
-            "attributes": {"entryCSN": [f"{older}.000000Z#000000#000#000000"], "uid": ["late"],
+            "attributes": {"entryCSN": [stamp], "uid": ["late"],
                            "objectClass": ["inetOrgPerson"]}}  # fmt: skip
     search = feed.search
 
     def committed_late(base, query, attributes):
         entries = search(base, query, attributes)
         bound = re.fullmatch(r"\(entryCSN>=(.+)\)", query)
-        if base.startswith("ou=people") and bound and late["attributes"]["entryCSN"][0] >= bound[1]:
+        if base.startswith("ou=people") and bound and stamp >= bound[1]:
             entries = [*entries, late]
         return entries
 
     feed.search = committed_late
+
+
+def test_a_write_older_than_the_newest_stamp_is_found_until_the_overlap_settles(
+    feed_on_a_clock, own_slapd
+):
+    """A write still in flight when the newest stamp was seen commits later with an older
+    stamp: polls before the overlap has settled (WINDOW_OVERLAP seconds on) reach back for it."""
+    feed, now, _ = feed_on_a_clock
+    own_slapd.add(newcomers_ldif(1))
+    assert "newcomer0" in feed.poll().people
+    now[0] = 1.0
+    assert feed.poll().people == set()  # quiet, but too soon to settle
+    commit_late(feed)
     now[0] = changes.WINDOW_OVERLAP - 1.0
     assert "late" in feed.poll().people
+
+
+def test_a_write_that_took_longer_than_the_overlap_is_found_by_the_listing_poll(
+    feed_on_a_clock, own_slapd
+):
+    """Once settled, ordinary polls read only newer stamps; a write that took longer than
+    WINDOW_OVERLAP (a large group's modify) is found by the next listing poll, which reads the
+    whole overlap."""
+    feed, now, _ = feed_on_a_clock
+    own_slapd.add(newcomers_ldif(1))
+    assert "newcomer0" in feed.poll().people
+    now[0] = changes.WINDOW_OVERLAP + 1.0
+    assert feed.poll().people == set()  # the settling read
+    commit_late(feed)
+    feed.polls = feed.LISTING_POLLS - 1  # the next poll lists the groups
+    now[0] = changes.WINDOW_OVERLAP + 2.0
+    assert "late" in feed.poll().people
+
+
+def test_on_active_directory_the_usn_overlap_is_read_every_poll():
+    """An AD write may commit after a higher USN however long it took: a quiet domain's last
+    USN_OVERLAP numbers are read by every poll, so such a write is found by the next one."""
+    settings = SimpleNamespace(account_state="ad", group_base="ou=groups,dc=corp",
+                               user_bases=["ou=people,dc=corp"], attr_username="sAMAccountName",
+                               group_name_attr="cn")  # fmt: skip
+    entries = {"ou=people,dc=corp": [], "ou=groups,dc=corp": []}
+
+    def person(name: str, usn: int) -> dict:
+        return {"dn": f"cn={name},ou=people,dc=corp",
+                "attributes": {"uSNChanged": [str(usn)], "sAMAccountName": [name],
+                               "objectClass": ["user"]}}  # fmt: skip
+
+    def search(base, query, attributes):
+        bound = re.fullmatch(r"\(uSNChanged>=(\d+)\)", query)
+        return [
+            entry
+            for entry in entries[base]
+            if not bound or int(entry["attributes"]["uSNChanged"][0]) >= int(bound[1])
+        ]
+
+    now = [0.0]
+    feed = changes.ChangeFeed(settings, search, lambda dn, attributes=None: [],
+                              clock=lambda: now[0])  # fmt: skip
+    entries["ou=people,dc=corp"].append(person("old", 4000))
+    feed.start()
+    entries["ou=people,dc=corp"].append(person("new", 5000))
+    assert feed.poll().people == {"new"}
+    for moment in (1.0, changes.WINDOW_OVERLAP + 1.0):
+        now[0] = moment
+        assert feed.poll().people == set()
+    entries["ou=people,dc=corp"].append(person("committed-late", 4990))
+    now[0] = changes.WINDOW_OVERLAP + 2.0
+    assert feed.poll().people == {"committed-late"}
 
 
 def test_a_refresh_during_an_outage_leaves_the_entry_for_the_grace(watched, own_slapd):

@@ -9,8 +9,9 @@ the entries themselves, never this machine's clock. Windows overlap by WINDOW_OV
 stamp is not handled twice (with whole-second modifyTimestamp, entries of the newest second
 are looked at once more, as they may have changed twice within it). The overlap is for writes
 still in flight when the newest stamp was seen, all begun by then: once a poll has read it
-WINDOW_OVERLAP seconds later, it is not read again until a newer stamp is seen (after a bulk
-change on a quiet directory it held every entry changed).
+WINDOW_OVERLAP seconds later, it is read again only by the listing polls until a newer stamp
+is seen (after a bulk change on a quiet directory it held every entry changed). Not so on
+Active Directory, whose overlap of USN_OVERLAP numbers is read every poll.
 
 Replication can deliver a change much later than WINDOW_OVERLAP, with the stamp of the moment
 it was made: a link between two OpenLDAP providers that stalled, then caught up, or a failover
@@ -207,10 +208,12 @@ class ChangeFeed:
         began = self.clock()
         # The overlap is for writes still in flight when `since` was seen. Every write stamped
         # up to `since` had begun by then, so a poll that read the whole overlap WINDOW_OVERLAP
-        # seconds later saw them all: until the newest stamp moves, the overlap is not read
-        # again (after a bulk change on a quiet directory it held every entry changed, read
-        # again each poll: 13-15 s of processor time a poll on 100,000 people).
-        usual = (self.since if self.settled
+        # seconds later saw every one that took less: until the newest stamp moves, the overlap
+        # is not read again (after a bulk change on a quiet directory it held every entry
+        # changed, read again each poll: 13-15 s of processor time a poll on 100,000 people),
+        # but by the listing polls, which find a write that took longer (a large group's).
+        listing = (self.polls + 1) % self.LISTING_POLLS == 0
+        usual = (self.since if self.settled and not listing
                  else self._window_start(self.since, self.extra_overlap))  # fmt: skip
         progress = self._progress()  # read first: a change arriving later is in a later poll
         if self.progress and not progress:
@@ -250,7 +253,7 @@ class ChangeFeed:
                 if name:
                     found.people.add(name)
         self.polls += 1
-        if self.polls % self.LISTING_POLLS == 0:
+        if listing:
             found.people |= self._listing(members)
             found.present = self._present()
         found.dns |= self._unnamed
@@ -260,7 +263,9 @@ class ChangeFeed:
                         if self._order(stamp.rstrip("+")) >= floor}  # fmt: skip
         if newest != self.since:
             self.since_seen_at, self.settled = self.clock(), False
-        elif began >= self.since_seen_at + WINDOW_OVERLAP:
+        elif not self.by_usn and began >= self.since_seen_at + WINDOW_OVERLAP:
+            # (Not Active Directory's: a write there may commit after a higher number, however
+            # long it took, and its overlap is USN_OVERLAP entries at most, read again cheaply.)
             self.settled = True
         self.members, self.since, self.resumed, self.extra_overlap = members, newest, False, 0.0
         self.progress = progress

@@ -22,7 +22,7 @@ from .. import metrics
 from ..quietlog import QuietLog
 from . import account_state
 from .breaker import Breaker
-from .errors import DirectoryUnavailable, ServerUnavailable, ServiceBindRefused
+from .errors import BindUnanswered, DirectoryUnavailable, ServerUnavailable, ServiceBindRefused
 from .search import SERVER_DOWN_CODES
 from .settings import DirectorySettings
 from .wire import LeanConnection
@@ -159,11 +159,6 @@ def connect(servers: list[ldap3.Server], settings: DirectorySettings,
     raise DirectoryUnavailable(said, reasons)
 
 
-#: How the error starts when every server took the connection and then failed the bind (a hung
-#: one): the connection itself was made.
-BIND_UNANSWERED = "no directory server answered the bind"
-
-
 def open_connection(
     servers: list[ldap3.Server],
     settings: DirectorySettings,
@@ -222,8 +217,8 @@ def open_connection(
         if not probe:
             server_answered(server)
         return connection, bound
-    said = f"{BIND_UNANSWERED}: " + "; ".join(failures)
-    raise DirectoryUnavailable(said, reasons)
+    said = "no directory server answered the bind: " + "; ".join(failures)
+    raise BindUnanswered(said, reasons)
 
 
 #: ldap3's host-name check says the whole certificate, as a Python dict, before "doesn't match".

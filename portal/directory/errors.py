@@ -34,6 +34,11 @@ class ServiceBindRefused(DirectoryUnavailable):
     LDAP_BIND_PASSWORD): nobody can be looked up until an administrator fixes them."""
 
 
+class BindUnanswered(DirectoryUnavailable):
+    """Every server asked took the connection (and any StartTLS) and then failed the bind: it
+    hung, or hung up (a plain bind to a TLS port). The connection itself was made."""
+
+
 class InvalidInput(DirectoryError):
     """A login name or password that may never be sent to the directory (empty, control chars)."""
 

@@ -15,9 +15,15 @@ from ..quietlog import QuietLog
 from . import account_state, mapping, passwords
 from .account_state import State
 from .changes import ChangeFeed
-from .connections import BIND_UNANSWERED, BindPool, ServicePool, make_servers
+from .connections import BindPool, ServicePool, make_servers
 from .deadline import Deadline
-from .errors import DirectoryError, DirectoryUnavailable, PasswordChangeRequired, ServerUnavailable
+from .errors import (
+    BindUnanswered,
+    DirectoryError,
+    DirectoryUnavailable,
+    PasswordChangeRequired,
+    ServerUnavailable,
+)
 from .groups import dn_key, resolve_groups
 from .health import ServerHealth, probe
 from .passwords import PasswordRefused
@@ -303,7 +309,7 @@ class Directory:
                 if fresh:
                     # The server's own failure is logged (with host:port) by the pool.
                     quiet.warning("bind failed", "bind as %s failed: %r", who, failure.__cause__)
-                    raise DirectoryUnavailable(BIND_UNANSWERED) from None
+                    raise BindUnanswered("no directory server answered the bind") from None
 
     def _send_bind(self, connection: ldap3.Connection, who: str, password: str) -> bool:
         # The password-policy control is asked for on every bind (non-critical: servers without
