@@ -29,6 +29,9 @@ SPACE_NEEDED = 1 << 20
 
 def folder_problem(folder: str) -> str:
     """Why PROMETHEUS_MULTIPROC_DIR cannot hold this process's metrics ("" when it can)."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        return (f"PROMETHEUS_MULTIPROC_DIR: {folder} is a file, not a folder (move it away and "
+                "create the folder empty before starting)")  # fmt: skip
     if not os.path.isdir(folder):
         # prometheus_client opens a file there for each metric made below: without the folder
         # every process (a worker, each `portal` command) ended in a FileNotFoundError traceback.

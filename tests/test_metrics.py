@@ -334,6 +334,23 @@ def test_a_command_with_a_missing_multiprocess_folder_says_so_in_one_line(tmp_pa
     assert not missing.exists()
 
 
+def test_a_file_where_the_multiprocess_folder_belongs_is_named_as_a_file(tmp_path):
+    """A file at PROMETHEUS_MULTIPROC_DIR (a typo, a leftover) is said to be a file: "no such
+    folder" would have the operator create what is there already."""
+    taken = tmp_path / "metrics"
+    taken.write_text("")
+    environment = dict(
+        portal_environment("ldap://127.0.0.1:1"), PROMETHEUS_MULTIPROC_DIR=str(taken)
+    )
+    done = subprocess.run([sys.executable, "-m", "portal", "--version"], cwd=ROOT,
+                          env=environment, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 4, done
+    assert done.stderr == (
+        f"PROMETHEUS_MULTIPROC_DIR: {taken} is a file, not a folder (move it away and create "
+        "the folder empty before starting)\n"
+    ), done
+
+
 def test_a_process_refuses_to_start_on_a_full_multiprocess_folder(tmp_path):
     """A metrics folder with 300 KiB left (a full /run): the process says so in one line and
     exits 4, on which gunicorn's master stops, where each worker died of SIGBUS at its first
