@@ -317,20 +317,26 @@ def test_multiprocess_folder_that_does_not_exist_stops_start_up(slapd, tmp_path,
         make_app(slapd)
 
 
-def test_a_command_with_a_missing_multiprocess_folder_says_so_in_one_line(tmp_path):
-    """Any `portal` command in an environment whose PROMETHEUS_MULTIPROC_DIR names no folder
-    (yet) ends with one line naming it, not prometheus_client's FileNotFoundError traceback."""
-    missing = tmp_path / "run" / "metrics"
+def refusal_with_metrics_folder(folder) -> str:
+    """What `portal --version` says on standard error with PROMETHEUS_MULTIPROC_DIR set to
+    `folder`, which it must refuse (exit status 4)."""
     environment = dict(
-        portal_environment("ldap://127.0.0.1:1"), PROMETHEUS_MULTIPROC_DIR=str(missing)
+        portal_environment("ldap://127.0.0.1:1"), PROMETHEUS_MULTIPROC_DIR=str(folder)
     )
     done = subprocess.run([sys.executable, "-m", "portal", "--version"], cwd=ROOT,
                           env=environment, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 4, done
-    assert done.stderr == (
+    return done.stderr
+
+
+def test_a_command_with_a_missing_multiprocess_folder_says_so_in_one_line(tmp_path):
+    """Any `portal` command in an environment whose PROMETHEUS_MULTIPROC_DIR names no folder
+    (yet) ends with one line naming it, not prometheus_client's FileNotFoundError traceback."""
+    missing = tmp_path / "run" / "metrics"
+    assert refusal_with_metrics_folder(missing) == (
         f"PROMETHEUS_MULTIPROC_DIR: no such folder {missing} (create it empty "
         "before starting; the shipped deploy/gunicorn.conf.py does)\n"
-    ), done
+    )
     assert not missing.exists()
 
 
@@ -339,16 +345,10 @@ def test_a_file_where_the_multiprocess_folder_belongs_is_named_as_a_file(tmp_pat
     folder" would have the operator create what is there already."""
     taken = tmp_path / "metrics"
     taken.write_text("")
-    environment = dict(
-        portal_environment("ldap://127.0.0.1:1"), PROMETHEUS_MULTIPROC_DIR=str(taken)
-    )
-    done = subprocess.run([sys.executable, "-m", "portal", "--version"], cwd=ROOT,
-                          env=environment, capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert done.returncode == 4, done
-    assert done.stderr == (
+    assert refusal_with_metrics_folder(taken) == (
         f"PROMETHEUS_MULTIPROC_DIR: {taken} is a file, not a folder (move it away and create "
         "the folder empty before starting)\n"
-    ), done
+    )
 
 
 def test_a_process_refuses_to_start_on_a_full_multiprocess_folder(tmp_path):
