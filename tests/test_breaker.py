@@ -6,18 +6,22 @@ from __future__ import annotations
 
 import logging
 import re
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from portal import directory
+from portal.directory import deadline
 from portal.directory.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
 from portal.directory.wire import LeanConnection
 from portal.quietlog import QuietLog
-from tests.conftest import AuthActions, eventually, make_app
+from tests.conftest import PASSWORDS, AuthActions, eventually, make_app
 from tests.servers import listener
 from tests.test_metrics import scrape
+from tests.test_password_change import change
 
 
 @pytest.fixture
@@ -420,7 +424,6 @@ def test_a_burst_of_sign_ins_on_a_healthy_directory_waits_its_turn_and_is_never_
     """Four request threads (as the shipped gunicorn config tells the portal): two sign-ins
     wait on the directory at once, and 40 sign-ins four at a time all get in: the others
     wait for their turn, which a healthy directory gives within milliseconds."""
-    from portal.directory import deadline
 
     monkeypatch.setattr(deadline, "_request_threads", 4)
     assert deadline.waiting_limit() == 2
@@ -446,7 +449,6 @@ def test_while_the_directory_is_slow_further_sign_ins_do_not_wait_for_a_turn(mon
     SLOT_SECONDS, a burst of further sign-ins is told at once to try again. Each waited a
     quarter of a second for a turn first, and twenty at once held every free thread again
     (a signed-in person's page took a second)."""
-    from portal.directory import deadline
     from portal.directory.errors import DirectoryBusy
 
     monkeypatch.setattr(deadline, "_request_threads", 4)
@@ -482,3 +484,37 @@ def test_while_the_directory_is_slow_further_sign_ins_do_not_wait_for_a_turn(mon
             thread.join(10)
     assert gate._waiting == []
     assert gate.run(lambda: "in") == "in"  # answering again: a turn at once
+
+
+@pytest.mark.parametrize("form", ["sign-in", "password change"])
+def test_a_count_full_of_sign_ins_waiting_on_a_hung_directory_is_a_503_not_a_long_wait(
+    own_slapd, form
+):
+    """A stranger's two guesses at bob's password wait on a hung directory and fill his count
+    (2 per 15 minutes, counted before the password is checked): bob's own sign-in or password
+    change is then told the directory is not answering (503), not "wait 15 minutes" (429),
+    which was untrue (the waiting ones are given back when the directory fails them). Still
+    refused: no guess gets through."""
+    app = make_app(own_slapd, LDAP_OPERATION_TIMEOUT=10, LDAP_LOGIN_DEADLINE=30,
+                   THROTTLE_ACCOUNT_LIMIT="2 per 15 minutes")  # fmt: skip
+    gate = app.extensions["portal.directory"].deadline
+    own_slapd.process.send_signal(signal.SIGSTOP)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            guesses = [pool.submit(AuthActions(app.test_client()).login, "bob", "guess")
+                       for _ in range(2)]  # fmt: skip
+            # Waiting long enough to tell a hung directory (the rule's own threshold).
+            eventually(lambda: len(gate._waiting) == 2
+                       and gate.waited_longest() >= directory.HUNG_SECONDS)  # fmt: skip
+            if form == "sign-in":
+                answer = AuthActions(app.test_client()).login("bob")
+            else:
+                answer = change(app.test_client(), PASSWORDS["bob"], "a-brand-new-secret",
+                                username="bob")  # fmt: skip
+            own_slapd.process.send_signal(signal.SIGCONT)
+            assert [guess.result().status_code for guess in guesses] == [401, 401]
+    finally:
+        own_slapd.process.send_signal(signal.SIGCONT)
+        app.extensions["portal.directory"].close()
+    assert answer.status_code == 503, answer.get_data(as_text=True)
+    assert "The directory is not answering" in answer.get_data(as_text=True)

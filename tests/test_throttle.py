@@ -17,6 +17,7 @@ import ldap3
 import pytest
 import redis
 
+from portal.directory import HUNG_SECONDS
 from portal.signin import throttle
 from portal.testing import trees
 from portal.testing.slapd import free_port
@@ -277,8 +278,9 @@ def test_directory_outage_failures_do_not_count(own_slapd, build_app):
 
 def test_retries_refused_while_the_directory_hangs_lock_nobody_out(own_slapd, build_app):
     """The directory hangs (SIGSTOP) with two sign-ins waiting on it, which fill frank's limit
-    of 2: his retries meanwhile are refused (429). None of them was a wrong password, so once
-    the directory answers again his password signs him in."""
+    of 2: his retries meanwhile are refused, as the directory not answering (503), not as too
+    many failed sign-ins (429: the two are given back). None of them was a wrong password, so
+    once the directory answers again his password signs him in."""
     # Long enough that the two keep waiting until the directory answers again: one that gave
     # up meanwhile would give its count back, and a retry would reach the directory.
     app = build_app(own_slapd, THROTTLE_ACCOUNT_LIMIT="2 per 15 minutes",
@@ -291,10 +293,12 @@ def test_retries_refused_while_the_directory_hangs_lock_nobody_out(own_slapd, bu
         try:
             hanging = [waiting.submit(attempt, app, "frank", password) for _ in range(2)]
             eventually(lambda: counted.limiter.storage.get(key) == 2)
+            gate = app.extensions["portal.directory"].deadline
+            eventually(lambda: gate.waited_longest() >= HUNG_SECONDS)
             retries = [attempt(app, "frank", password).status_code for _ in range(3)]
         finally:  # before the pool waits for the two: they end once the directory answers
             own_slapd.process.send_signal(signal.SIGCONT)
-        assert retries == [429] * 3
+        assert retries == [503] * 3
         assert {future.result().status_code for future in hanging} <= {302, 503}
     eventually(lambda: attempt(app, "frank", password).status_code == 302)
 

@@ -85,6 +85,11 @@ def change_password():
         audit.record("password.change_failed", user=username, reason="throttle storage down")
         return _form(username, signed_in, PAUSED, 503,
                      headers={"Retry-After": str(RETRY_AFTER_SECONDS)})  # fmt: skip
+    if not attempt.allowed and directory.struggling():
+        # As at the login: the count may be full of sign-ins waiting on a hung directory.
+        audit.record("password.change_failed", user=username, reason="directory not answering")
+        return _form(username, signed_in, CANNOT_CHANGE, 503,
+                     headers={"Retry-After": str(RETRY_AFTER_SECONDS)})  # fmt: skip
     if not attempt.allowed:
         audit.record("password.change_failed", user=username, reason="throttled")
         # Said as the sign-in says it, with the wait: the count is the account's, and sign-ins

@@ -123,6 +123,17 @@ def breaker_states() -> list[BreakerState]:
     return [breaker_of(server).snapshot() for server in get_directory().servers]
 
 
+#: A sign-in waiting this long (seconds) on the directory says it is hung: a healthy one
+#: answers in milliseconds, and within a second under a burst of sign-ins on a busy machine.
+HUNG_SECONDS = 1.0
+
+
+def struggling() -> bool:
+    """Whether, as this process sees it, the directory cannot check passwords now: a sign-in
+    here has waited on it HUNG_SECONDS."""
+    return get_directory().deadline.waited_longest() >= HUNG_SECONDS
+
+
 def some_server_answers() -> bool:
     """Whether some directory server answers now (a fresh service bind and search); as soon as
     the first one does."""

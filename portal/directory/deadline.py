@@ -81,6 +81,11 @@ class Deadline:
                 self._turn.notify()
             metrics.LOGINS_WAITING.dec()  # metrics
 
+    def waited_longest(self) -> float:
+        """How long the sign-in waiting longest on the directory here has waited (0: none)."""
+        with self._lock:
+            return time.monotonic() - self._waiting[0] if self._waiting else 0.0
+
     def _admit(self) -> float:
         limit = waiting_limit()
         with self._turn:
