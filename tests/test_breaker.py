@@ -488,13 +488,13 @@ def test_while_the_directory_is_slow_further_sign_ins_do_not_wait_for_a_turn(mon
 
 @pytest.mark.parametrize("form", ["sign-in", "password change"])
 def test_a_count_full_of_sign_ins_waiting_on_a_hung_directory_is_a_503_not_a_long_wait(
-    own_slapd, form
+    own_slapd, form, audit_lines
 ):
     """A stranger's two guesses at bob's password wait on a hung directory and fill his count
     (2 per 15 minutes, counted before the password is checked): bob's own sign-in or password
     change is then told the directory is not answering (503), not "wait 15 minutes" (429),
     which was untrue (the waiting ones are given back when the directory fails them). Still
-    refused: no guess gets through."""
+    refused by the throttle, and logged so: no guess gets through."""
     app = make_app(own_slapd, LDAP_OPERATION_TIMEOUT=10, LDAP_LOGIN_DEADLINE=30,
                    THROTTLE_ACCOUNT_LIMIT="2 per 15 minutes")  # fmt: skip
     gate = app.extensions["portal.directory"].deadline
@@ -518,3 +518,7 @@ def test_a_count_full_of_sign_ins_waiting_on_a_hung_directory_is_a_503_not_a_lon
         app.extensions["portal.directory"].close()
     assert answer.status_code == 503, answer.get_data(as_text=True)
     assert "The directory is not answering" in answer.get_data(as_text=True)
+    event = "login.throttled" if form == "sign-in" else "password.change_failed"
+    [refused] = [line for line in audit_lines(event) if line.get("directory_hung")]
+    assert refused["user"] == "bob", refused
+    assert len(audit_lines("login.failure")) == 2  # the guesses only: bob's never reached it

@@ -276,7 +276,9 @@ def test_directory_outage_failures_do_not_count(own_slapd, build_app):
     assert attempt(app, "alice").status_code == 429
 
 
-def test_retries_refused_while_the_directory_hangs_lock_nobody_out(own_slapd, build_app):
+def test_retries_refused_while_the_directory_hangs_lock_nobody_out(
+    own_slapd, build_app, audit_lines
+):
     """The directory hangs (SIGSTOP) with two sign-ins waiting on it, which fill frank's limit
     of 2: his retries meanwhile are refused, as the directory not answering (503), not as too
     many failed sign-ins (429: the two are given back). None of them was a wrong password, so
@@ -299,6 +301,8 @@ def test_retries_refused_while_the_directory_hangs_lock_nobody_out(own_slapd, bu
         finally:  # before the pool waits for the two: they end once the directory answers
             own_slapd.process.send_signal(signal.SIGCONT)
         assert retries == [503] * 3
+        refused = audit_lines("login.throttled")  # by the throttle: the directory not asked
+        assert [line.get("directory_hung") for line in refused] == [True] * 3, refused
         assert {future.result().status_code for future in hanging} <= {302, 503}
     eventually(lambda: attempt(app, "frank", password).status_code == 302)
 

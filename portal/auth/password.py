@@ -85,13 +85,13 @@ def change_password():
         audit.record("password.change_failed", user=username, reason="throttle storage down")
         return _form(username, signed_in, PAUSED, 503,
                      headers={"Retry-After": str(RETRY_AFTER_SECONDS)})  # fmt: skip
-    if not attempt.allowed and directory.struggling():
-        # As at the login: the count may be full of sign-ins waiting on a hung directory.
-        audit.record("password.change_failed", user=username, reason="directory not answering")
-        return _form(username, signed_in, CANNOT_CHANGE, 503,
-                     headers={"Retry-After": str(RETRY_AFTER_SECONDS)})  # fmt: skip
     if not attempt.allowed:
-        audit.record("password.change_failed", user=username, reason="throttled")
+        hung = directory.struggling()  # as at the login: the count may be of waiting sign-ins
+        audit.record("password.change_failed", user=username, reason="throttled",
+                     **({"directory_hung": True} if hung else {}))  # fmt: skip
+        if hung:
+            return _form(username, signed_in, CANNOT_CHANGE, 503,
+                         headers={"Retry-After": str(RETRY_AFTER_SECONDS)})  # fmt: skip
         # Said as the sign-in says it, with the wait: the count is the account's, and sign-ins
         # with a wrong password use it up too (a change refused at once reads as a mystery).
         message = ngettext(

@@ -168,22 +168,21 @@ def login():
         metrics.login("counts_unavailable")  # metrics
         audit.record("login.unavailable", user=form.username.data, reason="throttle storage down")
         return _page(form, PAUSED, 503, {"Retry-After": str(RETRY_AFTER_SECONDS)})
-    if not attempt.allowed and directory.struggling():
-        # The count may be full of attempts still waiting on a hung directory (a stranger's
-        # too: given back when it fails them), so "wait 15 minutes" would be untrue; and no
-        # password could be checked now anyway. Refused all the same: no guess gets through.
-        metrics.login("directory_error")  # metrics
-        full = f"the {attempt.exceeded}'s count is full"
-        audit.record("login.unavailable", user=form.username.data,
-                     reason=f"directory not answering; {full}")  # fmt: skip
-        return _page(form, UNAVAILABLE, 503, {"Retry-After": str(RETRY_AFTER_SECONDS)})
     if not attempt.allowed:
+        # Throttled as ever (counted and logged so); but while a sign-in here waits on a hung
+        # directory, the count may be full of such attempts (a stranger's too: given back
+        # when it fails them), and "wait 15 minutes" would be untrue: the person is told the
+        # directory is not answering, which is so. No guess gets through either way.
+        hung = directory.struggling()
         metrics.login("throttled")  # metrics
         audit.record(
             "login.throttled",
             user=form.username.data,
             reason=f"too many failed logins for this {attempt.exceeded}",
+            **({"directory_hung": True} if hung else {}),
         )
+        if hung:
+            return _page(form, UNAVAILABLE, 503, {"Retry-After": str(RETRY_AFTER_SECONDS)})
         return _throttled_page(form, attempt)
     started = _monotonic()
     response = _check_password(form, next_url)

@@ -84,7 +84,9 @@ class Deadline:
     def waited_longest(self) -> float:
         """How long the sign-in waiting longest on the directory here has waited (0: none)."""
         with self._lock:
-            return time.monotonic() - self._waiting[0] if self._waiting else 0.0
+            if not self._waiting or self._pid != os.getpid():
+                return 0.0  # (after a fork, the parent's waits are not this process's)
+            return time.monotonic() - self._waiting[0]
 
     def _admit(self) -> float:
         limit = waiting_limit()
