@@ -17,6 +17,7 @@ import tomllib
 from contextlib import suppress
 from urllib.parse import quote
 
+import ldap3
 import pytest
 from werkzeug.datastructures import MultiDict
 
@@ -31,6 +32,7 @@ from tests.conftest import (
     ROOT,
     SERVICE_DN,
     AuthActions,
+    csrf_token_in,
     eventually,
     make_app,
     same_site_path,
@@ -561,6 +563,45 @@ def test_unknown_wrong_and_locked_get_identical_answers_under_ppolicy():
                 ],
             )
         )
+    finally:
+        app.extensions["portal.directory"].close()
+        server.cleanup()
+
+
+def test_an_entry_the_template_names_and_the_filter_leaves_out_is_a_wrong_password_throughout():
+    """With LDAP_USER_DN_TEMPLATE the bind comes before the entry is read. reset, disabled by
+    LDAP_DISABLED_FILTER and with a password that must be changed (pwdReset), signing in or
+    changing her password with the right one, is answered as a wrong password: she was told
+    "must be changed" at the sign-in and "your current password is correct" at the change
+    (in 5 ms, with no floor and no count), which confirmed a leaver's password to anyone."""
+    server = start_slapd(**trees.ppolicy_options())
+    reset_dn = "uid=reset,ou=people,dc=example,dc=org"
+    server.modify(f"dn: {reset_dn}\nchangetype: modify\nadd: description\ndescription: off\n")
+    app = example_app(server, "ppolicy", LDAP_DISABLED_FILTER="(description=off)",
+                      PASSWORD_CHANGE_URL="")  # fmt: skip
+    try:
+        assert_all_alike(
+            refusals(
+                app,
+                [
+                    ("wrong-password", "alice", "not-her-password"),
+                    ("disabled, must change", "reset", "reset-secret"),
+                ],
+            )
+        )
+        changes = {}
+        for label, username, current in [("wrong-password", "alice", "not-her-password"),
+                                          ("disabled", "reset", "reset-secret")]:  # fmt: skip
+            client = app.test_client()
+            token = csrf_token_in(client.get("/password").get_data(as_text=True))
+            answer = client.post("/password", data={
+                "csrf_token": token, "username": username, "current": current,
+                "new": "a-much-longer-secret", "confirm": "a-much-longer-secret"})  # fmt: skip
+            changes[label] = answer.status_code, "Your current password is wrong." in answer.text
+        assert changes == {"wrong-password": (401, True), "disabled": (401, True)}
+        # Nothing was changed: her password is the one it was.
+        assert ldap3.Connection(server.url, reset_dn, "reset-secret").bind()
+        assert not ldap3.Connection(server.url, reset_dn, "a-much-longer-secret").bind()
     finally:
         app.extensions["portal.directory"].close()
         server.cleanup()

@@ -124,14 +124,19 @@ class Directory:
         def check_standing() -> None:
             # Only after the bind: a stranger must not learn someone's standing by naming them.
             # (Active Directory's must-change answer, 532 or 773, comes only for the right
-            # password: there the bind's refusal is the proof.) With a DN template, which may
-            # be a UPN, the person is found by name as every later read of them is.
-            found = entry or self._find_user(name, name)
-            groups = resolve_groups(found, self.settings, self._group_search) if found else []
-            if not may_use(groups):
+            # password: there the bind's refusal is the proof.)
+            found = entry or self._template_entry(name, dn)
+            if found is None:
+                # An entry the template names but LDAP_USER_FILTER leaves out (disabled by
+                # LDAP_DISABLED_FILTER, a service account): as for a wrong password, or the
+                # answer would confirm that its password is right.
+                raise PasswordRefused(passwords.WRONG_CURRENT)
+            if may_use is None:
+                return
+            if not may_use(resolve_groups(found, self.settings, self._group_search)):
                 raise PasswordRefused(passwords.REFUSED_BY_PORTAL)
 
-        before = check_standing if may_use is not None else None
+        before = check_standing if may_use is not None or entry is None else None
         passwords.change(self.servers, self.settings, dn, current, new, before_change=before)
         return name
 
@@ -245,14 +250,32 @@ class Directory:
     def _bind_by_template(self, name: str, password: str) -> Mapping | None:
         # No search before the bind; the entry is then read for the identity the server bound.
         who = bind_name(self.settings.dn_template, name)
-        with self._bound_as(who, password) as (connection, bound):
-            try:
-                entry = self._bound_entry(connection, name) if bound else None
-            except DirectoryError:
-                raise
-            except Exception as error:  # noqa: BLE001 - the server failed after the bind
-                raise ServerUnavailable("reading the bound entry failed") from error
+        try:
+            with self._bound_as(who, password) as (connection, bound):
+                try:
+                    entry = self._bound_entry(connection, name) if bound else None
+                except DirectoryError:
+                    raise
+                except Exception as error:  # noqa: BLE001 - the server failed after the bind
+                    raise ServerUnavailable("reading the bound entry failed") from error
+        except PasswordChangeRequired:
+            # Said by the bind, before the entry was read: "must change it" confirms the
+            # password, so only for an entry a sign-in may be for (the filter finds it).
+            if self._template_entry(name, who) is None:
+                return None
+            raise
         return None if entry is None else self._usable(entry, who)
+
+    def _template_entry(self, name: str, who: str) -> Mapping | None:
+        # The entry LDAP_USER_FILTER finds by this name, if it is the one the template named:
+        # by its DN for a DN template; a UPN names no DN, and the person is then the one every
+        # later read of them finds by name.
+        found = self._find_user(name, name)
+        if found is None or self._identity(found) != name:
+            return None
+        if "=" in self.settings.dn_template and dn_key(found["dn"]) != dn_key(who):
+            return None
+        return found
 
     def _bound_entry(self, connection: ldap3.Connection, name: str) -> Mapping | None:
         # Ask the server who is bound (RFC 4532): a UPN may name another account than the
