@@ -97,6 +97,13 @@ def access_check(username: str, url: str, method: str) -> None:
     if url.startswith("/") and not url.startswith("//"):
         # A path, as APPS and the docs write an app on the portal's own host.
         url = f"https://{_portal_host()}{url}"
+    elif _path_without_its_slash(url):
+        first, _, rest = url.partition("/")
+        raise click.UsageError(
+            f"{url!r} is a path without its leading / or a host without https://: write "
+            f"/{url} for a path on the portal's host, or https://{first}/{rest} for the host "
+            f"{first!r}"
+        )
     url = _as_verify_would_read(url, method)
     judged = _as_portal_page(url, method, attrs["groups"], person)
     if judged is not None:
@@ -111,6 +118,16 @@ def access_check(username: str, url: str, method: str) -> None:
     click.echo(f"{attrs['username']} {method.upper()} {url}: {verdict} by {reason}")
     click.echo(f"groups: {', '.join(attrs['groups'])}")
     raise SystemExit(0 if allowed else 1)
+
+
+def _path_without_its_slash(url: str) -> bool:
+    # "pages/finance" was judged as https://pages/finance, by the default policy: ALLOWED,
+    # where /pages/finance is DENIED. A first part with no dot, port or bracket before a "/"
+    # is as likely such a path as a one-label host, and a wrong "yes" must not come of it.
+    if "://" in url or "/" not in url or url.startswith("/"):
+        return False  # an address, a bare host ("wiki" is https://wiki/), a path or "//"
+    first = url.split("/", 1)[0]
+    return not any(mark in first for mark in ".:[?#")
 
 
 def _as_verify_would_read(url: str, method: str) -> str:

@@ -633,6 +633,15 @@ def test_access_check_takes_a_path_and_judges_portal_pages_by_their_groups(sso_a
     opened = runner.invoke(args=["access-check", "frank", "/pages/finance"])
     assert opened.exit_code == 0, opened.output
     assert "ALLOWED by the page's groups: member of finance" in opened.output
+    # A path without its leading "/" was read as a host ("pages"): ALLOWED by the default
+    # policy, exit 0, where /pages/finance is DENIED. Both readings are offered instead.
+    for slashless in ("pages/finance", "app/finance/", "admin/status"):
+        ambiguous = runner.invoke(args=["access-check", "bob", slashless])
+        assert ambiguous.exit_code == 2, (slashless, ambiguous.output)
+        first, _, rest = slashless.partition("/")
+        assert f"write /{slashless} for a path on the portal's host, or https://{first}/{rest}" in (
+            ambiguous.output
+        ), ambiguous.output
     app_path = runner.invoke(args=["access-check", "alice", "/app/wiki/"])
     assert app_path.exit_code == 0, app_path.output
     assert "GET https://localhost/app/wiki/: ALLOWED by default policy: allow" in app_path.output
