@@ -475,3 +475,22 @@ def test_one_part_of_a_text_set_by_a_nested_variable_is_refused_in_plain_words(
         r"that is no table .*give the whole value as JSON",
     ):
         create_app()
+
+
+def test_the_rules_and_the_template_page_of_the_admins_are_said_in_german(slapd):
+    """frank's look-up said "gesperrt durch rule 2: deny paths=/app/engineering" on a German
+    page, and the demo's template page (the admin guide) was English under a German title: the
+    rule's number and the page are German, the rule itself in the settings' words; the command
+    line keeps English."""
+    app = make_app(slapd)
+    client = german(app)
+    assert AuthActions(client).login("erin").status_code == 302
+    frank = visible_text(client.get("/admin/users/frank").get_data(as_text=True))
+    assert "Regel 2: deny paths=/app/engineering" in frank, frank
+    assert "rule " not in frank
+    guide = visible_text(client.get("/pages/admin-guide").get_data(as_text=True))
+    assert "Wer sich anmelden darf, entscheiden ACCESS_ALLOWED_GROUPS" in guide, guide
+    for english in ("A page rendered", "Check the directory", "Who may sign in", "loses access"):
+        assert english not in guide, english
+    whois = app.test_cli_runner().invoke(args=["whois", "frank"])
+    assert "rule 2: deny paths=/app/engineering" in whois.output, whois.output

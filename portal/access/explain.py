@@ -220,7 +220,7 @@ def page_access(
             )
             opens = decision is None or decision.allowed
             reason = by_groups if opens else gettext("%(groups)s, but %(rule)s", groups=by_groups,
-                                                     rule=decision.reason)  # fmt: skip
+                                                     rule=said(decision))  # fmt: skip
         found.append(PageAccess(page["slug"], page["title"], needed, granted, opens, reason))
     return found
 
@@ -249,20 +249,32 @@ def app_access(
         elif app.groups and not granted:
             shown, reason = False, by_groups
         elif decision is not None and not decision.allowed:
-            shown, rule = False, decision.reason
+            shown, rule = False, said(decision)
             reason = (gettext("%(groups)s, but %(rule)s", groups=by_groups, rule=rule)
                       if by_groups else gettext("closed by %(rule)s", rule=rule))  # fmt: skip
         elif refused_by_page:
             shown, reason = False, refused_by_page
         elif decision is not None and decision.rule:
             # Opened by a rule, not by the default policy: the rule is the reason it shows.
-            shown, rule = True, decision.reason
+            shown, rule = True, said(decision)
             reason = (gettext("%(groups)s, and opened by %(rule)s", groups=by_groups, rule=rule)
                       if by_groups else gettext("opened by %(rule)s", rule=rule))  # fmt: skip
         else:
             shown, reason = True, by_groups or gettext("shown to everyone signed in")
         found.append(AppAccess(app.title, app.url, shown, reason))
     return found
+
+
+def said(decision: access_rules.Decision) -> str:
+    """A decision's reason in the reader's language: "rule 2" and "default policy" translated,
+    the rule itself (hosts=, paths=, groups=) and the policy in the settings' own words."""
+    if decision.rule:
+        return gettext("rule %(number)d: %(rule)s", number=decision.rule,
+                       rule=decision.reason.partition(": ")[2])  # fmt: skip
+    kind, _, policy = decision.reason.partition(": ")
+    if kind == "default policy":
+        return gettext("default policy: %(policy)s", policy=policy)
+    return decision.reason
 
 
 def _own_page_refusal(app: App, groups: tuple[str, ...], person: Standing,
