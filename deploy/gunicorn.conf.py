@@ -20,6 +20,8 @@ rest.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from prometheus_client import multiprocess
@@ -75,18 +77,30 @@ def nworkers_changed(server, new_value, old_value):
 
 
 def pre_fork(server, worker):
-    """Before each worker starts (also one added later with SIGTTIN): check the count again,
-    and that the metrics folder has room for the worker's files (filled while running, every
-    new worker died of SIGBUS at its first request and gunicorn started another)."""
+    """Before each worker starts (also one added later with SIGTTIN): check the count again."""
     _check_workers(server, server.num_workers)
-    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if folder:
-        from portal.metrics import folder_problem
 
-        problem = folder_problem(folder)
-        if problem:
-            server.log.error("portal: %s", problem)
-            raise SystemExit(1)
+
+def post_fork(server, worker):
+    """In each new worker, before the portal loads: a metrics folder with no room for its files
+    (filled while running) costs that worker's share of /metrics, never the service. Each new
+    worker died of SIGBUS at its first request; refusing to start one stopped gunicorn, and
+    with it sign-in and every app behind the proxy. Such a worker keeps its metrics in a
+    folder of its own, and its /metrics shows its own values alone, until a restart once
+    the folder has room."""
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not folder:
+        return
+    from portal.metrics import LOGINS_WAITING, folder_problem
+
+    problem = folder_problem(folder)
+    if problem:
+        own = tempfile.mkdtemp(prefix=f"portal-metrics-{os.getpid()}-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = own
+        LOGINS_WAITING.inc(0)  # opens this worker's files now, there (a fork's first write)
+        server.log.error("portal: %s; worker %d keeps its metrics in %s (its /metrics shows "
+                         "that worker's alone) until a restart once the folder has room",
+                         problem, os.getpid(), own)  # fmt: skip
 
 
 def post_worker_init(worker):
@@ -112,6 +126,9 @@ def worker_exit(server, worker):
     from portal.accounts import write_waiting_marks
     from portal.watcher import watcher_of
 
+    own = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+    if os.path.basename(own).startswith(f"portal-metrics-{os.getpid()}-"):
+        shutil.rmtree(own, ignore_errors=True)  # this worker's own (see post_fork)
     app = getattr(worker, "wsgi", None)
     if app is None or not hasattr(app, "extensions"):
         return

@@ -37,6 +37,12 @@ def folder_problem(folder: str) -> str:
         # every process (a worker, each `portal` command) ended in a FileNotFoundError traceback.
         return (f"PROMETHEUS_MULTIPROC_DIR: no such folder {folder} (create it empty before "
                 "starting; the shipped deploy/gunicorn.conf.py does)")  # fmt: skip
+    if not os.access(folder, os.W_OK | os.X_OK):
+        # A read-only mount, or a folder of another user: prometheus_client's first metric
+        # ended the process in a 40-line traceback.
+        return (f"PROMETHEUS_MULTIPROC_DIR: {folder} is not writable by this process (user "
+                f"{os.getuid()}; a read-only mount or another user's folder): give gunicorn's "
+                "user a folder of its own")  # fmt: skip
     found = os.statvfs(folder)
     free = found.f_bavail * found.f_frsize
     if free < SPACE_NEEDED:

@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -213,11 +214,15 @@ def test_the_shipped_config_refuses_a_worker_added_by_sigttin_and_keeps_serving(
 
 
 @pytest.mark.slow
-def test_a_worker_is_not_started_on_a_full_metrics_folder(own_slapd, tmp_path):
-    """The metrics folder fills while the portal runs and a worker dies: gunicorn does not start
-    another into the full folder (each died of SIGBUS at its first request, a dozen a second);
-    it stops, saying why in one line. The full folder is injected: once the file FULL exists,
-    statvfs of the folder says 300 KiB free (a sitecustomize on gunicorn's path)."""
+def test_a_worker_started_on_a_full_metrics_folder_serves_with_metrics_of_its_own(
+    own_slapd, tmp_path
+):
+    """The metrics folder fills while the portal runs and a worker dies: the next worker starts
+    anyway, with its metrics in a folder of its own, and serves. (Each worker started into the
+    full folder died of SIGBUS at its first request; then gunicorn refused to start one and
+    stopped, and sign-in and every app behind the proxy went down over metrics.) The full
+    folder is injected: once the file FULL exists, statvfs of the folder says 300 KiB free (a
+    sitecustomize on gunicorn's path)."""
     from tests.servers import Gunicorn
 
     folder, injected = tmp_path / "metrics", tmp_path / "site"
@@ -240,12 +245,23 @@ def test_a_worker_is_not_started_on_a_full_metrics_folder(own_slapd, tmp_path):
         (tmp_path / "FULL").touch()
         [worker] = _workers_of(server.process.pid)
         os.kill(worker, signal.SIGKILL)
-        assert _eventually(lambda: server.process.poll() is not None), server.output_text()
+        assert _eventually(lambda: _workers_of(server.process.pid) not in ([], [worker])), (
+            server.output_text()
+        )
+        [replacement] = _workers_of(server.process.pid)
+        assert requests.get(server.base_url + "/login", timeout=10).status_code == 200
+        metrics = requests.get(server.base_url + "/metrics", timeout=10)
+        assert metrics.status_code == 200 and "portal_logins_total" in metrics.text, metrics.text
+        # Its files are in its own folder: nothing more was written into the full one.
+        assert not list(folder.glob(f"*_{replacement}.db"))
+        assert server.process.poll() is None
     finally:
         server.stop()
     said = server.output_text()
     assert f"portal: PROMETHEUS_MULTIPROC_DIR: {folder} has 300 KiB free" in said, said
+    assert f"worker {replacement} keeps its metrics in" in said, said
     assert "SIGBUS" not in said
+    assert not list(Path(tempfile.gettempdir()).glob(f"portal-metrics-{replacement}-*"))
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ metrics before and after what it does and asserts the difference, never an absol
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -349,6 +350,37 @@ def test_a_file_where_the_multiprocess_folder_belongs_is_named_as_a_file(tmp_pat
         f"PROMETHEUS_MULTIPROC_DIR: {taken} is a file, not a folder (move it away and create "
         "the folder empty before starting)\n"
     )
+
+
+def test_a_metrics_folder_the_process_cannot_write_is_said_in_one_line(tmp_path):
+    """A read-only mount (or another user's folder) at PROMETHEUS_MULTIPROC_DIR: one line
+    naming it, exit 4, where prometheus_client's first metric ended the process in a 40-line
+    OSError traceback. (The refusal is injected: access() of the folder answers no, as it does
+    on a read-only mount.)"""
+    folder = tmp_path / "metrics"
+    folder.mkdir()
+    inject = (
+        "import os, runpy, sys\n"
+        "real = os.access\n"
+        "def access(path, mode, **kw):\n"
+        f"    if str(path) == {str(folder)!r} and mode & os.W_OK:\n"
+        "        return False\n"
+        "    return real(path, mode, **kw)\n"
+        "os.access = access\n"
+        "sys.argv = ['portal', '--version']\n"
+        "runpy.run_module('portal', run_name='__main__')\n"
+    )
+    environment = dict(
+        portal_environment("ldap://127.0.0.1:1"), PROMETHEUS_MULTIPROC_DIR=str(folder)
+    )
+    done = subprocess.run([sys.executable, "-c", inject], cwd=ROOT, env=environment,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 4, done
+    assert done.stderr == (
+        f"PROMETHEUS_MULTIPROC_DIR: {folder} is not writable by this process (user "
+        f"{os.getuid()}; a read-only mount or another user's folder): give gunicorn's user a "
+        "folder of its own\n"
+    ), done
 
 
 def test_a_process_refuses_to_start_on_a_full_multiprocess_folder(tmp_path):
