@@ -173,8 +173,11 @@ def cache_request(hit: bool) -> None:
 WATCH_LAG = Gauge(
     "portal_watch_lag_seconds",
     "Seconds since the directory watcher last polled the directory (0 before its first poll); "
-    "with several workers, the largest of the live ones.",
-    multiprocess_mode="livemax",
+    "with several workers, the one set last (each scrape sets it from what the watcher "
+    "published).",
+    # Set last, not the largest: each worker sets it when it answers a scrape, and the largest
+    # kept another worker's old answer (a restarted sidecar's lag read 22 s for a while).
+    multiprocess_mode="livemostrecent",
 )
 WATCH_FLUSHES = Counter(
     "portal_watch_flushes",

@@ -526,3 +526,24 @@ def test_one_scrape_under_gunicorn_adds_up_every_worker(slapd, tmp_path):
             assert totals.value(count, operation="search", server=label) == 2 * logins
     finally:
         server.stop()
+
+
+def test_the_watch_lag_of_several_workers_is_the_one_set_last(tmp_path):
+    """Each worker sets the watcher's lag when it answers a scrape; summed up over the folder,
+    the largest kept another worker's old answer: a restarted sidecar still read 22.8 s there
+    while the status page said it polled 0 s ago. Two processes set it in turn, as two workers
+    answering scrapes do; the folder says the later one."""
+    from prometheus_client import CollectorRegistry, multiprocess
+
+    folder = tmp_path / "metrics"
+    folder.mkdir()
+    environment = dict(
+        portal_environment("ldap://127.0.0.1:1"), PROMETHEUS_MULTIPROC_DIR=str(folder)
+    )
+    for lag in ("22.8", "0.5"):
+        setting = f"from portal import metrics; metrics.watch_lag({lag})"
+        subprocess.run([sys.executable, "-c", setting], cwd=ROOT, env=environment, check=True,
+                       timeout=120)  # fmt: skip
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(folder))
+    assert registry.get_sample_value("portal_watch_lag_seconds") == 0.5
