@@ -96,6 +96,7 @@ class Watcher:
         self.feed = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._paused_without_redis = False  # said when it is over, as its pause was
         self._pid = 0
         self._lock = threading.Lock()
         # What a poll found and the watcher has not done yet: it stays here until it is done,
@@ -300,20 +301,29 @@ class Watcher:
         try:
             # Renew our own lease first (compare and extend in one step): a full Redis
             # (noeviction) still extends a key, where it refuses every SET.
-            if client.eval(_RENEW, 1, key, self.identity, seconds):
-                return True
-            return bool(client.set(key, self.identity, nx=True, ex=seconds))
+            held = bool(client.eval(_RENEW, 1, key, self.identity, seconds)) or bool(
+                client.set(key, self.identity, nx=True, ex=seconds)
+            )
         except ResponseError as error:  # it answered, refusing: its ACL, most often
+            self._paused_without_redis = True
             quiet.warning("watch lease", "directory watcher: Redis refuses to keep its lease "
                           "(%s: a user without EVAL or SET, or a full Redis); paused, so a "
                           "change in the directory ends a sign-in only within USER_CACHE_TTL "
                           "until Redis takes it", error)  # fmt: skip
             return False
         except Exception as error:  # noqa: BLE001 - Redis down: nobody can be elected
+            self._paused_without_redis = True
             quiet.warning("watch lease", "directory watcher cannot reach Redis: %s; paused, so a "
                           "change in the directory ends a sign-in only within "
                           "CACHE_FALLBACK_SECONDS until Redis answers", error)  # fmt: skip
             return False
+        if self._paused_without_redis:
+            # Else its log said "paused" and nothing after: an on-call engineer could not tell
+            # it had caught up (the servers say their cache answers again).
+            self._paused_without_redis = False
+            log.warning("directory watcher: Redis answers again; %s", "watching again" if held
+                        else "another process holds the lease and watches")  # fmt: skip
+        return held
 
     def _release(self) -> None:
         client = self._redis()

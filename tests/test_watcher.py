@@ -1238,3 +1238,33 @@ def test_a_redis_user_without_scripts_pauses_the_watcher_and_says_so(own_slapd, 
     assert "within USER_CACHE_TTL" in said and "cannot reach" not in said, said
     watcher.stop()
     app.extensions["portal.directory"].close()
+
+
+def test_a_watcher_paused_without_redis_says_when_it_watches_again(own_slapd, own_redis, caplog):
+    """Redis stops: the watcher says it is paused and does not poll; Redis answers again: it
+    says so and polls. Its log said "paused" and nothing after, so an on-call engineer reading
+    a sidecar's log could not tell that it had caught up."""
+    app = make_app(own_slapd, CACHE_TYPE="RedisCache", CACHE_REDIS_URL=own_redis.url,
+                   THROTTLE_STORAGE_URL="memory://", WATCH_INTERVAL=INTERVAL)  # fmt: skip
+    watcher = app.extensions["portal.watcher"]
+
+    def said() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "directory watcher" in r.getMessage()]
+
+    try:
+        with app.app_context():
+            watcher.tick()
+            assert watcher.state.last_poll > 0 and said() == []
+            own_redis.stop()
+            polled = watcher.state.last_poll
+            watcher.tick()
+            assert watcher.state.last_poll == polled  # paused: no lease, no poll
+            [paused] = said()
+            assert "cannot reach Redis" in paused and "paused" in paused, paused
+            own_redis.start()
+            watcher.tick()
+        assert said()[1:] == ["directory watcher: Redis answers again; watching again"], said()
+        assert watcher.state.last_poll > polled
+    finally:
+        watcher.stop()
+        app.extensions["portal.directory"].close()
