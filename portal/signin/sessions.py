@@ -127,6 +127,14 @@ class PortalSessionInterface(SecureCookieSessionInterface):
                 memo[value] = known
         data, signed_at, nested = known
         age = time.time() - signed_at
-        if age > max_age or age < -CLOCK_SKEW_SECONDS:
-            return None  # expired (since it was first verified), or from too far ahead
+        if age < -CLOCK_SKEW_SECONDS:
+            # Signed by an instance whose clock runs ahead: its sign-ins are sent back to the
+            # sign-in page here, with nothing else to show for it.
+            quiet.warning("session from the future", "a session signed %.0f s ahead of this "
+                          "machine's clock was ignored (its holder is asked to sign in): an "
+                          "instance's clock runs ahead; check time synchronisation (NTP) on "
+                          "every instance", -age)  # fmt: skip
+            return None
+        if age > max_age:
+            return None  # expired (since it was first verified)
         return data, nested
