@@ -261,6 +261,29 @@ def test_the_app_is_told_the_host_the_portal_judged(stack, browser):
     assert header_values(echo, "Host") == [f"127.0.0.1:{stack.nginx.port}"]
 
 
+def test_with_the_portal_down_the_apps_and_the_portal_say_sign_in_is_not_available(stack):
+    """The portal stopped (a nginx in front of a port nothing listens on): every app answered
+    nginx's bare "500 Internal Server Error" (auth_request) and the portal's pages "502 Bad
+    Gateway". Both now get a short 503 page saying sign-in is not available, to try again,
+    not kept by any cache; an app's own errors still pass as the app sends them."""
+    from portal.testing.slapd import free_port
+
+    down = Nginx(require_binary("nginx", "apt-get install nginx-light"), free_port(),
+                 stack.app.port)  # fmt: skip
+    try:
+        down.start()
+        for path in ("/app/wiki/", "/login", "/"):
+            answer = raw_request(down.port, path)
+            assert answer.status == 503, (path, answer.status)
+            assert b"The sign-in service is not answering" in answer.body, (path, answer.body)
+            assert answer.headers["Retry-After"] == "30", path
+            assert answer.headers["Cache-Control"] == "no-store", path
+    finally:
+        down.cleanup()
+    # With the portal up, the portal's own answers pass as sent (a 404 stays its 404).
+    assert raw_request(stack.proxy.port, "/no-such-page").status == 404
+
+
 @pytest.fixture
 def cached_nginx(stack):
     """A second nginx in front of the same portal and app, with the micro-cache turned on."""
