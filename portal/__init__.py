@@ -51,15 +51,14 @@ def create_app(test_config: dict | None = None, *, log_warnings: bool = True) ->
     csrf.init_app(app)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
-    from flask_babel import lazy_gettext
     from flask_babel.speaklater import LazyString
 
     # Empty (so not flashed) for the home page: nobody asked for a page in particular there.
     login_manager.login_message = LazyString(_sign_in_prompt)
     login_manager.refresh_view = "auth.login"
-    login_manager.needs_refresh_message = lazy_gettext(
-        "Please enter your password again to open that page."
-    )
+    # Nothing flashed: the form itself says why the password is asked again (the two said it
+    # twice, the flash in a success colour).
+    login_manager.needs_refresh_message = ""
     login_manager.localize_callback = str  # the lazy message, in the request's language
     # SESSION_PROTECTION (Flask-Login reads it from the config) compares this fingerprint,
     # not Flask-Login's own, which trusts the client-supplied X-Forwarded-For header.

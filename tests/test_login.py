@@ -309,6 +309,12 @@ def test_asked_again_for_the_password_the_name_is_filled_in(app, auth):
     page = auth.client.get(asked.headers["Location"]).get_data(as_text=True)
     assert "Enter your password again to open this page" in page
     assert 'name="username" type="text" value="erin" autocomplete="username" required' in page
+    # erin's sign-in: the name cannot be changed (another name took the browser over without
+    # a word); whoever is not erin is offered the sign-out. Said once, not flashed as well.
+    assert "<h1>Confirm your password</h1>" in page
+    assert 'value="erin" autocomplete="username" required readonly' in page
+    assert '<a href="/logout">Not erin? Sign out</a>' in page
+    assert "Please enter your password again" not in page
     assert 'autocomplete="current-password" autofocus required' in page
     assert 'name="remember" type="checkbox" value="y" checked>' in page, "kept as chosen"
     token = csrf_token_in(page)
