@@ -319,8 +319,9 @@ def unthrottle(username: str) -> None:
     if not throttle.counts_shared():
         raise click.ClickException(
             "the failed sign-ins are counted in each server process's memory (no Redis), out "
-            "of this command's reach: nothing was forgotten (restart the servers, or wait "
-            "the window out)"
+            "of this command's reach: nothing was forgotten (the button 'Forget the failed "
+            "sign-ins' of the person's admin page, /admin/users/NAME, clears its server's; "
+            "or restart the servers, or wait the window out)"
         )
     name = _canonical(username)
     try:
