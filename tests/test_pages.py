@@ -98,6 +98,24 @@ def test_markup_in_a_page_body_is_shown_as_escaped_text(slapd):
     assert "<script>alert" not in body
 
 
+def test_a_line_break_in_a_page_body_stays_one_and_a_blank_line_starts_a_paragraph(slapd):
+    """A rota written line by line was shown on one line ("Monday: Alice Tuesday: Bob"): each
+    line break is kept, a blank line still starts a paragraph, markup in a line is text."""
+    page = {"slug": "oncall", "title": "On call", "groups": ["staff"],
+            "body": "This week:\nMonday: Alice\nTuesday: <b>Bob</b>\n\nCall 4357."}  # fmt: skip
+    app = make_app(slapd, PAGES=[page])
+    try:
+        client = app.test_client()
+        AuthActions(client).login("alice")
+        body = client.get("/pages/oncall").get_data(as_text=True)
+    finally:
+        app.extensions["portal.directory"].close()
+    assert (
+        "<p>This week:<br>Monday: Alice<br>Tuesday: &lt;b&gt;Bob&lt;/b&gt;</p><p>Call 4357.</p>"
+        in (body)
+    ), body
+
+
 def test_page_from_template(client, auth):
     """A page can be rendered from a template named in settings."""
     auth.login("erin")

@@ -159,7 +159,8 @@ ACCESS_ALLOWED_GROUPS: list[str] = []
 ACCESS_DENIED_GROUPS: list[str] = []
 #: Members of these groups may open the admin pages.
 ACCESS_ADMIN_GROUPS: list[str] = []
-#: Group-restricted pages: tables with slug, title, groups and either body or template.
+#: Group-restricted pages: tables with slug, title, groups and either body (plain text: a blank
+#: line starts a paragraph, a line break stays one) or template.
 PAGES: list[dict[str, Any]] = []
 #: The apps the home page offers, as tiles grouped by category: tables with title, url (an
 #: https:// address, or a path on the portal's host), and optionally description, icon (a file
