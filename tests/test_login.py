@@ -317,6 +317,19 @@ def test_asked_again_for_the_password_the_name_is_filled_in(app, auth):
     assert "Please enter your password again" not in page
     assert 'autocomplete="current-password" autofocus required' in page
     assert 'name="remember" type="checkbox" value="y" checked>' in page, "kept as chosen"
+    # It still asks again after a wrong password, and another person's name and password sent
+    # in erin's form are erin's name with a wrong password: the browser stays erin's.
+    for typed, password in (("erin", "not-her-password"), ("alice", "alice-secret")):
+        again = auth.client.post("/login", data={"csrf_token": csrf_token_in(page),
+                                                 "username": typed, "password": password,
+                                                 "next": "/admin/status"})  # fmt: skip
+        page = again.get_data(as_text=True)
+        assert again.status_code == 401, (typed, again.status_code)
+        assert "<h1>Confirm your password</h1>" in page, typed
+        assert 'value="erin" autocomplete="username" required readonly' in page, typed
+        assert '<a href="/logout">Not erin? Sign out</a>' in page, typed
+    home = auth.client.get("/").get_data(as_text=True)
+    assert "Erin" in home and "Alice" not in home
     token = csrf_token_in(page)
     done = auth.client.post(
         "/login",

@@ -663,14 +663,20 @@ def test_a_remember_cookie_that_is_not_ascii_breaks_no_page_and_no_sign_out(app,
 
 def test_signing_in_without_remember_me_drops_the_previous_persons_remember_cookie(app):
     """bob signs in where alice's remember-me cookie was left: when bob's login ends, the
-    browser is nobody's, not alice's."""
+    browser is nobody's, not alice's. While her kept sign-in works, the form there asks for
+    her password (bob's name and password are a wrong password of hers: he signs her out
+    first); once it has ended elsewhere, he signs in."""
+    from portal import accounts
+
     alice = signed_in(app, "alice", remember=True)
     browser = remember_only(app, alice)
+    assert AuthActions(browser).login("bob").status_code == 401
+    assert "Alice" in browser.get("/").get_data(as_text=True)
+    with app.app_context():
+        accounts.revoke_all("alice")  # e.g. "sign out everywhere" from her phone
     assert AuthActions(browser).login("bob").status_code == 302
     assert browser.get_cookie(REMEMBER) is None
     with app.app_context():
-        from portal import accounts
-
         accounts.revoke_all("bob")
     assert not is_signed_in(browser)
 

@@ -101,6 +101,11 @@ def expired_form(error: CSRFError):
     return _page(form, EXPIRED, 400)
 
 
+def _asking_again() -> bool:
+    # A "keep me signed in" session (not fresh) asked for its password again.
+    return current_user.is_authenticated and not login_fresh()
+
+
 def _anyone_signed_in_here() -> bool:
     # Read from the cookies alone: current_user would sign in from a remember-me cookie.
     return bool(session.get("_user_id") or request.cookies.get(_remember_cookie_name()))
@@ -156,12 +161,18 @@ def login():
             )
             return _page(form, confirming=True)
         return _page(form)
+    asking_again = _asking_again()
+    if asking_again:
+        # The password of the person signed in, asked again: the name is theirs, whatever the
+        # form sent (another name typed there took the browser over without a word). Someone
+        # else signs out first ("Not erin? Sign out"), and knows whose sign-in ends.
+        form.username.data = current_user.username
     if not form.validate_on_submit():
         return _page(form, MISSING, 400)
     if any(len(request.form.getlist(name)) > 1 for name in ("username", "password")):
         # Two names or two passwords: no guessing which one was meant.
         return _page(form, MISSING, 400)
-    attempt = throttle.begin_attempt()
+    attempt = throttle.begin_attempt(form.username.data if asking_again else None)
     if attempt is None:
         # Unlimited guessing is worse than nobody signing in for a while: fail closed.
         # An outage, not guessing: counted and logged apart from the throttle's refusals.
@@ -407,6 +418,11 @@ def wait_until(deadline: float) -> None:
 def _page(form: LoginForm, error=None, status: int = 200, headers=None, must_change=False,
           confirming: bool = False):  # fmt: skip
     form.password.data = ""
+    if confirming or _asking_again():
+        # Every answer of the form that asks again (a wrong password, a field left empty, the
+        # throttle, an expired form) still asks again, for the same person.
+        confirming = True
+        form.username.data = current_user.username
     signed_out = request.args.get("signed_out") if error is None else None
     if error is None and not (signed_out or must_change or form.username.data or
                               form.remember.data):  # fmt: skip
