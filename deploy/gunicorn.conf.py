@@ -19,6 +19,7 @@ rest.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -39,6 +40,9 @@ limit_request_line = 8190  # gunicorn's largest
 # does not use: two instances on one host shared that path, and the shipped unit's
 # ProtectHome made it fail at every start with an error line. (Older gunicorn ignores this.)
 control_socket_disable = True
+#: Where a worker started into a full metrics folder keeps its own (see post_fork): the
+#: temporary folder, else memory, most often another file system. mkdtemp: private, random.
+_OWN_METRICS_PLACES = (tempfile.gettempdir(), "/dev/shm")  # noqa: S108
 
 
 def on_starting(server):
@@ -94,13 +98,26 @@ def post_fork(server, worker):
     from portal.metrics import LOGINS_WAITING, folder_problem
 
     problem = folder_problem(folder)
-    if problem:
-        own = tempfile.mkdtemp(prefix=f"portal-metrics-{os.getpid()}-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = own
-        LOGINS_WAITING.inc(0)  # opens this worker's files now, there (a fork's first write)
-        server.log.error("portal: %s; worker %d keeps its metrics in %s (its /metrics shows "
-                         "that worker's alone) until a restart once the folder has room",
-                         problem, os.getpid(), own)  # fmt: skip
+    if not problem:
+        return
+    own = ""
+    for place in _OWN_METRICS_PLACES:
+        with contextlib.suppress(OSError):
+            own = tempfile.mkdtemp(prefix=f"portal-metrics-{os.getpid()}-", dir=place)
+            if not folder_problem(own):
+                break
+            shutil.rmtree(own, ignore_errors=True)
+            own = ""
+    if not own:
+        server.log.error("portal: %s; and no folder of its own has room either: worker %d "
+                         "may die at its first request", problem, os.getpid())  # fmt: skip
+        return
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = own
+    LOGINS_WAITING.inc(0)  # opens this worker's files now, there (a fork's first write)
+    server.log.error("portal: %s; worker %d keeps its metrics in %s: its /metrics shows its "
+                     "own values alone, and the others' lack them (totals then jump between "
+                     "scrapes), until a restart once the folder has room",
+                     problem, os.getpid(), own)  # fmt: skip
 
 
 def post_worker_init(worker):
@@ -126,9 +143,6 @@ def worker_exit(server, worker):
     from portal.accounts import write_waiting_marks
     from portal.watcher import watcher_of
 
-    own = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
-    if os.path.basename(own).startswith(f"portal-metrics-{os.getpid()}-"):
-        shutil.rmtree(own, ignore_errors=True)  # this worker's own (see post_fork)
     app = getattr(worker, "wsgi", None)
     if app is None or not hasattr(app, "extensions"):
         return
@@ -139,9 +153,13 @@ def worker_exit(server, worker):
 
 
 def child_exit(server, worker):
-    """A worker ended: its live gauges stop counting (its counters keep adding up)."""
+    """A worker ended: its live gauges stop counting (its counters keep adding up); a folder of
+    its own (see post_fork) is removed, also when it was killed outright."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.mark_process_dead(worker.pid)
+    for place in _OWN_METRICS_PLACES:
+        for own in Path(place).glob(f"portal-metrics-{worker.pid}-*"):
+            shutil.rmtree(own, ignore_errors=True)
 
 
 def _check_workers(server, workers: int) -> None:

@@ -254,6 +254,14 @@ def test_a_worker_started_on_a_full_metrics_folder_serves_with_metrics_of_its_ow
         assert metrics.status_code == 200 and "portal_logins_total" in metrics.text, metrics.text
         # Its files are in its own folder: nothing more was written into the full one.
         assert not list(folder.glob(f"*_{replacement}.db"))
+        own = list(Path(tempfile.gettempdir()).glob(f"portal-metrics-{replacement}-*"))
+        assert len(own) == 1 and list(own[0].glob("*.db")), own
+        # Killed outright, it leaves no folder behind (the master removes it).
+        os.kill(replacement, signal.SIGKILL)
+        assert _eventually(lambda: not own[0].exists()), server.output_text()
+        assert _eventually(lambda: _workers_of(server.process.pid) not in ([], [replacement]))
+        [third] = _workers_of(server.process.pid)
+        assert requests.get(server.base_url + "/login", timeout=10).status_code == 200
         assert server.process.poll() is None
     finally:
         server.stop()
@@ -261,7 +269,8 @@ def test_a_worker_started_on_a_full_metrics_folder_serves_with_metrics_of_its_ow
     assert f"portal: PROMETHEUS_MULTIPROC_DIR: {folder} has 300 KiB free" in said, said
     assert f"worker {replacement} keeps its metrics in" in said, said
     assert "SIGBUS" not in said
-    assert not list(Path(tempfile.gettempdir()).glob(f"portal-metrics-{replacement}-*"))
+    # A worker stopped as gunicorn stops it leaves none either.
+    assert not list(Path(tempfile.gettempdir()).glob(f"portal-metrics-{third}-*"))
 
 
 @pytest.mark.slow
