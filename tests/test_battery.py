@@ -607,6 +607,47 @@ def test_an_entry_the_template_names_and_the_filter_leaves_out_is_a_wrong_passwo
         server.cleanup()
 
 
+def test_with_a_upn_template_a_must_change_answer_is_judged_by_the_upns_holder(monkeypatch):
+    """Active Directory answers a UPN bind whose password must be changed (773) before any
+    entry is read: the portal asks who holds the UPN. alice.smith@corp.example is asmith's,
+    while another entry is named alice.smith: asmith disabled by LDAP_DISABLED_FILTER, "must
+    be changed" would confirm her password (the entry found by the typed name passed the
+    filter), so it is a wrong password; asmith let back in, it is "must be changed"."""
+    from portal.directory.errors import PasswordChangeRequired
+    from portal.directory.service import Directory
+
+    server = start_slapd(**trees.ad_options())
+    asmith = "CN=Alice Smith,OU=Users,DC=corp,DC=example"
+    server.add(
+        "dn: CN=Alice Smith Two,OU=Users,DC=corp,DC=example\nobjectClass: top\n"
+        "objectClass: person\nobjectClass: organizationalPerson\nobjectClass: user\n"
+        "cn: Alice Smith Two\nsn: Smith\nsAMAccountName: alice.smith\n"
+        "userPrincipalName: alice.smith2@corp.example\nuserAccountControl: 512\n"
+        "memberOf: CN=Staff,OU=Groups,DC=corp,DC=example\n"
+    )
+    server.modify(f"dn: {asmith}\nchangetype: modify\nadd: description\ndescription: off\n")
+    real_bind = Directory._send_bind
+
+    def active_directory_bind(self, connection, who, password):
+        if who == "alice.smith@corp.example":
+            raise PasswordChangeRequired(who)  # AD's 49 "data 773", for the right password
+        return real_bind(self, connection, who, password)
+
+    monkeypatch.setattr(Directory, "_send_bind", active_directory_bind)
+    app = example_app(server, "ad", LDAP_USER_DN_TEMPLATE="{username}@corp.example",
+                      LDAP_DISABLED_FILTER="(description=off)")  # fmt: skip
+    try:
+        attempts = [("wrong-password", "alice", "not-her-password"),
+                    ("disabled holder", "alice.smith", "asmith-secret")]  # fmt: skip
+        assert_all_alike(refusals(app, attempts))
+        server.modify(f"dn: {asmith}\nchangetype: modify\ndelete: description\n")
+        let_in = AuthActions(app.test_client()).login("alice.smith", "asmith-secret")
+        assert let_in.status_code == 403 and "must be changed" in let_in.text, let_in.status_code
+    finally:
+        app.extensions["portal.directory"].close()
+        server.cleanup()
+
+
 # --- Hostile `next` ----------------------------------------------------------------------------
 
 

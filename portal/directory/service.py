@@ -267,15 +267,29 @@ class Directory:
         return None if entry is None else self._usable(entry, who)
 
     def _template_entry(self, name: str, who: str) -> Mapping | None:
-        # The entry LDAP_USER_FILTER finds by this name, if it is the one the template named:
-        # by its DN for a DN template; a UPN names no DN, and the person is then the one every
-        # later read of them finds by name.
+        # The entry the template named, if LDAP_USER_FILTER finds it as every later read of
+        # the person does: by this name, the entry of that DN; for a UPN (Active Directory),
+        # the entry holding it, under its own name (a UPN's first part may be another
+        # account's name: "alice.smith@corp.example" is asmith's).
+        if "=" not in self.settings.dn_template:
+            holder = self._upn_holder(who)
+            if holder is None or not (name := self._identity(holder) or ""):
+                return None
+            who = holder["dn"]
         found = self._find_user(name, name)
-        if found is None or self._identity(found) != name:
-            return None
-        if "=" in self.settings.dn_template and dn_key(found["dn"]) != dn_key(who):
+        if found is None or self._identity(found) != name or dn_key(found["dn"]) != dn_key(who):
             return None
         return found
+
+    def _upn_holder(self, upn: str) -> Mapping | None:
+        # The one entry under the user bases holding this userPrincipalName, else None.
+        search_filter = fill_filter("(userPrincipalName={upn})", upn=upn)
+        holders: dict[str, Mapping] = {}
+        for base in self.settings.user_bases:
+            for entry in self._search(base, search_filter, [self.settings.attr_username],
+                                      size_limit=2, truncation_ok=True):  # fmt: skip
+                holders.setdefault(entry["dn"].lower(), entry)
+        return next(iter(holders.values())) if len(holders) == 1 else None
 
     def _bound_entry(self, connection: ldap3.Connection, name: str) -> Mapping | None:
         # Ask the server who is bound (RFC 4532): a UPN may name another account than the
