@@ -629,7 +629,8 @@ def test_with_a_upn_template_a_must_change_answer_is_judged_by_the_upns_holder(m
     real_bind = Directory._send_bind
 
     def active_directory_bind(self, connection, who, password):
-        if who == "alice.smith@corp.example":
+        if who in ("alice.smith@corp.example", "asmith@corp.example"):  # asmith's, explicit
+            # and implicit (AD binds sAMAccountName@domain too, held by no entry)
             raise PasswordChangeRequired(who)  # AD's 49 "data 773", for the right password
         return real_bind(self, connection, who, password)
 
@@ -638,11 +639,13 @@ def test_with_a_upn_template_a_must_change_answer_is_judged_by_the_upns_holder(m
                       LDAP_DISABLED_FILTER="(description=off)")  # fmt: skip
     try:
         attempts = [("wrong-password", "alice", "not-her-password"),
-                    ("disabled holder", "alice.smith", "asmith-secret")]  # fmt: skip
+                    ("disabled holder", "alice.smith", "asmith-secret"),
+                    ("disabled, implicit UPN", "asmith", "asmith-secret")]  # fmt: skip
         assert_all_alike(refusals(app, attempts))
         server.modify(f"dn: {asmith}\nchangetype: modify\ndelete: description\n")
-        let_in = AuthActions(app.test_client()).login("alice.smith", "asmith-secret")
-        assert let_in.status_code == 403 and "must be changed" in let_in.text, let_in.status_code
+        for typed in ("alice.smith", "asmith"):
+            let_in = AuthActions(app.test_client()).login(typed, "asmith-secret")
+            assert let_in.status_code == 403 and "must be changed" in let_in.text, typed
     finally:
         app.extensions["portal.directory"].close()
         server.cleanup()

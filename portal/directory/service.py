@@ -268,18 +268,17 @@ class Directory:
 
     def _template_entry(self, name: str, who: str) -> Mapping | None:
         # The entry the template named, if LDAP_USER_FILTER finds it as every later read of
-        # the person does: by this name, the entry of that DN; for a UPN (Active Directory),
-        # the entry holding it, under its own name (a UPN's first part may be another
-        # account's name: "alice.smith@corp.example" is asmith's).
-        if "=" not in self.settings.dn_template:
-            holder = self._upn_holder(who)
-            if holder is None or not (name := self._identity(holder) or ""):
-                return None
-            who = holder["dn"]
-        found = self._find_user(name, name)
-        if found is None or self._identity(found) != name or dn_key(found["dn"]) != dn_key(who):
+        # the person does: by this name, the entry of that DN. A UPN (Active Directory) names
+        # the entry holding it, found under its own name (a UPN's first part may be another
+        # account's name: "alice.smith@corp.example" is asmith's); one nobody holds is AD's
+        # implicit sAMAccountName@domain, the account of the typed name.
+        check_dn = "=" in self.settings.dn_template
+        if not check_dn and (holder := self._upn_holder(who)) is not None:
+            name, who, check_dn = self._identity(holder) or "", holder["dn"], True
+        found = self._find_user(name, name) if name else None
+        if found is None or self._identity(found) != name:
             return None
-        return found
+        return None if check_dn and dn_key(found["dn"]) != dn_key(who) else found
 
     def _upn_holder(self, upn: str) -> Mapping | None:
         # The one entry under the user bases holding this userPrincipalName, else None.
