@@ -321,8 +321,8 @@ class Watcher:
             # Else its log said "paused" and nothing after: an on-call engineer could not tell
             # it had caught up (the servers say their cache answers again).
             self._paused_without_redis = False
-            log.warning("directory watcher: Redis answers again; %s", "watching again" if held
-                        else "another process holds the lease and watches")  # fmt: skip
+            log.warning("directory watcher: Redis keeps its lease again; %s", "watching again"
+                        if held else "another process holds it and watches")  # fmt: skip
         return held
 
     def _release(self) -> None:

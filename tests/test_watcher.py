@@ -1263,7 +1263,9 @@ def test_a_watcher_paused_without_redis_says_when_it_watches_again(own_slapd, ow
             assert "cannot reach Redis" in paused and "paused" in paused, paused
             own_redis.start()
             watcher.tick()
-        assert said()[1:] == ["directory watcher: Redis answers again; watching again"], said()
+        assert said()[1:] == ["directory watcher: Redis keeps its lease again; watching again"], (
+            said()
+        )
         assert watcher.state.last_poll > polled
     finally:
         watcher.stop()
