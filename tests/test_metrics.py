@@ -352,6 +352,18 @@ def test_a_file_where_the_multiprocess_folder_belongs_is_named_as_a_file(tmp_pat
     )
 
 
+def portal_version_with_folder(folder, injected: str) -> subprocess.CompletedProcess:
+    """`portal --version` with PROMETHEUS_MULTIPROC_DIR set to `folder`, after the Python lines
+    `injected` (the fault: what the OS answers of the folder) ran in its process."""
+    program = (f"import os, runpy, sys\n{injected}sys.argv = ['portal', '--version']\n"
+               "runpy.run_module('portal', run_name='__main__')\n")  # fmt: skip
+    environment = dict(
+        portal_environment("ldap://127.0.0.1:1"), PROMETHEUS_MULTIPROC_DIR=str(folder)
+    )
+    return subprocess.run([sys.executable, "-c", program], cwd=ROOT, env=environment,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
 def test_a_metrics_folder_the_process_cannot_write_is_said_in_one_line(tmp_path):
     """A read-only mount (or another user's folder) at PROMETHEUS_MULTIPROC_DIR: one line
     naming it, exit 4, where prometheus_client's first metric ended the process in a 40-line
@@ -359,22 +371,14 @@ def test_a_metrics_folder_the_process_cannot_write_is_said_in_one_line(tmp_path)
     on a read-only mount.)"""
     folder = tmp_path / "metrics"
     folder.mkdir()
-    inject = (
-        "import os, runpy, sys\n"
+    done = portal_version_with_folder(folder, (
         "real = os.access\n"
         "def access(path, mode, **kw):\n"
         f"    if str(path) == {str(folder)!r} and mode & os.W_OK:\n"
         "        return False\n"
         "    return real(path, mode, **kw)\n"
         "os.access = access\n"
-        "sys.argv = ['portal', '--version']\n"
-        "runpy.run_module('portal', run_name='__main__')\n"
-    )
-    environment = dict(
-        portal_environment("ldap://127.0.0.1:1"), PROMETHEUS_MULTIPROC_DIR=str(folder)
-    )
-    done = subprocess.run([sys.executable, "-c", inject], cwd=ROOT, env=environment,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    ))  # fmt: skip
     assert done.returncode == 4, done
     assert done.stderr == (
         f"PROMETHEUS_MULTIPROC_DIR: {folder} is not writable by this process (user "
@@ -390,23 +394,15 @@ def test_a_process_refuses_to_start_on_a_full_multiprocess_folder(tmp_path):
     folder says 300 KiB free.)"""
     folder = tmp_path / "metrics"
     folder.mkdir()
-    inject = (
-        "import os, runpy, sys\n"
+    done = portal_version_with_folder(folder, (
         "real = os.statvfs\n"
-        f"def statvfs(path):\n"
-        f"    found = real(path)\n"
+        "def statvfs(path):\n"
+        "    found = real(path)\n"
         f"    if str(path) != {str(folder)!r}:\n"
         "        return found\n"
         "    return os.statvfs_result((4096, 4096, 1000, 75, 75, *found[5:]))\n"
         "os.statvfs = statvfs\n"
-        "sys.argv = ['portal', '--version']\n"
-        "runpy.run_module('portal', run_name='__main__')\n"
-    )
-    environment = dict(
-        portal_environment("ldap://127.0.0.1:1"), PROMETHEUS_MULTIPROC_DIR=str(folder)
-    )
-    done = subprocess.run([sys.executable, "-c", inject], cwd=ROOT, env=environment,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    ))  # fmt: skip
     assert done.returncode == 4, done
     assert done.stderr == (
         f"PROMETHEUS_MULTIPROC_DIR: {folder} has 300 KiB free, and each process needs 1024 KiB "
@@ -414,8 +410,7 @@ def test_a_process_refuses_to_start_on_a_full_multiprocess_folder(tmp_path):
     ), done
     assert list(folder.iterdir()) == []
     # With room (the real statvfs), the same process starts.
-    plain = subprocess.run([sys.executable, "-m", "portal", "--version"], cwd=ROOT,
-                           env=environment, capture_output=True, timeout=120)  # fmt: skip
+    plain = portal_version_with_folder(folder, "")
     assert plain.returncode == 0, plain
 
 

@@ -77,6 +77,18 @@ def test_page_shows_its_body_and_groups_from_settings(client, auth):
     assert "Open to: finance" in body
 
 
+def alices_view(slapd, page: dict) -> tuple[int, str]:
+    """The status and body of the configured `page` as alice opens it."""
+    app = make_app(slapd, PAGES=[page])
+    try:
+        client = app.test_client()
+        AuthActions(client).login("alice")
+        response = client.get(f"/pages/{page['slug']}")
+    finally:
+        app.extensions["portal.directory"].close()
+    return response.status_code, response.get_data(as_text=True)
+
+
 def test_markup_in_a_page_body_is_shown_as_escaped_text(slapd):
     """A page body containing a script tag is shown as text, never run as markup."""
     page = {
@@ -85,15 +97,8 @@ def test_markup_in_a_page_body_is_shown_as_escaped_text(slapd):
         "groups": ["staff"],
         "body": "Before <script>alert(1)</script> after",
     }
-    app = make_app(slapd, PAGES=[page])
-    try:
-        client = app.test_client()
-        AuthActions(client).login("alice")
-        response = client.get("/pages/markup")
-    finally:
-        app.extensions["portal.directory"].close()
-    body = response.get_data(as_text=True)
-    assert response.status_code == 200
+    status, body = alices_view(slapd, page)
+    assert status == 200
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body
     assert "<script>alert" not in body
 
@@ -103,14 +108,8 @@ def test_a_line_break_in_a_page_body_stays_one_and_a_blank_line_starts_a_paragra
     line break is kept, a blank line still starts a paragraph, markup in a line is text."""
     page = {"slug": "oncall", "title": "On call", "groups": ["staff"],
             "body": "This week:\nMonday: Alice\nTuesday: <b>Bob</b>\n\nCall 4357."}  # fmt: skip
-    app = make_app(slapd, PAGES=[page])
-    try:
-        client = app.test_client()
-        AuthActions(client).login("alice")
-        body = client.get("/pages/oncall").get_data(as_text=True)
-    finally:
-        app.extensions["portal.directory"].close()
-    assert (
+    status, body = alices_view(slapd, page)
+    assert status == 200 and (
         "<p>This week:<br>Monday: Alice<br>Tuesday: &lt;b&gt;Bob&lt;/b&gt;</p><p>Call 4357.</p>"
         in (body)
     ), body
