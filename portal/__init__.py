@@ -125,6 +125,13 @@ def _sign_in_prompt() -> str:
     from flask import request
     from flask_babel import gettext
 
+    from .accounts import ENDED
+
+    if request.environ.get(ENDED):
+        # A sign-in ended elsewhere (signed out on another device, everywhere, or by an
+        # administrator) or run out: the person learns why they are asked again.
+        return gettext("Your sign-in has ended (signed out elsewhere, or it ran out). Please "
+                       "sign in again.")  # fmt: skip
     if request.endpoint == "main.home":
         return ""
     return gettext("Please sign in to open that page.")

@@ -45,6 +45,9 @@ _STATE = "portal.accounts"
 #: entry text the request's User came from.
 LOADED = "portal.loaded"
 ENTRY = "portal.entry"
+#: Set in the WSGI environ when the request's login was signed out, revoked or has expired:
+#: the sign-in page then says the sign-in ended, not only "please sign in".
+ENDED = "portal.login_ended"
 
 #: Decoded cache entries each process keeps (see _State.decoded), and the most characters of
 #: entry text among them (a person in hundreds of groups has entries of many kilobytes, and each
@@ -464,6 +467,8 @@ def load_user(login_id: str) -> User | None:
     if loaded.source != "miss":
         if loaded.entry is not None:
             environ[ENTRY] = loaded.entry
+        if loaded.source in ("revoked", "expired"):
+            environ[ENDED] = True
         return loaded.user
     login = logins.parse(login_id)
     try:

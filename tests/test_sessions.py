@@ -190,6 +190,22 @@ def test_sign_out_everywhere_ends_every_session_and_remember_cookie(app):
     assert is_signed_in(signed_in(app)), "a login made afterwards works"
 
 
+def test_a_device_whose_sign_in_ended_elsewhere_is_told_so_at_the_sign_in(app):
+    """After "sign out everywhere" on the laptop, the phone was shown the plain sign-in page,
+    as if nothing had happened: it now says the sign-in ended; a visitor who never signed in
+    is told nothing of the kind."""
+    laptop, phone = signed_in(app), signed_in(app, address="10.0.0.2")
+    assert AuthActions(laptop).logout(everywhere=True).status_code == 302
+    said = "Your sign-in has ended (signed out elsewhere, or it ran out). Please sign in again."
+    for path in ("/", "/pages/handbook"):
+        sent = phone.get(path)
+        assert sent.status_code == 302, path
+        assert said in phone.get(sent.headers["Location"]).get_data(as_text=True), path
+    stranger = app.test_client()
+    sent = stranger.get("/pages/handbook")
+    assert said not in stranger.get(sent.headers["Location"]).get_data(as_text=True)
+
+
 def test_admin_revoke_ends_every_login_of_the_person_and_is_audited(app, audit_lines):
     """erin (admin, password session) revokes bob: his session and remember cookie end."""
     bob = signed_in(app, "bob", remember=True)
