@@ -576,10 +576,11 @@ def test_an_entry_the_template_names_and_the_filter_leaves_out_is_a_wrong_passwo
     (in 5 ms, with no floor and no count), which confirmed a leaver's password to anyone."""
     server = start_slapd(**trees.ppolicy_options())
     reset_dn = "uid=reset,ou=people,dc=example,dc=org"
-    server.modify(f"dn: {reset_dn}\nchangetype: modify\nadd: description\ndescription: off\n")
-    app = example_app(server, "ppolicy", LDAP_DISABLED_FILTER="(description=off)",
-                      PASSWORD_CHANGE_URL="")  # fmt: skip
+    app = None
     try:
+        server.modify(f"dn: {reset_dn}\nchangetype: modify\nadd: description\ndescription: off\n")
+        app = example_app(server, "ppolicy", LDAP_DISABLED_FILTER="(description=off)",
+                          PASSWORD_CHANGE_URL="")  # fmt: skip
         assert_all_alike(
             refusals(
                 app,
@@ -603,7 +604,8 @@ def test_an_entry_the_template_names_and_the_filter_leaves_out_is_a_wrong_passwo
         assert ldap3.Connection(server.url, reset_dn, "reset-secret").bind()
         assert not ldap3.Connection(server.url, reset_dn, "a-much-longer-secret").bind()
     finally:
-        app.extensions["portal.directory"].close()
+        if app is not None:
+            app.extensions["portal.directory"].close()
         server.cleanup()
 
 
@@ -618,14 +620,6 @@ def test_with_a_upn_template_a_must_change_answer_is_judged_by_the_upns_holder(m
 
     server = start_slapd(**trees.ad_options())
     asmith = "CN=Alice Smith,OU=Users,DC=corp,DC=example"
-    server.add(
-        "dn: CN=Alice Smith Two,OU=Users,DC=corp,DC=example\nobjectClass: top\n"
-        "objectClass: person\nobjectClass: organizationalPerson\nobjectClass: user\n"
-        "cn: Alice Smith Two\nsn: Smith\nsAMAccountName: alice.smith\n"
-        "userPrincipalName: alice.smith2@corp.example\nuserAccountControl: 512\n"
-        "memberOf: CN=Staff,OU=Groups,DC=corp,DC=example\n"
-    )
-    server.modify(f"dn: {asmith}\nchangetype: modify\nadd: description\ndescription: off\n")
     real_bind = Directory._send_bind
 
     def active_directory_bind(self, connection, who, password):
@@ -635,9 +629,18 @@ def test_with_a_upn_template_a_must_change_answer_is_judged_by_the_upns_holder(m
         return real_bind(self, connection, who, password)
 
     monkeypatch.setattr(Directory, "_send_bind", active_directory_bind)
-    app = example_app(server, "ad", LDAP_USER_DN_TEMPLATE="{username}@corp.example",
-                      LDAP_DISABLED_FILTER="(description=off)")  # fmt: skip
+    app = None
     try:
+        server.add(
+            "dn: CN=Alice Smith Two,OU=Users,DC=corp,DC=example\nobjectClass: top\n"
+            "objectClass: person\nobjectClass: organizationalPerson\nobjectClass: user\n"
+            "cn: Alice Smith Two\nsn: Smith\nsAMAccountName: alice.smith\n"
+            "userPrincipalName: alice.smith2@corp.example\nuserAccountControl: 512\n"
+            "memberOf: CN=Staff,OU=Groups,DC=corp,DC=example\n"
+        )
+        server.modify(f"dn: {asmith}\nchangetype: modify\nadd: description\ndescription: off\n")
+        app = example_app(server, "ad", LDAP_USER_DN_TEMPLATE="{username}@corp.example",
+                          LDAP_DISABLED_FILTER="(description=off)")  # fmt: skip
         attempts = [("wrong-password", "alice", "not-her-password"),
                     ("disabled holder", "alice.smith", "asmith-secret"),
                     ("disabled, implicit UPN", "asmith", "asmith-secret")]  # fmt: skip
@@ -647,7 +650,8 @@ def test_with_a_upn_template_a_must_change_answer_is_judged_by_the_upns_holder(m
             let_in = AuthActions(app.test_client()).login(typed, "asmith-secret")
             assert let_in.status_code == 403 and "must be changed" in let_in.text, typed
     finally:
-        app.extensions["portal.directory"].close()
+        if app is not None:
+            app.extensions["portal.directory"].close()
         server.cleanup()
 
 
