@@ -196,12 +196,24 @@ def test_a_poll_reads_one_server_however_the_pool_lends_connections(tmp_path):
                 feed = directory.change_feed()
                 feed.start()
                 connections.ServicePool._take = take
-                for _ in range(4):
+
+                def polled() -> tuple[int, int]:
                     before = pair.a.counters()["search"], pair.b.counters()["search"]
                     feed.poll()
-                    searched = (pair.a.counters()["search"] - before[0],
-                                pair.b.counters()["search"] - before[1])  # fmt: skip
-                    assert sorted(count > 0 for count in searched) == [False, True], searched
+                    return (pair.a.counters()["search"] - before[0],
+                            pair.b.counters()["search"] - before[1])  # fmt: skip
+
+                def one_sided(searched: tuple[int, int]) -> bool:
+                    return sorted(count > 0 for count in searched) == [False, True]
+
+                for _ in range(4):
+                    searched = polled()
+                    if not one_sided(searched):
+                        # The servers' own replication searches now and then (a consumer
+                        # reconnecting on a busy machine): that poll is measured again. The
+                        # fault split every poll, the second too.
+                        searched = polled()
+                    assert one_sided(searched), searched
         finally:
             connections.ServicePool._take = original
             directory.close()
