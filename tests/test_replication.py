@@ -179,16 +179,15 @@ def test_a_poll_reads_one_server_however_the_pool_lends_connections(tmp_path):
         eventually(lambda: entry_csn(pair.b, ALICE))
         app = make_app(pair.a, LDAP_URLS=[pair.a.url, pair.b.url], WATCH_INTERVAL=0)
         directory = app.extensions["portal.directory"]
-        to_b = directory.servers[1]  # b, as the portal knows it
         original, lent = connections.ServicePool._take, []
 
         def take(pool):
-            # Injected: every other connection lent goes to b, as a pool holding both would.
+            # Injected: the connections lent go to a and b in turn, as a pool holding both
+            # would (a pooled one may be to either: each is opened here, to say which).
             lent.append(pool)
-            if len(lent) % 2:
-                return original(pool)
+            server = directory.servers[len(lent) % 2]  # b, a, b, ... as the portal knows them
             config = app.config
-            return ldap3.Connection(to_b, config["LDAP_BIND_DN"], config["LDAP_BIND_PASSWORD"],
+            return ldap3.Connection(server, config["LDAP_BIND_DN"], config["LDAP_BIND_PASSWORD"],
                                     auto_bind=True)  # fmt: skip
 
         try:
@@ -197,7 +196,13 @@ def test_a_poll_reads_one_server_however_the_pool_lends_connections(tmp_path):
                 feed.start()
                 connections.ServicePool._take = take
 
+                changed = iter(range(1000))
+
                 def polled() -> tuple[int, int]:
+                    # A change first, each time: a poll with nothing new to look for makes one
+                    # read, which cannot be split, and the test could not fail.
+                    pair.a.modify(f"dn: {ALICE}\nchangetype: modify\nreplace: description\n"
+                                  f"description: change {next(changed)}\n")  # fmt: skip
                     before = pair.a.counters()["search"], pair.b.counters()["search"]
                     feed.poll()
                     return (pair.a.counters()["search"] - before[0],
