@@ -136,8 +136,8 @@ class Directory:
             if not may_use(resolve_groups(found, self.settings, self._group_search)):
                 raise PasswordRefused(passwords.REFUSED_BY_PORTAL)
 
-        before = check_standing if may_use is not None or entry is None else None
-        passwords.change(self.servers, self.settings, dn, current, new, before_change=before)
+        passwords.change(self.servers, self.settings, dn, current, new,
+                         before_change=check_standing)  # fmt: skip
         return name
 
     def unusable_reason(self, username: object) -> str:
